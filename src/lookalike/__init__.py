@@ -1,0 +1,3 @@
+"""Lookalike: self-hosted reverse image search."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,323 @@
+"""The ``lookalike`` command: a thin layer over ``Library``; every command maps to one library call."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from lookalike.config import Settings
+from lookalike.imaging import BadImage
+from lookalike.ingest.pipeline import IndexReport
+from lookalike.ingest.sources import SourceError
+from lookalike.library import Library, LibraryError
+from lookalike.models.files import ModelFileError
+from lookalike.models.registry import REGISTRY, UnknownModelError
+
+app = typer.Typer(
+    help="Lookalike: index photos, then search them by image.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console(stderr=True)
+out = Console(soft_wrap=True)
+
+
+class State:
+    overrides: dict = {}
+
+
+def settings() -> Settings:
+    return Settings(**State.overrides)
+
+
+@app.callback()
+def main(
+    home: Annotated[Path | None, typer.Option(help="library directory (env LOOKALIKE_HOME)")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="embedding model for a new library (env LOOKALIKE_MODEL)")
+    ] = None,
+    models_dir: Annotated[
+        Path | None, typer.Option(help="model files directory (env LOOKALIKE_MODELS_DIR)")
+    ] = None,
+) -> None:
+    State.overrides = {
+        k: v for k, v in {"home": home, "model": model, "models_dir": models_dir}.items() if v is not None
+    }
+
+
+def fail(message: str, code: int = 1) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def open_library() -> Library:
+    try:
+        return Library(settings())
+    except (LibraryError, UnknownModelError, ModelFileError) as exc:
+        fail(str(exc))
+        raise AssertionError from exc  # unreachable; fail raises
+
+
+def progress_bar(description: str) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+        disable=not console.is_terminal,
+    )
+
+
+def _run_index(lib: Library, paths: list[str], label: str | None, prune: bool, quiet: bool) -> IndexReport:
+    with progress_bar("indexing") as bar:
+        task = bar.add_task("indexing", total=None, rate="")
+
+        def update(done: int, total: int, report: IndexReport) -> None:
+            elapsed = bar.tasks[task].elapsed or 0
+            processed = done - report.unchanged
+            rate = f"{processed / elapsed:.0f} img/s" if elapsed > 0 and processed else ""
+            bar.update(task, completed=done, total=total, rate=rate)
+
+        return lib.index(paths, label=label, prune=prune, on_progress=None if quiet else update)
+
+
+@app.command()
+def index(
+    paths: Annotated[
+        list[str], typer.Argument(help="folders, CSV files (id,path,label), URL lists, files or URLs")
+    ],
+    label: Annotated[
+        str | None, typer.Option(help="label for every photo (default: CSV label or folder name)")
+    ] = None,
+    prune: Annotated[
+        bool, typer.Option(help="remove photos whose files vanished from the named folders")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+) -> None:
+    """Index photos (incremental: unchanged files are skipped, duplicates stored once)."""
+    lib = open_library()
+    try:
+        report = _run_index(lib, paths, label, prune, quiet=as_json)
+    except (SourceError, ModelFileError, LibraryError) as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:
+        console.print(
+            "[yellow]interrupted: everything committed so far is kept; run the same command to resume"
+        )
+        raise typer.Exit(130) from None
+    finally:
+        lib.close()
+    if as_json:
+        out.print_json(json.dumps(report.as_dict()))
+        return
+    _print_report(report)
+
+
+def _print_report(r: IndexReport) -> None:
+    out.print(
+        f"[bold]{len(r.added)}[/] added, {r.updated} updated, {len(r.duplicates)} duplicates, "
+        f"{r.unchanged} unchanged, {len(r.rejected)} rejected, {len(r.vanished)} vanished"
+        + (f" ({r.pruned} pruned)" if r.pruned else "")
+        + f" in {r.seconds:.1f} s ({r.rate:.0f} img/s)",
+        highlight=False,
+    )
+    if r.duplicates:
+        out.print(f"[dim]duplicates (stored once): {len(r.duplicates)}")
+        for d in r.duplicates[:20]:
+            out.print(f"  {d.source} = image {d.image_id}", highlight=False)
+        if len(r.duplicates) > 20:
+            out.print(f"  ... and {len(r.duplicates) - 20} more (--json lists all)")
+    if r.rejected:
+        table = Table(title="rejected (skipped)", title_justify="left")
+        table.add_column("source", overflow="fold")
+        table.add_column("reason", overflow="fold")
+        for rej in r.rejected:
+            table.add_row(rej.source, rej.reason)
+        out.print(table)
+    if r.vanished and not r.pruned:
+        out.print(
+            f"[yellow]{len(r.vanished)} indexed file(s) no longer exist; run with --prune to remove them"
+        )
+        for v in r.vanished[:10]:
+            out.print(f"  {v}", highlight=False)
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="a photo file, an http(s) URL, or an indexed image id")],
+    k: Annotated[int, typer.Option("-k", "--k", min=1, max=1000, help="number of results")] = 10,
+    min_score: Annotated[
+        float | None, typer.Option(help="drop results scoring below this (cosine, -1..1)")
+    ] = None,
+    label: Annotated[str | None, typer.Option(help="only photos with this label")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print results as JSON")] = False,
+) -> None:
+    """Find the indexed photos most similar to QUERY."""
+    lib = open_library()
+    try:
+        q: str | int = int(query) if query.isdigit() and not Path(query).exists() else query
+        result = lib.search(q, k=k, min_score=min_score, label=label)
+    except (LibraryError, ModelFileError, BadImage) as exc:
+        fail(str(exc))
+    finally:
+        lib.close()
+    if as_json:
+        out.print_json(json.dumps(result.as_dict()))
+        return
+    table = Table(title=f"{len(result.hits)} results in {result.seconds * 1000:.0f} ms", title_justify="left")
+    for col, just in (
+        ("#", "right"),
+        ("id", "right"),
+        ("score", "right"),
+        ("label", "left"),
+        ("source", "left"),
+    ):
+        table.add_column(col, justify=just, overflow="fold")
+    for rank, hit in enumerate(result.hits, 1):
+        table.add_row(
+            str(rank), str(hit.id), f"{hit.score:.3f}", hit.label or "", hit.sources[0] if hit.sources else ""
+        )
+    out.print(table)
+
+
+@app.command()
+def remove(ids: Annotated[list[int], typer.Argument(help="image ids to remove")]) -> None:
+    """Remove photos from the library (catalog, vectors and thumbnails)."""
+    lib = open_library()
+    try:
+        removed = {r.id for r in lib.remove(ids)}
+    finally:
+        lib.close()
+    out.print(f"removed {len(removed)} image(s)")
+    unknown = [i for i in ids if i not in removed]
+    if unknown:
+        fail(f"no image with id {', '.join(map(str, unknown))}")
+
+
+@app.command()
+def stats(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """What the library holds: photos, model, index type, disk use."""
+    lib = open_library()
+    try:
+        info = lib.stats()
+    finally:
+        lib.close()
+    if as_json:
+        out.print_json(json.dumps(info))
+        return
+    table = Table(show_header=False)
+    for key, value in info.items():
+        if key == "disk_bytes":
+            value = ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in value.items())
+        table.add_row(key, str(value))
+    out.print(table)
+
+
+@app.command()
+def models(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List the embedding models this install knows, with their status."""
+    s = settings()
+    rows = [
+        {
+            "name": spec.name,
+            "dim": spec.dim,
+            "files": [f.name for f in spec.files],
+            "status": spec.status(s),
+            "default": spec.name == Settings.model_fields["model"].default,
+            "description": spec.description,
+        }
+        for spec in REGISTRY.values()
+    ]
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table(title=f"models (models_dir: {s.resolved_models_dir})", title_justify="left")
+    for col in ("name", "dim", "file", "status", "description"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(
+            r["name"] + (" *" if r["default"] else ""),
+            str(r["dim"]),
+            ", ".join(r["files"]) or "(in package)",
+            r["status"],
+            r["description"],
+        )
+    out.print(table)
+
+
+@app.command()
+def reindex() -> None:
+    """Rebuild the vector index from the catalog's stored embeddings."""
+    lib = open_library()
+    try:
+        info = lib.reindex()
+    finally:
+        lib.close()
+    out.print(f"rebuilt {info['index']} index with {info['vectors']} vectors in {info['seconds']:.2f} s")
+
+
+@app.command("eval")
+def evaluate_cmd(
+    directory: Annotated[
+        Path, typer.Argument(help="train/ + test/ folders, or one labelled folder (leave-one-out)")
+    ],
+    k: Annotated[int, typer.Option("-k", "--k", min=1, help="cut-off for precision@k and mAP@k")] = 10,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    fresh: Annotated[bool, typer.Option(help="rebuild the evaluation library from scratch")] = False,
+) -> None:
+    """Measure retrieval quality on labelled photos: precision@k, mAP@k, top-1, queries/s.
+
+    Uses its own library under HOME/eval/, so your photo library is never touched.
+    """
+    from lookalike.evaluate import evaluate
+
+    with progress_bar("eval") as bar:
+        tasks: dict[str, int] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total, rate="")
+            bar.update(tasks[stage], completed=done, total=total)
+
+        try:
+            result = evaluate(
+                directory, settings(), k=k, fresh=fresh, on_progress=None if as_json else update
+            )
+        except (LibraryError, ModelFileError, SourceError, ValueError) as exc:
+            fail(str(exc))
+    if as_json:
+        out.print_json(json.dumps(result))
+        return
+    table = Table(title=f"eval: {result['dataset']} ({result['mode']})", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in ("model", "indexed", "queries", f"precision@{k}", f"mAP@{k}", "top1", "queries_per_second"):
+        v = result[key]
+        table.add_row(key, f"{v:.4f}" if isinstance(v, float) else str(v))
+    out.print(table)
+
+
+def run() -> None:  # pragma: no cover - console entry for `python -m lookalike`
+    sys.exit(app())

@@ -1,0 +1,81 @@
+"""One typed settings object for the CLI, the library and the service.
+
+Every field can be set from the environment with the ``LOOKALIKE_`` prefix
+(``LOOKALIKE_HOME``, ``LOOKALIKE_MODELS_DIR`` ...), so the same library behaves
+the same whichever front end opened it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_home() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "lookalike"
+
+
+class Settings(BaseSettings):
+    """Lookalike configuration; the library directory (``home``) holds all state."""
+
+    model_config = SettingsConfigDict(env_prefix="LOOKALIKE_", extra="ignore")
+
+    home: Path = Field(
+        default_factory=_default_home, description="library directory: catalog, images, vectors"
+    )
+    models_dir: Path | None = Field(
+        default=None, description="where model files are looked up and downloaded to (default: HOME/models)"
+    )
+    allow_download: bool = Field(
+        default=True, description="fetch missing model files from their pinned address"
+    )
+    model: str = Field(default="mobilenet_v2", description="embedding model name (see `lookalike models`)")
+    threads: int = Field(default=0, ge=0, description="inference threads per model instance (0: automatic)")
+
+    # ingest
+    workers: int = Field(default=0, ge=0, description="decode workers (0: one per core)")
+    batch_size: int = Field(
+        default=32, ge=1, le=4096, description="images per embedding batch and catalog commit"
+    )
+    thumbnail_size: int = Field(default=256, ge=16, le=4096, description="max side of stored thumbnails")
+    thumbnail_quality: int = Field(default=70, ge=1, le=95, description="JPEG quality of stored thumbnails")
+    keep_originals: bool = Field(
+        default=False,
+        description="copy local originals into the library (URLs and uploads are always kept)",
+    )
+    max_file_bytes: int = Field(default=100 * 2**20, ge=1, description="larger files are rejected")
+    max_pixels: int = Field(
+        default=80_000_000, ge=1, description="larger images are rejected (decompression bombs)"
+    )
+
+    # URLs
+    url_timeout: float = Field(default=15.0, gt=0, description="seconds per URL fetch")
+    url_max_bytes: int = Field(default=30 * 2**20, ge=1, description="larger downloads are aborted")
+    url_max_redirects: int = Field(default=5, ge=0, le=30)
+
+    # vector index
+    ann_threshold: int = Field(
+        default=20_000,
+        ge=0,
+        description="libraries with at least this many vectors use HNSW instead of exact search",
+    )
+    hnsw_m: int = Field(default=16, ge=4, le=128)
+    hnsw_ef_construction: int = Field(default=128, ge=8)
+    hnsw_ef_search: int = Field(default=96, ge=8)
+
+    @field_validator("home", "models_dir", mode="after")
+    @classmethod
+    def _expand(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
+
+    @property
+    def resolved_models_dir(self) -> Path:
+        return self.models_dir if self.models_dir is not None else self.home / "models"
+
+    @property
+    def resolved_workers(self) -> int:
+        return self.workers or max(1, os.cpu_count() or 1)

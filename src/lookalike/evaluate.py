@@ -1,0 +1,126 @@
+"""Retrieval quality on labelled photos: precision@k, mAP@k, top-1 and queries/s.
+
+Two layouts: ``DIR/train`` + ``DIR/test`` (index train, query with each test
+photo; the Towhee tutorial layout) or one labelled folder (leave-one-out: every
+photo queries all the others). A result is relevant when its label (the parent
+folder name) equals the query's. AP@k is divided by min(k, number of relevant),
+so a perfect ranking scores 1.0 whatever the class size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from lookalike.config import Settings
+from lookalike.ingest.fetch import FetchError
+from lookalike.ingest.sources import walk_folder
+from lookalike.library import Library, LibraryError
+from lookalike.models.embedder import Embedder
+
+StageProgress = Callable[[str, int, int], None]
+
+
+def average_precision_at_k(relevant: list[bool], n_relevant: int, k: int) -> float:
+    """AP@k with the min(k, n_relevant) normaliser."""
+    if n_relevant <= 0:
+        return 0.0
+    hits, total = 0, 0.0
+    for rank, rel in enumerate(relevant[:k], 1):
+        if rel:
+            hits += 1
+            total += hits / rank
+    return total / min(k, n_relevant)
+
+
+def eval_home(directory: Path, settings: Settings) -> Path:
+    digest = hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[:10]
+    return settings.home / "eval" / f"{directory.resolve().name}-{digest}-{settings.model}"
+
+
+def evaluate(
+    directory: Path,
+    settings: Settings,
+    k: int = 10,
+    fresh: bool = False,
+    on_progress: StageProgress | None = None,
+    embedder: Embedder | None = None,
+) -> dict:
+    directory = directory.expanduser()
+    if not directory.is_dir():
+        raise LibraryError(f"{directory}: not a folder")
+    train, test = directory / "train", directory / "test"
+    split = train.is_dir() and test.is_dir()
+    home = eval_home(directory, settings)
+    if fresh and home.exists():
+        import shutil
+
+        shutil.rmtree(home)
+    lib_settings = settings.model_copy(update={"home": home})
+    with Library(lib_settings, embedder=embedder) as lib:
+        report = lib.index(
+            [str(train if split else directory)],
+            prune=True,
+            on_progress=(lambda d, t, _r: on_progress("indexing", d, t)) if on_progress else None,
+        )
+        gallery = lib.catalog.labels()
+        if not gallery:
+            raise LibraryError(f"{directory}: no labelled photos indexed (labels come from folder names)")
+        lib.vectors  # load before timing queries
+        precisions, aps, top1 = [], [], []
+        seconds = 0.0
+        if split:
+            queries = [q for q in walk_folder(test) if q.label in gallery]
+            for n, q in enumerate(queries, 1):
+                started = time.perf_counter()
+                try:
+                    result = lib.search(q.source, k=k)
+                except (LibraryError, FetchError, ValueError):
+                    continue  # an unreadable query photo is not a retrieval failure; counted below
+                seconds += time.perf_counter() - started
+                _score([h.label == q.label for h in result.hits], gallery[q.label], k, precisions, aps, top1)
+                if on_progress:
+                    on_progress("querying", n, len(queries))
+            n_queries = len(queries)
+        else:
+            ids = lib.catalog.ids()
+            for n, image_id in enumerate(ids.tolist(), 1):
+                rec = lib.catalog.get(image_id)
+                if rec is None or rec.label is None:
+                    continue
+                started = time.perf_counter()
+                hits = lib.search_vector(lib.catalog.embedding(image_id), k, exclude=image_id)
+                seconds += time.perf_counter() - started
+                _score([h.label == rec.label for h in hits], gallery[rec.label] - 1, k, precisions, aps, top1)
+                if on_progress:
+                    on_progress("querying", n, len(ids))
+            n_queries = len(ids)
+        answered = len(precisions)
+        return {
+            "dataset": str(directory),
+            "mode": "train/test" if split else "leave-one-out",
+            "model": lib.model_name,
+            "k": k,
+            "indexed": lib.catalog.count(),
+            "rejected": len(report.rejected),
+            "queries": n_queries,
+            "answered": answered,
+            f"precision@{k}": float(np.mean(precisions)) if answered else 0.0,
+            f"mAP@{k}": float(np.mean(aps)) if answered else 0.0,
+            "top1": float(np.mean(top1)) if answered else 0.0,
+            "queries_per_second": answered / seconds if seconds > 0 else 0.0,
+            "query_embeds_photo": split,
+            "library": str(home),
+        }
+
+
+def _score(relevant: list[bool], n_relevant: int, k: int, precisions: list, aps: list, top1: list) -> None:
+    if n_relevant <= 0:
+        return
+    precisions.append(sum(relevant[:k]) / k)
+    aps.append(average_precision_at_k(relevant, n_relevant, k))
+    top1.append(1.0 if relevant and relevant[0] else 0.0)

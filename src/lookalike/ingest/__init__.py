@@ -1,0 +1,1 @@
+"""Getting photos in: where they come from, fetching them, and the indexing pipeline."""

@@ -1,0 +1,260 @@
+"""The indexing pipeline: read, hash, decode and preprocess in worker threads while
+the main thread embeds batches and commits them.
+
+Each batch is written to the catalog in one transaction, after its thumbnails
+are on disk, so an interrupted run (Ctrl-C or kill -9) loses at most the batch
+in flight and a re-run picks up exactly where it stopped. Bad input never stops
+the run: every failure becomes a ``Rejected`` entry with a reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lookalike.imaging import BadImage, thumbnail_jpeg
+from lookalike.ingest.fetch import FetchError, read_file
+from lookalike.ingest.sources import SourceItem, SourceSet
+from lookalike.store.catalog import NewImage
+
+
+@dataclass(frozen=True)
+class Rejected:
+    source: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    source: str
+    image_id: int  # the image already holding these bytes
+
+
+@dataclass
+class IndexReport:
+    added: list[int] = field(default_factory=list)  # new image ids
+    duplicates: list[Duplicate] = field(default_factory=list)
+    unchanged: int = 0
+    updated: int = 0  # sources whose file changed and was re-embedded
+    rejected: list[Rejected] = field(default_factory=list)
+    vanished: list[str] = field(default_factory=list)
+    pruned: int = 0
+    total: int = 0
+    seconds: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def rate(self) -> float:
+        processed = len(self.added) + len(self.duplicates) + self.updated
+        return processed / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict:
+        return {
+            "total": self.total,
+            "added": len(self.added),
+            "duplicates": [d.__dict__ for d in self.duplicates],
+            "unchanged": self.unchanged,
+            "updated": self.updated,
+            "rejected": [r.__dict__ for r in self.rejected],
+            "vanished": self.vanished,
+            "pruned": self.pruned,
+            "seconds": round(self.seconds, 3),
+            "images_per_second": round(self.rate, 1),
+            "interrupted": self.interrupted,
+        }
+
+
+@dataclass
+class _Prepared:
+    item: SourceItem
+    sha256: str | None = None
+    known_id: int | None = None
+    pixels: np.ndarray | None = None
+    thumbnail: bytes | None = None
+    original: bytes | None = None  # kept for URL sources: there is no other copy
+    width: int = 0
+    height: int = 0
+    format: str = ""
+    nbytes: int = 0
+    error: str | None = None
+
+
+ProgressFn = Callable[[int, int, IndexReport], None]
+
+
+class Pipeline:
+    """Runs one indexing job against a library's catalog, image store, index and embedder."""
+
+    def __init__(self, library, on_progress: ProgressFn | None = None) -> None:
+        self.lib = library
+        self.settings = library.settings
+        self.on_progress = on_progress
+
+    # --- worker side -----------------------------------------------------------
+    def _prepare(self, item: SourceItem) -> _Prepared:
+        out = _Prepared(item)
+        try:
+            if item.error:
+                raise FetchError(item.error)
+            if item.is_url:
+                data = self.lib.url_fetcher().fetch(item.source)
+            else:
+                data = read_file(item.source, self.settings.max_file_bytes)
+            out.nbytes = len(data)
+            out.sha256 = hashlib.sha256(data).hexdigest()
+            out.known_id = self.lib.catalog_reader().id_for_sha(out.sha256)
+            if out.known_id is not None:
+                return out  # exact duplicate: no decode needed
+            decoded, out.pixels = self.lib.prepare_pixels(data)
+            out.width, out.height, out.format = decoded.width, decoded.height, decoded.format
+            out.thumbnail = thumbnail_jpeg(
+                decoded.image, self.settings.thumbnail_size, self.settings.thumbnail_quality
+            )
+            if item.is_url or self.settings.keep_originals:
+                out.original = data
+        except (FetchError, BadImage) as exc:
+            out.error = str(exc)
+        except Exception as exc:  # a bug or an exotic decoder failure must not end the batch
+            out.error = f"unexpected error: {type(exc).__name__}: {exc}"
+        return out
+
+    # --- main side ---------------------------------------------------------------
+    def run(self, sets: Iterable[SourceSet], prune: bool = False) -> IndexReport:
+        report = IndexReport()
+        started = time.perf_counter()
+        sets = list(sets)
+        items: dict[str, SourceItem] = {}
+        for s in sets:
+            for it in s.items:
+                items.setdefault(it.source, it)
+        report.total = len(items)
+        catalog = self.lib.catalog
+        todo: list[SourceItem] = []
+        changed_from: dict[str, int] = {}
+        for it in items.values():
+            state = catalog.source_state(it.source)
+            if state is not None and not it.is_url and it.size is not None:
+                if state[1] == it.size and state[2] == it.mtime_ns:
+                    report.unchanged += 1
+                    continue
+                changed_from[it.source] = state[0]
+            elif state is not None and it.is_url:
+                report.unchanged += 1  # URLs are content-addressed once fetched; re-fetch with --force later
+                continue
+            todo.append(it)
+        done = report.unchanged
+        self._progress(done, report)
+        batch: list[_Prepared] = []
+        workers = self.settings.resolved_workers
+        window = max(workers * 4, self.settings.batch_size * 2)
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="lookalike-decode")
+        pending: deque[Future[_Prepared]] = deque()
+        try:
+            queue = iter(todo)
+            exhausted = False
+            while pending or not exhausted:
+                while not exhausted and len(pending) < window:
+                    nxt = next(queue, None)
+                    if nxt is None:
+                        exhausted = True
+                    else:
+                        pending.append(pool.submit(self._prepare, nxt))
+                if not pending:
+                    break
+                prepared = pending.popleft().result()
+                if prepared.error is not None:
+                    report.rejected.append(Rejected(prepared.item.source, prepared.error))
+                    done += 1
+                    self._progress(done, report)
+                    continue
+                batch.append(prepared)
+                if len(batch) >= self.settings.batch_size or (exhausted and not pending):
+                    done += self._commit(batch, report, changed_from)
+                    batch = []
+                    self._progress(done, report)
+            if batch:
+                done += self._commit(batch, report, changed_from)
+                self._progress(done, report)
+        except KeyboardInterrupt:
+            report.interrupted = True
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            self._remove_orphans(report)
+            if not report.interrupted:
+                self._vanished(sets, items, report, prune)
+            self.lib.save_index()
+            report.seconds = time.perf_counter() - started
+        if report.interrupted:
+            raise KeyboardInterrupt
+        return report
+
+    def _commit(self, batch: list[_Prepared], report: IndexReport, changed_from: dict[str, int]) -> int:
+        fresh = [p for p in batch if p.known_id is None]
+        if fresh:
+            vectors = self.lib.embedder.embed(np.stack([p.pixels for p in fresh]))
+            for p, vec in zip(fresh, vectors, strict=True):
+                p.pixels = vec  # reuse the slot: from here on it holds the embedding
+        store = self.lib.images
+        for p in fresh:
+            store.put("thumbnail", p.sha256, p.thumbnail)
+            if p.original is not None:
+                store.put("original", p.sha256, p.original)
+        rows = [
+            NewImage(
+                sha256=p.sha256,
+                source=p.item.source,
+                label=p.item.label,
+                width=p.width,
+                height=p.height,
+                format=p.format,
+                bytes=p.nbytes,
+                size=p.item.size,
+                mtime_ns=p.item.mtime_ns,
+                embedding=p.pixels if p.known_id is None else None,
+                has_original=p.original is not None,
+            )
+            for p in batch
+        ]
+        results = self.lib.catalog.add_batch(rows)
+        new_ids, new_vecs = [], []
+        for row, image_id, is_new in results:
+            if row.source in changed_from:
+                report.updated += 1
+            if is_new:
+                new_ids.append(image_id)
+                new_vecs.append(row.embedding)
+                if row.source not in changed_from:
+                    report.added.append(image_id)
+            elif row.source not in changed_from:
+                report.duplicates.append(Duplicate(row.source, image_id))
+        if new_ids:
+            self.lib.vectors.add(np.asarray(new_ids, dtype=np.int64), np.stack(new_vecs))
+        return len(batch)
+
+    def _remove_orphans(self, report: IndexReport) -> None:
+        orphans = self.lib.catalog.orphans()
+        if orphans:
+            self.lib.delete_images(orphans)
+
+    def _vanished(
+        self, sets: list[SourceSet], items: dict[str, SourceItem], report: IndexReport, prune: bool
+    ) -> None:
+        for s in sets:
+            if s.root is None:
+                continue
+            gone = [src for src in self.lib.catalog.sources_under(s.root) if src not in items]
+            report.vanished.extend(gone)
+        if prune and report.vanished:
+            self.lib.catalog.remove_sources(report.vanished)
+            orphans = self.lib.catalog.orphans()
+            report.pruned = len(self.lib.delete_images(orphans))
+
+    def _progress(self, done: int, report: IndexReport) -> None:
+        if self.on_progress is not None:
+            self.on_progress(done, report.total, report)

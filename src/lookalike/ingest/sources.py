@@ -1,0 +1,126 @@
+"""Turn what the user names (folders, CSVs, URL lists, files, URLs) into source items.
+
+A source item is one photo to consider: its canonical source string (absolute
+path or URL), a label if one is known, and for local files the size and mtime
+that make re-runs incremental without reading the file.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+CSV_SUFFIXES = {".csv"}
+URL_LIST_SUFFIXES = {".txt", ".urls", ".list"}
+
+
+class SourceError(ValueError):
+    """A named source cannot be read at all (not a single photo in it)."""
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    source: str  # absolute path or URL
+    label: str | None = None
+    size: int | None = None
+    mtime_ns: int | None = None
+    error: str | None = None  # set when the item is known bad before reading (unreadable entry)
+
+    @property
+    def is_url(self) -> bool:
+        return is_url(self.source)
+
+
+@dataclass
+class SourceSet:
+    """Everything named by one argument, plus the folder prefix it covers (for vanished files)."""
+
+    items: list[SourceItem]
+    root: str | None = None  # absolute folder path with trailing separator, when a folder was named
+
+
+def is_url(text: str) -> bool:
+    return text.startswith(("http://", "https://"))
+
+
+def _file_item(path: Path, label: str | None) -> SourceItem:
+    try:
+        st = path.stat()
+    except OSError as exc:
+        return SourceItem(str(path), label, error=f"cannot stat: {exc.strerror or exc}")
+    return SourceItem(str(path), label, st.st_size, st.st_mtime_ns)
+
+
+def walk_folder(root: Path, label: str | None = None) -> Iterator[SourceItem]:
+    """Every regular file below root, sorted; hidden files and folders are skipped.
+
+    Formats are sniffed from content when the file is read, not from its extension.
+    """
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=None):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        folder = Path(dirpath)
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            path = folder / name
+            if path.is_file():
+                yield _file_item(path, label if label is not None else folder.name)
+
+
+def read_csv(path: Path, label: str | None = None) -> Iterator[SourceItem]:
+    """The seed CSV format: a header with ``path`` (and optional ``label``), paths relative to the CSV."""
+    with path.open(newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        if not reader.fieldnames or "path" not in reader.fieldnames:
+            raise SourceError(f"{path}: CSV needs a header with a 'path' column (id,path,label)")
+        for row in reader:
+            ref = (row.get("path") or "").strip()
+            if not ref:
+                continue
+            row_label = label if label is not None else (row.get("label") or "").strip() or None
+            if is_url(ref):
+                yield SourceItem(ref, row_label)
+            else:
+                yield _file_item((path.parent / ref).resolve(), row_label)
+
+
+def read_url_list(path: Path, label: str | None = None) -> Iterator[SourceItem]:
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if is_url(line):
+            yield SourceItem(line, label)
+        else:
+            yield SourceItem(line, label, error="not an http(s) URL")
+
+
+def _looks_like_url_list(path: Path) -> bool:
+    if path.suffix.lower() not in URL_LIST_SUFFIXES:
+        return False
+    try:
+        with path.open("r", encoding="utf-8") as fh:
+            head = [ln.strip() for ln in fh.readlines(4096) if ln.strip() and not ln.startswith("#")]
+    except (UnicodeDecodeError, OSError):
+        return False
+    return bool(head) and is_url(head[0])
+
+
+def expand(arg: str, label: str | None = None) -> SourceSet:
+    """One command-line argument -> the photos it names."""
+    if is_url(arg):
+        return SourceSet([SourceItem(arg, label)])
+    path = Path(arg).expanduser()
+    if not path.exists():
+        raise SourceError(f"{arg}: no such file or folder")
+    path = path.resolve()
+    if path.is_dir():
+        return SourceSet(list(walk_folder(path, label)), root=str(path) + os.sep)
+    if path.suffix.lower() in CSV_SUFFIXES:
+        return SourceSet(list(read_csv(path, label)))
+    if _looks_like_url_list(path):
+        return SourceSet(list(read_url_list(path, label)))
+    return SourceSet([_file_item(path, label if label is not None else path.parent.name)])

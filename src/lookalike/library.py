@@ -1,0 +1,313 @@
+"""The core library: one object that the CLI, the HTTP service and the benchmarks call.
+
+A ``Library`` is a directory (``settings.home``) holding the SQLite catalog,
+the image store and the vector index, plus the embedder recorded for it. Like
+rclip's ``RClip``, the embedder can be passed in, so tests and tools can share
+one loaded model across libraries.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lookalike.config import Settings
+from lookalike.imaging import Decoded, decode
+from lookalike.ingest.fetch import FetchError, UrlFetcher, read_file
+from lookalike.ingest.pipeline import IndexReport, Pipeline, ProgressFn
+from lookalike.ingest.sources import SourceSet, expand, is_url
+from lookalike.models.embedder import Embedder
+from lookalike.models.registry import get_spec
+from lookalike.store.catalog import Catalog, ImageRecord
+from lookalike.store.images import LocalImageStore
+from lookalike.store.vectors import MISSING, EmbeddedIndex
+
+
+class LibraryError(RuntimeError):
+    """A request the library cannot serve, with a message for the user."""
+
+
+class ModelMismatchError(LibraryError):
+    pass
+
+
+class NotFoundError(LibraryError):
+    pass
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: int
+    score: float
+    label: str | None
+    sources: tuple[str, ...]
+    width: int
+    height: int
+    sha256: str
+
+    def as_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "score": round(self.score, 6),
+            "label": self.label,
+            "sources": list(self.sources),
+            "width": self.width,
+            "height": self.height,
+        }
+
+
+@dataclass
+class SearchResult:
+    hits: list[Hit]
+    seconds: float
+    query: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {
+            "query": self.query,
+            "seconds": round(self.seconds, 5),
+            "hits": [h.as_dict() for h in self.hits],
+        }
+
+
+class Library:
+    def __init__(self, settings: Settings | None = None, embedder: Embedder | None = None) -> None:
+        self.settings = settings or Settings()
+        self.home = self.settings.home
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.catalog = Catalog(self.home / "catalog.sqlite")
+        self.images = LocalImageStore(self.home / "images")
+        self.model_name = self._check_model()
+        self.spec = get_spec(self.model_name)
+        if embedder is not None and (embedder.name != self.model_name or embedder.dim != self.spec.dim):
+            raise ModelMismatchError(
+                f"embedder {embedder.name} given for a library of model {self.model_name}"
+            )
+        self._embedder = embedder
+        self._vectors: EmbeddedIndex | None = None
+        self._lock = threading.RLock()
+        self._local = threading.local()
+        self._fetcher: UrlFetcher | None = None
+
+    # --- setup ---------------------------------------------------------------------
+    def _check_model(self) -> str:
+        stored = self.catalog.get_meta("model")
+        asked = self.settings.model
+        if stored is None:
+            get_spec(asked)  # unknown names fail before anything is written
+            self.catalog.set_meta("model", asked)
+            self.catalog.set_meta("dim", str(get_spec(asked).dim))
+            self.catalog.set_meta("created_at", str(time.time()))
+            return asked
+        if stored != asked and "model" in self.settings.model_fields_set:
+            raise ModelMismatchError(
+                f"this library ({self.home}) was indexed with model {stored!r}, not {asked!r}; "
+                f"vectors of different models cannot be compared. Use the library's model (drop --model / "
+                f"LOOKALIKE_MODEL), re-embed it with `lookalike reindex --model {asked}`, "
+                f"or index into a new library with --home"
+            )
+        return stored
+
+    @property
+    def embedder(self) -> Embedder:
+        with self._lock:
+            if self._embedder is None:
+                self._embedder = self.spec.load(self.settings)
+            return self._embedder
+
+    @property
+    def vectors(self) -> EmbeddedIndex:
+        with self._lock:
+            if self._vectors is None:
+                s = self.settings
+                index = EmbeddedIndex(
+                    self.home / "vectors",
+                    self.spec.dim,
+                    s.ann_threshold,
+                    {"m": s.hnsw_m, "ef_construction": s.hnsw_ef_construction, "ef_search": s.hnsw_ef_search},
+                )
+                index.load()
+                added, removed = index.sync(self.catalog.ids(), self.catalog.embeddings_for)
+                if added or removed:
+                    index.save()
+                self._vectors = index
+            return self._vectors
+
+    def catalog_reader(self) -> Catalog:
+        """A per-thread catalog connection, for lookups from worker threads."""
+        cat = getattr(self._local, "catalog", None)
+        if cat is None:
+            cat = self._local.catalog = Catalog(self.catalog.path)
+        return cat
+
+    def url_fetcher(self) -> UrlFetcher:
+        with self._lock:
+            if self._fetcher is None:
+                s = self.settings
+                self._fetcher = UrlFetcher(s.url_timeout, s.url_max_bytes, s.url_max_redirects)
+            return self._fetcher
+
+    def close(self) -> None:
+        if self._vectors is not None and self._vectors.dirty:
+            self._vectors.save()
+        if self._fetcher is not None:
+            self._fetcher.close()
+        self.catalog.close()
+
+    def __enter__(self) -> Library:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- photos in -----------------------------------------------------------------
+    def decode_side(self) -> int:
+        """JPEGs are decoded at the smallest scale that still serves the model and the thumbnail."""
+        return max(self.embedder.input_size, self.settings.thumbnail_size)
+
+    def prepare_pixels(self, data: bytes) -> tuple[Decoded, np.ndarray]:
+        """Bytes -> (decoded photo, model input); the one path for indexed and query photos alike."""
+        decoded = decode(data, self.settings.max_pixels, self.decode_side())
+        return decoded, self.embedder.prepare(decoded.image)
+
+    def index(
+        self,
+        paths: list[str],
+        label: str | None = None,
+        prune: bool = False,
+        on_progress: ProgressFn | None = None,
+    ) -> IndexReport:
+        """Index folders, CSVs, URL lists, files and URLs; incremental and safe to interrupt."""
+        sets: list[SourceSet] = [expand(p, label) for p in paths]
+        return Pipeline(self, on_progress).run(sets, prune=prune)
+
+    def save_index(self) -> None:
+        with self._lock:
+            if self._vectors is not None and self._vectors.dirty:
+                self._vectors.save()
+
+    def delete_images(self, ids: list[int]) -> list[ImageRecord]:
+        removed = self.catalog.remove_images(ids)
+        if removed:
+            self.vectors.remove(np.asarray([r.id for r in removed], dtype=np.int64))
+            for rec in removed:
+                self.images.delete("thumbnail", rec.sha256)
+                self.images.delete("original", rec.sha256)
+        return removed
+
+    def remove(self, ids: list[int]) -> list[ImageRecord]:
+        """Delete images by id; unknown ids are ignored (the caller reports them)."""
+        removed = self.delete_images(ids)
+        self.save_index()
+        return removed
+
+    # --- search ----------------------------------------------------------------------
+    def read_query(self, query: str | Path) -> bytes:
+        text = str(query)
+        if is_url(text):
+            return self.url_fetcher().fetch(text)
+        return read_file(text, self.settings.max_file_bytes)
+
+    def embed_bytes(self, data: bytes) -> tuple[np.ndarray, Decoded]:
+        decoded, pixels = self.prepare_pixels(data)
+        return self.embedder.embed(pixels[None])[0], decoded
+
+    def search(
+        self,
+        query: str | Path | bytes | int,
+        k: int = 10,
+        min_score: float | None = None,
+        label: str | None = None,
+    ) -> SearchResult:
+        """Search by photo bytes, a file path or URL, or an indexed image id (more like this)."""
+        if k < 1:
+            raise LibraryError("k must be at least 1")
+        started = time.perf_counter()
+        exclude: int | None = None
+        if isinstance(query, int):
+            vec = self.catalog.embedding(query)
+            if vec is None:
+                raise NotFoundError(f"no image with id {query}")
+            info: dict = {"image_id": query}
+            exclude = query
+        else:
+            if isinstance(query, bytes):
+                data, info = query, {"source": "upload"}
+            else:
+                try:
+                    data = self.read_query(query)
+                except FetchError as exc:
+                    raise LibraryError(f"{query}: {exc}") from None
+                info = {"source": str(query)}
+            vec, decoded = self.embed_bytes(data)
+            info |= {"width": decoded.width, "height": decoded.height}
+        hits = self.search_vector(vec, k, min_score, label, exclude)
+        return SearchResult(hits, time.perf_counter() - started, info)
+
+    def search_vector(
+        self,
+        vec: np.ndarray,
+        k: int = 10,
+        min_score: float | None = None,
+        label: str | None = None,
+        exclude: int | None = None,
+    ) -> list[Hit]:
+        allowed = self.catalog.ids(label) if label is not None else None
+        want = k + (1 if exclude is not None else 0)
+        with self._lock:
+            ids, scores = self.vectors.search(vec[None], want, allowed)
+        records = self.catalog.get_many(i for i in ids[0].tolist() if i != MISSING)
+        hits = []
+        for i, score in zip(ids[0].tolist(), scores[0].tolist(), strict=True):
+            if i == MISSING or i == exclude or i not in records:
+                continue
+            if min_score is not None and score < min_score:
+                break
+            rec = records[i]
+            hits.append(Hit(i, float(score), rec.label, rec.sources, rec.width, rec.height, rec.sha256))
+        return hits[:k]
+
+    # --- information and maintenance -------------------------------------------------
+    def get(self, image_id: int) -> ImageRecord:
+        rec = self.catalog.get(image_id)
+        if rec is None:
+            raise NotFoundError(f"no image with id {image_id}")
+        return rec
+
+    def stats(self) -> dict:
+        vectors = self.vectors
+        return {
+            "home": str(self.home),
+            "images": self.catalog.count(),
+            "sources": self.catalog.db.execute("SELECT COUNT(*) FROM sources").fetchone()[0],
+            "labels": len(self.catalog.labels()),
+            "model": self.model_name,
+            "dim": self.spec.dim,
+            "index": vectors.kind,
+            "vectors": len(vectors),
+            "disk_bytes": {
+                "catalog": self.catalog.disk_bytes(),
+                "images": self.images.disk_bytes(),
+                "vectors": vectors.disk_bytes(),
+            },
+        }
+
+    def reindex(self) -> dict:
+        """Rebuild the vector index from the catalog's embeddings (no re-embedding)."""
+        started = time.perf_counter()
+        with self._lock:
+            directory = self.home / "vectors"
+            shutil.rmtree(directory, ignore_errors=True)
+            self._vectors = None
+            vectors = self.vectors
+            vectors.save()
+        return {
+            "vectors": len(vectors),
+            "index": vectors.kind,
+            "seconds": round(time.perf_counter() - started, 3),
+        }

@@ -1,0 +1,1 @@
+"""Pretrained models: embedders, their files and the registry that names them."""

