@@ -19,6 +19,8 @@ class FetchError(OSError):
 def read_file(path: str, max_bytes: int) -> bytes:
     try:
         p = Path(path)
+        if p.is_dir():
+            raise FetchError("is a folder, not a file")
         size = p.stat().st_size
         if size > max_bytes:
             raise FetchError(f"file too large: {size} bytes exceeds max_file_bytes={max_bytes}")

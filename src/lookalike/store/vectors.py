@@ -227,21 +227,28 @@ class HnswIndex:
                 return _top_k(q @ self.vectors(allowed).T, allowed, k)
         want = min(n, k if allowed is None else k * 8)
         while True:
-            matches = self._index.search(q, want, threads=0, exact=False)
-            keys = np.asarray(matches.keys, dtype=np.int64).reshape(len(q), -1)
-            scores = (1.0 - np.asarray(matches.distances, dtype=np.float32)).reshape(len(q), -1)
-            counts = np.asarray(matches.counts).reshape(-1)
-            for row, c in enumerate(counts):
-                keys[row, c:] = MISSING
-                scores[row, c:] = -np.inf
+            keys, scores = self._raw_search(q, want)
             if allowed is None:
-                return _top_k(scores, keys, k) if keys.shape[1] != k else (keys, scores.astype(np.float32))
+                return _top_k_rows(scores, keys, k)
             ok = np.isin(keys, allowed)
             if ok.sum(axis=1).min() >= k or want >= n:
-                scores = np.where(ok, scores, -np.inf)
-                out_ids, out_scores = _top_k_rows(scores, keys, k)
-                return out_ids, out_scores
+                return _top_k_rows(np.where(ok, scores, -np.inf), keys, k)
             want = min(n, want * 4)
+
+    def _raw_search(self, q: np.ndarray, want: int) -> tuple[np.ndarray, np.ndarray]:
+        """usearch results as (m, want) ids and scores, padded where fewer were found."""
+        keys = np.full((len(q), want), MISSING, dtype=np.int64)
+        scores = np.full((len(q), want), -np.inf, dtype=np.float32)
+        matches = self._index.search(q, want, threads=0, exact=False)
+        if hasattr(matches, "counts"):  # batch of queries
+            for row, c in enumerate(np.asarray(matches.counts).reshape(-1).tolist()):
+                keys[row, :c] = np.asarray(matches.keys[row][:c], dtype=np.int64)
+                scores[row, :c] = 1.0 - np.asarray(matches.distances[row][:c], dtype=np.float32)
+        else:  # usearch returns a flat Matches for a single query
+            c = len(matches.keys)
+            keys[0, :c] = np.asarray(matches.keys, dtype=np.int64)
+            scores[0, :c] = 1.0 - np.asarray(matches.distances, dtype=np.float32)
+        return keys, scores
 
     def save(self, path: Path) -> None:
         _atomic_write(path, lambda tmp: self._index.save(tmp))

@@ -1,0 +1,124 @@
+"""Shared fixtures: real photos and real models from ../shared, real local servers."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lookalike.config import Settings
+from lookalike.models.embedder import Embedder
+from lookalike.models.registry import load_embedder
+
+SHARED = Path(os.environ.get("LOOKALIKE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+MODELS = SHARED / "models"
+TOWHEE = SHARED / "datasets" / "towhee_reverse_image_search"
+
+if not (MODELS / "mobilenet_v2_1.0_224_quant.tflite").exists():  # pragma: no cover
+    raise RuntimeError(f"the tests need the shared models and photos at {SHARED} (or set LOOKALIKE_SHARED)")
+
+CLASSES = ("goldfish", "tiger_cat", "bullet_train")
+
+
+def photo(label: str, index: int = 0, split: str = "train") -> Path:
+    return sorted((TOWHEE / split / label).iterdir())[index]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test reads the user's library or settings by accident."""
+    for key in list(os.environ):
+        if key.startswith("LOOKALIKE_") and key != "LOOKALIKE_SHARED":
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("LOOKALIKE_HOME", str(tmp_path / "default-home"))
+    monkeypatch.setenv("LOOKALIKE_MODELS_DIR", str(MODELS))
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(home=tmp_path / "lib", models_dir=MODELS, allow_download=False)
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Embedder:
+    return load_embedder(Settings(models_dir=MODELS, allow_download=False))
+
+
+@pytest.fixture
+def photo_dir(tmp_path: Path) -> Path:
+    """A small labelled folder of real photos: 3 classes x 4 photos, as train/<label>/<file>."""
+    root = tmp_path / "photos"
+    for label in CLASSES:
+        (root / label).mkdir(parents=True)
+        for i in range(4):
+            src = photo(label, i)
+            shutil.copy(src, root / label / src.name)
+    return root
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    """Serves files plus a few misbehaving endpoints for URL-fetch tests."""
+
+    def log_message(self, *args) -> None:  # keep test output clean
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        if self.path == "/loop":
+            self.send_response(302)
+            self.send_header("Location", "/loop")
+            self.end_headers()
+        elif self.path.startswith("/redirect/"):
+            self.send_response(302)
+            self.send_header("Location", "/" + self.path.split("/", 2)[2])
+            self.end_headers()
+        elif self.path == "/slow":
+            time.sleep(3)
+            self.send_response(200)
+            self.end_headers()
+        elif self.path == "/big":
+            self.send_response(200)
+            self.send_header("Content-Length", str(50 * 2**20))
+            self.end_headers()
+            try:
+                self.wfile.write(b"\0" * 2**20)
+            except OSError:
+                pass
+        elif self.path == "/big-undeclared":
+            self.send_response(200)
+            self.end_headers()
+            try:
+                for _ in range(50):
+                    self.wfile.write(b"\0" * 2**20)
+            except OSError:
+                pass
+        else:
+            super().do_GET()
+
+
+@pytest.fixture
+def http_root(tmp_path: Path) -> Path:
+    root = tmp_path / "www"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def http_server(http_root: Path) -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 serving ``http_root``; yields its base URL."""
+
+    def handler(*args, **kwargs):
+        return _Handler(*args, directory=str(http_root), **kwargs)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()

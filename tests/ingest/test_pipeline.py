@@ -1,0 +1,232 @@
+"""Indexing end to end on real photos: incremental re-runs, duplicates, changes, bad input, interruption."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lookalike.config import Settings
+from lookalike.library import Library
+from tests.badfiles import salt
+from tests.conftest import MODELS, TOWHEE, photo
+
+
+def consistent(lib: Library) -> None:
+    """Catalog, vector index and thumbnails agree."""
+    ids = lib.catalog.ids()
+    assert sorted(lib.vectors.ids().tolist()) == ids.tolist()
+    for i in ids.tolist():
+        rec = lib.catalog.get(i)
+        assert rec.sources and lib.images.exists("thumbnail", rec.sha256)
+    n_sha = lib.catalog.db.execute("SELECT COUNT(DISTINCT sha256) FROM images").fetchone()[0]
+    assert n_sha == len(ids)
+
+
+@pytest.fixture
+def lib(settings: Settings, embedder):
+    with Library(settings, embedder=embedder) as library:
+        yield library
+
+
+def test_index_folder_then_search_finds_the_class(lib: Library, photo_dir: Path) -> None:
+    report = lib.index([str(photo_dir)])
+    assert len(report.added) == 12 and not report.rejected and not report.duplicates
+    assert lib.catalog.labels() == {"goldfish": 4, "tiger_cat": 4, "bullet_train": 4}
+    result = lib.search(str(photo("goldfish", 0, "test")), k=4)
+    assert [h.label for h in result.hits[:3]] == ["goldfish"] * 3
+    assert result.query["width"] > 0
+    consistent(lib)
+
+
+def test_second_run_skips_everything_without_decoding(lib: Library, photo_dir: Path, monkeypatch) -> None:
+    lib.index([str(photo_dir)])
+
+    def no_decode(*a, **k):
+        raise AssertionError("an unchanged file was decoded")
+
+    monkeypatch.setattr("lookalike.library.decode", no_decode)
+    monkeypatch.setattr("lookalike.ingest.pipeline.read_file", no_decode)
+    again = lib.index([str(photo_dir)])
+    assert again.unchanged == 12 and not again.added and not again.rejected and not again.duplicates
+
+
+def test_changed_file_is_re_embedded_and_old_version_dropped(lib: Library, photo_dir: Path) -> None:
+    lib.index([str(photo_dir)])
+    target = next((photo_dir / "goldfish").iterdir())
+    old_id = lib.catalog.source_state(str(target))[0]
+    shutil.copy(photo("bullet_train", 7), target)  # new content at the same path
+    report = lib.index([str(photo_dir)])
+    assert report.updated == 1 and report.unchanged == 11
+    new_id = lib.catalog.source_state(str(target))[0]
+    assert new_id != old_id and lib.catalog.get(old_id) is None and lib.catalog.count() == 12
+    hit = lib.search(str(photo("bullet_train", 7)), k=1).hits[0]
+    assert hit.id == new_id and hit.score > 0.999
+    consistent(lib)
+
+
+def test_exact_duplicates_are_stored_once_and_reported(lib: Library, photo_dir: Path) -> None:
+    src = next((photo_dir / "goldfish").iterdir())
+    (photo_dir / "copies").mkdir()
+    shutil.copy(src, photo_dir / "copies" / "same.jpg")
+    shutil.copy(src, photo_dir / "copies" / "again.jpg")
+    report = lib.index([str(photo_dir)])
+    assert len(report.added) == 12 and len(report.duplicates) == 2
+    assert {d.image_id for d in report.duplicates} == {lib.catalog.source_state(str(src))[0]}
+    rec = lib.catalog.get(report.duplicates[0].image_id)
+    assert len(rec.sources) == 3 and lib.catalog.count() == 12
+    consistent(lib)
+
+
+def test_vanished_files_are_reported_and_pruned_on_request(lib: Library, photo_dir: Path) -> None:
+    lib.index([str(photo_dir)])
+    gone = sorted((photo_dir / "tiger_cat").iterdir())[:2]
+    for g in gone:
+        g.unlink()
+    report = lib.index([str(photo_dir)])
+    assert sorted(report.vanished) == sorted(map(str, gone)) and lib.catalog.count() == 12
+    report = lib.index([str(photo_dir)], prune=True)
+    assert report.pruned == 2 and lib.catalog.count() == 10
+    consistent(lib)
+
+
+def test_salted_folder_rejects_each_bad_file_with_a_reason(lib: Library, photo_dir: Path) -> None:
+    expected = salt(photo_dir / "junk")
+    report = lib.index([str(photo_dir)])
+    assert len(report.added) == 12
+    reasons = {Path(r.source).name: r.reason for r in report.rejected}
+    assert set(reasons) == set(expected)
+    for name, fragment in expected.items():
+        assert fragment in reasons[name], (name, reasons[name])
+    assert report.as_dict()["rejected"][0]["reason"]
+    consistent(lib)
+    # bad files stay rejected on the next run and good ones stay unchanged
+    again = lib.index([str(photo_dir)])
+    assert again.unchanged == 12 and len(again.rejected) == len(expected)
+
+
+def test_oversized_file_is_rejected(settings: Settings, embedder, photo_dir: Path) -> None:
+    small = settings.model_copy(update={"max_file_bytes": 20_000})
+    with Library(small, embedder=embedder) as lib:
+        report = lib.index([str(photo_dir)])
+    assert report.rejected and all("max_file_bytes" in r.reason for r in report.rejected)
+    assert len(report.added) + len(report.rejected) == 12
+
+
+def test_urls_are_fetched_kept_and_failures_reported(lib: Library, http_server: str, http_root: Path,
+                                                     tmp_path: Path) -> None:
+    shutil.copy(photo("goldfish", 0), http_root / "fish.jpg")
+    shutil.copy(photo("tiger_cat", 0), http_root / "cat.jpg")
+    (http_root / "notes.txt").write_text("hello")
+    urls = tmp_path / "urls.txt"
+    urls.write_text("\n".join([f"{http_server}/fish.jpg", f"{http_server}/redirect/cat.jpg",
+                               f"{http_server}/missing.jpg", f"{http_server}/notes.txt", f"{http_server}/loop"]))
+    report = lib.index([str(urls)], label="web")
+    assert len(report.added) == 2
+    reasons = sorted(r.reason for r in report.rejected)
+    assert any("404" in r for r in reasons) and any("not an image" in r for r in reasons)
+    assert any("redirects" in r for r in reasons)
+    for image_id in report.added:
+        rec = lib.catalog.get(image_id)
+        assert rec.has_original and lib.images.get("original", rec.sha256) is not None and rec.label == "web"
+    consistent(lib)
+
+
+def test_interrupt_keeps_committed_batches_and_resume_completes(settings, embedder, photo_dir: Path) -> None:
+    small_batches = settings.model_copy(update={"batch_size": 4, "workers": 1})
+    with Library(small_batches, embedder=embedder) as lib:
+        def stop_after_first_batch(done, total, report):
+            if len(report.added) >= 4:
+                raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            lib.index([str(photo_dir)], on_progress=stop_after_first_batch)
+        assert 4 <= lib.catalog.count() < 12
+        consistent(lib)
+    with Library(small_batches, embedder=embedder) as lib:
+        report = lib.index([str(photo_dir)])
+        assert lib.catalog.count() == 12 and report.unchanged + len(report.added) == 12
+        consistent(lib)
+
+
+def _cli(home: Path, *args: str, **kw) -> subprocess.Popen:
+    env = {**os.environ, "LOOKALIKE_HOME": str(home), "LOOKALIKE_MODELS_DIR": str(MODELS),
+           "LOOKALIKE_BATCH_SIZE": "16"}
+    return subprocess.Popen([sys.executable, "-m", "lookalike", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+
+def test_kill_9_during_indexing_then_rerun_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    train = str(TOWHEE / "train")
+    proc = _cli(home, "index", train)
+    db = home / "catalog.sqlite"
+    deadline = time.time() + 120
+    count = 0
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        if db.exists():
+            try:
+                with sqlite3.connect(db, timeout=5) as c:
+                    count = c.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+            except sqlite3.OperationalError:
+                continue
+            if count >= 100:
+                break
+    assert proc.poll() is None, "indexing finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 100 <= count < 1000
+    rerun = _cli(home, "index", train, "--json")
+    out, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err.decode()
+    report = json.loads(out)
+    assert report["unchanged"] >= count and report["added"] + report["unchanged"] == 1000
+    assert not report["duplicates"] and not report["rejected"]
+    with Library(Settings(home=home, models_dir=MODELS)) as lib:
+        assert lib.catalog.count() == 1000
+        assert lib.catalog.db.execute("SELECT COUNT(*) FROM sources").fetchone()[0] == 1000
+        assert len(lib.vectors) == 1000
+        consistent(lib)
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None and os.geteuid() == 0, reason="needs setpriv to drop root")
+def test_unreadable_file_is_reported(tmp_path: Path, photo_dir: Path) -> None:
+    locked = photo_dir / "goldfish" / "locked.jpg"
+    shutil.copy(photo("goldfish", 5), locked)
+    locked.chmod(0)
+    prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"] if os.geteuid() == 0 else []
+    env = {**os.environ, "LOOKALIKE_HOME": str(tmp_path / "home"), "LOOKALIKE_MODELS_DIR": str(MODELS)}
+    done = subprocess.run([*prefix, sys.executable, "-m", "lookalike", "index", str(photo_dir), "--json"],
+                          env=env, capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr.decode()
+    report = json.loads(done.stdout)
+    assert report["added"] == 12
+    assert report["rejected"] == [{"source": str(locked), "reason": "permission denied"}]
+
+
+def test_reindex_rebuilds_identical_results(lib: Library, photo_dir: Path) -> None:
+    lib.index([str(photo_dir)])
+    query = str(photo("tiger_cat", 0, "test"))
+    before = [(h.id, round(h.score, 5)) for h in lib.search(query, k=12).hits]
+    info = lib.reindex()
+    assert info["vectors"] == 12
+    assert [(h.id, round(h.score, 5)) for h in lib.search(query, k=12).hits] == before
+
+
+def test_vector_index_lost_is_rebuilt_from_catalog(settings, embedder, photo_dir: Path) -> None:
+    with Library(settings, embedder=embedder) as lib:
+        lib.index([str(photo_dir)])
+    shutil.rmtree(settings.home / "vectors")
+    with Library(settings, embedder=embedder) as lib:
+        assert len(lib.vectors) == 12
+        assert np.isclose(lib.search(str(photo("goldfish", 0)), k=1).hits[0].score, 1.0, atol=1e-4)

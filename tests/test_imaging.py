@@ -1,0 +1,138 @@
+"""Decoding: every mode and format becomes RGB; every kind of bad file becomes BadImage with a reason."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lookalike.imaging import BadImage, decode, thumbnail_jpeg, to_rgb
+from tests.badfiles import bomb_png, real_jpeg
+from tests.conftest import photo
+
+MAX = 80_000_000
+
+
+def encode(im: Image.Image, fmt: str, **kw) -> bytes:
+    out = io.BytesIO()
+    im.save(out, format=fmt, **kw)
+    return out.getvalue()
+
+
+def base() -> Image.Image:
+    return Image.open(photo("tiger_cat", 0)).convert("RGB")
+
+
+def test_real_jpeg_decodes_with_original_size() -> None:
+    data = real_jpeg()
+    full = Image.open(io.BytesIO(data))
+    d = decode(data, MAX)
+    assert (d.width, d.height) == full.size and d.image.mode == "RGB" and d.format == "JPEG"
+
+
+def test_draft_decodes_large_jpeg_at_reduced_scale() -> None:
+    big = base().resize((2000, 1500))
+    d = decode(encode(big, "JPEG", quality=90), MAX, min_side=256)
+    assert (d.width, d.height) == (2000, 1500)  # original size is reported
+    assert 256 <= min(d.image.size) < 1500  # but pixels were decoded at a reduced scale
+    assert min(d.image.size) <= 2 * 375  # the smallest power-of-two scale still >= 256
+
+
+def test_exif_orientation_is_applied() -> None:
+    im = base().resize((400, 200))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 CW on display
+    d = decode(encode(im, "JPEG", exif=exif), MAX)
+    assert d.image.size == (200, 400) and (d.width, d.height) == (200, 400)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: base().convert("CMYK"),
+        lambda: base().convert("L"),
+        lambda: base().convert("1"),
+        lambda: base().convert("LA"),
+        lambda: base().convert("RGBA"),
+    ],
+    ids=["cmyk", "grey", "bilevel", "grey-alpha", "rgba"],
+)
+def test_modes_become_rgb(make) -> None:
+    im = make()
+    fmt = "JPEG" if im.mode in ("CMYK", "L") else "PNG"
+    d = decode(encode(im, fmt), MAX, min_side=224)
+    assert d.image.mode == "RGB" and d.image.size == im.size
+
+
+def test_palette_with_transparency_is_composited_on_white() -> None:
+    im = Image.new("P", (64, 64), 0)
+    im.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    im.paste(1, (0, 0, 32, 64))
+    im.info["transparency"] = 0
+    d = decode(encode(im, "PNG", transparency=0), MAX)
+    px = np.asarray(d.image)
+    assert tuple(px[10, 10]) == (255, 0, 0) and tuple(px[10, 50]) == (255, 255, 255)
+
+
+def test_16_bit_greyscale_is_scaled_not_clipped() -> None:
+    arr = np.linspace(0, 65535, 64 * 64, dtype=np.uint16).reshape(64, 64)
+    im = Image.fromarray(arr)
+    assert im.mode == "I;16"
+    d = decode(encode(im, "PNG"), MAX)
+    out = np.asarray(d.image)[:, :, 0]
+    assert out.min() == 0 and out.max() == 255 and 100 < out.mean() < 155
+
+
+def test_float_mode_is_stretched() -> None:
+    im = Image.fromarray(np.linspace(-5, 5, 32 * 32, dtype=np.float32).reshape(32, 32))
+    assert np.asarray(to_rgb(im)).max() == 255
+
+
+def test_animated_gif_uses_first_frame() -> None:
+    frames = [Image.new("RGB", (32, 32), c) for c in ((255, 0, 0), (0, 0, 255))]
+    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    px = np.asarray(decode(data, MAX).image)
+    assert px[16, 16, 0] > 200 and px[16, 16, 2] < 50
+
+
+@pytest.mark.parametrize("fmt", ["WEBP", "PNG", "BMP", "TIFF"])
+def test_other_formats_by_content(fmt: str) -> None:
+    d = decode(encode(base(), fmt), MAX)
+    assert d.format == fmt and d.image.mode == "RGB"
+
+
+def test_empty_file() -> None:
+    with pytest.raises(BadImage, match="empty file"):
+        decode(b"", MAX)
+
+
+def test_truncated_jpeg() -> None:
+    data = real_jpeg()
+    with pytest.raises(BadImage, match="truncated"):
+        decode(data[: len(data) // 3], MAX)
+
+
+def test_garbage_after_jpeg_header() -> None:
+    data = real_jpeg()
+    with pytest.raises(BadImage):
+        decode(data[:20] + bytes(range(256)) * 16, MAX)
+
+
+def test_text_file_is_not_an_image() -> None:
+    with pytest.raises(BadImage, match="not an image"):
+        decode(b"hello, I am text\n" * 10, MAX)
+
+
+def test_decompression_bomb_is_refused_before_decoding() -> None:
+    data = bomb_png()
+    assert len(data) < 200_000  # small file, 400 million pixels
+    with pytest.raises(BadImage, match="too many pixels: 20000x20000"):
+        decode(data, MAX)
+
+
+def test_thumbnail_respects_max_size_and_is_jpeg() -> None:
+    thumb = thumbnail_jpeg(base().resize((1000, 500)), 256, 70)
+    im = Image.open(io.BytesIO(thumb))
+    assert im.format == "JPEG" and im.size == (256, 128)
