@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import os
 import shutil
@@ -85,10 +86,8 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
             self.send_response(200)
             self.send_header("Content-Length", str(50 * 2**20))
             self.end_headers()
-            try:
+            with contextlib.suppress(OSError):
                 self.wfile.write(b"\0" * 2**20)
-            except OSError:
-                pass
         elif self.path == "/big-undeclared":
             self.send_response(200)
             self.end_headers()

@@ -49,12 +49,8 @@ def settings() -> Settings:
 @app.callback()
 def main(
     home: Annotated[Path | None, typer.Option(help="library directory (env LOOKALIKE_HOME)")] = None,
-    model: Annotated[
-        str | None, typer.Option(help="embedding model for a new library (env LOOKALIKE_MODEL)")
-    ] = None,
-    models_dir: Annotated[
-        Path | None, typer.Option(help="model files directory (env LOOKALIKE_MODELS_DIR)")
-    ] = None,
+    model: Annotated[str | None, typer.Option(help="embedding model for a new library (env LOOKALIKE_MODEL)")] = None,
+    models_dir: Annotated[Path | None, typer.Option(help="model files directory (env LOOKALIKE_MODELS_DIR)")] = None,
 ) -> None:
     State.overrides = {
         k: v for k, v in {"home": home, "model": model, "models_dir": models_dir}.items() if v is not None
@@ -62,7 +58,7 @@ def main(
 
 
 def fail(message: str, code: int = 1) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -105,15 +101,9 @@ def _run_index(lib: Library, paths: list[str], label: str | None, prune: bool, q
 
 @app.command()
 def index(
-    paths: Annotated[
-        list[str], typer.Argument(help="folders, CSV files (id,path,label), URL lists, files or URLs")
-    ],
-    label: Annotated[
-        str | None, typer.Option(help="label for every photo (default: CSV label or folder name)")
-    ] = None,
-    prune: Annotated[
-        bool, typer.Option(help="remove photos whose files vanished from the named folders")
-    ] = False,
+    paths: Annotated[list[str], typer.Argument(help="folders, CSV files (id,path,label), URL lists, files or URLs")],
+    label: Annotated[str | None, typer.Option(help="label for every photo (default: CSV label or folder name)")] = None,
+    prune: Annotated[bool, typer.Option(help="remove photos whose files vanished from the named folders")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
     """Index photos (incremental: unchanged files are skipped, duplicates stored once)."""
@@ -123,9 +113,7 @@ def index(
     except (SourceError, ModelFileError, LibraryError) as exc:
         fail(str(exc))
     except KeyboardInterrupt:
-        console.print(
-            "[yellow]interrupted: everything committed so far is kept; run the same command to resume"
-        )
+        console.print("[yellow]interrupted: everything committed so far is kept; run the same command to resume")
         raise typer.Exit(130) from None
     finally:
         lib.close()
@@ -157,9 +145,7 @@ def _print_report(r: IndexReport) -> None:
             table.add_row(rej.source, rej.reason)
         out.print(table)
     if r.vanished and not r.pruned:
-        out.print(
-            f"[yellow]{len(r.vanished)} indexed file(s) no longer exist; run with --prune to remove them"
-        )
+        out.print(f"[yellow]{len(r.vanished)} indexed file(s) no longer exist; run with --prune to remove them")
         for v in r.vanished[:10]:
             out.print(f"  {v}", highlight=False)
 
@@ -168,9 +154,7 @@ def _print_report(r: IndexReport) -> None:
 def search(
     query: Annotated[str, typer.Argument(help="a photo file, an http(s) URL, or an indexed image id")],
     k: Annotated[int, typer.Option("-k", "--k", min=1, max=1000, help="number of results")] = 10,
-    min_score: Annotated[
-        float | None, typer.Option(help="drop results scoring below this (cosine, -1..1)")
-    ] = None,
+    min_score: Annotated[float | None, typer.Option(help="drop results scoring below this (cosine, -1..1)")] = None,
     label: Annotated[str | None, typer.Option(help="only photos with this label")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print results as JSON")] = False,
 ) -> None:
@@ -280,9 +264,7 @@ def reindex() -> None:
 
 @app.command("eval")
 def evaluate_cmd(
-    directory: Annotated[
-        Path, typer.Argument(help="train/ + test/ folders, or one labelled folder (leave-one-out)")
-    ],
+    directory: Annotated[Path, typer.Argument(help="train/ + test/ folders, or one labelled folder (leave-one-out)")],
     k: Annotated[int, typer.Option("-k", "--k", min=1, help="cut-off for precision@k and mAP@k")] = 10,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     fresh: Annotated[bool, typer.Option(help="rebuild the evaluation library from scratch")] = False,
@@ -302,9 +284,7 @@ def evaluate_cmd(
             bar.update(tasks[stage], completed=done, total=total)
 
         try:
-            result = evaluate(
-                directory, settings(), k=k, fresh=fresh, on_progress=None if as_json else update
-            )
+            result = evaluate(directory, settings(), k=k, fresh=fresh, on_progress=None if as_json else update)
         except (LibraryError, ModelFileError, SourceError, ValueError) as exc:
             fail(str(exc))
     if as_json:

@@ -24,23 +24,17 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="LOOKALIKE_", extra="ignore")
 
-    home: Path = Field(
-        default_factory=_default_home, description="library directory: catalog, images, vectors"
-    )
+    home: Path = Field(default_factory=_default_home, description="library directory: catalog, images, vectors")
     models_dir: Path | None = Field(
         default=None, description="where model files are looked up and downloaded to (default: HOME/models)"
     )
-    allow_download: bool = Field(
-        default=True, description="fetch missing model files from their pinned address"
-    )
+    allow_download: bool = Field(default=True, description="fetch missing model files from their pinned address")
     model: str = Field(default="mobilenet_v2", description="embedding model name (see `lookalike models`)")
     threads: int = Field(default=0, ge=0, description="inference threads per model instance (0: automatic)")
 
     # ingest
     workers: int = Field(default=0, ge=0, description="decode workers (0: one per core)")
-    batch_size: int = Field(
-        default=32, ge=1, le=4096, description="images per embedding batch and catalog commit"
-    )
+    batch_size: int = Field(default=32, ge=1, le=4096, description="images per embedding batch and catalog commit")
     thumbnail_size: int = Field(default=256, ge=16, le=4096, description="max side of stored thumbnails")
     thumbnail_quality: int = Field(default=70, ge=1, le=95, description="JPEG quality of stored thumbnails")
     keep_originals: bool = Field(
@@ -48,9 +42,7 @@ class Settings(BaseSettings):
         description="copy local originals into the library (URLs and uploads are always kept)",
     )
     max_file_bytes: int = Field(default=100 * 2**20, ge=1, description="larger files are rejected")
-    max_pixels: int = Field(
-        default=80_000_000, ge=1, description="larger images are rejected (decompression bombs)"
-    )
+    max_pixels: int = Field(default=80_000_000, ge=1, description="larger images are rejected (decompression bombs)")
 
     # URLs
     url_timeout: float = Field(default=15.0, gt=0, description="seconds per URL fetch")

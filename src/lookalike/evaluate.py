@@ -70,7 +70,7 @@ def evaluate(
         gallery = lib.catalog.labels()
         if not gallery:
             raise LibraryError(f"{directory}: no labelled photos indexed (labels come from folder names)")
-        lib.vectors  # load before timing queries
+        _ = lib.vectors  # load before timing queries
         precisions, aps, top1 = [], [], []
         seconds = 0.0
         if split:

@@ -50,9 +50,7 @@ def decode(data: bytes, max_pixels: int, min_side: int = 0) -> Decoded:
     if width <= 0 or height <= 0:
         raise BadImage(f"invalid dimensions {width}x{height}")
     if width * height > max_pixels:
-        raise BadImage(
-            f"too many pixels: {width}x{height} exceeds max_pixels={max_pixels} (decompression bomb guard)"
-        )
+        raise BadImage(f"too many pixels: {width}x{height} exceeds max_pixels={max_pixels} (decompression bomb guard)")
     try:
         im.seek(0)  # first frame of animations
         orientation = im.getexif().get(0x0112, 1)

@@ -85,9 +85,7 @@ class Library:
         self.model_name = self._check_model()
         self.spec = get_spec(self.model_name)
         if embedder is not None and (embedder.name != self.model_name or embedder.dim != self.spec.dim):
-            raise ModelMismatchError(
-                f"embedder {embedder.name} given for a library of model {self.model_name}"
-            )
+            raise ModelMismatchError(f"embedder {embedder.name} given for a library of model {self.model_name}")
         self._embedder = embedder
         self._vectors: EmbeddedIndex | None = None
         self._lock = threading.RLock()
@@ -98,8 +96,8 @@ class Library:
     def _check_model(self) -> str:
         stored = self.catalog.get_meta("model")
         asked = self.settings.model
+        get_spec(asked)  # unknown names fail before anything is written
         if stored is None:
-            get_spec(asked)  # unknown names fail before anything is written
             self.catalog.set_meta("model", asked)
             self.catalog.set_meta("dim", str(get_spec(asked).dim))
             self.catalog.set_meta("created_at", str(time.time()))
@@ -108,8 +106,7 @@ class Library:
             raise ModelMismatchError(
                 f"this library ({self.home}) was indexed with model {stored!r}, not {asked!r}; "
                 f"vectors of different models cannot be compared. Use the library's model (drop --model / "
-                f"LOOKALIKE_MODEL), re-embed it with `lookalike reindex --model {asked}`, "
-                f"or index into a new library with --home"
+                f"LOOKALIKE_MODEL), or index with {asked!r} into a new library (--home DIR)"
             )
         return stored
 
@@ -184,6 +181,7 @@ class Library:
     ) -> IndexReport:
         """Index folders, CSVs, URL lists, files and URLs; incremental and safe to interrupt."""
         sets: list[SourceSet] = [expand(p, label) for p in paths]
+        _ = self.embedder  # a missing model fails here, once, not as one rejection per photo
         return Pipeline(self, on_progress).run(sets, prune=prune)
 
     def save_index(self) -> None:
@@ -264,7 +262,7 @@ class Library:
         records = self.catalog.get_many(i for i in ids[0].tolist() if i != MISSING)
         hits = []
         for i, score in zip(ids[0].tolist(), scores[0].tolist(), strict=True):
-            if i == MISSING or i == exclude or i not in records:
+            if i in (MISSING, exclude) or i not in records:
                 continue
             if min_score is not None and score < min_score:
                 break

@@ -122,14 +122,24 @@ def test_oversized_file_is_rejected(settings: Settings, embedder, photo_dir: Pat
     assert len(report.added) + len(report.rejected) == 12
 
 
-def test_urls_are_fetched_kept_and_failures_reported(lib: Library, http_server: str, http_root: Path,
-                                                     tmp_path: Path) -> None:
+def test_urls_are_fetched_kept_and_failures_reported(
+    lib: Library, http_server: str, http_root: Path, tmp_path: Path
+) -> None:
     shutil.copy(photo("goldfish", 0), http_root / "fish.jpg")
     shutil.copy(photo("tiger_cat", 0), http_root / "cat.jpg")
     (http_root / "notes.txt").write_text("hello")
     urls = tmp_path / "urls.txt"
-    urls.write_text("\n".join([f"{http_server}/fish.jpg", f"{http_server}/redirect/cat.jpg",
-                               f"{http_server}/missing.jpg", f"{http_server}/notes.txt", f"{http_server}/loop"]))
+    urls.write_text(
+        "\n".join(
+            [
+                f"{http_server}/fish.jpg",
+                f"{http_server}/redirect/cat.jpg",
+                f"{http_server}/missing.jpg",
+                f"{http_server}/notes.txt",
+                f"{http_server}/loop",
+            ]
+        )
+    )
     report = lib.index([str(urls)], label="web")
     assert len(report.added) == 2
     reasons = sorted(r.reason for r in report.rejected)
@@ -144,6 +154,7 @@ def test_urls_are_fetched_kept_and_failures_reported(lib: Library, http_server: 
 def test_interrupt_keeps_committed_batches_and_resume_completes(settings, embedder, photo_dir: Path) -> None:
     small_batches = settings.model_copy(update={"batch_size": 4, "workers": 1})
     with Library(small_batches, embedder=embedder) as lib:
+
         def stop_after_first_batch(done, total, report):
             if len(report.added) >= 4:
                 raise KeyboardInterrupt
@@ -159,10 +170,10 @@ def test_interrupt_keeps_committed_batches_and_resume_completes(settings, embedd
 
 
 def _cli(home: Path, *args: str, **kw) -> subprocess.Popen:
-    env = {**os.environ, "LOOKALIKE_HOME": str(home), "LOOKALIKE_MODELS_DIR": str(MODELS),
-           "LOOKALIKE_BATCH_SIZE": "16"}
-    return subprocess.Popen([sys.executable, "-m", "lookalike", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+    env = {**os.environ, "LOOKALIKE_HOME": str(home), "LOOKALIKE_MODELS_DIR": str(MODELS), "LOOKALIKE_BATCH_SIZE": "16"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "lookalike", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw
+    )
 
 
 def test_kill_9_during_indexing_then_rerun_loses_and_duplicates_nothing(tmp_path: Path) -> None:
@@ -206,8 +217,12 @@ def test_unreadable_file_is_reported(tmp_path: Path, photo_dir: Path) -> None:
     locked.chmod(0)
     prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"] if os.geteuid() == 0 else []
     env = {**os.environ, "LOOKALIKE_HOME": str(tmp_path / "home"), "LOOKALIKE_MODELS_DIR": str(MODELS)}
-    done = subprocess.run([*prefix, sys.executable, "-m", "lookalike", "index", str(photo_dir), "--json"],
-                          env=env, capture_output=True, timeout=300)
+    done = subprocess.run(
+        [*prefix, sys.executable, "-m", "lookalike", "index", str(photo_dir), "--json"],
+        env=env,
+        capture_output=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr.decode()
     report = json.loads(done.stdout)
     assert report["added"] == 12

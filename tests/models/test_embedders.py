@@ -11,8 +11,9 @@ from lookalike.imaging import decode
 from lookalike.models.registry import REGISTRY, UnknownModelError, get_spec
 from tests.conftest import MODELS, photo
 
-READY = [name for name, spec in REGISTRY.items()
-         if spec.status(Settings(models_dir=MODELS, allow_download=False)) == "ready"]
+READY = [
+    name for name, spec in REGISTRY.items() if spec.status(Settings(models_dir=MODELS, allow_download=False)) == "ready"
+]
 
 
 @pytest.fixture(scope="module", params=READY)

@@ -38,9 +38,9 @@ def test_same_bytes_twice_is_one_image_with_two_sources(catalog) -> None:
 
 
 def test_ids_are_never_reused(catalog) -> None:
-    (_, first, _), = catalog.add_batch([item("a" * 64, "/1")])
+    ((_, first, _),) = catalog.add_batch([item("a" * 64, "/1")])
     catalog.remove_images([first])
-    (_, second, _), = catalog.add_batch([item("b" * 64, "/2")])
+    ((_, second, _),) = catalog.add_batch([item("b" * 64, "/2")])
     assert second > first
 
 
@@ -52,7 +52,7 @@ def test_failed_batch_leaves_nothing(catalog) -> None:
 
 
 def test_orphans_after_source_moves(catalog) -> None:
-    (_, old, _), = catalog.add_batch([item("a" * 64, "/x/1.jpg")])
+    ((_, old, _),) = catalog.add_batch([item("a" * 64, "/x/1.jpg")])
     catalog.add_batch([item("b" * 64, "/x/1.jpg", vec=2.0)])  # same path, new content
     assert catalog.orphans() == [old]
 

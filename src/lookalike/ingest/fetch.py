@@ -61,9 +61,7 @@ class UrlFetcher:
                     raise FetchError(f"HTTP {response.status_code} {response.reason_phrase}")
                 declared = response.headers.get("content-length")
                 if declared and declared.isdigit() and int(declared) > self.max_bytes:
-                    raise FetchError(
-                        f"download too large: {declared} bytes exceeds url_max_bytes={self.max_bytes}"
-                    )
+                    raise FetchError(f"download too large: {declared} bytes exceeds url_max_bytes={self.max_bytes}")
                 chunks, total = [], 0
                 deadline = time.monotonic() + 4 * self.timeout  # a slow drip must end too
                 for chunk in response.iter_bytes(1 << 16):
@@ -71,9 +69,7 @@ class UrlFetcher:
                     if time.monotonic() > deadline:
                         raise FetchError(f"timed out: download took longer than {4 * self.timeout:g} s")
                     if total > self.max_bytes:
-                        raise FetchError(
-                            f"download too large: more than url_max_bytes={self.max_bytes} bytes"
-                        )
+                        raise FetchError(f"download too large: more than url_max_bytes={self.max_bytes} bytes")
                     chunks.append(chunk)
                 return b"".join(chunks)
         except FetchError:

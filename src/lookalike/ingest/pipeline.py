@@ -113,9 +113,7 @@ class Pipeline:
                 return out  # exact duplicate: no decode needed
             decoded, out.pixels = self.lib.prepare_pixels(data)
             out.width, out.height, out.format = decoded.width, decoded.height, decoded.format
-            out.thumbnail = thumbnail_jpeg(
-                decoded.image, self.settings.thumbnail_size, self.settings.thumbnail_quality
-            )
+            out.thumbnail = thumbnail_jpeg(decoded.image, self.settings.thumbnail_size, self.settings.thumbnail_quality)
             if item.is_url or self.settings.keep_originals:
                 out.original = data
         except (FetchError, BadImage) as exc:
@@ -242,9 +240,7 @@ class Pipeline:
         if orphans:
             self.lib.delete_images(orphans)
 
-    def _vanished(
-        self, sets: list[SourceSet], items: dict[str, SourceItem], report: IndexReport, prune: bool
-    ) -> None:
+    def _vanished(self, sets: list[SourceSet], items: dict[str, SourceItem], report: IndexReport, prune: bool) -> None:
         for s in sets:
             if s.root is None:
                 continue

@@ -91,9 +91,7 @@ class TFLiteEmbedder:
         self._output_index = out["index"]
         self._scale, self._zero = out["quantization"]
         if int(np.prod(out["shape"])) != dim:
-            raise ValueError(
-                f"{path.name} tensor {out['name']} has shape {out['shape']}, expected {dim} values"
-            )
+            raise ValueError(f"{path.name} tensor {out['name']} has shape {out['shape']}, expected {dim} values")
         self._lock = threading.Lock()
 
     def prepare(self, image: Image.Image) -> np.ndarray:
@@ -102,9 +100,7 @@ class TFLiteEmbedder:
     def embed(self, batch: np.ndarray) -> np.ndarray:
         batch = np.asarray(batch, dtype=np.uint8)
         if batch.ndim != 4 or batch.shape[1:] != (self.input_size, self.input_size, 3):
-            raise ValueError(
-                f"expected (n, {self.input_size}, {self.input_size}, 3) uint8, got {batch.shape}"
-            )
+            raise ValueError(f"expected (n, {self.input_size}, {self.input_size}, 3) uint8, got {batch.shape}")
         out = np.empty((len(batch), self.dim), dtype=np.float32)
         with self._lock:
             for i, pixels in enumerate(batch):
@@ -112,8 +108,6 @@ class TFLiteEmbedder:
                 self._interpreter.invoke()
                 raw = self._interpreter.get_tensor(self._output_index).reshape(-1)
                 out[i] = (
-                    raw.astype(np.float32)
-                    if not self._scale
-                    else (raw.astype(np.float32) - self._zero) * self._scale
+                    raw.astype(np.float32) if not self._scale else (raw.astype(np.float32) - self._zero) * self._scale
                 )
         return l2_normalize(out)

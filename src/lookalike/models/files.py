@@ -14,12 +14,8 @@ from pathlib import Path
 
 import httpx
 
-GOOGLE_CORAL = (
-    "https://raw.githubusercontent.com/google-coral/test_data/104342d2d3480b3e66203073dac24f4e2dbb4c41"
-)
-NCNN_ASSETS = (
-    "https://raw.githubusercontent.com/nihui/ncnn-assets/9489f876aebdaa846af3786f70ea5da6be198243/models"
-)
+GOOGLE_CORAL = "https://raw.githubusercontent.com/google-coral/test_data/104342d2d3480b3e66203073dac24f4e2dbb4c41"
+NCNN_ASSETS = "https://raw.githubusercontent.com/nihui/ncnn-assets/9489f876aebdaa846af3786f70ea5da6be198243/models"
 
 
 class ModelFileError(RuntimeError):

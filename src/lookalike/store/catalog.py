@@ -105,9 +105,7 @@ class Catalog:
 
     def source_state(self, source: str) -> tuple[int, int | None, int | None] | None:
         """(image_id, size, mtime_ns) recorded for a source, or None if unknown."""
-        return self.db.execute(
-            "SELECT image_id, size, mtime_ns FROM sources WHERE source=?", (source,)
-        ).fetchone()
+        return self.db.execute("SELECT image_id, size, mtime_ns FROM sources WHERE source=?", (source,)).fetchone()
 
     def id_for_sha(self, sha256: str) -> int | None:
         row = self.db.execute("SELECT id FROM images WHERE sha256=?", (sha256,)).fetchone()
@@ -118,10 +116,7 @@ class Catalog:
         if row is None:
             return None
         sources = tuple(
-            r[0]
-            for r in self.db.execute(
-                "SELECT source FROM sources WHERE image_id=? ORDER BY added_at", (image_id,)
-            )
+            r[0] for r in self.db.execute("SELECT source FROM sources WHERE image_id=? ORDER BY added_at", (image_id,))
         )
         return ImageRecord(*row[:8], bool(row[8]), sources)
 

@@ -219,9 +219,7 @@ class HnswIndex:
             return _top_k(np.empty((len(q), 0), np.float32), np.empty(0, np.int64), k)
         if allowed is not None:
             allowed = _as_ids(allowed)
-            allowed = (
-                allowed[[i in self._index for i in allowed.tolist()]] if len(allowed) <= 50_000 else allowed
-            )
+            allowed = allowed[[i in self._index for i in allowed.tolist()]] if len(allowed) <= 50_000 else allowed
             if len(allowed) <= 50_000:
                 # a small subset: exact search over its vectors beats filtering a graph walk
                 return _top_k(q @ self.vectors(allowed).T, allowed, k)

@@ -1,0 +1,42 @@
+# Lookalike: `make demo` and `make test` set up a fresh machine from nothing.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+SHARED ?= $(abspath ../shared)
+TOWHEE := $(SHARED)/datasets/towhee_reverse_image_search
+# Use the shared model files when they are beside the checkout; otherwise models are fetched on first use.
+ifneq ($(wildcard $(SHARED)/models/mobilenet_v2_1.0_224_quant.tflite),)
+export LOOKALIKE_MODELS_DIR ?= $(SHARED)/models
+endif
+export LOOKALIKE_HOME ?= $(HOME)/.local/share/lookalike
+
+.PHONY: install demo test lint bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+demo: install
+	$(BIN)/lookalike index $(TOWHEE)/train
+	$(BIN)/lookalike search $(TOWHEE)/test/goldfish/n01443537_3883.JPEG -k 10
+	$(BIN)/lookalike eval $(TOWHEE)
+
+test: install
+	$(BIN)/ruff check src tests bench
+	$(PY) -m pytest
+
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+bench: install
+	$(PY) bench/ingest.py
+	$(PY) bench/ann.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
