@@ -75,7 +75,7 @@ class _Prepared:
     item: SourceItem
     sha256: str | None = None
     known_id: int | None = None
-    pixels: np.ndarray | None = None
+    vector: np.ndarray | None = None
     thumbnail: bytes | None = None
     original: bytes | None = None  # kept for URL sources: there is no other copy
     width: int = 0
@@ -111,7 +111,9 @@ class Pipeline:
             out.known_id = self.lib.catalog_reader().id_for_sha(out.sha256)
             if out.known_id is not None:
                 return out  # exact duplicate: no decode needed
-            decoded, out.pixels = self.lib.prepare_pixels(data)
+            decoded, pixels = self.lib.prepare_pixels(data)
+            # embedding here, in the worker, spreads inference over all cores (one interpreter per worker)
+            out.vector = self.lib.embedder.embed(pixels[None])[0]
             out.width, out.height, out.format = decoded.width, decoded.height, decoded.format
             out.thumbnail = thumbnail_jpeg(decoded.image, self.settings.thumbnail_size, self.settings.thumbnail_quality)
             if item.is_url or self.settings.keep_originals:
@@ -194,10 +196,6 @@ class Pipeline:
 
     def _commit(self, batch: list[_Prepared], report: IndexReport, changed_from: dict[str, int]) -> int:
         fresh = [p for p in batch if p.known_id is None]
-        if fresh:
-            vectors = self.lib.embedder.embed(np.stack([p.pixels for p in fresh]))
-            for p, vec in zip(fresh, vectors, strict=True):
-                p.pixels = vec  # reuse the slot: from here on it holds the embedding
         store = self.lib.images
         for p in fresh:
             store.put("thumbnail", p.sha256, p.thumbnail)
@@ -214,7 +212,7 @@ class Pipeline:
                 bytes=p.nbytes,
                 size=p.item.size,
                 mtime_ns=p.item.mtime_ns,
-                embedding=p.pixels if p.known_id is None else None,
+                embedding=p.vector if p.known_id is None else None,
                 has_original=p.original is not None,
             )
             for p in batch

@@ -7,6 +7,7 @@ query is embedded exactly as the indexed photos were.
 
 from __future__ import annotations
 
+import queue
 import threading
 import warnings
 from pathlib import Path
@@ -53,8 +54,10 @@ class TFLiteEmbedder:
     """A quantised TFLite image model read at one of its tensors (the pooled feature).
 
     The models we ship have a fixed batch of one (XNNPACK refuses to reshape their
-    final squeeze), so a batch is run image by image on one interpreter; the
-    interpreter releases the GIL, so decoding overlaps inference.
+    final squeeze), so a batch is run image by image. An interpreter is not
+    thread-safe, so the embedder keeps a small pool (up to ``instances``, created
+    on demand): worker threads embed concurrently, and since ``invoke`` releases
+    the GIL, decoding on one core overlaps inference on the other.
     """
 
     def __init__(
@@ -65,26 +68,22 @@ class TFLiteEmbedder:
         feature_tensor: str | None = None,
         threads: int = 0,
         crop: float = 1.0,
+        instances: int = 2,
     ) -> None:
-        from ai_edge_litert.interpreter import Interpreter
-
         self.name, self.dim, self.crop = name, dim, crop
-        with warnings.catch_warnings():
-            # preserving tensors is how the pooled feature is reached; the memory cost is small here
-            warnings.simplefilter("ignore")
-            self._interpreter = Interpreter(
-                model_path=str(path),
-                num_threads=threads or None,
-                experimental_preserve_all_tensors=feature_tensor is not None,
-            )
-        self._interpreter.allocate_tensors()
-        inp = self._interpreter.get_input_details()[0]
+        self._path, self._threads, self._feature_tensor = path, threads, feature_tensor
+        self._pool: queue.Queue = queue.Queue()
+        self._created, self._instances = 0, max(1, instances)
+        self._pool_lock = threading.Lock()
+        first = self._new_interpreter()
+        self._pool.put(first)
+        inp = first.get_input_details()[0]
         self._input_index = inp["index"]
         self.input_size = int(inp["shape"][1])
         if feature_tensor is None:
-            out = self._interpreter.get_output_details()[0]
+            out = first.get_output_details()[0]
         else:
-            matches = [d for d in self._interpreter.get_tensor_details() if d["name"] == feature_tensor]
+            matches = [d for d in first.get_tensor_details() if d["name"] == feature_tensor]
             if not matches:
                 raise ValueError(f"{path.name} has no tensor named {feature_tensor!r}")
             out = matches[0]
@@ -92,7 +91,30 @@ class TFLiteEmbedder:
         self._scale, self._zero = out["quantization"]
         if int(np.prod(out["shape"])) != dim:
             raise ValueError(f"{path.name} tensor {out['name']} has shape {out['shape']}, expected {dim} values")
-        self._lock = threading.Lock()
+
+    def _new_interpreter(self):
+        from ai_edge_litert.interpreter import Interpreter
+
+        with warnings.catch_warnings():
+            # preserving tensors is how the pooled feature is reached; the memory cost is small here
+            warnings.simplefilter("ignore")
+            interpreter = Interpreter(
+                model_path=str(self._path),
+                num_threads=self._threads or 1,
+                experimental_preserve_all_tensors=self._feature_tensor is not None,
+            )
+        interpreter.allocate_tensors()
+        self._created += 1
+        return interpreter
+
+    def _acquire(self):
+        try:
+            return self._pool.get_nowait()
+        except queue.Empty:
+            with self._pool_lock:
+                if self._created < self._instances:
+                    return self._new_interpreter()
+            return self._pool.get()
 
     def prepare(self, image: Image.Image) -> np.ndarray:
         return square_input(image, self.input_size, self.crop)
@@ -102,12 +124,13 @@ class TFLiteEmbedder:
         if batch.ndim != 4 or batch.shape[1:] != (self.input_size, self.input_size, 3):
             raise ValueError(f"expected (n, {self.input_size}, {self.input_size}, 3) uint8, got {batch.shape}")
         out = np.empty((len(batch), self.dim), dtype=np.float32)
-        with self._lock:
+        interpreter = self._acquire()
+        try:
             for i, pixels in enumerate(batch):
-                self._interpreter.set_tensor(self._input_index, pixels[None])
-                self._interpreter.invoke()
-                raw = self._interpreter.get_tensor(self._output_index).reshape(-1)
-                out[i] = (
-                    raw.astype(np.float32) if not self._scale else (raw.astype(np.float32) - self._zero) * self._scale
-                )
+                interpreter.set_tensor(self._input_index, pixels[None])
+                interpreter.invoke()
+                raw = interpreter.get_tensor(self._output_index).reshape(-1).astype(np.float32)
+                out[i] = (raw - self._zero) * self._scale if self._scale else raw
+        finally:
+            self._pool.put(interpreter)
         return l2_normalize(out)

@@ -52,7 +52,9 @@ class ModelSpec:
 def _tflite(feature_tensor: str | None, crop: float = 1.0) -> Callable[[ModelSpec, Settings], Embedder]:
     def load(spec: ModelSpec, settings: Settings) -> Embedder:
         path = files.resolve(spec.files[0], settings.resolved_models_dir, settings.allow_download)
-        return TFLiteEmbedder(path, spec.name, spec.dim, feature_tensor, settings.threads, crop)
+        return TFLiteEmbedder(
+            path, spec.name, spec.dim, feature_tensor, settings.threads, crop, instances=settings.resolved_workers
+        )
 
     return load
 

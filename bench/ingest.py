@@ -1,0 +1,109 @@
+"""Ingest throughput on the shared Towhee photos, measured in one run.
+
+Rows: the model-only floor (the same embedder on pre-decoded tensors), a naive
+baseline (one photo at a time: PIL open, resize, model, SQLite insert), and our
+``Library.index`` (hashing, decoding, thumbnails, catalog commits and the vector
+index included). Prints a table; the ratio column is images/s over the floor.
+
+    python bench/ingest.py [--limit N] [--repeat R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from rich.console import Console
+from rich.table import Table
+
+from lookalike.config import Settings
+from lookalike.imaging import decode
+from lookalike.ingest.sources import walk_folder
+from lookalike.library import Library
+from lookalike.models.registry import load_embedder
+
+SHARED = Path(os.environ.get("LOOKALIKE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+TRAIN = SHARED / "datasets" / "towhee_reverse_image_search" / "train"
+
+
+def floor(embedder, tensors: np.ndarray, threads: int) -> float:
+    """Inference only, on pre-decoded tensors, from ``threads`` threads (each takes an interpreter)."""
+    chunks = [tensors[i : i + 32] for i in range(0, len(tensors), 32)]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(embedder.embed, chunks))
+    return time.perf_counter() - started
+
+
+def naive(embedder, files: list[str], home: Path) -> float:
+    db = sqlite3.connect(home / "naive.sqlite")
+    db.execute("CREATE TABLE images(path TEXT, embedding BLOB)")
+    started = time.perf_counter()
+    for f in files:
+        im = Image.open(f).convert("RGB").resize((embedder.input_size, embedder.input_size))
+        vec = embedder.embed(np.asarray(im)[None])[0]
+        db.execute("INSERT INTO images VALUES(?, ?)", (f, vec.tobytes()))
+        db.commit()
+    elapsed = time.perf_counter() - started
+    db.close()
+    return elapsed
+
+
+def ours(settings: Settings, embedder, root: Path, home: Path) -> float:
+    started = time.perf_counter()
+    with Library(settings.model_copy(update={"home": home}), embedder=embedder) as lib:
+        report = lib.index([str(root)])
+    assert not report.rejected, report.rejected[:3]
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--limit", type=int, default=1000, help="photos to use (default: all 1000)")
+    parser.add_argument("--repeat", type=int, default=2, help="runs per row; the best is kept")
+    args = parser.parse_args()
+    settings = Settings()
+    embedder = load_embedder(settings)
+    files = [i.source for i in walk_folder(TRAIN)][: args.limit]
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "photos"
+        for f in files:  # a folder holding exactly the chosen photos
+            dst = root / Path(f).parent.name / Path(f).name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(f, dst)
+        tensors = np.stack([embedder.prepare(decode(Path(f).read_bytes(), 10**9).image) for f in files])
+        workers = settings.resolved_workers
+        rows: dict[str, float] = {}
+        for r in range(args.repeat):
+            for name, fn in (
+                ("model-only floor, 1 thread", lambda: floor(embedder, tensors, 1)),
+                (f"model-only floor, {workers} threads", lambda: floor(embedder, tensors, workers)),
+                ("naive baseline", lambda r=r: naive(embedder, files, Path(tempfile.mkdtemp(dir=tmp)))),
+                ("lookalike index", lambda r=r: ours(settings, embedder, root, Path(tmp) / f"home{r}")),
+            ):
+                rows[name] = min(rows.get(name, float("inf")), fn())
+    n = len(files)
+    table = Table(title=f"ingest, {n} Towhee photos, {os.cpu_count()} cores, best of {args.repeat}")
+    for col in ("pipeline", "seconds", "images/s", "x best floor"):
+        table.add_column(col, justify="right" if col != "pipeline" else "left")
+    base = n / min(rows[k] for k in rows if k.startswith("model-only"))  # the faster floor
+    for name, secs in rows.items():
+        table.add_row(name, f"{secs:.2f}", f"{n / secs:.0f}", f"{n / secs / base:.2f}")
+    Console().print(table)
+    print(
+        f"settings: threads={settings.threads or 'auto'} workers={settings.resolved_workers} "
+        f"batch_size={settings.batch_size}",
+        file=sys.stderr,
+    )
+
+
+if __name__ == "__main__":
+    main()
