@@ -43,7 +43,8 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(home=tmp_path / "lib", models_dir=MODELS, allow_download=False)
+    # the tests' URL sources are on 127.0.0.1, which the SSRF guard refuses by default
+    return Settings(home=tmp_path / "lib", models_dir=MODELS, allow_download=False, url_allow_private=True)
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ one loaded model across libraries.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import threading
 import time
@@ -15,17 +16,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from lookalike.config import Settings
 from lookalike.imaging import Decoded, decode
 from lookalike.ingest.fetch import FetchError, UrlFetcher, read_file
 from lookalike.ingest.pipeline import IndexReport, Pipeline, ProgressFn
-from lookalike.ingest.sources import SourceSet, expand, is_url
+from lookalike.ingest.sources import SourceItem, SourceSet, expand, is_url
 from lookalike.models.embedder import Embedder
 from lookalike.models.registry import get_spec
 from lookalike.store.catalog import Catalog, ImageRecord
 from lookalike.store.images import LocalImageStore
 from lookalike.store.vectors import MISSING, EmbeddedIndex
+
+Box = tuple[float, float, float, float]
+
+
+def crop_box(decoded: Decoded, box: Box) -> Image.Image:
+    """Crop a decoded photo to a box given in original pixels (the decode may be reduced by draft)."""
+    x1, y1, x2, y2 = box
+    if not (0 <= x1 < x2 <= decoded.width and 0 <= y1 < y2 <= decoded.height):
+        raise LibraryError(
+            f"box {list(box)} is not inside the {decoded.width}x{decoded.height} photo (need 0 <= x1 < x2 <= width)"
+        )
+    sx, sy = decoded.image.width / decoded.width, decoded.image.height / decoded.height
+    region = decoded.image.crop((x1 * sx, y1 * sy, x2 * sx, y2 * sy))
+    if min(region.size) < 1:
+        raise LibraryError("box is too small")
+    return region
 
 
 class LibraryError(RuntimeError):
@@ -88,7 +106,9 @@ class Library:
             raise ModelMismatchError(f"embedder {embedder.name} given for a library of model {self.model_name}")
         self._embedder = embedder
         self._vectors: EmbeddedIndex | None = None
-        self._lock = threading.RLock()
+        # one lock for every mutation of catalog/index/store and for index searches: the service
+        # runs searches, uploads and index jobs on different threads
+        self.write_lock = threading.RLock()
         self._local = threading.local()
         self._fetcher: UrlFetcher | None = None
 
@@ -112,14 +132,14 @@ class Library:
 
     @property
     def embedder(self) -> Embedder:
-        with self._lock:
+        with self.write_lock:
             if self._embedder is None:
                 self._embedder = self.spec.load(self.settings)
             return self._embedder
 
     @property
     def vectors(self) -> EmbeddedIndex:
-        with self._lock:
+        with self.write_lock:
             if self._vectors is None:
                 s = self.settings
                 index = EmbeddedIndex(
@@ -143,10 +163,10 @@ class Library:
         return cat
 
     def url_fetcher(self) -> UrlFetcher:
-        with self._lock:
+        with self.write_lock:
             if self._fetcher is None:
                 s = self.settings
-                self._fetcher = UrlFetcher(s.url_timeout, s.url_max_bytes, s.url_max_redirects)
+                self._fetcher = UrlFetcher(s.url_timeout, s.url_max_bytes, s.url_max_redirects, s.url_allow_private)
             return self._fetcher
 
     def close(self) -> None:
@@ -184,8 +204,17 @@ class Library:
         _ = self.embedder  # a missing model fails here, once, not as one rejection per photo
         return Pipeline(self, on_progress).run(sets, prune=prune)
 
+    def add_bytes(self, files: list[tuple[str, bytes]], label: str | None = None) -> IndexReport:
+        """Index uploaded photos (name, bytes); originals are kept, since there is no other copy."""
+        items = [
+            SourceItem(f"upload:{hashlib.sha256(data).hexdigest()}/{Path(name).name or 'photo'}", label, data=data)
+            for name, data in files
+        ]
+        _ = self.embedder
+        return Pipeline(self).run([SourceSet(items)])
+
     def save_index(self) -> None:
-        with self._lock:
+        with self.write_lock:
             if self._vectors is not None and self._vectors.dirty:
                 self._vectors.save()
 
@@ -211,8 +240,15 @@ class Library:
             return self.url_fetcher().fetch(text)
         return read_file(text, self.settings.max_file_bytes)
 
-    def embed_bytes(self, data: bytes) -> tuple[np.ndarray, Decoded]:
-        decoded, pixels = self.prepare_pixels(data)
+    def embed_bytes(
+        self, data: bytes, box: tuple[float, float, float, float] | None = None
+    ) -> tuple[np.ndarray, Decoded]:
+        """Embed a photo, or the ``box`` (x1, y1, x2, y2 in original pixels) of it."""
+        if box is None:
+            decoded, pixels = self.prepare_pixels(data)
+        else:
+            decoded = decode(data, self.settings.max_pixels, self.decode_side())
+            pixels = self.embedder.prepare(crop_box(decoded, box))
         return self.embedder.embed(pixels[None])[0], decoded
 
     def search(
@@ -221,14 +257,20 @@ class Library:
         k: int = 10,
         min_score: float | None = None,
         label: str | None = None,
+        box: Box | None = None,
     ) -> SearchResult:
-        """Search by photo bytes, a file path or URL, or an indexed image id (more like this)."""
+        """Search by photo bytes, a file path or URL, or an indexed image id (more like this).
+
+        ``box`` restricts the query to a region of the photo (x1, y1, x2, y2 in original pixels).
+        """
         if k < 1:
             raise LibraryError("k must be at least 1")
         started = time.perf_counter()
         exclude: int | None = None
+        if isinstance(query, int) and box is not None:
+            query = self.original_bytes(query)
         if isinstance(query, int):
-            vec = self.catalog.embedding(query)
+            vec = self.catalog_reader().embedding(query)
             if vec is None:
                 raise NotFoundError(f"no image with id {query}")
             info: dict = {"image_id": query}
@@ -242,8 +284,10 @@ class Library:
                 except FetchError as exc:
                     raise LibraryError(f"{query}: {exc}") from None
                 info = {"source": str(query)}
-            vec, decoded = self.embed_bytes(data)
+            vec, decoded = self.embed_bytes(data, box)
             info |= {"width": decoded.width, "height": decoded.height}
+            if box is not None:
+                info["box"] = list(box)
         hits = self.search_vector(vec, k, min_score, label, exclude)
         return SearchResult(hits, time.perf_counter() - started, info)
 
@@ -255,11 +299,12 @@ class Library:
         label: str | None = None,
         exclude: int | None = None,
     ) -> list[Hit]:
-        allowed = self.catalog.ids(label) if label is not None else None
+        reader = self.catalog_reader()
+        allowed = reader.ids(label) if label is not None else None
         want = k + (1 if exclude is not None else 0)
-        with self._lock:
+        with self.write_lock:
             ids, scores = self.vectors.search(vec[None], want, allowed)
-        records = self.catalog.get_many(i for i in ids[0].tolist() if i != MISSING)
+        records = reader.get_many(i for i in ids[0].tolist() if i != MISSING)
         hits = []
         for i, score in zip(ids[0].tolist(), scores[0].tolist(), strict=True):
             if i in (MISSING, exclude) or i not in records:
@@ -270,9 +315,26 @@ class Library:
             hits.append(Hit(i, float(score), rec.label, rec.sources, rec.width, rec.height, rec.sha256))
         return hits[:k]
 
+    def original_bytes(self, image_id: int) -> bytes:
+        """The photo's bytes: the kept original, else the first source file still holding the same bytes."""
+        rec = self.get(image_id)
+        data = self.images.get("original", rec.sha256) if rec.has_original else None
+        if data is not None:
+            return data
+        for src in rec.sources:
+            if is_url(src) or src.startswith("upload:"):
+                continue
+            try:
+                data = read_file(src, self.settings.max_file_bytes)
+            except FetchError:
+                continue
+            if hashlib.sha256(data).hexdigest() == rec.sha256:
+                return data
+        raise NotFoundError(f"the original of image {image_id} is no longer available (its files moved or changed)")
+
     # --- information and maintenance -------------------------------------------------
     def get(self, image_id: int) -> ImageRecord:
-        rec = self.catalog.get(image_id)
+        rec = self.catalog_reader().get(image_id)
         if rec is None:
             raise NotFoundError(f"no image with id {image_id}")
         return rec
@@ -298,7 +360,7 @@ class Library:
     def reindex(self) -> dict:
         """Rebuild the vector index from the catalog's embeddings (no re-embedding)."""
         started = time.perf_counter()
-        with self._lock:
+        with self.write_lock:
             directory = self.home / "vectors"
             shutil.rmtree(directory, ignore_errors=True)
             self._vectors = None

@@ -13,7 +13,7 @@ from tests.conftest import photo
 
 @pytest.fixture
 def fetcher():
-    f = UrlFetcher(timeout=1.0, max_bytes=5 * 2**20, max_redirects=3)
+    f = UrlFetcher(timeout=1.0, max_bytes=5 * 2**20, max_redirects=3, allow_private=True)
     yield f
     f.close()
 
@@ -58,3 +58,41 @@ def test_read_file_limits(tmp_path) -> None:
         read_file(str(tmp_path), 100)
     with pytest.raises(FetchError, match="vanished"):
         read_file(str(tmp_path / "gone"), 100)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9/x.jpg",
+        "http://localhost/x.jpg",
+        "http://10.1.2.3/x.jpg",
+        "http://192.168.0.1/x.jpg",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::1]/x.jpg",
+        "http://0.0.0.0/x.jpg",
+    ],
+)
+def test_internal_addresses_are_refused_by_default(url) -> None:
+    guarded = UrlFetcher(timeout=1.0, max_bytes=1000, max_redirects=3)
+    with pytest.raises(FetchError, match="refusing to fetch .*LOOKALIKE_URL_ALLOW_PRIVATE"):
+        guarded.fetch(url)
+    guarded.close()
+
+
+def test_redirect_to_internal_address_is_refused(http_server) -> None:
+    """The guard checks every hop: here the first hop is allowed by a hook that only trusts the start."""
+    from lookalike.ingest import fetch as fetch_mod
+
+    calls = []
+
+    def guard(request):
+        calls.append(str(request.url))
+        if len(calls) > 1:  # the redirect hop
+            fetch_mod.check_public(request.url)
+
+    f = UrlFetcher(timeout=1.0, max_bytes=1000, max_redirects=3, allow_private=True)
+    f.client.event_hooks["request"] = [guard]
+    with pytest.raises(FetchError, match="loopback"):
+        f.fetch(f"{http_server}/redirect/x.jpg")
+    assert len(calls) == 2
+    f.close()

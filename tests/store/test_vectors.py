@@ -32,8 +32,8 @@ def reload(index, kind: str, tmp_path: Path):
         index.save(tmp_path / "f.npy")
         return FlatIndex.load(tmp_path / "f.npy", DIM)
     if kind == "hnsw":
-        index.save(tmp_path / "h.usearch")
-        return HnswIndex.load(tmp_path / "h.usearch", DIM, ef_search=200)
+        index.save(tmp_path / "h.hnsw")
+        return HnswIndex.load(tmp_path / "h.hnsw", DIM, m=16, ef_construction=200, ef_search=200)
     index.save()
     fresh = EmbeddedIndex(index.directory, DIM, index.threshold, index.hnsw_params)
     assert fresh.load()
@@ -150,7 +150,7 @@ def test_hnsw_recall_at_10_against_exact() -> None:
     vecs = centres[rng.integers(0, 200, 20_000)] + 0.6 * unit(rng, 20_000, 256) / np.sqrt(1.0)
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
     ids = np.arange(20_000, dtype=np.int64)
-    flat, hnsw = FlatIndex(256), HnswIndex(256, m=16, ef_construction=128, ef_search=96)
+    flat, hnsw = FlatIndex(256), HnswIndex(256)  # the library's defaults
     flat.add(ids, vecs)
     hnsw.add(ids, vecs)
     queries = vecs[rng.choice(20_000, 200, replace=False)] + 0.1 * unit(rng, 200, 256)
@@ -158,3 +158,27 @@ def test_hnsw_recall_at_10_against_exact() -> None:
     approx, _ = hnsw.search(queries, 10)
     recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx.tolist(), exact.tolist(), strict=True)])
     assert recall >= 0.95, recall
+
+
+def test_embedded_save_keeps_one_generation(tmp_path, data) -> None:
+    ids, vecs = data
+    index = EmbeddedIndex(tmp_path / "v", DIM, threshold=50)
+    index.add(ids, vecs)
+    index.save()
+    index.remove(ids[:10])
+    index.save()
+    files = sorted(p.name for p in (tmp_path / "v").iterdir())
+    assert files == ["index-2.hnsw", "index-2.hnsw.ids", "index.json"]
+    fresh = EmbeddedIndex(tmp_path / "v", DIM, threshold=50)
+    assert fresh.load() and len(fresh) == 190 and fresh.kind == "hnsw"
+
+
+def test_hnsw_deleted_slots_are_reused(data) -> None:
+    ids, vecs = data
+    index = HnswIndex(DIM)
+    index.add(ids, vecs)
+    index.remove(ids[:100])
+    index.add(ids[:100] + 10_000, vecs[:100])
+    assert len(index) == 200
+    got, _ = index.search(vecs[:5], 1)
+    assert (got[:, 0] == ids[:5] + 10_000).all()

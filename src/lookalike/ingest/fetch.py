@@ -4,6 +4,8 @@ with a reason a person can act on."""
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 import time
 from pathlib import Path
 
@@ -38,17 +40,40 @@ def read_file(path: str, max_bytes: int) -> bytes:
         raise FetchError(f"cannot read: {exc.strerror or exc}") from None
 
 
-class UrlFetcher:
-    """One pooled HTTP client for many URL fetches."""
+def check_public(url: httpx.URL) -> None:
+    """Refuse hosts that resolve to private, loopback, link-local or otherwise internal addresses (SSRF)."""
+    host = url.host
+    if not host:
+        raise FetchError(f"refusing {url}: no host")
+    try:
+        infos = socket.getaddrinfo(host, url.port or 443, proto=socket.IPPROTO_TCP)
+    except socket.gaierror as exc:
+        raise FetchError(f"unreachable: cannot resolve {host} ({exc.strerror})") from None
+    for info in infos:
+        addr = ipaddress.ip_address(info[4][0].split("%")[0])
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+            addr = addr.ipv4_mapped
+        if not addr.is_global or addr.is_multicast:
+            kind = "loopback" if addr.is_loopback else "link-local" if addr.is_link_local else "private or reserved"
+            raise FetchError(
+                f"refusing to fetch {url}: {host} is a {kind} address ({addr}); "
+                f"set LOOKALIKE_URL_ALLOW_PRIVATE=1 to allow internal addresses"
+            )
 
-    def __init__(self, timeout: float, max_bytes: int, max_redirects: int) -> None:
+
+class UrlFetcher:
+    """One pooled HTTP client for many URL fetches; every hop of a redirect is checked."""
+
+    def __init__(self, timeout: float, max_bytes: int, max_redirects: int, allow_private: bool = False) -> None:
         self.max_bytes = max_bytes
         self.timeout = timeout
+        hooks = {} if allow_private else {"request": [lambda request: check_public(request.url)]}
         self.client = httpx.Client(
             timeout=httpx.Timeout(timeout),
             follow_redirects=True,
             max_redirects=max_redirects,
             headers={"User-Agent": f"lookalike/{__version__}"},
+            event_hooks=hooks,
         )
 
     def close(self) -> None:

@@ -102,7 +102,11 @@ class Pipeline:
         try:
             if item.error:
                 raise FetchError(item.error)
-            if item.is_url:
+            if item.data is not None:
+                data = item.data
+                if not data:
+                    raise BadImage("empty file (0 bytes)")
+            elif item.is_url:
                 data = self.lib.url_fetcher().fetch(item.source)
             else:
                 data = read_file(item.source, self.settings.max_file_bytes)
@@ -116,7 +120,7 @@ class Pipeline:
             out.vector = self.lib.embedder.embed(pixels[None])[0]
             out.width, out.height, out.format = decoded.width, decoded.height, decoded.format
             out.thumbnail = thumbnail_jpeg(decoded.image, self.settings.thumbnail_size, self.settings.thumbnail_quality)
-            if item.is_url or self.settings.keep_originals:
+            if item.is_url or item.is_upload or self.settings.keep_originals:
                 out.original = data
         except (FetchError, BadImage) as exc:
             out.error = str(exc)
@@ -144,7 +148,7 @@ class Pipeline:
                     report.unchanged += 1
                     continue
                 changed_from[it.source] = state[0]
-            elif state is not None and it.is_url:
+            elif state is not None and (it.is_url or it.is_upload):
                 report.unchanged += 1  # URLs are content-addressed once fetched; re-fetch with --force later
                 continue
             todo.append(it)
@@ -217,7 +221,8 @@ class Pipeline:
             )
             for p in batch
         ]
-        results = self.lib.catalog.add_batch(rows)
+        with self.lib.write_lock:
+            results = self.lib.catalog.add_batch(rows)
         new_ids, new_vecs = [], []
         for row, image_id, is_new in results:
             if row.source in changed_from:
@@ -230,13 +235,15 @@ class Pipeline:
             elif row.source not in changed_from:
                 report.duplicates.append(Duplicate(row.source, image_id))
         if new_ids:
-            self.lib.vectors.add(np.asarray(new_ids, dtype=np.int64), np.stack(new_vecs))
+            with self.lib.write_lock:
+                self.lib.vectors.add(np.asarray(new_ids, dtype=np.int64), np.stack(new_vecs))
         return len(batch)
 
     def _remove_orphans(self, report: IndexReport) -> None:
-        orphans = self.lib.catalog.orphans()
-        if orphans:
-            self.lib.delete_images(orphans)
+        with self.lib.write_lock:
+            orphans = self.lib.catalog.orphans()
+            if orphans:
+                self.lib.delete_images(orphans)
 
     def _vanished(self, sets: list[SourceSet], items: dict[str, SourceItem], report: IndexReport, prune: bool) -> None:
         for s in sets:
@@ -245,9 +252,10 @@ class Pipeline:
             gone = [src for src in self.lib.catalog.sources_under(s.root) if src not in items]
             report.vanished.extend(gone)
         if prune and report.vanished:
-            self.lib.catalog.remove_sources(report.vanished)
-            orphans = self.lib.catalog.orphans()
-            report.pruned = len(self.lib.delete_images(orphans))
+            with self.lib.write_lock:
+                self.lib.catalog.remove_sources(report.vanished)
+                orphans = self.lib.catalog.orphans()
+                report.pruned = len(self.lib.delete_images(orphans))
 
     def _progress(self, done: int, report: IndexReport) -> None:
         if self.on_progress is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 CSV_SUFFIXES = {".csv"}
@@ -28,6 +28,11 @@ class SourceItem:
     size: int | None = None
     mtime_ns: int | None = None
     error: str | None = None  # set when the item is known bad before reading (unreadable entry)
+    data: bytes | None = field(default=None, repr=False)  # inline bytes (uploads): nothing to read
+
+    @property
+    def is_upload(self) -> bool:
+        return self.data is not None
 
     @property
     def is_url(self) -> bool:
