@@ -299,5 +299,23 @@ def evaluate_cmd(
     out.print(table)
 
 
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+) -> None:
+    """Start the HTTP API and the web page (http://HOST:PORT/)."""
+    import uvicorn
+
+    from lookalike.api.app import create_app
+
+    try:
+        app_ = create_app(settings())
+    except (LibraryError, UnknownModelError, ModelFileError) as exc:
+        fail(str(exc))
+    console.print(f"Lookalike on http://{host}:{port}/  (API docs at /docs)")
+    uvicorn.run(app_, host=host, port=port, log_level="info")
+
+
 def run() -> None:  # pragma: no cover - console entry for `python -m lookalike`
     sys.exit(app())

@@ -204,14 +204,17 @@ class Library:
         _ = self.embedder  # a missing model fails here, once, not as one rejection per photo
         return Pipeline(self, on_progress).run(sets, prune=prune)
 
-    def add_bytes(self, files: list[tuple[str, bytes]], label: str | None = None) -> IndexReport:
-        """Index uploaded photos (name, bytes); originals are kept, since there is no other copy."""
+    def add_bytes(self, files: list[tuple[str, bytes]], label: str | None = None) -> tuple[IndexReport, list[str]]:
+        """Index uploaded photos (name, bytes); originals are kept, since there is no other copy.
+
+        Returns the report and the source string given to each file, in order.
+        """
         items = [
             SourceItem(f"upload:{hashlib.sha256(data).hexdigest()}/{Path(name).name or 'photo'}", label, data=data)
             for name, data in files
         ]
         _ = self.embedder
-        return Pipeline(self).run([SourceSet(items)])
+        return Pipeline(self).run([SourceSet(items)]), [i.source for i in items]
 
     def save_index(self) -> None:
         with self.write_lock:

@@ -1,0 +1,345 @@
+"""The FastAPI service: JSON API under /api/v1, the web page at /, metrics at /metrics.
+
+Every route is a thin adapter over ``Library``; CPU-heavy calls (decoding,
+inference, index writes) run in worker threads so the event loop stays free, and
+searches interleave with index jobs at photo granularity.
+"""
+
+import hmac
+import threading
+import time
+from contextlib import asynccontextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field, ValidationError, model_validator
+from starlette.datastructures import UploadFile
+
+from lookalike import __version__
+from lookalike.api import problems
+from lookalike.api.jobs import JobManager
+from lookalike.api.limits import BodyLimitMiddleware
+from lookalike.api.metrics import Metrics, MetricsMiddleware
+from lookalike.api.problems import Problem
+from lookalike.config import Settings
+from lookalike.library import Hit, Library, NotFoundError
+
+API = "/api/v1"
+STATIC = Path(str(resources.files("lookalike.api") / "static"))
+MIME = {
+    "JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp", "BMP": "image/bmp",
+    "TIFF": "image/tiff", "MPO": "image/jpeg", "ICO": "image/x-icon",
+}  # fmt: skip
+IMAGE_TYPES = "JPEG, PNG, WebP, GIF, BMP or TIFF"
+
+
+class SearchParams(BaseModel):
+    k: int = Field(default=10, ge=1, le=1000)
+    min_score: float | None = Field(default=None, ge=-1.0, le=1.0)
+    label: str | None = Field(default=None, max_length=200)
+    box: tuple[float, float, float, float] | None = None
+
+
+class SearchJson(SearchParams):
+    url: str | None = Field(default=None, max_length=4096)
+    image_id: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_query(self) -> "SearchJson":
+        if (self.url is None) == (self.image_id is None):
+            raise ValueError("give exactly one of 'url' or 'image_id' (or upload a photo as multipart)")
+        return self
+
+
+class IndexJobRequest(BaseModel):
+    paths: list[str] = Field(min_length=1, description="folders, CSVs, URL lists, files or URLs on the server")
+    label: str | None = None
+    prune: bool = False
+
+
+class State:
+    """What the running service holds; the library is opened in the background so /healthz answers at once."""
+
+    def __init__(self, settings: Settings, library: Library | None) -> None:
+        self.settings = settings
+        self.library = library
+        self.error: str | None = None
+        self.ready = threading.Event()
+        self.jobs: JobManager | None = None
+        self.metrics = Metrics()
+        if library is not None:
+            self._opened(library)
+
+    def _opened(self, library: Library) -> None:
+        self.library = library
+        self.jobs = JobManager(library)
+        self.metrics.images.set_function(lambda: library.catalog_reader().count())
+        self.ready.set()
+
+    def open(self) -> None:
+        try:
+            library = Library(self.settings)
+            _ = library.vectors, library.embedder  # the slow part: load index and model before serving
+            self._opened(library)
+        except Exception as exc:  # shown by /healthz and 503s
+            self.error = f"{type(exc).__name__}: {exc}"
+
+
+def create_app(settings: Settings | None = None, library: Library | None = None) -> FastAPI:
+    settings = settings or (library.settings if library else Settings())
+    state = State(settings, library)
+    owns_library = library is None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if not state.ready.is_set():
+            threading.Thread(target=state.open, name="lookalike-open", daemon=True).start()
+        yield
+        if owns_library and state.library is not None:
+            state.library.close()
+
+    app = FastAPI(
+        title="Lookalike",
+        version=__version__,
+        description="Reverse image search: upload a photo, get the most similar indexed photos.",
+        lifespan=lifespan,
+    )
+    app.state.lookalike = state
+    problems.install(app)
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
+        )
+
+    # --- dependencies ------------------------------------------------------------------
+    def ready_library() -> Library:
+        if state.error:
+            raise Problem(503, "Library unavailable", state.error)
+        if not state.ready.is_set() or state.library is None:
+            raise Problem(503, "Loading", "the index and model are loading; retry in a few seconds")
+        return state.library
+
+    def check_key(request: Request) -> None:
+        expected = settings.api_key.get_secret_value() if settings.api_key else None
+        if expected is None:
+            return
+        given = request.headers.get("x-api-key", "")
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            raise Problem(401, "Unauthorized", "a valid API key is required in the X-API-Key header")
+
+    def read_access(request: Request) -> None:
+        if settings.api_key_for_reads:
+            check_key(request)
+
+    Lib = Annotated[Library, Depends(ready_library)]
+    read = [Depends(read_access)]
+    write = [Depends(check_key)]
+
+    def hit_json(hit: Hit) -> dict:
+        source = hit.sources[0] if hit.sources else None
+        if source and source.startswith("upload:"):
+            source = "upload: " + source.split("/", 1)[-1]
+        return {
+            "id": hit.id, "score": round(hit.score, 6), "label": hit.label, "source": source,
+            "sources": list(hit.sources), "width": hit.width, "height": hit.height,
+            "original_url": f"{API}/images/{hit.id}/original", "thumbnail_url": f"{API}/images/{hit.id}/thumbnail",
+            "box": None, "detected_label": None,
+        }  # fmt: skip
+
+    def validated(model: type[BaseModel], data: dict) -> BaseModel:
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors()) from None
+
+    def upload_bytes(upload: UploadFile) -> None:
+        ctype = (upload.content_type or "").split(";")[0].strip().lower()
+        if ctype and not (ctype.startswith("image/") or ctype == "application/octet-stream"):
+            raise Problem(415, "Unsupported media type", f"{upload.filename or 'the file'} is {ctype}; "
+                          f"upload a photo ({IMAGE_TYPES})")  # fmt: skip
+
+    # --- search ---------------------------------------------------------------------------
+    @app.post(f"{API}/search", dependencies=read, summary="Search by photo upload, URL or indexed image id")
+    async def search(request: Request, lib: Lib) -> dict:
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype == "multipart/form-data":
+            form = await request.form(max_files=1, max_fields=20)
+            upload = form.get("image") or form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise Problem(422, "Invalid parameters", "multipart field 'image' with the photo is required")
+            upload_bytes(upload)
+            fields = {k: v for k, v in form.items() if isinstance(v, str) and v != ""}
+            if "box" in fields:
+                fields["box"] = [p for p in fields["box"].replace(" ", "").split(",") if p]
+            params = validated(SearchParams, fields)
+            query: bytes | str | int = await upload.read()
+            kind = "upload"
+        elif ctype == "application/json":
+            try:
+                body = await request.json()
+            except ValueError:
+                raise Problem(400, "Malformed JSON", "the request body is not valid JSON") from None
+            if not isinstance(body, dict):
+                raise Problem(422, "Invalid parameters", "the JSON body must be an object")
+            params = validated(SearchJson, body)
+            query = params.url if params.url is not None else params.image_id
+            kind = "url" if params.url is not None else "image_id"
+        else:
+            detail = "send multipart/form-data with an 'image' file, or JSON with 'url' or 'image_id'"
+            raise Problem(415, "Unsupported media type", detail)
+        result = await run_in_threadpool(lib.search, query, params.k, params.min_score, params.label, params.box)
+        state.metrics.searches.labels(kind).inc()
+        return {
+            "query": result.query | {"kind": kind},
+            "took_ms": round(result.seconds * 1000, 2),
+            "hits": [hit_json(h) for h in result.hits],
+        }
+
+    # --- images -----------------------------------------------------------------------------
+    @app.post(f"{API}/images", dependencies=write, summary="Upload photos into the library")
+    async def upload_images(request: Request, lib: Lib) -> JSONResponse:
+        if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+            raise Problem(415, "Unsupported media type", "send multipart/form-data with one or more 'images' files")
+        form = await request.form(max_files=1000, max_fields=20)
+        uploads = [v for k, v in form.multi_items() if k in ("images", "image", "file") and isinstance(v, UploadFile)]
+        if not uploads:
+            raise Problem(422, "Invalid parameters", "no files: send them in multipart field 'images'")
+        label = form.get("label") if isinstance(form.get("label"), str) and form.get("label") else None
+        files, rejected = [], []
+        for up in uploads:
+            try:
+                upload_bytes(up)
+            except Problem as exc:
+                rejected.append({"name": up.filename, "reason": exc.detail})
+                continue
+            files.append((up.filename or "photo", await up.read()))
+        added, duplicates = [], []
+        if files:
+            report, sources = await run_in_threadpool(lib.add_bytes, files, label)
+            new_ids = set(report.added)
+            dup = {d.source: d.image_id for d in report.duplicates}
+            rej = {r.source: r.reason for r in report.rejected}
+            reader = lib.catalog_reader()
+            for (name, _), src in zip(files, sources, strict=True):
+                if src in rej:
+                    rejected.append({"name": name, "reason": rej[src]})
+                    continue
+                image_id = dup.get(src) or reader.source_state(src)[0]
+                (added if image_id in new_ids else duplicates).append({"name": name, "id": image_id})
+            state.metrics.indexed.inc(len(report.added))
+        state.metrics.rejected.inc(len(rejected))
+        body = {"added": added, "duplicates": duplicates, "rejected": rejected}
+        return JSONResponse(body, status_code=201 if added else 200)
+
+    @app.get(f"{API}/images/{{image_id}}", dependencies=read, summary="Metadata of an indexed photo")
+    async def image_meta(image_id: int, lib: Lib) -> dict:
+        rec = lib.get(image_id)
+        return {
+            "id": rec.id, "sha256": rec.sha256, "label": rec.label, "width": rec.width, "height": rec.height,
+            "format": rec.format, "bytes": rec.bytes, "added_at": rec.added_at, "sources": list(rec.sources),
+            "original_url": f"{API}/images/{rec.id}/original", "thumbnail_url": f"{API}/images/{rec.id}/thumbnail",
+        }  # fmt: skip
+
+    def cached(request: Request, etag: str, data_fn, media_type: str) -> Response:
+        headers = {"ETag": f'"{etag}"', "Cache-Control": "public, max-age=31536000, immutable"}
+        if request.headers.get("if-none-match", "").strip() in (f'"{etag}"', etag, "*"):
+            return Response(status_code=304, headers=headers)
+        return Response(data_fn(), media_type=media_type, headers=headers)
+
+    @app.get(f"{API}/images/{{image_id}}/thumbnail", dependencies=read, summary="JPEG thumbnail")
+    async def thumbnail(image_id: int, request: Request, lib: Lib) -> Response:
+        rec = lib.get(image_id)
+
+        def data() -> bytes:
+            blob = lib.images.get("thumbnail", rec.sha256)
+            if blob is None:
+                raise NotFoundError(f"thumbnail of image {image_id} is missing")
+            return blob
+
+        return cached(request, f"{rec.sha256}-t", data, "image/jpeg")
+
+    @app.get(f"{API}/images/{{image_id}}/original", dependencies=read, summary="The original photo")
+    async def original(image_id: int, request: Request, lib: Lib) -> Response:
+        rec = lib.get(image_id)
+        return cached(
+            request, rec.sha256, lambda: lib.original_bytes(image_id), MIME.get(rec.format, "application/octet-stream")
+        )
+
+    @app.delete(f"{API}/images/{{image_id}}", dependencies=write, status_code=204, summary="Remove a photo")
+    async def delete_image(image_id: int, lib: Lib) -> Response:
+        removed = await run_in_threadpool(lib.remove, [image_id])
+        if not removed:
+            raise NotFoundError(f"no image with id {image_id}")
+        return Response(status_code=204)
+
+    # --- jobs ---------------------------------------------------------------------------------
+    @app.post(f"{API}/jobs/index", dependencies=write, status_code=202, summary="Index a server-side source")
+    async def start_job(body: IndexJobRequest, lib: Lib) -> dict:
+        from lookalike.ingest.sources import SourceError, expand
+
+        for p in body.paths:  # fail fast on names that do not exist
+            try:
+                await run_in_threadpool(lambda p=p: expand(p) if not p.startswith(("http://", "https://")) else None)
+            except SourceError as exc:
+                raise Problem(422, "Invalid parameters", str(exc)) from None
+        job = state.jobs.submit(body.paths, body.label, body.prune)
+        return job.as_dict()
+
+    @app.get(f"{API}/jobs/{{job_id}}", dependencies=read, summary="Progress of an index job")
+    async def job_status(job_id: int, lib: Lib) -> dict:
+        job = state.jobs.get(job_id)
+        if job is None:
+            raise NotFoundError(f"no job with id {job_id}")
+        return job.as_dict()
+
+    # --- information ----------------------------------------------------------------------------
+    @app.get(f"{API}/stats", dependencies=read)
+    async def stats(lib: Lib) -> dict:
+        return await run_in_threadpool(lib.stats)
+
+    @app.get(f"{API}/labels", dependencies=read, summary="Labels with photo counts")
+    async def labels(lib: Lib) -> dict:
+        return await run_in_threadpool(lambda: lib.catalog_reader().labels())
+
+    @app.get("/healthz")
+    @app.get(f"{API}/healthz")
+    async def healthz() -> JSONResponse:
+        if state.error:
+            return JSONResponse({"status": "error", "detail": state.error}, status_code=503)
+        if not state.ready.is_set():
+            return JSONResponse({"status": "loading"}, status_code=503)
+        return JSONResponse({"status": "ok", "version": __version__})
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    # --- the web page ------------------------------------------------------------------------------
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def index_page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    return app
+
+
+def wait_ready(app: FastAPI, timeout: float = 60.0) -> None:
+    """Block until the service's library is loaded (tests and benchmarks)."""
+    state: State = app.state.lookalike
+    deadline = time.time() + timeout
+    while not state.ready.wait(0.05):
+        if state.error:
+            raise RuntimeError(state.error)
+        if time.time() > deadline:
+            raise TimeoutError("library did not load in time")

@@ -1,0 +1,77 @@
+"""Errors as RFC 9457 problem details, with the status that says what went wrong.
+
+Bad input is always a 4xx with words; a 500 would mean a bug.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from lookalike.imaging import BadImage
+from lookalike.ingest.fetch import FetchError
+from lookalike.library import LibraryError, ModelMismatchError, NotFoundError
+
+PROBLEM = "application/problem+json"
+
+
+class Problem(Exception):
+    def __init__(self, status: int, title: str, detail: str, **extra) -> None:
+        super().__init__(detail)
+        self.status, self.title, self.detail, self.extra = status, title, detail, extra
+
+
+def problem_response(status: int, title: str, detail: str, instance: str = "", **extra) -> JSONResponse:
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail, "instance": instance, **extra}
+    return JSONResponse(body, status_code=status, media_type=PROBLEM)
+
+
+def bad_image_status(exc: BadImage) -> tuple[int, str]:
+    if "too many pixels" in str(exc):
+        return 413, "Image too large"
+    return 400, "Not a usable image"
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem):
+        return problem_response(exc.status, exc.title, exc.detail, request.url.path, **exc.extra)
+
+    @app.exception_handler(BadImage)
+    async def _bad_image(request: Request, exc: BadImage):
+        status, title = bad_image_status(exc)
+        return problem_response(status, title, str(exc), request.url.path)
+
+    @app.exception_handler(NotFoundError)
+    async def _not_found(request: Request, exc: NotFoundError):
+        return problem_response(404, "Not found", str(exc), request.url.path)
+
+    @app.exception_handler(FetchError)
+    async def _fetch(request: Request, exc: FetchError):
+        status = 422 if "refusing" in str(exc) else 400
+        return problem_response(status, "Could not fetch the URL", str(exc), request.url.path)
+
+    @app.exception_handler(ModelMismatchError)
+    async def _model(request: Request, exc: ModelMismatchError):
+        return problem_response(409, "Model mismatch", str(exc), request.url.path)
+
+    @app.exception_handler(LibraryError)
+    async def _library(request: Request, exc: LibraryError):
+        return problem_response(422, "Request cannot be served", str(exc), request.url.path)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError):
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()
+        ]
+        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
+        return problem_response(422, "Invalid parameters", detail, request.url.path, errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        titles = {404: "Not found", 405: "Method not allowed", 401: "Unauthorized"}
+        return problem_response(
+            exc.status_code, titles.get(exc.status_code, "Error"), str(exc.detail), request.url.path
+        )

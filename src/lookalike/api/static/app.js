@@ -1,0 +1,338 @@
+// Lookalike web page: plain JavaScript, no build step, no network beyond this server.
+"use strict";
+
+const API = "/api/v1";
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  query: null, // {kind: "file", file} | {kind: "url", url} | {kind: "id", id}
+  box: null, // [x1, y1, x2, y2] in the photo's own pixels, or null for the whole photo
+  viewing: null, // hit shown in the viewer
+  searchSeq: 0,
+};
+
+function apiKeyHeaders() {
+  const key = localStorage.getItem("lookalike-api-key") || "";
+  return key ? { "X-API-Key": key } : {};
+}
+
+async function problemText(response) {
+  try {
+    const body = await response.json();
+    if (body.title || body.detail) return `${body.title || "Error"}: ${body.detail || ""}`.trim();
+  } catch (e) { /* not JSON */ }
+  return `The server answered ${response.status} ${response.statusText}.`;
+}
+
+function setStatus(text, kind) {
+  const el = $("status");
+  el.textContent = text;
+  el.className = kind || "muted";
+}
+
+// --- library information ---------------------------------------------------------------------
+async function loadStats() {
+  try {
+    const r = await fetch(`${API}/stats`, { headers: apiKeyHeaders() });
+    if (r.status === 503) {
+      $("stats").textContent = "The library is loading…";
+      setTimeout(loadStats, 1000);
+      return;
+    }
+    if (!r.ok) { $("stats").textContent = await problemText(r); return; }
+    const s = await r.json();
+    $("stats").textContent = `${s.images.toLocaleString()} photos indexed · model ${s.model} (${s.dim}-d) · ${s.index} index`;
+  } catch (e) {
+    $("stats").textContent = "Cannot reach the Lookalike server.";
+  }
+}
+
+async function loadLabels() {
+  try {
+    const r = await fetch(`${API}/labels`, { headers: apiKeyHeaders() });
+    if (!r.ok) return;
+    const labels = await r.json();
+    const select = $("label");
+    const current = select.value;
+    select.innerHTML = '<option value="">any</option>';
+    for (const name of Object.keys(labels).sort()) {
+      const opt = document.createElement("option");
+      opt.value = name;
+      opt.textContent = `${name} (${labels[name]})`;
+      select.appendChild(opt);
+    }
+    select.value = current;
+  } catch (e) { /* the stats line already says the server is unreachable */ }
+}
+
+// --- choosing a query ----------------------------------------------------------------------------
+function showQueryImage(src) {
+  $("query-view").hidden = false;
+  const img = $("query-img");
+  img.onload = () => { sizeCanvas(); drawBox(); };
+  img.src = src;
+}
+
+function setFileQuery(file) {
+  if (!file) return;
+  state.query = { kind: "file", file };
+  state.box = null;
+  $("clear-box").hidden = true;
+  if (file.type && !file.type.startsWith("image/")) {
+    $("query-view").hidden = true;
+  } else {
+    showQueryImage(URL.createObjectURL(file));
+  }
+  search();
+}
+
+function setUrlQuery(url) {
+  state.query = { kind: "url", url };
+  state.box = null;
+  $("clear-box").hidden = true;
+  showQueryImage(url);
+  search();
+}
+
+function setIdQuery(hit) {
+  state.query = { kind: "id", id: hit.id };
+  state.box = null;
+  $("clear-box").hidden = true;
+  showQueryImage(hit.original_url);
+  search();
+}
+
+// --- region selection on the query photo ------------------------------------------------------------
+let drag = null;
+
+function sizeCanvas() {
+  const img = $("query-img"), canvas = $("query-canvas");
+  canvas.width = img.clientWidth;
+  canvas.height = img.clientHeight;
+}
+
+function drawBox(live) {
+  const img = $("query-img"), canvas = $("query-canvas");
+  const ctx = canvas.getContext("2d");
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  let rect = live;
+  if (!rect && state.box && img.naturalWidth) {
+    const sx = canvas.width / img.naturalWidth, sy = canvas.height / img.naturalHeight;
+    rect = [state.box[0] * sx, state.box[1] * sy, state.box[2] * sx, state.box[3] * sy];
+  }
+  if (!rect) return;
+  ctx.fillStyle = "rgba(0,0,0,0.35)";
+  ctx.fillRect(0, 0, canvas.width, canvas.height);
+  ctx.clearRect(rect[0], rect[1], rect[2] - rect[0], rect[3] - rect[1]);
+  ctx.strokeStyle = "#2656d9";
+  ctx.lineWidth = 2;
+  ctx.strokeRect(rect[0], rect[1], rect[2] - rect[0], rect[3] - rect[1]);
+}
+
+function canvasPoint(event) {
+  const r = $("query-canvas").getBoundingClientRect();
+  return [Math.min(Math.max(event.clientX - r.left, 0), r.width), Math.min(Math.max(event.clientY - r.top, 0), r.height)];
+}
+
+function setupRegionSelection() {
+  const canvas = $("query-canvas");
+  canvas.addEventListener("pointerdown", (e) => {
+    drag = { start: canvasPoint(e) };
+    canvas.setPointerCapture(e.pointerId);
+  });
+  canvas.addEventListener("pointermove", (e) => {
+    if (!drag) return;
+    const p = canvasPoint(e), s = drag.start;
+    drawBox([Math.min(s[0], p[0]), Math.min(s[1], p[1]), Math.max(s[0], p[0]), Math.max(s[1], p[1])]);
+  });
+  canvas.addEventListener("pointerup", (e) => {
+    if (!drag) return;
+    const p = canvasPoint(e), s = drag.start;
+    drag = null;
+    const img = $("query-img");
+    const w = Math.abs(p[0] - s[0]), h = Math.abs(p[1] - s[1]);
+    if (w < 8 || h < 8 || !img.naturalWidth) { drawBox(); return; }  // a click, not a drag
+    const sx = img.naturalWidth / canvas.width, sy = img.naturalHeight / canvas.height;
+    state.box = [Math.min(s[0], p[0]) * sx, Math.min(s[1], p[1]) * sy, Math.max(s[0], p[0]) * sx, Math.max(s[1], p[1]) * sy]
+      .map((v, i) => Math.round(Math.min(v, i % 2 ? img.naturalHeight : img.naturalWidth)));
+    $("clear-box").hidden = false;
+    drawBox();
+    search();
+  });
+  window.addEventListener("resize", () => { sizeCanvas(); drawBox(); });
+}
+
+// --- searching ---------------------------------------------------------------------------------------
+function searchParams() {
+  const params = { k: parseInt($("k").value, 10) || 12 };
+  const minScore = parseFloat($("min-score").value);
+  if (minScore > 0) params.min_score = minScore;
+  if ($("label").value) params.label = $("label").value;
+  if (state.box) params.box = state.box;
+  return params;
+}
+
+async function search() {
+  if (!state.query) return;
+  const seq = ++state.searchSeq;
+  const params = searchParams();
+  let init;
+  if (state.query.kind === "file") {
+    const form = new FormData();
+    form.append("image", state.query.file, state.query.file.name || "pasted.png");
+    for (const [key, value] of Object.entries(params)) form.append(key, Array.isArray(value) ? value.join(",") : value);
+    init = { method: "POST", body: form, headers: apiKeyHeaders() };
+  } else {
+    const body = state.query.kind === "url" ? { url: state.query.url, ...params } : { image_id: state.query.id, ...params };
+    init = { method: "POST", body: JSON.stringify(body), headers: { "Content-Type": "application/json", ...apiKeyHeaders() } };
+  }
+  setStatus(state.box ? "Searching by the selected region…" : "Searching…", "loading");
+  $("results").setAttribute("aria-busy", "true");
+  try {
+    const r = await fetch(`${API}/search`, init);
+    if (seq !== state.searchSeq) return;  // a newer search has started
+    if (!r.ok) {
+      $("results").innerHTML = "";
+      setStatus(`Search failed. ${await problemText(r)}`, "error");
+      return;
+    }
+    renderResults(await r.json());
+  } catch (e) {
+    if (seq === state.searchSeq) setStatus("Search failed: the server could not be reached.", "error");
+  } finally {
+    $("results").removeAttribute("aria-busy");
+  }
+}
+
+function renderResults(result) {
+  const grid = $("results");
+  grid.innerHTML = "";
+  if (!result.hits.length) {
+    const why = $("label").value || parseFloat($("min-score").value) > 0 ? " Try lowering the minimum score or clearing the label filter." : " The library may be empty: add photos below.";
+    setStatus(`No similar photos found.${why}`, "muted");
+    return;
+  }
+  const region = state.box ? " for the selected region" : "";
+  setStatus(`${result.hits.length} similar photos${region} in ${Math.round(result.took_ms)} ms.`, "muted");
+  for (const hit of result.hits) {
+    const fig = document.createElement("figure");
+    fig.className = "hit";
+    fig.tabIndex = 0;
+    fig.dataset.id = hit.id;
+    fig.dataset.label = hit.label || "";
+    const img = document.createElement("img");
+    img.loading = "lazy";
+    img.alt = hit.label ? `photo labelled ${hit.label}` : "similar photo";
+    img.src = hit.thumbnail_url;
+    const cap = document.createElement("figcaption");
+    const score = document.createElement("span");
+    score.className = "score";
+    score.textContent = hit.score.toFixed(3);
+    const label = document.createElement("span");
+    label.className = "label";
+    label.textContent = hit.label || "";
+    const source = document.createElement("span");
+    source.className = "source";
+    source.textContent = hit.source || "";
+    source.title = hit.source || "";
+    cap.append(score, label, source);
+    fig.append(img, cap);
+    fig.addEventListener("click", () => openViewer(hit));
+    fig.addEventListener("keydown", (e) => { if (e.key === "Enter") openViewer(hit); });
+    grid.appendChild(fig);
+  }
+}
+
+// --- viewer -----------------------------------------------------------------------------------------
+function openViewer(hit) {
+  state.viewing = hit;
+  $("viewer-img").src = hit.original_url;
+  $("viewer-meta").textContent = `#${hit.id} · score ${hit.score.toFixed(3)}${hit.label ? " · " + hit.label : ""} · ${hit.width}×${hit.height} · ${hit.source || ""}`;
+  $("viewer").showModal();
+}
+
+// --- adding photos ------------------------------------------------------------------------------------
+function upload(event) {
+  event.preventDefault();
+  const files = $("add-files").files;
+  const result = $("add-result");
+  result.className = "";
+  if (!files.length) { result.textContent = "Choose one or more photos first."; return; }
+  const form = new FormData();
+  for (const f of files) form.append("images", f, f.name);
+  if ($("add-label").value.trim()) form.append("label", $("add-label").value.trim());
+  localStorage.setItem("lookalike-api-key", $("api-key").value);
+  const xhr = new XMLHttpRequest();
+  const bar = $("add-progress");
+  bar.hidden = false;
+  bar.value = 0;
+  result.textContent = `Uploading ${files.length} photo(s)…`;
+  xhr.upload.onprogress = (e) => { if (e.lengthComputable) bar.value = (100 * e.loaded) / e.total; };
+  xhr.upload.onload = () => { result.textContent = "Indexing…"; };
+  xhr.onerror = () => { result.className = "error"; result.textContent = "Upload failed: the server could not be reached."; };
+  xhr.onload = () => {
+    bar.hidden = true;
+    let body = {};
+    try { body = JSON.parse(xhr.responseText); } catch (e) { /* handled below */ }
+    if (xhr.status >= 400) {
+      result.className = "error";
+      result.textContent = `Upload failed. ${body.title || xhr.status}: ${body.detail || xhr.statusText}`;
+      return;
+    }
+    const parts = [`${body.added.length} added`, `${body.duplicates.length} already in the library`];
+    if (body.rejected.length) parts.push(`${body.rejected.length} rejected (${body.rejected.map((r) => `${r.name}: ${r.reason}`).join("; ")})`);
+    result.textContent = parts.join(", ") + ".";
+    if (body.rejected.length) result.className = "error";
+    loadStats();
+    loadLabels();
+  };
+  xhr.open("POST", `${API}/images`);
+  for (const [k, v] of Object.entries(apiKeyHeaders())) xhr.setRequestHeader(k, v);
+  xhr.send(form);
+}
+
+// --- wiring ---------------------------------------------------------------------------------------------
+function setup() {
+  const drop = $("drop");
+  drop.addEventListener("click", (e) => { if (e.target === drop || e.target.tagName === "P") $("file-input").click(); });
+  drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") $("file-input").click(); });
+  $("file-input").addEventListener("change", (e) => setFileQuery(e.target.files[0]));
+  for (const type of ["dragenter", "dragover"]) {
+    document.addEventListener(type, (e) => { e.preventDefault(); drop.classList.add("over"); });
+  }
+  document.addEventListener("dragleave", (e) => { if (!e.relatedTarget) drop.classList.remove("over"); });
+  document.addEventListener("drop", (e) => {
+    e.preventDefault();
+    drop.classList.remove("over");
+    if (e.dataTransfer.files.length) setFileQuery(e.dataTransfer.files[0]);
+    else {
+      const url = e.dataTransfer.getData("text/uri-list") || e.dataTransfer.getData("text/plain");
+      if (url && /^https?:\/\//.test(url)) setUrlQuery(url.trim());
+    }
+  });
+  document.addEventListener("paste", (e) => {
+    if (e.target.tagName === "INPUT") return;  // pasting text into a field
+    const file = [...(e.clipboardData?.files || [])][0];
+    if (file) { e.preventDefault(); setFileQuery(file); return; }
+    const text = e.clipboardData?.getData("text/plain") || "";
+    if (/^https?:\/\//.test(text.trim())) { e.preventDefault(); setUrlQuery(text.trim()); }
+  });
+  $("url-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const url = $("url-input").value.trim();
+    if (url) setUrlQuery(url);
+  });
+  $("min-score").addEventListener("input", () => { $("min-score-value").textContent = parseFloat($("min-score").value).toFixed(2); });
+  $("min-score").addEventListener("change", search);
+  $("k").addEventListener("change", search);
+  $("label").addEventListener("change", search);
+  $("clear-box").addEventListener("click", () => { state.box = null; $("clear-box").hidden = true; drawBox(); search(); });
+  $("more-like-this").addEventListener("click", () => { $("viewer").close(); if (state.viewing) setIdQuery(state.viewing); });
+  $("add-form").addEventListener("submit", upload);
+  $("api-key").value = localStorage.getItem("lookalike-api-key") || "";
+  setupRegionSelection();
+  loadStats();
+  loadLabels();
+}
+
+document.addEventListener("DOMContentLoaded", setup);
