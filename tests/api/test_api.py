@@ -1,0 +1,243 @@
+"""The HTTP API against the real app, the real model and real photos (httpx via TestClient)."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from lookalike.api import app as app_module
+from lookalike.api.app import create_app, wait_ready
+from lookalike.config import Settings
+from lookalike.library import Library
+from tests.badfiles import bomb_png, real_jpeg
+from tests.conftest import MODELS, TOWHEE, photo
+
+API = "/api/v1"
+
+
+def jpeg(path: Path) -> tuple[str, bytes, str]:
+    return (path.name, path.read_bytes(), "image/jpeg")
+
+
+@pytest.fixture
+def make_client(settings: Settings, embedder, photo_dir: Path):
+    made = []
+
+    def make(**overrides) -> TestClient:
+        s = Settings(**{**settings.model_dump(), **overrides})  # validated, unlike model_copy
+        lib = Library(s, embedder=embedder)
+        lib.index([str(photo_dir)])
+        app = create_app(s, library=lib)
+        client = TestClient(app, raise_server_exceptions=True)
+        client.__enter__()
+        made.append((client, lib))
+        return client
+
+    yield make
+    for client, lib in made:
+        client.__exit__(None, None, None)
+        lib.close()
+
+
+@pytest.fixture
+def client(make_client) -> TestClient:
+    return make_client()
+
+
+def problem(response, status: int, fragment: str = "") -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["status"] == status and body["title"] and fragment in body["detail"], body
+    return body
+
+
+def test_search_by_upload_finds_the_class(client: TestClient) -> None:
+    r = client.post(f"{API}/search", files={"image": jpeg(photo("goldfish", 0, "test"))}, data={"k": "5"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["query"]["width"] > 0 and body["query"]["kind"] == "upload"
+    assert len(body["hits"]) == 5 and body["hits"][0]["label"] == "goldfish"
+    hit = body["hits"][0]
+    assert hit["thumbnail_url"] == f"{API}/images/{hit['id']}/thumbnail" and hit["source"].endswith(".JPEG")
+
+
+def test_search_by_url_and_by_id(client: TestClient, http_server: str, http_root: Path) -> None:
+    shutil.copy(photo("tiger_cat", 0, "test"), http_root / "cat.jpg")
+    r = client.post(f"{API}/search", json={"url": f"{http_server}/cat.jpg", "k": 3})
+    assert r.status_code == 200, r.text and r.json()["hits"][0]["label"] == "tiger_cat"
+    first = r.json()["hits"][0]["id"]
+    r = client.post(f"{API}/search", json={"image_id": first, "k": 3, "label": "tiger_cat"})
+    hits = r.json()["hits"]
+    assert first not in [h["id"] for h in hits] and {h["label"] for h in hits} == {"tiger_cat"}
+
+
+def test_region_search_finds_what_is_in_the_box(client: TestClient) -> None:
+    """A photo made of a goldfish (left) and a bullet train (right): each half finds its class."""
+    fish = Image.open(photo("goldfish", 0, "test")).convert("RGB").resize((300, 300))
+    train = Image.open(photo("bullet_train", 0, "test")).convert("RGB").resize((300, 300))
+    both = Image.new("RGB", (600, 300))
+    both.paste(fish, (0, 0))
+    both.paste(train, (300, 0))
+    buf = io.BytesIO()
+    both.save(buf, "JPEG", quality=92)
+    for box, label in (("0,0,300,300", "goldfish"), ("300,0,600,300", "bullet_train")):
+        r = client.post(f"{API}/search", files={"image": ("both.jpg", buf.getvalue(), "image/jpeg")},
+                        data={"box": box, "k": "3"})
+        assert r.status_code == 200, r.text
+        assert r.json()["hits"][0]["label"] == label and r.json()["query"]["box"] == [float(v) for v in box.split(",")]
+    problem(client.post(f"{API}/search", files={"image": ("b.jpg", buf.getvalue(), "image/jpeg")},
+                        data={"box": "500,0,700,300"}), 422, "not inside")
+
+
+def test_bad_inputs_get_the_right_status(make_client) -> None:
+    client = make_client(max_upload_bytes=2 * 2**20)
+    data = real_jpeg()
+    search = f"{API}/search"
+    problem(client.post(search, files={"image": ("x.jpg", b"hello" * 100, "image/jpeg")}), 400, "not an image")
+    problem(client.post(search, files={"image": ("x.jpg", data[: len(data) // 3], "image/jpeg")}), 400, "truncated")
+    problem(client.post(search, files={"image": ("x.jpg", b"", "image/jpeg")}), 400, "empty")
+    problem(client.post(search, files={"image": ("notes.txt", b"text", "text/plain")}), 415, "text/plain")
+    problem(client.post(search, files={"image": ("bomb.png", bomb_png(), "image/png")}), 413, "too many pixels")
+    problem(client.post(search, files={"image": ("big.jpg", b"\xff" * (3 * 2**20), "image/jpeg")}), 413,
+            "max_upload_bytes")
+    problem(client.post(search, content=b"raw", headers={"content-type": "text/plain"}), 415)
+    problem(client.post(search, content=b"{nope", headers={"content-type": "application/json"}), 400)
+    problem(client.post(search, json={"url": "http://x.org/a.jpg", "image_id": 1}), 422, "exactly one")
+    problem(client.post(search, json={"image_id": 1, "k": 0}), 422, "k")
+    problem(client.post(search, json={"image_id": 1, "min_score": 5}), 422, "min_score")
+    problem(client.post(search, files={"other": ("x.jpg", data, "image/jpeg")}), 422, "'image'")
+    problem(client.post(search, json={"image_id": 999999}), 404, "no image with id 999999")
+    problem(client.get(f"{API}/images/999999"), 404)
+    problem(client.get(f"{API}/images/999999/thumbnail"), 404)
+    problem(client.get(f"{API}/images/abc"), 422)
+
+
+def test_private_urls_are_refused_unless_allowed(make_client) -> None:
+    client = make_client(url_allow_private=False)
+    for url in ("http://127.0.0.1:1/x.jpg", "http://169.254.169.254/latest/meta-data", "http://10.0.0.1/a.jpg"):
+        problem(client.post(f"{API}/search", json={"url": url}), 422, "refusing to fetch")
+
+
+def test_upload_duplicates_rejects_metadata_files_and_delete(client: TestClient) -> None:
+    files = [
+        ("images", jpeg(photo("pizza", 0))),
+        ("images", jpeg(photo("pizza", 1))),
+        ("images", ("notes.txt", b"not a photo", "text/plain")),
+        ("images", ("broken.jpg", b"\xff\xd8\xff garbage", "image/jpeg")),
+    ]
+    r = client.post(f"{API}/images", files=files, data={"label": "pizza"})
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert len(body["added"]) == 2 and not body["duplicates"]
+    assert {x["name"] for x in body["rejected"]} == {"notes.txt", "broken.jpg"}
+    again = client.post(f"{API}/images", files=files[:2]).json()
+    assert not again["added"] and sorted(d["id"] for d in again["duplicates"]) == sorted(a["id"] for a in body["added"])
+
+    image_id = body["added"][0]["id"]
+    meta = client.get(f"{API}/images/{image_id}").json()
+    assert meta["label"] == "pizza" and meta["format"] == "JPEG" and meta["sources"][0].startswith("upload:")
+    thumb = client.get(f"{API}/images/{image_id}/thumbnail")
+    assert thumb.headers["content-type"] == "image/jpeg" and "immutable" in thumb.headers["cache-control"]
+    assert client.get(f"{API}/images/{image_id}/thumbnail", headers={"If-None-Match": thumb.headers["etag"]}).status_code == 304
+    original = client.get(f"{API}/images/{image_id}/original")
+    assert original.content == photo("pizza", 0).read_bytes() or original.content == photo("pizza", 1).read_bytes()
+    assert original.headers["content-type"] == "image/jpeg" and original.headers["etag"]
+    found = client.post(f"{API}/search", files={"image": jpeg(photo("pizza", 0))}, data={"k": "1"}).json()
+    assert found["hits"][0]["score"] > 0.999 and found["hits"][0]["source"].startswith("upload: ")
+
+    assert client.delete(f"{API}/images/{image_id}").status_code == 204
+    problem(client.get(f"{API}/images/{image_id}"), 404)
+    problem(client.delete(f"{API}/images/{image_id}"), 404)
+
+
+def test_original_of_a_folder_photo_is_read_from_its_file(client: TestClient) -> None:
+    hit = client.post(f"{API}/search", files={"image": jpeg(photo("goldfish", 1))}, data={"k": "1"}).json()["hits"][0]
+    r = client.get(hit["original_url"])
+    assert r.status_code == 200 and r.content == photo("goldfish", 1).read_bytes()
+
+
+def test_api_key_guards_writes_and_optionally_reads(make_client) -> None:
+    client = make_client(api_key="s3cret")
+    problem(client.post(f"{API}/images", files=[("images", jpeg(photo("pizza", 0)))]), 401, "X-API-Key")
+    problem(client.post(f"{API}/images", files=[("images", jpeg(photo("pizza", 0)))], headers={"X-API-Key": "no"}), 401)
+    ok = client.post(f"{API}/images", files=[("images", jpeg(photo("pizza", 0)))], headers={"X-API-Key": "s3cret"})
+    assert ok.status_code == 201
+    problem(client.delete(f"{API}/images/1"), 401)
+    assert client.get(f"{API}/stats").status_code == 200  # reads are open by default
+    strict = make_client(api_key="s3cret", api_key_for_reads=True)
+    problem(strict.get(f"{API}/stats"), 401)
+    assert strict.get(f"{API}/stats", headers={"X-API-Key": "s3cret"}).status_code == 200
+
+
+def test_cors_when_configured(make_client) -> None:
+    client = make_client(cors_origins=["https://shop.example"])
+    r = client.get(f"{API}/stats", headers={"Origin": "https://shop.example"})
+    assert r.headers["access-control-allow-origin"] == "https://shop.example"
+
+
+def test_index_job_reports_progress_and_searches_run_meanwhile(client: TestClient) -> None:
+    problem(client.post(f"{API}/jobs/index", json={"paths": ["/no/such/folder"]}), 422, "no such file")
+    problem(client.get(f"{API}/jobs/12345"), 404)
+    r = client.post(f"{API}/jobs/index", json={"paths": [str(TOWHEE / "train")]})
+    assert r.status_code == 202, r.text
+    job_id = r.json()["id"]
+    searches_during_job = 0
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        job = client.get(f"{API}/jobs/{job_id}").json()
+        if job["state"] in ("done", "failed"):
+            break
+        s = client.post(f"{API}/search", files={"image": jpeg(photo("goldfish", 0, "test"))}, data={"k": "3"})
+        assert s.status_code == 200
+        if client.get(f"{API}/jobs/{job_id}").json()["state"] == "running":
+            searches_during_job += 1
+    assert job["state"] == "done", job
+    assert job["done"] == job["total"] == 1000 and job["rate"] > 0 and job["errors"] == 0
+    # the 12 fixture photos are copies of train photos: stored once, reported as duplicates
+    assert job["report"]["added"] == 988 and len(job["report"]["duplicates"]) == 12
+    assert searches_during_job >= 3  # searches were answered while the job ran
+    stats = client.get(f"{API}/stats").json()
+    assert stats["images"] == 1000 and stats["model"] == "mobilenet_v2"
+
+
+def test_information_endpoints(client: TestClient) -> None:
+    assert client.get("/healthz").json()["status"] == "ok"
+    stats = client.get(f"{API}/stats").json()
+    assert stats["images"] == 12 and stats["dim"] == 1280 and stats["index"] == "flat" and "disk_bytes" in stats
+    assert client.get(f"{API}/labels").json() == {"goldfish": 4, "tiger_cat": 4, "bullet_train": 4}
+    client.post(f"{API}/search", files={"image": jpeg(photo("goldfish", 0))})
+    metrics = client.get("/metrics").text
+    assert 'lookalike_searches_total{kind="upload"} 1.0' in metrics
+    assert "lookalike_http_request_duration_seconds_bucket" in metrics and "lookalike_images 12.0" in metrics
+    assert "/api/v1/search" in client.get("/openapi.json").text
+    assert client.get("/docs").status_code == 200
+    page = client.get("/")
+    assert page.status_code == 200 and "Lookalike" in page.text and "/static/app.js" in page.text
+    assert client.get("/static/app.js").status_code == 200
+
+
+def test_503_while_loading_then_ready(settings: Settings, monkeypatch) -> None:
+    release = threading.Event()
+    real_open = app_module.State.open
+
+    def slow_open(self) -> None:
+        release.wait(30)
+        real_open(self)
+
+    monkeypatch.setattr(app_module.State, "open", slow_open)
+    app = create_app(settings.model_copy(update={"models_dir": MODELS}))
+    with TestClient(app) as client:
+        assert client.get("/healthz").status_code == 503
+        problem(client.post(f"{API}/search", json={"image_id": 1}), 503, "loading")
+        release.set()
+        wait_ready(app)
+        assert client.get("/healthz").json()["status"] == "ok"
+        assert client.get(f"{API}/stats").status_code == 200
