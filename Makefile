@@ -11,7 +11,7 @@ export LOOKALIKE_MODELS_DIR ?= $(SHARED)/models
 endif
 export LOOKALIKE_HOME ?= $(HOME)/.local/share/lookalike
 
-.PHONY: install demo test lint bench clean
+.PHONY: install system-deps demo test lint bench clean
 
 install: $(VENV)/.installed
 
@@ -26,7 +26,10 @@ demo: install
 	$(BIN)/lookalike search $(TOWHEE)/test/goldfish/n01443537_3883.JPEG -k 10
 	$(BIN)/lookalike eval $(TOWHEE)
 
-test: install
+system-deps:
+	bash scripts/install-system-deps.sh
+
+test: install system-deps
 	$(BIN)/ruff check src tests bench
 	$(PY) -m pytest
 

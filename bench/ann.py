@@ -104,7 +104,6 @@ def main() -> None:
             p50, p99 = latency_ms(lambda q, index=index: search(index, q), queries)
             rows.append((name, f"{built:.1f}", str(ef), recall(got, exact), p50, p99, f"{mem:.0f}"))
 
-
     def ours_build():
         idx = HnswIndex(dim, args.m, args.ef_construction)
         idx.add(ids, data)

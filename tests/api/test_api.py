@@ -89,12 +89,18 @@ def test_region_search_finds_what_is_in_the_box(client: TestClient) -> None:
     buf = io.BytesIO()
     both.save(buf, "JPEG", quality=92)
     for box, label in (("0,0,300,300", "goldfish"), ("300,0,600,300", "bullet_train")):
-        r = client.post(f"{API}/search", files={"image": ("both.jpg", buf.getvalue(), "image/jpeg")},
-                        data={"box": box, "k": "3"})
+        r = client.post(
+            f"{API}/search", files={"image": ("both.jpg", buf.getvalue(), "image/jpeg")}, data={"box": box, "k": "3"}
+        )
         assert r.status_code == 200, r.text
         assert r.json()["hits"][0]["label"] == label and r.json()["query"]["box"] == [float(v) for v in box.split(",")]
-    problem(client.post(f"{API}/search", files={"image": ("b.jpg", buf.getvalue(), "image/jpeg")},
-                        data={"box": "500,0,700,300"}), 422, "not inside")
+    problem(
+        client.post(
+            f"{API}/search", files={"image": ("b.jpg", buf.getvalue(), "image/jpeg")}, data={"box": "500,0,700,300"}
+        ),
+        422,
+        "not inside",
+    )
 
 
 def test_bad_inputs_get_the_right_status(make_client) -> None:
@@ -106,8 +112,9 @@ def test_bad_inputs_get_the_right_status(make_client) -> None:
     problem(client.post(search, files={"image": ("x.jpg", b"", "image/jpeg")}), 400, "empty")
     problem(client.post(search, files={"image": ("notes.txt", b"text", "text/plain")}), 415, "text/plain")
     problem(client.post(search, files={"image": ("bomb.png", bomb_png(), "image/png")}), 413, "too many pixels")
-    problem(client.post(search, files={"image": ("big.jpg", b"\xff" * (3 * 2**20), "image/jpeg")}), 413,
-            "max_upload_bytes")
+    problem(
+        client.post(search, files={"image": ("big.jpg", b"\xff" * (3 * 2**20), "image/jpeg")}), 413, "max_upload_bytes"
+    )
     problem(client.post(search, content=b"raw", headers={"content-type": "text/plain"}), 415)
     problem(client.post(search, content=b"{nope", headers={"content-type": "application/json"}), 400)
     problem(client.post(search, json={"url": "http://x.org/a.jpg", "image_id": 1}), 422, "exactly one")
@@ -146,7 +153,10 @@ def test_upload_duplicates_rejects_metadata_files_and_delete(client: TestClient)
     assert meta["label"] == "pizza" and meta["format"] == "JPEG" and meta["sources"][0].startswith("upload:")
     thumb = client.get(f"{API}/images/{image_id}/thumbnail")
     assert thumb.headers["content-type"] == "image/jpeg" and "immutable" in thumb.headers["cache-control"]
-    assert client.get(f"{API}/images/{image_id}/thumbnail", headers={"If-None-Match": thumb.headers["etag"]}).status_code == 304
+    assert (
+        client.get(f"{API}/images/{image_id}/thumbnail", headers={"If-None-Match": thumb.headers["etag"]}).status_code
+        == 304
+    )
     original = client.get(f"{API}/images/{image_id}/original")
     assert original.content == photo("pizza", 0).read_bytes() or original.content == photo("pizza", 1).read_bytes()
     assert original.headers["content-type"] == "image/jpeg" and original.headers["etag"]

@@ -1,0 +1,187 @@
+"""The web page in a real headless Chromium (Debian's, driven by Playwright), against a live server.
+
+Screenshots of the main states go to tests/e2e/artifacts/ (git-ignored) so a person can look at them.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from PIL import Image
+
+from lookalike.api.app import create_app
+from lookalike.library import Library
+from tests.conftest import photo
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).parent / "artifacts"
+
+if not Path(CHROMIUM).exists() and os.environ.get("CI"):  # CI must run these, never skip them
+    raise RuntimeError("chromium is missing: run scripts/install-system-deps.sh")
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (make system-deps)")
+
+
+@pytest.fixture
+def server(settings, embedder, photo_dir: Path):
+    for label in ("pizza", "castle", "flamingo"):
+        (photo_dir / label).mkdir()
+        for i in range(4):
+            shutil.copy(photo(label, i), photo_dir / label)
+    lib = Library(settings, embedder=embedder)
+    lib.index([str(photo_dir)])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings, library=lib), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{base}/healthz").status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    yield base
+    server.should_exit = True
+    thread.join(10)
+    lib.close()
+
+
+@pytest.fixture
+def page(server):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        pg = context.new_page()
+        errors: list[str] = []
+        pg.on("pageerror", lambda exc: errors.append(str(exc)))
+        pg.goto(server)
+        yield pg
+        browser.close()
+        assert not errors, errors
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def composite() -> bytes:
+    """A goldfish on the left, a bullet train on the right."""
+    fish = Image.open(photo("goldfish", 0, "test")).convert("RGB").resize((320, 320))
+    train = Image.open(photo("bullet_train", 0, "test")).convert("RGB").resize((320, 320))
+    both = Image.new("RGB", (640, 320))
+    both.paste(fish, (0, 0))
+    both.paste(train, (320, 0))
+    buf = io.BytesIO()
+    both.save(buf, "JPEG", quality=92)
+    return buf.getvalue()
+
+
+def first_label(page) -> str:
+    return page.locator("#results .hit").first.get_attribute("data-label")
+
+
+def test_search_view_more_like_this_region_and_errors(page, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    expect(page.locator("#stats")).to_contain_text("24 photos indexed")
+    expect(page.locator("#label option")).to_have_count(7)
+    shot(page, "01-empty")
+
+    # upload a photo: results appear, the first hit is the query's class
+    page.set_input_files("#file-input", str(photo("goldfish", 0, "test")))
+    expect(page.locator("#status")).to_contain_text("similar photos")
+    expect(page.locator("#results .hit")).to_have_count(12)
+    assert first_label(page) == "goldfish"
+    expect(page.locator("#query-img")).to_be_visible()
+    shot(page, "02-results")
+
+    # open a result, then "more like this"
+    page.locator("#results .hit").nth(1).click()
+    expect(page.locator("#viewer")).to_be_visible()
+    expect(page.locator("#viewer-meta")).to_contain_text("goldfish")
+    page.wait_for_function("document.getElementById('viewer-img').naturalWidth > 0")
+    shot(page, "03-viewer")
+    page.click("#more-like-this")
+    expect(page.locator("#viewer")).to_be_hidden()
+    expect(page.locator("#status")).to_contain_text("similar photos")
+    assert first_label(page) == "goldfish"
+
+    # region search: drag a rectangle over the train half of a two-subject photo
+    both = tmp_path / "both.jpg"
+    both.write_bytes(composite())
+    page.set_input_files("#file-input", str(both))
+    expect(page.locator("#status")).to_contain_text("similar photos")
+    page.wait_for_function("document.getElementById('query-img').naturalWidth === 640")
+    canvas = page.locator("#query-canvas").bounding_box()
+    page.mouse.move(canvas["x"] + canvas["width"] * 0.55, canvas["y"] + canvas["height"] * 0.05)
+    page.mouse.down()
+    page.mouse.move(canvas["x"] + canvas["width"] * 0.8, canvas["y"] + canvas["height"] * 0.5, steps=5)
+    page.mouse.move(canvas["x"] + canvas["width"] * 0.97, canvas["y"] + canvas["height"] * 0.95, steps=5)
+    page.mouse.up()
+    expect(page.locator("#status")).to_contain_text("for the selected region")
+    assert first_label(page) == "bullet_train"
+    expect(page.locator("#clear-box")).to_be_visible()
+    shot(page, "04-region")
+
+    # a file that is not a photo: an error in words, no results
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a photo")
+    page.set_input_files("#file-input", str(notes))
+    expect(page.locator("#status")).to_have_class("error")
+    expect(page.locator("#status")).to_contain_text("Unsupported media type")
+    expect(page.locator("#results .hit")).to_have_count(0)
+    shot(page, "05-error")
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    page.set_input_files("#file-input", str(broken))
+    expect(page.locator("#status")).to_contain_text("Not a usable image")
+
+
+def test_filters_empty_state_and_add_photos(page) -> None:
+    from playwright.sync_api import expect
+
+    page.select_option("#label", "castle")
+    page.set_input_files("#file-input", str(photo("goldfish", 0, "test")))
+    expect(page.locator("#results .hit")).to_have_count(4)
+    assert {page.locator("#results .hit").nth(i).get_attribute("data-label") for i in range(4)} == {"castle"}
+    page.select_option("#label", "")
+    page.fill("#min-score", "0.99")
+    page.dispatch_event("#min-score", "change")
+    expect(page.locator("#status")).to_contain_text("No similar photos found")
+    shot(page, "06-empty-results")
+
+    page.click("#add-panel summary")
+    page.set_input_files("#add-files", [str(photo("junco", 0)), str(photo("junco", 1))])
+    page.fill("#add-label", "junco")
+    page.click("#add-go")
+    expect(page.locator("#add-result")).to_contain_text("2 added")
+    expect(page.locator("#stats")).to_contain_text("26 photos indexed")
+    shot(page, "07-added")
