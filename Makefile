@@ -40,6 +40,7 @@ lint: install
 bench: install
 	$(PY) bench/ingest.py
 	$(PY) bench/ann.py
+	$(PY) bench/serve.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,150 @@
+"""Search latency under concurrent load, idle and while an index job runs, against a real server.
+
+Starts ``lookalike serve`` on 127.0.0.1 with a fresh library holding half of the
+shared Towhee photos, then runs N concurrent clients that upload test photos to
+POST /api/v1/search: first with nothing else running, then while a background
+index job (POST /api/v1/jobs/index) adds the other half. Prints p50/p95/p99
+latency and requests/s for both phases.
+
+    python bench/serve.py [--clients 8] [--seconds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+SHARED = Path(os.environ.get("LOOKALIKE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+TOWHEE = SHARED / "datasets" / "towhee_reverse_image_search"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def load(base: str, queries: list[bytes], clients: int, seconds: float, stop_when=None) -> tuple[list, float]:
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+
+    async def client(i: int) -> None:
+        nonlocal errors
+        async with httpx.AsyncClient(base_url=base, timeout=60) as http:
+            n = i
+            while time.perf_counter() < deadline and not (stop_when and stop_when()):
+                data = queries[n % len(queries)]
+                n += clients
+                t = time.perf_counter()
+                r = await http.post("/api/v1/search", files={"image": ("q.jpg", data, "image/jpeg")}, data={"k": "10"})
+                if r.status_code == 200:
+                    latencies.append(time.perf_counter() - t)
+                else:
+                    errors += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client(i) for i in range(clients)))
+    if errors:
+        print(f"{errors} failed requests", file=sys.stderr)
+    return latencies, time.perf_counter() - started
+
+
+def row(table: Table, name: str, latencies: list[float], elapsed: float, note: str = "") -> None:
+    ms = np.asarray(latencies) * 1000
+    table.add_row(
+        name,
+        str(len(ms)),
+        f"{np.percentile(ms, 50):.0f}",
+        f"{np.percentile(ms, 95):.0f}",
+        f"{np.percentile(ms, 99):.0f}",
+        f"{len(ms) / elapsed:.1f}",
+        note,
+    )
+
+
+async def main_async(args) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="lookalike-serve-bench-"))
+    half_a, half_b = tmp / "a", tmp / "b"
+    for i, d in enumerate(sorted((TOWHEE / "train").iterdir())):
+        shutil.copytree(d, (half_a if i % 2 == 0 else half_b) / d.name)
+    env = {**os.environ, "LOOKALIKE_HOME": str(tmp / "home")}
+    if "LOOKALIKE_MODELS_DIR" not in env and (SHARED / "models").exists():
+        env["LOOKALIKE_MODELS_DIR"] = str(SHARED / "models")
+    subprocess.run(
+        [sys.executable, "-m", "lookalike", "index", str(half_a), "--json"], env=env, check=True, capture_output=True
+    )
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "lookalike", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(base_url=base) as http:
+            for _ in range(300):
+                try:
+                    if (await http.get("/healthz")).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.1)
+            queries = [p.read_bytes() for p in sorted((TOWHEE / "test").glob("*/*"))]
+            await load(base, queries[:10], 2, 2)  # warm-up
+            table = Table(title=f"POST /api/v1/search, {args.clients} concurrent clients, {os.cpu_count()} cores")
+            for col in ("phase", "requests", "p50 ms", "p95 ms", "p99 ms", "req/s", "index job"):
+                table.add_column(col, justify="left" if col in ("phase", "index job") else "right")
+            lat, elapsed = await load(base, queries, args.clients, args.seconds)
+            row(table, "idle", lat, elapsed)
+            job = (await http.post("/api/v1/jobs/index", json={"paths": [str(half_b)]})).json()
+            state = {"done": False}
+
+            async def watch() -> dict:
+                while True:
+                    info = (await http.get(f"/api/v1/jobs/{job['id']}")).json()
+                    if info["state"] in ("done", "failed"):
+                        state["done"] = True
+                        return info
+                    await asyncio.sleep(0.25)
+
+            watcher = asyncio.create_task(watch())
+            lat, elapsed = await load(base, queries, args.clients, args.seconds * 10, stop_when=lambda: state["done"])
+            info = await watcher
+            row(
+                table,
+                "during index job",
+                lat,
+                elapsed,
+                f"{info['report']['added']} photos at {info['rate']:.0f} img/s ({info['state']})",
+            )
+            Console().print(table)
+    finally:
+        server.terminate()
+        server.wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=20)
+    asyncio.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
