@@ -32,6 +32,15 @@ class Settings(BaseSettings):
     model: str = Field(default="mobilenet_v2", description="embedding model name (see `lookalike models`)")
     threads: int = Field(default=0, ge=0, description="inference threads per model instance (0: automatic)")
 
+    # subject detection
+    detector: str = Field(default="nanodet_m", description="object detector: nanodet_m or yolo_onnx")
+    yolo_onnx_path: Path | None = Field(default=None, description="your YOLO ONNX export (ultralytics layout)")
+    detect_threshold: float = Field(default=0.5, ge=0.0, le=1.0, description="minimum detection score")
+    detect_iou: float = Field(default=0.5, gt=0.0, le=1.0, description="NMS IoU threshold")
+    max_objects: int = Field(default=20, ge=1, le=1000, description="objects indexed per photo, best first")
+    object_margin: float = Field(default=0.1, ge=0.0, le=1.0, description="crop margin around a box (fraction)")
+    min_object_side: int = Field(default=24, ge=1, description="smaller boxes (in photo pixels) are not indexed")
+
     # ingest
     workers: int = Field(default=0, ge=0, description="decode workers (0: one per core)")
     batch_size: int = Field(default=32, ge=1, le=4096, description="images per embedding batch and catalog commit")

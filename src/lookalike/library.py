@@ -12,7 +12,7 @@ import hashlib
 import shutil
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +24,8 @@ from lookalike.ingest.fetch import FetchError, UrlFetcher, read_file
 from lookalike.ingest.pipeline import IndexReport, Pipeline, ProgressFn
 from lookalike.ingest.sources import SourceItem, SourceSet, expand, is_url
 from lookalike.models.embedder import Embedder
-from lookalike.models.registry import get_spec
-from lookalike.store.catalog import Catalog, ImageRecord
+from lookalike.models.registry import get_spec, load_detector
+from lookalike.store.catalog import Catalog, ImageRecord, ObjectRecord, object_vector_id, split_object_vector_id
 from lookalike.store.images import LocalImageStore
 from lookalike.store.vectors import MISSING, EmbeddedIndex
 
@@ -67,6 +67,8 @@ class Hit:
     width: int
     height: int
     sha256: str
+    box: tuple[float, float, float, float] | None = None  # the matched object, when an object matched best
+    detected_label: str | None = None
 
     def as_dict(self) -> dict:
         return {
@@ -76,7 +78,12 @@ class Hit:
             "sources": list(self.sources),
             "width": self.width,
             "height": self.height,
+            "box": [round(v, 1) for v in self.box] if self.box else None,
+            "detected_label": self.detected_label,
         }
+
+
+MATCHES = ("whole", "objects", "both")
 
 
 @dataclass
@@ -106,6 +113,8 @@ class Library:
             raise ModelMismatchError(f"embedder {embedder.name} given for a library of model {self.model_name}")
         self._embedder = embedder
         self._vectors: EmbeddedIndex | None = None
+        self._object_vectors: EmbeddedIndex | None = None
+        self._detector = None
         # one lock for every mutation of catalog/index/store and for index searches: the service
         # runs searches, uploads and index jobs on different threads
         self.write_lock = threading.RLock()
@@ -139,21 +148,72 @@ class Library:
 
     @property
     def vectors(self) -> EmbeddedIndex:
+        """Whole-photo vectors, keyed by image id."""
         with self.write_lock:
             if self._vectors is None:
-                s = self.settings
-                index = EmbeddedIndex(
-                    self.home / "vectors",
-                    self.spec.dim,
-                    s.ann_threshold,
-                    {"m": s.hnsw_m, "ef_construction": s.hnsw_ef_construction, "ef_search": s.hnsw_ef_search},
-                )
-                index.load()
-                added, removed = index.sync(self.catalog.ids(), self.catalog.embeddings_for)
-                if added or removed:
-                    index.save()
-                self._vectors = index
+                self._vectors = self._open_index("vectors", self.catalog.ids(), self.catalog.embeddings_for)
             return self._vectors
+
+    @property
+    def object_vectors(self) -> EmbeddedIndex:
+        """Detected-object vectors, keyed by image_id << 10 | object index."""
+        with self.write_lock:
+            if self._object_vectors is None:
+                self._object_vectors = self._open_index(
+                    "object_vectors", self.catalog.object_vector_ids(), self.catalog.object_embeddings_for
+                )
+            return self._object_vectors
+
+    def _open_index(self, name: str, truth: np.ndarray, fetch) -> EmbeddedIndex:
+        s = self.settings
+        index = EmbeddedIndex(
+            self.home / name,
+            self.spec.dim,
+            s.ann_threshold,
+            {"m": s.hnsw_m, "ef_construction": s.hnsw_ef_construction, "ef_search": s.hnsw_ef_search},
+        )
+        index.load()
+        added, removed = index.sync(truth, fetch)
+        if added or removed:
+            index.save()
+        return index
+
+    @property
+    def detector(self):
+        with self.write_lock:
+            if self._detector is None:
+                self._detector = load_detector(self.settings)
+            return self._detector
+
+    def detect(self, query: str | Path | bytes) -> tuple[list, Decoded]:
+        """Detected subjects of a photo (boxes in its own pixels)."""
+        data = query if isinstance(query, bytes) else self.read_query(query)
+        decoded = decode(data, self.settings.max_pixels, self.decode_side())
+        return self.detect_decoded(decoded), decoded
+
+    def detect_decoded(self, decoded: Decoded) -> list:
+        """Detections scaled to original pixels, small ones dropped (they embed poorly)."""
+        sx, sy = decoded.width / decoded.image.width, decoded.height / decoded.image.height
+        out = []
+        for det in self.detector.detect(decoded.image):
+            x1, y1, x2, y2 = det.box
+            box = (x1 * sx, y1 * sy, x2 * sx, y2 * sy)
+            if min(box[2] - box[0], box[3] - box[1]) >= self.settings.min_object_side:
+                out.append(replace(det, box=box))
+        return out
+
+    def embed_objects(self, decoded: Decoded, detections: list) -> np.ndarray:
+        """Embed each detection's crop (box widened by ``object_margin``), like a photo."""
+        if not detections:
+            return np.empty((0, self.spec.dim), dtype=np.float32)
+        m = self.settings.object_margin
+        pixels = []
+        for det in detections:
+            x1, y1, x2, y2 = det.box
+            dx, dy = (x2 - x1) * m / 2, (y2 - y1) * m / 2
+            box = (max(0.0, x1 - dx), max(0.0, y1 - dy), min(decoded.width, x2 + dx), min(decoded.height, y2 + dy))
+            pixels.append(self.embedder.prepare(crop_box(decoded, box)))
+        return self.embedder.embed(np.stack(pixels))
 
     def catalog_reader(self) -> Catalog:
         """A per-thread catalog connection, for lookups from worker threads."""
@@ -170,8 +230,7 @@ class Library:
             return self._fetcher
 
     def close(self) -> None:
-        if self._vectors is not None and self._vectors.dirty:
-            self._vectors.save()
+        self.save_index()
         if self._fetcher is not None:
             self._fetcher.close()
         self.catalog.close()
@@ -187,6 +246,9 @@ class Library:
         """JPEGs are decoded at the smallest scale that still serves the model and the thumbnail."""
         return max(self.embedder.input_size, self.settings.thumbnail_size)
 
+    def decode_for_model(self, data: bytes) -> Decoded:
+        return decode(data, self.settings.max_pixels, self.decode_side())
+
     def prepare_pixels(self, data: bytes) -> tuple[Decoded, np.ndarray]:
         """Bytes -> (decoded photo, model input); the one path for indexed and query photos alike."""
         decoded = decode(data, self.settings.max_pixels, self.decode_side())
@@ -198,11 +260,17 @@ class Library:
         label: str | None = None,
         prune: bool = False,
         on_progress: ProgressFn | None = None,
+        objects: bool = False,
     ) -> IndexReport:
-        """Index folders, CSVs, URL lists, files and URLs; incremental and safe to interrupt."""
+        """Index folders, CSVs, URL lists, files and URLs; incremental and safe to interrupt.
+
+        With ``objects`` each photo is also indexed as each subject the detector finds.
+        """
         sets: list[SourceSet] = [expand(p, label) for p in paths]
         _ = self.embedder  # a missing model fails here, once, not as one rejection per photo
-        return Pipeline(self, on_progress).run(sets, prune=prune)
+        if objects:
+            _ = self.detector
+        return Pipeline(self, on_progress, objects=objects).run(sets, prune=prune)
 
     def add_bytes(self, files: list[tuple[str, bytes]], label: str | None = None) -> tuple[IndexReport, list[str]]:
         """Index uploaded photos (name, bytes); originals are kept, since there is no other copy.
@@ -218,13 +286,17 @@ class Library:
 
     def save_index(self) -> None:
         with self.write_lock:
-            if self._vectors is not None and self._vectors.dirty:
-                self._vectors.save()
+            for index in (self._vectors, self._object_vectors):
+                if index is not None and index.dirty:
+                    index.save()
 
     def delete_images(self, ids: list[int]) -> list[ImageRecord]:
+        object_ids = [object_vector_id(o.image_id, o.idx) for i in ids for o in self.catalog.objects(int(i))]
         removed = self.catalog.remove_images(ids)
         if removed:
             self.vectors.remove(np.asarray([r.id for r in removed], dtype=np.int64))
+            if object_ids:
+                self.object_vectors.remove(np.asarray(object_ids, dtype=np.int64))
             for rec in removed:
                 self.images.delete("thumbnail", rec.sha256)
                 self.images.delete("original", rec.sha256)
@@ -261,6 +333,8 @@ class Library:
         min_score: float | None = None,
         label: str | None = None,
         box: Box | None = None,
+        match: str = "whole",
+        detected_label: str | None = None,
     ) -> SearchResult:
         """Search by photo bytes, a file path or URL, or an indexed image id (more like this).
 
@@ -291,7 +365,7 @@ class Library:
             info |= {"width": decoded.width, "height": decoded.height}
             if box is not None:
                 info["box"] = list(box)
-        hits = self.search_vector(vec, k, min_score, label, exclude)
+        hits = self.search_vector(vec, k, min_score, label, exclude, match, detected_label)
         return SearchResult(hits, time.perf_counter() - started, info)
 
     def search_vector(
@@ -301,22 +375,74 @@ class Library:
         min_score: float | None = None,
         label: str | None = None,
         exclude: int | None = None,
+        match: str = "whole",
+        detected_label: str | None = None,
     ) -> list[Hit]:
+        """Nearest photos to ``vec``, one hit per photo.
+
+        ``match`` says which entries compete: whole photos, detected objects, or both (the best
+        entry of a photo wins and its box is reported). ``detected_label`` keeps only photos with
+        a detected object of that COCO label, matched through that object.
+        """
+        if match not in MATCHES:
+            raise LibraryError(f"match must be one of {', '.join(MATCHES)}")
+        if detected_label is not None:
+            match = "objects"
         reader = self.catalog_reader()
-        allowed = reader.ids(label) if label is not None else None
-        want = k + (1 if exclude is not None else 0)
-        with self.write_lock:
-            ids, scores = self.vectors.search(vec[None], want, allowed)
-        records = reader.get_many(i for i in ids[0].tolist() if i != MISSING)
+        best: dict[int, tuple[float, ObjectRecord | None]] = {}
+        extra = 1 if exclude is not None else 0
+        if match in ("whole", "both"):
+            allowed = reader.ids(label) if label is not None else None
+            with self.write_lock:
+                ids, scores = self.vectors.search(vec[None], k + extra, allowed)
+            for i, score in zip(ids[0].tolist(), scores[0].tolist(), strict=True):
+                if i != MISSING:
+                    best[i] = (score, None)
+        if match in ("objects", "both"):
+            allowed = None
+            if label is not None or detected_label is not None:
+                allowed = reader.object_vector_ids(detected_label, label)
+            # several objects of one photo can rank high: ask for more to fill k photos
+            with self.write_lock:
+                ids, scores = self.object_vectors.search(vec[None], 4 * (k + extra), allowed)
+            for vid, score in zip(ids[0].tolist(), scores[0].tolist(), strict=True):
+                if vid == MISSING:
+                    continue
+                image_id = split_object_vector_id(vid)[0]
+                if image_id not in best or best[image_id][0] < score:
+                    best[image_id] = (score, reader.object_record(vid))
+        ranked = sorted(best.items(), key=lambda kv: -kv[1][0])
+        records = reader.get_many(i for i, _ in ranked[: k + extra + 1])
         hits = []
-        for i, score in zip(ids[0].tolist(), scores[0].tolist(), strict=True):
-            if i in (MISSING, exclude) or i not in records:
+        for i, (score, obj) in ranked:
+            if i == exclude or i not in records:
                 continue
             if min_score is not None and score < min_score:
                 break
             rec = records[i]
-            hits.append(Hit(i, float(score), rec.label, rec.sources, rec.width, rec.height, rec.sha256))
-        return hits[:k]
+            box, det_label = (obj.box, obj.label) if obj is not None else (None, None)
+            hits.append(Hit(i, float(score), rec.label, rec.sources, rec.width, rec.height, rec.sha256, box, det_label))
+            if len(hits) == k:
+                break
+        return hits
+
+    def search_objects(
+        self,
+        query: str | Path | bytes,
+        k: int = 10,
+        min_score: float | None = None,
+        label: str | None = None,
+        match: str = "both",
+    ) -> list[tuple]:
+        """Detect the subjects of the query photo and search with each: [(detection, hits), ...]."""
+        data = query if isinstance(query, bytes) else self.read_query(query)
+        decoded = decode(data, self.settings.max_pixels, self.decode_side())
+        detections = self.detect_decoded(decoded)
+        vectors = self.embed_objects(decoded, detections)
+        return [
+            (det, self.search_vector(vec, k, min_score, label, match=match))
+            for det, vec in zip(detections, vectors, strict=True)
+        ]
 
     def original_bytes(self, image_id: int) -> bytes:
         """The photo's bytes: the kept original, else the first source file still holding the same bytes."""

@@ -21,7 +21,7 @@ import numpy as np
 from lookalike.imaging import BadImage, thumbnail_jpeg
 from lookalike.ingest.fetch import FetchError, read_file
 from lookalike.ingest.sources import SourceItem, SourceSet
-from lookalike.store.catalog import NewImage
+from lookalike.store.catalog import NewImage, object_vector_id
 
 
 @dataclass(frozen=True)
@@ -83,6 +83,8 @@ class _Prepared:
     format: str = ""
     nbytes: int = 0
     error: str | None = None
+    detections: list | None = None  # None: detection not run for this item
+    object_vectors: np.ndarray | None = None
 
 
 ProgressFn = Callable[[int, int, IndexReport], None]
@@ -91,10 +93,11 @@ ProgressFn = Callable[[int, int, IndexReport], None]
 class Pipeline:
     """Runs one indexing job against a library's catalog, image store, index and embedder."""
 
-    def __init__(self, library, on_progress: ProgressFn | None = None) -> None:
+    def __init__(self, library, on_progress: ProgressFn | None = None, objects: bool = False) -> None:
         self.lib = library
         self.settings = library.settings
         self.on_progress = on_progress
+        self.objects = objects
 
     # --- worker side -----------------------------------------------------------
     def _prepare(self, item: SourceItem) -> _Prepared:
@@ -112,9 +115,12 @@ class Pipeline:
                 data = read_file(item.source, self.settings.max_file_bytes)
             out.nbytes = len(data)
             out.sha256 = hashlib.sha256(data).hexdigest()
-            out.known_id = self.lib.catalog_reader().id_for_sha(out.sha256)
+            reader = self.lib.catalog_reader()
+            out.known_id = reader.id_for_sha(out.sha256)
             if out.known_id is not None:
-                return out  # exact duplicate: no decode needed
+                if self.objects and reader.detected_with(out.known_id) is None:
+                    self._detect(out, self.lib.decode_for_model(data))  # known photo, objects still missing
+                return out  # exact duplicate: no embedding needed
             decoded, pixels = self.lib.prepare_pixels(data)
             # embedding here, in the worker, spreads inference over all cores (one interpreter per worker)
             out.vector = self.lib.embedder.embed(pixels[None])[0]
@@ -122,11 +128,17 @@ class Pipeline:
             out.thumbnail = thumbnail_jpeg(decoded.image, self.settings.thumbnail_size, self.settings.thumbnail_quality)
             if item.is_url or item.is_upload or self.settings.keep_originals:
                 out.original = data
+            if self.objects:
+                self._detect(out, decoded)
         except (FetchError, BadImage) as exc:
             out.error = str(exc)
         except Exception as exc:  # a bug or an exotic decoder failure must not end the batch
             out.error = f"unexpected error: {type(exc).__name__}: {exc}"
         return out
+
+    def _detect(self, out: _Prepared, decoded) -> None:
+        out.detections = self.lib.detect_decoded(decoded)
+        out.object_vectors = self.lib.embed_objects(decoded, out.detections)
 
     # --- main side ---------------------------------------------------------------
     def run(self, sets: Iterable[SourceSet], prune: bool = False) -> IndexReport:
@@ -145,6 +157,9 @@ class Pipeline:
             state = catalog.source_state(it.source)
             if state is not None and not it.is_url and it.size is not None:
                 if state[1] == it.size and state[2] == it.mtime_ns:
+                    if self.objects and catalog.detected_with(state[0]) is None:
+                        todo.append(it)  # unchanged, but its subjects were never detected
+                        continue
                     report.unchanged += 1
                     continue
                 changed_from[it.source] = state[0]
@@ -224,7 +239,10 @@ class Pipeline:
         with self.lib.write_lock:
             results = self.lib.catalog.add_batch(rows)
         new_ids, new_vecs = [], []
+        detected = {p.item.source: p for p in batch if p.detections is not None}
         for row, image_id, is_new in results:
+            if row.source in detected:
+                self._store_objects(image_id, detected.pop(row.source))
             if row.source in changed_from:
                 report.updated += 1
             if is_new:
@@ -238,6 +256,17 @@ class Pipeline:
             with self.lib.write_lock:
                 self.lib.vectors.add(np.asarray(new_ids, dtype=np.int64), np.stack(new_vecs))
         return len(batch)
+
+    def _store_objects(self, image_id: int, p: _Prepared) -> None:
+        objects = [(d.box, d.label, d.score, v) for d, v in zip(p.detections, p.object_vectors, strict=True)]
+        with self.lib.write_lock:
+            old = [object_vector_id(o.image_id, o.idx) for o in self.lib.catalog.objects(image_id)]
+            self.lib.catalog.set_objects(image_id, self.lib.detector.name, objects)
+            if old:
+                self.lib.object_vectors.remove(np.asarray(old, dtype=np.int64))
+            if objects:
+                ids = np.asarray([object_vector_id(image_id, i) for i in range(1, len(objects) + 1)], dtype=np.int64)
+                self.lib.object_vectors.add(ids, p.object_vectors)
 
     def _remove_orphans(self, report: IndexReport) -> None:
         with self.lib.write_lock:

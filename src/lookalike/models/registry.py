@@ -105,3 +105,27 @@ def get_spec(name: str) -> ModelSpec:
 
 def load_embedder(settings: Settings) -> Embedder:
     return get_spec(settings.model).load(settings)
+
+
+def load_detector(settings: Settings):
+    """The configured subject detector, its files resolved and verified like the embedders'."""
+    from lookalike.models.detectors import NanoDetDetector, YoloOnnxDetector
+
+    common = {
+        "score_threshold": settings.detect_threshold,
+        "iou_threshold": settings.detect_iou,
+        "max_detections": settings.max_objects,
+    }
+    if settings.detector == "nanodet_m":
+        models_dir = settings.resolved_models_dir
+        param = files.resolve(files.NANODET_PARAM, models_dir, settings.allow_download)
+        weights = files.resolve(files.NANODET_BIN, models_dir, settings.allow_download)
+        return NanoDetDetector(param, weights, **common)
+    if settings.detector == "yolo_onnx":
+        if settings.yolo_onnx_path is None or not settings.yolo_onnx_path.exists():
+            raise ModelFileError(
+                "detector yolo_onnx needs your ONNX export: set LOOKALIKE_YOLO_ONNX_PATH "
+                f"(now {settings.yolo_onnx_path})"
+            )
+        return YoloOnnxDetector(settings.yolo_onnx_path, **common)
+    raise ModelFileError(f"unknown detector {settings.detector!r}; known: nanodet_m, yolo_onnx")

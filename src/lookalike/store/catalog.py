@@ -40,7 +40,40 @@ CREATE TABLE IF NOT EXISTS sources (
 );
 CREATE INDEX IF NOT EXISTS sources_image ON sources(image_id);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS objects (
+    image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    idx INTEGER NOT NULL,                 -- 1.. in detection order (best first); 0 is the whole photo
+    x1 REAL NOT NULL, y1 REAL NOT NULL, x2 REAL NOT NULL, y2 REAL NOT NULL,
+    label TEXT NOT NULL,
+    score REAL NOT NULL,
+    embedding BLOB NOT NULL,
+    PRIMARY KEY (image_id, idx)
+);
+CREATE INDEX IF NOT EXISTS objects_label ON objects(label);
+CREATE TABLE IF NOT EXISTS detections (     -- which photos the detector has run on (objects may be none)
+    image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
+    detector TEXT NOT NULL
+);
 """
+
+OBJECT_BITS = 10  # object vector id = image_id << 10 | idx: stable across re-runs, up to 1023 objects a photo
+
+
+def object_vector_id(image_id: int, idx: int) -> int:
+    return (image_id << OBJECT_BITS) | idx
+
+
+def split_object_vector_id(vector_id: int) -> tuple[int, int]:
+    return vector_id >> OBJECT_BITS, vector_id & ((1 << OBJECT_BITS) - 1)
+
+
+@dataclass(frozen=True)
+class ObjectRecord:
+    image_id: int
+    idx: int
+    box: tuple[float, float, float, float]
+    label: str
+    score: float
 
 
 @dataclass(frozen=True)
@@ -167,6 +200,67 @@ class Catalog:
 
     def disk_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file())
+
+    # objects ------------------------------------------------------------------
+    def detected_with(self, image_id: int) -> str | None:
+        row = self.db.execute("SELECT detector FROM detections WHERE image_id=?", (image_id,)).fetchone()
+        return row[0] if row else None
+
+    def set_objects(self, image_id: int, detector: str, objects: list[tuple[tuple, str, float, np.ndarray]]) -> None:
+        """Replace a photo's objects ((box, label, score, embedding), best first) in one transaction."""
+        with self.transaction():
+            self.db.execute("DELETE FROM objects WHERE image_id=?", (image_id,))
+            self.db.executemany(
+                "INSERT INTO objects(image_id, idx, x1, y1, x2, y2, label, score, embedding) VALUES(?,?,?,?,?,?,?,?,?)",
+                [
+                    (image_id, i, *map(float, box), label, float(score), np.asarray(emb, np.float32).tobytes())
+                    for i, (box, label, score, emb) in enumerate(objects, 1)
+                ],
+            )
+            self.db.execute("INSERT OR REPLACE INTO detections(image_id, detector) VALUES(?, ?)", (image_id, detector))
+
+    def objects(self, image_id: int) -> list[ObjectRecord]:
+        rows = self.db.execute(
+            "SELECT image_id, idx, x1, y1, x2, y2, label, score FROM objects WHERE image_id=? ORDER BY idx",
+            (image_id,),
+        )
+        return [ObjectRecord(r[0], r[1], (r[2], r[3], r[4], r[5]), r[6], r[7]) for r in rows]
+
+    def object_vector_ids(self, label: str | None = None, image_label: str | None = None) -> np.ndarray:
+        sql, args = "SELECT o.image_id, o.idx FROM objects o", []
+        where = []
+        if image_label is not None:
+            sql += " JOIN images i ON i.id = o.image_id"
+            where.append("i.label = ?")
+            args.append(image_label)
+        if label is not None:
+            where.append("o.label = ?")
+            args.append(label)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = self.db.execute(sql + " ORDER BY o.image_id, o.idx", args)
+        return np.fromiter((object_vector_id(r[0], r[1]) for r in rows), dtype=np.int64)
+
+    def object_embeddings_for(self, vector_ids: np.ndarray) -> np.ndarray:
+        out = []
+        for vid in vector_ids.tolist():
+            image_id, idx = split_object_vector_id(vid)
+            row = self.db.execute(
+                "SELECT embedding FROM objects WHERE image_id=? AND idx=?", (image_id, idx)
+            ).fetchone()
+            out.append(np.frombuffer(row[0], dtype=np.float32))
+        return np.stack(out) if out else np.empty((0, 0), dtype=np.float32)
+
+    def object_record(self, vector_id: int) -> ObjectRecord | None:
+        image_id, idx = split_object_vector_id(vector_id)
+        row = self.db.execute(
+            "SELECT image_id, idx, x1, y1, x2, y2, label, score FROM objects WHERE image_id=? AND idx=?",
+            (image_id, idx),
+        ).fetchone()
+        return ObjectRecord(row[0], row[1], (row[2], row[3], row[4], row[5]), row[6], row[7]) if row else None
+
+    def object_labels(self) -> dict[str, int]:
+        return dict(self.db.execute("SELECT label, COUNT(*) FROM objects GROUP BY label").fetchall())
 
     # writes ----------------------------------------------------------------
     def add_batch(self, items: list[NewImage]) -> list[tuple[NewImage, int, bool]]:
