@@ -86,7 +86,9 @@ def progress_bar(description: str) -> Progress:
     )
 
 
-def _run_index(lib: Library, paths: list[str], label: str | None, prune: bool, quiet: bool) -> IndexReport:
+def _run_index(
+    lib: Library, paths: list[str], label: str | None, prune: bool, quiet: bool, objects: bool = False
+) -> IndexReport:
     with progress_bar("indexing") as bar:
         task = bar.add_task("indexing", total=None, rate="")
 
@@ -96,7 +98,7 @@ def _run_index(lib: Library, paths: list[str], label: str | None, prune: bool, q
             rate = f"{processed / elapsed:.0f} img/s" if elapsed > 0 and processed else ""
             bar.update(task, completed=done, total=total, rate=rate)
 
-        return lib.index(paths, label=label, prune=prune, on_progress=None if quiet else update)
+        return lib.index(paths, label=label, prune=prune, on_progress=None if quiet else update, objects=objects)
 
 
 @app.command()
@@ -104,12 +106,13 @@ def index(
     paths: Annotated[list[str], typer.Argument(help="folders, CSV files (id,path,label), URL lists, files or URLs")],
     label: Annotated[str | None, typer.Option(help="label for every photo (default: CSV label or folder name)")] = None,
     prune: Annotated[bool, typer.Option(help="remove photos whose files vanished from the named folders")] = False,
+    objects: Annotated[bool, typer.Option("--objects", help="also index each detected subject of each photo")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
     """Index photos (incremental: unchanged files are skipped, duplicates stored once)."""
     lib = open_library()
     try:
-        report = _run_index(lib, paths, label, prune, quiet=as_json)
+        report = _run_index(lib, paths, label, prune, quiet=as_json, objects=objects)
     except (SourceError, ModelFileError, LibraryError) as exc:
         fail(str(exc))
     except KeyboardInterrupt:
@@ -150,40 +153,107 @@ def _print_report(r: IndexReport) -> None:
             out.print(f"  {v}", highlight=False)
 
 
+def _box(text: str | None) -> tuple[float, float, float, float] | None:
+    if text is None:
+        return None
+    parts = [p for p in text.replace(" ", "").split(",") if p]
+    try:
+        x1, y1, x2, y2 = (float(p) for p in parts)
+    except ValueError:
+        raise typer.BadParameter("--box takes x1,y1,x2,y2 in the photo's pixels") from None
+    return x1, y1, x2, y2
+
+
+def _hits_table(title: str, hits) -> Table:
+    table = Table(title=title, title_justify="left")
+    for col, just in (("#", "right"), ("id", "right"), ("score", "right"), ("label", "left"), ("matched", "left"),
+                      ("source", "left")):  # fmt: skip
+        table.add_column(col, justify=just, overflow="fold")
+    for rank, hit in enumerate(hits, 1):
+        matched = f"{hit.detected_label} {[round(v) for v in hit.box]}" if hit.box else "whole photo"
+        source = hit.sources[0] if hit.sources else ""
+        table.add_row(str(rank), str(hit.id), f"{hit.score:.3f}", hit.label or "", matched, source)
+    return table
+
+
 @app.command()
 def search(
     query: Annotated[str, typer.Argument(help="a photo file, an http(s) URL, or an indexed image id")],
     k: Annotated[int, typer.Option("-k", "--k", min=1, max=1000, help="number of results")] = 10,
     min_score: Annotated[float | None, typer.Option(help="drop results scoring below this (cosine, -1..1)")] = None,
     label: Annotated[str | None, typer.Option(help="only photos with this label")] = None,
+    match: Annotated[str, typer.Option(help="what the query is compared with: whole, objects or both")] = "whole",
+    detected_label: Annotated[
+        str | None, typer.Option(help="only photos with a detected object of this COCO label (e.g. dog)")
+    ] = None,
+    box: Annotated[str | None, typer.Option(help="search by this region of the query: x1,y1,x2,y2")] = None,
+    objects: Annotated[
+        bool, typer.Option("--objects", help="detect the query's subjects; results per subject")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print results as JSON")] = False,
 ) -> None:
-    """Find the indexed photos most similar to QUERY."""
+    """Find the indexed photos most similar to QUERY (one result per photo, best entry wins)."""
     lib = open_library()
     try:
         q: str | int = int(query) if query.isdigit() and not Path(query).exists() else query
-        result = lib.search(q, k=k, min_score=min_score, label=label)
+        if objects:
+            if isinstance(q, int):
+                q = lib.original_bytes(q)
+            groups = lib.search_objects(q, k=k, min_score=min_score, label=label, match=match)
+        else:
+            result = lib.search(q, k=k, min_score=min_score, label=label, box=_box(box), match=match,
+                                detected_label=detected_label)  # fmt: skip
+    except (LibraryError, ModelFileError, BadImage) as exc:
+        fail(str(exc))
+    finally:
+        lib.close()
+    if objects:
+        if as_json:
+            data = [{"object": det.as_dict(), "hits": [h.as_dict() for h in hits]} for det, hits in groups]
+            out.print_json(json.dumps({"objects": data}))
+            return
+        if not groups:
+            out.print("no subjects detected in the query photo (try without --objects)")
+        for det, hits in groups:
+            title = f"{det.label} ({det.score:.2f}) at {[round(v) for v in det.box]}: {len(hits)} results"
+            out.print(_hits_table(title, hits))
+        return
+    if as_json:
+        out.print_json(json.dumps(result.as_dict()))
+        return
+    out.print(_hits_table(f"{len(result.hits)} results in {result.seconds * 1000:.0f} ms", result.hits))
+
+
+@app.command()
+def detect(
+    photo: Annotated[str, typer.Argument(help="a photo file or URL")],
+    draw: Annotated[Path | None, typer.Option(help="write a copy of the photo with the boxes drawn")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Detect the subjects of a photo (COCO classes) and print their boxes."""
+    lib = open_library()
+    try:
+        detections, decoded = lib.detect(photo)
+        if draw is not None:
+            from lookalike.drawing import draw_boxes
+
+            draw_boxes(lib.read_query(photo), detections, lib.settings.max_pixels).save(draw, quality=90)
     except (LibraryError, ModelFileError, BadImage) as exc:
         fail(str(exc))
     finally:
         lib.close()
     if as_json:
-        out.print_json(json.dumps(result.as_dict()))
+        out.print_json(json.dumps({"width": decoded.width, "height": decoded.height,
+                                   "objects": [d.as_dict() for d in detections]}))  # fmt: skip
         return
-    table = Table(title=f"{len(result.hits)} results in {result.seconds * 1000:.0f} ms", title_justify="left")
-    for col, just in (
-        ("#", "right"),
-        ("id", "right"),
-        ("score", "right"),
-        ("label", "left"),
-        ("source", "left"),
-    ):
-        table.add_column(col, justify=just, overflow="fold")
-    for rank, hit in enumerate(result.hits, 1):
-        table.add_row(
-            str(rank), str(hit.id), f"{hit.score:.3f}", hit.label or "", hit.sources[0] if hit.sources else ""
-        )
+    table = Table(title=f"{len(detections)} subjects in {decoded.width}x{decoded.height}", title_justify="left")
+    for col in ("label", "score", "x1", "y1", "x2", "y2"):
+        table.add_column(col, justify="left" if col == "label" else "right")
+    for d in detections:
+        table.add_row(d.label, f"{d.score:.2f}", *(f"{v:.0f}" for v in d.box))
     out.print(table)
+    if draw is not None:
+        out.print(f"drawn to {draw}")
 
 
 @app.command()
@@ -268,6 +338,9 @@ def evaluate_cmd(
     k: Annotated[int, typer.Option("-k", "--k", min=1, help="cut-off for precision@k and mAP@k")] = 10,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     fresh: Annotated[bool, typer.Option(help="rebuild the evaluation library from scratch")] = False,
+    objects: Annotated[bool, typer.Option("--objects", help="also index detected subjects")] = False,
+    match: Annotated[str, typer.Option(help="gallery entries compared: whole, objects or both")] = "whole",
+    query: Annotated[str, typer.Option(help="query by the whole photo or by its best detected object")] = "whole",
 ) -> None:
     """Measure retrieval quality on labelled photos: precision@k, mAP@k, top-1, queries/s.
 
@@ -284,7 +357,8 @@ def evaluate_cmd(
             bar.update(tasks[stage], completed=done, total=total)
 
         try:
-            result = evaluate(directory, settings(), k=k, fresh=fresh, on_progress=None if as_json else update)
+            result = evaluate(directory, settings(), k=k, fresh=fresh, on_progress=None if as_json else update,
+                              objects=objects, match=match, query=query)  # fmt: skip
         except (LibraryError, ModelFileError, SourceError, ValueError) as exc:
             fail(str(exc))
     if as_json:
@@ -293,7 +367,8 @@ def evaluate_cmd(
     table = Table(title=f"eval: {result['dataset']} ({result['mode']})", title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in ("model", "indexed", "queries", f"precision@{k}", f"mAP@{k}", "top1", "queries_per_second"):
+    for key in ("model", "match", "query", "indexed", "photos_with_objects", "queries", f"precision@{k}", f"mAP@{k}",
+                "top1", "queries_per_second"):  # fmt: skip
         v = result[key]
         table.add_row(key, f"{v:.4f}" if isinstance(v, float) else str(v))
     out.print(table)

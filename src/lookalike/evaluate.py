@@ -49,7 +49,13 @@ def evaluate(
     fresh: bool = False,
     on_progress: StageProgress | None = None,
     embedder: Embedder | None = None,
+    objects: bool = False,
+    match: str = "whole",
+    query: str = "whole",
 ) -> dict:
+    """Index (incrementally) and query; ``objects`` also indexes detected subjects, ``match`` picks the
+    entries queries are compared with (whole, objects, both) and ``query`` whether a query photo is
+    used whole or by its best detected subject (falling back to whole when none is found)."""
     directory = directory.expanduser()
     if not directory.is_dir():
         raise LibraryError(f"{directory}: not a folder")
@@ -66,6 +72,7 @@ def evaluate(
             [str(train if split else directory)],
             prune=True,
             on_progress=(lambda d, t, _r: on_progress("indexing", d, t)) if on_progress else None,
+            objects=objects or match != "whole" or query != "whole",
         )
         gallery = lib.catalog.labels()
         if not gallery:
@@ -78,11 +85,16 @@ def evaluate(
             for n, q in enumerate(queries, 1):
                 started = time.perf_counter()
                 try:
-                    result = lib.search(q.source, k=k)
+                    hits = None
+                    if query == "object":
+                        groups = lib.search_objects(q.source, k=k, match=match)
+                        hits = groups[0][1] if groups else None
+                    if hits is None:
+                        hits = lib.search(q.source, k=k, match=match).hits
                 except (LibraryError, FetchError, ValueError):
                     continue  # an unreadable query photo is not a retrieval failure; counted below
                 seconds += time.perf_counter() - started
-                _score([h.label == q.label for h in result.hits], gallery[q.label], k, precisions, aps, top1)
+                _score([h.label == q.label for h in hits], gallery[q.label], k, precisions, aps, top1)
                 if on_progress:
                     on_progress("querying", n, len(queries))
             n_queries = len(queries)
@@ -93,7 +105,7 @@ def evaluate(
                 if rec is None or rec.label is None:
                     continue
                 started = time.perf_counter()
-                hits = lib.search_vector(lib.catalog.embedding(image_id), k, exclude=image_id)
+                hits = lib.search_vector(lib.catalog.embedding(image_id), k, exclude=image_id, match=match)
                 seconds += time.perf_counter() - started
                 _score([h.label == rec.label for h in hits], gallery[rec.label] - 1, k, precisions, aps, top1)
                 if on_progress:
@@ -114,6 +126,12 @@ def evaluate(
             "top1": float(np.mean(top1)) if answered else 0.0,
             "queries_per_second": answered / seconds if seconds > 0 else 0.0,
             "query_embeds_photo": split,
+            "match": match,
+            "query": query,
+            "objects_indexed": int(lib.catalog.db.execute("SELECT COUNT(*) FROM objects").fetchone()[0]),
+            "photos_with_objects": int(
+                lib.catalog.db.execute("SELECT COUNT(DISTINCT image_id) FROM objects").fetchone()[0]
+            ),
             "library": str(home),
         }
 
