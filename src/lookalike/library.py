@@ -272,7 +272,9 @@ class Library:
             _ = self.detector
         return Pipeline(self, on_progress, objects=objects).run(sets, prune=prune)
 
-    def add_bytes(self, files: list[tuple[str, bytes]], label: str | None = None) -> tuple[IndexReport, list[str]]:
+    def add_bytes(
+        self, files: list[tuple[str, bytes]], label: str | None = None, objects: bool = False
+    ) -> tuple[IndexReport, list[str]]:
         """Index uploaded photos (name, bytes); originals are kept, since there is no other copy.
 
         Returns the report and the source string given to each file, in order.
@@ -282,7 +284,9 @@ class Library:
             for name, data in files
         ]
         _ = self.embedder
-        return Pipeline(self).run([SourceSet(items)]), [i.source for i in items]
+        if objects:
+            _ = self.detector
+        return Pipeline(self, objects=objects).run([SourceSet(items)]), [i.source for i in items]
 
     def save_index(self) -> None:
         with self.write_lock:

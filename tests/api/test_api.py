@@ -251,3 +251,31 @@ def test_503_while_loading_then_ready(settings: Settings, monkeypatch) -> None:
         wait_ready(app)
         assert client.get("/healthz").json()["status"] == "ok"
         assert client.get(f"{API}/stats").status_code == 200
+
+
+def test_detect_and_match_objects_over_http(make_client) -> None:
+    client = make_client()
+    up = client.post(
+        f"{API}/images",
+        files=[("images", jpeg(photo("ambulance", i))) for i in range(3)],
+        data={"objects": "true", "label": "ambulance"},
+    )
+    assert up.status_code == 201 and len(up.json()["added"]) == 3
+    r = client.post(
+        f"{API}/search",
+        files={"image": jpeg(photo("ambulance", 0, "test"))},
+        data={"detect": "true", "match": "both", "k": "3"},
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["query"]["objects"][0]["label"] == "bus" and len(body["query"]["objects"][0]["box"]) == 4
+    assert body["hits"][0]["label"] == "ambulance"
+    # two of the three uploaded ambulances hold a detected truck (checked with `lookalike detect`)
+    r = client.post(
+        f"{API}/search",
+        files={"image": jpeg(photo("ambulance", 0, "test"))},
+        data={"detected_label": "truck", "k": "5"},
+    )
+    hits = r.json()["hits"]
+    assert len(hits) == 2 and all(h["detected_label"] == "truck" and len(h["box"]) == 4 for h in hits)
+    problem(client.post(f"{API}/search", json={"image_id": 1, "match": "sideways"}), 422, "match")

@@ -32,12 +32,12 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debia
 
 @pytest.fixture
 def server(settings, embedder, photo_dir: Path):
-    for label in ("pizza", "castle", "flamingo"):
+    for label in ("pizza", "castle", "ambulance"):
         (photo_dir / label).mkdir()
         for i in range(4):
             shutil.copy(photo(label, i), photo_dir / label)
     lib = Library(settings, embedder=embedder)
-    lib.index([str(photo_dir)])
+    lib.index([str(photo_dir)], objects=True)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -185,3 +185,24 @@ def test_filters_empty_state_and_add_photos(page) -> None:
     expect(page.locator("#add-result")).to_contain_text("2 added")
     expect(page.locator("#stats")).to_contain_text("26 photos indexed")
     shot(page, "07-added")
+
+
+def test_detected_subjects_are_drawn_and_clickable(page) -> None:
+    from playwright.sync_api import expect
+
+    page.set_input_files("#file-input", str(photo("ambulance", 0, "test")))
+    expect(page.locator("#status")).to_contain_text("similar photos")
+    page.wait_for_function("document.getElementById('query-img').naturalWidth === 500")
+    shot(page, "08-subjects")
+    # the bus is at (51, 42)-(441, 347) of 500x375: click its middle, away from the small people
+    canvas = page.locator("#query-canvas").bounding_box()
+    page.mouse.click(canvas["x"] + canvas["width"] * 0.5, canvas["y"] + canvas["height"] * 0.5)
+    expect(page.locator("#status")).to_contain_text("for the selected region")
+    expect(page.locator("#clear-box")).to_be_visible()
+    assert first_label(page) == "ambulance"
+    # compare with subjects too: results carry the matched box, drawn on the thumbnail
+    page.click("#clear-box")
+    page.select_option("#match", "both")
+    expect(page.locator("#results .hit .box").first).to_be_visible()
+    expect(page.locator("#results .hit .matched").first).to_contain_text("matched:")
+    shot(page, "09-matched-boxes")

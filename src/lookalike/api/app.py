@@ -11,7 +11,7 @@ import time
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -46,6 +46,9 @@ class SearchParams(BaseModel):
     min_score: float | None = Field(default=None, ge=-1.0, le=1.0)
     label: str | None = Field(default=None, max_length=200)
     box: tuple[float, float, float, float] | None = None
+    match: Literal["whole", "objects", "both"] = "whole"
+    detected_label: str | None = Field(default=None, max_length=100)
+    detect: bool = Field(default=False, description="also return the query photo's detected subjects")
 
 
 class SearchJson(SearchParams):
@@ -63,6 +66,7 @@ class IndexJobRequest(BaseModel):
     paths: list[str] = Field(min_length=1, description="folders, CSVs, URL lists, files or URLs on the server")
     label: str | None = None
     prune: bool = False
+    objects: bool = Field(default=False, description="also index each detected subject")
 
 
 class State:
@@ -153,7 +157,7 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
             "id": hit.id, "score": round(hit.score, 6), "label": hit.label, "source": source,
             "sources": list(hit.sources), "width": hit.width, "height": hit.height,
             "original_url": f"{API}/images/{hit.id}/original", "thumbnail_url": f"{API}/images/{hit.id}/thumbnail",
-            "box": None, "detected_label": None,
+            "box": [round(v, 1) for v in hit.box] if hit.box else None, "detected_label": hit.detected_label,
         }  # fmt: skip
 
     def validated(model: type[BaseModel], data: dict) -> BaseModel:
@@ -197,10 +201,18 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
         else:
             detail = "send multipart/form-data with an 'image' file, or JSON with 'url' or 'image_id'"
             raise Problem(415, "Unsupported media type", detail)
-        result = await run_in_threadpool(lib.search, query, params.k, params.min_score, params.label, params.box)
+        result = await run_in_threadpool(
+            lib.search, query, params.k, params.min_score, params.label, params.box, params.match,
+            params.detected_label,
+        )  # fmt: skip
         state.metrics.searches.labels(kind).inc()
+        info = result.query | {"kind": kind}
+        if params.detect:
+            photo = query if isinstance(query, bytes) else await run_in_threadpool(_query_bytes, lib, query)
+            detections, _ = await run_in_threadpool(lib.detect, photo)
+            info["objects"] = [d.as_dict() for d in detections]
         return {
-            "query": result.query | {"kind": kind},
+            "query": info,
             "took_ms": round(result.seconds * 1000, 2),
             "hits": [hit_json(h) for h in result.hits],
         }
@@ -215,6 +227,7 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
         if not uploads:
             raise Problem(422, "Invalid parameters", "no files: send them in multipart field 'images'")
         label = form.get("label") if isinstance(form.get("label"), str) and form.get("label") else None
+        objects = str(form.get("objects", "")).lower() in ("1", "true", "yes", "on")
         files, rejected = [], []
         for up in uploads:
             try:
@@ -225,7 +238,7 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
             files.append((up.filename or "photo", await up.read()))
         added, duplicates = [], []
         if files:
-            report, sources = await run_in_threadpool(lib.add_bytes, files, label)
+            report, sources = await run_in_threadpool(lib.add_bytes, files, label, objects)
             new_ids = set(report.added)
             dup = {d.source: d.image_id for d in report.duplicates}
             rej = {r.source: r.reason for r in report.rejected}
@@ -292,7 +305,7 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
                 await run_in_threadpool(lambda p=p: expand(p) if not p.startswith(("http://", "https://")) else None)
             except SourceError as exc:
                 raise Problem(422, "Invalid parameters", str(exc)) from None
-        job = state.jobs.submit(body.paths, body.label, body.prune)
+        job = state.jobs.submit(body.paths, body.label, body.prune, body.objects)
         return job.as_dict()
 
     @app.get(f"{API}/jobs/{{job_id}}", dependencies=read, summary="Progress of an index job")
@@ -332,6 +345,10 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
     return app
+
+
+def _query_bytes(lib: Library, query: str | int) -> bytes:
+    return lib.original_bytes(query) if isinstance(query, int) else lib.read_query(query)
 
 
 def wait_ready(app: FastAPI, timeout: float = 60.0) -> None:

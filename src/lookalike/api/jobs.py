@@ -18,6 +18,7 @@ class Job:
     paths: list[str]
     label: str | None
     prune: bool
+    objects: bool = False
     state: str = "queued"  # queued, running, done, failed
     done: int = 0
     total: int | None = None
@@ -53,8 +54,8 @@ class JobManager:
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
 
-    def submit(self, paths: list[str], label: str | None, prune: bool) -> Job:
-        job = Job(next(self._ids), paths, label, prune)
+    def submit(self, paths: list[str], label: str | None, prune: bool, objects: bool = False) -> Job:
+        job = Job(next(self._ids), paths, label, prune, objects)
         with self._lock:
             self.jobs[job.id] = job
         threading.Thread(target=self._run, args=(job,), name=f"lookalike-job-{job.id}", daemon=True).start()
@@ -67,7 +68,9 @@ class JobManager:
             job.done, job.total, job._live = done, total, report
 
         try:
-            job.report = self.library.index(job.paths, label=job.label, prune=job.prune, on_progress=progress)
+            job.report = self.library.index(
+                job.paths, label=job.label, prune=job.prune, on_progress=progress, objects=job.objects
+            )
             job.state = "done"
         except Exception as exc:  # reported through GET /jobs/{id}
             job.state, job.error = "failed", f"{type(exc).__name__}: {exc}"

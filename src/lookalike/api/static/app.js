@@ -8,6 +8,7 @@ const state = {
   query: null, // {kind: "file", file} | {kind: "url", url} | {kind: "id", id}
   box: null, // [x1, y1, x2, y2] in the photo's own pixels, or null for the whole photo
   viewing: null, // hit shown in the viewer
+  detections: [], // subjects detected in the query photo: [{box, label, score}]
   searchSeq: 0,
 };
 
@@ -76,6 +77,7 @@ function showQueryImage(src) {
 function setFileQuery(file) {
   if (!file) return;
   state.query = { kind: "file", file };
+  state.detections = [];
   state.box = null;
   $("clear-box").hidden = true;
   if (file.type && !file.type.startsWith("image/")) {
@@ -88,6 +90,7 @@ function setFileQuery(file) {
 
 function setUrlQuery(url) {
   state.query = { kind: "url", url };
+  state.detections = [];
   state.box = null;
   $("clear-box").hidden = true;
   showQueryImage(url);
@@ -96,6 +99,7 @@ function setUrlQuery(url) {
 
 function setIdQuery(hit) {
   state.query = { kind: "id", id: hit.id };
+  state.detections = [];
   state.box = null;
   $("clear-box").hidden = true;
   showQueryImage(hit.original_url);
@@ -111,10 +115,29 @@ function sizeCanvas() {
   canvas.height = img.clientHeight;
 }
 
+function drawDetections(ctx, sx, sy) {
+  ctx.save();
+  ctx.setLineDash([6, 4]);
+  ctx.lineWidth = 2;
+  ctx.font = "12px system-ui, sans-serif";
+  for (const det of state.detections) {
+    const [x1, y1, x2, y2] = det.box;
+    ctx.strokeStyle = "#ffd400";
+    ctx.strokeRect(x1 * sx, y1 * sy, (x2 - x1) * sx, (y2 - y1) * sy);
+    const text = `${det.label} ${det.score.toFixed(2)}`;
+    ctx.fillStyle = "rgba(0,0,0,0.65)";
+    ctx.fillRect(x1 * sx, y1 * sy, ctx.measureText(text).width + 8, 16);
+    ctx.fillStyle = "#ffd400";
+    ctx.fillText(text, x1 * sx + 4, y1 * sy + 12);
+  }
+  ctx.restore();
+}
+
 function drawBox(live) {
   const img = $("query-img"), canvas = $("query-canvas");
   const ctx = canvas.getContext("2d");
   ctx.clearRect(0, 0, canvas.width, canvas.height);
+  if (img.naturalWidth && !live && !state.box) drawDetections(ctx, canvas.width / img.naturalWidth, canvas.height / img.naturalHeight);
   let rect = live;
   if (!rect && state.box && img.naturalWidth) {
     const sx = canvas.width / img.naturalWidth, sy = canvas.height / img.naturalHeight;
@@ -151,7 +174,21 @@ function setupRegionSelection() {
     drag = null;
     const img = $("query-img");
     const w = Math.abs(p[0] - s[0]), h = Math.abs(p[1] - s[1]);
-    if (w < 8 || h < 8 || !img.naturalWidth) { drawBox(); return; }  // a click, not a drag
+    if (w < 8 || h < 8 || !img.naturalWidth) {  // a click, not a drag: pick the detected subject under it
+      const x = p[0] * img.naturalWidth / canvas.width, y = p[1] * img.naturalHeight / canvas.height;
+      const hit = state.detections
+        .filter((d) => d.box[0] <= x && x <= d.box[2] && d.box[1] <= y && y <= d.box[3])
+        .sort((a, b) => (a.box[2] - a.box[0]) * (a.box[3] - a.box[1]) - (b.box[2] - b.box[0]) * (b.box[3] - b.box[1]))[0];
+      if (hit) {
+        state.box = hit.box.map((v) => Math.round(v));
+        $("clear-box").hidden = false;
+        drawBox();
+        search();
+      } else {
+        drawBox();
+      }
+      return;
+    }
     const sx = img.naturalWidth / canvas.width, sy = img.naturalHeight / canvas.height;
     state.box = [Math.min(s[0], p[0]) * sx, Math.min(s[1], p[1]) * sy, Math.max(s[0], p[0]) * sx, Math.max(s[1], p[1]) * sy]
       .map((v, i) => Math.round(Math.min(v, i % 2 ? img.naturalHeight : img.naturalWidth)));
@@ -169,6 +206,8 @@ function searchParams() {
   if (minScore > 0) params.min_score = minScore;
   if ($("label").value) params.label = $("label").value;
   if (state.box) params.box = state.box;
+  if ($("match").value !== "whole") params.match = $("match").value;
+  if (!state.box) params.detect = true;  // subjects of the whole photo, drawn for clicking
   return params;
 }
 
@@ -196,7 +235,9 @@ async function search() {
       setStatus(`Search failed. ${await problemText(r)}`, "error");
       return;
     }
-    renderResults(await r.json());
+    const result = await r.json();
+    if (result.query.objects) { state.detections = result.query.objects; drawBox(); }
+    renderResults(result);
   } catch (e) {
     if (seq === state.searchSeq) setStatus("Search failed: the server could not be reached.", "error");
   } finally {
@@ -220,10 +261,28 @@ function renderResults(result) {
     fig.tabIndex = 0;
     fig.dataset.id = hit.id;
     fig.dataset.label = hit.label || "";
+    const thumb = document.createElement("div");
+    thumb.className = "thumb";
+    const frame = document.createElement("div");
+    frame.className = "frame";
+    frame.style.aspectRatio = `${hit.width} / ${hit.height}`;
+    frame.style[hit.width >= hit.height ? "width" : "height"] = "100%";
     const img = document.createElement("img");
     img.loading = "lazy";
     img.alt = hit.label ? `photo labelled ${hit.label}` : "similar photo";
     img.src = hit.thumbnail_url;
+    frame.appendChild(img);
+    if (hit.box) {  // the subject that matched best
+      const box = document.createElement("div");
+      box.className = "box";
+      const [x1, y1, x2, y2] = hit.box;
+      Object.assign(box.style, {
+        left: `${(100 * x1) / hit.width}%`, top: `${(100 * y1) / hit.height}%`,
+        width: `${(100 * (x2 - x1)) / hit.width}%`, height: `${(100 * (y2 - y1)) / hit.height}%`,
+      });
+      frame.appendChild(box);
+    }
+    thumb.appendChild(frame);
     const cap = document.createElement("figcaption");
     const score = document.createElement("span");
     score.className = "score";
@@ -235,8 +294,15 @@ function renderResults(result) {
     source.className = "source";
     source.textContent = hit.source || "";
     source.title = hit.source || "";
-    cap.append(score, label, source);
-    fig.append(img, cap);
+    cap.append(score, label);
+    if (hit.detected_label) {
+      const matched = document.createElement("span");
+      matched.className = "matched";
+      matched.textContent = `matched: ${hit.detected_label}`;
+      cap.append(matched);
+    }
+    cap.append(source);
+    fig.append(thumb, cap);
     fig.addEventListener("click", () => openViewer(hit));
     fig.addEventListener("keydown", (e) => { if (e.key === "Enter") openViewer(hit); });
     grid.appendChild(fig);
@@ -261,6 +327,7 @@ function upload(event) {
   const form = new FormData();
   for (const f of files) form.append("images", f, f.name);
   if ($("add-label").value.trim()) form.append("label", $("add-label").value.trim());
+  if ($("add-objects").checked) form.append("objects", "true");
   localStorage.setItem("lookalike-api-key", $("api-key").value);
   const xhr = new XMLHttpRequest();
   const bar = $("add-progress");
@@ -326,6 +393,7 @@ function setup() {
   $("min-score").addEventListener("change", search);
   $("k").addEventListener("change", search);
   $("label").addEventListener("change", search);
+  $("match").addEventListener("change", search);
   $("clear-box").addEventListener("click", () => { state.box = null; $("clear-box").hidden = true; drawBox(); search(); });
   $("more-like-this").addEventListener("click", () => { $("viewer").close(); if (state.viewing) setIdQuery(state.viewing); });
   $("add-form").addEventListener("submit", upload);
