@@ -41,6 +41,7 @@ bench: install
 	$(PY) bench/ingest.py
 	$(PY) bench/ann.py
 	$(PY) bench/serve.py
+	$(PY) bench/objects.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

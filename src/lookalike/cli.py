@@ -182,7 +182,9 @@ def search(
     k: Annotated[int, typer.Option("-k", "--k", min=1, max=1000, help="number of results")] = 10,
     min_score: Annotated[float | None, typer.Option(help="drop results scoring below this (cosine, -1..1)")] = None,
     label: Annotated[str | None, typer.Option(help="only photos with this label")] = None,
-    match: Annotated[str, typer.Option(help="what the query is compared with: whole, objects or both")] = "whole",
+    match: Annotated[
+        str | None, typer.Option(help="compare with: whole, objects or both (default: whole; both for --box)")
+    ] = None,
     detected_label: Annotated[
         str | None, typer.Option(help="only photos with a detected object of this COCO label (e.g. dog)")
     ] = None,
@@ -199,7 +201,7 @@ def search(
         if objects:
             if isinstance(q, int):
                 q = lib.original_bytes(q)
-            groups = lib.search_objects(q, k=k, min_score=min_score, label=label, match=match)
+            groups = lib.search_objects(q, k=k, min_score=min_score, label=label, match=match or "both")
         else:
             result = lib.search(q, k=k, min_score=min_score, label=label, box=_box(box), match=match,
                                 detected_label=detected_label)  # fmt: skip

@@ -46,7 +46,9 @@ class SearchParams(BaseModel):
     min_score: float | None = Field(default=None, ge=-1.0, le=1.0)
     label: str | None = Field(default=None, max_length=200)
     box: tuple[float, float, float, float] | None = None
-    match: Literal["whole", "objects", "both"] = "whole"
+    match: Literal["whole", "objects", "both"] | None = Field(
+        default=None, description="entries compared: whole photos (default), objects, or both (default with a box)"
+    )
     detected_label: str | None = Field(default=None, max_length=100)
     detect: bool = Field(default=False, description="also return the query photo's detected subjects")
 

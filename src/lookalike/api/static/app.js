@@ -206,7 +206,7 @@ function searchParams() {
   if (minScore > 0) params.min_score = minScore;
   if ($("label").value) params.label = $("label").value;
   if (state.box) params.box = state.box;
-  if ($("match").value !== "whole") params.match = $("match").value;
+  if ($("match").value) params.match = $("match").value;
   if (!state.box) params.detect = true;  // subjects of the whole photo, drawn for clicking
   return params;
 }
