@@ -125,3 +125,35 @@ def test_detector_offline_without_files_names_them(tmp_path) -> None:
 
     with pytest.raises(ModelFileError, match="nanodet_m.param.*LOOKALIKE_MODELS_DIR"):
         load_detector(Settings(models_dir=tmp_path, allow_download=False))
+
+
+def test_yolo_onnx_detector_end_to_end(tmp_path) -> None:
+    """A tiny ONNX model with the ultralytics output layout (constant boxes) through onnxruntime."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    from lookalike.models.detectors import YoloOnnxDetector
+
+    out = np.zeros((1, 84, 2), dtype=np.float32)
+    out[0, :4, 0] = [320, 320, 320, 160]  # centre of the 640 canvas, 320x160
+    out[0, 4 + 16, 0] = 0.9  # dog
+    out[0, :4, 1] = [10, 10, 4, 4]
+    out[0, 4 + 2, 1] = 0.1  # below threshold
+    const = helper.make_node("Constant", [], ["boxes"], value=numpy_helper.from_array(out))
+    shape = helper.make_node("Shape", ["images"], ["shape"])  # uses the input so the graph is well formed
+    graph = helper.make_graph(
+        [const, shape], "yolo",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 640, 640])],
+        [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, 84, 2]),
+         helper.make_tensor_value_info("shape", TensorProto.INT64, [4])],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "yolo.onnx"
+    onnx.save(model, str(path))
+    detector = YoloOnnxDetector(path, score_threshold=0.5)
+    # a 1280x640 photo is scaled by 0.5 into the 640 canvas and padded by 160 px top and bottom
+    (dog,) = detector.detect(Image.new("RGB", (1280, 640)))
+    assert dog.label == "dog" and dog.score == pytest.approx(0.9)
+    # canvas box (160, 240, 480, 400) -> minus padding (0, 160) -> divided by 0.5
+    assert dog.box == pytest.approx((320, 160, 960, 480), abs=1e-3)
