@@ -62,6 +62,14 @@ class Settings(BaseSettings):
         description="allow fetching from private, loopback and link-local addresses (off: SSRF protection)",
     )
 
+    # retrieval quality (bench/RESULTS.md, "Retrieval quality beyond the raw model")
+    whiten: bool = Field(default=True, description="PCA-whiten vectors, learned from the library itself")
+    whiten_max_dim: int = Field(default=256, ge=8, le=4096, description="dimensions kept by whitening, at most")
+    whiten_min_photos: int = Field(default=256, ge=16, description="whitening is learned once this many photos exist")
+    whiten_power: float = Field(default=0.5, ge=0.0, le=1.0, description="0: PCA only, 1: full whitening")
+    query_expansion: int = Field(default=2, ge=0, le=50, description="alpha-QE neighbours (0: off)")
+    qe_alpha: float = Field(default=1.0, ge=0.0, le=10.0, description="alpha-QE weight exponent")
+
     # vector index
     ann_threshold: int = Field(
         default=20_000,

@@ -25,6 +25,8 @@ from lookalike.ingest.pipeline import IndexReport, Pipeline, ProgressFn
 from lookalike.ingest.sources import SourceItem, SourceSet, expand, is_url
 from lookalike.models.embedder import Embedder
 from lookalike.models.registry import get_spec, load_detector
+from lookalike.search.rerank import expand_query
+from lookalike.search.whitening import Whitening, whiten_dim
 from lookalike.store.catalog import Catalog, ImageRecord, ObjectRecord, object_vector_id, split_object_vector_id
 from lookalike.store.images import LocalImageStore
 from lookalike.store.vectors import MISSING, EmbeddedIndex
@@ -115,6 +117,7 @@ class Library:
         self._vectors: EmbeddedIndex | None = None
         self._object_vectors: EmbeddedIndex | None = None
         self._detector = None
+        self._whitening: Whitening | None | bool = False  # False: not loaded yet
         # one lock for every mutation of catalog/index/store and for index searches: the service
         # runs searches, uploads and index jobs on different threads
         self.write_lock = threading.RLock()
@@ -166,17 +169,56 @@ class Library:
 
     def _open_index(self, name: str, truth: np.ndarray, fetch) -> EmbeddedIndex:
         s = self.settings
+        w = self.whitening
         index = EmbeddedIndex(
             self.home / name,
-            self.spec.dim,
+            w.dim if w else self.spec.dim,
             s.ann_threshold,
             {"m": s.hnsw_m, "ef_construction": s.hnsw_ef_construction, "ef_search": s.hnsw_ef_search},
+            tag=w.tag if w else "raw",
         )
         index.load()
-        added, removed = index.sync(truth, fetch)
+        added, removed = index.sync(truth, lambda ids: self.transform(fetch(ids)))
         if added or removed:
             index.save()
         return index
+
+    # --- vector transform ---------------------------------------------------------------
+    @property
+    def whitening(self) -> Whitening | None:
+        if not self.settings.whiten:
+            return None
+        if self._whitening is False:
+            self._whitening = Whitening.load(self.home / "whitening.npz")
+        return self._whitening
+
+    def transform(self, vectors: np.ndarray) -> np.ndarray:
+        """Raw model vectors -> the vectors the indexes hold (whitened when learned)."""
+        w = self.whitening
+        return w.apply(vectors) if w is not None else np.asarray(vectors, dtype=np.float32)
+
+    def maybe_refit(self, force: bool = False) -> bool:
+        """(Re)learn the whitening when the library has grown or shrunk by 2x since it was learned."""
+        s = self.settings
+        if not s.whiten:
+            return False
+        with self.write_lock:
+            n = self.catalog.count()
+            current = self.whitening
+            if n < s.whiten_min_photos:
+                if current is None:
+                    return False
+                (self.home / "whitening.npz").unlink(missing_ok=True)
+                self._whitening = None
+            elif force or current is None or n >= 2 * current.fitted_on or 2 * n <= current.fitted_on:
+                chunks = (vecs for _, vecs in self.catalog.iter_embeddings())
+                fitted = Whitening.fit(chunks, whiten_dim(n, s.whiten_max_dim), s.whiten_power)
+                fitted.save(self.home / "whitening.npz")
+                self._whitening = fitted
+            else:
+                return False
+            self._vectors = self._object_vectors = None  # reopened with the new transform, rebuilt from the catalog
+            return True
 
     @property
     def detector(self):
@@ -399,42 +441,63 @@ class Library:
         if detected_label is not None:
             match = "objects"
         reader = self.catalog_reader()
-        best: dict[int, tuple[float, ObjectRecord | None]] = {}
+        with self.write_lock:  # one transform and one index generation for the whole search
+            return self._ranked(vec, k, min_score, label, exclude, match, detected_label, reader)
+
+    def _ranked(self, vec, k, min_score, label, exclude, match, detected_label, reader) -> list[Hit]:
+        original = self.transform(vec[None])[0]
+        query = self._expand(original) if self.settings.query_expansion else original
+        # ranked by the (expanded) query; reported with the cosine to the photo actually given,
+        # so a score keeps meaning "how similar to my photo" (1.0 for the same photo)
+        best: dict[int, tuple[float, float, ObjectRecord | None]] = {}
         extra = 1 if exclude is not None else 0
+
+        def scored(index: EmbeddedIndex, ids: np.ndarray, scores: np.ndarray) -> list[tuple[int, float, float]]:
+            found = ids != MISSING
+            ids, scores = ids[found], scores[found]
+            given = scores if query is original else index.vectors(ids) @ original
+            return list(zip(ids.tolist(), scores.tolist(), np.asarray(given).tolist(), strict=True))
+
         if match in ("whole", "both"):
             allowed = reader.ids(label) if label is not None else None
             with self.write_lock:
-                ids, scores = self.vectors.search(vec[None], k + extra, allowed)
-            for i, score in zip(ids[0].tolist(), scores[0].tolist(), strict=True):
-                if i != MISSING:
-                    best[i] = (score, None)
+                ids, scores = self.vectors.search(query[None], k + extra, allowed)
+                for i, rank_score, score in scored(self.vectors, ids[0], scores[0]):
+                    best[i] = (rank_score, score, None)
         if match in ("objects", "both"):
             allowed = None
             if label is not None or detected_label is not None:
                 allowed = reader.object_vector_ids(detected_label, label)
             # several objects of one photo can rank high: ask for more to fill k photos
             with self.write_lock:
-                ids, scores = self.object_vectors.search(vec[None], 4 * (k + extra), allowed)
-            for vid, score in zip(ids[0].tolist(), scores[0].tolist(), strict=True):
-                if vid == MISSING:
-                    continue
-                image_id = split_object_vector_id(vid)[0]
-                if image_id not in best or best[image_id][0] < score:
-                    best[image_id] = (score, reader.object_record(vid))
-        ranked = sorted(best.items(), key=lambda kv: -kv[1][0])
-        records = reader.get_many(i for i, _ in ranked[: k + extra + 1])
+                ids, scores = self.object_vectors.search(query[None], 4 * (k + extra), allowed)
+                for vid, rank_score, score in scored(self.object_vectors, ids[0], scores[0]):
+                    image_id = split_object_vector_id(vid)[0]
+                    if image_id not in best or best[image_id][0] < rank_score:
+                        best[image_id] = (rank_score, score, reader.object_record(vid))
         hits = []
-        for i, (score, obj) in ranked:
-            if i == exclude or i not in records:
+        for i, (_, score, obj) in sorted(best.items(), key=lambda kv: -kv[1][0]):
+            if i == exclude or (min_score is not None and score < min_score):
                 continue
-            if min_score is not None and score < min_score:
-                break
-            rec = records[i]
+            rec = reader.get(i)
+            if rec is None:
+                continue
             box, det_label = (obj.box, obj.label) if obj is not None else (None, None)
             hits.append(Hit(i, float(score), rec.label, rec.sources, rec.width, rec.height, rec.sha256, box, det_label))
             if len(hits) == k:
                 break
         return hits
+
+    def _expand(self, vec: np.ndarray) -> np.ndarray:
+        """alpha query expansion over the whole-photo index (unfiltered: neighbours, not results)."""
+        n = self.settings.query_expansion
+        with self.write_lock:
+            ids, scores = self.vectors.search(vec[None], n)
+            found = ids[0] != MISSING
+            if not found.any():
+                return vec
+            neighbours = self.vectors.vectors(ids[0][found])
+        return expand_query(vec, neighbours, scores[0][found], self.settings.qe_alpha)
 
     def search_objects(
         self,
@@ -487,6 +550,9 @@ class Library:
             "labels": len(self.catalog.labels()),
             "model": self.model_name,
             "dim": self.spec.dim,
+            "index_dim": vectors.dim,
+            "whitening": f"learned from {self.whitening.fitted_on} photos" if self.whitening else "off",
+            "query_expansion": self.settings.query_expansion,
             "index": vectors.kind,
             "vectors": len(vectors),
             "disk_bytes": {

@@ -207,6 +207,7 @@ class Pipeline:
             self._remove_orphans(report)
             if not report.interrupted:
                 self._vanished(sets, items, report, prune)
+                self.lib.maybe_refit()
             self.lib.save_index()
             report.seconds = time.perf_counter() - started
         if report.interrupted:
@@ -254,7 +255,7 @@ class Pipeline:
                 report.duplicates.append(Duplicate(row.source, image_id))
         if new_ids:
             with self.lib.write_lock:
-                self.lib.vectors.add(np.asarray(new_ids, dtype=np.int64), np.stack(new_vecs))
+                self.lib.vectors.add(np.asarray(new_ids, dtype=np.int64), self.lib.transform(np.stack(new_vecs)))
         return len(batch)
 
     def _store_objects(self, image_id: int, p: _Prepared) -> None:
@@ -266,7 +267,7 @@ class Pipeline:
                 self.lib.object_vectors.remove(np.asarray(old, dtype=np.int64))
             if objects:
                 ids = np.asarray([object_vector_id(image_id, i) for i in range(1, len(objects) + 1)], dtype=np.int64)
-                self.lib.object_vectors.add(ids, p.object_vectors)
+                self.lib.object_vectors.add(ids, self.lib.transform(p.object_vectors))
 
     def _remove_orphans(self, report: IndexReport) -> None:
         with self.lib.write_lock:

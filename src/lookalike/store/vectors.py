@@ -281,8 +281,8 @@ class EmbeddedIndex:
     stays the source of truth and ``sync`` repairs any drift after a crash.
     """
 
-    def __init__(self, directory: Path, dim: int, threshold: int, hnsw: dict | None = None) -> None:
-        self.directory, self.dim, self.threshold = directory, dim, threshold
+    def __init__(self, directory: Path, dim: int, threshold: int, hnsw: dict | None = None, tag: str = "") -> None:
+        self.directory, self.dim, self.threshold, self.tag = directory, dim, threshold, tag
         self.hnsw_params = hnsw or {}
         self.inner: FlatIndex | HnswIndex = FlatIndex(dim)
         self.dirty = False
@@ -341,7 +341,8 @@ class EmbeddedIndex:
             generation = 1
         name = f"index-{generation}.{'hnsw' if self.kind == 'hnsw' else 'flat.npy'}"
         self.inner.save(self.directory / name)
-        manifest = {"kind": self.kind, "dim": self.dim, "count": len(self), "file": name, "generation": generation}
+        manifest = {"kind": self.kind, "dim": self.dim, "count": len(self), "file": name, "generation": generation,
+                    "tag": self.tag}  # fmt: skip
         _atomic_write(self.manifest_path, lambda tmp: Path(tmp).write_text(json.dumps(manifest)))
         for old in self.directory.glob("index-*"):
             if not old.name.startswith(name):
@@ -352,8 +353,8 @@ class EmbeddedIndex:
         """Load the saved index; False when there is none usable (then rebuild from the catalog)."""
         try:
             manifest = json.loads(self.manifest_path.read_text())
-            if manifest["dim"] != self.dim:
-                return False
+            if manifest["dim"] != self.dim or manifest.get("tag", "") != self.tag:
+                return False  # built for another vector transform: rebuilt from the catalog
             path = self.directory / manifest["file"]
             if manifest["kind"] == "hnsw":
                 self.inner = HnswIndex.load(path, self.dim, **self.hnsw_params)

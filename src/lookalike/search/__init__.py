@@ -1,0 +1,1 @@
+"""Retrieval beyond the raw model: vector transforms and query-time re-ranking."""
