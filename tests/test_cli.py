@@ -48,7 +48,7 @@ def test_index_search_stats_remove(run, photo_dir: Path) -> None:
     assert "removed 1" in run("remove", str(hits[0]["id"])).output
     assert "no image with id 99999" in run("remove", "99999", code=1).output
     assert json.loads(run("stats", "--json").output)["images"] == 11
-    assert "rebuilt flat index with 11 vectors" in run("reindex").output
+    assert "rebuilt flat index with 11 vectors of 1280 dimensions" in run("reindex").output
 
 
 def test_models_lists_registry(run) -> None:

@@ -331,7 +331,10 @@ def reindex() -> None:
         info = lib.reindex()
     finally:
         lib.close()
-    out.print(f"rebuilt {info['index']} index with {info['vectors']} vectors in {info['seconds']:.2f} s")
+    out.print(
+        f"rebuilt {info['index']} index with {info['vectors']} vectors of {info['dim']} dimensions "
+        f"(whitening: {info['whitening']}) in {info['seconds']:.2f} s"
+    )
 
 
 @app.command("eval")

@@ -563,16 +563,21 @@ class Library:
         }
 
     def reindex(self) -> dict:
-        """Rebuild the vector index from the catalog's embeddings (no re-embedding)."""
+        """Re-learn the whitening and rebuild the vector indexes from the catalog (no re-embedding)."""
         started = time.perf_counter()
         with self.write_lock:
-            directory = self.home / "vectors"
-            shutil.rmtree(directory, ignore_errors=True)
-            self._vectors = None
+            self.maybe_refit(force=True)
+            for name in ("vectors", "object_vectors"):
+                shutil.rmtree(self.home / name, ignore_errors=True)
+            self._vectors = self._object_vectors = None
             vectors = self.vectors
             vectors.save()
+            self.object_vectors.save()
+        w = self.whitening
         return {
             "vectors": len(vectors),
             "index": vectors.kind,
+            "dim": vectors.dim,
+            "whitening": f"{self.spec.dim} -> {w.dim}" if w else "off",
             "seconds": round(time.perf_counter() - started, 3),
         }

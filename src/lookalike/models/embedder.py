@@ -69,8 +69,11 @@ class TFLiteEmbedder:
         threads: int = 0,
         crop: float = 1.0,
         instances: int = 2,
+        gem_p: float | None = None,
+        flip: bool = False,
     ) -> None:
-        self.name, self.dim, self.crop = name, dim, crop
+        """``gem_p``: read a feature map and GeM-pool it with that p; ``flip``: average with the mirror image."""
+        self.name, self.dim, self.crop, self.gem_p, self.flip = name, dim, crop, gem_p, flip
         self._path, self._threads, self._feature_tensor = path, threads, feature_tensor
         self._pool: queue.Queue = queue.Queue()
         self._created, self._instances = 0, max(1, instances)
@@ -83,13 +86,16 @@ class TFLiteEmbedder:
         if feature_tensor is None:
             out = first.get_output_details()[0]
         else:
-            matches = [d for d in first.get_tensor_details() if d["name"] == feature_tensor]
+            matches = [
+                d for d in first.get_tensor_details()
+                if d["name"] == feature_tensor or d["name"].startswith(feature_tensor + ";")
+            ]  # fmt: skip
             if not matches:
                 raise ValueError(f"{path.name} has no tensor named {feature_tensor!r}")
             out = matches[0]
         self._output_index = out["index"]
         self._scale, self._zero = out["quantization"]
-        if int(np.prod(out["shape"])) != dim:
+        if (int(out["shape"][-1]) if gem_p else int(np.prod(out["shape"]))) != dim:
             raise ValueError(f"{path.name} tensor {out['name']} has shape {out['shape']}, expected {dim} values")
 
     def _new_interpreter(self):
@@ -123,14 +129,39 @@ class TFLiteEmbedder:
         batch = np.asarray(batch, dtype=np.uint8)
         if batch.ndim != 4 or batch.shape[1:] != (self.input_size, self.input_size, 3):
             raise ValueError(f"expected (n, {self.input_size}, {self.input_size}, 3) uint8, got {batch.shape}")
-        out = np.empty((len(batch), self.dim), dtype=np.float32)
+        views = [batch, batch[:, :, ::-1]] if self.flip else [batch]
+        out = np.zeros((len(batch), self.dim), dtype=np.float32)
         interpreter = self._acquire()
         try:
-            for i, pixels in enumerate(batch):
-                interpreter.set_tensor(self._input_index, pixels[None])
-                interpreter.invoke()
-                raw = interpreter.get_tensor(self._output_index).reshape(-1).astype(np.float32)
-                out[i] = (raw - self._zero) * self._scale if self._scale else raw
+            for view in views:
+                for i, pixels in enumerate(view):
+                    interpreter.set_tensor(self._input_index, np.ascontiguousarray(pixels[None]))
+                    interpreter.invoke()
+                    raw = interpreter.get_tensor(self._output_index).astype(np.float32)
+                    raw = (raw - self._zero) * self._scale if self._scale else raw
+                    if self.gem_p:  # generalised mean over the spatial cells of the feature map
+                        cells = np.maximum(raw.reshape(-1, self.dim), 1e-6)
+                        raw = np.power(np.mean(cells**self.gem_p, axis=0), 1.0 / self.gem_p)
+                    out[i] += l2_normalize(raw.reshape(1, -1))[0]
         finally:
             self._pool.put(interpreter)
         return l2_normalize(out)
+
+
+class FusionEmbedder:
+    """Late fusion of two models: concatenating sqrt(w)-scaled unit vectors makes the cosine of two
+    fused vectors exactly w * cosine_a + (1 - w) * cosine_b, so any vector index fuses scores."""
+
+    def __init__(self, name: str, a: Embedder, b: Embedder, weight_a: float) -> None:
+        self.name, self.a, self.b, self.weight_a = name, a, b, weight_a
+        self.dim = a.dim + b.dim
+        self.input_size = a.input_size
+        if a.input_size != b.input_size:
+            raise ValueError("fused models must share their input size")
+
+    def prepare(self, image: Image.Image) -> np.ndarray:
+        return self.a.prepare(image)
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        wa, wb = np.sqrt(self.weight_a), np.sqrt(1.0 - self.weight_a)
+        return np.concatenate([wa * self.a.embed(batch), wb * self.b.embed(batch)], axis=1).astype(np.float32)

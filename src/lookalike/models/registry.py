@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from lookalike.config import Settings
 from lookalike.models import files
-from lookalike.models.embedder import Embedder, TFLiteEmbedder
+from lookalike.models.embedder import Embedder, FusionEmbedder, TFLiteEmbedder
 from lookalike.models.files import ModelFile, ModelFileError
 
 
@@ -49,12 +49,22 @@ class ModelSpec:
         return self.loader(self, settings)
 
 
-def _tflite(feature_tensor: str | None, crop: float = 1.0) -> Callable[[ModelSpec, Settings], Embedder]:
+def _tflite(
+    feature_tensor: str | None, crop: float = 1.0, gem_p: float | None = None, flip: bool = False
+) -> Callable[[ModelSpec, Settings], Embedder]:
     def load(spec: ModelSpec, settings: Settings) -> Embedder:
         path = files.resolve(spec.files[0], settings.resolved_models_dir, settings.allow_download)
         return TFLiteEmbedder(
-            path, spec.name, spec.dim, feature_tensor, settings.threads, crop, instances=settings.resolved_workers
-        )
+            path, spec.name, spec.dim, feature_tensor, settings.threads, crop,
+            instances=settings.resolved_workers + 1, gem_p=gem_p, flip=flip,
+        )  # fmt: skip
+
+    return load
+
+
+def _fusion(a: str, b: str, weight_a: float) -> Callable[[ModelSpec, Settings], Embedder]:
+    def load(spec: ModelSpec, settings: Settings) -> Embedder:
+        return FusionEmbedder(spec.name, get_spec(a).load(settings), get_spec(b).load(settings), weight_a)
 
     return load
 
@@ -83,6 +93,30 @@ REGISTRY: dict[str, ModelSpec] = {
             (files.MOBILENET_V1_EMBEDDER,),
             ("ai_edge_litert",),
             _tflite(None),
+        ),
+        ModelSpec(
+            "mobilenet_v2_flip",
+            1280,
+            "mobilenet_v2 with flip test-time augmentation (photo and mirror image averaged): 2x inference",
+            (files.MOBILENET_V2_QUANT,),
+            ("ai_edge_litert",),
+            _tflite("MobilenetV2/Logits/AvgPool", flip=True),
+        ),
+        ModelSpec(
+            "mobilenet_v2_gem",
+            1280,
+            "mobilenet_v2 with GeM pooling (p=3) of the last 7x7 feature map instead of average pooling",
+            (files.MOBILENET_V2_QUANT,),
+            ("ai_edge_litert",),
+            _tflite("MobilenetV2/Conv_1/Relu6", gem_p=3.0),
+        ),
+        ModelSpec(
+            "mobilenet_v2+v1",
+            1280 + 1024,
+            "late fusion of mobilenet_v2 (weight 0.8) and mobilenet_v1 (0.2) scores",
+            (files.MOBILENET_V2_QUANT, files.MOBILENET_V1_EMBEDDER),
+            ("ai_edge_litert",),
+            _fusion("mobilenet_v2", "mobilenet_v1", 0.8),
         ),
         ModelSpec(
             "mobilenet_v2_fp32",

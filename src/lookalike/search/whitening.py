@@ -54,8 +54,11 @@ class Whitening:
         mean = sums / total
         cov = outer / total - np.outer(mean, mean)
         eigvals, eigvecs = np.linalg.eigh(cov)
+        # n photos span at most n - 1 directions: never keep (and blow up) directions with no variance
+        dim = max(1, min(dim, total - 1))
         order = np.argsort(eigvals)[::-1][:dim]
-        scale = np.sqrt(np.maximum(eigvals[order], 1e-12)) ** power  # singular values to the power
+        floor = max(float(eigvals[order[0]]), 1e-12) * 1e-6
+        scale = np.sqrt(np.maximum(eigvals[order], floor)) ** power  # singular values to the power
         projection = eigvecs[:, order] / scale
         return cls(mean.astype(np.float32), projection.astype(np.float32), total)
 

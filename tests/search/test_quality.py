@@ -1,0 +1,129 @@
+"""Retrieval-quality transforms on real photos: whitening, query expansion, flip TTA, GeM, fusion."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lookalike.config import Settings
+from lookalike.imaging import decode
+from lookalike.library import Library
+from lookalike.models.registry import get_spec
+from lookalike.search.rerank import expand_query
+from lookalike.search.whitening import Whitening, whiten_dim
+from tests.conftest import CLASSES, MODELS, photo
+
+
+def load(name: str):
+    return get_spec(name).load(Settings(models_dir=MODELS, allow_download=False, model=name))
+
+
+@pytest.fixture(scope="module")
+def real_vectors(embedder) -> np.ndarray:
+    """Embeddings of 36 real photos (12 classes x 3)."""
+    labels = ("goldfish", "tiger_cat", "bullet_train", "pizza", "castle", "flamingo", "ambulance", "banana",
+              "orange", "junco", "lion", "typewriter_keyboard")  # fmt: skip
+    px = [embedder.prepare(decode(photo(c, i).read_bytes(), 10**9, 256).image) for c in labels for i in range(3)]
+    return embedder.embed(np.stack(px))
+
+
+def test_whitening_gives_unit_vectors_of_the_chosen_dimension(real_vectors) -> None:
+    w = Whitening.fit([real_vectors], dim=16)
+    out = w.apply(real_vectors)
+    assert out.shape == (36, 16) and np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    assert w.fitted_on == 36
+
+
+def test_whitening_never_keeps_more_directions_than_the_photos_span(real_vectors) -> None:
+    w = Whitening.fit([real_vectors[:10]], dim=256)
+    assert w.dim == 9 and np.isfinite(w.apply(real_vectors)).all()
+
+
+def test_whitening_streamed_in_chunks_equals_one_pass(real_vectors) -> None:
+    one = Whitening.fit([real_vectors], dim=12)
+    chunked = Whitening.fit([real_vectors[:10], real_vectors[10:25], real_vectors[25:]], dim=12)
+    a, b = one.apply(real_vectors), chunked.apply(real_vectors)
+    assert np.allclose(np.abs((a * b).sum(axis=1)), 1.0, atol=1e-4)  # same directions (up to sign)
+
+
+def test_whitening_round_trips_through_save_and_load(real_vectors, tmp_path) -> None:
+    w = Whitening.fit([real_vectors], dim=16)
+    w.save(tmp_path / "w.npz")
+    back = Whitening.load(tmp_path / "w.npz")
+    assert back.tag == w.tag and np.array_equal(back.apply(real_vectors), w.apply(real_vectors))
+    assert Whitening.load(tmp_path / "missing.npz") is None
+    assert Whitening.fit([real_vectors[:20]], dim=16).tag != w.tag
+
+
+def test_whitening_separates_classes_better(real_vectors) -> None:
+    labels = np.repeat(np.arange(12), 3)
+    same = labels[:, None] == labels[None, :]
+    off = ~np.eye(36, dtype=bool)
+
+    def margin(v):
+        s = v @ v.T
+        return s[same & off].mean() - s[~same].mean()
+
+    assert margin(Whitening.fit([real_vectors], dim=24).apply(real_vectors)) > margin(real_vectors)
+
+
+def test_whiten_dim_follows_collection_size() -> None:
+    assert whiten_dim(1000, 256) == 125 and whiten_dim(100, 256) == 32 and whiten_dim(10**6, 256) == 256
+
+
+def test_query_expansion_by_hand() -> None:
+    q = np.array([1.0, 0.0, 0.0], dtype=np.float32)
+    nb = np.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], dtype=np.float32)
+    out = expand_query(q, nb, np.array([0.5, -0.2]), alpha=1.0)  # negative similarity weighs nothing
+    assert out == pytest.approx(np.array([1.0, 0.5, 0.0]) / np.sqrt(1.25))
+    assert expand_query(q, nb[:0], np.array([]), 1.0) is q
+
+
+def test_library_learns_whitening_and_expansion_keeps_results_a_permutation(settings, embedder, photo_dir) -> None:
+    for extra in ("pizza", "castle", "flamingo"):
+        (photo_dir / extra).mkdir()
+        for i in range(4):
+            (photo_dir / extra / photo(extra, i).name).write_bytes(photo(extra, i).read_bytes())
+    raw_settings = settings.model_copy(update={"whiten": False, "query_expansion": 0})
+    tuned = settings.model_copy(update={"whiten_min_photos": 16, "query_expansion": 2})
+    query = str(photo("goldfish", 0, "test"))
+    with Library(raw_settings, embedder=embedder) as lib:
+        lib.index([str(photo_dir)])
+        raw = lib.search(query, k=24).hits
+        assert lib.stats()["whitening"] == "off" and lib.vectors.dim == 1280
+    with Library(tuned, embedder=embedder) as lib:
+        lib.index([str(photo_dir)])  # nothing new, but the whitening is learned now
+        assert lib.stats()["whitening"] == "learned from 24 photos" and lib.vectors.dim == 23
+        hits = lib.search(query, k=24).hits
+        assert sorted(h.id for h in hits) == sorted(h.id for h in raw)  # the same photos, re-ranked
+        assert hits[0].label == "goldfish"
+        same = lib.search(str(photo("tiger_cat", 1)), k=1).hits[0]
+        assert same.score == pytest.approx(1.0, abs=1e-4)  # scores stay the cosine to the photo given
+        info = lib.reindex()
+        assert info["whitening"] == "1280 -> 23" and info["dim"] == 23
+    with Library(raw_settings, embedder=embedder) as lib:  # switched off again: index rebuilt raw
+        assert lib.vectors.dim == 1280 and len(lib.vectors) == 24
+
+
+def test_flip_tta_is_mirror_invariant() -> None:
+    model = load("mobilenet_v2_flip")
+    px = model.prepare(Image.open(photo("flamingo", 0)).convert("RGB"))
+    a, b = model.embed(np.stack([px, px[:, ::-1]]))
+    assert np.allclose(a, b, atol=1e-5)
+
+
+def test_gem_with_p_one_is_the_average_pool(embedder) -> None:
+    gem = load("mobilenet_v2_gem")
+    gem.gem_p = 1.0
+    px = embedder.prepare(Image.open(photo("lion", 0)).convert("RGB"))[None]
+    assert float(gem.embed(px)[0] @ embedder.embed(px)[0]) > 0.995  # same up to int8 rounding of the pool
+    gem.gem_p = 3.0
+    assert float(gem.embed(px)[0] @ embedder.embed(px)[0]) < 0.995
+
+
+def test_fusion_score_is_the_weighted_sum(embedder) -> None:
+    fused, v1 = load("mobilenet_v2+v1"), load("mobilenet_v1")
+    px = np.stack([embedder.prepare(Image.open(photo(c, 0)).convert("RGB")) for c in CLASSES[:2]])
+    f, a, b = fused.embed(px), embedder.embed(px), v1.embed(px)
+    assert float(f[0] @ f[1]) == pytest.approx(0.8 * float(a[0] @ a[1]) + 0.2 * float(b[0] @ b[1]), abs=1e-5)
