@@ -42,6 +42,7 @@ bench: install
 	$(PY) bench/ann.py
 	$(PY) bench/serve.py
 	$(PY) bench/objects.py
+	$(PY) bench/quality.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
