@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import io
 import os
 import shutil
 import threading
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from lookalike.config import Settings
 from lookalike.models.embedder import Embedder
@@ -29,6 +31,25 @@ CLASSES = ("goldfish", "tiger_cat", "bullet_train")
 
 def photo(label: str, index: int = 0, split: str = "train") -> Path:
     return sorted((TOWHEE / split / label).iterdir())[index]
+
+
+def copy_photos(root: Path, labels: tuple[str, ...], per_label: int) -> Path:
+    """A labelled folder root/<label>/<file> of the first ``per_label`` shared train photos of each label."""
+    for label in labels:
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(per_label):
+            shutil.copy(photo(label, i), root / label)
+    return root
+
+
+def side_by_side(left: str, right: str, side: int) -> bytes:
+    """A JPEG of two test photos side by side (each side x side): a photo with two subjects."""
+    both = Image.new("RGB", (2 * side, side))
+    for i, label in enumerate((left, right)):
+        both.paste(Image.open(photo(label, 0, "test")).convert("RGB").resize((side, side)), (i * side, 0))
+    buf = io.BytesIO()
+    both.save(buf, "JPEG", quality=92)
+    return buf.getvalue()
 
 
 @pytest.fixture(autouse=True)
@@ -54,14 +75,8 @@ def embedder() -> Embedder:
 
 @pytest.fixture
 def photo_dir(tmp_path: Path) -> Path:
-    """A small labelled folder of real photos: 3 classes x 4 photos, as train/<label>/<file>."""
-    root = tmp_path / "photos"
-    for label in CLASSES:
-        (root / label).mkdir(parents=True)
-        for i in range(4):
-            src = photo(label, i)
-            shutil.copy(src, root / label / src.name)
-    return root
+    """A small labelled folder of real photos: 3 classes x 4 photos, as <label>/<file>."""
+    return copy_photos(tmp_path / "photos", CLASSES, 4)
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,19 +14,14 @@ from typer.testing import CliRunner
 from lookalike.cli import app
 from lookalike.library import Library, LibraryError
 from lookalike.store.catalog import object_vector_id
-from tests.conftest import photo
+from tests.conftest import copy_photos, photo
 
 SUBJECTS = ("Afghan_hound", "ambulance", "traffic_light", "bicycle-built-for-two", "tiger_cat", "goldfish")
 
 
 @pytest.fixture
 def subject_dir(tmp_path: Path) -> Path:
-    root = tmp_path / "subjects"
-    for label in SUBJECTS:
-        (root / label).mkdir(parents=True)
-        for i in range(3):
-            shutil.copy(photo(label, i), root / label)
-    return root
+    return copy_photos(tmp_path / "subjects", SUBJECTS, 3)
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import shutil
 import threading
 import time
@@ -10,14 +9,13 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from PIL import Image
 
 from lookalike.api import app as app_module
 from lookalike.api.app import create_app, wait_ready
 from lookalike.config import Settings
 from lookalike.library import Library
 from tests.badfiles import bomb_png, real_jpeg
-from tests.conftest import MODELS, TOWHEE, photo
+from tests.conftest import MODELS, TOWHEE, photo, side_by_side
 
 API = "/api/v1"
 
@@ -81,23 +79,13 @@ def test_search_by_url_and_by_id(client: TestClient, http_server: str, http_root
 
 def test_region_search_finds_what_is_in_the_box(client: TestClient) -> None:
     """A photo made of a goldfish (left) and a bullet train (right): each half finds its class."""
-    fish = Image.open(photo("goldfish", 0, "test")).convert("RGB").resize((300, 300))
-    train = Image.open(photo("bullet_train", 0, "test")).convert("RGB").resize((300, 300))
-    both = Image.new("RGB", (600, 300))
-    both.paste(fish, (0, 0))
-    both.paste(train, (300, 0))
-    buf = io.BytesIO()
-    both.save(buf, "JPEG", quality=92)
+    both = side_by_side("goldfish", "bullet_train", 300)
     for box, label in (("0,0,300,300", "goldfish"), ("300,0,600,300", "bullet_train")):
-        r = client.post(
-            f"{API}/search", files={"image": ("both.jpg", buf.getvalue(), "image/jpeg")}, data={"box": box, "k": "3"}
-        )
+        r = client.post(f"{API}/search", files={"image": ("both.jpg", both, "image/jpeg")}, data={"box": box, "k": "3"})
         assert r.status_code == 200, r.text
         assert r.json()["hits"][0]["label"] == label and r.json()["query"]["box"] == [float(v) for v in box.split(",")]
     problem(
-        client.post(
-            f"{API}/search", files={"image": ("b.jpg", buf.getvalue(), "image/jpeg")}, data={"box": "500,0,700,300"}
-        ),
+        client.post(f"{API}/search", files={"image": ("b.jpg", both, "image/jpeg")}, data={"box": "500,0,700,300"}),
         422,
         "not inside",
     )

@@ -5,7 +5,6 @@ Screenshots of the main states go to tests/e2e/artifacts/ (git-ignored) so a per
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import socket
@@ -16,11 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-from PIL import Image
 
 from lookalike.api.app import create_app
 from lookalike.library import Library
-from tests.conftest import photo
+from tests.conftest import copy_photos, photo, side_by_side
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -32,10 +30,7 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debia
 
 @pytest.fixture
 def server(settings, embedder, photo_dir: Path):
-    for label in ("pizza", "castle", "ambulance"):
-        (photo_dir / label).mkdir()
-        for i in range(4):
-            shutil.copy(photo(label, i), photo_dir / label)
+    copy_photos(photo_dir, ("pizza", "castle", "ambulance"), 4)
     lib = Library(settings, embedder=embedder)
     lib.index([str(photo_dir)], objects=True)
     with socket.socket() as s:
@@ -92,18 +87,6 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
-def composite() -> bytes:
-    """A goldfish on the left, a bullet train on the right."""
-    fish = Image.open(photo("goldfish", 0, "test")).convert("RGB").resize((320, 320))
-    train = Image.open(photo("bullet_train", 0, "test")).convert("RGB").resize((320, 320))
-    both = Image.new("RGB", (640, 320))
-    both.paste(fish, (0, 0))
-    both.paste(train, (320, 0))
-    buf = io.BytesIO()
-    both.save(buf, "JPEG", quality=92)
-    return buf.getvalue()
-
-
 def first_label(page) -> str:
     return page.locator("#results .hit").first.get_attribute("data-label")
 
@@ -136,7 +119,7 @@ def test_search_view_more_like_this_region_and_errors(page, tmp_path: Path) -> N
 
     # region search: drag a rectangle over the train half of a two-subject photo
     both = tmp_path / "both.jpg"
-    both.write_bytes(composite())
+    both.write_bytes(side_by_side("goldfish", "bullet_train", 320))
     page.set_input_files("#file-input", str(both))
     expect(page.locator("#status")).to_contain_text("similar photos")
     page.wait_for_function("document.getElementById('query-img').naturalWidth === 640")

@@ -12,7 +12,7 @@ from lookalike.library import Library
 from lookalike.models.registry import get_spec
 from lookalike.search.rerank import expand_query
 from lookalike.search.whitening import Whitening, whiten_dim
-from tests.conftest import CLASSES, MODELS, photo
+from tests.conftest import CLASSES, MODELS, copy_photos, photo
 
 
 def load(name: str):
@@ -81,10 +81,7 @@ def test_query_expansion_by_hand() -> None:
 
 
 def test_library_learns_whitening_and_expansion_keeps_results_a_permutation(settings, embedder, photo_dir) -> None:
-    for extra in ("pizza", "castle", "flamingo"):
-        (photo_dir / extra).mkdir()
-        for i in range(4):
-            (photo_dir / extra / photo(extra, i).name).write_bytes(photo(extra, i).read_bytes())
+    copy_photos(photo_dir, ("pizza", "castle", "flamingo"), 4)
     raw_settings = settings.model_copy(update={"whiten": False, "query_expansion": 0})
     tuned = settings.model_copy(update={"whiten_min_photos": 16, "query_expansion": 2})
     query = str(photo("goldfish", 0, "test"))

@@ -249,7 +249,11 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
                 if src in rej:
                     rejected.append({"name": name, "reason": rej[src]})
                     continue
-                image_id = dup.get(src) or reader.source_state(src)[0]
+                state_row = reader.source_state(src)
+                image_id = dup.get(src) or (state_row[0] if state_row else None)
+                if image_id is None:  # its twin was deleted while this upload was indexed
+                    rejected.append({"name": name, "reason": "removed while it was being indexed; upload it again"})
+                    continue
                 (added if image_id in new_ids else duplicates).append({"name": name, "id": image_id})
             state.metrics.indexed.inc(len(report.added))
         state.metrics.rejected.inc(len(rejected))
