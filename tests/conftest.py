@@ -137,3 +137,21 @@ def http_server(http_root: Path) -> Iterator[str]:
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real S3 server (SeaweedFS) on 127.0.0.1 for the whole test session."""
+    from tests import s3server
+
+    proc, endpoint = s3server.start(tmp_path_factory.mktemp("seaweedfs"))
+    yield endpoint
+    s3server.stop(proc)
+
+
+@pytest.fixture
+def s3_settings(settings: Settings, s3_endpoint: str, request: pytest.FixtureRequest) -> Settings:
+    """Settings whose S3 client talks to the test server; the library's files under a prefix of its own."""
+    prefix = "t" + str(abs(hash(request.node.nodeid)))[:12]
+    return Settings(**{**settings.model_dump(), "s3_endpoint_url": s3_endpoint, "s3_access_key": "test",
+                       "s3_secret_key": "test", "image_store": f"s3://library/{prefix}"})  # fmt: skip

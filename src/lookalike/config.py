@@ -81,6 +81,16 @@ class Settings(BaseSettings):
     hnsw_ef_construction: int = Field(default=200, ge=8)
     hnsw_ef_search: int = Field(default=192, ge=8)
 
+    # photo storage
+    image_store: str = Field(
+        default="local", description="where thumbnails and kept originals live: local, or s3://bucket/prefix"
+    )
+    s3_endpoint_url: str | None = Field(default=None, description="S3 endpoint (MinIO, Ceph, SeaweedFS; none: AWS)")
+    s3_access_key: str | None = None
+    s3_secret_key: SecretStr | None = None
+    s3_region: str = "us-east-1"
+    s3_presign: bool = Field(default=False, description="serve S3-stored images by redirecting to presigned URLs")
+
     # HTTP service
     max_upload_bytes: int = Field(default=20 * 2**20, ge=1, description="larger request bodies get 413")
     api_key: SecretStr | None = Field(default=None, description="when set, write endpoints need header X-API-Key")

@@ -28,7 +28,9 @@ from lookalike.models.registry import get_spec, load_detector
 from lookalike.search.rerank import expand_query
 from lookalike.search.whitening import Whitening, whiten_dim
 from lookalike.store.catalog import Catalog, ImageRecord, ObjectRecord, object_vector_id, split_object_vector_id
-from lookalike.store.images import LocalImageStore
+from lookalike.store.images import ImageStore, LocalImageStore
+from lookalike.store.s3 import S3ImageStore, S3Location, is_s3, s3_client
+from lookalike.store.s3 import read as s3_read
 from lookalike.store.vectors import MISSING, EmbeddedIndex
 
 Box = tuple[float, float, float, float]
@@ -105,10 +107,17 @@ class SearchResult:
 class Library:
     def __init__(self, settings: Settings | None = None, embedder: Embedder | None = None) -> None:
         self.settings = settings or Settings()
+        # one lock for every mutation of catalog/index/store and for index searches: the service
+        # runs searches, uploads and index jobs on different threads
+        self.write_lock = threading.RLock()
         self.home = self.settings.home
         self.home.mkdir(parents=True, exist_ok=True)
         self.catalog = Catalog(self.home / "catalog.sqlite")
-        self.images = LocalImageStore(self.home / "images")
+        self._s3 = None
+        if self.settings.image_store == "local":
+            self.images: ImageStore = LocalImageStore(self.home / "images")
+        else:
+            self.images = S3ImageStore(self.s3(), S3Location.parse(self.settings.image_store))
         self.model_name = self._check_model()
         self.spec = get_spec(self.model_name)
         if embedder is not None and (embedder.name != self.model_name or embedder.dim != self.spec.dim):
@@ -118,9 +127,6 @@ class Library:
         self._object_vectors: EmbeddedIndex | None = None
         self._detector = None
         self._whitening: Whitening | None | bool = False  # False: not loaded yet
-        # one lock for every mutation of catalog/index/store and for index searches: the service
-        # runs searches, uploads and index jobs on different threads
-        self.write_lock = threading.RLock()
         self._local = threading.local()
         self._fetcher: UrlFetcher | None = None
 
@@ -264,6 +270,13 @@ class Library:
             cat = self._local.catalog = Catalog(self.catalog.path)
         return cat
 
+    def s3(self):
+        """One boto3 client (thread-safe) for S3 sources and the S3 image store."""
+        with self.write_lock:
+            if self._s3 is None:
+                self._s3 = s3_client(self.settings)
+            return self._s3
+
     def url_fetcher(self) -> UrlFetcher:
         with self.write_lock:
             if self._fetcher is None:
@@ -308,7 +321,7 @@ class Library:
 
         With ``objects`` each photo is also indexed as each subject the detector finds.
         """
-        sets: list[SourceSet] = [expand(p, label) for p in paths]
+        sets: list[SourceSet] = [expand(p, label, s3=self.s3 if is_s3(p) else None) for p in paths]
         _ = self.embedder  # a missing model fails here, once, not as one rejection per photo
         if objects:
             _ = self.detector
@@ -530,7 +543,10 @@ class Library:
             if is_url(src) or src.startswith("upload:"):
                 continue
             try:
-                data = read_file(src, self.settings.max_file_bytes)
+                if is_s3(src):
+                    data = s3_read(self.s3(), src, self.settings.max_file_bytes)
+                else:
+                    data = read_file(src, self.settings.max_file_bytes)
             except FetchError:
                 continue
             if hashlib.sha256(data).hexdigest() == rec.sha256:

@@ -17,7 +17,7 @@ from fastapi import Depends, FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field, ValidationError, model_validator
@@ -31,6 +31,7 @@ from lookalike.api.metrics import Metrics, MetricsMiddleware
 from lookalike.api.problems import Problem
 from lookalike.config import Settings
 from lookalike.library import Hit, Library, NotFoundError
+from lookalike.store.s3 import S3ImageStore
 
 API = "/api/v1"
 STATIC = Path(str(resources.files("lookalike.api") / "static"))
@@ -269,6 +270,11 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
             "original_url": f"{API}/images/{rec.id}/original", "thumbnail_url": f"{API}/images/{rec.id}/thumbnail",
         }  # fmt: skip
 
+    def presigned(lib: Library, kind: str, sha256: str) -> Response | None:
+        if settings.s3_presign and isinstance(lib.images, S3ImageStore) and lib.images.exists(kind, sha256):
+            return RedirectResponse(lib.images.presigned_url(kind, sha256), status_code=307)
+        return None
+
     def cached(request: Request, etag: str, data_fn, media_type: str) -> Response:
         headers = {"ETag": f'"{etag}"', "Cache-Control": "public, max-age=31536000, immutable"}
         if request.headers.get("if-none-match", "").strip() in (f'"{etag}"', etag, "*"):
@@ -278,6 +284,8 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
     @app.get(f"{API}/images/{{image_id}}/thumbnail", dependencies=read, summary="JPEG thumbnail")
     async def thumbnail(image_id: int, request: Request, lib: Lib) -> Response:
         rec = lib.get(image_id)
+        if (redirect := presigned(lib, "thumbnail", rec.sha256)) is not None:
+            return redirect
 
         def data() -> bytes:
             blob = lib.images.get("thumbnail", rec.sha256)
@@ -290,6 +298,8 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
     @app.get(f"{API}/images/{{image_id}}/original", dependencies=read, summary="The original photo")
     async def original(image_id: int, request: Request, lib: Lib) -> Response:
         rec = lib.get(image_id)
+        if rec.has_original and (redirect := presigned(lib, "original", rec.sha256)) is not None:
+            return redirect
         return cached(
             request, rec.sha256, lambda: lib.original_bytes(image_id), MIME.get(rec.format, "application/octet-stream")
         )

@@ -22,6 +22,7 @@ from lookalike.imaging import BadImage, thumbnail_jpeg
 from lookalike.ingest.fetch import FetchError, read_file
 from lookalike.ingest.sources import SourceItem, SourceSet
 from lookalike.store.catalog import NewImage, object_vector_id
+from lookalike.store.s3 import read as s3_read
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,8 @@ class Pipeline:
                     raise BadImage("empty file (0 bytes)")
             elif item.is_url:
                 data = self.lib.url_fetcher().fetch(item.source)
+            elif item.source.startswith("s3://"):
+                data = s3_read(self.lib.s3(), item.source, self.settings.max_file_bytes)
             else:
                 data = read_file(item.source, self.settings.max_file_bytes)
             out.nbytes = len(data)

@@ -114,8 +114,23 @@ def _looks_like_url_list(path: Path) -> bool:
     return bool(head) and is_url(head[0])
 
 
-def expand(arg: str, label: str | None = None) -> SourceSet:
-    """One command-line argument -> the photos it names."""
+def expand(arg: str, label: str | None = None, s3=None) -> SourceSet:
+    """One command-line argument -> the photos it names; ``s3`` gives a boto3 client for s3:// ones."""
+    if arg.startswith("s3://"):
+        from lookalike.store.s3 import S3Location, list_photos
+
+        if s3 is None:
+            raise SourceError(f"{arg}: no S3 client configured")
+        location = S3Location.parse(arg)
+        try:
+            objects = list(list_photos(s3(), location))
+        except Exception as exc:  # botocore raises many types; all mean the bucket cannot be listed
+            raise SourceError(f"{arg}: cannot list the bucket: {exc}") from None
+        items = [
+            SourceItem(o.uri, label if label is not None else (o.uri.rsplit("/", 2)[-2] or None), o.size, o.mtime_ns)
+            for o in objects
+        ]
+        return SourceSet(items, root=location.uri(location.prefix))
     if is_url(arg):
         return SourceSet([SourceItem(arg, label)])
     path = Path(arg).expanduser()

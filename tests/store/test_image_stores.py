@@ -1,0 +1,58 @@
+"""One conformance suite for the image stores: local directory and S3 (a real SeaweedFS server)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from lookalike.store.images import LocalImageStore
+from lookalike.store.s3 import S3ImageStore, S3Location
+from tests import s3server
+
+SHA = "ab" * 32
+OTHER = "cd" * 32
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request, tmp_path):
+    if request.param == "local":
+        return LocalImageStore(tmp_path / "images")
+    endpoint = request.getfixturevalue("s3_endpoint")
+    prefix = "conf" + str(abs(hash(request.node.nodeid)))[:10]
+    return S3ImageStore(s3server.make_client(endpoint), S3Location.parse(f"s3://library/{prefix}"))
+
+
+def test_put_get_exists_delete(store) -> None:
+    assert store.get("thumbnail", SHA) is None and not store.exists("thumbnail", SHA)
+    store.put("thumbnail", SHA, b"\xff\xd8thumb")
+    store.put("original", SHA, b"original bytes")
+    assert store.get("thumbnail", SHA) == b"\xff\xd8thumb" and store.get("original", SHA) == b"original bytes"
+    assert store.exists("thumbnail", SHA) and not store.exists("thumbnail", OTHER)
+    assert store.disk_bytes() == len(b"\xff\xd8thumb") + len(b"original bytes")
+    store.delete("thumbnail", SHA)
+    store.delete("thumbnail", OTHER)  # deleting what is not there is fine
+    assert store.get("thumbnail", SHA) is None and store.get("original", SHA) == b"original bytes"
+
+
+def test_put_is_idempotent(store) -> None:
+    store.put("original", SHA, b"same")
+    store.put("original", SHA, b"same")
+    assert store.get("original", SHA) == b"same"
+
+
+def test_keys_must_be_content_hashes(store) -> None:
+    with pytest.raises(ValueError):
+        store.put("original", "../../escape", b"x")
+
+
+def test_s3_location_parsing() -> None:
+    assert S3Location.parse("s3://photos") == S3Location("photos", "")
+    assert S3Location.parse("s3://photos/a/b") == S3Location("photos", "a/b/")
+    with pytest.raises(ValueError):
+        S3Location.parse("http://photos/a")
+
+
+def test_s3_presigned_url_serves_the_object(s3_endpoint) -> None:
+    store = S3ImageStore(s3server.make_client(s3_endpoint), S3Location.parse("s3://library/presign"))
+    store.put("thumbnail", SHA, b"jpeg bytes")
+    assert httpx.get(store.presigned_url("thumbnail", SHA, 60)).content == b"jpeg bytes"
