@@ -104,3 +104,19 @@ def test_large_library_uses_hnsw_and_still_finds_the_class(settings, embedder, p
         assert lib.stats()["index"] == "hnsw"
         hits = lib.search(str(photo("goldfish", 0)), k=3, label="goldfish").hits
         assert hits[0].score == pytest.approx(1.0, abs=1e-4) and {h.label for h in hits} == {"goldfish"}
+
+
+def test_moving_to_milvus_lite_keeps_identical_results(settings, embedder, photo_dir, tmp_path) -> None:
+    """Switching the vector backend re-uses the catalog's embeddings: no re-embedding, same top 10."""
+    pytest.importorskip("pymilvus")
+    with Library(settings, embedder=embedder) as lib:
+        lib.index([str(photo_dir)])
+        queries = [str(photo(label, 0, "test")) for label in ("goldfish", "tiger_cat", "bullet_train")]
+        before = [[(h.id, round(h.score, 4)) for h in lib.search(q, k=10).hits] for q in queries]
+    milvus = settings.model_copy(update={"vector_backend": f"milvus-lite://{tmp_path}/milvus.db"})
+    with Library(milvus, embedder=embedder) as lib:
+        assert lib.stats()["index"] == "milvus" and len(lib.vectors) == 12
+        after = [[(h.id, round(h.score, 4)) for h in lib.search(q, k=10).hits] for q in queries]
+        assert after == before
+        lib.remove([before[0][0][0]])
+        assert len(lib.vectors) == 11 and before[0][0][0] not in lib.vectors.ids().tolist()

@@ -71,6 +71,11 @@ class Settings(BaseSettings):
     qe_alpha: float = Field(default=1.0, ge=0.0, le=10.0, description="alpha-QE weight exponent")
 
     # vector index
+    vector_backend: str = Field(
+        default="embedded",
+        description="embedded, or a Milvus URI: milvus-lite:///path/file.db, http(s)://host:19530 (server, Zilliz)",
+    )
+    milvus_token: SecretStr | None = Field(default=None, description="Milvus / Zilliz Cloud token (user:password)")
     ann_threshold: int = Field(
         default=20_000,
         ge=0,

@@ -176,20 +176,21 @@ class Library:
     def _open_index(self, name: str, truth: np.ndarray, fetch) -> EmbeddedIndex:
         s = self.settings
         w = self.whitening
-        index = EmbeddedIndex(
-            self.home / name,
-            w.dim if w else self.spec.dim,
-            s.ann_threshold,
-            {"m": s.hnsw_m, "ef_construction": s.hnsw_ef_construction, "ef_search": s.hnsw_ef_search},
-            tag=w.tag if w else "raw",
-        )
-        index.load()
+        dim, tag = (w.dim, w.tag) if w else (self.spec.dim, "raw")
+        hnsw = {"m": s.hnsw_m, "ef_construction": s.hnsw_ef_construction, "ef_search": s.hnsw_ef_search}
+        if s.vector_backend == "embedded":
+            index = EmbeddedIndex(self.home / name, dim, s.ann_threshold, hnsw, tag=tag)
+            index.load()
+        else:
+            from lookalike.store.milvus import MilvusIndex, collection_name
+
+            token = s.milvus_token.get_secret_value() if s.milvus_token else None
+            index = MilvusIndex(s.vector_backend, collection_name(name, dim, tag + str(self.home)), dim, token, **hnsw)
         added, removed = index.sync(truth, lambda ids: self.transform(fetch(ids)))
         if added or removed:
             index.save()
         return index
 
-    # --- vector transform ---------------------------------------------------------------
     @property
     def whitening(self) -> Whitening | None:
         if not self.settings.whiten:

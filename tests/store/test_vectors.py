@@ -18,6 +18,11 @@ def unit(rng: np.random.Generator, n: int, dim: int = DIM) -> np.ndarray:
 
 
 def make(kind: str, tmp_path: Path):
+    if kind == "milvus-lite":
+        pytest.importorskip("pymilvus")
+        from lookalike.store.milvus import MilvusIndex
+
+        return MilvusIndex(f"milvus-lite://{tmp_path}/milvus.db", "conformance", DIM)
     if kind == "flat":
         return FlatIndex(DIM)
     if kind == "hnsw":
@@ -28,6 +33,12 @@ def make(kind: str, tmp_path: Path):
 
 
 def reload(index, kind: str, tmp_path: Path):
+    if kind == "milvus-lite":
+        from lookalike.store.milvus import MilvusIndex
+
+        index.save()
+        index.client.close()
+        return MilvusIndex(f"milvus-lite://{tmp_path}/milvus.db", "conformance", DIM)
     if kind == "flat":
         index.save(tmp_path / "f.npy")
         return FlatIndex.load(tmp_path / "f.npy", DIM)
@@ -40,7 +51,7 @@ def reload(index, kind: str, tmp_path: Path):
     return fresh
 
 
-KINDS = ["flat", "hnsw", "embedded-small", "embedded-switching"]
+KINDS = ["flat", "hnsw", "embedded-small", "embedded-switching", "milvus-lite"]
 
 
 @pytest.fixture(params=KINDS)
