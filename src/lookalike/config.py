@@ -73,9 +73,11 @@ class Settings(BaseSettings):
     # vector index
     vector_backend: str = Field(
         default="embedded",
-        description="embedded, or a Milvus URI: milvus-lite:///path/file.db, http(s)://host:19530 (server, Zilliz)",
+        description="embedded; a Milvus URI (milvus-lite:///path/file.db, http(s)://host:19530, Zilliz Cloud); "
+        "or elasticsearch+http(s)://host:9200",
     )
     milvus_token: SecretStr | None = Field(default=None, description="Milvus / Zilliz Cloud token (user:password)")
+    es_api_key: SecretStr | None = Field(default=None, description="Elasticsearch API key")
     ann_threshold: int = Field(
         default=20_000,
         ge=0,

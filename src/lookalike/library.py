@@ -181,6 +181,13 @@ class Library:
         if s.vector_backend == "embedded":
             index = EmbeddedIndex(self.home / name, dim, s.ann_threshold, hnsw, tag=tag)
             index.load()
+        elif s.vector_backend.startswith("elasticsearch+"):
+            from lookalike.store.elastic import ElasticsearchIndex
+            from lookalike.store.milvus import collection_name
+
+            key = s.es_api_key.get_secret_value() if s.es_api_key else None
+            index = ElasticsearchIndex(s.vector_backend.removeprefix("elasticsearch+"),
+                                       collection_name(name, dim, tag + str(self.home)).lower(), dim, key)  # fmt: skip
         else:
             from lookalike.store.milvus import MilvusIndex, collection_name
 

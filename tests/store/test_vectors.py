@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,14 @@ def unit(rng: np.random.Generator, n: int, dim: int = DIM) -> np.ndarray:
 
 
 def make(kind: str, tmp_path: Path):
+    if kind == "elasticsearch":
+        url = os.environ.get("LOOKALIKE_TEST_ELASTICSEARCH_URL")
+        if not url:
+            pytest.skip("set LOOKALIKE_TEST_ELASTICSEARCH_URL to run the suite against Elasticsearch 8")
+        from lookalike.store.elastic import ElasticsearchIndex
+
+        index = ElasticsearchIndex(url, f"lookalike-conformance-{tmp_path.name}".lower(), DIM)
+        return index
     if kind == "milvus-lite":
         pytest.importorskip("pymilvus")
         from lookalike.store.milvus import MilvusIndex
@@ -33,6 +42,11 @@ def make(kind: str, tmp_path: Path):
 
 
 def reload(index, kind: str, tmp_path: Path):
+    if kind == "elasticsearch":
+        from lookalike.store.elastic import ElasticsearchIndex
+
+        index.save()
+        return ElasticsearchIndex(os.environ["LOOKALIKE_TEST_ELASTICSEARCH_URL"], index.index, DIM)
     if kind == "milvus-lite":
         from lookalike.store.milvus import MilvusIndex
 
@@ -51,7 +65,7 @@ def reload(index, kind: str, tmp_path: Path):
     return fresh
 
 
-KINDS = ["flat", "hnsw", "embedded-small", "embedded-switching", "milvus-lite"]
+KINDS = ["flat", "hnsw", "embedded-small", "embedded-switching", "milvus-lite", "elasticsearch"]
 
 
 @pytest.fixture(params=KINDS)

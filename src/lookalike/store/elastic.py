@@ -1,0 +1,160 @@
+"""Elasticsearch 8 vector index (the first design's engine), via the official client.
+
+Selected with ``LOOKALIKE_VECTOR_BACKEND=elasticsearch+http(s)://host:9200`` (``LOOKALIKE_ES_API_KEY``
+optional). The mapping follows that design (dense_vector, indexed, dot_product similarity, HNSW m=16,
+ef_construction=256, keyword photo id) but refreshes after each bulk write instead of its 180 s
+refresh interval, which hid new photos from search for three minutes. The request bodies are built by
+pure functions so they are unit-tested without a server; the conformance suite runs against a real
+server when ``LOOKALIKE_TEST_ELASTICSEARCH_URL`` is set (none can be installed on the CI machine).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from lookalike.store.vectors import MISSING, _as_ids, _as_matrix
+
+
+def index_body(dim: int, m: int = 16, ef_construction: int = 256) -> dict:
+    """Settings and mapping of a Lookalike vector index."""
+    return {
+        "settings": {"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "1s"},
+        "mappings": {
+            "dynamic": "strict",
+            "properties": {
+                "photo_id": {"type": "long"},
+                "vector": {
+                    "type": "dense_vector",
+                    "dims": dim,
+                    "index": True,
+                    "similarity": "dot_product",  # vectors are unit length
+                    "index_options": {"type": "hnsw", "m": m, "ef_construction": ef_construction},
+                },
+            },
+        },
+    }
+
+
+def bulk_body(index: str, ids: np.ndarray, vectors: np.ndarray) -> list[dict]:
+    """Bulk upsert actions: the document id is the vector id, so re-adding replaces."""
+    actions: list[dict] = []
+    for i, v in zip(_as_ids(ids).tolist(), np.asarray(vectors, dtype=np.float32), strict=True):
+        actions.append({"index": {"_index": index, "_id": str(i)}})
+        actions.append({"photo_id": int(i), "vector": [float(x) for x in v]})
+    return actions
+
+
+def knn_body(query: np.ndarray, k: int, allowed: np.ndarray | None, num_candidates: int | None = None) -> dict:
+    """A top-k kNN search, optionally restricted to some ids; scores come back as (1 + cos) / 2."""
+    knn: dict = {
+        "field": "vector",
+        "query_vector": [float(x) for x in np.asarray(query, dtype=np.float32)],
+        "k": k,
+        "num_candidates": max(num_candidates or 10 * k, k),
+    }
+    if allowed is not None:
+        knn["filter"] = {"terms": {"photo_id": _as_ids(allowed).tolist()}}
+    return {"knn": knn, "size": k, "_source": False, "fields": ["photo_id"]}
+
+
+def cosine_from_score(score: float) -> float:
+    """Elasticsearch's dot_product score for unit vectors is (1 + dot) / 2."""
+    return 2.0 * score - 1.0
+
+
+class ElasticsearchIndex:
+    kind = "elasticsearch"
+
+    def __init__(
+        self,
+        url: str,
+        index: str,
+        dim: int,
+        api_key: str | None = None,
+        m: int = 16,
+        ef_construction: int = 256,
+        ef_search: int = 192,
+    ) -> None:
+        from elasticsearch import Elasticsearch
+
+        self.es = Elasticsearch(url, api_key=api_key, request_timeout=30)
+        self.index, self.dim, self.ef_search = index, dim, ef_search
+        self.dirty = False
+        if not self.es.indices.exists(index=index):
+            body = index_body(dim, m, ef_construction)
+            self.es.indices.create(index=index, settings=body["settings"], mappings=body["mappings"])
+
+    def load(self) -> bool:
+        return True
+
+    def save(self) -> None:
+        self.es.indices.refresh(index=self.index)
+        self.dirty = False
+
+    def disk_bytes(self) -> int:
+        stats = self.es.indices.stats(index=self.index, metric="store")
+        return int(stats["_all"]["primaries"]["store"]["size_in_bytes"])
+
+    def sync(self, catalog_ids: np.ndarray, fetch) -> tuple[int, int]:
+        have = self.ids()
+        missing = np.setdiff1d(catalog_ids, have, assume_unique=True)
+        extra = np.setdiff1d(have, catalog_ids, assume_unique=True)
+        if len(extra):
+            self.remove(extra)
+        for start in range(0, len(missing), 2048):
+            chunk = missing[start : start + 2048]
+            self.add(chunk, fetch(chunk))
+        return len(missing), len(extra)
+
+    def __len__(self) -> int:
+        return int(self.es.count(index=self.index)["count"])
+
+    def ids(self) -> np.ndarray:
+        from elasticsearch.helpers import scan
+
+        rows = scan(self.es, index=self.index, query={"query": {"match_all": {}}}, _source=False)
+        return np.asarray(sorted(int(r["_id"]) for r in rows), dtype=np.int64)
+
+    def vectors(self, ids: np.ndarray) -> np.ndarray:
+        ids = _as_ids(ids)
+        if len(ids) == 0:
+            return np.empty((0, self.dim), dtype=np.float32)
+        docs = self.es.mget(index=self.index, ids=[str(i) for i in ids.tolist()])["docs"]
+        return np.asarray([d["_source"]["vector"] for d in docs], dtype=np.float32)
+
+    def add(self, ids, vectors) -> None:
+        from elasticsearch.helpers import bulk
+
+        ids, vecs = _as_ids(ids), _as_matrix(vectors, self.dim)
+        if len(ids) != len(vecs):
+            raise ValueError("ids and vectors differ in length")
+        if len(ids):
+            actions = bulk_body(self.index, ids, vecs)
+            ops = [{"_op_type": "index", "_index": a["index"]["_index"], "_id": a["index"]["_id"], **d}
+                   for a, d in zip(actions[::2], actions[1::2], strict=True)]  # fmt: skip
+            bulk(self.es, ops, refresh="wait_for")  # searchable when this returns
+            self.dirty = True
+
+    def remove(self, ids) -> None:
+        from elasticsearch.helpers import bulk
+
+        ids = _as_ids(ids)
+        if len(ids):
+            ops = [{"_op_type": "delete", "_index": self.index, "_id": str(i)} for i in ids.tolist()]
+            bulk(self.es, ops, refresh="wait_for", raise_on_error=False)
+            self.dirty = True
+
+    def search(self, queries, k, allowed=None):
+        q = _as_matrix(queries, self.dim)
+        keys = np.full((len(q), k), MISSING, dtype=np.int64)
+        scores = np.full((len(q), k), -np.inf, dtype=np.float32)
+        for row, vec in enumerate(q):
+            body = knn_body(vec, k, allowed, self.ef_search)
+            hits = self.es.search(index=self.index, **body)["hits"]["hits"]
+            for col, hit in enumerate(hits[:k]):
+                keys[row, col] = int(hit["_id"])
+                scores[row, col] = cosine_from_score(float(hit["_score"]))
+        return keys, scores
+
+    def drop(self) -> None:
+        self.es.indices.delete(index=self.index, ignore_unavailable=True)
