@@ -113,8 +113,10 @@ def test_moving_to_milvus_lite_keeps_identical_results(settings, embedder, photo
         lib.index([str(photo_dir)])
         queries = [str(photo(label, 0, "test")) for label in ("goldfish", "tiger_cat", "bullet_train")]
         before = [[(h.id, round(h.score, 4)) for h in lib.search(q, k=10).hits] for q in queries]
-    milvus = settings.model_copy(update={"vector_backend": f"milvus-lite://{tmp_path}/milvus.db"})
-    with Library(milvus, embedder=embedder) as lib:
+    with Library(settings, embedder=embedder) as lib:
+        info = lib.reindex(to=f"milvus-lite://{tmp_path}/milvus.db")
+        assert info["index"] == "milvus" and info["vectors"] == 12
+    with Library(settings, embedder=embedder) as lib:  # the move sticks without any setting
         assert lib.stats()["index"] == "milvus" and len(lib.vectors) == 12
         after = [[(h.id, round(h.score, 4)) for h in lib.search(q, k=10).hits] for q in queries]
         assert after == before

@@ -324,11 +324,21 @@ def models(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 
 
 @app.command()
-def reindex() -> None:
-    """Rebuild the vector index from the catalog's stored embeddings."""
+def reindex(
+    to: Annotated[
+        str | None,
+        typer.Option(
+            help="move to a vector backend: embedded, milvus-lite:///file.db, http(s)://milvus:19530, "
+            "elasticsearch+http(s)://es:9200"
+        ),  # fmt: skip
+    ] = None,
+) -> None:
+    """Rebuild the vector index from the catalog's stored embeddings (no re-embedding)."""
     lib = open_library()
     try:
-        info = lib.reindex()
+        info = lib.reindex(to)
+    except Exception as exc:  # a backend that cannot be reached or created
+        fail(f"reindex failed: {type(exc).__name__}: {exc}")
     finally:
         lib.close()
     out.print(

@@ -119,6 +119,10 @@ class Library:
         else:
             self.images = S3ImageStore(self.s3(), S3Location.parse(self.settings.image_store))
         self.model_name = self._check_model()
+        # the vector backend a library was moved to (reindex --to) sticks, unless a setting overrides it
+        explicit = "vector_backend" in self.settings.model_fields_set
+        stored = self.catalog.get_meta("vector_backend")
+        self.vector_backend = self.settings.vector_backend if explicit or not stored else stored
         self.spec = get_spec(self.model_name)
         if embedder is not None and (embedder.name != self.model_name or embedder.dim != self.spec.dim):
             raise ModelMismatchError(f"embedder {embedder.name} given for a library of model {self.model_name}")
@@ -178,21 +182,22 @@ class Library:
         w = self.whitening
         dim, tag = (w.dim, w.tag) if w else (self.spec.dim, "raw")
         hnsw = {"m": s.hnsw_m, "ef_construction": s.hnsw_ef_construction, "ef_search": s.hnsw_ef_search}
-        if s.vector_backend == "embedded":
+        backend = self.vector_backend
+        if backend == "embedded":
             index = EmbeddedIndex(self.home / name, dim, s.ann_threshold, hnsw, tag=tag)
             index.load()
-        elif s.vector_backend.startswith("elasticsearch+"):
+        elif backend.startswith("elasticsearch+"):
             from lookalike.store.elastic import ElasticsearchIndex
             from lookalike.store.milvus import collection_name
 
             key = s.es_api_key.get_secret_value() if s.es_api_key else None
-            index = ElasticsearchIndex(s.vector_backend.removeprefix("elasticsearch+"),
+            index = ElasticsearchIndex(backend.removeprefix("elasticsearch+"),
                                        collection_name(name, dim, tag + str(self.home)).lower(), dim, key)  # fmt: skip
         else:
             from lookalike.store.milvus import MilvusIndex, collection_name
 
             token = s.milvus_token.get_secret_value() if s.milvus_token else None
-            index = MilvusIndex(s.vector_backend, collection_name(name, dim, tag + str(self.home)), dim, token, **hnsw)
+            index = MilvusIndex(backend, collection_name(name, dim, tag + str(self.home)), dim, token, **hnsw)
         added, removed = index.sync(truth, lambda ids: self.transform(fetch(ids)))
         if added or removed:
             index.save()
@@ -578,6 +583,7 @@ class Library:
             "model": self.model_name,
             "dim": self.spec.dim,
             "index_dim": vectors.dim,
+            "backend": self.vector_backend,
             "whitening": f"learned from {self.whitening.fitted_on} photos" if self.whitening else "off",
             "query_expansion": self.settings.query_expansion,
             "index": vectors.kind,
@@ -589,13 +595,23 @@ class Library:
             },
         }
 
-    def reindex(self) -> dict:
-        """Re-learn the whitening and rebuild the vector indexes from the catalog (no re-embedding)."""
+    def reindex(self, to: str | None = None) -> dict:
+        """Re-learn the whitening and rebuild the vector indexes from the catalog (no re-embedding).
+
+        ``to`` moves the library to another vector backend (embedded, a Milvus URI, elasticsearch+URL):
+        the catalog's embeddings fill it, and the library remembers the choice.
+        """
         started = time.perf_counter()
         with self.write_lock:
+            if to is not None:
+                self.catalog.set_meta("vector_backend", to)
+                self.vector_backend = to
             self.maybe_refit(force=True)
             for name in ("vectors", "object_vectors"):
                 shutil.rmtree(self.home / name, ignore_errors=True)
+            for index in (self._vectors, self._object_vectors):
+                if index is not None and hasattr(index, "drop"):
+                    index.drop()  # a server-side index is rebuilt too, not only synced
             self._vectors = self._object_vectors = None
             vectors = self.vectors
             vectors.save()
@@ -604,6 +620,7 @@ class Library:
         return {
             "vectors": len(vectors),
             "index": vectors.kind,
+            "backend": self.vector_backend,
             "dim": vectors.dim,
             "whitening": f"{self.spec.dim} -> {w.dim}" if w else "off",
             "seconds": round(time.perf_counter() - started, 3),
