@@ -1,0 +1,139 @@
+"""Vector backends from 100k to 1M photos: build time, insert rate, recall@10, latency, memory, disk.
+
+Vectors as the library would hold them at that size: the real MobileNetV2 embeddings of the shared
+Towhee photos plus synthetic ones drawn between them (a random mix of two real embeddings plus noise),
+PCA-whitened to 256 dimensions (the library's cap). Queries: the 100 real test photos. Recall@10 is
+against exact search on the same vectors.
+
+    python bench/scale.py --sizes 100000 1000000 [--backends embedded milvus-lite]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from lookalike.config import Settings
+from lookalike.imaging import decode
+from lookalike.ingest.sources import walk_folder
+from lookalike.models.registry import load_embedder
+from lookalike.search.whitening import Whitening
+from lookalike.store.vectors import HnswIndex
+
+SHARED = Path(os.environ.get("LOOKALIKE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+TOWHEE = SHARED / "datasets" / "towhee_reverse_image_search"
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def embed_folder(embedder, folder: Path) -> np.ndarray:
+    files = [i.source for i in walk_folder(folder)]
+    return embedder.embed(np.stack([embedder.prepare(decode(Path(f).read_bytes(), 10**9, 256).image) for f in files]))
+
+
+def synthetic(real: np.ndarray, n: int, noise: float = 0.3, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    for start in range(0, n, 100_000):
+        m = min(100_000, n - start)
+        w = rng.uniform(0, 1, (m, 1)).astype(np.float32)
+        mix = w * real[rng.integers(0, len(real), m)] + (1 - w) * real[rng.integers(0, len(real), m)]
+        mix /= np.linalg.norm(mix, axis=1, keepdims=True)
+        mix += noise * rng.standard_normal(mix.shape).astype(np.float32) / np.sqrt(real.shape[1])
+        yield mix / np.linalg.norm(mix, axis=1, keepdims=True)
+
+
+def percentile_ms(fn, queries: np.ndarray) -> tuple[float, float]:
+    times = []
+    for q in queries:
+        t = time.perf_counter()
+        fn(q[None])
+        times.append((time.perf_counter() - t) * 1000)
+    return float(np.percentile(times, 50)), float(np.percentile(times, 99))
+
+
+def recall(approx: np.ndarray, exact: np.ndarray) -> float:
+    return float(np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx.tolist(), exact.tolist(), strict=True)]))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    p.add_argument("--backends", nargs="+", default=["embedded", "milvus-lite"])
+    p.add_argument("--dim", type=int, default=256)
+    p.add_argument("--ef-sweep", type=int, nargs="*", default=[], help="also report the embedded index at these ef")
+    args = p.parse_args()
+    settings = Settings()
+    embedder = load_embedder(settings)
+    real, queries_raw = embed_folder(embedder, TOWHEE / "train"), embed_folder(embedder, TOWHEE / "test")
+    table = Table(title=f"vector backends, {args.dim}-d whitened vectors, {os.cpu_count()} cores")
+    for col in ("backend", "vectors", "build s", "insert/s", "recall@10", "p50 ms", "p99 ms", "batch q/s",
+                "RSS MB", "RAM B/vec", "disk B/vec"):  # fmt: skip
+        table.add_column(col, justify="left" if col == "backend" else "right")
+    for n in args.sizes:
+        raw = np.concatenate([real, *synthetic(real, n - len(real))])
+        whitening = Whitening.fit([raw[i : i + 100_000] for i in range(0, len(raw), 100_000)], args.dim)
+        data = np.concatenate([whitening.apply(raw[i : i + 100_000]) for i in range(0, len(raw), 100_000)])
+        del raw
+        queries = whitening.apply(queries_raw)
+        ids = np.arange(len(data), dtype=np.int64)
+        scores = queries @ data.T
+        exact = np.argsort(-scores, axis=1)[:, :10]
+        t = time.perf_counter()
+        for q in queries:
+            np.argpartition(-(data @ q), 10)[:10]
+        exact_p50 = (time.perf_counter() - t) / len(queries) * 1000
+        table.add_row("exact (numpy)", f"{n:,}", "-", "-", "1.000", f"{exact_p50:.1f}", "-", "-", "-",
+                      f"{data.nbytes / n:.0f}", "-")  # fmt: skip
+        for backend in args.backends:
+            with tempfile.TemporaryDirectory() as tmp:
+                before = rss_mb()
+                t = time.perf_counter()
+                if backend == "embedded":
+                    index = HnswIndex(args.dim, settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef_search)
+                    for s in range(0, n, 50_000):
+                        index.add(ids[s : s + 50_000], data[s : s + 50_000])
+                else:
+                    from lookalike.store.milvus import MilvusIndex
+
+                    index = MilvusIndex(f"milvus-lite://{tmp}/m.db", "scale", args.dim)
+                    for s in range(0, n, 10_000):
+                        index.add(ids[s : s + 10_000], data[s : s + 10_000])
+                built = time.perf_counter() - t
+                got, _ = index.search(queries, 10)
+                p50, p99 = percentile_ms(lambda q, index=index: index.search(q, 10), queries)
+                t = time.perf_counter()
+                for _ in range(5):
+                    index.search(queries, 10)
+                batch_qps = 5 * len(queries) / (time.perf_counter() - t)
+                grown = rss_mb() - before
+                if backend == "embedded":
+                    index.save(Path(tmp) / "index.hnsw")
+                    disk = sum(f.stat().st_size for f in Path(tmp).iterdir())
+                else:
+                    disk = sum(f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file())
+                table.add_row(backend, f"{n:,}", f"{built:.0f}", f"{n / built:,.0f}", f"{recall(got, exact):.3f}",
+                              f"{p50:.2f}", f"{p99:.2f}", f"{batch_qps:,.0f}", f"{grown:,.0f}",
+                              f"{grown * 2**20 / n:,.0f}", f"{disk / n:,.0f}")  # fmt: skip
+                for ef in args.ef_sweep if backend == "embedded" else []:
+                    index._index.set_ef(ef)
+                    got, _ = index.search(queries, 10)
+                    p50, p99 = percentile_ms(lambda q, index=index: index.search(q, 10), queries)
+                    table.add_row(f"  same, ef_search={ef}", f"{n:,}", "", "", f"{recall(got, exact):.3f}",
+                                  f"{p50:.2f}", f"{p99:.2f}", "", "", "", "")  # fmt: skip
+                del index
+        Console(width=160).print(table)
+
+
+if __name__ == "__main__":
+    main()
