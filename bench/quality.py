@@ -28,16 +28,20 @@ from lookalike.library import Library
 SHARED = Path(os.environ.get("LOOKALIKE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 TOWHEE = SHARED / "datasets" / "towhee_reverse_image_search"
 
+RAW = {"whiten": False, "query_expansion": 0, "rerank_depth": 0}
 ROWS = [
-    ("raw model (no whitening, no QE)", {"whiten": False, "query_expansion": 0}),
-    ("+ flip TTA", {"model": "mobilenet_v2_flip", "whiten": False, "query_expansion": 0}),
-    ("+ GeM p=3 pooling", {"model": "mobilenet_v2_gem", "whiten": False, "query_expansion": 0}),
-    ("+ fusion with mobilenet_v1 (0.8/0.2)", {"model": "mobilenet_v2+v1", "whiten": False, "query_expansion": 0}),
-    ("+ PCA whitening (d=n/8, power 0.5)", {"query_expansion": 0}),
-    ("+ alpha-QE (n=2, alpha=1)", {"whiten": False}),
-    ("whitening + QE (default)", {}),
-    ("whitening + QE + flip TTA", {"model": "mobilenet_v2_flip"}),
-    ("whitening + QE n=5", {"query_expansion": 5}),
+    ("raw model (no whitening, no QE, no re-ranking)", RAW),
+    ("+ flip TTA", {"model": "mobilenet_v2_flip", **RAW}),
+    ("+ GeM p=3 pooling", {"model": "mobilenet_v2_gem", **RAW}),
+    ("+ fusion with mobilenet_v1 (0.8/0.2)", {"model": "mobilenet_v2+v1", **RAW}),
+    ("+ PCA whitening (d=n/8, power 0.5)", {"query_expansion": 0, "rerank_depth": 0}),
+    ("+ alpha-QE (n=2, alpha=1)", {"whiten": False, "rerank_depth": 0}),
+    ("+ k-reciprocal re-ranking (top 50, k1=20, k2=6, lambda=0.5)", {"whiten": False, "query_expansion": 0}),
+    ("whitening + QE", {"rerank_depth": 0}),
+    ("whitening + QE + k-reciprocal (default)", {}),
+    ("default + flip TTA", {"model": "mobilenet_v2_flip"}),
+    ("default with QE n=5", {"query_expansion": 5}),
+    ("default with re-ranking depth 100", {"rerank_depth": 100}),
 ]
 
 
@@ -93,7 +97,7 @@ def main() -> None:
             for split in ("train", "test"):
                 for c in classes[half::2]:
                     shutil.copytree(TOWHEE / split / c, root / split / c)
-            raw = run(root, ROWS[0][1], tmp)
+            raw = run(root, RAW, tmp)
             default = run(root, {}, tmp)
             halves.add_row(
                 "even" if half == 0 else "odd",

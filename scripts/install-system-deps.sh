@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Debian packages the tests need: chromium for the end-to-end tests (Playwright drives it; no browser downloads).
+# Debian packages the tests need: chromium for the end-to-end tests (Playwright drives it; no browser
+# downloads), and iproute2 (ip) with util-linux (unshare) to run the Milvus server in a private network.
 set -euo pipefail
-if command -v chromium >/dev/null 2>&1; then
+need=()
+command -v chromium >/dev/null 2>&1 || need+=(chromium fonts-dejavu-core)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v unshare >/dev/null 2>&1 || need+=(util-linux)
+if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
 SUDO=""
 if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
 $SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 chromium --version

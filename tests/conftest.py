@@ -149,6 +149,19 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     s3server.stop(proc)
 
 
+@pytest.fixture(scope="session")
+def milvus_server_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Milvus standalone server on 127.0.0.1, only inside the private network namespace that
+    tests/store/test_milvus_server.py runs these tests in (the server binds every interface)."""
+    from tests import milvusserver
+
+    if not os.environ.get(milvusserver.INSIDE):
+        pytest.skip("runs inside a private network namespace, started by tests/store/test_milvus_server.py")
+    proc, uri = milvusserver.start(tmp_path_factory.mktemp("milvus"))
+    yield uri
+    milvusserver.stop(proc)
+
+
 @pytest.fixture
 def s3_settings(settings: Settings, s3_endpoint: str, request: pytest.FixtureRequest) -> Settings:
     """Settings whose S3 client talks to the test server; the library's files under a prefix of its own."""

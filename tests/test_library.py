@@ -106,15 +106,21 @@ def test_large_library_uses_hnsw_and_still_finds_the_class(settings, embedder, p
         assert hits[0].score == pytest.approx(1.0, abs=1e-4) and {h.label for h in hits} == {"goldfish"}
 
 
-def test_moving_to_milvus_lite_keeps_identical_results(settings, embedder, photo_dir, tmp_path) -> None:
-    """Switching the vector backend re-uses the catalog's embeddings: no re-embedding, same top 10."""
+@pytest.mark.parametrize("target", ["milvus_lite", "milvus_server"])
+def test_moving_to_milvus_keeps_identical_results(target, settings, embedder, photo_dir, tmp_path, request) -> None:
+    """Switching the vector backend re-uses the catalog's embeddings: no re-embedding, same top 10.
+
+    milvus_server runs inside the private network namespace of tests/store/test_milvus_server.py."""
     pytest.importorskip("pymilvus")
+    uri = f"milvus-lite://{tmp_path}/milvus.db"
+    if target == "milvus_server":
+        uri = request.getfixturevalue("milvus_server_uri")
     with Library(settings, embedder=embedder) as lib:
         lib.index([str(photo_dir)])
         queries = [str(photo(label, 0, "test")) for label in ("goldfish", "tiger_cat", "bullet_train")]
         before = [[(h.id, round(h.score, 4)) for h in lib.search(q, k=10).hits] for q in queries]
     with Library(settings, embedder=embedder) as lib:
-        info = lib.reindex(to=f"milvus-lite://{tmp_path}/milvus.db")
+        info = lib.reindex(to=uri)
         assert info["index"] == "milvus" and info["vectors"] == 12
     with Library(settings, embedder=embedder) as lib:  # the move sticks without any setting
         assert lib.stats()["index"] == "milvus" and len(lib.vectors) == 12

@@ -69,6 +69,12 @@ class Settings(BaseSettings):
     whiten_power: float = Field(default=0.5, ge=0.0, le=1.0, description="0: PCA only, 1: full whitening")
     query_expansion: int = Field(default=2, ge=0, le=50, description="alpha-QE neighbours (0: off)")
     qe_alpha: float = Field(default=1.0, ge=0.0, le=10.0, description="alpha-QE weight exponent")
+    rerank_depth: int = Field(
+        default=50, ge=0, le=1000, description="k-reciprocal re-ranking of this many top candidates (0: off)"
+    )
+    rerank_k1: int = Field(default=20, ge=1, le=200, description="k-reciprocal neighbourhood size")
+    rerank_k2: int = Field(default=6, ge=1, le=50, description="k-reciprocal local expansion size")
+    rerank_lambda: float = Field(default=0.5, ge=0.0, le=1.0, description="weight of the plain distance")
 
     # vector index
     vector_backend: str = Field(

@@ -25,7 +25,7 @@ from lookalike.ingest.pipeline import IndexReport, Pipeline, ProgressFn
 from lookalike.ingest.sources import SourceItem, SourceSet, expand, is_url
 from lookalike.models.embedder import Embedder
 from lookalike.models.registry import get_spec, load_detector
-from lookalike.search.rerank import expand_query
+from lookalike.search.rerank import expand_query, k_reciprocal_order
 from lookalike.search.whitening import Whitening, whiten_dim
 from lookalike.store.catalog import Catalog, ImageRecord, ObjectRecord, object_vector_id, split_object_vector_id
 from lookalike.store.images import ImageStore, LocalImageStore
@@ -489,9 +489,13 @@ class Library:
 
         if match in ("whole", "both"):
             allowed = reader.ids(label) if label is not None else None
+            depth = self.settings.rerank_depth if match == "whole" else 0
             with self.write_lock:
-                ids, scores = self.vectors.search(query[None], k + extra, allowed)
-                for i, rank_score, score in scored(self.vectors, ids[0], scores[0]):
+                ids, scores = self.vectors.search(query[None], max(k + extra, depth), allowed)
+                ranked = scored(self.vectors, ids[0], scores[0])
+                if depth and len(ranked) > 1:
+                    ranked = self._rerank(query, ranked)
+                for i, rank_score, score in ranked:
                     best[i] = (rank_score, score, None)
         if match in ("objects", "both"):
             allowed = None
@@ -516,6 +520,15 @@ class Library:
             if len(hits) == k:
                 break
         return hits
+
+    def _rerank(self, query: np.ndarray, ranked: list[tuple[int, float, float]]) -> list[tuple[int, float, float]]:
+        """k-reciprocal re-ranking of the candidates; the rank score becomes 1 - blended distance."""
+        ids = np.array([i for i, _, _ in ranked], dtype=np.int64)
+        s = self.settings
+        order, distance = k_reciprocal_order(
+            query, self.vectors.vectors(ids), s.rerank_k1, s.rerank_k2, s.rerank_lambda
+        )
+        return [(ranked[j][0], 1.0 - float(d), ranked[j][2]) for j, d in zip(order, distance, strict=True)]
 
     def _expand(self, vec: np.ndarray) -> np.ndarray:
         """alpha query expansion over the whole-photo index (unfiltered: neighbours, not results)."""
@@ -586,6 +599,7 @@ class Library:
             "backend": self.vector_backend,
             "whitening": f"learned from {self.whitening.fitted_on} photos" if self.whitening else "off",
             "query_expansion": self.settings.query_expansion,
+            "rerank_depth": self.settings.rerank_depth,
             "index": vectors.kind,
             "vectors": len(vectors),
             "disk_bytes": {

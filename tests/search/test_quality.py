@@ -10,7 +10,7 @@ from lookalike.config import Settings
 from lookalike.imaging import decode
 from lookalike.library import Library
 from lookalike.models.registry import get_spec
-from lookalike.search.rerank import expand_query
+from lookalike.search.rerank import expand_query, k_reciprocal_order
 from lookalike.search.whitening import Whitening, whiten_dim
 from tests.conftest import CLASSES, MODELS, copy_photos, photo
 
@@ -80,10 +80,35 @@ def test_query_expansion_by_hand() -> None:
     assert expand_query(q, nb[:0], np.array([]), 1.0) is q
 
 
+def test_k_reciprocal_order_is_a_permutation_and_lambda_one_is_the_cosine_order(real_vectors) -> None:
+    query, candidates = real_vectors[0], real_vectors[1:]
+    order, distance = k_reciprocal_order(query, candidates, k1=6, k2=3, lam=0.5)
+    assert sorted(order.tolist()) == list(range(35)) and np.all(np.diff(distance) >= 0)
+    plain, _ = k_reciprocal_order(query, candidates, k1=6, k2=3, lam=1.0)
+    assert plain.tolist() == np.argsort(-(candidates @ query), kind="stable").tolist()
+    one, _ = k_reciprocal_order(query, candidates[:1])
+    assert one.tolist() == [0] and k_reciprocal_order(query, candidates[:0])[0].size == 0
+
+
+def test_k_reciprocal_ranks_mutual_neighbours_of_the_same_subject_higher(real_vectors) -> None:
+    """Each photo queries the 35 others: the re-ranked top 2 hold at least as many same-class photos."""
+    labels = np.repeat(np.arange(12), 3)
+
+    def hits_in_top2(lam: float) -> int:
+        total = 0
+        for q in range(36):
+            rest = np.delete(np.arange(36), q)
+            order, _ = k_reciprocal_order(real_vectors[q], real_vectors[rest], k1=4, k2=2, lam=lam)
+            total += int((labels[rest[order[:2]]] == labels[q]).sum())
+        return total
+
+    assert hits_in_top2(0.3) > hits_in_top2(1.0)
+
+
 def test_library_learns_whitening_and_expansion_keeps_results_a_permutation(settings, embedder, photo_dir) -> None:
     copy_photos(photo_dir, ("pizza", "castle", "flamingo"), 4)
-    raw_settings = settings.model_copy(update={"whiten": False, "query_expansion": 0})
-    tuned = settings.model_copy(update={"whiten_min_photos": 16, "query_expansion": 2})
+    raw_settings = settings.model_copy(update={"whiten": False, "query_expansion": 0, "rerank_depth": 0})
+    tuned = settings.model_copy(update={"whiten_min_photos": 16, "query_expansion": 2, "rerank_depth": 24})
     query = str(photo("goldfish", 0, "test"))
     with Library(raw_settings, embedder=embedder) as lib:
         lib.index([str(photo_dir)])

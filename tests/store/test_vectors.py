@@ -18,7 +18,18 @@ def unit(rng: np.random.Generator, n: int, dim: int = DIM) -> np.ndarray:
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
+SERVER: dict[str, str] = {}  # the Milvus server's URI, once the milvus_server kind asked for it
+
+
+def milvus_collection(tmp_path: Path) -> str:
+    return "conformance_" + "".join(c if c.isalnum() else "_" for c in tmp_path.name)
+
+
 def make(kind: str, tmp_path: Path):
+    if kind == "milvus_server":
+        from lookalike.store.milvus import MilvusIndex
+
+        return MilvusIndex(SERVER["uri"], milvus_collection(tmp_path), DIM)
     if kind == "elasticsearch":
         url = os.environ.get("LOOKALIKE_TEST_ELASTICSEARCH_URL")
         if not url:
@@ -42,6 +53,12 @@ def make(kind: str, tmp_path: Path):
 
 
 def reload(index, kind: str, tmp_path: Path):
+    if kind == "milvus_server":
+        from lookalike.store.milvus import MilvusIndex
+
+        index.save()
+        index.client.close()
+        return MilvusIndex(SERVER["uri"], milvus_collection(tmp_path), DIM)
     if kind == "elasticsearch":
         from lookalike.store.elastic import ElasticsearchIndex
 
@@ -65,11 +82,14 @@ def reload(index, kind: str, tmp_path: Path):
     return fresh
 
 
-KINDS = ["flat", "hnsw", "embedded-small", "embedded-switching", "milvus-lite", "elasticsearch"]
+# milvus_server runs only inside the private network namespace of tests/store/test_milvus_server.py
+KINDS = ["flat", "hnsw", "embedded-small", "embedded-switching", "milvus-lite", "milvus_server", "elasticsearch"]
 
 
 @pytest.fixture(params=KINDS)
 def kind(request) -> str:
+    if request.param == "milvus_server":
+        SERVER["uri"] = request.getfixturevalue("milvus_server_uri")
     return request.param
 
 
