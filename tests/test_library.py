@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from lookalike.config import Settings
@@ -128,3 +129,32 @@ def test_moving_to_milvus_keeps_identical_results(target, settings, embedder, ph
         assert after == before
         lib.remove([before[0][0][0]])
         assert len(lib.vectors) == 11 and before[0][0][0] not in lib.vectors.ids().tolist()
+
+
+def test_a_label_given_later_reaches_the_index_payloads(settings, embedder, tmp_path) -> None:
+    """Filters run on the vector backend's payloads, so a first label given by a later copy must reach them."""
+    first, copy = tmp_path / "a" / "fish.jpg", tmp_path / "b" / "fish.jpg"
+    for path in (first, copy):
+        path.parent.mkdir(parents=True)
+        shutil.copy(photo("goldfish", 0), path)
+    shutil.copy(photo("tiger_cat", 0), tmp_path / "a" / "cat.jpg")
+    unlabelled = tmp_path / "a" / "photos.csv"
+    unlabelled.write_text("id,path\n1,fish.jpg\n2,cat.jpg\n")  # a CSV without labels
+    with Library(settings, embedder=embedder) as lib:
+        lib.index([str(unlabelled)])
+        assert lib.search(str(first), k=5, label="fish").hits == []
+        report = lib.index([str(copy)], label="fish")  # the same bytes, now with a label
+        assert len(report.duplicates) == 1
+        hits = lib.search(str(first), k=5, label="fish").hits
+        assert [h.label for h in hits] == ["fish"] and hits[0].score == pytest.approx(1.0, abs=1e-4)
+        assert lib.vectors.payloads(np.array([hits[0].id]))[0]["label"] == "fish"
+
+
+def test_an_index_saved_without_payloads_is_rebuilt_from_the_catalog(settings, embedder, photo_dir) -> None:
+    with Library(settings, embedder=embedder) as lib:
+        lib.index([str(photo_dir)])
+    for payload_file in (settings.home / "vectors").glob("*.payload.npz"):
+        payload_file.unlink()  # as written by a version before payloads
+    with Library(settings, embedder=embedder) as lib:
+        hits = lib.search(str(photo("goldfish", 0)), k=10, label="goldfish").hits
+        assert len(hits) == 4 and {h.label for h in hits} == {"goldfish"}

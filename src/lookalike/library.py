@@ -164,7 +164,9 @@ class Library:
         """Whole-photo vectors, keyed by image id."""
         with self.write_lock:
             if self._vectors is None:
-                self._vectors = self._open_index("vectors", self.catalog.ids(), self.catalog.embeddings_for)
+                self._vectors = self._open_index(
+                    "vectors", self.catalog.ids(), self.catalog.embeddings_for, self.catalog.payloads_for
+                )
             return self._vectors
 
     @property
@@ -173,11 +175,14 @@ class Library:
         with self.write_lock:
             if self._object_vectors is None:
                 self._object_vectors = self._open_index(
-                    "object_vectors", self.catalog.object_vector_ids(), self.catalog.object_embeddings_for
+                    "object_vectors",
+                    self.catalog.object_vector_ids(),
+                    self.catalog.object_embeddings_for,
+                    self.catalog.object_payloads_for,
                 )
             return self._object_vectors
 
-    def _open_index(self, name: str, truth: np.ndarray, fetch) -> EmbeddedIndex:
+    def _open_index(self, name: str, truth: np.ndarray, fetch, fetch_payloads) -> EmbeddedIndex:
         s = self.settings
         w = self.whitening
         dim, tag = (w.dim, w.tag) if w else (self.spec.dim, "raw")
@@ -198,7 +203,7 @@ class Library:
 
             token = s.milvus_token.get_secret_value() if s.milvus_token else None
             index = MilvusIndex(backend, collection_name(name, dim, tag + str(self.home)), dim, token, **hnsw)
-        added, removed = index.sync(truth, lambda ids: self.transform(fetch(ids)))
+        added, removed = index.sync(truth, lambda ids: self.transform(fetch(ids)), fetch_payloads)
         if added or removed:
             index.save()
         return index
@@ -487,23 +492,22 @@ class Library:
             given = scores if query is original else index.vectors(ids) @ original
             return list(zip(ids.tolist(), scores.tolist(), np.asarray(given).tolist(), strict=True))
 
+        # filters run inside the vector backend, on the payload written from the catalog
+        where = {"label": label} if label is not None else None
         if match in ("whole", "both"):
-            allowed = reader.ids(label) if label is not None else None
             depth = self.settings.rerank_depth if match == "whole" else 0
             with self.write_lock:
-                ids, scores = self.vectors.search(query[None], max(k + extra, depth), allowed)
+                ids, scores = self.vectors.search(query[None], max(k + extra, depth), where=where)
                 ranked = scored(self.vectors, ids[0], scores[0])
                 if depth and len(ranked) > 1:
                     ranked = self._rerank(query, ranked)
                 for i, rank_score, score in ranked:
                     best[i] = (rank_score, score, None)
         if match in ("objects", "both"):
-            allowed = None
-            if label is not None or detected_label is not None:
-                allowed = reader.object_vector_ids(detected_label, label)
+            object_where = dict(where or {}) | ({"detected_label": detected_label} if detected_label else {})
             # several objects of one photo can rank high: ask for more to fill k photos
             with self.write_lock:
-                ids, scores = self.object_vectors.search(query[None], 4 * (k + extra), allowed)
+                ids, scores = self.object_vectors.search(query[None], 4 * (k + extra), where=object_where or None)
                 for vid, rank_score, score in scored(self.object_vectors, ids[0], scores[0]):
                     image_id = split_object_vector_id(vid)[0]
                     if image_id not in best or best[image_id][0] < rank_score:
@@ -520,6 +524,25 @@ class Library:
             if len(hits) == k:
                 break
         return hits
+
+    def refresh_payloads(self, image_ids: list[int]) -> int:
+        """Rewrite index payloads whose photo label changed in the catalog (a first label given later)."""
+        ids = np.asarray(sorted(set(image_ids)), dtype=np.int64)
+        if not len(ids):
+            return 0
+        with self.write_lock:
+            truth = self.catalog.payloads_for(ids)
+            current = self.vectors.payloads(ids)
+            stale = np.asarray([t["photo_id"] for t, c in zip(truth, current, strict=True)
+                                if c is not None and c["label"] != t["label"]], dtype=np.int64)  # fmt: skip
+            if len(stale):
+                self.vectors.add(stale, self.vectors.vectors(stale), self.catalog.payloads_for(stale))
+                vids = np.asarray([object_vector_id(o.image_id, o.idx) for i in stale.tolist()
+                                   for o in self.catalog.objects(i)], dtype=np.int64)  # fmt: skip
+                if len(vids):
+                    objects = self.object_vectors
+                    objects.add(vids, objects.vectors(vids), self.catalog.object_payloads_for(vids))
+        return len(stale)
 
     def _rerank(self, query: np.ndarray, ranked: list[tuple[int, float, float]]) -> list[tuple[int, float, float]]:
         """k-reciprocal re-ranking of the candidates; the rank score becomes 1 - blended distance."""

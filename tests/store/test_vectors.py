@@ -213,7 +213,7 @@ def test_embedded_save_keeps_one_generation(tmp_path, data) -> None:
     index.remove(ids[:10])
     index.save()
     files = sorted(p.name for p in (tmp_path / "v").iterdir())
-    assert files == ["index-2.hnsw", "index-2.hnsw.ids", "index.json"]
+    assert files == ["index-2.hnsw", "index-2.hnsw.ids", "index-2.hnsw.payload.npz", "index.json"]
     fresh = EmbeddedIndex(tmp_path / "v", DIM, threshold=50)
     assert fresh.load() and len(fresh) == 190 and fresh.kind == "hnsw"
 
@@ -227,3 +227,90 @@ def test_hnsw_deleted_slots_are_reused(data) -> None:
     assert len(index) == 200
     got, _ = index.search(vecs[:5], 1)
     assert (got[:, 0] == ids[:5] + 10_000).all()
+
+
+# payloads, filters inside the engine, min_score, drop: the backends (Flat and HNSW are the embedded
+# backend's building blocks and hold no payloads)
+BACKENDS = ["embedded-small", "embedded-switching", "milvus-lite", "milvus_server", "elasticsearch"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    if request.param == "milvus_server":
+        SERVER["uri"] = request.getfixturevalue("milvus_server_uri")
+    return request.param
+
+
+LABELS = ("pizza", "castle", 'a "quoted" label')
+
+
+def payloads_for(ids: np.ndarray) -> list[dict]:
+    out = []
+    for n in range(len(ids)):
+        obj = n % 3  # 0 = the whole photo, else a subject
+        box = (n, 1.5, n + 10, 20.25) if obj else (0, 0, 0, 0)
+        out.append({"photo_id": 500 + n // 3, "object": obj, "label": LABELS[n % 3 if n % 5 else 2],
+                    "detected_label": ["", "dog", "bicycle"][obj], "box": box, "score": 0.5 + obj / 10})  # fmt: skip
+    return out
+
+
+def test_payloads_round_trip_and_filter_inside_the_engine(backend, tmp_path, data) -> None:
+    ids, vecs = data
+    index = make(backend, tmp_path)
+    given = payloads_for(ids)
+    index.add(ids, vecs, given)
+    got = index.payloads(ids[:30])
+    for g, want in zip(got, given[:30], strict=True):
+        assert g["photo_id"] == want["photo_id"] and g["object"] == want["object"] and g["label"] == want["label"]
+        assert g["detected_label"] == want["detected_label"] and g["score"] == pytest.approx(want["score"])
+        assert g["box"] == pytest.approx(tuple(float(x) for x in want["box"]))
+    for where in ({"label": "pizza"}, {"label": LABELS[2]}, {"detected_label": "dog", "label": "castle"},
+                  {"photo_id": 510}, {"object": 0}):  # fmt: skip
+        expected = {int(i) for i, p in zip(ids, given, strict=True) if all(p[k] == v for k, v in where.items())}
+        hits, _ = index.search(vecs[:3], 10, where=where)
+        found = set(hits[hits != MISSING].ravel().tolist())
+        assert found and found <= expected, where
+        if len(expected) <= 10:
+            assert set(hits[0][hits[0] != MISSING].tolist()) == expected, where
+    hits, _ = index.search(vecs[:2], 5, where={"label": "no such label"})
+    assert (hits == MISSING).all()
+    with pytest.raises(ValueError, match="cannot filter"):
+        index.search(vecs[:1], 5, where={"box": 3})
+    pizza = ids[1]  # re-adding replaces the payload too
+    index.add(ids[1:2], vecs[1:2], [{"photo_id": 9, "label": "renamed"}])
+    hits, _ = index.search(vecs[1:2], 5, where={"label": "renamed"})
+    assert hits[0, 0] == pizza and (hits[0, 1:] == MISSING).all()
+    index.remove(ids[1:2])
+    assert index.payloads(ids[1:3])[0] is None and index.payloads(ids[1:3])[1] is not None
+
+
+def test_payloads_survive_reload(backend, tmp_path, data) -> None:
+    ids, vecs = data
+    index = make(backend, tmp_path)
+    index.add(ids, vecs, payloads_for(ids))
+    loaded = reload(index, backend, tmp_path)
+    assert loaded.payloads(ids[4:5])[0]["detected_label"] == "dog"
+    hits, _ = loaded.search(vecs[:1], 3, where={"detected_label": "bicycle"})
+    assert all(payloads_for(ids)[int(i) - 1000]["detected_label"] == "bicycle" for i in hits[0])
+
+
+def test_min_score_drops_weaker_hits(backend, tmp_path, data) -> None:
+    ids, vecs = data
+    index = make(backend, tmp_path)
+    index.add(ids, vecs)
+    hits, scores = index.search(vecs[:5], 10, min_score=0.5)  # random 64-d unit vectors: only itself is close
+    assert (hits[:, 0] == ids[:5]).all() and (hits[:, 1:] == MISSING).all()
+    assert np.isinf(scores[:, 1:]).all()
+
+
+def test_drop_empties_the_backend(backend, tmp_path, data) -> None:
+    ids, vecs = data
+    index = make(backend, tmp_path)
+    index.add(ids, vecs)
+    index.drop()
+    fresh = make(backend, tmp_path)
+    if hasattr(fresh, "load"):
+        fresh.load()
+    assert len(fresh) == 0
+    fresh.add(ids[:2], vecs[:2])
+    assert len(fresh) == 2

@@ -257,8 +257,12 @@ class Pipeline:
             elif row.source not in changed_from:
                 report.duplicates.append(Duplicate(row.source, image_id))
         if new_ids:
+            ids = np.asarray(new_ids, dtype=np.int64)
             with self.lib.write_lock:
-                self.lib.vectors.add(np.asarray(new_ids, dtype=np.int64), self.lib.transform(np.stack(new_vecs)))
+                self.lib.vectors.add(ids, self.lib.transform(np.stack(new_vecs)), self.lib.catalog.payloads_for(ids))
+        relabelled = [image_id for row, image_id, is_new in results if not is_new and row.label is not None]
+        if relabelled:  # a copy with a label may give an unlabelled photo its first label
+            self.lib.refresh_payloads(relabelled)
         return len(batch)
 
     def _store_objects(self, image_id: int, p: _Prepared) -> None:
@@ -270,7 +274,8 @@ class Pipeline:
                 self.lib.object_vectors.remove(np.asarray(old, dtype=np.int64))
             if objects:
                 ids = np.asarray([object_vector_id(image_id, i) for i in range(1, len(objects) + 1)], dtype=np.int64)
-                self.lib.object_vectors.add(ids, self.lib.transform(p.object_vectors))
+                payloads = self.lib.catalog.object_payloads_for(ids)
+                self.lib.object_vectors.add(ids, self.lib.transform(p.object_vectors), payloads)
 
     def _remove_orphans(self, report: IndexReport) -> None:
         with self.lib.write_lock:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lookalike.store.payload import whole_photo
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
     id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused, so vector ids stay unambiguous
@@ -191,6 +193,28 @@ class Catalog:
             row = self.db.execute("SELECT embedding FROM images WHERE id=?", (i,)).fetchone()
             out.append(np.frombuffer(row[0], dtype=np.float32))
         return np.stack(out) if out else np.empty((0, 0), dtype=np.float32)
+
+    def payloads_for(self, ids: np.ndarray) -> list[dict]:
+        """Vector-index payloads of whole photos (lookalike.store.payload)."""
+        out = []
+        for i in ids.tolist():
+            row = self.db.execute("SELECT label FROM images WHERE id=?", (i,)).fetchone()
+            out.append(whole_photo(i, row[0] if row else None))
+        return out
+
+    def object_payloads_for(self, vector_ids: np.ndarray) -> list[dict]:
+        """Vector-index payloads of detected subjects: photo, entry, labels, box, score."""
+        out = []
+        for vid in vector_ids.tolist():
+            image_id, idx = split_object_vector_id(vid)
+            row = self.db.execute(
+                "SELECT o.x1, o.y1, o.x2, o.y2, o.label, o.score, i.label FROM objects o "
+                "JOIN images i ON i.id = o.image_id WHERE o.image_id=? AND o.idx=?",
+                (image_id, idx),
+            ).fetchone()
+            out.append({"photo_id": image_id, "object": idx, "label": row[6] or "", "detected_label": row[4],
+                        "box": tuple(row[:4]), "score": float(row[5])})  # fmt: skip
+        return out
 
     def sources_under(self, prefix: str) -> list[str]:
         """Sources recorded below a folder (prefix ends with the path separator)."""

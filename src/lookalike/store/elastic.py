@@ -2,7 +2,8 @@
 
 Selected with ``LOOKALIKE_VECTOR_BACKEND=elasticsearch+http(s)://host:9200`` (``LOOKALIKE_ES_API_KEY``
 optional). The mapping follows that design (dense_vector, indexed, dot_product similarity, HNSW m=16,
-ef_construction=256, keyword photo id) but refreshes after each bulk write instead of its 180 s
+ef_construction=256; photo id, box, score and label beside the vector, filtered inside the kNN search)
+but refreshes after each bulk write instead of its 180 s
 refresh interval, which hid new photos from search for three minutes. The request bodies are built by
 pure functions so they are unit-tested without a server; the conformance suite runs against a real
 server when ``LOOKALIKE_TEST_ELASTICSEARCH_URL`` is set (none can be installed on the CI machine).
@@ -12,7 +13,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from lookalike.store.vectors import MISSING, _as_ids, _as_matrix
+from lookalike.store.payload import check_where, payload_list
+from lookalike.store.vectors import MISSING, _as_ids, _as_matrix, cut_below, sync_index
+
+PAYLOAD_MAPPING = {
+    "photo_id": {"type": "long"},
+    "object": {"type": "integer"},
+    "label": {"type": "keyword"},
+    "detected_label": {"type": "keyword"},
+    "box": {"type": "float", "index": False},  # x1, y1, x2, y2 in original pixels
+    "score": {"type": "float"},
+}
 
 
 def index_body(dim: int, m: int = 16, ef_construction: int = 256) -> dict:
@@ -22,7 +33,7 @@ def index_body(dim: int, m: int = 16, ef_construction: int = 256) -> dict:
         "mappings": {
             "dynamic": "strict",
             "properties": {
-                "photo_id": {"type": "long"},
+                **PAYLOAD_MAPPING,
                 "vector": {
                     "type": "dense_vector",
                     "dims": dim,
@@ -35,26 +46,43 @@ def index_body(dim: int, m: int = 16, ef_construction: int = 256) -> dict:
     }
 
 
-def bulk_body(index: str, ids: np.ndarray, vectors: np.ndarray) -> list[dict]:
+def bulk_body(index: str, ids: np.ndarray, vectors: np.ndarray, payloads: list[dict] | None = None) -> list[dict]:
     """Bulk upsert actions: the document id is the vector id, so re-adding replaces."""
+    ids = _as_ids(ids)
     actions: list[dict] = []
-    for i, v in zip(_as_ids(ids).tolist(), np.asarray(vectors, dtype=np.float32), strict=True):
+    for i, v, p in zip(ids.tolist(), np.asarray(vectors, dtype=np.float32), payload_list(payloads, ids), strict=True):
         actions.append({"index": {"_index": index, "_id": str(i)}})
-        actions.append({"photo_id": int(i), "vector": [float(x) for x in v]})
+        actions.append({**p, "box": list(p["box"]), "vector": [float(x) for x in v]})
     return actions
 
 
-def knn_body(query: np.ndarray, k: int, allowed: np.ndarray | None, num_candidates: int | None = None) -> dict:
-    """A top-k kNN search, optionally restricted to some ids; scores come back as (1 + cos) / 2."""
+def knn_body(
+    query: np.ndarray,
+    k: int,
+    allowed: np.ndarray | None = None,
+    num_candidates: int | None = None,
+    where: dict | None = None,
+    min_score: float | None = None,
+) -> dict:
+    """A top-k kNN search with payload filters and an id set applied inside the graph walk.
+
+    Scores come back as (1 + cos) / 2, so ``min_score`` (a cosine) becomes the top-level min_score.
+    """
     knn: dict = {
         "field": "vector",
         "query_vector": [float(x) for x in np.asarray(query, dtype=np.float32)],
         "k": k,
         "num_candidates": max(num_candidates or 10 * k, k),
     }
+    filters: list[dict] = [{"term": {key: value}} for key, value in check_where(where).items()]
     if allowed is not None:
-        knn["filter"] = {"terms": {"photo_id": _as_ids(allowed).tolist()}}
-    return {"knn": knn, "size": k, "_source": False, "fields": ["photo_id"]}
+        filters.append({"ids": {"values": [str(i) for i in _as_ids(allowed).tolist()]}})
+    if filters:
+        knn["filter"] = filters[0] if len(filters) == 1 else {"bool": {"filter": filters}}
+    body = {"knn": knn, "size": k, "_source": False}
+    if min_score is not None:
+        body["min_score"] = (1.0 + float(min_score)) / 2.0
+    return body
 
 
 def cosine_from_score(score: float) -> float:
@@ -80,6 +108,10 @@ class ElasticsearchIndex:
         self.es = Elasticsearch(url, api_key=api_key, request_timeout=30)
         self.index, self.dim, self.ef_search = index, dim, ef_search
         self.dirty = False
+        if self.es.indices.exists(index=index):
+            properties = self.es.indices.get_mapping(index=index)[index]["mappings"].get("properties", {})
+            if not set(PAYLOAD_MAPPING) <= set(properties):
+                self.es.indices.delete(index=index)  # made before payloads: refilled from the catalog by sync
         if not self.es.indices.exists(index=index):
             body = index_body(dim, m, ef_construction)
             self.es.indices.create(index=index, settings=body["settings"], mappings=body["mappings"])
@@ -95,16 +127,8 @@ class ElasticsearchIndex:
         stats = self.es.indices.stats(index=self.index, metric="store")
         return int(stats["_all"]["primaries"]["store"]["size_in_bytes"])
 
-    def sync(self, catalog_ids: np.ndarray, fetch) -> tuple[int, int]:
-        have = self.ids()
-        missing = np.setdiff1d(catalog_ids, have, assume_unique=True)
-        extra = np.setdiff1d(have, catalog_ids, assume_unique=True)
-        if len(extra):
-            self.remove(extra)
-        for start in range(0, len(missing), 2048):
-            chunk = missing[start : start + 2048]
-            self.add(chunk, fetch(chunk))
-        return len(missing), len(extra)
+    def sync(self, catalog_ids: np.ndarray, fetch, fetch_payloads=None) -> tuple[int, int]:
+        return sync_index(self, catalog_ids, fetch, fetch_payloads, 2048)
 
     def __len__(self) -> int:
         return int(self.es.count(index=self.index)["count"])
@@ -122,14 +146,21 @@ class ElasticsearchIndex:
         docs = self.es.mget(index=self.index, ids=[str(i) for i in ids.tolist()])["docs"]
         return np.asarray([d["_source"]["vector"] for d in docs], dtype=np.float32)
 
-    def add(self, ids, vectors) -> None:
+    def payloads(self, ids: np.ndarray) -> list[dict | None]:
+        ids = _as_ids(ids)
+        if len(ids) == 0:
+            return []
+        docs = self.es.mget(index=self.index, ids=[str(i) for i in ids.tolist()], _source_excludes=["vector"])["docs"]
+        return [{**d["_source"], "box": tuple(d["_source"]["box"])} if d.get("found") else None for d in docs]
+
+    def add(self, ids, vectors, payloads=None) -> None:
         from elasticsearch.helpers import bulk
 
         ids, vecs = _as_ids(ids), _as_matrix(vectors, self.dim)
         if len(ids) != len(vecs):
             raise ValueError("ids and vectors differ in length")
         if len(ids):
-            actions = bulk_body(self.index, ids, vecs)
+            actions = bulk_body(self.index, ids, vecs, payloads)
             ops = [{"_op_type": "index", "_index": a["index"]["_index"], "_id": a["index"]["_id"], **d}
                    for a, d in zip(actions[::2], actions[1::2], strict=True)]  # fmt: skip
             bulk(self.es, ops, refresh="wait_for")  # searchable when this returns
@@ -144,17 +175,19 @@ class ElasticsearchIndex:
             bulk(self.es, ops, refresh="wait_for", raise_on_error=False)
             self.dirty = True
 
-    def search(self, queries, k, allowed=None):
+    def search(self, queries, k, allowed=None, where=None, min_score=None):
         q = _as_matrix(queries, self.dim)
         keys = np.full((len(q), k), MISSING, dtype=np.int64)
         scores = np.full((len(q), k), -np.inf, dtype=np.float32)
+        if allowed is not None and len(_as_ids(allowed)) == 0:
+            return keys, scores
         for row, vec in enumerate(q):
-            body = knn_body(vec, k, allowed, self.ef_search)
+            body = knn_body(vec, k, allowed, self.ef_search, where, min_score)
             hits = self.es.search(index=self.index, **body)["hits"]["hits"]
             for col, hit in enumerate(hits[:k]):
                 keys[row, col] = int(hit["_id"])
                 scores[row, col] = cosine_from_score(float(hit["_score"]))
-        return keys, scores
+        return cut_below(keys, scores, min_score)
 
     def drop(self) -> None:
         self.es.indices.delete(index=self.index, ignore_unavailable=True)

@@ -2,7 +2,9 @@
 
 Selected with ``LOOKALIKE_VECTOR_BACKEND`` = a Milvus URI (``milvus-lite:///path/file.db``, or
 ``http://host:19530`` / ``https://...`` with ``LOOKALIKE_MILVUS_TOKEN``). The collection holds the vector
-and the photo id; the catalog stays the source of truth, and ``sync`` repairs drift like the embedded index.
+and its payload as scalar fields (photo id, entry of the photo, label, detected label, box, detection
+score), so label filters are boolean expressions inside Milvus; the catalog stays the source of truth,
+and ``sync`` repairs drift like the embedded index.
 Version pins (pyproject): pymilvus 2.4.x, because pymilvus 3.x fails against Milvus 2.3 servers, and
 milvus-lite 2.4.x, because 3.x is a pure-Python rewrite that locks its directory to one process.
 """
@@ -10,11 +12,38 @@ milvus-lite 2.4.x, because 3.x is a pure-Python rewrite that locks its directory
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
 
-from lookalike.store.vectors import MISSING, _as_ids, _as_matrix, _top_k_rows
+from lookalike.store.payload import check_where, payload_list
+from lookalike.store.vectors import MISSING, _as_ids, _as_matrix, _top_k_rows, cut_below, sync_index
+
+SCALARS = ("photo_id", "object", "label", "detected_label", "x1", "y1", "x2", "y2", "score")
+
+
+def filter_expression(where: dict | None, allowed: np.ndarray | None) -> str:
+    """A Milvus boolean expression for payload equality filters and an id set."""
+    parts = []
+    for key, value in check_where(where).items():
+        parts.append(f"{key} == {json.dumps(value)}")  # JSON string literals are valid Milvus literals
+    if allowed is not None:
+        parts.append(f"id in [{','.join(map(str, _as_ids(allowed).tolist()))}]")
+    return " and ".join(parts)
+
+
+def row_of(vector_id: int, vector: np.ndarray, payload: dict) -> dict:
+    x1, y1, x2, y2 = payload["box"]
+    return {"id": int(vector_id), "vector": vector.tolist(), "photo_id": payload["photo_id"],
+            "object": payload["object"], "label": payload["label"], "detected_label": payload["detected_label"],
+            "x1": x1, "y1": y1, "x2": x2, "y2": y2, "score": payload["score"]}  # fmt: skip
+
+
+def payload_of(row: dict) -> dict:
+    return {"photo_id": int(row["photo_id"]), "object": int(row["object"]), "label": row["label"],
+            "detected_label": row["detected_label"], "box": tuple(float(row[k]) for k in ("x1", "y1", "x2", "y2")),
+            "score": float(row["score"])}  # fmt: skip
 
 
 def collection_name(name: str, dim: int, tag: str) -> str:
@@ -46,10 +75,18 @@ class MilvusIndex:
         self.client = MilvusClient(uri=uri, token=token or "")
         self.collection, self.dim, self.ef_search = collection, dim, ef_search
         self.dirty = False
+        if self.client.has_collection(collection) and not self._has_payload_fields():
+            self.client.drop_collection(collection)  # made before payloads: refilled from the catalog by sync
         if not self.client.has_collection(collection):
             schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
             schema.add_field("id", DataType.INT64, is_primary=True)
             schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+            schema.add_field("photo_id", DataType.INT64)
+            schema.add_field("object", DataType.INT32)
+            schema.add_field("label", DataType.VARCHAR, max_length=1024)
+            schema.add_field("detected_label", DataType.VARCHAR, max_length=256)
+            for name in ("x1", "y1", "x2", "y2", "score"):
+                schema.add_field(name, DataType.FLOAT)
             index = self.client.prepare_index_params()
             if self.lite:  # Milvus Lite builds FLAT, IVF_FLAT or AUTOINDEX only
                 index.add_index("vector", index_type="FLAT", metric_type="IP")
@@ -58,6 +95,10 @@ class MilvusIndex:
                                 params={"M": m, "efConstruction": ef_construction})  # fmt: skip
             self.client.create_collection(collection, schema=schema, index_params=index, consistency_level="Strong")
         self.client.load_collection(collection)
+
+    def _has_payload_fields(self) -> bool:
+        fields = {f["name"] for f in self.client.describe_collection(self.collection)["fields"]}
+        return set(SCALARS) <= fields
 
     # the EmbeddedIndex surface the library uses -------------------------------------------------------
     def load(self) -> bool:
@@ -69,16 +110,8 @@ class MilvusIndex:
     def disk_bytes(self) -> int:
         return 0  # held by the Milvus server
 
-    def sync(self, catalog_ids: np.ndarray, fetch) -> tuple[int, int]:
-        have = self.ids()
-        missing = np.setdiff1d(catalog_ids, have, assume_unique=True)
-        extra = np.setdiff1d(have, catalog_ids, assume_unique=True)
-        if len(extra):
-            self.remove(extra)
-        for start in range(0, len(missing), 4096):
-            chunk = missing[start : start + 4096]
-            self.add(chunk, fetch(chunk))
-        return len(missing), len(extra)
+    def sync(self, catalog_ids: np.ndarray, fetch, fetch_payloads=None) -> tuple[int, int]:
+        return sync_index(self, catalog_ids, fetch, fetch_payloads, 4096)
 
     # the VectorIndex protocol ------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -100,14 +133,22 @@ class MilvusIndex:
         rows = {int(r["id"]): r["vector"] for r in self.client.get(self.collection, ids=ids.tolist())}
         return np.asarray([rows[i] for i in ids.tolist()], dtype=np.float32)
 
-    def add(self, ids, vectors) -> None:
+    def add(self, ids, vectors, payloads=None) -> None:
         ids, vecs = _as_ids(ids), _as_matrix(vectors, self.dim)
         if len(ids) != len(vecs):
             raise ValueError("ids and vectors differ in length")
         if len(ids):
-            rows = [{"id": int(i), "vector": v.tolist()} for i, v in zip(ids, vecs, strict=True)]
+            rows = [row_of(i, v, p) for i, v, p in zip(ids.tolist(), vecs, payload_list(payloads, ids), strict=True)]
             self.client.upsert(self.collection, rows)
             self.dirty = True
+
+    def payloads(self, ids: np.ndarray) -> list[dict | None]:
+        ids = _as_ids(ids)
+        if len(ids) == 0:
+            return []
+        got = self.client.get(self.collection, ids=ids.tolist(), output_fields=list(SCALARS))
+        rows = {int(r["id"]): r for r in got}
+        return [payload_of(rows[i]) if i in rows else None for i in ids.tolist()]
 
     def remove(self, ids) -> None:
         ids = _as_ids(ids)
@@ -115,14 +156,11 @@ class MilvusIndex:
             self.client.delete(self.collection, ids=ids.tolist())
             self.dirty = True
 
-    def search(self, queries, k, allowed=None):
+    def search(self, queries, k, allowed=None, where=None, min_score=None):
         q = _as_matrix(queries, self.dim)
-        expr = ""
-        if allowed is not None:
-            allowed = _as_ids(allowed)
-            if len(allowed) == 0:
-                return _top_k_rows(np.full((len(q), 0), -np.inf, np.float32), np.zeros((len(q), 0), np.int64), k)
-            expr = f"id in [{','.join(map(str, allowed.tolist()))}]"
+        if allowed is not None and len(_as_ids(allowed)) == 0:
+            return _top_k_rows(np.full((len(q), 0), -np.inf, np.float32), np.zeros((len(q), 0), np.int64), k)
+        expr = filter_expression(where, allowed)
         params = {"metric_type": "IP", "params": {} if self.lite else {"ef": max(self.ef_search, k)}}
         results = self.client.search(self.collection, q.tolist(), limit=min(k, 16384), filter=expr,
                                      search_params=params)  # fmt: skip
@@ -131,7 +169,7 @@ class MilvusIndex:
         for row, hits in enumerate(results):
             for col, hit in enumerate(hits[:k]):
                 keys[row, col], scores[row, col] = int(hit["id"]), float(hit["distance"])
-        return keys, scores
+        return cut_below(keys, scores, min_score)
 
     def drop(self) -> None:
         self.client.drop_collection(self.collection)

@@ -1,8 +1,8 @@
-"""Vector indexes: exact (numpy) for small libraries, HNSW (usearch) for large ones.
+"""Vector indexes: exact (numpy) for small libraries, HNSW (hnswlib) for large ones, behind one interface.
 
 All indexes hold unit vectors keyed by int64 ids and score by inner product
 (= cosine). ``search`` returns ids padded with -1 and scores, best first; an
-``allowed`` id set restricts the results (label filters).
+``allowed`` id set or a ``where`` payload filter restricts the results.
 """
 
 from __future__ import annotations
@@ -15,23 +15,38 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from lookalike.store.payload import PayloadTable, check_where, payload_list
+
 MISSING = -1
 
 
 @runtime_checkable
 class VectorIndex(Protocol):
+    """What every vector backend offers (the embedded index, Milvus, Elasticsearch); one conformance suite.
+
+    Vectors are keyed by int64 ids and carry a payload (lookalike.store.payload); ``where`` filters on it
+    inside the engine, ``allowed`` restricts to an id set, ``min_score`` drops weaker hits.
+    """
+
     dim: int
     kind: str
 
-    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        """Insert or replace vectors."""
+    def add(self, ids: np.ndarray, vectors: np.ndarray, payloads: list[dict] | None = None) -> None:
+        """Insert or replace vectors (and their payloads)."""
         ...
 
     def remove(self, ids: np.ndarray) -> None: ...
 
     def search(
-        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+        self,
+        queries: np.ndarray,
+        k: int,
+        allowed: np.ndarray | None = None,
+        where: dict | None = None,
+        min_score: float | None = None,
     ) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def payloads(self, ids: np.ndarray) -> list[dict | None]: ...
 
     def __len__(self) -> int: ...
 
@@ -39,7 +54,18 @@ class VectorIndex(Protocol):
 
     def vectors(self, ids: np.ndarray) -> np.ndarray: ...
 
-    def save(self, path: Path) -> None: ...
+    def save(self) -> None: ...
+
+    def drop(self) -> None: ...
+
+
+def cut_below(ids: np.ndarray, scores: np.ndarray, min_score: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """Pad out hits scoring below ``min_score`` (rows stay best first)."""
+    if min_score is not None:
+        weak = scores < min_score
+        ids, scores = ids.copy(), scores.copy()
+        ids[weak], scores[weak] = MISSING, -np.inf
+    return ids, scores
 
 
 def _as_ids(ids: np.ndarray | list[int]) -> np.ndarray:
@@ -70,6 +96,19 @@ def _top_k(scores: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.
     out_ids[:, :take] = ids[best]
     out_scores[:, :take] = np.take_along_axis(scores, best, axis=1)
     return out_ids, out_scores
+
+
+def sync_index(index, catalog_ids: np.ndarray, fetch, fetch_payloads, chunk: int) -> tuple[int, int]:
+    """Make ``index`` hold exactly ``catalog_ids`` (the catalog is the truth): remove extras, add missing."""
+    have = index.ids()
+    missing = np.setdiff1d(catalog_ids, have, assume_unique=True)
+    extra = np.setdiff1d(have, catalog_ids, assume_unique=True)
+    if len(extra):
+        index.remove(extra)
+    for start in range(0, len(missing), chunk):
+        ids = missing[start : start + chunk]
+        index.add(ids, fetch(ids), fetch_payloads(ids) if fetch_payloads else None)
+    return len(missing), len(extra)
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -285,6 +324,7 @@ class EmbeddedIndex:
         self.directory, self.dim, self.threshold, self.tag = directory, dim, threshold, tag
         self.hnsw_params = hnsw or {}
         self.inner: FlatIndex | HnswIndex = FlatIndex(dim)
+        self.table = PayloadTable()
         self.dirty = False
 
     @property
@@ -300,18 +340,36 @@ class EmbeddedIndex:
     def vectors(self, ids: np.ndarray) -> np.ndarray:
         return self.inner.vectors(ids)
 
-    def add(self, ids, vectors):
+    def add(self, ids, vectors, payloads=None):
+        ids = _as_ids(ids)
+        rows = payload_list(payloads, ids)
         self.inner.add(ids, vectors)
+        self.table.put(ids, rows)
         self.dirty = True
         self._maybe_switch()
 
     def remove(self, ids):
+        ids = _as_ids(ids)
         self.inner.remove(ids)
+        self.table.remove(ids)
         self.dirty = True
         self._maybe_switch()
 
-    def search(self, queries, k, allowed=None):
-        return self.inner.search(queries, k, allowed)
+    def payloads(self, ids: np.ndarray) -> list[dict | None]:
+        return self.table.get(_as_ids(ids))
+
+    def search(self, queries, k, allowed=None, where=None, min_score=None):
+        where = check_where(where)
+        if where:
+            selected = self.table.select(where)
+            allowed = selected if allowed is None else np.intersect1d(selected, _as_ids(allowed))
+        return cut_below(*self.inner.search(queries, k, allowed), min_score)
+
+    def drop(self) -> None:
+        self.inner, self.table = FlatIndex(self.dim), PayloadTable()
+        for old in self.directory.glob("index*"):
+            old.unlink(missing_ok=True)
+        self.dirty = False
 
     def _maybe_switch(self) -> None:
         n = len(self.inner)
@@ -341,6 +399,7 @@ class EmbeddedIndex:
             generation = 1
         name = f"index-{generation}.{'hnsw' if self.kind == 'hnsw' else 'flat.npy'}"
         self.inner.save(self.directory / name)
+        self.table.save(self.directory / f"{name}.payload.npz")
         manifest = {"kind": self.kind, "dim": self.dim, "count": len(self), "file": name, "generation": generation,
                     "tag": self.tag}  # fmt: skip
         _atomic_write(self.manifest_path, lambda tmp: Path(tmp).write_text(json.dumps(manifest)))
@@ -360,22 +419,17 @@ class EmbeddedIndex:
                 self.inner = HnswIndex.load(path, self.dim, **self.hnsw_params)
             else:
                 self.inner = FlatIndex.load(path, self.dim)
+            self.table = PayloadTable.load(self.directory / f"{manifest['file']}.payload.npz")
+            if len(self.table) != len(self.inner):
+                raise ValueError("payloads and vectors disagree")
         except (OSError, ValueError, KeyError, RuntimeError, TypeError):
-            self.inner = FlatIndex(self.dim)
-            return False
+            self.inner, self.table = FlatIndex(self.dim), PayloadTable()
+            return False  # rebuilt from the catalog (an index saved before payloads existed lands here too)
         return True
 
-    def sync(self, catalog_ids: np.ndarray, fetch) -> tuple[int, int]:
+    def sync(self, catalog_ids: np.ndarray, fetch, fetch_payloads=None) -> tuple[int, int]:
         """Make the index hold exactly ``catalog_ids``; ``fetch(ids)`` returns their vectors."""
-        have = self.ids()
-        missing = np.setdiff1d(catalog_ids, have, assume_unique=True)
-        extra = np.setdiff1d(have, catalog_ids, assume_unique=True)
-        if len(extra):
-            self.remove(extra)
-        for start in range(0, len(missing), 8192):
-            chunk = missing[start : start + 8192]
-            self.add(chunk, fetch(chunk))
-        return len(missing), len(extra)
+        return sync_index(self, catalog_ids, fetch, fetch_payloads, 8192)
 
     def disk_bytes(self) -> int:
         if not self.directory.exists():
