@@ -5,7 +5,13 @@ Towhee photos plus synthetic ones drawn between them (a random mix of two real e
 PCA-whitened to 256 dimensions (the library's cap). Queries: the 100 real test photos. Recall@10 is
 against exact search on the same vectors.
 
-    python bench/scale.py --sizes 100000 1000000 [--backends embedded milvus-lite]
+Backends: ``embedded`` is the library's embedded index with its default settings, built the way a
+library grows (batches of 50k; exact below 20k vectors, HNSW to 200k, IVF above, its cells re-learned
+when the collection has grown 4x), ``hnsw`` the HNSW tier alone at the same size, ``milvus-lite`` the
+Milvus backend on a Milvus Lite file. A Milvus server binds every interface, so it is measured only where
+one is running (``--milvus-uri http://host:19530``).
+
+    python bench/scale.py --sizes 100000 1000000 --backends embedded hnsw milvus-lite
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from lookalike.imaging import decode
 from lookalike.ingest.sources import walk_folder
 from lookalike.models.registry import load_embedder
 from lookalike.search.whitening import Whitening
-from lookalike.store.vectors import HnswIndex
+from lookalike.store.vectors import EmbeddedIndex, HnswIndex
 
 SHARED = Path(os.environ.get("LOOKALIKE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 TOWHEE = SHARED / "datasets" / "towhee_reverse_image_search"
@@ -69,9 +75,11 @@ def recall(approx: np.ndarray, exact: np.ndarray) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
-    p.add_argument("--backends", nargs="+", default=["embedded", "milvus-lite"])
+    p.add_argument("--backends", nargs="+", default=["embedded", "hnsw", "milvus-lite"])
+    p.add_argument("--milvus-uri", help="also measure the Milvus server at this URI")
     p.add_argument("--dim", type=int, default=256)
-    p.add_argument("--ef-sweep", type=int, nargs="*", default=[], help="also report the embedded index at these ef")
+    p.add_argument("--ef-sweep", type=int, nargs="*", default=[], help="also report the HNSW tier at these ef")
+    p.add_argument("--nprobe-sweep", type=int, nargs="*", default=[], help="also report the IVF tier at these")
     args = p.parse_args()
     settings = Settings()
     embedder = load_embedder(settings)
@@ -95,20 +103,28 @@ def main() -> None:
         exact_p50 = (time.perf_counter() - t) / len(queries) * 1000
         table.add_row("exact (numpy)", f"{n:,}", "-", "-", "1.000", f"{exact_p50:.1f}", "-", "-", "-",
                       f"{data.nbytes / n:.0f}", "-")  # fmt: skip
-        for backend in args.backends:
+        backends = list(args.backends) + (["milvus-server"] if args.milvus_uri else [])
+        for backend in backends:
             with tempfile.TemporaryDirectory() as tmp:
                 before = rss_mb()
                 t = time.perf_counter()
                 if backend == "embedded":
+                    index = EmbeddedIndex(Path(tmp) / "v", args.dim, settings.ann_threshold,
+                                          {"m": settings.hnsw_m, "ef_construction": settings.hnsw_ef_construction,
+                                           "ef_search": settings.hnsw_ef_search},
+                                          "", settings.ivf_threshold, settings.ivf_nprobe)  # fmt: skip
+                    step = 50_000
+                elif backend == "hnsw":
                     index = HnswIndex(args.dim, settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef_search)
-                    for s in range(0, n, 50_000):
-                        index.add(ids[s : s + 50_000], data[s : s + 50_000])
+                    step = 50_000
                 else:
                     from lookalike.store.milvus import MilvusIndex
 
-                    index = MilvusIndex(f"milvus-lite://{tmp}/m.db", "scale", args.dim)
-                    for s in range(0, n, 10_000):
-                        index.add(ids[s : s + 10_000], data[s : s + 10_000])
+                    uri = args.milvus_uri if backend == "milvus-server" else f"milvus-lite://{tmp}/m.db"
+                    index = MilvusIndex(uri, f"scale_{n}", args.dim)
+                    step = 5_000
+                for s in range(0, n, step):
+                    index.add(ids[s : s + step], data[s : s + step])
                 built = time.perf_counter() - t
                 got, _ = index.search(queries, 10)
                 p50, p99 = percentile_ms(lambda q, index=index: index.search(q, 10), queries)
@@ -118,19 +134,34 @@ def main() -> None:
                 batch_qps = 5 * len(queries) / (time.perf_counter() - t)
                 grown = rss_mb() - before
                 if backend == "embedded":
+                    index.save()
+                    disk = index.disk_bytes()
+                elif backend == "hnsw":
                     index.save(Path(tmp) / "index.hnsw")
                     disk = sum(f.stat().st_size for f in Path(tmp).iterdir())
-                else:
+                elif backend == "milvus-lite":
                     disk = sum(f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file())
-                table.add_row(backend, f"{n:,}", f"{built:.0f}", f"{n / built:,.0f}", f"{recall(got, exact):.3f}",
+                else:
+                    disk = float("nan")
+                name = f"embedded ({index.kind})" if backend == "embedded" else backend
+                table.add_row(name, f"{n:,}", f"{built:.0f}", f"{n / built:,.0f}", f"{recall(got, exact):.3f}",
                               f"{p50:.2f}", f"{p99:.2f}", f"{batch_qps:,.0f}", f"{grown:,.0f}",
                               f"{grown * 2**20 / n:,.0f}", f"{disk / n:,.0f}")  # fmt: skip
-                for ef in args.ef_sweep if backend == "embedded" else []:
-                    index._index.set_ef(ef)
+                inner = getattr(index, "inner", index)
+                sweeps = []
+                if inner.kind == "hnsw":
+                    sweeps = [("ef_search", ef, lambda v, inner=inner: inner._index.set_ef(v)) for ef in args.ef_sweep]
+                elif inner.kind == "ivf":
+                    sweeps = [("nprobe", v, lambda v, inner=inner: setattr(inner, "nprobe", v))
+                              for v in args.nprobe_sweep]  # fmt: skip
+                for label, value, apply in sweeps:
+                    apply(value)
                     got, _ = index.search(queries, 10)
                     p50, p99 = percentile_ms(lambda q, index=index: index.search(q, 10), queries)
-                    table.add_row(f"  same, ef_search={ef}", f"{n:,}", "", "", f"{recall(got, exact):.3f}",
+                    table.add_row(f"  same, {label}={value}", f"{n:,}", "", "", f"{recall(got, exact):.3f}",
                                   f"{p50:.2f}", f"{p99:.2f}", "", "", "", "")  # fmt: skip
+                if backend == "milvus-server":
+                    index.drop()
                 del index
         Console(width=160).print(table)
 

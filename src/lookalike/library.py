@@ -189,7 +189,7 @@ class Library:
         hnsw = {"m": s.hnsw_m, "ef_construction": s.hnsw_ef_construction, "ef_search": s.hnsw_ef_search}
         backend = self.vector_backend
         if backend == "embedded":
-            index = EmbeddedIndex(self.home / name, dim, s.ann_threshold, hnsw, tag=tag)
+            index = EmbeddedIndex(self.home / name, dim, s.ann_threshold, hnsw, tag, s.ivf_threshold, s.ivf_nprobe)
             index.load()
         elif backend.startswith("elasticsearch+"):
             from lookalike.store.elastic import ElasticsearchIndex

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lookalike.store.vectors import MISSING, EmbeddedIndex, FlatIndex, HnswIndex
+from lookalike.store.vectors import MISSING, EmbeddedIndex, FlatIndex, HnswIndex, IvfIndex
 
 DIM = 64
 
@@ -47,6 +47,10 @@ def make(kind: str, tmp_path: Path):
         return FlatIndex(DIM)
     if kind == "hnsw":
         return HnswIndex(DIM, m=16, ef_construction=200, ef_search=200)
+    if kind == "ivf":
+        return IvfIndex(DIM, nlist=16, nprobe=16)
+    if kind == "embedded-ivf":  # exact, then HNSW at 50 vectors, then IVF at 100
+        return EmbeddedIndex(tmp_path / "v", DIM, threshold=50, hnsw={"ef_search": 200}, ivf_threshold=100)
     if kind == "embedded-small":
         return EmbeddedIndex(tmp_path / "v", DIM, threshold=10_000)
     return EmbeddedIndex(tmp_path / "v", DIM, threshold=50, hnsw={"ef_search": 200})  # switches to HNSW
@@ -73,17 +77,21 @@ def reload(index, kind: str, tmp_path: Path):
     if kind == "flat":
         index.save(tmp_path / "f.npy")
         return FlatIndex.load(tmp_path / "f.npy", DIM)
+    if kind == "ivf":
+        index.save(tmp_path / "i.ivf")
+        return IvfIndex.load(tmp_path / "i.ivf", DIM, nprobe=16)
     if kind == "hnsw":
         index.save(tmp_path / "h.hnsw")
         return HnswIndex.load(tmp_path / "h.hnsw", DIM, m=16, ef_construction=200, ef_search=200)
     index.save()
-    fresh = EmbeddedIndex(index.directory, DIM, index.threshold, index.hnsw_params)
+    fresh = EmbeddedIndex(index.directory, DIM, index.threshold, index.hnsw_params, "", index.ivf_threshold)
     assert fresh.load()
     return fresh
 
 
 # milvus_server runs only inside the private network namespace of tests/store/test_milvus_server.py
-KINDS = ["flat", "hnsw", "embedded-small", "embedded-switching", "milvus-lite", "milvus_server", "elasticsearch"]
+KINDS = ["flat", "hnsw", "ivf", "embedded-small", "embedded-switching", "embedded-ivf", "milvus-lite", "milvus_server",
+         "elasticsearch"]  # fmt: skip
 
 
 @pytest.fixture(params=KINDS)
@@ -205,6 +213,44 @@ def test_hnsw_recall_at_10_against_exact() -> None:
     assert recall >= 0.95, recall
 
 
+def test_ivf_recall_at_10_against_exact() -> None:
+    """The same clustered 20k vectors through the embedded index's IVF tier: recall@10 >= 0.95."""
+    rng = np.random.default_rng(3)
+    centres = unit(rng, 200, 256)
+    vecs = centres[rng.integers(0, 200, 20_000)] + 0.6 * unit(rng, 20_000, 256)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    ids = np.arange(20_000, dtype=np.int64)
+    flat = FlatIndex(256)
+    flat.add(ids, vecs)
+    ivf = EmbeddedIndex._convert(flat, IvfIndex(256, IvfIndex.nlist_for(20_000), nprobe=32))
+    assert ivf.built_for == 20_000 and len(ivf) == 20_000
+    queries = vecs[rng.choice(20_000, 200, replace=False)] + 0.1 * unit(rng, 200, 256)
+    exact, _ = flat.search(queries, 10)
+    approx, _ = ivf.search(queries, 10)
+    recall = np.mean([len(set(a) & set(e)) / 10 for a, e in zip(approx.tolist(), exact.tolist(), strict=True)])
+    assert recall >= 0.95, recall
+
+
+def test_embedded_index_climbs_to_ivf_and_relearns_its_cells_when_grown(tmp_path, data) -> None:
+    ids, vecs = data
+    index = EmbeddedIndex(tmp_path / "v", DIM, threshold=20, ivf_threshold=40)
+    index.add(ids[:30], vecs[:30])
+    assert index.kind == "hnsw"
+    index.add(ids[30:45], vecs[30:45])
+    assert index.kind == "ivf" and index.inner.built_for == 45
+    index.add(ids[45:170], vecs[45:170])
+    assert index.inner.built_for == 45  # 170 <= 4 x 45: the same cells
+    index.add(ids[170:], vecs[170:])
+    assert index.inner.built_for == 200 and len(index) == 200  # grown past 4x: cells learned again
+    index.save()
+    fresh = EmbeddedIndex(tmp_path / "v", DIM, threshold=20, ivf_threshold=40)
+    assert fresh.load() and fresh.kind == "ivf" and fresh.inner.built_for == 200
+    got, _ = fresh.search(vecs[:5], 1)
+    assert (got[:, 0] == ids[:5]).all()
+    fresh.remove(ids[:185])
+    assert fresh.kind == "hnsw" and len(fresh) == 15  # down a tier below half the IVF threshold
+
+
 def test_embedded_save_keeps_one_generation(tmp_path, data) -> None:
     ids, vecs = data
     index = EmbeddedIndex(tmp_path / "v", DIM, threshold=50)
@@ -231,7 +277,7 @@ def test_hnsw_deleted_slots_are_reused(data) -> None:
 
 # payloads, filters inside the engine, min_score, drop: the backends (Flat and HNSW are the embedded
 # backend's building blocks and hold no payloads)
-BACKENDS = ["embedded-small", "embedded-switching", "milvus-lite", "milvus_server", "elasticsearch"]
+BACKENDS = ["embedded-small", "embedded-switching", "embedded-ivf", "milvus-lite", "milvus_server", "elasticsearch"]
 
 
 @pytest.fixture(params=BACKENDS)

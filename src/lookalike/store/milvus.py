@@ -139,7 +139,9 @@ class MilvusIndex:
             raise ValueError("ids and vectors differ in length")
         if len(ids):
             rows = [row_of(i, v, p) for i, v, p in zip(ids.tolist(), vecs, payload_list(payloads, ids), strict=True)]
-            self.client.upsert(self.collection, rows)
+            step = max(1, 2_000_000 // self.dim)  # about 8 MB a request, under gRPC's message limit
+            for start in range(0, len(rows), step):
+                self.client.upsert(self.collection, rows[start : start + step])
             self.dirty = True
 
     def payloads(self, ids: np.ndarray) -> list[dict | None]:
