@@ -8,17 +8,22 @@ against exact search on the same vectors.
 Backends: ``embedded`` is the library's embedded index with its default settings, built the way a
 library grows (batches of 50k; exact below 20k vectors, HNSW to 200k, IVF above, its cells re-learned
 when the collection has grown 4x), ``hnsw`` the HNSW tier alone at the same size, ``milvus-lite`` the
-Milvus backend on a Milvus Lite file. A Milvus server binds every interface, so it is measured only where
-one is running (``--milvus-uri http://host:19530``).
+Milvus backend on a Milvus Lite file, ``milvus-server`` a Milvus server: one already running
+(``--milvus-uri http://host:19530``), or with ``--milvus-server`` the PyPI `milvus` 2.3.5 standalone server
+started here, which binds every interface, so only inside a private network namespace with nothing but
+loopback (as root):
 
     python bench/scale.py --sizes 100000 1000000 --backends embedded hnsw milvus-lite
+    unshare -n -- sh -c 'ip link set lo up && python bench/scale.py --sizes 100000 --backends --milvus-server'
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -59,6 +64,17 @@ def synthetic(real: np.ndarray, n: int, noise: float = 0.3, seed: int = 0):
         yield mix / np.linalg.norm(mix, axis=1, keepdims=True)
 
 
+def wait_for_index(index, timeout: float = 1800) -> None:
+    """Seal the segments and wait until the server's HNSW index covers every row (search is brute force before)."""
+    index.client.flush(index.collection)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        info = index.client.describe_index(index.collection, "vector")
+        if info.get("pending_index_rows", 0) == 0 and info.get("indexed_rows", 0) >= info.get("total_rows", 0):
+            return
+        time.sleep(2)
+
+
 def percentile_ms(fn, queries: np.ndarray) -> tuple[float, float]:
     times = []
     for q in queries:
@@ -75,12 +91,33 @@ def recall(approx: np.ndarray, exact: np.ndarray) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
-    p.add_argument("--backends", nargs="+", default=["embedded", "hnsw", "milvus-lite"])
+    p.add_argument("--backends", nargs="*", default=["embedded", "hnsw", "milvus-lite"])
     p.add_argument("--milvus-uri", help="also measure the Milvus server at this URI")
+    p.add_argument("--milvus-server", action="store_true", help="start a Milvus standalone server (netns only)")
     p.add_argument("--dim", type=int, default=256)
     p.add_argument("--ef-sweep", type=int, nargs="*", default=[], help="also report the HNSW tier at these ef")
     p.add_argument("--nprobe-sweep", type=int, nargs="*", default=[], help="also report the IVF tier at these")
     args = p.parse_args()
+    with contextlib.ExitStack() as stack:
+        if args.milvus_server:
+            args.milvus_uri = stack.enter_context(milvus_server())
+        run(args)
+
+
+@contextlib.contextmanager
+def milvus_server():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests import milvusserver
+
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, uri = milvusserver.start(Path(tmp))
+        try:
+            yield uri
+        finally:
+            milvusserver.stop(proc)
+
+
+def run(args) -> None:
     settings = Settings()
     embedder = load_embedder(settings)
     real, queries_raw = embed_folder(embedder, TOWHEE / "train"), embed_folder(embedder, TOWHEE / "test")
@@ -112,7 +149,8 @@ def main() -> None:
                     index = EmbeddedIndex(Path(tmp) / "v", args.dim, settings.ann_threshold,
                                           {"m": settings.hnsw_m, "ef_construction": settings.hnsw_ef_construction,
                                            "ef_search": settings.hnsw_ef_search},
-                                          "", settings.ivf_threshold, settings.ivf_nprobe)  # fmt: skip
+                                          "", settings.ivf_threshold, settings.ivf_nprobe,
+                                          settings.ivf_storage)  # fmt: skip
                     step = 50_000
                 elif backend == "hnsw":
                     index = HnswIndex(args.dim, settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef_search)
@@ -125,6 +163,8 @@ def main() -> None:
                     step = 5_000
                 for s in range(0, n, step):
                     index.add(ids[s : s + step], data[s : s + step])
+                if backend == "milvus-server":
+                    wait_for_index(index)
                 built = time.perf_counter() - t
                 got, _ = index.search(queries, 10)
                 p50, p99 = percentile_ms(lambda q, index=index: index.search(q, 10), queries)

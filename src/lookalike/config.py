@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -98,6 +99,9 @@ class Settings(BaseSettings):
         default=200_000, ge=0, description="libraries with at least this many vectors use IVF (faiss); 0: never"
     )
     ivf_nprobe: int = Field(default=32, ge=1, le=4096, description="IVF cells scanned per query")
+    ivf_storage: Literal["float32", "float16", "int8"] = Field(
+        default="float16", description="how the IVF tier stores vectors (float16: half the memory, same recall)"
+    )
 
     # photo storage
     image_store: str = Field(

@@ -189,7 +189,8 @@ class Library:
         hnsw = {"m": s.hnsw_m, "ef_construction": s.hnsw_ef_construction, "ef_search": s.hnsw_ef_search}
         backend = self.vector_backend
         if backend == "embedded":
-            index = EmbeddedIndex(self.home / name, dim, s.ann_threshold, hnsw, tag, s.ivf_threshold, s.ivf_nprobe)
+            index = EmbeddedIndex(self.home / name, dim, s.ann_threshold, hnsw, tag, s.ivf_threshold, s.ivf_nprobe,
+                                  s.ivf_storage)  # fmt: skip
             index.load()
         elif backend.startswith("elasticsearch+"):
             from lookalike.store.elastic import ElasticsearchIndex

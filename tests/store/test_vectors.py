@@ -231,6 +231,22 @@ def test_ivf_recall_at_10_against_exact() -> None:
     assert recall >= 0.95, recall
 
 
+@pytest.mark.parametrize("storage", ["float32", "float16", "int8"])
+def test_ivf_storage_round_trips(storage, tmp_path, data) -> None:
+    ids, vecs = data
+    index = IvfIndex(DIM, nlist=4, nprobe=4, storage=storage)
+    index.add(ids, vecs)
+    tolerance = {"float32": 1e-6, "float16": 1e-3, "int8": 2e-2}[storage]
+    assert np.abs(index.vectors(ids[:20]) - vecs[:20]).max() < tolerance
+    index.save(tmp_path / "i.ivf")
+    back = IvfIndex.load(tmp_path / "i.ivf", DIM, nprobe=4)
+    assert back.storage == storage and len(back) == 200
+    got, scores = back.search(vecs[:10], 1)
+    assert (got[:, 0] == ids[:10]).all() and np.allclose(scores[:, 0], 1.0, atol=tolerance * 10)
+    with pytest.raises(ValueError, match="storage"):
+        IvfIndex(DIM, storage="float8")
+
+
 def test_embedded_index_climbs_to_ivf_and_relearns_its_cells_when_grown(tmp_path, data) -> None:
     ids, vecs = data
     index = EmbeddedIndex(tmp_path / "v", DIM, threshold=20, ivf_threshold=40)

@@ -312,8 +312,12 @@ class IvfIndex:
 
     kind = "ivf"
 
-    def __init__(self, dim: int, nlist: int = 1024, nprobe: int = 32) -> None:
-        self.dim, self.nprobe = dim, nprobe
+    STORAGE = ("float32", "float16", "int8")
+
+    def __init__(self, dim: int, nlist: int = 1024, nprobe: int = 32, storage: str = "float16") -> None:
+        if storage not in self.STORAGE:
+            raise ValueError(f"IVF storage must be one of {', '.join(self.STORAGE)}")
+        self.dim, self.nprobe, self.storage = dim, nprobe, storage
         self._make(nlist)
         self._live: set[int] = set()
         self.built_for = 0  # vectors present when the cells were learned
@@ -322,7 +326,13 @@ class IvfIndex:
         import faiss
 
         self.nlist = nlist
-        self._index = faiss.IndexIVFFlat(faiss.IndexFlatIP(self.dim), self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        quantizer, ip = faiss.IndexFlatIP(self.dim), faiss.METRIC_INNER_PRODUCT
+        if self.storage == "float32":
+            self._index = faiss.IndexIVFFlat(quantizer, self.dim, nlist, ip)
+        else:  # float16 halves the memory at the same recall (bench/RESULTS.md); int8 quarters it, -0.02 recall
+            kind = faiss.ScalarQuantizer.QT_fp16 if self.storage == "float16" else faiss.ScalarQuantizer.QT_8bit
+            self._index = faiss.IndexIVFScalarQuantizer(quantizer, self.dim, nlist, kind, ip)
+        self._quantizer = quantizer  # faiss does not own it when built from Python: keep it alive
         self._index.set_direct_map_type(faiss.DirectMap.Hashtable)  # vectors by id, removal by id
         self._index.nprobe = self.nprobe
 
@@ -353,7 +363,7 @@ class IvfIndex:
         ids = _as_ids(ids)
         if len(ids) == 0:
             return np.empty((0, self.dim), dtype=np.float32)
-        return self._index.reconstruct_batch(ids)
+        return self._index.reconstruct_batch(ids).astype(np.float32, copy=False)
 
     def add(self, ids, vectors):
         ids, vecs = _as_ids(ids), _as_matrix(vectors, self.dim)
@@ -408,6 +418,9 @@ class IvfIndex:
         index = cls.__new__(cls)
         index._index = faiss.read_index(str(path))  # keeps its id -> vector hashtable
         index.dim, index.nlist, index.nprobe = dim, index._index.nlist, nprobe
+        sq = getattr(faiss.downcast_index(index._index), "sq", None)
+        fp16 = sq is not None and sq.qtype == faiss.ScalarQuantizer.QT_fp16
+        index.storage = "float32" if sq is None else ("float16" if fp16 else "int8")
         index._index.nprobe = nprobe
         with open(str(path) + ".ids", "rb") as fh:
             stored = np.load(fh)
@@ -444,10 +457,11 @@ class EmbeddedIndex:
         tag: str = "",
         ivf_threshold: int = 0,
         ivf_nprobe: int = 32,
+        ivf_storage: str = "float16",
     ) -> None:
         self.directory, self.dim, self.threshold, self.tag = directory, dim, threshold, tag
         self.hnsw_params = hnsw or {}
-        self.ivf_threshold, self.ivf_nprobe = ivf_threshold, ivf_nprobe
+        self.ivf_threshold, self.ivf_nprobe, self.ivf_storage = ivf_threshold, ivf_nprobe, ivf_storage
         self.inner: FlatIndex | HnswIndex | IvfIndex = FlatIndex(dim)
         self.table = PayloadTable()
         self.dirty = False
@@ -515,7 +529,7 @@ class EmbeddedIndex:
 
     def _new(self, tier: type, n: int) -> FlatIndex | HnswIndex | IvfIndex:
         if tier is IvfIndex:
-            return IvfIndex(self.dim, IvfIndex.nlist_for(n), self.ivf_nprobe)
+            return IvfIndex(self.dim, IvfIndex.nlist_for(n), self.ivf_nprobe, self.ivf_storage)
         if tier is HnswIndex:
             return HnswIndex(self.dim, **self.hnsw_params)
         return FlatIndex(self.dim)
