@@ -94,6 +94,7 @@ def main() -> None:
     p.add_argument("--backends", nargs="*", default=["embedded", "hnsw", "milvus-lite"])
     p.add_argument("--milvus-uri", help="also measure the Milvus server at this URI")
     p.add_argument("--milvus-server", action="store_true", help="start a Milvus standalone server (netns only)")
+    p.add_argument("--milvus-index", default="HNSW", help="index type of the Milvus server collection")
     p.add_argument("--dim", type=int, default=256)
     p.add_argument("--ef-sweep", type=int, nargs="*", default=[], help="also report the HNSW tier at these ef")
     p.add_argument("--nprobe-sweep", type=int, nargs="*", default=[], help="also report the IVF tier at these")
@@ -159,7 +160,8 @@ def run(args) -> None:
                     from lookalike.store.milvus import MilvusIndex
 
                     uri = args.milvus_uri if backend == "milvus-server" else f"milvus-lite://{tmp}/m.db"
-                    index = MilvusIndex(uri, f"scale_{n}", args.dim)
+                    index = MilvusIndex(uri, f"scale_{n}", args.dim, index_type=args.milvus_index,
+                                        nprobe=settings.ivf_nprobe)  # fmt: skip
                     step = 5_000
                 for s in range(0, n, step):
                     index.add(ids[s : s + step], data[s : s + step])
@@ -183,13 +185,21 @@ def run(args) -> None:
                     disk = sum(f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file())
                 else:
                     disk = float("nan")
-                name = f"embedded ({index.kind})" if backend == "embedded" else backend
+                name = {
+                    "embedded": f"embedded ({index.kind})",
+                    "milvus-server": f"milvus-server ({args.milvus_index})",
+                }.get(backend, backend)
                 table.add_row(name, f"{n:,}", f"{built:.0f}", f"{n / built:,.0f}", f"{recall(got, exact):.3f}",
                               f"{p50:.2f}", f"{p99:.2f}", f"{batch_qps:,.0f}", f"{grown:,.0f}",
                               f"{grown * 2**20 / n:,.0f}", f"{disk / n:,.0f}")  # fmt: skip
                 inner = getattr(index, "inner", index)
                 sweeps = []
-                if inner.kind == "hnsw":
+                if backend == "milvus-server" and args.milvus_index == "HNSW":
+                    sweeps = [("ef", ef, lambda v, index=index: setattr(index, "ef_search", v)) for ef in args.ef_sweep]
+                elif backend == "milvus-server":
+                    sweeps = [("nprobe", v, lambda v, index=index: setattr(index, "nprobe", v))
+                              for v in args.nprobe_sweep]  # fmt: skip
+                elif inner.kind == "hnsw":
                     sweeps = [("ef_search", ef, lambda v, inner=inner: inner._index.set_ef(v)) for ef in args.ef_sweep]
                 elif inner.kind == "ivf":
                     sweeps = [("nprobe", v, lambda v, inner=inner: setattr(inner, "nprobe", v))

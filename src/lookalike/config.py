@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     )
     milvus_token: SecretStr | None = Field(default=None, description="Milvus / Zilliz Cloud token (user:password)")
     es_api_key: SecretStr | None = Field(default=None, description="Elasticsearch API key")
+    milvus_index: Literal["HNSW", "IVF_FLAT", "IVF_SQ8"] = Field(
+        default="HNSW", description="index type of new Milvus collections (HNSW params above, IVF: nlist, ivf_nprobe)"
+    )
+    milvus_nlist: int = Field(default=4096, ge=1, le=65536, description="IVF cells of new Milvus collections")
     ann_threshold: int = Field(
         default=20_000,
         ge=0,

@@ -203,7 +203,8 @@ class Library:
             from lookalike.store.milvus import MilvusIndex, collection_name
 
             token = s.milvus_token.get_secret_value() if s.milvus_token else None
-            index = MilvusIndex(backend, collection_name(name, dim, tag + str(self.home)), dim, token, **hnsw)
+            index = MilvusIndex(backend, collection_name(name, dim, tag + str(self.home)), dim, token, **hnsw,
+                                index_type=s.milvus_index, nlist=s.milvus_nlist, nprobe=s.ivf_nprobe)  # fmt: skip
         added, removed = index.sync(truth, lambda ids: self.transform(fetch(ids)), fetch_payloads)
         if added or removed:
             index.save()

@@ -26,10 +26,11 @@ def milvus_collection(tmp_path: Path) -> str:
 
 
 def make(kind: str, tmp_path: Path):
-    if kind == "milvus_server":
+    if kind.startswith("milvus_server"):
         from lookalike.store.milvus import MilvusIndex
 
-        return MilvusIndex(SERVER["uri"], milvus_collection(tmp_path), DIM)
+        index_type = "IVF_FLAT" if kind.endswith("_ivf") else "HNSW"
+        return MilvusIndex(SERVER["uri"], milvus_collection(tmp_path), DIM, index_type=index_type, nlist=16)
     if kind == "elasticsearch":
         url = os.environ.get("LOOKALIKE_TEST_ELASTICSEARCH_URL")
         if not url:
@@ -57,12 +58,10 @@ def make(kind: str, tmp_path: Path):
 
 
 def reload(index, kind: str, tmp_path: Path):
-    if kind == "milvus_server":
-        from lookalike.store.milvus import MilvusIndex
-
+    if kind.startswith("milvus_server"):
         index.save()
         index.client.close()
-        return MilvusIndex(SERVER["uri"], milvus_collection(tmp_path), DIM)
+        return make(kind, tmp_path)
     if kind == "elasticsearch":
         from lookalike.store.elastic import ElasticsearchIndex
 
@@ -91,12 +90,12 @@ def reload(index, kind: str, tmp_path: Path):
 
 # milvus_server runs only inside the private network namespace of tests/store/test_milvus_server.py
 KINDS = ["flat", "hnsw", "ivf", "embedded-small", "embedded-switching", "embedded-ivf", "milvus-lite", "milvus_server",
-         "elasticsearch"]  # fmt: skip
+         "milvus_server_ivf", "elasticsearch"]  # fmt: skip
 
 
 @pytest.fixture(params=KINDS)
 def kind(request) -> str:
-    if request.param == "milvus_server":
+    if request.param.startswith("milvus_server"):
         SERVER["uri"] = request.getfixturevalue("milvus_server_uri")
     return request.param
 
@@ -293,12 +292,13 @@ def test_hnsw_deleted_slots_are_reused(data) -> None:
 
 # payloads, filters inside the engine, min_score, drop: the backends (Flat and HNSW are the embedded
 # backend's building blocks and hold no payloads)
-BACKENDS = ["embedded-small", "embedded-switching", "embedded-ivf", "milvus-lite", "milvus_server", "elasticsearch"]
+BACKENDS = ["embedded-small", "embedded-switching", "embedded-ivf", "milvus-lite", "milvus_server", "milvus_server_ivf",
+            "elasticsearch"]  # fmt: skip
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request) -> str:
-    if request.param == "milvus_server":
+    if request.param.startswith("milvus_server"):
         SERVER["uri"] = request.getfixturevalue("milvus_server_uri")
     return request.param
 

@@ -20,6 +20,7 @@ import numpy as np
 from lookalike.store.payload import check_where, payload_list
 from lookalike.store.vectors import MISSING, _as_ids, _as_matrix, _top_k_rows, cut_below, sync_index
 
+INDEX_TYPES = ("HNSW", "IVF_FLAT", "IVF_SQ8")
 SESSION = "Session"  # read-your-writes for this client, without Strong's wait on every read
 SCALARS = ("photo_id", "object", "label", "detected_label", "x1", "y1", "x2", "y2", "score")
 
@@ -65,8 +66,14 @@ class MilvusIndex:
         m: int = 32,
         ef_construction: int = 200,
         ef_search: int = 192,
+        index_type: str = "HNSW",
+        nlist: int = 4096,
+        nprobe: int = 32,
     ) -> None:
         from pymilvus import DataType, MilvusClient
+
+        if index_type not in INDEX_TYPES:
+            raise ValueError(f"Milvus index type must be one of {', '.join(INDEX_TYPES)}")
 
         if uri.startswith("milvus-lite://"):
             path = Path(uri.removeprefix("milvus-lite://"))
@@ -75,6 +82,7 @@ class MilvusIndex:
         self.lite = not uri.startswith(("http://", "https://", "tcp://", "unix:"))
         self.client = MilvusClient(uri=uri, token=token or "")
         self.collection, self.dim, self.ef_search = collection, dim, ef_search
+        self.index_type, self.nprobe = index_type, nprobe
         self.dirty = False
         if self.client.has_collection(collection) and not self._has_payload_fields():
             self.client.drop_collection(collection)  # made before payloads: refilled from the catalog by sync
@@ -91,15 +99,19 @@ class MilvusIndex:
             index = self.client.prepare_index_params()
             if self.lite:  # Milvus Lite builds FLAT, IVF_FLAT or AUTOINDEX only
                 index.add_index("vector", index_type="FLAT", metric_type="IP")
-            else:
+            elif index_type == "HNSW":
                 index.add_index("vector", index_type="HNSW", metric_type="IP",
                                 params={"M": m, "efConstruction": ef_construction})  # fmt: skip
+            else:  # IVF: exhaustive scan of the nearest cells, robust on dense collections (bench/RESULTS.md)
+                index.add_index("vector", index_type=index_type, metric_type="IP", params={"nlist": nlist})
             self.client.create_collection(collection, schema=schema, index_params=index, consistency_level=SESSION)
         self.client.load_collection(collection)
         # one Strong read makes everything written before (by any client) visible; after that each read is
         # Session: it sees this client's own writes without waiting for the server's time tick (Strong
         # costs ~200-300 ms per search on a standalone server, Session ~2 ms; bench/RESULTS.md)
         self._visible()
+        # the collection's own index decides the search parameters, whatever the settings say now
+        self.built_type = "FLAT" if self.lite else str(self.client.describe_index(collection, "vector")["index_type"])
 
     def _has_payload_fields(self) -> bool:
         fields = {f["name"] for f in self.client.describe_collection(self.collection)["fields"]}
@@ -176,7 +188,7 @@ class MilvusIndex:
         if allowed is not None and len(_as_ids(allowed)) == 0:
             return _top_k_rows(np.full((len(q), 0), -np.inf, np.float32), np.zeros((len(q), 0), np.int64), k)
         expr = filter_expression(where, allowed)
-        params = {"metric_type": "IP", "params": {} if self.lite else {"ef": max(self.ef_search, k)}}
+        params = {"metric_type": "IP", "params": self._search_params(k)}
         results = self.client.search(self.collection, q.tolist(), limit=min(k, 16384), filter=expr,
                                      search_params=params, consistency_level=SESSION)  # fmt: skip
         keys = np.full((len(q), k), MISSING, dtype=np.int64)
@@ -185,6 +197,11 @@ class MilvusIndex:
             for col, hit in enumerate(hits[:k]):
                 keys[row, col], scores[row, col] = int(hit["id"]), float(hit["distance"])
         return cut_below(keys, scores, min_score)
+
+    def _search_params(self, k: int) -> dict:
+        if self.built_type.startswith("IVF"):
+            return {"nprobe": self.nprobe}
+        return {} if self.lite else {"ef": max(self.ef_search, k)}
 
     def drop(self) -> None:
         self.client.drop_collection(self.collection)
