@@ -30,14 +30,15 @@ TRAIN = SHARED / "datasets" / "towhee_reverse_image_search" / "train"
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, Library(Settings(home=Path(tmp))) as lib:
         lib.index([str(TRAIN)], objects=True)
-        rows = lib.catalog.db.execute(
-            "SELECT o.image_id, o.x1, o.y1, o.x2, o.y2, i.width, i.height FROM objects o "
-            "JOIN images i ON i.id = o.image_id WHERE o.idx = 1"
-        ).fetchall()
         queries = []
-        for image_id, x1, y1, x2, y2, w, h in rows:
+        records = lib.catalog.get_many(lib.catalog.ids())
+        for image_id, rec in records.items():
+            best = lib.catalog.objects(image_id)[:1]
+            if not best:
+                continue
+            (x1, y1, x2, y2), w, h = best[0].box, rec.width, rec.height
             buf = io.BytesIO()
-            src = lib.catalog.get(image_id).sources[0]
+            src = rec.sources[0]
             Image.open(src).convert("RGB").crop((round(x1), round(y1), round(x2), round(y2))).save(buf, "JPEG")
             queries.append((image_id, buf.getvalue(), (x2 - x1) * (y2 - y1) / (w * h)))
         table = Table(title=f"crop of a photo's best subject as the query: {len(queries)} photos with subjects")

@@ -162,6 +162,26 @@ def milvus_server_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
     milvusserver.stop(proc)
 
 
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real PostgreSQL server (Debian's package) on a unix socket, for the whole test session."""
+    from tests import pgserver
+
+    if pgserver.binaries() is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the PostgreSQL tests: apt-get install postgresql")
+        pytest.skip("needs Debian's postgresql package (make system-deps)")
+    server = pgserver.PostgresServer(tmp_path_factory.mktemp("postgres")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server) -> str:
+    """A fresh empty database on the test server."""
+    return pg_server.create_database()
+
+
 @pytest.fixture
 def s3_settings(settings: Settings, s3_endpoint: str, request: pytest.FixtureRequest) -> Settings:
     """Settings whose S3 client talks to the test server; the library's files under a prefix of its own."""

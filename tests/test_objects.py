@@ -40,7 +40,7 @@ def crop_bytes(path: Path, box) -> bytes:
 def test_objects_are_stored_with_boxes_labels_and_scores(lib: Library) -> None:
     n_images = lib.catalog.count()
     assert n_images == 18
-    detected = lib.catalog.db.execute("SELECT COUNT(*) FROM detections").fetchone()[0]
+    detected = lib.catalog.counts()["detected"]
     assert detected == 18  # every photo went through the detector, with or without findings
     labels = lib.catalog.object_labels()
     assert {"dog", "traffic light", "bicycle", "cat"} <= set(labels)
@@ -68,17 +68,18 @@ def test_objects_added_later_to_an_indexed_folder(settings, embedder, subject_di
         assert len(lib.object_vectors) == 0
         report = lib.index([str(subject_dir)], objects=True)
         assert not report.added and not report.rejected
-        assert lib.catalog.db.execute("SELECT COUNT(*) FROM detections").fetchone()[0] == 18
+        assert lib.catalog.counts()["detected"] == 18
         assert len(lib.object_vectors) > 0 and lib.catalog.count() == 18
 
 
 def test_a_crop_of_an_object_finds_the_photo_that_holds_it(lib: Library) -> None:
     """The smallest indexed subject, cropped out of its photo, finds that photo through the object entry."""
-    rows = lib.catalog.db.execute(
-        "SELECT o.image_id, o.idx, (o.x2 - o.x1) * (o.y2 - o.y1) * 1.0 / (i.width * i.height) AS frac "
-        "FROM objects o JOIN images i ON i.id = o.image_id ORDER BY frac LIMIT 1"
-    ).fetchone()
-    image_id, idx, fraction = rows
+    records = lib.catalog.get_many(lib.catalog.ids())
+    fraction, image_id, idx = min(
+        ((o.box[2] - o.box[0]) * (o.box[3] - o.box[1]) / (rec.width * rec.height), i, o.idx)
+        for i, rec in records.items()
+        for o in lib.catalog.objects(i)
+    )
     assert fraction < 0.3  # a real part of the photo, not the whole of it
     obj = next(o for o in lib.catalog.objects(image_id) if o.idx == idx)
     source = Path(lib.catalog.get(image_id).sources[0])

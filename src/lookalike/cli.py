@@ -347,6 +347,49 @@ def reindex(
     )
 
 
+@app.command()
+def doctor(
+    fix: Annotated[bool, typer.Option("--fix", help="repair: the catalog is the truth")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the findings as JSON")] = False,
+) -> None:
+    """Compare the catalog with the vector engine and the image store; with --fix, repair the differences.
+
+    Exits with 1 when differences remain (none found is 0), so it can run from a health check.
+    """
+    from lookalike import doctor as checks
+
+    lib = open_library()
+    try:
+        found = checks.check(lib)
+        if fix and found.problems:
+            found = checks.fix(lib, found)
+            after = checks.check(lib)
+    except Exception as exc:  # an engine or store that cannot be reached
+        fail(f"doctor failed: {type(exc).__name__}: {exc}")
+    finally:
+        lib.close()
+    remaining = after.problems if fix and found.problems else found.problems
+    if as_json:
+        out.print_json(json.dumps(found.as_dict() | {"remaining": remaining}))
+    else:
+        table = Table(title=f"doctor: {found.problems} difference(s)", title_justify="left")
+        table.add_column("finding")
+        table.add_column("count", justify="right")
+        table.add_column("first ids", overflow="fold")
+        for key, value in found.as_dict().items():
+            if isinstance(value, list) and key != "unfixable":
+                table.add_row(key.replace("_", " "), str(len(value)), ", ".join(map(str, value[:8])))
+        out.print(table)
+        if fix and found.problems:
+            out.print(f"fixed: {found.fixed}; remaining: {remaining}", highlight=False)
+            for line in found.unfixable:
+                out.print(f"[yellow]cannot fix:[/] {line}", highlight=False)
+        elif found.problems:
+            out.print("run `lookalike doctor --fix` to repair (the catalog is the truth)")
+    if remaining:
+        raise typer.Exit(1)
+
+
 @app.command("eval")
 def evaluate_cmd(
     directory: Annotated[Path, typer.Argument(help="train/ + test/ folders, or one labelled folder (leave-one-out)")],

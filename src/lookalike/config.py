@@ -31,6 +31,23 @@ class Settings(BaseSettings):
     )
     allow_download: bool = Field(default=True, description="fetch missing model files from their pinned address")
     model: str = Field(default="mobilenet_v2", description="embedding model name (see `lookalike models`)")
+
+    # the catalog (source of truth) and how processes sharing it stay in step
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="catalog database: postgresql://user:password@host/db to share one library between processes "
+        "and machines (default: SQLite file HOME/catalog.sqlite)",
+    )
+    database_schema: str | None = Field(default=None, description="PostgreSQL schema holding the library's tables")
+    sync_interval: float = Field(
+        default=0.5, gt=0, le=60, description="seconds between a service's looks at the catalog's change feed"
+    )
+    change_retention: float = Field(
+        default=3600.0, ge=0, description="seconds the change feed is kept for processes that fell behind"
+    )
+    retire_grace: float = Field(
+        default=30.0, ge=0, description="seconds a replaced vector collection is kept for readers still on it"
+    )
     threads: int = Field(default=0, ge=0, description="inference threads per model instance (0: automatic)")
 
     # subject detection
@@ -68,6 +85,10 @@ class Settings(BaseSettings):
     whiten_max_dim: int = Field(default=256, ge=8, le=4096, description="dimensions kept by whitening, at most")
     whiten_min_photos: int = Field(default=256, ge=16, description="whitening is learned once this many photos exist")
     whiten_power: float = Field(default=0.5, ge=0.0, le=1.0, description="0: PCA only, 1: full whitening")
+    whiten_auto_max: int = Field(
+        default=100_000, ge=0, description="re-learn automatically (on 2x growth) only up to this many photos"
+    )
+    whiten_sample: int = Field(default=50_000, ge=256, description="photos a whitening is fitted on, at most")
     query_expansion: int = Field(default=2, ge=0, le=50, description="alpha-QE neighbours (0: off)")
     qe_alpha: float = Field(default=1.0, ge=0.0, le=10.0, description="alpha-QE weight exponent")
     rerank_depth: int = Field(
@@ -127,6 +148,13 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None
+
+    @property
+    def catalog_url(self) -> str:
+        """The configured database, or the SQLite file in the library directory."""
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return f"sqlite:///{self.home / 'catalog.sqlite'}"
 
     @property
     def resolved_models_dir(self) -> Path:

@@ -128,10 +128,8 @@ def evaluate(
             "query_embeds_photo": split,
             "match": match,
             "query": query,
-            "objects_indexed": int(lib.catalog.db.execute("SELECT COUNT(*) FROM objects").fetchone()[0]),
-            "photos_with_objects": int(
-                lib.catalog.db.execute("SELECT COUNT(DISTINCT image_id) FROM objects").fetchone()[0]
-            ),
+            "objects_indexed": lib.catalog.counts()["objects"],
+            "photos_with_objects": lib.catalog.counts()["photos_with_objects"],
             "library": str(home),
         }
 

@@ -1,18 +1,21 @@
-"""The core library: one object that the CLI, the HTTP service and the benchmarks call.
+"""The core library: one object that the CLI, the HTTP service, the workers and the benchmarks call.
 
-A ``Library`` is a directory (``settings.home``) holding the SQLite catalog,
-the image store and the vector index, plus the embedder recorded for it. Like
-rclip's ``RClip``, the embedder can be passed in, so tests and tools can share
-one loaded model across libraries.
+A ``Library`` is a catalog (the source of truth: SQLite in ``settings.home`` or the PostgreSQL database
+of ``LOOKALIKE_DATABASE_URL``), an image store (a local folder or a bucket) and a vector space (the
+active transform and its collections, in the embedded index or a shared engine). The process holds
+nothing that another process must agree with: the space is opened from the catalog's pointer and kept
+up to date by following the catalog's change feed (``lookalike.vectorspace``). Like rclip's ``RClip``,
+the embedder can be passed in, so tests and tools can share one loaded model across libraries.
 """
 
 from __future__ import annotations
 
 import hashlib
-import shutil
+import logging
 import threading
 import time
-from dataclasses import dataclass, field, replace
+import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,15 +28,20 @@ from lookalike.ingest.pipeline import IndexReport, Pipeline, ProgressFn
 from lookalike.ingest.sources import SourceItem, SourceSet, expand, is_url
 from lookalike.models.embedder import Embedder
 from lookalike.models.registry import get_spec, load_detector
-from lookalike.search.rerank import expand_query, k_reciprocal_order
-from lookalike.search.whitening import Whitening, whiten_dim
-from lookalike.store.catalog import Catalog, ImageRecord, ObjectRecord, object_vector_id, split_object_vector_id
+from lookalike.search import ranking
+from lookalike.search.results import Box, Hit, SearchResult
+from lookalike.search.whitening import Whitening
+from lookalike.store.catalog import Catalog, ImageRecord
+from lookalike.store.catalog.database import redact
 from lookalike.store.images import ImageStore, LocalImageStore
 from lookalike.store.s3 import S3ImageStore, S3Location, is_s3, s3_client
 from lookalike.store.s3 import read as s3_read
-from lookalike.store.vectors import MISSING, EmbeddedIndex
+from lookalike.store.vectors import VectorIndex
+from lookalike.vectorspace import IDENTITY, WHITENING, Follower, Space, SpaceKey, collection_names, open_engine
 
-Box = tuple[float, float, float, float]
+__all__ = ["Box", "Hit", "Library", "LibraryError", "ModelMismatchError", "NotFoundError", "SearchResult"]
+log = logging.getLogger("lookalike")
+MATCHES = ranking.MATCHES
 
 
 def crop_box(decoded: Decoded, box: Box) -> Image.Image:
@@ -62,193 +70,209 @@ class NotFoundError(LibraryError):
     pass
 
 
-@dataclass(frozen=True)
-class Hit:
-    id: int
-    score: float
-    label: str | None
-    sources: tuple[str, ...]
-    width: int
-    height: int
-    sha256: str
-    box: tuple[float, float, float, float] | None = None  # the matched object, when an object matched best
-    detected_label: str | None = None
-
-    def as_dict(self) -> dict:
-        return {
-            "id": self.id,
-            "score": round(self.score, 6),
-            "label": self.label,
-            "sources": list(self.sources),
-            "width": self.width,
-            "height": self.height,
-            "box": [round(v, 1) for v in self.box] if self.box else None,
-            "detected_label": self.detected_label,
-        }
-
-
-MATCHES = ("whole", "objects", "both")
-
-
-@dataclass
-class SearchResult:
-    hits: list[Hit]
-    seconds: float
-    query: dict = field(default_factory=dict)
-
-    def as_dict(self) -> dict:
-        return {
-            "query": self.query,
-            "seconds": round(self.seconds, 5),
-            "hits": [h.as_dict() for h in self.hits],
-        }
-
-
 class Library:
     def __init__(self, settings: Settings | None = None, embedder: Embedder | None = None) -> None:
         self.settings = settings or Settings()
-        # one lock for every mutation of catalog/index/store and for index searches: the service
-        # runs searches, uploads and index jobs on different threads
-        self.write_lock = threading.RLock()
         self.home = self.settings.home
         self.home.mkdir(parents=True, exist_ok=True)
-        self.catalog = Catalog(self.home / "catalog.sqlite")
+        self.catalog = Catalog.open(self.settings.catalog_url, self.settings.database_schema)
+        self.library_id = self.catalog.setdefault_meta("library_id", uuid.uuid4().hex)
+        self._lock = threading.RLock()  # lazy loading of models and clients; never held while searching
         self._s3 = None
         if self.settings.image_store == "local":
             self.images: ImageStore = LocalImageStore(self.home / "images")
         else:
             self.images = S3ImageStore(self.s3(), S3Location.parse(self.settings.image_store))
         self.model_name = self._check_model()
-        # the vector backend a library was moved to (reindex --to) sticks, unless a setting overrides it
-        explicit = "vector_backend" in self.settings.model_fields_set
-        stored = self.catalog.get_meta("vector_backend")
-        self.vector_backend = self.settings.vector_backend if explicit or not stored else stored
         self.spec = get_spec(self.model_name)
         if embedder is not None and (embedder.name != self.model_name or embedder.dim != self.spec.dim):
             raise ModelMismatchError(f"embedder {embedder.name} given for a library of model {self.model_name}")
         self._embedder = embedder
-        self._vectors: EmbeddedIndex | None = None
-        self._object_vectors: EmbeddedIndex | None = None
         self._detector = None
-        self._whitening: Whitening | None | bool = False  # False: not loaded yet
-        self._local = threading.local()
         self._fetcher: UrlFetcher | None = None
+        self.follower = Follower(self.catalog)
+        self._space: Space | None = None
+        self._space_lock = threading.RLock()
+        self._last_refresh = 0.0
+        self.background = False  # set by the service: a thread follows the feed, so searches need not look
+        self.maintenance_due = threading.Event()  # set after writes, for the service's maintenance thread
+        self._check_backend()
 
     # --- setup ---------------------------------------------------------------------
     def _check_model(self) -> str:
-        stored = self.catalog.get_meta("model")
         asked = self.settings.model
         get_spec(asked)  # unknown names fail before anything is written
+        stored = self.catalog.get_meta("model")
         if stored is None:
-            self.catalog.set_meta("model", asked)
-            self.catalog.set_meta("dim", str(get_spec(asked).dim))
-            self.catalog.set_meta("created_at", str(time.time()))
-            return asked
+            stored = self.catalog.setdefault_meta("model", asked)  # the first process to create it wins
+            self.catalog.setdefault_meta("dim", str(get_spec(stored).dim))
+            self.catalog.setdefault_meta("created_at", str(time.time()))
         if stored != asked and "model" in self.settings.model_fields_set:
             raise ModelMismatchError(
-                f"this library ({self.home}) was indexed with model {stored!r}, not {asked!r}; "
+                f"this library ({self.where}) was indexed with model {stored!r}, not {asked!r}; "
                 f"vectors of different models cannot be compared. Use the library's model (drop --model / "
                 f"LOOKALIKE_MODEL), or index with {asked!r} into a new library (--home DIR)"
             )
         return stored
 
+    def _check_backend(self) -> None:
+        """The catalog says where the vectors are; a setting that disagrees is refused, not obeyed, since
+        processes that disagreed would write to different engines."""
+        if "vector_backend" not in self.settings.model_fields_set:
+            return
+        active = self.active_key().backend
+        if active != self.settings.vector_backend:
+            raise LibraryError(
+                f"this library's vectors are in {active!r} (recorded in its catalog), not in "
+                f"{self.settings.vector_backend!r} as LOOKALIKE_VECTOR_BACKEND says: unset it, or move the "
+                f"library with `lookalike reindex --to {self.settings.vector_backend}`"
+            )
+
+    @property
+    def where(self) -> str:
+        """The catalog, for messages: the library folder, or the database (password hidden)."""
+        if self.settings.database_url is None:
+            return str(self.home)
+        return redact(self.settings.database_url.get_secret_value())
+
     @property
     def embedder(self) -> Embedder:
-        with self.write_lock:
+        with self._lock:
             if self._embedder is None:
                 self._embedder = self.spec.load(self.settings)
             return self._embedder
 
-    @property
-    def vectors(self) -> EmbeddedIndex:
-        """Whole-photo vectors, keyed by image id."""
-        with self.write_lock:
-            if self._vectors is None:
-                self._vectors = self._open_index(
-                    "vectors", self.catalog.ids(), self.catalog.embeddings_for, self.catalog.payloads_for
-                )
-            return self._vectors
+    # --- the vector space ----------------------------------------------------------
+    def active_key(self) -> SpaceKey:
+        """The catalog's pointer to the space every process searches; created with the library."""
+        text = self.catalog.get_meta("space")
+        if text is None:
+            with self.catalog.lock("relearn"):
+                text = self.catalog.get_meta("space")
+                if text is None:
+                    key = SpaceKey(self.settings.vector_backend, self._first_transform())
+                    text = self.catalog.setdefault_meta("space", key.to_json())
+        return SpaceKey.from_json(text)
+
+    def _first_transform(self) -> int:
+        """The identity, or the whitening a library directory of an earlier version learned."""
+        legacy = Whitening.load(self.home / "whitening.npz") if self.settings.whiten else None
+        if legacy is not None and legacy.mean.shape[0] == self.spec.dim:
+            return self.catalog.add_transform(WHITENING, legacy.dim, legacy.fitted_on, legacy.to_bytes())
+        return self.catalog.add_transform(IDENTITY, self.spec.dim, 0, b"")
+
+    def names_for(self, key: SpaceKey) -> tuple[str, str]:
+        return collection_names(self.library_id, self.model_name, key.version)
+
+    def open_engine(self, backend: str, name: str, dim: int) -> VectorIndex:
+        return open_engine(backend, name, dim, self.settings, self.home)
 
     @property
-    def object_vectors(self) -> EmbeddedIndex:
-        """Detected-object vectors, keyed by image_id << 10 | object index."""
-        with self.write_lock:
-            if self._object_vectors is None:
-                self._object_vectors = self._open_index(
-                    "object_vectors",
-                    self.catalog.object_vector_ids(),
-                    self.catalog.object_embeddings_for,
-                    self.catalog.object_payloads_for,
-                )
-            return self._object_vectors
+    def space(self) -> Space:
+        """The active space, opened on first use and brought up to date with the catalog."""
+        space = self._space
+        if space is None:
+            with self._space_lock:
+                if self._space is None:
+                    self._space = self.open_space(self.active_key())
+                space = self._space
+        return space
 
-    def _open_index(self, name: str, truth: np.ndarray, fetch, fetch_payloads) -> EmbeddedIndex:
-        s = self.settings
-        w = self.whitening
-        dim, tag = (w.dim, w.tag) if w else (self.spec.dim, "raw")
-        hnsw = {"m": s.hnsw_m, "ef_construction": s.hnsw_ef_construction, "ef_search": s.hnsw_ef_search}
-        backend = self.vector_backend
-        if backend == "embedded":
-            index = EmbeddedIndex(self.home / name, dim, s.ann_threshold, hnsw, tag, s.ivf_threshold, s.ivf_nprobe,
-                                  s.ivf_storage)  # fmt: skip
-            index.load()
-        elif backend.startswith("elasticsearch+"):
-            from lookalike.store.elastic import ElasticsearchIndex
-            from lookalike.store.milvus import collection_name
+    def open_space(self, key: SpaceKey) -> Space:
+        """Open a space's collections: load (embedded) or find (shared) them, fill them from the catalog when
+        new, then apply the change feed."""
+        from lookalike.vectorspace import load_transform
 
-            key = s.es_api_key.get_secret_value() if s.es_api_key else None
-            index = ElasticsearchIndex(backend.removeprefix("elasticsearch+"),
-                                       collection_name(name, dim, tag + str(self.home)).lower(), dim, key)  # fmt: skip
-        else:
-            from lookalike.store.milvus import MilvusIndex, collection_name
+        transform = load_transform(self.catalog, key.version)
+        dim = transform.dim if transform is not None else self.spec.dim
+        names = self.names_for(key)
+        photos, objects = (self.open_engine(key.backend, name, dim) for name in names)
+        space = Space(key, names, transform, photos, objects)
+        if not key.shared:
+            loaded = photos.load() and objects.load()
+            if loaded and min(photos.cursor, objects.cursor) > 0:
+                photos.cursor = objects.cursor = min(photos.cursor, objects.cursor)
+            else:
+                for index in (photos, objects):
+                    index.drop()
+                start = self.follower.fill(space)
+                photos.cursor = objects.cursor = start
+        elif self.catalog.get_meta(space.cursor_key) is None:
+            with self.catalog.lock(f"apply:{names[0]}"):
+                if self.catalog.get_meta(space.cursor_key) is None:  # new collections: fill them once
+                    start = self.follower.fill(space)
+                    self.catalog.set_meta(space.cursor_key, str(start))
+        self.follower.catch_up(space)
+        return space
 
-            token = s.milvus_token.get_secret_value() if s.milvus_token else None
-            index = MilvusIndex(backend, collection_name(name, dim, tag + str(self.home)), dim, token, **hnsw,
-                                index_type=s.milvus_index, nlist=s.milvus_nlist, nprobe=s.ivf_nprobe)  # fmt: skip
-        added, removed = index.sync(truth, lambda ids: self.transform(fetch(ids)), fetch_payloads)
-        if added or removed:
-            index.save()
-        return index
+    def build_space(self, key: SpaceKey) -> Space:
+        """A new space, filled and saved, not yet active."""
+        space = self.open_space(key)
+        space.wait()
+        space.save()
+        return space
+
+    def activate(self, space: Space) -> None:
+        """Point every process at ``space``; the one it replaces is dropped after ``retire_grace``."""
+        old = self.active_key()
+        self.catalog.set_metas({"space": space.key.to_json(), f"retired:{old.to_json()}": str(time.time())})
+        with self._space_lock:
+            self._space = space
+        self.follower.catch_up(space)
+
+    def refresh(self, wait: bool = True) -> Space:
+        """Follow the catalog: switch to a new active space, apply the change feed. A process that
+        searches calls this at least every ``sync_interval`` (the service from a thread of its own)."""
+        key = self.active_key()
+        space = self.space
+        if key != space.key:
+            with self._space_lock:
+                if self._space.key != key:
+                    self._space = self.open_space(key)
+                space = self._space
+        self.follower.catch_up(space, wait)
+        self._last_refresh = time.monotonic()
+        return space
+
+    def _fresh_space(self) -> Space:
+        if not self.background and time.monotonic() - self._last_refresh > self.settings.sync_interval:
+            return self.refresh(wait=False)
+        return self.space
+
+    def transform(self, vectors: np.ndarray) -> np.ndarray:
+        """Raw model vectors -> the vectors the active space holds."""
+        return self.space.apply_transform(vectors)
+
+    @property
+    def vectors(self) -> VectorIndex:
+        """Whole-photo vectors of the active space, keyed by image id."""
+        return self.space.photos
+
+    @property
+    def object_vectors(self) -> VectorIndex:
+        """Detected-object vectors of the active space, keyed by image_id << 10 | object index."""
+        return self.space.objects
 
     @property
     def whitening(self) -> Whitening | None:
-        if not self.settings.whiten:
-            return None
-        if self._whitening is False:
-            self._whitening = Whitening.load(self.home / "whitening.npz")
-        return self._whitening
+        return self.space.transform
 
-    def transform(self, vectors: np.ndarray) -> np.ndarray:
-        """Raw model vectors -> the vectors the indexes hold (whitened when learned)."""
-        w = self.whitening
-        return w.apply(vectors) if w is not None else np.asarray(vectors, dtype=np.float32)
+    def after_write(self) -> None:
+        """Make this process's writes searchable before they are acknowledged."""
+        self.refresh(wait=True)
+        self.maintenance_due.set()
 
-    def maybe_refit(self, force: bool = False) -> bool:
-        """(Re)learn the whitening when the library has grown or shrunk by 2x since it was learned."""
-        s = self.settings
-        if not s.whiten:
-            return False
-        with self.write_lock:
-            n = self.catalog.count()
-            current = self.whitening
-            if n < s.whiten_min_photos:
-                if current is None:
-                    return False
-                (self.home / "whitening.npz").unlink(missing_ok=True)
-                self._whitening = None
-            elif force or current is None or n >= 2 * current.fitted_on or 2 * n <= current.fitted_on:
-                chunks = (vecs for _, vecs in self.catalog.iter_embeddings())
-                fitted = Whitening.fit(chunks, whiten_dim(n, s.whiten_max_dim), s.whiten_power)
-                fitted.save(self.home / "whitening.npz")
-                self._whitening = fitted
-            else:
-                return False
-            self._vectors = self._object_vectors = None  # reopened with the new transform, rebuilt from the catalog
-            return True
+    def maintain(self, wait: bool = False) -> None:
+        """Re-learn when the rule says so, then tidy. The CLI calls it after a run; the service from its
+        maintenance thread, never on a request."""
+        from lookalike import maintenance
+
+        maintenance.rebuild(self, wait=wait)
+        maintenance.tidy(self)
 
     @property
     def detector(self):
-        with self.write_lock:
+        with self._lock:
             if self._detector is None:
                 self._detector = load_detector(self.settings)
             return self._detector
@@ -283,29 +307,25 @@ class Library:
             pixels.append(self.embedder.prepare(crop_box(decoded, box)))
         return self.embedder.embed(np.stack(pixels))
 
-    def catalog_reader(self) -> Catalog:
-        """A per-thread catalog connection, for lookups from worker threads."""
-        cat = getattr(self._local, "catalog", None)
-        if cat is None:
-            cat = self._local.catalog = Catalog(self.catalog.path)
-        return cat
-
     def s3(self):
         """One boto3 client (thread-safe) for S3 sources and the S3 image store."""
-        with self.write_lock:
+        with self._lock:
             if self._s3 is None:
                 self._s3 = s3_client(self.settings)
             return self._s3
 
     def url_fetcher(self) -> UrlFetcher:
-        with self.write_lock:
+        with self._lock:
             if self._fetcher is None:
                 s = self.settings
                 self._fetcher = UrlFetcher(s.url_timeout, s.url_max_bytes, s.url_max_redirects, s.url_allow_private)
             return self._fetcher
 
     def close(self) -> None:
-        self.save_index()
+        """Finish a tier switch in progress and save the embedded index, so the next process loads it."""
+        if self._space is not None:
+            self._space.wait()
+            self.save_index()
         if self._fetcher is not None:
             self._fetcher.close()
         self.catalog.close()
@@ -345,7 +365,9 @@ class Library:
         _ = self.embedder  # a missing model fails here, once, not as one rejection per photo
         if objects:
             _ = self.detector
-        return Pipeline(self, on_progress, objects=objects).run(sets, prune=prune)
+        report = Pipeline(self, on_progress, objects=objects).run(sets, prune=prune)
+        self._after_run()
+        return report
 
     def add_bytes(
         self, files: list[tuple[str, bytes]], label: str | None = None, objects: bool = False
@@ -361,31 +383,34 @@ class Library:
         _ = self.embedder
         if objects:
             _ = self.detector
-        return Pipeline(self, objects=objects).run([SourceSet(items)]), [i.source for i in items]
+        report = Pipeline(self, objects=objects).run([SourceSet(items)])
+        self._after_run()
+        return report, [i.source for i in items]
+
+    def _after_run(self) -> None:
+        if self.background:
+            self.maintenance_due.set()  # the service's maintenance thread re-learns and tidies
+        else:
+            self.maintain(wait=False)
 
     def save_index(self) -> None:
-        with self.write_lock:
-            for index in (self._vectors, self._object_vectors):
-                if index is not None and index.dirty:
-                    index.save()
+        """Embedded index: write its files when they changed (a cache the next process loads)."""
+        if self._space is not None:
+            self._space.save()
 
     def delete_images(self, ids: list[int]) -> list[ImageRecord]:
-        object_ids = [object_vector_id(o.image_id, o.idx) for i in ids for o in self.catalog.objects(int(i))]
         removed = self.catalog.remove_images(ids)
-        if removed:
-            self.vectors.remove(np.asarray([r.id for r in removed], dtype=np.int64))
-            if object_ids:
-                self.object_vectors.remove(np.asarray(object_ids, dtype=np.int64))
-            for rec in removed:
+        for rec in removed:
+            if self.catalog.id_for_sha(rec.sha256) is None:  # the same bytes may have been added again meanwhile
                 self.images.delete("thumbnail", rec.sha256)
                 self.images.delete("original", rec.sha256)
+        if removed:
+            self.after_write()
         return removed
 
     def remove(self, ids: list[int]) -> list[ImageRecord]:
         """Delete images by id; unknown ids are ignored (the caller reports them)."""
-        removed = self.delete_images(ids)
-        self.save_index()
-        return removed
+        return self.delete_images(ids)
 
     # --- search ----------------------------------------------------------------------
     def read_query(self, query: str | Path) -> bytes:
@@ -432,7 +457,7 @@ class Library:
         if isinstance(query, int) and box is not None:
             query = self.original_bytes(query)
         if isinstance(query, int):
-            vec = self.catalog_reader().embedding(query)
+            vec = self.catalog.embedding(query)
             if vec is None:
                 raise NotFoundError(f"no image with id {query}")
             info: dict = {"image_id": query}
@@ -473,98 +498,9 @@ class Library:
             raise LibraryError(f"match must be one of {', '.join(MATCHES)}")
         if detected_label is not None:
             match = "objects"
-        reader = self.catalog_reader()
-        with self.write_lock:  # one transform and one index generation for the whole search
-            return self._ranked(vec, k, min_score, label, exclude, match, detected_label, reader)
-
-    def _ranked(self, vec, k, min_score, label, exclude, match, detected_label, reader) -> list[Hit]:
-        original = self.transform(vec[None])[0]
-        # query expansion helps "photos like this" (whole photos) but pulls an instance query (a subject,
-        # a region) towards whole-photo neighbours: bench/objects.py top-1 0.94 with it, 0.99 without
-        expand = self.settings.query_expansion and match == "whole"
-        query = self._expand(original) if expand else original
-        # ranked by the (expanded) query; reported with the cosine to the photo actually given,
-        # so a score keeps meaning "how similar to my photo" (1.0 for the same photo)
-        best: dict[int, tuple[float, float, ObjectRecord | None]] = {}
-        extra = 1 if exclude is not None else 0
-
-        def scored(index: EmbeddedIndex, ids: np.ndarray, scores: np.ndarray) -> list[tuple[int, float, float]]:
-            found = ids != MISSING
-            ids, scores = ids[found], scores[found]
-            given = scores if query is original else index.vectors(ids) @ original
-            return list(zip(ids.tolist(), scores.tolist(), np.asarray(given).tolist(), strict=True))
-
-        # filters run inside the vector backend, on the payload written from the catalog
-        where = {"label": label} if label is not None else None
-        if match in ("whole", "both"):
-            depth = self.settings.rerank_depth if match == "whole" else 0
-            with self.write_lock:
-                ids, scores = self.vectors.search(query[None], max(k + extra, depth), where=where)
-                ranked = scored(self.vectors, ids[0], scores[0])
-                if depth and len(ranked) > 1:
-                    ranked = self._rerank(query, ranked)
-                for i, rank_score, score in ranked:
-                    best[i] = (rank_score, score, None)
-        if match in ("objects", "both"):
-            object_where = dict(where or {}) | ({"detected_label": detected_label} if detected_label else {})
-            # several objects of one photo can rank high: ask for more to fill k photos
-            with self.write_lock:
-                ids, scores = self.object_vectors.search(query[None], 4 * (k + extra), where=object_where or None)
-                for vid, rank_score, score in scored(self.object_vectors, ids[0], scores[0]):
-                    image_id = split_object_vector_id(vid)[0]
-                    if image_id not in best or best[image_id][0] < rank_score:
-                        best[image_id] = (rank_score, score, reader.object_record(vid))
-        hits = []
-        for i, (_, score, obj) in sorted(best.items(), key=lambda kv: -kv[1][0]):
-            if i == exclude or (min_score is not None and score < min_score):
-                continue
-            rec = reader.get(i)
-            if rec is None:
-                continue
-            box, det_label = (obj.box, obj.label) if obj is not None else (None, None)
-            hits.append(Hit(i, float(score), rec.label, rec.sources, rec.width, rec.height, rec.sha256, box, det_label))
-            if len(hits) == k:
-                break
-        return hits
-
-    def refresh_payloads(self, image_ids: list[int]) -> int:
-        """Rewrite index payloads whose photo label changed in the catalog (a first label given later)."""
-        ids = np.asarray(sorted(set(image_ids)), dtype=np.int64)
-        if not len(ids):
-            return 0
-        with self.write_lock:
-            truth = self.catalog.payloads_for(ids)
-            current = self.vectors.payloads(ids)
-            stale = np.asarray([t["photo_id"] for t, c in zip(truth, current, strict=True)
-                                if c is not None and c["label"] != t["label"]], dtype=np.int64)  # fmt: skip
-            if len(stale):
-                self.vectors.add(stale, self.vectors.vectors(stale), self.catalog.payloads_for(stale))
-                vids = np.asarray([object_vector_id(o.image_id, o.idx) for i in stale.tolist()
-                                   for o in self.catalog.objects(i)], dtype=np.int64)  # fmt: skip
-                if len(vids):
-                    objects = self.object_vectors
-                    objects.add(vids, objects.vectors(vids), self.catalog.object_payloads_for(vids))
-        return len(stale)
-
-    def _rerank(self, query: np.ndarray, ranked: list[tuple[int, float, float]]) -> list[tuple[int, float, float]]:
-        """k-reciprocal re-ranking of the candidates; the rank score becomes 1 - blended distance."""
-        ids = np.array([i for i, _, _ in ranked], dtype=np.int64)
-        s = self.settings
-        order, distance = k_reciprocal_order(
-            query, self.vectors.vectors(ids), s.rerank_k1, s.rerank_k2, s.rerank_lambda
-        )
-        return [(ranked[j][0], 1.0 - float(d), ranked[j][2]) for j, d in zip(order, distance, strict=True)]
-
-    def _expand(self, vec: np.ndarray) -> np.ndarray:
-        """alpha query expansion over the whole-photo index (unfiltered: neighbours, not results)."""
-        n = self.settings.query_expansion
-        with self.write_lock:
-            ids, scores = self.vectors.search(vec[None], n)
-            found = ids[0] != MISSING
-            if not found.any():
-                return vec
-            neighbours = self.vectors.vectors(ids[0][found])
-        return expand_query(vec, neighbours, scores[0][found], self.settings.qe_alpha)
+        space = self._fresh_space()  # one transform and one pair of collections for the whole search
+        return ranking.rank(space, self.catalog, self.settings, vec, k, min_score, label, exclude, match,
+                            detected_label)  # fmt: skip
 
     def search_objects(
         self,
@@ -606,61 +542,58 @@ class Library:
 
     # --- information and maintenance -------------------------------------------------
     def get(self, image_id: int) -> ImageRecord:
-        rec = self.catalog_reader().get(image_id)
+        rec = self.catalog.get(image_id)
         if rec is None:
             raise NotFoundError(f"no image with id {image_id}")
         return rec
 
     def stats(self) -> dict:
-        vectors = self.vectors
+        from lookalike import maintenance
+
+        space = self.space
+        counts = self.catalog.counts()
         return {
             "home": str(self.home),
-            "images": self.catalog.count(),
-            "sources": self.catalog.db.execute("SELECT COUNT(*) FROM sources").fetchone()[0],
+            "catalog": self.catalog.dialect if self.settings.database_url is None else self.where,
+            "images": counts["images"],
+            "sources": counts["sources"],
             "labels": len(self.catalog.labels()),
+            "objects": counts["objects"],
+            "photos_with_objects": counts["photos_with_objects"],
             "model": self.model_name,
             "dim": self.spec.dim,
-            "index_dim": vectors.dim,
-            "backend": self.vector_backend,
-            "whitening": f"learned from {self.whitening.fitted_on} photos" if self.whitening else "off",
+            "index_dim": space.dim,
+            "backend": space.key.backend,
+            **maintenance.describe(self),
             "query_expansion": self.settings.query_expansion,
             "rerank_depth": self.settings.rerank_depth,
-            "index": vectors.kind,
-            "vectors": len(vectors),
+            "index": space.photos.kind,
+            "vectors": len(space.photos),
             "disk_bytes": {
                 "catalog": self.catalog.disk_bytes(),
                 "images": self.images.disk_bytes(),
-                "vectors": vectors.disk_bytes(),
+                "vectors": space.photos.disk_bytes() + space.objects.disk_bytes(),
             },
         }
 
     def reindex(self, to: str | None = None) -> dict:
-        """Re-learn the whitening and rebuild the vector indexes from the catalog (no re-embedding).
+        """Re-learn the whitening and build a new space from the catalog's embeddings (no re-embedding),
+        beside the active one, then switch every process to it.
 
-        ``to`` moves the library to another vector backend (embedded, a Milvus URI, elasticsearch+URL):
-        the catalog's embeddings fill it, and the library remembers the choice.
+        ``to`` moves the library to another vector engine (embedded, a Milvus URI, elasticsearch+URL).
         """
+        from lookalike import maintenance
+
         started = time.perf_counter()
-        with self.write_lock:
-            if to is not None:
-                self.catalog.set_meta("vector_backend", to)
-                self.vector_backend = to
-            self.maybe_refit(force=True)
-            for name in ("vectors", "object_vectors"):
-                shutil.rmtree(self.home / name, ignore_errors=True)
-            for index in (self._vectors, self._object_vectors):
-                if index is not None and hasattr(index, "drop"):
-                    index.drop()  # a server-side index is rebuilt too, not only synced
-            self._vectors = self._object_vectors = None
-            vectors = self.vectors
-            vectors.save()
-            self.object_vectors.save()
-        w = self.whitening
+        maintenance.rebuild(self, backend=to, force=True)
+        space = self.space
+        w = space.transform
         return {
-            "vectors": len(vectors),
-            "index": vectors.kind,
-            "backend": self.vector_backend,
-            "dim": vectors.dim,
+            "vectors": len(space.photos),
+            "index": space.photos.kind,
+            "backend": space.key.backend,
+            "dim": space.dim,
             "whitening": f"{self.spec.dim} -> {w.dim}" if w else "off",
+            "collections": list(space.names),
             "seconds": round(time.perf_counter() - started, 3),
         }

@@ -47,13 +47,13 @@ def test_whitening_streamed_in_chunks_equals_one_pass(real_vectors) -> None:
     assert np.allclose(np.abs((a * b).sum(axis=1)), 1.0, atol=1e-4)  # same directions (up to sign)
 
 
-def test_whitening_round_trips_through_save_and_load(real_vectors, tmp_path) -> None:
+def test_whitening_round_trips_through_the_catalog_form_and_old_files(real_vectors, tmp_path) -> None:
     w = Whitening.fit([real_vectors], dim=16)
-    w.save(tmp_path / "w.npz")
-    back = Whitening.load(tmp_path / "w.npz")
-    assert back.tag == w.tag and np.array_equal(back.apply(real_vectors), w.apply(real_vectors))
+    back = Whitening.from_bytes(w.to_bytes())
+    assert back.fitted_on == 36 and np.array_equal(back.apply(real_vectors), w.apply(real_vectors))
+    w.save(tmp_path / "w.npz")  # the file a library directory of an earlier version holds
+    assert np.array_equal(Whitening.load(tmp_path / "w.npz").apply(real_vectors), w.apply(real_vectors))
     assert Whitening.load(tmp_path / "missing.npz") is None
-    assert Whitening.fit([real_vectors[:20]], dim=16).tag != w.tag
 
 
 def test_whitening_separates_classes_better(real_vectors) -> None:
@@ -116,7 +116,7 @@ def test_library_learns_whitening_and_expansion_keeps_results_a_permutation(sett
         assert lib.stats()["whitening"] == "off" and lib.vectors.dim == 1280
     with Library(tuned, embedder=embedder) as lib:
         lib.index([str(photo_dir)])  # nothing new, but the whitening is learned now
-        assert lib.stats()["whitening"] == "learned from 24 photos" and lib.vectors.dim == 23
+        assert lib.stats()["whitening"] == "1280 -> 23, learned from 24 photos" and lib.vectors.dim == 23
         hits = lib.search(query, k=24).hits
         assert sorted(h.id for h in hits) == sorted(h.id for h in raw)  # the same photos, re-ranked
         assert hits[0].label == "goldfish"
@@ -124,7 +124,9 @@ def test_library_learns_whitening_and_expansion_keeps_results_a_permutation(sett
         assert same.score == pytest.approx(1.0, abs=1e-4)  # scores stay the cosine to the photo given
         info = lib.reindex()
         assert info["whitening"] == "1280 -> 23" and info["dim"] == 23
-    with Library(raw_settings, embedder=embedder) as lib:  # switched off again: index rebuilt raw
+    with Library(raw_settings, embedder=embedder) as lib:  # switched off again: raw from the next re-learn on
+        assert lib.vectors.dim == 23
+        lib.reindex()
         assert lib.vectors.dim == 1280 and len(lib.vectors) == 24
 
 

@@ -1,46 +1,135 @@
-"""The catalog keeps one row per distinct image and every source that pointed at it."""
+"""One conformance suite for the catalog, run on SQLite and on a real PostgreSQL server."""
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+import time
+
 import numpy as np
 import pytest
+from PIL import Image
 
-from lookalike.store.catalog import Catalog, NewImage
+from lookalike.store.catalog import OBJECTS, PHOTO, Catalog, DatabaseError, NewImage, codec, object_vector_id
+from lookalike.store.catalog.migrations import LATEST
 from lookalike.store.images import LocalImageStore
+from tests.conftest import photo
 
 
-def item(sha: str, source: str, label: str | None = "a", vec: float | None = 1.0) -> NewImage:
-    emb = None if vec is None else np.full(4, vec, dtype=np.float32)
-    return NewImage(sha, source, label, 10, 20, "JPEG", 123, 123, 1, emb)
+def unit(seed: float, dim: int = 4) -> np.ndarray:
+    v = np.arange(1, dim + 1, dtype=np.float32) * seed + 0.5
+    return v / np.linalg.norm(v)
+
+
+def item(sha: str, source: str, label: str | None = "a", vec: float | None = 1.0, dim: int = 4) -> NewImage:
+    return NewImage(sha, source, label, 10, 20, "JPEG", 123, 123, 1, None if vec is None else unit(vec, dim))
+
+
+def sha(n: int) -> str:
+    return f"{n:064x}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'c.sqlite'}"
+    return request.getfixturevalue("pg_url")
 
 
 @pytest.fixture
-def catalog(tmp_path):
-    cat = Catalog(tmp_path / "c.sqlite")
+def catalog(url):
+    cat = Catalog.open(url)
     yield cat
     cat.close()
 
 
 def test_batch_insert_and_read_back(catalog) -> None:
-    results = catalog.add_batch([item("a" * 64, "/x/1.jpg"), item("b" * 64, "/x/2.jpg", label="b")])
-    assert [r[2] for r in results] == [True, True]
-    rec = catalog.get(results[0][1])
-    assert rec.sha256 == "a" * 64 and rec.sources == ("/x/1.jpg",) and rec.label == "a"
+    result = catalog.add_batch([item("a" * 64, "/x/1.jpg"), item("b" * 64, "/x/2.jpg", label="b", vec=2.0)])
+    assert [r[2] for r in result.rows] == [True, True] and result.displaced == []
+    rec = catalog.get(result.rows[0][1])
+    assert rec.sha256 == "a" * 64 and rec.sources == ("/x/1.jpg",) and rec.label == "a" and rec.width == 10
     assert catalog.count() == 2 and catalog.labels() == {"a": 1, "b": 1}
-    assert np.allclose(catalog.embedding(rec.id), 1.0)
+    assert np.allclose(catalog.embedding(rec.id), unit(1.0), atol=1e-6)
+    found = catalog.vectors([result.rows[1][1], 999, rec.id])
+    assert found.ids.tolist() == [result.rows[1][1], rec.id] and found.matrix.shape == (2, 4)
+    assert found.payloads[0] == {"photo_id": result.rows[1][1], "object": 0, "label": "b", "detected_label": "",
+                                 "box": (0.0, 0.0, 0.0, 0.0), "score": 0.0}  # fmt: skip
+    assert catalog.get(2**63) is None and catalog.get(-1) is None and catalog.embedding(2**64) is None
 
 
 def test_same_bytes_twice_is_one_image_with_two_sources(catalog) -> None:
-    first = catalog.add_batch([item("a" * 64, "/x/1.jpg"), item("a" * 64, "/y/copy.jpg", vec=None)])
+    first = catalog.add_batch([item("a" * 64, "/x/1.jpg"), item("a" * 64, "/y/copy.jpg", vec=None)]).rows
     assert first[0][1] == first[1][1] and [r[2] for r in first] == [True, False]
+    again = catalog.add_batch([item("a" * 64, "/z/third.jpg")]).rows  # embedded again by a racing writer
+    assert again[0][1] == first[0][1] and again[0][2] is False
     assert catalog.count() == 1
-    assert set(catalog.get(first[0][1]).sources) == {"/x/1.jpg", "/y/copy.jpg"}
+    assert set(catalog.get(first[0][1]).sources) == {"/x/1.jpg", "/y/copy.jpg", "/z/third.jpg"}
+
+
+def test_concurrent_writers_store_each_photo_once(url) -> None:
+    """Two connections (as two replicas) write overlapping batches in opposite orders at the same time."""
+    catalogs = [Catalog.open(url), Catalog.open(url)]
+    errors: list[BaseException] = []
+
+    def writer(cat: Catalog, order: list[int], tag: str) -> None:
+        try:
+            for start in range(0, len(order), 8):
+                cat.add_batch([item(sha(n), f"/{tag}/{n}.jpg", vec=float(n)) for n in order[start : start + 8]])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    numbers = list(range(1, 65))
+    threads = [threading.Thread(target=writer, args=(catalogs[0], numbers, "a")),
+               threading.Thread(target=writer, args=(catalogs[1], numbers[::-1], "b"))]  # fmt: skip
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    assert catalogs[0].count() == 64 and catalogs[1].count() == 64
+    ids = catalogs[0].ids().tolist()
+    assert all(len(catalogs[1].get(i).sources) == 2 for i in ids)
+    for cat in catalogs:
+        cat.close()
+
+
+def test_the_change_feed_never_skips_a_committed_change(url) -> None:
+    """Readers follow ``seq > cursor``; with concurrent writers no change may appear behind a reader's cursor."""
+    writers = [Catalog.open(url) for _ in range(3)]
+    reader = Catalog.open(url)
+    seen: list[int] = []
+    stop = threading.Event()
+
+    def follow() -> None:
+        cursor = 0
+        while not stop.is_set() or cursor < reader.last_seq():
+            for change in reader.changes_since(cursor):
+                seen.append(change.seq)
+                cursor = change.seq
+
+    def write(cat: Catalog, base: int) -> None:
+        for n in range(base, base + 40):
+            cat.add_batch([item(sha(n), f"/w/{n}.jpg", vec=float(n % 7 + 1))])
+
+    follower = threading.Thread(target=follow)
+    follower.start()
+    threads = [threading.Thread(target=write, args=(cat, 1000 * (i + 1))) for i, cat in enumerate(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    stop.set()
+    follower.join(60)
+    every = [c.seq for c in reader.changes_since(0, 100_000)]
+    assert len(every) == 120 and sorted(seen) == every and seen == sorted(seen)
+    for cat in [*writers, reader]:
+        cat.close()
 
 
 def test_ids_are_never_reused(catalog) -> None:
-    ((_, first, _),) = catalog.add_batch([item("a" * 64, "/1")])
+    first = catalog.add_batch([item("a" * 64, "/1")]).rows[0][1]
     catalog.remove_images([first])
-    ((_, second, _),) = catalog.add_batch([item("b" * 64, "/2")])
+    second = catalog.add_batch([item("b" * 64, "/2")]).rows[0][1]
     assert second > first
 
 
@@ -48,34 +137,215 @@ def test_failed_batch_leaves_nothing(catalog) -> None:
     bad = NewImage("c" * 64, "/3", None, 1, 1, "JPEG", 1, 1, 1, "not an array")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         catalog.add_batch([item("a" * 64, "/1"), bad])
-    assert catalog.count() == 0 and catalog.source_state("/1") is None
+    assert catalog.count() == 0 and catalog.source_state("/1") is None and catalog.last_seq() == 0
 
 
-def test_orphans_after_source_moves(catalog) -> None:
-    ((_, old, _),) = catalog.add_batch([item("a" * 64, "/x/1.jpg")])
-    catalog.add_batch([item("b" * 64, "/x/1.jpg", vec=2.0)])  # same path, new content
-    assert catalog.orphans() == [old]
+def test_re_pointed_source_displaces_its_old_image(catalog) -> None:
+    old = catalog.add_batch([item("a" * 64, "/x/1.jpg")]).rows[0][1]
+    moved = catalog.add_batch([item("b" * 64, "/x/1.jpg", vec=2.0)])  # same path, new content
+    assert moved.displaced == [old]
+    assert catalog.orphans([old, moved.rows[0][1]]) == [old] and catalog.orphans() == [old]
 
 
-def test_sources_under_escapes_like_wildcards(catalog) -> None:
-    catalog.add_batch([item("a" * 64, "/data/my_photos/1.jpg"), item("b" * 64, "/data/myXphotos/2.jpg")])
+def test_sources_states_and_prefixes(catalog) -> None:
+    catalog.add_batch([item(sha(1), "/data/my_photos/1.jpg"), item(sha(2), "/data/myXphotos/2.jpg"),
+                       item(sha(3), "s3://bucket/a/3.jpg"), item(sha(4), "https://example.com/4.jpg"),
+                       item(sha(5), "/data/100%/5.jpg")])  # fmt: skip
     assert catalog.sources_under("/data/my_photos/") == ["/data/my_photos/1.jpg"]
+    assert catalog.sources_under("/data/100%/") == ["/data/100%/5.jpg"]
+    assert catalog.sources_under("s3://bucket/") == ["s3://bucket/a/3.jpg"]
+    states = catalog.source_states(["/data/my_photos/1.jpg", "/data/my_photos/nope.jpg", "https://example.com/4.jpg"])
+    assert set(states) == {"/data/my_photos/1.jpg", "https://example.com/4.jpg"}
+    assert states["/data/my_photos/1.jpg"][1:] == (123, 1)
+    touched = catalog.remove_sources(["/data/my_photos/1.jpg", "/unknown/x.jpg"])
+    assert touched == [catalog.id_for_sha(sha(1))] and catalog.orphans(touched) == touched
 
 
-def test_iter_embeddings_in_chunks(catalog) -> None:
-    catalog.add_batch([item(f"{i:064x}", f"/{i}", vec=float(i)) for i in range(10)])
-    chunks = list(catalog.iter_embeddings(chunk=4))
-    assert [len(ids) for ids, _ in chunks] == [4, 4, 2]
-    assert chunks[0][1].shape == (4, 4)
+def test_remove_images_cascades_and_reports_what_it_deleted(catalog) -> None:
+    ids = [r[1] for r in catalog.add_batch([item(sha(n), f"/r/{n}.jpg") for n in range(3)]).rows]
+    catalog.set_objects(ids[0], "nanodet_m", [((1, 2, 3, 4), "dog", 0.9, unit(3.0))])
+    removed = catalog.remove_images([ids[0], ids[1], 424242])
+    assert sorted(r.id for r in removed) == ids[:2] and removed[0].sources
+    assert catalog.count() == 1 and catalog.objects(ids[0]) == [] and catalog.counts()["sources"] == 1
+    assert catalog.remove_images([ids[0]]) == []  # already gone: nothing to report twice
+
+
+def test_every_write_appends_to_the_change_feed(catalog) -> None:
+    a, b = (r[1] for r in catalog.add_batch([item(sha(1), "/f/1.jpg"), item(sha(2), "/f/2.jpg", label=None)]).rows)
+    catalog.add_batch([item(sha(2), "/g/2.jpg", label="late", vec=None)])  # a first label for b
+    catalog.set_objects(a, "nanodet_m", [((1, 2, 3, 4), "dog", 0.9, unit(2.0))])
+    catalog.remove_images([a])
+    catalog.touch([b], PHOTO)
+    changes = catalog.changes_since(0)
+    assert [(c.image_id, c.flags) for c in changes] == [
+        (a, PHOTO), (b, PHOTO), (b, PHOTO | OBJECTS), (a, OBJECTS), (a, PHOTO | OBJECTS), (b, PHOTO)]  # fmt: skip
+    assert [c.seq for c in changes] == sorted(c.seq for c in changes) and catalog.last_seq() == changes[-1].seq
+    assert catalog.changes_since(changes[2].seq, limit=2) == changes[3:5]
+    catalog.add_batch([item(sha(2), "/h/2.jpg", label="other", vec=None)])  # labelled already: no change
+    assert catalog.last_seq() == changes[-1].seq
+
+
+def test_pruning_keeps_the_newest_change_and_says_how_far_it_went(catalog) -> None:
+    catalog.add_batch([item(sha(n), f"/p/{n}.jpg") for n in range(5)])
+    last = catalog.last_seq()
+    assert catalog.prune_changes(keep_from=last + 100, older_than=3600) == 0  # too recent
+    assert catalog.prune_changes(keep_from=3, older_than=0) == 2 and catalog.pruned_upto() == 3
+    assert catalog.prune_changes(keep_from=last + 100, older_than=0) == 2
+    assert [c.seq for c in catalog.changes_since(0)] == [last] and catalog.last_seq() == last
+
+
+def test_objects_round_trip_with_payloads(catalog) -> None:
+    image_id = catalog.add_batch([item(sha(1), "/o/1.jpg", label="street")]).rows[0][1]
+    objs = [((1.5, 2, 30, 40), "dog", 0.9, unit(2.0)), ((5, 6, 7, 8), "cat", 0.6, unit(3.0))]
+    assert catalog.set_objects(image_id, "nanodet_m", objs)
+    assert catalog.detected_with(image_id) == "nanodet_m"
+    assert [(o.idx, o.label) for o in catalog.objects(image_id)] == [(1, "dog"), (2, "cat")]
+    found = catalog.object_vectors([image_id])
+    assert found.ids.tolist() == [object_vector_id(image_id, 1), object_vector_id(image_id, 2)]
+    assert found.payloads[0] == {"photo_id": image_id, "object": 1, "label": "street", "detected_label": "dog",
+                                 "box": (1.5, 2.0, 30.0, 40.0), "score": pytest.approx(0.9)}  # fmt: skip
+    assert np.allclose(found.matrix[1], unit(3.0), atol=1e-6)
+    assert catalog.object_record(object_vector_id(image_id, 2)).label == "cat"
+    assert catalog.object_labels() == {"dog": 1, "cat": 1}
+    assert catalog.counts()["photos_with_objects"] == 1 and catalog.object_vector_ids().tolist() == found.ids.tolist()
+    assert catalog.set_objects(image_id, "nanodet_m", []) and catalog.objects(image_id) == []
+    catalog.remove_images([image_id])
+    assert catalog.set_objects(image_id, "nanodet_m", objs) is False  # the photo is gone
+
+
+def test_vectors_in_id_order_chunks_and_samples(catalog) -> None:
+    catalog.add_batch([item(sha(n), f"/{n}", vec=float(n + 1)) for n in range(10)])
+    chunks = list(catalog.iter_vectors(chunk=4))
+    assert [len(c) for c in chunks] == [4, 4, 2] and chunks[0].matrix.shape == (4, 4)
+    assert np.concatenate([c.ids for c in chunks]).tolist() == catalog.ids().tolist()
+    sample = catalog.sample_ids(3, seed=1)
+    assert len(sample) == 3 and sample == sorted(sample) and sample == catalog.sample_ids(3, seed=1)
+    assert catalog.sample_ids(50) == catalog.ids().tolist()
+
+
+def test_meta_transforms_and_locks(url, catalog) -> None:
+    assert catalog.setdefault_meta("model", "first") == "first" and catalog.setdefault_meta("model", "x") == "first"
+    catalog.set_metas({"a": "1", "b": "2"})
+    assert catalog.meta_items("") == {"model": "first", "a": "1", "b": "2"}
+    catalog.delete_meta("a")
+    assert catalog.get_meta("a") is None
+    v1 = catalog.add_transform("pca-whitening", 8, 100, b"\x00\x01")
+    v2 = catalog.add_transform("identity", 4, 0, b"")
+    assert v2 > v1 and catalog.transform(v1) == ("pca-whitening", 8, 100, b"\x00\x01")
+    assert catalog.delete_transforms([v2]) == 1 and catalog.transform(v1) is None
+    other = Catalog.open(url)
+    with catalog.lock("relearn") as got:
+        assert got
+        with other.lock("relearn", wait=False) as also:
+            assert not also
+    with other.lock("relearn", wait=False) as got:
+        assert got
+    other.close()
+
+
+def test_codec_is_lossless_for_the_quantised_model_and_small(embedder) -> None:
+    pixels = np.stack([embedder.prepare(Image.open(photo(c, 0)).convert("RGB")) for c in ("goldfish", "lion")])
+    for vec in embedder.embed(pixels):
+        blob = codec.encode(vec)
+        assert blob[0] == codec.UINT8_ZLIB and len(blob) < 1100  # vs 5,120 bytes of float32
+        assert np.abs(codec.decode(blob) - vec).max() < 2e-6
+    mixed = unit(1.3, 64) - 0.1  # negative values: not one quantised tensor
+    blob = codec.encode(mixed)
+    assert blob[0] == codec.FLOAT32 and np.array_equal(codec.decode(blob), mixed.astype(np.float32))
+    with pytest.raises(ValueError, match="unknown embedding encoding"):
+        codec.decode(b"\x09abc")
+
+
+def test_a_catalog_from_before_schema_versions_is_converted(tmp_path) -> None:
+    """The SQLite layout of earlier versions (hex sha256, float32 blobs, whole-path sources) keeps its ids."""
+    path = tmp_path / "old.sqlite"
+    old = sqlite3.connect(path)
+    old.executescript("""
+        CREATE TABLE images (id INTEGER PRIMARY KEY AUTOINCREMENT, sha256 TEXT NOT NULL UNIQUE, label TEXT,
+            width INTEGER NOT NULL, height INTEGER NOT NULL, format TEXT NOT NULL, bytes INTEGER NOT NULL,
+            added_at REAL NOT NULL, has_original INTEGER NOT NULL DEFAULT 0, embedding BLOB NOT NULL);
+        CREATE INDEX images_label ON images(label);
+        CREATE TABLE sources (source TEXT PRIMARY KEY, image_id INTEGER NOT NULL REFERENCES images(id)
+            ON DELETE CASCADE, label TEXT, size INTEGER, mtime_ns INTEGER, added_at REAL NOT NULL);
+        CREATE INDEX sources_image ON sources(image_id);
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE objects (image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+            idx INTEGER NOT NULL, x1 REAL NOT NULL, y1 REAL NOT NULL, x2 REAL NOT NULL, y2 REAL NOT NULL,
+            label TEXT NOT NULL, score REAL NOT NULL, embedding BLOB NOT NULL, PRIMARY KEY (image_id, idx));
+        CREATE TABLE detections (image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
+            detector TEXT NOT NULL);
+    """)  # fmt: skip
+    for n in (1, 2, 7):
+        old.execute("INSERT INTO images VALUES (?, ?, 'cats', 10, 20, 'JPEG', 99, 1.0, 0, ?)",
+                    (n, sha(n), unit(float(n)).tobytes()))  # fmt: skip
+        old.execute("INSERT INTO sources VALUES (?, ?, 'cats', 99, 5, 1.0)", (f"/p/cats/{n}.jpg", n))
+    old.execute("DELETE FROM images WHERE id = 7")  # the highest id ever used stays used
+    old.execute("INSERT INTO objects VALUES (2, 1, 1, 2, 3, 4, 'cat', 0.8, ?)", (unit(5.0).tobytes(),))
+    old.execute("INSERT INTO detections VALUES (2, 'nanodet_m')")
+    old.execute("INSERT INTO meta VALUES ('model', 'mobilenet_v2')")
+    old.commit()
+    old.close()
+    cat = Catalog.open(f"sqlite:///{path}")
+    assert cat.get_meta("model") == "mobilenet_v2" and cat.ids().tolist() == [1, 2]
+    assert cat.get(2).sources == ("/p/cats/2.jpg",) and cat.get(2).sha256 == sha(2)
+    assert np.allclose(cat.embedding(1), unit(1.0), atol=1e-6) and cat.objects(2)[0].label == "cat"
+    assert cat.source_state("/p/cats/1.jpg")[0] == 1
+    assert cat.add_batch([item(sha(9), "/p/9.jpg")]).rows[0][1] == 8
+    cat.close()
+
+
+def test_a_newer_schema_is_refused(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'c.sqlite'}"
+    Catalog.open(url).close()
+    with sqlite3.connect(tmp_path / "c.sqlite") as c:
+        c.execute("INSERT INTO schema_migrations VALUES (?, 'from the future', 0)", (LATEST + 1,))
+    with pytest.raises(RuntimeError, match="newer than this Lookalike"):
+        Catalog.open(url)
+
+
+def test_an_unreachable_database_names_the_setting(tmp_path) -> None:
+    with pytest.raises(DatabaseError, match="LOOKALIKE_DATABASE_URL") as err:
+        Catalog.open(f"postgresql://someone:secret@/nowhere?host={tmp_path}&connect_timeout=2")
+    assert "secret" not in str(err.value)
+    with pytest.raises(DatabaseError, match="must start with postgresql"):
+        Catalog.open("mysql://x/y")
+
+
+def test_sizes_are_reported(catalog) -> None:
+    catalog.add_batch([item(sha(n), f"/s/{n}.jpg") for n in range(20)])
+    sizes = catalog.table_bytes()
+    assert sizes["images"] > 0 and sizes["sources"] > 0 and catalog.disk_bytes() >= sizes["images"]
 
 
 def test_local_image_store_roundtrip(tmp_path) -> None:
     store = LocalImageStore(tmp_path / "images")
-    sha = "ab" * 32
-    store.put("thumbnail", sha, b"jpeg")
-    assert store.exists("thumbnail", sha) and store.get("thumbnail", sha) == b"jpeg"
-    assert store.path("thumbnail", sha).parent.name == "ab"
-    store.delete("thumbnail", sha)
-    assert store.get("thumbnail", sha) is None
+    digest = "ab" * 32
+    store.put("thumbnail", digest, b"jpeg")
+    assert store.exists("thumbnail", digest) and store.get("thumbnail", digest) == b"jpeg"
+    assert store.path("thumbnail", digest).parent.name == "ab"
+    store.delete("thumbnail", digest)
+    assert store.get("thumbnail", digest) is None
     with pytest.raises(ValueError):
         store.put("original", "../../etc/passwd", b"x")
+
+
+def test_writes_wait_for_each_other_instead_of_failing(url) -> None:
+    """A long write transaction in one process makes another writer wait, not error (SQLite busy, PG locks)."""
+    a, b = Catalog.open(url), Catalog.open(url)
+    done = threading.Event()
+
+    def slow_write() -> None:
+        with a.db.write() as conn:
+            a._feed(conn, [(1, PHOTO)])
+            time.sleep(1.0)
+        done.set()
+
+    t = threading.Thread(target=slow_write)
+    t.start()
+    time.sleep(0.2)
+    b.add_batch([item(sha(1), "/w/1.jpg")])
+    assert b.count() == 1
+    t.join()
+    assert done.is_set()
+    a.close()
+    b.close()

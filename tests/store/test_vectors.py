@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -50,11 +52,14 @@ def make(kind: str, tmp_path: Path):
         return HnswIndex(DIM, m=16, ef_construction=200, ef_search=200)
     if kind == "ivf":
         return IvfIndex(DIM, nlist=16, nprobe=16)
+    # tier switches synchronously here, so results are comparable right after a write; the background
+    # switch (the library's default) has tests of its own below
     if kind == "embedded-ivf":  # exact, then HNSW at 50 vectors, then IVF at 100
-        return EmbeddedIndex(tmp_path / "v", DIM, threshold=50, hnsw={"ef_search": 200}, ivf_threshold=100)
+        return EmbeddedIndex(tmp_path / "v", DIM, threshold=50, hnsw={"ef_search": 200}, ivf_threshold=100,
+                             background=False)  # fmt: skip
     if kind == "embedded-small":
         return EmbeddedIndex(tmp_path / "v", DIM, threshold=10_000)
-    return EmbeddedIndex(tmp_path / "v", DIM, threshold=50, hnsw={"ef_search": 200})  # switches to HNSW
+    return EmbeddedIndex(tmp_path / "v", DIM, threshold=50, hnsw={"ef_search": 200}, background=False)
 
 
 def reload(index, kind: str, tmp_path: Path):
@@ -177,11 +182,55 @@ def test_embedded_index_switches_to_hnsw_and_back(tmp_path, data) -> None:
     ids, vecs = data
     index = EmbeddedIndex(tmp_path / "v", DIM, threshold=100)
     index.add(ids[:99], vecs[:99])
+    index.wait()
     assert index.kind == "flat"
     index.add(ids[99:], vecs[99:])
+    index.wait()
     assert index.kind == "hnsw" and len(index) == 200
     index.remove(ids[:160])
-    assert index.kind == "flat" and len(index) == 40
+    index.wait()
+    assert index.kind == "flat" and len(index) == 40 and index.switches == 2
+
+
+def test_a_tier_switch_is_built_beside_the_live_index(tmp_path, data, monkeypatch) -> None:
+    """Searches keep answering from the old tier while the new one is built; writes made meanwhile are
+    replayed into it before the swap."""
+    ids, vecs = data
+    release, building = threading.Event(), threading.Event()
+    fill = EmbeddedIndex._fill
+
+    def slow_fill(dst, *args, **kwargs):
+        building.set()
+        assert release.wait(30)
+        return fill(dst, *args, **kwargs)
+
+    monkeypatch.setattr(EmbeddedIndex, "_fill", staticmethod(slow_fill))
+    index = EmbeddedIndex(tmp_path / "v", DIM, threshold=100)
+    index.add(ids[:120], vecs[:120])  # crosses the threshold: the HNSW build starts and blocks
+    assert building.wait(10) and index.kind == "flat"
+    got, _ = index.search(vecs[:3], 1)  # answered by the exact tier meanwhile
+    assert (got[:, 0] == ids[:3]).all()
+    index.add(ids[120:], vecs[120:])  # written during the build
+    index.remove(ids[:10])
+    release.set()
+    index.wait()
+    assert index.kind == "hnsw" and len(index) == 190 and index.switches == 1
+    assert sorted(index.ids().tolist()) == ids[10:].tolist()
+    got, _ = index.search(vecs[150:155], 1)
+    assert (got[:, 0] == ids[150:155]).all()
+
+
+def test_save_never_replaces_files_further_along_the_feed(tmp_path, data) -> None:
+    ids, vecs = data
+    ahead, behind = (EmbeddedIndex(tmp_path / "v", DIM, threshold=1000) for _ in range(2))
+    ahead.add(ids, vecs)
+    ahead.cursor = 7
+    assert ahead.save()
+    behind.add(ids[:5], vecs[:5])
+    behind.cursor = 3
+    assert not behind.save()
+    fresh = EmbeddedIndex(tmp_path / "v", DIM, threshold=1000)
+    assert fresh.load() and fresh.cursor == 7 and len(fresh) == 200
 
 
 def test_sync_repairs_drift_from_the_catalog(tmp_path, data) -> None:
@@ -250,12 +299,16 @@ def test_embedded_index_climbs_to_ivf_and_relearns_its_cells_when_grown(tmp_path
     ids, vecs = data
     index = EmbeddedIndex(tmp_path / "v", DIM, threshold=20, ivf_threshold=40)
     index.add(ids[:30], vecs[:30])
+    index.wait()
     assert index.kind == "hnsw"
     index.add(ids[30:45], vecs[30:45])
+    index.wait()
     assert index.kind == "ivf" and index.inner.built_for == 45
     index.add(ids[45:170], vecs[45:170])
+    index.wait()
     assert index.inner.built_for == 45  # 170 <= 4 x 45: the same cells
     index.add(ids[170:], vecs[170:])
+    index.wait()
     assert index.inner.built_for == 200 and len(index) == 200  # grown past 4x: cells learned again
     index.save()
     fresh = EmbeddedIndex(tmp_path / "v", DIM, threshold=20, ivf_threshold=40)
@@ -263,6 +316,7 @@ def test_embedded_index_climbs_to_ivf_and_relearns_its_cells_when_grown(tmp_path
     got, _ = fresh.search(vecs[:5], 1)
     assert (got[:, 0] == ids[:5]).all()
     fresh.remove(ids[:185])
+    fresh.wait()
     assert fresh.kind == "hnsw" and len(fresh) == 15  # down a tier below half the IVF threshold
 
 
@@ -270,11 +324,13 @@ def test_embedded_save_keeps_one_generation(tmp_path, data) -> None:
     ids, vecs = data
     index = EmbeddedIndex(tmp_path / "v", DIM, threshold=50)
     index.add(ids, vecs)
+    index.wait()
     index.save()
     index.remove(ids[:10])
     index.save()
     files = sorted(p.name for p in (tmp_path / "v").iterdir())
-    assert files == ["index-2.hnsw", "index-2.hnsw.ids", "index-2.hnsw.payload.npz", "index.json"]
+    name = json.loads((tmp_path / "v" / "index.json").read_text())["file"]
+    assert files == [".lock", name, f"{name}.ids", f"{name}.payload.npz", "index.json"] and name.endswith(".hnsw")
     fresh = EmbeddedIndex(tmp_path / "v", DIM, threshold=50)
     assert fresh.load() and len(fresh) == 190 and fresh.kind == "hnsw"
 
@@ -363,6 +419,18 @@ def test_min_score_drops_weaker_hits(backend, tmp_path, data) -> None:
     hits, scores = index.search(vecs[:5], 10, min_score=0.5)  # random 64-d unit vectors: only itself is close
     assert (hits[:, 0] == ids[:5]).all() and (hits[:, 1:] == MISSING).all()
     assert np.isinf(scores[:, 1:]).all()
+
+
+def test_remove_photos_removes_all_their_entries(backend, tmp_path, data) -> None:
+    ids, vecs = data
+    index = make(backend, tmp_path)
+    given = payloads_for(ids)  # three entries per photo id (500, 501, ...)
+    index.add(ids, vecs, given)
+    index.remove_photos(np.array([500, 502, 999_999]))
+    left = {int(i) for i, p in zip(ids, given, strict=True) if p["photo_id"] not in (500, 502)}
+    assert len(index) == 194 and set(index.ids().tolist()) == left
+    hits, _ = index.search(vecs[:3], 5)
+    assert not set(hits.ravel().tolist()) & {1000, 1001, 1002}
 
 
 def test_drop_empties_the_backend(backend, tmp_path, data) -> None:

@@ -31,6 +31,7 @@ from lookalike.api.metrics import Metrics, MetricsMiddleware
 from lookalike.api.problems import Problem
 from lookalike.config import Settings
 from lookalike.library import Hit, Library, NotFoundError
+from lookalike.maintenance import Background
 from lookalike.store.s3 import S3ImageStore
 
 API = "/api/v1"
@@ -78,6 +79,7 @@ class State:
     def __init__(self, settings: Settings, library: Library | None) -> None:
         self.settings = settings
         self.library = library
+        self.follow: Background | None = None
         self.error: str | None = None
         self.ready = threading.Event()
         self.jobs: JobManager | None = None
@@ -87,14 +89,16 @@ class State:
 
     def _opened(self, library: Library) -> None:
         self.library = library
+        # photos that other processes add or remove are found (or gone) within sync_interval
+        self.follow = Background(library).start()
         self.jobs = JobManager(library)
-        self.metrics.images.set_function(lambda: library.catalog_reader().count())
+        self.metrics.images.set_function(lambda: library.catalog.count())
         self.ready.set()
 
     def open(self) -> None:
         try:
             library = Library(self.settings)
-            _ = library.vectors, library.embedder  # the slow part: load index and model before serving
+            _ = library.space, library.embedder  # the slow part: load index and model before serving
             self._opened(library)
         except Exception as exc:  # shown by /healthz and 503s
             self.error = f"{type(exc).__name__}: {exc}"
@@ -110,6 +114,8 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
         if not state.ready.is_set():
             threading.Thread(target=state.open, name="lookalike-open", daemon=True).start()
         yield
+        if state.follow is not None:
+            state.follow.stop()
         if owns_library and state.library is not None:
             state.library.close()
 
@@ -245,7 +251,7 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
             new_ids = set(report.added)
             dup = {d.source: d.image_id for d in report.duplicates}
             rej = {r.source: r.reason for r in report.rejected}
-            reader = lib.catalog_reader()
+            reader = lib.catalog
             for (name, _), src in zip(files, sources, strict=True):
                 if src in rej:
                     rejected.append({"name": name, "reason": rej[src]})
@@ -338,7 +344,7 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
 
     @app.get(f"{API}/labels", dependencies=read, summary="Labels with photo counts")
     async def labels(lib: Lib) -> dict:
-        return await run_in_threadpool(lambda: lib.catalog_reader().labels())
+        return await run_in_threadpool(lambda: lib.catalog.labels())
 
     @app.get("/healthz")
     @app.get(f"{API}/healthz")

@@ -1,10 +1,11 @@
-"""The indexing pipeline: read, hash, decode and preprocess in worker threads while
-the main thread embeds batches and commits them.
+"""The indexing pipeline: read, hash, decode, preprocess and embed in worker threads while the main
+thread commits batches.
 
-Each batch is written to the catalog in one transaction, after its thumbnails
-are on disk, so an interrupted run (Ctrl-C or kill -9) loses at most the batch
-in flight and a re-run picks up exactly where it stopped. Bad input never stops
-the run: every failure becomes a ``Rejected`` entry with a reason.
+Each batch is written to the catalog in one transaction, after its thumbnails are in the image store,
+so an interrupted run (Ctrl-C or kill -9) loses at most the batch in flight and a re-run picks up exactly
+where it stopped. The pipeline writes only the catalog and the image store; the vector space follows the
+catalog's change feed (``Library.after_write`` applies it before a batch counts as done). Bad input never
+stops the run: every failure becomes a ``Rejected`` entry with a reason.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import numpy as np
 from lookalike.imaging import BadImage, thumbnail_jpeg
 from lookalike.ingest.fetch import FetchError, read_file
 from lookalike.ingest.sources import SourceItem, SourceSet
-from lookalike.store.catalog import NewImage, object_vector_id
+from lookalike.store.catalog import NewImage
 from lookalike.store.s3 import read as s3_read
 
 
@@ -118,10 +119,10 @@ class Pipeline:
                 data = read_file(item.source, self.settings.max_file_bytes)
             out.nbytes = len(data)
             out.sha256 = hashlib.sha256(data).hexdigest()
-            reader = self.lib.catalog_reader()
-            out.known_id = reader.id_for_sha(out.sha256)
+            catalog = self.lib.catalog
+            out.known_id = catalog.id_for_sha(out.sha256)
             if out.known_id is not None:
-                if self.objects and reader.detected_with(out.known_id) is None:
+                if self.objects and catalog.detected_with(out.known_id) is None:
                     self._detect(out, self.lib.decode_for_model(data))  # known photo, objects still missing
                 return out  # exact duplicate: no embedding needed
             decoded, pixels = self.lib.prepare_pixels(data)
@@ -156,8 +157,10 @@ class Pipeline:
         catalog = self.lib.catalog
         todo: list[SourceItem] = []
         changed_from: dict[str, int] = {}
+        known = catalog.source_states(items)
+        displaced: list[int] = []  # images some source stopped pointing at: removed if nothing else does
         for it in items.values():
-            state = catalog.source_state(it.source)
+            state = known.get(it.source)
             if state is not None and not it.is_url and it.size is not None:
                 if state[1] == it.size and state[2] == it.mtime_ns:
                     if self.objects and catalog.detected_with(state[0]) is None:
@@ -197,27 +200,26 @@ class Pipeline:
                     continue
                 batch.append(prepared)
                 if len(batch) >= self.settings.batch_size or (exhausted and not pending):
-                    done += self._commit(batch, report, changed_from)
+                    done += self._commit(batch, report, changed_from, displaced)
                     batch = []
                     self._progress(done, report)
             if batch:
-                done += self._commit(batch, report, changed_from)
+                done += self._commit(batch, report, changed_from, displaced)
                 self._progress(done, report)
         except KeyboardInterrupt:
             report.interrupted = True
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-            self._remove_orphans(report)
+            self._remove_orphans(displaced)
             if not report.interrupted:
                 self._vanished(sets, items, report, prune)
-                self.lib.maybe_refit()
-            self.lib.save_index()
             report.seconds = time.perf_counter() - started
         if report.interrupted:
             raise KeyboardInterrupt
         return report
 
-    def _commit(self, batch: list[_Prepared], report: IndexReport, changed_from: dict[str, int]) -> int:
+    def _commit(self, batch: list[_Prepared], report: IndexReport, changed_from: dict[str, int],
+                displaced: list[int]) -> int:  # fmt: skip
         fresh = [p for p in batch if p.known_id is None]
         store = self.lib.images
         for p in fresh:
@@ -240,48 +242,28 @@ class Pipeline:
             )
             for p in batch
         ]
-        with self.lib.write_lock:
-            results = self.lib.catalog.add_batch(rows)
-        new_ids, new_vecs = [], []
+        written = self.lib.catalog.add_batch(rows)
+        displaced += written.displaced
         detected = {p.item.source: p for p in batch if p.detections is not None}
-        for row, image_id, is_new in results:
+        for row, image_id, is_new in written.rows:
             if row.source in detected:
-                self._store_objects(image_id, detected.pop(row.source))
+                p = detected.pop(row.source)
+                objects = [(d.box, d.label, d.score, v) for d, v in zip(p.detections, p.object_vectors, strict=True)]
+                self.lib.catalog.set_objects(image_id, self.lib.detector.name, objects)
             if row.source in changed_from:
                 report.updated += 1
             if is_new:
-                new_ids.append(image_id)
-                new_vecs.append(row.embedding)
                 if row.source not in changed_from:
                     report.added.append(image_id)
             elif row.source not in changed_from:
                 report.duplicates.append(Duplicate(row.source, image_id))
-        if new_ids:
-            ids = np.asarray(new_ids, dtype=np.int64)
-            with self.lib.write_lock:
-                self.lib.vectors.add(ids, self.lib.transform(np.stack(new_vecs)), self.lib.catalog.payloads_for(ids))
-        relabelled = [image_id for row, image_id, is_new in results if not is_new and row.label is not None]
-        if relabelled:  # a copy with a label may give an unlabelled photo its first label
-            self.lib.refresh_payloads(relabelled)
+        self.lib.after_write()  # searchable (in this process, and in a shared engine) before it counts as done
         return len(batch)
 
-    def _store_objects(self, image_id: int, p: _Prepared) -> None:
-        objects = [(d.box, d.label, d.score, v) for d, v in zip(p.detections, p.object_vectors, strict=True)]
-        with self.lib.write_lock:
-            old = [object_vector_id(o.image_id, o.idx) for o in self.lib.catalog.objects(image_id)]
-            self.lib.catalog.set_objects(image_id, self.lib.detector.name, objects)
-            if old:
-                self.lib.object_vectors.remove(np.asarray(old, dtype=np.int64))
-            if objects:
-                ids = np.asarray([object_vector_id(image_id, i) for i in range(1, len(objects) + 1)], dtype=np.int64)
-                payloads = self.lib.catalog.object_payloads_for(ids)
-                self.lib.object_vectors.add(ids, self.lib.transform(p.object_vectors), payloads)
-
-    def _remove_orphans(self, report: IndexReport) -> None:
-        with self.lib.write_lock:
-            orphans = self.lib.catalog.orphans()
-            if orphans:
-                self.lib.delete_images(orphans)
+    def _remove_orphans(self, candidates: list[int]) -> None:
+        orphans = self.lib.catalog.orphans(candidates) if candidates else []
+        if orphans:
+            self.lib.delete_images(orphans)
 
     def _vanished(self, sets: list[SourceSet], items: dict[str, SourceItem], report: IndexReport, prune: bool) -> None:
         for s in sets:
@@ -290,10 +272,9 @@ class Pipeline:
             gone = [src for src in self.lib.catalog.sources_under(s.root) if src not in items]
             report.vanished.extend(gone)
         if prune and report.vanished:
-            with self.lib.write_lock:
-                self.lib.catalog.remove_sources(report.vanished)
-                orphans = self.lib.catalog.orphans()
-                report.pruned = len(self.lib.delete_images(orphans))
+            touched = self.lib.catalog.remove_sources(report.vanished)
+            orphans = self.lib.catalog.orphans(touched)
+            report.pruned = len(self.lib.delete_images(orphans))
 
     def _progress(self, done: int, report: IndexReport) -> None:
         if self.on_progress is not None:

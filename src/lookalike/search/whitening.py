@@ -9,6 +9,7 @@ and shrinks vectors from 1280 to 128 dimensions (bench/RESULTS.md).
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from collections.abc import Iterable
@@ -33,10 +34,16 @@ class Whitening:
     def dim(self) -> int:
         return int(self.projection.shape[1])
 
-    @property
-    def tag(self) -> str:
-        """Identifies this transform, so an index built with another one is never reused."""
-        return f"whiten-{self.dim}-{self.fitted_on}-{float(np.abs(self.projection).sum()):.6e}"
+    def to_bytes(self) -> bytes:
+        """The form stored in the catalog (``transforms.data``), versioned there."""
+        buf = io.BytesIO()
+        np.savez(buf, mean=self.mean, projection=self.projection, fitted_on=np.int64(self.fitted_on))
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Whitening:
+        with np.load(io.BytesIO(data)) as arrays:
+            return cls(arrays["mean"], arrays["projection"], int(arrays["fitted_on"]))
 
     @classmethod
     def fit(cls, chunks: Iterable[np.ndarray], dim: int, power: float = 0.5) -> Whitening:

@@ -111,7 +111,10 @@ class ElasticsearchIndex:
         if self.es.indices.exists(index=index):
             properties = self.es.indices.get_mapping(index=index)[index]["mappings"].get("properties", {})
             if not set(PAYLOAD_MAPPING) <= set(properties):
-                self.es.indices.delete(index=index)  # made before payloads: refilled from the catalog by sync
+                raise ValueError(
+                    f"Elasticsearch index {index} exists without Lookalike's payload fields: "
+                    "not ours to change (delete it, or point LOOKALIKE_VECTOR_BACKEND elsewhere)"
+                )
         if not self.es.indices.exists(index=index):
             body = index_body(dim, m, ef_construction)
             self.es.indices.create(index=index, settings=body["settings"], mappings=body["mappings"])
@@ -173,6 +176,13 @@ class ElasticsearchIndex:
         if len(ids):
             ops = [{"_op_type": "delete", "_index": self.index, "_id": str(i)} for i in ids.tolist()]
             bulk(self.es, ops, refresh="wait_for", raise_on_error=False)
+            self.dirty = True
+
+    def remove_photos(self, photo_ids) -> None:
+        photo_ids = _as_ids(photo_ids)
+        if len(photo_ids):
+            self.es.delete_by_query(index=self.index, query={"terms": {"photo_id": photo_ids.tolist()}},
+                                    refresh=True, conflicts="proceed")  # fmt: skip
             self.dirty = True
 
     def search(self, queries, k, allowed=None, where=None, min_score=None):

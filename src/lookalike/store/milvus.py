@@ -3,8 +3,9 @@
 Selected with ``LOOKALIKE_VECTOR_BACKEND`` = a Milvus URI (``milvus-lite:///path/file.db``, or
 ``http://host:19530`` / ``https://...`` with ``LOOKALIKE_MILVUS_TOKEN``). The collection holds the vector
 and its payload as scalar fields (photo id, entry of the photo, label, detected label, box, detection
-score), so label filters are boolean expressions inside Milvus; the catalog stays the source of truth,
-and ``sync`` repairs drift like the embedded index.
+score), so label filters are boolean expressions inside Milvus. The catalog stays the source of truth:
+processes bring the collection to it by following the catalog's change feed, and only ``lookalike
+doctor --fix`` compares and repairs it wholesale.
 Version pins (pyproject): pymilvus 2.4.x, because pymilvus 3.x fails against Milvus 2.3 servers, and
 milvus-lite 2.4.x, because 3.x is a pure-Python rewrite that locks its directory to one process.
 """
@@ -85,7 +86,10 @@ class MilvusIndex:
         self.index_type, self.nprobe = index_type, nprobe
         self.dirty = False
         if self.client.has_collection(collection) and not self._has_payload_fields():
-            self.client.drop_collection(collection)  # made before payloads: refilled from the catalog by sync
+            raise ValueError(
+                f"Milvus collection {collection} exists without Lookalike's payload fields: "
+                "not ours to change (drop it, or point LOOKALIKE_VECTOR_BACKEND elsewhere)"
+            )
         if not self.client.has_collection(collection):
             schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
             schema.add_field("id", DataType.INT64, is_primary=True)
@@ -109,7 +113,7 @@ class MilvusIndex:
         # one Strong read makes everything written before (by any client) visible; after that each read is
         # Session: it sees this client's own writes without waiting for the server's time tick (Strong
         # costs ~200-300 ms per search on a standalone server, Session ~2 ms; bench/RESULTS.md)
-        self._visible()
+        self.refresh_reads()
         # the collection's own index decides the search parameters, whatever the settings say now
         self.built_type = "FLAT" if self.lite else str(self.client.describe_index(collection, "vector")["index_type"])
 
@@ -176,10 +180,17 @@ class MilvusIndex:
         ids = _as_ids(ids)
         if len(ids):
             self.client.delete(self.collection, ids=ids.tolist())
-            self._visible()  # pymilvus 2.4 does not advance the session timestamp on delete
+            self.refresh_reads()  # pymilvus 2.4 does not advance the session timestamp on delete
             self.dirty = True
 
-    def _visible(self) -> None:
+    def remove_photos(self, photo_ids) -> None:
+        photo_ids = _as_ids(photo_ids)
+        if len(photo_ids):
+            self.client.delete(self.collection, filter=f"photo_id in [{','.join(map(str, photo_ids.tolist()))}]")
+            self.refresh_reads()
+            self.dirty = True
+
+    def refresh_reads(self) -> None:
         """A Strong read: everything written so far is visible to the Session reads that follow."""
         self.client.query(self.collection, filter="id >= 0", output_fields=["count(*)"], consistency_level="Strong")
 

@@ -156,6 +156,12 @@ class PayloadTable:
                 mask &= c[key] == value
         return np.sort(c["id"][mask])
 
+    def select_photos(self, photo_ids: np.ndarray) -> np.ndarray:
+        """Vector ids whose payload belongs to one of these photos."""
+        c = self.cols
+        mask = (c["id"] >= 0) & np.isin(c["photo_id"], np.asarray(photo_ids, dtype=np.int64))
+        return np.sort(c["id"][mask])
+
     def save(self, path: Path) -> None:
         keep = self.cols["id"] >= 0
         with open(path, "wb") as fh:

@@ -7,14 +7,21 @@ All indexes hold unit vectors keyed by int64 ids and score by inner product
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import shutil
 import tempfile
+import threading
+import time
+import uuid
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from lookalike.rwlock import RWLock
 from lookalike.store.payload import PayloadTable, check_where, payload_list
 
 MISSING = -1
@@ -36,6 +43,10 @@ class VectorIndex(Protocol):
         ...
 
     def remove(self, ids: np.ndarray) -> None: ...
+
+    def remove_photos(self, photo_ids: np.ndarray) -> None:
+        """Remove every vector whose payload's photo_id is one of these (a photo's subjects at once)."""
+        ...
 
     def search(
         self,
@@ -238,7 +249,7 @@ class HnswIndex:
             return np.empty((0, self.dim), dtype=np.float32)
         return np.asarray(self._index.get_items(ids.tolist(), return_type="numpy"), dtype=np.float32)
 
-    def add(self, ids, vectors):
+    def add(self, ids, vectors, threads: int = -1):
         ids, vecs = _as_ids(ids), _as_matrix(vectors, self.dim)
         if len(ids) != len(vecs):
             raise ValueError("ids and vectors differ in length")
@@ -249,7 +260,7 @@ class HnswIndex:
         if need > capacity:
             self._index.resize_index(max(need, 2 * capacity))
         # existing ids (live or deleted) are updated in place; new ones may reuse deleted slots
-        self._index.add_items(vecs, ids, num_threads=-1, replace_deleted=False)
+        self._index.add_items(vecs, ids, num_threads=threads, replace_deleted=False)
         self._live.update(ids.tolist())
 
     def remove(self, ids):
@@ -341,7 +352,7 @@ class IvfIndex:
         """About 4 sqrt(n) cells, with at least 39 training vectors each (faiss's k-means minimum)."""
         return int(max(1, min(16384, 4 * np.sqrt(max(n, 1)), n // 39)))
 
-    def train(self, sample: np.ndarray) -> None:
+    def train(self, sample: np.ndarray, threads: int = -1) -> None:
         """Learn the cells (k-means, at most 64 vectors per cell, enough for stable centroids)."""
         import faiss
 
@@ -350,7 +361,7 @@ class IvfIndex:
             self._make(max(1, len(sample)))
         if len(sample) > 64 * self.nlist:
             sample = sample[np.random.default_rng(0).choice(len(sample), 64 * self.nlist, replace=False)]
-        faiss.omp_set_num_threads(os.cpu_count() or 1)
+        faiss.omp_set_num_threads(threads if threads > 0 else os.cpu_count() or 1)
         self._index.train(sample)
 
     def __len__(self) -> int:
@@ -444,8 +455,12 @@ def _top_k_rows(scores: np.ndarray, keys: np.ndarray, k: int) -> tuple[np.ndarra
 class EmbeddedIndex:
     """The embedded default: exact below ``threshold`` vectors, HNSW at or above it, IVF from ``ivf_threshold``.
 
-    Persisted as one file in ``directory`` plus a small JSON manifest; the catalog
-    stays the source of truth and ``sync`` repairs any drift after a crash.
+    Safe to search from many threads while another applies writes (a readers-writer lock held for one
+    call). Moving to another tier builds the new index beside the live one in a background thread, from
+    a snapshot, then replays the writes made meanwhile and swaps it in: searches never wait for a switch
+    (bench/tierswitch.py). Persisted as one generation of files plus a JSON manifest that records the
+    change-feed position (``cursor``) the files reflect; the catalog stays the source of truth and a
+    process that loads the files catches up from the feed.
     """
 
     def __init__(
@@ -458,58 +473,91 @@ class EmbeddedIndex:
         ivf_threshold: int = 0,
         ivf_nprobe: int = 32,
         ivf_storage: str = "float16",
+        background: bool = True,
     ) -> None:
         self.directory, self.dim, self.threshold, self.tag = directory, dim, threshold, tag
         self.hnsw_params = hnsw or {}
         self.ivf_threshold, self.ivf_nprobe, self.ivf_storage = ivf_threshold, ivf_nprobe, ivf_storage
+        self.background = background
         self.inner: FlatIndex | HnswIndex | IvfIndex = FlatIndex(dim)
         self.table = PayloadTable()
         self.dirty = False
+        self.cursor = 0  # the change-feed position these vectors reflect (kept by the follower)
+        self._lock = RWLock()
+        self._pending: list[tuple[str, np.ndarray, np.ndarray | None]] | None = None  # writes during a switch
+        self._builder: threading.Thread | None = None
+        self.switches = 0  # completed tier switches (tests and benchmarks watch it)
 
     @property
     def kind(self) -> str:
         return self.inner.kind
 
     def __len__(self) -> int:
-        return len(self.inner)
+        with self._lock.read():
+            return len(self.inner)
 
     def ids(self) -> np.ndarray:
-        return self.inner.ids()
+        with self._lock.read():
+            return self.inner.ids()
 
     def vectors(self, ids: np.ndarray) -> np.ndarray:
-        return self.inner.vectors(ids)
+        with self._lock.read():
+            return self.inner.vectors(ids)
 
     def add(self, ids, vectors, payloads=None):
         ids = _as_ids(ids)
         rows = payload_list(payloads, ids)
-        self.inner.add(ids, vectors)
-        self.table.put(ids, rows)
-        self.dirty = True
-        self._maybe_switch()
+        vecs = _as_matrix(vectors, self.dim)
+        with self._lock.write():
+            self.inner.add(ids, vecs)
+            self.table.put(ids, rows)
+            if self._pending is not None:
+                self._pending.append(("add", ids, vecs))
+            self.dirty = True
+            self._maybe_switch()
 
     def remove(self, ids):
         ids = _as_ids(ids)
+        with self._lock.write():
+            self._remove(ids)
+
+    def _remove(self, ids: np.ndarray) -> None:
         self.inner.remove(ids)
         self.table.remove(ids)
+        if self._pending is not None:
+            self._pending.append(("remove", ids, None))
         self.dirty = True
         self._maybe_switch()
 
+    def remove_photos(self, photo_ids) -> None:
+        """Remove every vector whose payload belongs to these photos (all subjects of a photo at once)."""
+        photo_ids = _as_ids(photo_ids)
+        with self._lock.write():
+            ids = self.table.select_photos(photo_ids)
+            if len(ids):
+                self._remove(ids)
+
     def payloads(self, ids: np.ndarray) -> list[dict | None]:
-        return self.table.get(_as_ids(ids))
+        with self._lock.read():
+            return self.table.get(_as_ids(ids))
 
     def search(self, queries, k, allowed=None, where=None, min_score=None):
         where = check_where(where)
-        if where:
-            selected = self.table.select(where)
-            allowed = selected if allowed is None else np.intersect1d(selected, _as_ids(allowed))
-        return cut_below(*self.inner.search(queries, k, allowed), min_score)
+        with self._lock.read():
+            if where:
+                selected = self.table.select(where)
+                allowed = selected if allowed is None else np.intersect1d(selected, _as_ids(allowed))
+            found = self.inner.search(queries, k, allowed)
+        return cut_below(*found, min_score)
 
     def drop(self) -> None:
-        self.inner, self.table = FlatIndex(self.dim), PayloadTable()
-        for old in self.directory.glob("index*"):
-            old.unlink(missing_ok=True)
-        self.dirty = False
+        self.wait()
+        with self._lock.write():
+            self.inner, self.table = FlatIndex(self.dim), PayloadTable()
+            self.dirty = False
+        shutil.rmtree(self.directory, ignore_errors=True)
 
+    # tiers -------------------------------------------------------------------------------------------
     def _tier(self, n: int) -> type:
         """Which index suits ``n`` vectors; going down waits for half the threshold (no flapping)."""
         current = type(self.inner)
@@ -519,13 +567,57 @@ class EmbeddedIndex:
             return HnswIndex
         return FlatIndex
 
-    def _maybe_switch(self) -> None:
+    def _switch_due(self) -> type | None:
         n = len(self.inner)
         tier = self._tier(n)
-        if tier is IvfIndex and isinstance(self.inner, IvfIndex) and n <= 4 * self.inner.built_for:
+        if tier is IvfIndex and isinstance(self.inner, IvfIndex):
+            return IvfIndex if n > 4 * self.inner.built_for else None  # re-learn the cells when grown 4x
+        return tier if tier is not type(self.inner) else None
+
+    def _maybe_switch(self) -> None:
+        """Called with the write lock held."""
+        if self._builder is not None:
+            return  # one build at a time; the finished build checks again
+        tier = self._switch_due()
+        if tier is None:
             return
-        if tier is not type(self.inner) or tier is IvfIndex:  # IVF: re-learn the cells when grown 4x
-            self.inner = self._convert(self.inner, self._new(tier, n))
+        if not self.background:
+            self.inner = self._convert(self.inner, self._new(tier, len(self.inner)))
+            self.switches += 1
+            return
+        self._pending = []  # from here on, writes are also recorded for the new index
+        self._builder = threading.Thread(target=self._build, args=(tier,), name="lookalike-tier-switch", daemon=True)
+        self._builder.start()
+
+    def _build(self, tier: type) -> None:
+        try:
+            with self._lock.read():  # searches go on; writers wait only for the copy
+                source = self.inner
+                ids = source.ids()
+                vecs = source.vectors(ids) if len(ids) else np.empty((0, self.dim), np.float32)
+            threads = max(1, (os.cpu_count() or 1) - 1)  # leave a core to the searches
+            new = self._fill(self._new(tier, len(ids)), ids, vecs, threads)
+            with self._lock.write():
+                for op, op_ids, op_vecs in self._pending or []:
+                    if op == "add":
+                        new.add(op_ids, op_vecs)
+                    else:
+                        new.remove(op_ids)
+                self.inner, self._pending, self._builder = new, None, None
+                self.switches += 1
+                self.dirty = True
+                self._maybe_switch()  # the library may have grown past the next tier meanwhile
+        except BaseException:
+            with self._lock.write():
+                self._pending, self._builder = None, None
+            raise
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait for a tier switch in progress (before saving in a process about to exit)."""
+        while (builder := self._builder) is not None:
+            builder.join(timeout)
+            if timeout is not None:
+                return
 
     def _new(self, tier: type, n: int) -> FlatIndex | HnswIndex | IvfIndex:
         if tier is IvfIndex:
@@ -535,59 +627,92 @@ class EmbeddedIndex:
         return FlatIndex(self.dim)
 
     @staticmethod
-    def _convert(src, dst):
-        ids = src.ids()
-        if isinstance(dst, IvfIndex):  # learn the cells from a sample of everything, then fill them
-            take = ids if len(ids) <= 64 * dst.nlist else np.sort(
-                np.random.default_rng(0).choice(ids, 64 * dst.nlist, replace=False))  # fmt: skip
-            dst.train(src.vectors(take))
+    def _fill(dst, ids: np.ndarray, vecs: np.ndarray, threads: int = -1):
+        if isinstance(dst, IvfIndex) and len(ids):  # learn the cells from a sample of everything, then fill them
+            take = np.arange(len(ids)) if len(ids) <= 64 * dst.nlist else np.sort(
+                np.random.default_rng(0).choice(len(ids), 64 * dst.nlist, replace=False))  # fmt: skip
+            dst.train(vecs[take], threads)
             dst.built_for = len(ids)
         for start in range(0, len(ids), 65536):
-            chunk = ids[start : start + 65536]
-            dst.add(chunk, src.vectors(chunk))
+            if isinstance(dst, HnswIndex):
+                dst.add(ids[start : start + 65536], vecs[start : start + 65536], threads)
+            else:
+                dst.add(ids[start : start + 65536], vecs[start : start + 65536])
         return dst
 
-    # persistence -------------------------------------------------------------
+    @classmethod
+    def _convert(cls, src, dst):
+        ids = src.ids()
+        return cls._fill(dst, ids, src.vectors(ids) if len(ids) else np.empty((0, dst.dim), np.float32))
+
+    # persistence -------------------------------------------------------------------------------------
     @property
     def manifest_path(self) -> Path:
         return self.directory / "index.json"
 
-    def save(self) -> None:
-        """Write a new generation of files, then switch the manifest to it: a crash leaves the old one."""
+    @contextlib.contextmanager
+    def _files(self, exclusive: bool):
+        """Processes sharing this folder (a CLI run beside the service) take turns on its files."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            generation = json.loads(self.manifest_path.read_text()).get("generation", 0) + 1
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)
+
+    def _manifest(self) -> dict:
+        try:
+            return json.loads(self.manifest_path.read_text())
         except (OSError, ValueError):
-            generation = 1
-        name = f"index-{generation}.{ {'hnsw': 'hnsw', 'ivf': 'ivf'}.get(self.kind, 'flat.npy') }"
-        self.inner.save(self.directory / name)
-        self.table.save(self.directory / f"{name}.payload.npz")
-        manifest = {"kind": self.kind, "dim": self.dim, "count": len(self), "file": name, "generation": generation,
-                    "tag": self.tag}  # fmt: skip
-        _atomic_write(self.manifest_path, lambda tmp: Path(tmp).write_text(json.dumps(manifest)))
-        for old in self.directory.glob("index-*"):
-            if not old.name.startswith(name):
-                old.unlink(missing_ok=True)
-        self.dirty = False
+            return {}
+
+    def save(self) -> bool:
+        """Write a new generation of files, then switch the manifest to it: a crash leaves the old one.
+
+        Another process may have saved a newer state (further along the change feed) meanwhile; then
+        this one is not written. Returns whether the files were written.
+        """
+        with self._files(exclusive=True):
+            current = self._manifest()
+            if current.get("tag") == self.tag and int(current.get("seq", -1)) > self.cursor:
+                return False
+            name = f"index-{uuid.uuid4().hex[:12]}.{ {'hnsw': 'hnsw', 'ivf': 'ivf'}.get(self.kind, 'flat.npy') }"
+            with self._lock.read():
+                inner, cursor = self.inner, self.cursor
+                inner.save(self.directory / name)
+                self.table.save(self.directory / f"{name}.payload.npz")
+                count, self.dirty = len(inner), False
+            manifest = {"kind": inner.kind, "dim": self.dim, "count": count, "file": name, "seq": cursor,
+                        "tag": self.tag, "saved_at": time.time()}  # fmt: skip
+            _atomic_write(self.manifest_path, lambda tmp: Path(tmp).write_text(json.dumps(manifest)))
+            for old in self.directory.glob("index-*"):
+                if not old.name.startswith(name):
+                    old.unlink(missing_ok=True)
+        return True
 
     def load(self) -> bool:
-        """Load the saved index; False when there is none usable (then rebuild from the catalog)."""
+        """Load the saved index; False when there is none usable (then it is built from the catalog)."""
         try:
-            manifest = json.loads(self.manifest_path.read_text())
-            if manifest["dim"] != self.dim or manifest.get("tag", "") != self.tag:
-                return False  # built for another vector transform: rebuilt from the catalog
-            path = self.directory / manifest["file"]
-            if manifest["kind"] == "hnsw":
-                self.inner = HnswIndex.load(path, self.dim, **self.hnsw_params)
-            elif manifest["kind"] == "ivf":
-                self.inner = IvfIndex.load(path, self.dim, self.ivf_nprobe)
-            else:
-                self.inner = FlatIndex.load(path, self.dim)
-            self.table = PayloadTable.load(self.directory / f"{manifest['file']}.payload.npz")
-            if len(self.table) != len(self.inner):
+            with self._files(exclusive=False):
+                manifest = self._manifest()
+                if manifest.get("dim") != self.dim or manifest.get("tag", "") != self.tag:
+                    return False  # built for another vector transform or library: rebuilt from the catalog
+                path = self.directory / manifest["file"]
+                if manifest["kind"] == "hnsw":
+                    inner = HnswIndex.load(path, self.dim, **self.hnsw_params)
+                elif manifest["kind"] == "ivf":
+                    inner = IvfIndex.load(path, self.dim, self.ivf_nprobe)
+                else:
+                    inner = FlatIndex.load(path, self.dim)
+                table = PayloadTable.load(self.directory / f"{manifest['file']}.payload.npz")
+            if len(table) != len(inner):
                 raise ValueError("payloads and vectors disagree")
         except (OSError, ValueError, KeyError, RuntimeError, TypeError):
-            self.inner, self.table = FlatIndex(self.dim), PayloadTable()
-            return False  # rebuilt from the catalog (an index saved before payloads existed lands here too)
+            return False
+        with self._lock.write():
+            self.inner, self.table, self.cursor, self.dirty = inner, table, int(manifest.get("seq", 0)), False
+            self._maybe_switch()  # thresholds may have changed since it was saved
         return True
 
     def sync(self, catalog_ids: np.ndarray, fetch, fetch_payloads=None) -> tuple[int, int]:

@@ -1,0 +1,125 @@
+"""``lookalike doctor``: compare the catalog with the vector engine and the image store, and repair.
+
+The catalog is the truth. A vector whose photo the catalog no longer holds is removed (photo ids are
+never reused and deletions are applied from the change feed, so such a vector is debris or a
+resurrection, never a photo); a photo without its vector gets it from the catalog's stored embedding; a
+payload that disagrees with the catalog is rewritten; a missing thumbnail is made again from the photo
+when its bytes can still be read. Nothing is changed without ``--fix``, and opening a library never does
+any of this: only this explicit command repairs wholesale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from lookalike.imaging import decode, thumbnail_jpeg
+from lookalike.store.catalog import OBJECT_BITS
+from lookalike.store.vectors import VectorIndex
+
+CHUNK = 4096
+PAYLOAD_KEYS = ("photo_id", "object", "label", "detected_label")
+
+
+@dataclass
+class Findings:
+    photos_missing: list[int] = field(default_factory=list)  # in the catalog, not in the engine
+    photos_extra: list[int] = field(default_factory=list)  # in the engine, not in the catalog
+    photos_payload: list[int] = field(default_factory=list)  # payload differs from the catalog
+    objects_missing: list[int] = field(default_factory=list)  # subject vector ids
+    objects_extra: list[int] = field(default_factory=list)
+    objects_payload: list[int] = field(default_factory=list)
+    thumbnails_missing: list[int] = field(default_factory=list)  # image ids
+    originals_missing: list[int] = field(default_factory=list)
+    fixed: dict[str, int] = field(default_factory=dict)
+    unfixable: list[str] = field(default_factory=list)
+
+    @property
+    def problems(self) -> int:
+        return sum(len(v) for k, v in asdict(self).items() if isinstance(v, list) and k != "unfixable")
+
+    def as_dict(self) -> dict:
+        return {"problems": self.problems, **asdict(self)}
+
+
+def _compare(index: VectorIndex, truth: np.ndarray, payloads_of, found: Findings, kind: str) -> None:
+    have = index.ids()
+    getattr(found, f"{kind}_missing").extend(np.setdiff1d(truth, have).tolist())
+    getattr(found, f"{kind}_extra").extend(np.setdiff1d(have, truth).tolist())
+    both = np.intersect1d(truth, have)
+    for start in range(0, len(both), CHUNK):
+        chunk = both[start : start + CHUNK]
+        want = payloads_of(chunk)
+        got = index.payloads(chunk)
+        for vid, w, g in zip(chunk.tolist(), want, got, strict=True):
+            if g is None or any(w[key] != g[key] for key in PAYLOAD_KEYS):
+                getattr(found, f"{kind}_payload").append(vid)
+
+
+def check(lib) -> Findings:
+    """What differs between the catalog, the active space and the image store (after catching up)."""
+    catalog = lib.catalog
+    space = lib.refresh()
+    found = Findings()
+    _compare(space.photos, catalog.ids(), lambda ids: catalog.vectors(ids).payloads, found, "photos")
+
+    def object_payloads(vids: np.ndarray) -> list[dict]:
+        rows = catalog.object_vectors(sorted({int(v) >> OBJECT_BITS for v in vids.tolist()}))
+        by_id = dict(zip(rows.ids.tolist(), rows.payloads, strict=True))
+        return [by_id[int(v)] for v in vids.tolist()]
+
+    _compare(space.objects, catalog.object_vector_ids(), object_payloads, found, "objects")
+    ids = catalog.ids().tolist()
+    for start in range(0, len(ids), CHUNK):
+        for image_id, rec in catalog.get_many(ids[start : start + CHUNK]).items():
+            if not lib.images.exists("thumbnail", rec.sha256):
+                found.thumbnails_missing.append(image_id)
+            if rec.has_original and not lib.images.exists("original", rec.sha256):
+                found.originals_missing.append(image_id)
+    return found
+
+
+def fix(lib, found: Findings) -> Findings:
+    """Repair what ``check`` found, the catalog being the truth."""
+    catalog, space = lib.catalog, lib.space
+    lock = catalog.lock(f"apply:{space.names[0]}") if space.shared else _NoLock()
+    with lock:
+        if found.photos_extra:
+            space.photos.remove(np.asarray(found.photos_extra, dtype=np.int64))
+        redo = sorted(set(found.photos_missing) | set(found.photos_payload))
+        for start in range(0, len(redo), CHUNK):
+            rows = catalog.vectors(redo[start : start + CHUNK])
+            space.photos.add(rows.ids, space.apply_transform(rows.matrix), rows.payloads)
+        if found.objects_extra:
+            space.objects.remove(np.asarray(found.objects_extra, dtype=np.int64))
+        photos = sorted({v >> OBJECT_BITS for v in found.objects_missing + found.objects_payload})
+        for start in range(0, len(photos), CHUNK):
+            rows = catalog.object_vectors(photos[start : start + CHUNK])
+            space.objects.add(rows.ids, space.apply_transform(rows.matrix), rows.payloads)
+    found.fixed = {"vectors_removed": len(found.photos_extra) + len(found.objects_extra),
+                   "vectors_written": len(redo) + len(found.objects_missing) + len(found.objects_payload)}  # fmt: skip
+    thumbs = 0
+    for image_id in found.thumbnails_missing:
+        try:
+            decoded = decode(lib.original_bytes(image_id), lib.settings.max_pixels, lib.settings.thumbnail_size)
+        except Exception as exc:  # the photo's bytes are gone: report, do not guess
+            found.unfixable.append(f"thumbnail of image {image_id}: {exc}")
+            continue
+        rec = catalog.get(image_id)
+        if rec is not None:
+            thumb = thumbnail_jpeg(decoded.image, lib.settings.thumbnail_size, lib.settings.thumbnail_quality)
+            lib.images.put("thumbnail", rec.sha256, thumb)
+            thumbs += 1
+    found.fixed["thumbnails_made"] = thumbs
+    found.unfixable += [f"original of image {i} (an upload or URL: no other copy)" for i in found.originals_missing]
+    lib.save_index()
+    return found
+
+
+class _NoLock:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc) -> None:
+        return None

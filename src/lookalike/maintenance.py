@@ -1,0 +1,175 @@
+"""Work that keeps a library healthy, done off the request path: re-learning the whitening into a new
+space, and tidying (feed pruning, dropping replaced collections and transforms).
+
+The re-learning rule, so that no process ever rebuilds millions of vectors unasked:
+
+- the whitening is learned once the library holds ``whiten_min_photos`` photos (256);
+- it is re-learned automatically when the library has doubled (or halved) since, but only while the
+  library holds at most ``whiten_auto_max`` photos (100,000): a re-learn re-projects and re-indexes every
+  vector, so above that size only ``lookalike reindex`` re-learns;
+- it is fitted on at most ``whiten_sample`` photos (50,000) drawn at random from the catalog, and keeps
+  about n/8 dimensions (32 to ``whiten_max_dim``), n being the library's size.
+
+A new transform is stored in the catalog with a new version, its space is built beside the active one
+(the process doing it keeps serving from the old one), then the catalog's pointer switches every process
+to it; one process at a time re-learns (a catalog lock).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import threading
+import time
+
+from lookalike.search.whitening import Whitening, whiten_dim
+from lookalike.vectorspace import IDENTITY, WHITENING, SpaceKey
+
+log = logging.getLogger("lookalike")
+
+
+def whitening_wanted(lib, n: int) -> bool:
+    return bool(lib.settings.whiten) and n >= lib.settings.whiten_min_photos
+
+
+def relearn_due(lib) -> bool:
+    """Whether the automatic rule asks for a new transform now."""
+    n = lib.catalog.count()
+    space = lib.space
+    current = space.transform
+    if not whitening_wanted(lib, n):
+        return current is not None  # whitening switched off, or the library shrank below the minimum
+    if current is None:
+        return True
+    if n > lib.settings.whiten_auto_max:
+        return False
+    return n >= 2 * current.fitted_on or 2 * n <= current.fitted_on
+
+
+def learn_transform(lib) -> int:
+    """Fit the transform the rule asks for on a bounded sample; store it; return its version."""
+    s, catalog = lib.settings, lib.catalog
+    n = catalog.count()
+    if not whitening_wanted(lib, n):
+        return catalog.add_transform(IDENTITY, lib.spec.dim, n, b"")
+    ids = catalog.sample_ids(s.whiten_sample, seed=n)
+    chunks = (catalog.vectors(ids[i : i + 4096]).matrix for i in range(0, len(ids), 4096))
+    fitted = Whitening.fit(chunks, whiten_dim(n, s.whiten_max_dim), s.whiten_power)
+    fitted = Whitening(fitted.mean, fitted.projection, n)  # the rule compares with the library's size
+    return catalog.add_transform(WHITENING, fitted.dim, n, fitted.to_bytes())
+
+
+def rebuild(lib, backend: str | None = None, force: bool = False, wait: bool = True) -> SpaceKey | None:
+    """Learn a new transform when due (always with ``force``), build its space in ``backend`` (default:
+    the active one), switch every process to it. Returns the new key, or None when nothing was due or
+    another process is re-learning (``wait`` off)."""
+    with lib.catalog.lock("relearn", wait=wait) as got:
+        if not got:
+            return None
+        lib.refresh()
+        active = lib.space.key
+        target = backend or active.backend
+        if not force and target == active.backend and not relearn_due(lib):
+            return None
+        started = time.perf_counter()
+        key = SpaceKey(target, learn_transform(lib))
+        space = lib.build_space(key)
+        lib.activate(space)
+        log.info("built space %s in %.1f s", space.names[0], time.perf_counter() - started)
+        return key
+
+
+def tidy(lib) -> dict:
+    """Prune the change feed, drop replaced collections after their grace period, delete unused transforms
+    and stale embedded index folders of this library directory."""
+    s, catalog = lib.settings, lib.catalog
+    done = {"changes_pruned": 0, "dropped": []}
+    active = lib.active_key()
+    keep_from = catalog.last_seq()
+    if active.shared:
+        keep_from = min(keep_from, int(catalog.get_meta(lib.space.cursor_key) or 0))
+    done["changes_pruned"] = catalog.prune_changes(keep_from, s.change_retention)
+    now = time.time()
+    keep_versions = {active.version}
+    for meta_key, retired_at in catalog.meta_items("retired:").items():
+        key = SpaceKey.from_json(meta_key.removeprefix("retired:"))
+        if now - float(retired_at) < s.retire_grace:
+            keep_versions.add(key.version)
+            continue
+        if key.shared and key != active:
+            try:
+                for name in lib.names_for(key):
+                    lib.open_engine(key.backend, name, 1).drop()
+                done["dropped"].append(key.to_json())
+            except Exception as exc:  # an engine that is gone or unreachable: try again next time
+                log.warning("could not drop retired collections of %s: %s", key.to_json(), exc)
+                keep_versions.add(key.version)
+                continue
+        catalog.delete_meta(meta_key)
+    catalog.delete_transforms(keep_versions)
+    folder = lib.home / "vectors"
+    if folder.is_dir():
+        current = set(lib.names_for(active)) if not active.shared else set()
+        for child in folder.iterdir():
+            manifest = child / "index.json"
+            if child.is_dir() and child.name not in current:
+                age = now - (manifest.stat().st_mtime if manifest.exists() else child.stat().st_mtime)
+                if age >= s.retire_grace:
+                    shutil.rmtree(child, ignore_errors=True)
+            elif child.is_file() and child.name.startswith("index"):  # files of versions before spaces
+                child.unlink(missing_ok=True)
+    return done
+
+
+def describe(lib) -> dict:
+    """The active space, for stats: transform, engine, collections."""
+    space = lib.space
+    t = space.transform
+    return {
+        "space": json.loads(space.key.to_json()),
+        "collections": list(space.names),
+        "whitening": f"{lib.spec.dim} -> {t.dim}, learned from {t.fitted_on} photos" if t is not None else "off",
+    }
+
+
+class Background:
+    """The thread a long-running process (the service) follows the catalog with.
+
+    Every ``sync_interval`` seconds it brings the active space up to date (and switches to a new one),
+    so photos added or removed by any other process are found within about that time; after writes,
+    and every minute, it runs the re-learning rule and tidies; every 30 seconds it saves the embedded
+    index if it changed, so a restart loads it instead of rebuilding. Requests never do any of this.
+    """
+
+    def __init__(self, lib, save_every: float = 30.0, maintain_every: float = 60.0) -> None:
+        self.lib, self.save_every, self.maintain_every = lib, save_every, maintain_every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lookalike-follow", daemon=True)
+        lib.background = True
+
+    def start(self) -> Background:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        lib = self.lib
+        last_save = last_maintain = time.monotonic()
+        while not self._stop.wait(lib.settings.sync_interval):
+            try:
+                lib.refresh(wait=False)
+                now = time.monotonic()
+                since = now - last_maintain
+                if (lib.maintenance_due.is_set() and since > 5) or since > self.maintain_every:
+                    lib.maintenance_due.clear()
+                    last_maintain = now
+                    lib.maintain(wait=False)
+                if now - last_save > self.save_every:
+                    last_save = now
+                    lib.save_index()
+            except Exception:  # a database or engine that is briefly away: try again next round
+                log.exception("following the catalog failed; retrying")

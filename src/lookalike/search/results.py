@@ -1,0 +1,46 @@
+"""What a search returns: one hit per photo, best first."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+Box = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: int
+    score: float
+    label: str | None
+    sources: tuple[str, ...]
+    width: int
+    height: int
+    sha256: str
+    box: Box | None = None  # the matched object, when an object matched best
+    detected_label: str | None = None
+
+    def as_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "score": round(self.score, 6),
+            "label": self.label,
+            "sources": list(self.sources),
+            "width": self.width,
+            "height": self.height,
+            "box": [round(v, 1) for v in self.box] if self.box else None,
+            "detected_label": self.detected_label,
+        }
+
+
+@dataclass
+class SearchResult:
+    hits: list[Hit]
+    seconds: float
+    query: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {
+            "query": self.query,
+            "seconds": round(self.seconds, 5),
+            "hits": [h.as_dict() for h in self.hits],
+        }

@@ -1,0 +1,25 @@
+"""The catalog, a library's source of truth: SQLite by default, PostgreSQL when processes share it."""
+
+from __future__ import annotations
+
+from lookalike.store.catalog.database import Database, DatabaseError
+from lookalike.store.catalog.records import (
+    OBJECT_BITS,
+    OBJECTS,
+    PHOTO,
+    BatchResult,
+    Change,
+    ImageRecord,
+    NewImage,
+    ObjectRecord,
+    Vectors,
+    object_vector_id,
+    split_object_vector_id,
+)
+from lookalike.store.catalog.sql import Catalog
+
+__all__ = [
+    "OBJECT_BITS", "OBJECTS", "PHOTO", "BatchResult", "Catalog", "Change", "Database", "DatabaseError",
+    "ImageRecord", "NewImage", "ObjectRecord", "Vectors", "object_vector_id",
+    "split_object_vector_id",
+]  # fmt: skip

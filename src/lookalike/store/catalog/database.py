@@ -1,0 +1,221 @@
+"""Connections to the catalog database: SQLite (the default, one file) or PostgreSQL (shared).
+
+SQLAlchemy Core over the standard drivers (sqlite3, psycopg 3): one set of SQL texts for both databases,
+expanding ``IN`` parameters, a thread-safe connection pool, and dialect-aware DDL where the two differ.
+Measured against raw psycopg in bench/catalog.py (bench/RESULTS.md, "Catalog"): the per-call overhead is a
+few tens of microseconds, small next to a round trip to the server, and we keep one code path instead of two.
+
+Transactions: writes run in ``write()`` (SQLite ``BEGIN IMMEDIATE``: one writer at a time, no upgrade
+deadlocks; PostgreSQL READ COMMITTED, retried on deadlock or serialization failure). Reads run in ``read()``
+(a snapshot for the block; in WAL mode SQLite readers never wait for writers).
+
+Locks between processes: PostgreSQL advisory locks, or ``flock`` on files beside the SQLite database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+
+T = TypeVar("T")
+FEED_LOCK = "change-feed"
+
+
+class DatabaseError(RuntimeError):
+    """The catalog database cannot be reached or used; the message names the setting."""
+
+
+def _lock_key(name: str) -> int:
+    """A stable signed 64-bit key for pg_advisory_lock."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+def normalise_url(url: str) -> str:
+    """postgres:// and postgresql:// use psycopg 3; sqlite:/// stays."""
+    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    if url.startswith("sqlite:///"):
+        return url
+    raise DatabaseError(
+        f"LOOKALIKE_DATABASE_URL must start with postgresql:// (or sqlite:///path): got {url.split(':', 1)[0]}://..."
+    )
+
+
+def redact(url: str) -> str:
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
+
+
+class Database:
+    """An engine plus the few things that differ between SQLite and PostgreSQL."""
+
+    def __init__(self, url: str, schema: str | None = None) -> None:
+        self.url = normalise_url(url)
+        self.dialect = "postgresql" if self.url.startswith("postgresql") else "sqlite"
+        self.schema = schema
+        if self.dialect == "sqlite":
+            self.path = Path(self.url.removeprefix("sqlite:///"))
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.engine = sa.create_engine(
+                self.url, connect_args={"timeout": 60, "check_same_thread": False}, pool_size=8, max_overflow=24
+            )
+            event.listen(self.engine, "connect", _sqlite_connect)
+            event.listen(self.engine, "begin", _sqlite_begin)
+        else:
+            self.path = None
+            args: dict = {"connect_timeout": 10}
+            if schema:
+                if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", schema):
+                    raise DatabaseError(f"LOOKALIKE_DATABASE_SCHEMA {schema!r} is not a plain SQL name")
+                args["options"] = f"-c search_path={schema}"
+            self.engine = sa.create_engine(
+                self.url, connect_args=args, pool_size=8, max_overflow=24, pool_pre_ping=True, pool_recycle=1800
+            )
+        try:
+            with self.engine.connect() as conn:
+                if self.dialect == "postgresql" and schema:
+                    conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+                    conn.commit()
+        except sa.exc.OperationalError as exc:
+            self.engine.dispose()
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            raise DatabaseError(
+                f"cannot open the catalog database {redact(url)} (LOOKALIKE_DATABASE_URL): {reason}"
+            ) from None
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @property
+    def shared(self) -> bool:
+        """True when processes on other machines may use this catalog too."""
+        return self.dialect == "postgresql"
+
+    # transactions ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Connection]:
+        conn = self.engine.connect().execution_options(immediate=True)
+        try:
+            with conn.begin():
+                yield conn
+        finally:
+            conn.close()
+
+    def retrying(self, fn: Callable[[Connection], T], attempts: int = 5) -> T:
+        """Run ``fn`` in a write transaction, again after a deadlock or serialization failure."""
+        for attempt in range(attempts):
+            try:
+                with self.write() as conn:
+                    return fn(conn)
+            except sa.exc.OperationalError as exc:
+                code = getattr(exc.orig, "sqlstate", None)
+                if code not in ("40P01", "40001") or attempt == attempts - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def order_feed(self, conn: Connection) -> None:
+        """Called right before a transaction appends to the change feed.
+
+        PostgreSQL hands out sequence numbers at insert time, not at commit, so a reader could see
+        change 11 committed before change 10 and skip 10 forever. Holding one transaction-level
+        advisory lock from the first feed insert to the commit makes numbering order = commit order.
+        SQLite has one writer at a time already.
+        """
+        if self.dialect == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _lock_key(FEED_LOCK)})
+
+    # locks between processes ---------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self, name: str, wait: bool = True) -> Iterator[bool]:
+        """An exclusive lock shared by every process of this catalog; yields False when ``wait`` is off
+        and another process holds it."""
+        if self.dialect == "postgresql":
+            conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            try:
+                key = _lock_key(name)
+                if wait:
+                    conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+                    got = True
+                else:
+                    got = bool(conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
+                try:
+                    yield got
+                finally:
+                    if got:
+                        conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            finally:
+                conn.close()
+            return
+        folder = self.path.with_name(self.path.name + "-locks")
+        folder.mkdir(exist_ok=True)
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:100] + "-" + hashlib.sha1(name.encode()).hexdigest()[:8]
+        fd = os.open(folder / safe, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+                got = True
+            except BlockingIOError:
+                got = False
+            try:
+                yield got
+            finally:
+                if got:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
+    # sizes -------------------------------------------------------------------------------------------
+    def table_bytes(self, tables: tuple[str, ...]) -> dict[str, int]:
+        """Bytes each table takes with its indexes (PostgreSQL: pg_total_relation_size; SQLite: dbstat)."""
+        out = {}
+        with self.read() as conn:
+            for table in tables:
+                if self.dialect == "postgresql":
+                    out[table] = int(conn.execute(sa.text("SELECT pg_total_relation_size(:t)"), {"t": table}).scalar())
+                else:
+                    rows = conn.execute(
+                        sa.text(
+                            "SELECT COALESCE(SUM(pgsize), 0) FROM dbstat WHERE name = :t OR name IN "
+                            "(SELECT name FROM sqlite_master WHERE tbl_name = :t AND type = 'index')"
+                        ),
+                        {"t": table},
+                    )
+                    out[table] = int(rows.scalar())
+        return out
+
+    def disk_bytes(self) -> int:
+        if self.dialect == "postgresql":
+            with self.read() as conn:
+                return int(conn.execute(sa.text("SELECT pg_database_size(current_database())")).scalar())
+        return sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file())
+
+
+def _sqlite_connect(dbapi_conn, _record) -> None:
+    dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (pysqlite's own handling is broken)
+    dbapi_conn.execute("PRAGMA journal_mode=WAL")
+    dbapi_conn.execute("PRAGMA synchronous=NORMAL")
+    dbapi_conn.execute("PRAGMA foreign_keys=ON")
+    dbapi_conn.execute("PRAGMA busy_timeout=60000")
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # writers take the database lock up front: a deferred transaction that later writes can fail with
+    # SQLITE_BUSY instead of waiting; readers begin deferred and never block writers (WAL)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("immediate") else "BEGIN")

@@ -1,0 +1,89 @@
+"""What the catalog hands out and takes in: plain frozen records, no database handles."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+OBJECT_BITS = 10  # object vector id = image_id << 10 | idx: stable across re-runs, up to 1023 objects a photo
+
+# change-feed flags: which of a photo's vectors a change concerns
+PHOTO = 1  # the whole-photo vector or its payload (added, removed, relabelled)
+OBJECTS = 2  # its detected subjects' vectors
+
+
+def object_vector_id(image_id: int, idx: int) -> int:
+    return (image_id << OBJECT_BITS) | idx
+
+
+def split_object_vector_id(vector_id: int) -> tuple[int, int]:
+    return vector_id >> OBJECT_BITS, vector_id & ((1 << OBJECT_BITS) - 1)
+
+
+@dataclass(frozen=True)
+class ObjectRecord:
+    image_id: int
+    idx: int
+    box: tuple[float, float, float, float]
+    label: str
+    score: float
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    id: int
+    sha256: str
+    label: str | None
+    width: int
+    height: int
+    format: str
+    bytes: int
+    added_at: float
+    has_original: bool
+    sources: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NewImage:
+    """An image ready to be written: decoded, embedded, thumbnailed."""
+
+    sha256: str
+    source: str
+    label: str | None
+    width: int
+    height: int
+    format: str
+    bytes: int
+    size: int | None
+    mtime_ns: int | None
+    embedding: np.ndarray | None  # None when the bytes are already in the catalog
+    has_original: bool = False
+
+
+@dataclass
+class BatchResult:
+    """What ``add_batch`` did: (item, image id, new?) per written item, and the images some source
+    pointed at before it was re-pointed (candidates for removal when nothing points at them now)."""
+
+    rows: list[tuple[NewImage, int, bool]] = field(default_factory=list)
+    displaced: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Vectors:
+    """Vectors read from the catalog for an index: ids, a (n, dim) matrix, and one payload each."""
+
+    ids: np.ndarray
+    matrix: np.ndarray
+    payloads: list[dict]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass(frozen=True)
+class Change:
+    seq: int
+    image_id: int
+    flags: int

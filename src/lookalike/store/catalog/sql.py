@@ -1,0 +1,536 @@
+"""The catalog: the source of truth of a library, in SQLite (default) or PostgreSQL (shared).
+
+One row per distinct image (sha256 of its bytes) with its embedding, one row per source (path, URL,
+bucket key or upload) that pointed at it, the detected subjects, learned transforms by version, and a
+change feed. Vector indexes are derived from it: every write appends the touched photo ids to
+``changes`` in the same transaction, and every process follows that feed to bring its indexes (or the
+shared engine) to the catalog's state. Ids come from the database and are never reused, so a vector id
+always means one photo. Writes are batched in one transaction each, so a killed process leaves a whole
+batch or none of it.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from lookalike.store.catalog import codec
+from lookalike.store.catalog.database import Database
+from lookalike.store.catalog.migrations import migrate, split_source
+from lookalike.store.catalog.records import (
+    OBJECTS,
+    PHOTO,
+    BatchResult,
+    Change,
+    ImageRecord,
+    NewImage,
+    ObjectRecord,
+    Vectors,
+    object_vector_id,
+    split_object_vector_id,
+)
+from lookalike.store.payload import whole_photo
+
+CHUNK = 5000  # ids per IN list: well under SQLite's and PostgreSQL's parameter limits
+IMAGE_COLS = "id, sha256, label, width, height, format, bytes, added_at, has_original"
+
+
+def _sql(text: str, *expanding: str) -> sa.TextClause:
+    clause = sa.text(text)
+    return clause.bindparams(*(sa.bindparam(name, expanding=True) for name in expanding)) if expanding else clause
+
+
+def _chunks(values: list, size: int = CHUNK) -> Iterator[list]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _ints(ids: Iterable) -> list[int]:
+    return [int(i) for i in (ids.tolist() if isinstance(ids, np.ndarray) else ids)]
+
+
+def _record(row, sources: tuple[str, ...] = ()) -> ImageRecord:
+    return ImageRecord(int(row[0]), bytes(row[1]).hex(), row[2], int(row[3]), int(row[4]), row[5], int(row[6]),
+                       float(row[7]), bool(row[8]), sources)  # fmt: skip
+
+
+def _object_payload(row) -> dict:
+    """(image_id, idx, x1, y1, x2, y2, label, score, image label) -> the object's index payload."""
+    return {"photo_id": int(row[0]), "object": int(row[1]), "label": row[8] or "", "detected_label": row[6],
+            "box": (float(row[2]), float(row[3]), float(row[4]), float(row[5])), "score": float(row[7])}  # fmt: skip
+
+
+class Catalog:
+    """Everything a library knows, behind one small API; the same code on SQLite and PostgreSQL."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        migrate(db)
+        self._dirs: dict[str, int] = {}  # folder -> id: a cache of rows that never change
+
+    @classmethod
+    def open(cls, url: str, schema: str | None = None) -> Catalog:
+        return cls(Database(url, schema))
+
+    @property
+    def dialect(self) -> str:
+        return self.db.dialect
+
+    def close(self) -> None:
+        self.db.close()
+
+    def lock(self, name: str, wait: bool = True):
+        return self.db.lock(name, wait)
+
+    # meta -------------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        with self.db.read() as conn:
+            return conn.execute(sa.text("SELECT value FROM meta WHERE key = :k"), {"k": key}).scalar()
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.db.write() as conn:
+            self._set_meta(conn, key, value)
+
+    @staticmethod
+    def _set_meta(conn: Connection, key: str, value: str) -> None:
+        upsert = "INSERT INTO meta(key, value) VALUES (:k, :v) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+        conn.execute(sa.text(upsert), {"k": key, "v": value})
+
+    def set_metas(self, values: dict[str, str]) -> None:
+        """Several keys in one transaction: readers see all of them changed or none."""
+        with self.db.write() as conn:
+            for key, value in values.items():
+                self._set_meta(conn, key, value)
+
+    def setdefault_meta(self, key: str, value: str) -> str:
+        """Store ``value`` unless the key exists; returns what is stored (the first writer wins)."""
+        with self.db.write() as conn:
+            conn.execute(sa.text("INSERT INTO meta(key, value) VALUES (:k, :v) ON CONFLICT(key) DO NOTHING"),
+                         {"k": key, "v": value})  # fmt: skip
+            return conn.execute(sa.text("SELECT value FROM meta WHERE key = :k"), {"k": key}).scalar()
+
+    def meta_items(self, prefix: str) -> dict[str, str]:
+        with self.db.read() as conn:
+            rows = conn.execute(sa.text("SELECT key, value FROM meta WHERE key LIKE :p"), {"p": prefix + "%"})
+            return {k: v for k, v in rows}
+
+    def delete_meta(self, key: str) -> None:
+        with self.db.write() as conn:
+            conn.execute(sa.text("DELETE FROM meta WHERE key = :k"), {"k": key})
+
+    # photos: reads ---------------------------------------------------------------------------------
+    def count(self) -> int:
+        with self.db.read() as conn:
+            return int(conn.execute(sa.text("SELECT COUNT(*) FROM images")).scalar())
+
+    def counts(self) -> dict[str, int]:
+        """Photos, sources, detected subjects and photos with subjects."""
+        with self.db.read() as conn:
+            one = lambda sql: int(conn.execute(sa.text(sql)).scalar())  # noqa: E731
+            return {"images": one("SELECT COUNT(*) FROM images"), "sources": one("SELECT COUNT(*) FROM sources"),
+                    "objects": one("SELECT COUNT(*) FROM objects"),
+                    "photos_with_objects": one("SELECT COUNT(DISTINCT image_id) FROM objects"),
+                    "detected": one("SELECT COUNT(*) FROM detections")}  # fmt: skip
+
+    def get(self, image_id: int) -> ImageRecord | None:
+        return self.get_many([image_id]).get(int(image_id))
+
+    def get_many(self, ids: Iterable[int]) -> dict[int, ImageRecord]:
+        """Records with their sources (oldest first); unknown ids are left out."""
+        ids = [i for i in _ints(ids) if 0 < i < 2**63]
+        out: dict[int, ImageRecord] = {}
+        with self.db.read() as conn:
+            for chunk in _chunks(ids):
+                rows = conn.execute(_sql(f"SELECT {IMAGE_COLS} FROM images WHERE id IN :ids", "ids"), {"ids": chunk})
+                found = {int(r[0]): r for r in rows}
+                sources: dict[int, list[str]] = {i: [] for i in found}
+                if found:
+                    for image_id, source in conn.execute(_sql(
+                        "SELECT s.image_id, d.path || s.name FROM sources s JOIN dirs d ON d.id = s.dir_id "
+                        "WHERE s.image_id IN :ids ORDER BY s.added_at, d.path, s.name", "ids"), {"ids": list(found)}
+                    ):  # fmt: skip
+                        sources[int(image_id)].append(source)
+                out.update({i: _record(r, tuple(sources[i])) for i, r in found.items()})
+        return out
+
+    def id_for_sha(self, sha256: str) -> int | None:
+        with self.db.read() as conn:
+            return conn.execute(
+                sa.text("SELECT id FROM images WHERE sha256 = :s"), {"s": bytes.fromhex(sha256)}
+            ).scalar()
+
+    def embedding(self, image_id: int) -> np.ndarray | None:
+        if not 0 < int(image_id) < 2**63:
+            return None
+        with self.db.read() as conn:
+            blob = conn.execute(sa.text("SELECT embedding FROM images WHERE id = :i"), {"i": int(image_id)}).scalar()
+        return None if blob is None else codec.decode(blob)
+
+    def vectors(self, ids: Iterable[int]) -> Vectors:
+        """Whole-photo embeddings and payloads of the ids that exist (in the order asked)."""
+        ids = _ints(ids)
+        rows: dict[int, tuple] = {}
+        with self.db.read() as conn:
+            for chunk in _chunks(ids):
+                q = _sql("SELECT id, label, embedding FROM images WHERE id IN :ids", "ids")
+                rows.update({int(r[0]): r for r in conn.execute(q, {"ids": chunk})})
+        present = [i for i in ids if i in rows]
+        return Vectors(np.asarray(present, dtype=np.int64), codec.decode_many([rows[i][2] for i in present]),
+                       [whole_photo(i, rows[i][1]) for i in present])  # fmt: skip
+
+    def object_vectors(self, image_ids: Iterable[int]) -> Vectors:
+        """Detected-subject embeddings and payloads of these photos."""
+        ids, vecs, payloads = [], [], []
+        with self.db.read() as conn:
+            for chunk in _chunks(_ints(image_ids)):
+                q = _sql("SELECT o.image_id, o.idx, o.x1, o.y1, o.x2, o.y2, o.label, o.score, i.label, o.embedding "
+                         "FROM objects o JOIN images i ON i.id = o.image_id WHERE o.image_id IN :ids "
+                         "ORDER BY o.image_id, o.idx", "ids")  # fmt: skip
+                for r in conn.execute(q, {"ids": chunk}):
+                    ids.append(object_vector_id(int(r[0]), int(r[1])))
+                    vecs.append(r[9])
+                    payloads.append(_object_payload(r))
+        return Vectors(np.asarray(ids, dtype=np.int64), codec.decode_many(vecs), payloads)
+
+    def iter_vectors(self, objects: bool = False, chunk: int = 4096) -> Iterator[Vectors]:
+        """Every whole-photo (or subject) vector in id order, in chunks: for building an index."""
+        last = 0
+        while True:
+            with self.db.read() as conn:
+                q = sa.text("SELECT id FROM images WHERE id > :last ORDER BY id LIMIT :n")
+                ids = [int(r[0]) for r in conn.execute(q, {"last": last, "n": chunk})]
+            if not ids:
+                return
+            last = ids[-1]
+            found = self.object_vectors(ids) if objects else self.vectors(ids)
+            if len(found):
+                yield found
+
+    def sample_ids(self, n: int, seed: int = 0) -> list[int]:
+        """At most ``n`` photo ids drawn at random (reproducibly): a bounded sample to learn from."""
+        ids = self.ids().tolist()
+        if len(ids) <= n:
+            return ids
+        return sorted(random.Random(seed).sample(ids, n))
+
+    def ids(self, label: str | None = None) -> np.ndarray:
+        with self.db.read() as conn:
+            if label is None:
+                rows = conn.execute(sa.text("SELECT id FROM images ORDER BY id"))
+            else:
+                rows = conn.execute(sa.text("SELECT id FROM images WHERE label = :l ORDER BY id"), {"l": label})
+            return np.fromiter((r[0] for r in rows), dtype=np.int64)
+
+    def labels(self) -> dict[str, int]:
+        with self.db.read() as conn:
+            rows = conn.execute(sa.text("SELECT label, COUNT(*) FROM images WHERE label IS NOT NULL GROUP BY label"))
+            return {label: int(n) for label, n in rows}
+
+    # sources ------------------------------------------------------------------------------------------
+    def source_state(self, source: str) -> tuple[int, int | None, int | None] | None:
+        """(image_id, size, mtime_ns) recorded for a source, or None if unknown."""
+        return self.source_states([source]).get(source)
+
+    def source_states(self, sources: Iterable[str]) -> dict[str, tuple[int, int | None, int | None]]:
+        """What is recorded for many sources at once, a query per folder (an index run asks for thousands)."""
+        by_folder: dict[str, set[str]] = {}
+        for source in sources:
+            folder, name = split_source(source)
+            by_folder.setdefault(folder, set()).add(name)
+        out = {}
+        with self.db.read() as conn:
+            for folder, names in by_folder.items():
+                dir_id = self._dir_id(conn, folder)
+                if dir_id is None:
+                    continue
+                rows = conn.execute(sa.text("SELECT name, image_id, size, mtime_ns FROM sources WHERE dir_id = :d"),
+                                    {"d": dir_id})  # fmt: skip
+                for name, image_id, size, mtime_ns in rows:
+                    if name in names:
+                        out[folder + name] = (int(image_id), size, mtime_ns)
+        return out
+
+    def sources_under(self, prefix: str) -> list[str]:
+        """Sources recorded below a folder (prefix ends with the path separator)."""
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        with self.db.read() as conn:
+            rows = conn.execute(sa.text("SELECT d.path || s.name FROM dirs d JOIN sources s ON s.dir_id = d.id "
+                                        "WHERE d.path LIKE :p ESCAPE '\\'"), {"p": escaped + "%"})  # fmt: skip
+            return [r[0] for r in rows]
+
+    def _dir_id(self, conn: Connection, folder: str) -> int | None:
+        if folder in self._dirs:
+            return self._dirs[folder]
+        found = conn.execute(sa.text("SELECT id FROM dirs WHERE path = :p"), {"p": folder}).scalar()
+        if found is not None:
+            self._dirs[folder] = int(found)
+        return found
+
+    def _ensure_dir(self, conn: Connection, folder: str, learned: dict[str, int]) -> int:
+        if folder in self._dirs:
+            return self._dirs[folder]
+        if folder not in learned:
+            conn.execute(sa.text("INSERT INTO dirs(path) VALUES (:p) ON CONFLICT(path) DO NOTHING"), {"p": folder})
+            learned[folder] = int(conn.execute(sa.text("SELECT id FROM dirs WHERE path = :p"), {"p": folder}).scalar())
+        return learned[folder]
+
+    # subjects --------------------------------------------------------------------------------------------
+    def detected_with(self, image_id: int) -> str | None:
+        with self.db.read() as conn:
+            return conn.execute(sa.text("SELECT detector FROM detections WHERE image_id = :i"),
+                                {"i": int(image_id)}).scalar()  # fmt: skip
+
+    def objects(self, image_id: int) -> list[ObjectRecord]:
+        with self.db.read() as conn:
+            rows = conn.execute(sa.text("SELECT image_id, idx, x1, y1, x2, y2, label, score FROM objects "
+                                        "WHERE image_id = :i ORDER BY idx"), {"i": int(image_id)})  # fmt: skip
+            return [ObjectRecord(int(r[0]), int(r[1]), (r[2], r[3], r[4], r[5]), r[6], float(r[7])) for r in rows]
+
+    def object_records(self, vector_ids: Iterable[int]) -> dict[int, ObjectRecord]:
+        wanted = _ints(vector_ids)
+        images = sorted({split_object_vector_id(v)[0] for v in wanted})
+        found: dict[int, ObjectRecord] = {}
+        with self.db.read() as conn:
+            for chunk in _chunks(images):
+                q = _sql(
+                    "SELECT image_id, idx, x1, y1, x2, y2, label, score FROM objects WHERE image_id IN :ids", "ids"
+                )
+                for r in conn.execute(q, {"ids": chunk}):
+                    vid = object_vector_id(int(r[0]), int(r[1]))
+                    found[vid] = ObjectRecord(int(r[0]), int(r[1]), (r[2], r[3], r[4], r[5]), r[6], float(r[7]))
+        return {v: found[v] for v in wanted if v in found}
+
+    def object_record(self, vector_id: int) -> ObjectRecord | None:
+        return self.object_records([vector_id]).get(int(vector_id))
+
+    def object_vector_ids(self) -> np.ndarray:
+        with self.db.read() as conn:
+            rows = conn.execute(sa.text("SELECT image_id, idx FROM objects ORDER BY image_id, idx"))
+            return np.fromiter((object_vector_id(int(a), int(b)) for a, b in rows), dtype=np.int64)
+
+    def object_labels(self) -> dict[str, int]:
+        with self.db.read() as conn:
+            return {k: int(n) for k, n in conn.execute(sa.text("SELECT label, COUNT(*) FROM objects GROUP BY label"))}
+
+    def set_objects(self, image_id: int, detector: str, objects: list[tuple[tuple, str, float, np.ndarray]]) -> bool:
+        """Replace a photo's subjects ((box, label, score, embedding), best first); False if the photo is gone."""
+
+        def write(conn: Connection) -> bool:
+            if conn.execute(sa.text("SELECT 1 FROM images WHERE id = :i"), {"i": image_id}).scalar() is None:
+                return False
+            conn.execute(sa.text("DELETE FROM objects WHERE image_id = :i"), {"i": image_id})
+            if objects:
+                conn.execute(sa.text(
+                    "INSERT INTO objects(image_id, idx, x1, y1, x2, y2, label, score, embedding) "
+                    "VALUES (:i, :idx, :x1, :y1, :x2, :y2, :label, :score, :emb)"), [
+                    {"i": image_id, "idx": n, "x1": float(box[0]), "y1": float(box[1]), "x2": float(box[2]),
+                     "y2": float(box[3]), "label": label, "score": float(score), "emb": codec.encode(emb)}
+                    for n, (box, label, score, emb) in enumerate(objects, 1)])  # fmt: skip
+            conn.execute(sa.text("INSERT INTO detections(image_id, detector) VALUES (:i, :d) "
+                                 "ON CONFLICT(image_id) DO UPDATE SET detector = excluded.detector"),
+                         {"i": image_id, "d": detector})  # fmt: skip
+            self._feed(conn, [(image_id, OBJECTS)])
+            return True
+
+        return self.db.retrying(write)
+
+    # writes ------------------------------------------------------------------------------------------------
+    def add_batch(self, items: list[NewImage]) -> BatchResult:
+        """Insert images and their sources in one transaction.
+
+        An item whose bytes are already in the catalog (inserted by anyone, even concurrently) is
+        attached to that image as one more source: ``ON CONFLICT`` on sha256 stores each photo once.
+        Items are written in sha256 order, so two processes writing overlapping batches cannot deadlock.
+        """
+        learned: dict[str, int] = {}
+
+        def write(conn: Connection) -> BatchResult:
+            learned.clear()
+            result, changes, now = BatchResult(), [], time.time()
+            for item in sorted(items, key=lambda it: (it.sha256, it.source)):
+                sha = bytes.fromhex(item.sha256)
+                image_id = None
+                if item.embedding is not None:
+                    image_id = conn.execute(sa.text(
+                        "INSERT INTO images(sha256, label, width, height, format, bytes, added_at, has_original, "
+                        "embedding) VALUES (:sha, :label, :w, :h, :fmt, :bytes, :at, :orig, :emb) "
+                        "ON CONFLICT(sha256) DO NOTHING RETURNING id"),
+                        {"sha": sha, "label": item.label, "w": item.width, "h": item.height, "fmt": item.format,
+                         "bytes": item.bytes, "at": now, "orig": int(item.has_original),
+                         "emb": codec.encode(item.embedding)}).scalar()  # fmt: skip
+                is_new = image_id is not None
+                if is_new:
+                    changes.append((int(image_id), PHOTO))
+                else:
+                    image_id = conn.execute(sa.text("SELECT id FROM images WHERE sha256 = :s"), {"s": sha}).scalar()
+                    if image_id is None:
+                        continue  # its twin was deleted meanwhile; the next run indexes it afresh
+                    if item.has_original:
+                        conn.execute(sa.text("UPDATE images SET has_original = 1 WHERE id = :i AND has_original = 0"),
+                                     {"i": image_id})  # fmt: skip
+                    if (
+                        item.label is not None
+                        and conn.execute(
+                            sa.text("UPDATE images SET label = :l WHERE id = :i AND label IS NULL"),
+                            {"l": item.label, "i": image_id},
+                        ).rowcount
+                    ):
+                        changes.append((int(image_id), PHOTO | OBJECTS))  # a first label: payloads change
+                image_id = int(image_id)
+                old = self._attach(conn, item.source, image_id, item.label, item.size, item.mtime_ns, now, learned)
+                if old is not None and old != image_id:
+                    result.displaced.append(old)
+                result.rows.append((item, image_id, is_new))
+            self._feed(conn, changes)
+            return result
+
+        result = self.db.retrying(write)
+        self._dirs.update(learned)  # only ids of committed rows are cached
+        order = {id(item): n for n, item in enumerate(items)}
+        result.rows.sort(key=lambda row: order[id(row[0])])
+        return result
+
+    def attach_source(self, source: str, image_id: int, label: str | None, size: int | None,
+                      mtime_ns: int | None) -> None:  # fmt: skip
+        learned: dict[str, int] = {}
+        self.db.retrying(lambda conn: self._attach(conn, source, image_id, label, size, mtime_ns, time.time(), learned))
+        self._dirs.update(learned)
+
+    def _attach(self, conn: Connection, source: str, image_id: int, label: str | None, size: int | None,
+                mtime_ns: int | None, now: float, learned: dict[str, int]) -> int | None:  # fmt: skip
+        """Point a source at an image; returns the image it pointed at before, if any."""
+        folder, name = split_source(source)
+        dir_id = self._ensure_dir(conn, folder, learned)
+        key = {"d": dir_id, "n": name}
+        old = conn.execute(sa.text("SELECT image_id FROM sources WHERE dir_id = :d AND name = :n"), key).scalar()
+        conn.execute(sa.text(
+            "INSERT INTO sources(dir_id, name, image_id, label, size, mtime_ns, added_at) "
+            "VALUES (:d, :n, :i, :l, :s, :m, :at) ON CONFLICT(dir_id, name) DO UPDATE SET "
+            "image_id = excluded.image_id, label = excluded.label, size = excluded.size, mtime_ns = excluded.mtime_ns"),
+            key | {"i": image_id, "l": label, "s": size, "m": mtime_ns, "at": now})  # fmt: skip
+        return None if old is None else int(old)
+
+    def remove_sources(self, sources: Iterable[str]) -> list[int]:
+        """Forget sources; returns the images they pointed at (they may now be orphans)."""
+        by_folder: dict[str, list[str]] = {}
+        for source in sources:
+            folder, name = split_source(source)
+            by_folder.setdefault(folder, []).append(name)
+
+        def write(conn: Connection) -> list[int]:
+            touched = []
+            for folder, names in by_folder.items():
+                dir_id = self._dir_id(conn, folder)
+                if dir_id is None:
+                    continue
+                for chunk in _chunks(names):
+                    q = _sql("DELETE FROM sources WHERE dir_id = :d AND name IN :names RETURNING image_id", "names")
+                    touched += [int(r[0]) for r in conn.execute(q, {"d": dir_id, "names": chunk})]
+            return touched
+
+        return sorted(set(self.db.retrying(write)))
+
+    def orphans(self, candidates: Iterable[int] | None = None) -> list[int]:
+        """Images no source points at any more; only among ``candidates`` when given (cheap per run)."""
+        q = "SELECT id FROM images WHERE NOT EXISTS (SELECT 1 FROM sources s WHERE s.image_id = images.id)"
+        with self.db.read() as conn:
+            if candidates is None:
+                return [int(r[0]) for r in conn.execute(sa.text(q + " ORDER BY id"))]
+            out = []
+            for chunk in _chunks(sorted(set(_ints(candidates)))):
+                out += [int(r[0]) for r in conn.execute(_sql(q + " AND id IN :ids", "ids"), {"ids": chunk})]
+            return out
+
+    def remove_images(self, ids: Iterable[int]) -> list[ImageRecord]:
+        """Delete images with their sources and subjects; returns the records this call deleted."""
+        records = self.get_many(ids)
+
+        def write(conn: Connection) -> list[int]:
+            gone = []
+            for chunk in _chunks(sorted(records)):
+                gone += [int(r[0]) for r in conn.execute(_sql("DELETE FROM images WHERE id IN :ids RETURNING id",
+                                                              "ids"), {"ids": chunk})]  # fmt: skip
+            self._feed(conn, [(i, PHOTO | OBJECTS) for i in gone])
+            return gone
+
+        return [records[i] for i in self.db.retrying(write)]
+
+    # the change feed -----------------------------------------------------------------------------------------
+    def _feed(self, conn: Connection, changes: list[tuple[int, int]]) -> None:
+        if not changes:
+            return
+        self.db.order_feed(conn)
+        now = time.time()
+        conn.execute(sa.text("INSERT INTO changes(image_id, flags, at) VALUES (:i, :f, :t)"),
+                     [{"i": i, "f": f, "t": now} for i, f in changes])  # fmt: skip
+
+    def touch(self, image_ids: Iterable[int], flags: int = PHOTO | OBJECTS) -> None:
+        """Append changes without changing rows: makes every follower re-read these photos (repairs)."""
+        ids = _ints(image_ids)
+        if ids:
+            self.db.retrying(lambda conn: self._feed(conn, [(i, flags) for i in ids]))
+
+    def last_seq(self) -> int:
+        with self.db.read() as conn:
+            return int(conn.execute(sa.text("SELECT COALESCE(MAX(seq), 0) FROM changes")).scalar())
+
+    def changes_since(self, seq: int, limit: int = 10_000) -> list[Change]:
+        with self.db.read() as conn:
+            q = sa.text("SELECT seq, image_id, flags FROM changes WHERE seq > :s ORDER BY seq LIMIT :n")
+            rows = conn.execute(q, {"s": int(seq), "n": limit})
+            return [Change(int(a), int(b), int(c)) for a, b, c in rows]
+
+    def pruned_upto(self) -> int:
+        """Changes numbered below this were deleted: a follower further behind must re-read everything."""
+        return int(self.get_meta("changes_pruned_upto") or 0)
+
+    def prune_changes(self, keep_from: int, older_than: float) -> int:
+        """Delete changes numbered below ``keep_from`` and older than ``older_than`` seconds; the newest
+        change always stays (it carries the feed's high-water mark)."""
+
+        def write(conn: Connection) -> int:
+            last = int(conn.execute(sa.text("SELECT COALESCE(MAX(seq), 0) FROM changes")).scalar())
+            upto = min(int(keep_from), last)
+            cutoff = time.time() - older_than
+            gone = conn.execute(sa.text("DELETE FROM changes WHERE seq < :u AND at < :c"), {"u": upto, "c": cutoff})
+            if gone.rowcount:
+                first = conn.execute(sa.text("SELECT MIN(seq) FROM changes")).scalar()
+                self._set_meta(conn, "changes_pruned_upto", str(int(first)))
+            return int(gone.rowcount)
+
+        return self.db.retrying(write)
+
+    # learned transforms -------------------------------------------------------------------------------------------
+    def add_transform(self, kind: str, dim: int, fitted_on: int, data: bytes) -> int:
+        def write(conn: Connection) -> int:
+            return int(conn.execute(sa.text(
+                "INSERT INTO transforms(kind, dim, fitted_on, created_at, data) "
+                "VALUES (:k, :d, :f, :t, :data) RETURNING version"),
+                {"k": kind, "d": dim, "f": fitted_on, "t": time.time(), "data": data}).scalar())  # fmt: skip
+
+        return self.db.retrying(write)
+
+    def transform(self, version: int) -> tuple[str, int, int, bytes] | None:
+        """(kind, dim, fitted_on, data) of a stored transform."""
+        with self.db.read() as conn:
+            row = conn.execute(sa.text("SELECT kind, dim, fitted_on, data FROM transforms WHERE version = :v"),
+                               {"v": int(version)}).fetchone()  # fmt: skip
+        return None if row is None else (row[0], int(row[1]), int(row[2]), bytes(row[3]))
+
+    def delete_transforms(self, keep: Iterable[int]) -> int:
+        keep = _ints(keep) or [0]
+        with self.db.write() as conn:
+            return int(conn.execute(_sql("DELETE FROM transforms WHERE version NOT IN :k", "k"), {"k": keep}).rowcount)
+
+    # sizes ----------------------------------------------------------------------------------------------------------
+    def disk_bytes(self) -> int:
+        return self.db.disk_bytes()
+
+    def table_bytes(self) -> dict[str, int]:
+        return self.db.table_bytes(("images", "dirs", "sources", "objects", "detections", "changes", "transforms",
+                                    "meta"))  # fmt: skip

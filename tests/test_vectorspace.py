@@ -1,0 +1,199 @@
+"""Processes sharing one catalog see each other's changes through the change feed; spaces are versioned
+and switched atomically; opening never deletes; ``doctor`` finds and repairs drift."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lookalike import doctor
+from lookalike.config import Settings
+from lookalike.library import Library, LibraryError
+from lookalike.store.catalog import codec
+from lookalike.vectorspace import SpaceKey
+from tests.conftest import MODELS, copy_photos, photo
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def shared(request, tmp_path) -> dict:
+    """Settings of two processes of one library: one catalog, each with its own library directory
+    (SQLite: the same directory, as a CLI run beside the service)."""
+    if request.param == "sqlite":
+        return {"a": {"home": tmp_path / "lib"}, "b": {"home": tmp_path / "lib"}}
+    url = request.getfixturevalue("pg_url")
+    return {name: {"home": tmp_path / name, "database_url": url} for name in ("a", "b")}
+
+
+def open_lib(conf: dict, embedder, **extra) -> Library:
+    s = Settings(models_dir=MODELS, allow_download=False, url_allow_private=True, **conf, **extra)
+    return Library(s, embedder=embedder)
+
+
+def top1(lib: Library, path: Path) -> tuple[int, float]:
+    hit = lib.search(path.read_bytes(), k=1).hits[0]
+    return hit.id, hit.score
+
+
+def test_a_process_finds_what_another_added_and_loses_what_it_removed(shared, embedder, photo_dir, tmp_path) -> None:
+    more = copy_photos(tmp_path / "more", ("pizza", "castle"), 3)
+    with open_lib(shared["a"], embedder) as a, open_lib(shared["b"], embedder) as b:
+        a.index([str(photo_dir)])
+        assert len(b.vectors) == 12  # b opened before: it caught up on first use
+        b.index([str(more)])
+        pizza = next((more / "pizza").iterdir())
+        assert a.refresh() and len(a.vectors) == 18
+        found, score = top1(a, pizza)
+        assert found == top1(b, pizza)[0] and score == pytest.approx(1.0, abs=1e-4)
+        b.remove([found])
+        time.sleep(a.settings.sync_interval)  # a process that searches looks at the feed at least this often
+        assert found not in [h.id for h in a.search(pizza.read_bytes(), k=5).hits]
+        assert a.stats()["images"] == b.stats()["images"] == 17
+
+
+def test_a_relearned_space_replaces_the_old_one_everywhere(shared, embedder, photo_dir) -> None:
+    copy_photos(photo_dir, ("pizza", "castle", "flamingo"), 4)
+    conf = {"whiten_min_photos": 16, "retire_grace": 0.0}
+    with open_lib(shared["a"], embedder, **conf) as a, open_lib(shared["b"], embedder, **conf) as b:
+        before = b.space.key
+        a.index([str(photo_dir)])  # 24 photos: the whitening is learned into a new space after the run
+        assert a.space.key != before and a.whitening is not None and a.whitening.dim == 23
+        assert b.refresh().key == a.space.key and b.vectors.dim == 23 and len(b.vectors) == 24
+        query = photo("goldfish", 0, "test").read_bytes()
+        assert [h.id for h in a.search(query, k=10).hits] == [h.id for h in b.search(query, k=10).hits]
+        names = set(a.names_for(before))
+        a.maintain()  # tidy: the replaced space's transform and files are gone
+        assert a.catalog.transform(before.version) is None
+        assert not names & {p.name for p in (a.home / "vectors").iterdir()}
+
+
+def test_collections_are_named_by_library_model_and_version_not_by_path(embedder, photo_dir, tmp_path) -> None:
+    with open_lib({"home": tmp_path / "one"}, embedder) as lib:
+        lib.index([str(photo_dir)])
+        photos, objects = lib.space.names
+        assert photos.startswith(f"lk_{lib.library_id[:12]}_mobilenet_v2_photos_v") and "objects" in objects
+        assert str(tmp_path) not in photos
+    assert (tmp_path / "one" / "vectors" / photos / "index.json").exists()  # saved on close
+
+
+def test_a_setting_that_disagrees_with_the_catalog_is_refused(embedder, photo_dir, tmp_path) -> None:
+    with open_lib({"home": tmp_path / "lib"}, embedder) as lib:
+        lib.index([str(photo_dir)])
+    with pytest.raises(LibraryError, match="reindex --to milvus-lite"):
+        open_lib({"home": tmp_path / "lib"}, embedder, vector_backend="milvus-lite:///x.db")
+
+
+def test_opening_never_deletes_and_doctor_repairs_a_shared_engine(embedder, photo_dir, tmp_path) -> None:
+    """A vector the catalog does not know (debris, or another library's) survives opening; doctor reports
+    it and every other kind of drift, and --fix makes the engine match the catalog."""
+    pytest.importorskip("pymilvus")
+    conf = {"home": tmp_path / "lib", "vector_backend": f"milvus-lite://{tmp_path}/m.db"}
+    with open_lib(conf, embedder) as lib:
+        lib.index([str(photo_dir)])
+        ids = lib.catalog.ids()
+        stray = np.ones((1, lib.vectors.dim), dtype=np.float32) / np.sqrt(lib.vectors.dim)
+        lib.vectors.add(np.array([999_999]), stray)  # written behind the catalog's back
+        lib.vectors.remove(ids[:2])
+        lib.vectors.add(ids[2:3], lib.vectors.vectors(ids[2:3]), [{"photo_id": int(ids[2]), "label": "wrong"}])
+        lib.images.delete("thumbnail", lib.catalog.get(int(ids[3])).sha256)
+    with open_lib(conf, embedder) as lib:
+        assert 999_999 in lib.vectors.ids().tolist()  # opening did not "sync" it away
+        found = doctor.check(lib)
+        assert found.photos_extra == [999_999] and found.photos_missing == ids[:2].tolist()
+        assert found.photos_payload == [int(ids[2])] and found.thumbnails_missing == [int(ids[3])]
+        doctor.fix(lib, found)
+        after = doctor.check(lib)
+        assert after.problems == 0, after.as_dict()
+        assert sorted(lib.vectors.ids().tolist()) == ids.tolist()
+        assert lib.search(str(photo("goldfish", 0)), k=1, label="goldfish").hits[0].score == pytest.approx(1, abs=1e-4)
+
+
+def test_doctor_on_an_embedded_index_tampered_on_disk(embedder, photo_dir, tmp_path) -> None:
+    conf = {"home": tmp_path / "lib"}
+    with open_lib(conf, embedder) as lib:
+        lib.index([str(photo_dir)])
+        ids = lib.catalog.ids()
+        lib.vectors.remove(ids[:3])  # as if the saved files had lost them
+        lib.save_index()
+    result = doctor_cli(conf["home"], "--json")
+    assert result.returncode == 1 and '"photos_missing"' in result.stdout
+    fixed = doctor_cli(conf["home"], "--fix", "--json")
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert doctor_cli(conf["home"]).returncode == 0
+    with open_lib(conf, embedder) as lib:
+        assert sorted(lib.vectors.ids().tolist()) == ids.tolist()
+
+
+def doctor_cli(home: Path, *args: str):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "LOOKALIKE_HOME": str(home), "LOOKALIKE_MODELS_DIR": str(MODELS)}
+    return subprocess.run([sys.executable, "-m", "lookalike", "doctor", *args], env=env, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+
+
+def test_a_library_directory_of_an_earlier_version_opens_and_searches(embedder, tmp_path) -> None:
+    """catalog.sqlite in the old layout plus its whitening file: migrated on open, nothing re-embedded."""
+    from lookalike.search.whitening import Whitening
+
+    home = tmp_path / "old"
+    home.mkdir()
+    paths = [photo(label, i) for label in ("goldfish", "tiger_cat") for i in range(3)]
+    with Library(Settings(home=tmp_path / "scratch", models_dir=MODELS), embedder=embedder) as scratch:
+        vectors = np.stack([scratch.embed_bytes(p.read_bytes())[0] for p in paths])
+    db = sqlite3.connect(home / "catalog.sqlite")
+    db.executescript("""
+        CREATE TABLE images (id INTEGER PRIMARY KEY AUTOINCREMENT, sha256 TEXT NOT NULL UNIQUE, label TEXT,
+            width INTEGER NOT NULL, height INTEGER NOT NULL, format TEXT NOT NULL, bytes INTEGER NOT NULL,
+            added_at REAL NOT NULL, has_original INTEGER NOT NULL DEFAULT 0, embedding BLOB NOT NULL);
+        CREATE TABLE sources (source TEXT PRIMARY KEY, image_id INTEGER NOT NULL REFERENCES images(id)
+            ON DELETE CASCADE, label TEXT, size INTEGER, mtime_ns INTEGER, added_at REAL NOT NULL);
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    """)  # fmt: skip
+    import hashlib
+
+    for n, (path, vec) in enumerate(zip(paths, vectors, strict=True), 1):
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        db.execute("INSERT INTO images VALUES (?, ?, ?, 10, 10, 'JPEG', 1, 1.0, 0, ?)",
+                   (n, digest, path.parent.name, vec.astype(np.float32).tobytes()))  # fmt: skip
+        db.execute("INSERT INTO sources VALUES (?, ?, ?, 1, 1, 1.0)", (str(path), n, path.parent.name))
+    db.execute("INSERT INTO meta VALUES ('model', 'mobilenet_v2')")
+    db.commit()
+    db.close()
+    Whitening.fit([vectors], dim=4).save(home / "whitening.npz")
+    (home / "vectors").mkdir()
+    (home / "vectors" / "index.json").write_text("{}")  # files of the old index layout: a cache, replaced
+    with Library(Settings(home=home, models_dir=MODELS), embedder=embedder) as lib:
+        assert lib.whitening is not None and lib.whitening.dim == 4 and len(lib.vectors) == 6
+        hit = lib.search(paths[4].read_bytes(), k=1).hits[0]
+        assert hit.id == 5 and hit.label == "tiger_cat" and hit.score == pytest.approx(1.0, abs=1e-4)
+        stored = lib.catalog.embedding(5)
+        assert np.abs(stored - vectors[4]).max() < 2e-6 and codec.encode(stored)[0] == codec.UINT8_ZLIB
+        lib.maintain()
+        assert not (home / "vectors" / "index.json").exists()
+
+
+def test_space_keys_round_trip() -> None:
+    key = SpaceKey("http://milvus:19530", 7)
+    assert SpaceKey.from_json(key.to_json()) == key and key.shared and not SpaceKey("embedded", 1).shared
+
+
+def test_every_catalog_change_reaches_an_index_opened_from_older_files(embedder, photo_dir, tmp_path) -> None:
+    """A process that loads saved files from before other processes' writes catches up from the feed."""
+    conf = {"home": tmp_path / "lib"}
+    with open_lib(conf, embedder) as lib:
+        lib.index([str(photo_dir / "goldfish")])
+    shutil.copytree(tmp_path / "lib" / "vectors", tmp_path / "saved")
+    with open_lib(conf, embedder) as lib:
+        lib.index([str(photo_dir)])
+        lib.remove([int(lib.catalog.ids()[0])])
+    shutil.rmtree(tmp_path / "lib" / "vectors")
+    shutil.copytree(tmp_path / "saved", tmp_path / "lib" / "vectors")  # the files of 4 photos ago
+    with open_lib(conf, embedder) as lib:
+        assert sorted(lib.vectors.ids().tolist()) == lib.catalog.ids().tolist() and len(lib.vectors) == 11
