@@ -42,3 +42,12 @@ def test_shared_towhee_set_reaches_the_quality_bar(settings, embedder) -> None:
     assert result["indexed"] == 1000 and result["answered"] == 100
     assert result["precision@10"] >= 0.60, result
     assert result["mAP@10"] >= 0.50 and result["top1"] >= 0.75
+
+
+def test_the_same_quality_on_a_postgresql_catalog(settings, embedder, pg_url: str) -> None:
+    """The catalog stores embeddings losslessly in both databases: the eval gives the same numbers."""
+    on_sqlite = evaluate(TOWHEE, settings, k=10, embedder=embedder)
+    on_postgres = evaluate(TOWHEE, settings.model_copy(update={"database_url": pg_url}), k=10, embedder=embedder)
+    assert on_postgres["catalog"] == "postgresql" and on_sqlite["catalog"] == "sqlite"
+    for key in ("precision@10", "mAP@10", "top1", "indexed", "answered"):
+        assert on_postgres[key] == pytest.approx(on_sqlite[key], abs=1e-9), key

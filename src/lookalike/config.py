@@ -152,8 +152,9 @@ class Settings(BaseSettings):
     @property
     def catalog_url(self) -> str:
         """The configured database, or the SQLite file in the library directory."""
-        if self.database_url is not None:
-            return self.database_url.get_secret_value()
+        url = self.database_url
+        if url is not None:  # a plain string when set by model_copy (no validation there)
+            return url.get_secret_value() if isinstance(url, SecretStr) else str(url)
         return f"sqlite:///{self.home / 'catalog.sqlite'}"
 
     @property

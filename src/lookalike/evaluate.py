@@ -66,7 +66,11 @@ def evaluate(
         import shutil
 
         shutil.rmtree(home)
-    lib_settings = settings.model_copy(update={"home": home})
+    # never the user's library: a folder of its own, and with a shared database a schema of its own
+    update: dict = {"home": home}
+    if settings.database_url is not None:
+        update["database_schema"] = "lookalike_" + home.name.replace("-", "_").replace(".", "_").lower()[:50]
+    lib_settings = settings.model_copy(update=update)
     with Library(lib_settings, embedder=embedder) as lib:
         report = lib.index(
             [str(train if split else directory)],
@@ -131,6 +135,7 @@ def evaluate(
             "objects_indexed": lib.catalog.counts()["objects"],
             "photos_with_objects": lib.catalog.counts()["photos_with_objects"],
             "library": str(home),
+            "catalog": lib.catalog.dialect,
         }
 
 

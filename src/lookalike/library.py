@@ -133,7 +133,7 @@ class Library:
         """The catalog, for messages: the library folder, or the database (password hidden)."""
         if self.settings.database_url is None:
             return str(self.home)
-        return redact(self.settings.database_url.get_secret_value())
+        return redact(self.settings.catalog_url)
 
     @property
     def embedder(self) -> Embedder:

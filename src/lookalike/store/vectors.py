@@ -155,6 +155,9 @@ class FlatIndex:
     def vectors(self, ids: np.ndarray) -> np.ndarray:
         return self._vecs[[self._pos[int(i)] for i in _as_ids(ids)]].copy()
 
+    def has(self, ids: np.ndarray) -> np.ndarray:
+        return np.fromiter((int(i) in self._pos for i in _as_ids(ids)), dtype=bool, count=len(ids))
+
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         ids, vecs = _as_ids(ids), _as_matrix(vectors, self.dim)
         if len(ids) != len(vecs):
@@ -242,6 +245,9 @@ class HnswIndex:
 
     def ids(self) -> np.ndarray:
         return np.fromiter(sorted(self._live), dtype=np.int64, count=len(self._live))
+
+    def has(self, ids: np.ndarray) -> np.ndarray:
+        return np.fromiter((int(i) in self._live for i in _as_ids(ids)), dtype=bool, count=len(ids))
 
     def vectors(self, ids: np.ndarray) -> np.ndarray:
         ids = _as_ids(ids)
@@ -369,6 +375,9 @@ class IvfIndex:
 
     def ids(self) -> np.ndarray:
         return np.fromiter(sorted(self._live), dtype=np.int64, count=len(self._live))
+
+    def has(self, ids: np.ndarray) -> np.ndarray:
+        return np.fromiter((int(i) in self._live for i in _as_ids(ids)), dtype=bool, count=len(ids))
 
     def vectors(self, ids: np.ndarray) -> np.ndarray:
         ids = _as_ids(ids)
@@ -591,18 +600,17 @@ class EmbeddedIndex:
 
     def _build(self, tier: type) -> None:
         try:
-            with self._lock.read():  # searches go on; writers wait only for the copy
-                source = self.inner
-                ids = source.ids()
-                vecs = source.vectors(ids) if len(ids) else np.empty((0, self.dim), np.float32)
+            ids, vecs = self._snapshot()
             threads = max(1, (os.cpu_count() or 1) - 1)  # leave a core to the searches
             new = self._fill(self._new(tier, len(ids)), ids, vecs, threads)
+            # replay the writes made meanwhile in rounds, outside the lock (only this thread touches
+            # ``new``; writers only append to the list), until few are left to replay under it
+            replayed = 0
+            while len(pending := self._pending[replayed:]) > 64:
+                self._replay(new, pending)
+                replayed += len(pending)
             with self._lock.write():
-                for op, op_ids, op_vecs in self._pending or []:
-                    if op == "add":
-                        new.add(op_ids, op_vecs)
-                    else:
-                        new.remove(op_ids)
+                self._replay(new, self._pending[replayed:])
                 self.inner, self._pending, self._builder = new, None, None
                 self.switches += 1
                 self.dirty = True
@@ -611,6 +619,30 @@ class EmbeddedIndex:
             with self._lock.write():
                 self._pending, self._builder = None, None
             raise
+
+    def _snapshot(self) -> tuple[np.ndarray, np.ndarray]:
+        """Ids and vectors of the live index, copied in chunks under short read locks, so that neither
+        searches nor writers wait for the whole copy (writes made meanwhile are replayed later)."""
+        with self._lock.read():
+            source, ids = self.inner, self.inner.ids()
+        parts_ids, parts_vecs = [], []
+        for start in range(0, len(ids), 1024):  # small: copying holds the GIL, which searches need too
+            with self._lock.read():
+                chunk = ids[start : start + 1024]
+                chunk = chunk[source.has(chunk)]  # removed meanwhile: the replay removes them anyway
+                parts_ids.append(chunk)
+                parts_vecs.append(source.vectors(chunk) if len(chunk) else np.empty((0, self.dim), np.float32))
+        if not parts_ids:
+            return np.empty(0, np.int64), np.empty((0, self.dim), np.float32)
+        return np.concatenate(parts_ids), np.concatenate(parts_vecs)
+
+    @staticmethod
+    def _replay(index, ops: list) -> None:
+        for op, op_ids, op_vecs in ops:
+            if op == "add":
+                index.add(op_ids, op_vecs)
+            else:
+                index.remove(op_ids)
 
     def wait(self, timeout: float | None = None) -> None:
         """Wait for a tier switch in progress (before saving in a process about to exit)."""

@@ -7,7 +7,8 @@ few tens of microseconds, small next to a round trip to the server, and we keep 
 
 Transactions: writes run in ``write()`` (SQLite ``BEGIN IMMEDIATE``: one writer at a time, no upgrade
 deadlocks; PostgreSQL READ COMMITTED, retried on deadlock or serialization failure). Reads run in ``read()``
-(a snapshot for the block; in WAL mode SQLite readers never wait for writers).
+in autocommit: each statement sees what is committed, without BEGIN/ROLLBACK round trips (measured in
+bench/catalog.py); in WAL mode SQLite readers never wait for writers.
 
 Locks between processes: PostgreSQL advisory locks, or ``flock`` on files beside the SQLite database.
 """
@@ -105,7 +106,8 @@ class Database:
     # transactions ---------------------------------------------------------------------------
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
+        # autocommit: no BEGIN / ROLLBACK round trips around each read (each statement sees committed data)
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             yield conn
 
     @contextlib.contextmanager
@@ -217,5 +219,7 @@ def _sqlite_connect(dbapi_conn, _record) -> None:
 
 def _sqlite_begin(conn: Connection) -> None:
     # writers take the database lock up front: a deferred transaction that later writes can fail with
-    # SQLITE_BUSY instead of waiting; readers begin deferred and never block writers (WAL)
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("immediate") else "BEGIN")
+    # SQLITE_BUSY instead of waiting; reads run in autocommit and never block writers (WAL)
+    options = conn.get_execution_options()
+    if options.get("isolation_level") != "AUTOCOMMIT":
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("immediate") else "BEGIN")
