@@ -197,3 +197,14 @@ def test_every_catalog_change_reaches_an_index_opened_from_older_files(embedder,
     shutil.copytree(tmp_path / "saved", tmp_path / "lib" / "vectors")  # the files of 4 photos ago
     with open_lib(conf, embedder) as lib:
         assert sorted(lib.vectors.ids().tolist()) == lib.catalog.ids().tolist() and len(lib.vectors) == 11
+
+
+def test_a_new_library_can_be_reindexed_and_index_nothing(embedder, tmp_path) -> None:
+    """Re-learning takes the catalog's lock; a library's first space is made before that, never inside it."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with open_lib({"home": tmp_path / "lib"}, embedder) as lib:
+        assert lib.index([str(empty)]).total == 0
+        assert lib.reindex()["vectors"] == 0
+    with open_lib({"home": tmp_path / "lib2"}, embedder) as lib:
+        assert lib.reindex()["vectors"] == 0 and lib.space.key.version > 1

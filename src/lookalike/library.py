@@ -96,6 +96,7 @@ class Library:
         self._last_refresh = 0.0
         self.background = False  # set by the service: a thread follows the feed, so searches need not look
         self.maintenance_due = threading.Event()  # set after writes, for the service's maintenance thread
+        self.active_key()  # a new library gets its first space now, not in the middle of maintenance
         self._check_backend()
 
     # --- setup ---------------------------------------------------------------------
@@ -147,7 +148,7 @@ class Library:
         """The catalog's pointer to the space every process searches; created with the library."""
         text = self.catalog.get_meta("space")
         if text is None:
-            with self.catalog.lock("relearn"):
+            with self.catalog.lock("first-space"):
                 text = self.catalog.get_meta("space")
                 if text is None:
                     key = SpaceKey(self.settings.vector_backend, self._first_transform())

@@ -348,10 +348,12 @@ class Catalog:
         Items are written in sha256 order, so two processes writing overlapping batches cannot deadlock.
         """
         learned: dict[str, int] = {}
+        blobs = {id(it): codec.encode(it.embedding) for it in items if it.embedding is not None}
 
         def write(conn: Connection) -> BatchResult:
             learned.clear()
             result, changes, now = BatchResult(), [], time.time()
+            attach: list[tuple[NewImage, int]] = []
             for item in sorted(items, key=lambda it: (it.sha256, it.source)):
                 sha = bytes.fromhex(item.sha256)
                 image_id = None
@@ -362,7 +364,7 @@ class Catalog:
                         "ON CONFLICT(sha256) DO NOTHING RETURNING id"),
                         {"sha": sha, "label": item.label, "w": item.width, "h": item.height, "fmt": item.format,
                          "bytes": item.bytes, "at": now, "orig": int(item.has_original),
-                         "emb": codec.encode(item.embedding)}).scalar()  # fmt: skip
+                         "emb": blobs[id(item)]}).scalar()  # fmt: skip
                 is_new = image_id is not None
                 if is_new:
                     changes.append((int(image_id), PHOTO))
@@ -381,11 +383,9 @@ class Catalog:
                         ).rowcount
                     ):
                         changes.append((int(image_id), PHOTO | OBJECTS))  # a first label: payloads change
-                image_id = int(image_id)
-                old = self._attach(conn, item.source, image_id, item.label, item.size, item.mtime_ns, now, learned)
-                if old is not None and old != image_id:
-                    result.displaced.append(old)
-                result.rows.append((item, image_id, is_new))
+                attach.append((item, int(image_id)))
+                result.rows.append((item, int(image_id), is_new))
+            result.displaced = self._attach_many(conn, attach, now, learned)
             self._feed(conn, changes)
             return result
 
@@ -397,23 +397,37 @@ class Catalog:
 
     def attach_source(self, source: str, image_id: int, label: str | None, size: int | None,
                       mtime_ns: int | None) -> None:  # fmt: skip
+        item = NewImage("", source, label, 0, 0, "", 0, size, mtime_ns, None)
         learned: dict[str, int] = {}
-        self.db.retrying(lambda conn: self._attach(conn, source, image_id, label, size, mtime_ns, time.time(), learned))
+        self.db.retrying(lambda conn: self._attach_many(conn, [(item, image_id)], time.time(), learned))
         self._dirs.update(learned)
 
-    def _attach(self, conn: Connection, source: str, image_id: int, label: str | None, size: int | None,
-                mtime_ns: int | None, now: float, learned: dict[str, int]) -> int | None:  # fmt: skip
-        """Point a source at an image; returns the image it pointed at before, if any."""
-        folder, name = split_source(source)
-        dir_id = self._ensure_dir(conn, folder, learned)
-        key = {"d": dir_id, "n": name}
-        old = conn.execute(sa.text("SELECT image_id FROM sources WHERE dir_id = :d AND name = :n"), key).scalar()
-        conn.execute(sa.text(
-            "INSERT INTO sources(dir_id, name, image_id, label, size, mtime_ns, added_at) "
-            "VALUES (:d, :n, :i, :l, :s, :m, :at) ON CONFLICT(dir_id, name) DO UPDATE SET "
-            "image_id = excluded.image_id, label = excluded.label, size = excluded.size, mtime_ns = excluded.mtime_ns"),
-            key | {"i": image_id, "l": label, "s": size, "m": mtime_ns, "at": now})  # fmt: skip
-        return None if old is None else int(old)
+    def _attach_many(self, conn: Connection, pairs: list[tuple[NewImage, int]], now: float,
+                     learned: dict[str, int]) -> list[int]:  # fmt: skip
+        """Point sources at images (one statement per folder and kind); returns the images some of them
+        pointed at before (candidates for removal when nothing points at them now)."""
+        by_folder: dict[int, dict[str, tuple[NewImage, int]]] = {}
+        for item, image_id in pairs:
+            folder, name = split_source(item.source)
+            by_folder.setdefault(self._ensure_dir(conn, folder, learned), {})[name] = (item, image_id)
+        displaced, rows = [], []
+        for dir_id in sorted(by_folder):
+            named = by_folder[dir_id]
+            q = _sql("SELECT name, image_id FROM sources WHERE dir_id = :d AND name IN :names", "names")
+            old = {n: int(i) for n, i in conn.execute(q, {"d": dir_id, "names": sorted(named)})}
+            for name in sorted(named):
+                item, image_id = named[name]
+                if name in old and old[name] != image_id:
+                    displaced.append(old[name])
+                rows.append({"d": dir_id, "n": name, "i": image_id, "l": item.label, "s": item.size,
+                             "m": item.mtime_ns, "at": now})  # fmt: skip
+        if rows:
+            conn.execute(sa.text(
+                "INSERT INTO sources(dir_id, name, image_id, label, size, mtime_ns, added_at) "
+                "VALUES (:d, :n, :i, :l, :s, :m, :at) ON CONFLICT(dir_id, name) DO UPDATE SET "
+                "image_id = excluded.image_id, label = excluded.label, size = excluded.size, "
+                "mtime_ns = excluded.mtime_ns"), rows)  # fmt: skip
+        return displaced
 
     def remove_sources(self, sources: Iterable[str]) -> list[int]:
         """Forget sources; returns the images they pointed at (they may now be orphans)."""
