@@ -138,6 +138,18 @@ class Settings(BaseSettings):
     s3_region: str = "us-east-1"
     s3_presign: bool = Field(default=False, description="serve S3-stored images by redirecting to presigned URLs")
 
+    # index jobs (durable, in the catalog database; run by `lookalike worker` processes or the service)
+    serve_worker: bool = Field(
+        default=True, description="run an index worker inside `lookalike serve` (off when worker processes do it)"
+    )
+    job_chunk: int = Field(default=256, ge=1, le=100_000, description="sources per index task of a job")
+    job_lease: float = Field(
+        default=60.0, gt=0, le=3600, description="seconds a worker holds a task without renewing before another"
+    )
+    upload_wait: float = Field(
+        default=120.0, ge=0, le=3600, description="seconds an upload request waits for its job (then 202 + job)"
+    )
+
     # HTTP service
     max_upload_bytes: int = Field(default=20 * 2**20, ge=1, description="larger request bodies get 413")
     api_key: SecretStr | None = Field(default=None, description="when set, write endpoints need header X-API-Key")

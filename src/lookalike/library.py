@@ -95,6 +95,7 @@ class Library:
         self._space_lock = threading.RLock()
         self._last_refresh = 0.0
         self.background = False  # set by the service: a thread follows the feed, so searches need not look
+        self.follows_index = True  # a worker process writes the catalog only: it keeps no embedded index
         self.maintenance_due = threading.Event()  # set after writes, for the service's maintenance thread
         self.active_key()  # a new library gets its first space now, not in the middle of maintenance
         self._check_backend()
@@ -259,9 +260,22 @@ class Library:
         return self.space.transform
 
     def after_write(self) -> None:
-        """Make this process's writes searchable before they are acknowledged."""
-        self.refresh(wait=True)
+        """Make this process's writes searchable before they are acknowledged: in this process's index, and
+        in a shared engine (every process searches that one). A worker process without an index of its own
+        leaves an embedded space to the processes that search it: they follow the feed."""
         self.maintenance_due.set()
+        if self.follows_index or self.active_key().shared:
+            self.refresh(wait=True)
+
+    @property
+    def jobs(self):
+        """The durable job queue in this library's catalog database."""
+        from lookalike.jobs import JobQueue
+
+        with self._lock:
+            if getattr(self, "_jobs", None) is None:
+                self._jobs = JobQueue(self.catalog.db, self.settings.job_lease, self.settings.job_chunk)
+            return self._jobs
 
     def maintain(self, wait: bool = False) -> None:
         """Re-learn when the rule says so, then tidy. The CLI calls it after a run; the service from its

@@ -198,9 +198,13 @@ def test_index_job_reports_progress_and_searches_run_meanwhile(client: TestClien
         if client.get(f"{API}/jobs/{job_id}").json()["state"] == "running":
             searches_during_job += 1
     assert job["state"] == "done", job
-    assert job["done"] == job["total"] == 1000 and job["rate"] > 0 and job["errors"] == 0
+    assert job["done"] == job["total"] == 1000 and job["rate"] > 0 and job["rejected"] == 0 and job["errors"] == []
     # the 12 fixture photos are copies of train photos: stored once, reported as duplicates
-    assert job["report"]["added"] == 988 and len(job["report"]["duplicates"]) == 12
+    assert job["added"] == 988 and job["duplicates"] == 12
+    listed = client.get(f"{API}/jobs").json()["jobs"]
+    assert [j["id"] for j in listed][:1] == [job_id] and listed[0]["state"] == "done"
+    problem(client.post(f"{API}/jobs/424242/cancel"), 404)
+    assert client.post(f"{API}/jobs/{job_id}/cancel").json()["state"] == "done"  # finished: nothing to cancel
     assert searches_during_job >= 3  # searches were answered while the job ran
     stats = client.get(f"{API}/stats").json()
     assert stats["images"] == 1000 and stats["model"] == "mobilenet_v2"

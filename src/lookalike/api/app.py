@@ -5,6 +5,7 @@ inference, index writes) run in worker threads so the event loop stays free, and
 searches interleave with index jobs at photo granularity.
 """
 
+import hashlib
 import hmac
 import threading
 import time
@@ -13,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -25,11 +26,12 @@ from starlette.datastructures import UploadFile
 
 from lookalike import __version__
 from lookalike.api import problems
-from lookalike.api.jobs import JobManager
 from lookalike.api.limits import BodyLimitMiddleware
 from lookalike.api.metrics import Metrics, MetricsMiddleware
 from lookalike.api.problems import Problem
 from lookalike.config import Settings
+from lookalike.ingest.sources import SourceItem
+from lookalike.jobs.worker import Worker, host_affinity, item_json, store_affinity, worker_name
 from lookalike.library import Hit, Library, NotFoundError
 from lookalike.maintenance import Background
 from lookalike.store.s3 import S3ImageStore
@@ -80,9 +82,9 @@ class State:
         self.settings = settings
         self.library = library
         self.follow: Background | None = None
+        self.worker: Worker | None = None
         self.error: str | None = None
         self.ready = threading.Event()
-        self.jobs: JobManager | None = None
         self.metrics = Metrics()
         if library is not None:
             self._opened(library)
@@ -91,7 +93,9 @@ class State:
         self.library = library
         # photos that other processes add or remove are found (or gone) within sync_interval
         self.follow = Background(library).start()
-        self.jobs = JobManager(library)
+        if self.settings.serve_worker:  # the embedded default needs no extra process to run index jobs
+            self.worker = Worker(library, library.jobs, name=f"serve:{worker_name()}")
+            self.worker.start_thread()
         self.metrics.images.set_function(lambda: library.catalog.count())
         self.ready.set()
 
@@ -114,6 +118,8 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
         if not state.ready.is_set():
             threading.Thread(target=state.open, name="lookalike-open", daemon=True).start()
         yield
+        if state.worker is not None:
+            state.worker.stop()
         if state.follow is not None:
             state.follow.stop()
         if owns_library and state.library is not None:
@@ -246,26 +252,27 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
                 continue
             files.append((up.filename or "photo", await up.read()))
         added, duplicates = [], []
+        status = 201
         if files:
-            report, sources = await run_in_threadpool(lib.add_bytes, files, label, objects)
-            new_ids = set(report.added)
-            dup = {d.source: d.image_id for d in report.duplicates}
-            rej = {r.source: r.reason for r in report.rejected}
-            reader = lib.catalog
+            # durable: the bytes go to the image store, then a job is queued; any worker runs it, and this
+            # request waits for it (LOOKALIKE_UPLOAD_WAIT), so a crash after this point loses nothing
+            job_id, sources = await run_in_threadpool(_queue_uploads, lib, files, label, objects)
+            if state.worker is not None:
+                state.worker.wake.set()
+            job = await run_in_threadpool(lib.jobs.wait, job_id, settings.upload_wait)
+            if not job.finished:
+                body = {"added": [], "duplicates": [], "rejected": rejected, "job": job.as_dict()}
+                return JSONResponse(body, status_code=202, headers={"Location": f"{API}/jobs/{job_id}"})
             for (name, _), src in zip(files, sources, strict=True):
-                if src in rej:
-                    rejected.append({"name": name, "reason": rej[src]})
-                    continue
-                state_row = reader.source_state(src)
-                image_id = dup.get(src) or (state_row[0] if state_row else None)
-                if image_id is None:  # its twin was deleted while this upload was indexed
-                    rejected.append({"name": name, "reason": "removed while it was being indexed; upload it again"})
-                    continue
-                (added if image_id in new_ids else duplicates).append({"name": name, "id": image_id})
-            state.metrics.indexed.inc(len(report.added))
+                outcome = job.items.get(src) or {"rejected": job.error or "not indexed"}
+                if "rejected" in outcome:
+                    rejected.append({"name": name, "reason": outcome["rejected"]})
+                else:
+                    (added if outcome["new"] else duplicates).append({"name": name, "id": outcome["id"]})
+            state.metrics.indexed.inc(len(added))
         state.metrics.rejected.inc(len(rejected))
         body = {"added": added, "duplicates": duplicates, "rejected": rejected}
-        return JSONResponse(body, status_code=201 if added else 200)
+        return JSONResponse(body, status_code=status if added else 200)
 
     @app.get(f"{API}/images/{{image_id}}", dependencies=read, summary="Metadata of an indexed photo")
     async def image_meta(image_id: int, lib: Lib) -> dict:
@@ -317,25 +324,44 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
             raise NotFoundError(f"no image with id {image_id}")
         return Response(status_code=204)
 
-    # --- jobs ---------------------------------------------------------------------------------
+    # --- jobs: durable, in the catalog database; run by any worker ------------------------------------
     @app.post(f"{API}/jobs/index", dependencies=write, status_code=202, summary="Index a server-side source")
     async def start_job(body: IndexJobRequest, lib: Lib) -> dict:
-        from lookalike.ingest.sources import SourceError, expand
+        from lookalike.ingest.sources import SourceError, iter_expand
 
         for p in body.paths:  # fail fast on names that do not exist
             try:
-                await run_in_threadpool(lambda p=p: expand(p) if not p.startswith(("http://", "https://")) else None)
+                await run_in_threadpool(lambda p=p: iter_expand(p, s3=lib.s3) if not p.startswith(("http://",
+                                        "https://")) else None)  # fmt: skip
             except SourceError as exc:
                 raise Problem(422, "Invalid parameters", str(exc)) from None
-        job = state.jobs.submit(body.paths, body.label, body.prune, body.objects)
-        return job.as_dict()
+        params = {"paths": body.paths, "label": body.label, "prune": body.prune, "objects": body.objects}
+        local = any(not p.startswith(("http://", "https://", "s3://")) for p in body.paths)
+        job_id = await run_in_threadpool(lib.jobs.submit, "index", params, None, host_affinity() if local else None)
+        if state.worker is not None:
+            state.worker.wake.set()
+        return (await run_in_threadpool(lib.jobs.get, job_id)).as_dict()
+
+    @app.get(f"{API}/jobs", dependencies=read, summary="Index jobs, newest first")
+    async def list_jobs(lib: Lib, limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0, le=2**31),
+                        state_: str | None = Query(None, alias="state", pattern="^(queued|running|done|failed|"
+                                                   "cancelled)$")) -> dict:  # fmt: skip
+        jobs = await run_in_threadpool(lib.jobs.list, limit, offset, state_)
+        return {"jobs": [j.as_dict() for j in jobs]}
 
     @app.get(f"{API}/jobs/{{job_id}}", dependencies=read, summary="Progress of an index job")
     async def job_status(job_id: int, lib: Lib) -> dict:
-        job = state.jobs.get(job_id)
+        job = await run_in_threadpool(lib.jobs.get, job_id)
         if job is None:
             raise NotFoundError(f"no job with id {job_id}")
         return job.as_dict()
+
+    @app.post(f"{API}/jobs/{{job_id}}/cancel", dependencies=write, summary="Cancel an index job")
+    async def cancel_job(job_id: int, lib: Lib) -> dict:
+        if await run_in_threadpool(lib.jobs.get, job_id, False) is None:
+            raise NotFoundError(f"no job with id {job_id}")
+        await run_in_threadpool(lib.jobs.cancel, job_id)
+        return (await run_in_threadpool(lib.jobs.get, job_id)).as_dict()
 
     # --- information ----------------------------------------------------------------------------
     @app.get(f"{API}/stats", dependencies=read)
@@ -367,6 +393,19 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
     return app
+
+
+def _queue_uploads(lib: Library, files: list[tuple[str, bytes]], label: str | None,
+                   objects: bool) -> tuple[int, list[str]]:  # fmt: skip
+    """Put each upload's bytes in the image store, then queue one job for them; returns (job, sources)."""
+    items, sources = [], []
+    for name, data in files:
+        digest = hashlib.sha256(data).hexdigest()
+        lib.images.put("original", digest, data)
+        source = f"upload:{digest}/{Path(name).name or 'photo'}"
+        sources.append(source)
+        items.append(item_json(SourceItem(source, label, stored=digest)))
+    return lib.jobs.submit("upload", {"label": label, "objects": objects}, items, store_affinity(lib)), sources
 
 
 def _query_bytes(lib: Library, query: str | int) -> bytes:

@@ -111,6 +111,12 @@ class Pipeline:
                 data = item.data
                 if not data:
                     raise BadImage("empty file (0 bytes)")
+            elif item.stored is not None:  # a queued upload: its bytes were put in the image store first
+                data = self.lib.images.get("original", item.stored)
+                if data is None:
+                    raise FetchError("the uploaded bytes are no longer in the image store")
+                if not data:
+                    raise BadImage("empty file (0 bytes)")
             elif item.is_url:
                 data = self.lib.url_fetcher().fetch(item.source)
             elif item.source.startswith("s3://"):

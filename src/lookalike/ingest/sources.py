@@ -8,6 +8,7 @@ that make re-runs incremental without reading the file.
 from __future__ import annotations
 
 import csv
+import itertools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,10 +30,11 @@ class SourceItem:
     mtime_ns: int | None = None
     error: str | None = None  # set when the item is known bad before reading (unreadable entry)
     data: bytes | None = field(default=None, repr=False)  # inline bytes (uploads): nothing to read
+    stored: str | None = None  # sha256 of an upload whose bytes wait in the image store (queued uploads)
 
     @property
     def is_upload(self) -> bool:
-        return self.data is not None
+        return self.data is not None or self.stored is not None
 
     @property
     def is_url(self) -> bool:
@@ -116,31 +118,48 @@ def _looks_like_url_list(path: Path) -> bool:
 
 def expand(arg: str, label: str | None = None, s3=None) -> SourceSet:
     """One command-line argument -> the photos it names; ``s3`` gives a boto3 client for s3:// ones."""
+    root, items = iter_expand(arg, label, s3)
+    return SourceSet(list(items), root=root)
+
+
+def _checked(items: Iterator[SourceItem]) -> Iterator[SourceItem]:
+    """Read the first item now, so a source that cannot be read at all (a CSV without its header) fails
+    when it is named rather than half-way through a job."""
+    first = next(items, None)
+    return itertools.chain([first] if first is not None else [], items)
+
+
+def iter_expand(arg: str, label: str | None = None, s3=None) -> tuple[str | None, Iterator[SourceItem]]:
+    """Like ``expand``, streamed: (the folder prefix it covers, the photos one by one). A folder or a bucket
+    of millions is listed without holding the listing in memory (index jobs cut it into chunks)."""
     if arg.startswith("s3://"):
         from lookalike.store.s3 import S3Location, list_photos
 
         if s3 is None:
             raise SourceError(f"{arg}: no S3 client configured")
         location = S3Location.parse(arg)
+        objects = list_photos(s3(), location)
         try:
-            objects = list(list_photos(s3(), location))
+            first = next(objects, None)  # a bucket that cannot be listed fails here, not half-way
         except Exception as exc:  # botocore raises many types; all mean the bucket cannot be listed
             raise SourceError(f"{arg}: cannot list the bucket: {exc}") from None
-        items = [
-            SourceItem(o.uri, label if label is not None else (o.uri.rsplit("/", 2)[-2] or None), o.size, o.mtime_ns)
-            for o in objects
-        ]
-        return SourceSet(items, root=location.uri(location.prefix))
+
+        def bucket() -> Iterator[SourceItem]:
+            for o in itertools.chain([first] if first is not None else [], objects):
+                yield SourceItem(o.uri, label if label is not None else (o.uri.rsplit("/", 2)[-2] or None), o.size,
+                                 o.mtime_ns)  # fmt: skip
+
+        return location.uri(location.prefix), bucket()
     if is_url(arg):
-        return SourceSet([SourceItem(arg, label)])
+        return None, iter([SourceItem(arg, label)])
     path = Path(arg).expanduser()
     if not path.exists():
         raise SourceError(f"{arg}: no such file or folder")
     path = path.resolve()
     if path.is_dir():
-        return SourceSet(list(walk_folder(path, label)), root=str(path) + os.sep)
+        return str(path) + os.sep, walk_folder(path, label)
     if path.suffix.lower() in CSV_SUFFIXES:
-        return SourceSet(list(read_csv(path, label)))
+        return None, _checked(read_csv(path, label))
     if _looks_like_url_list(path):
-        return SourceSet(list(read_url_list(path, label)))
-    return SourceSet([_file_item(path, label if label is not None else path.parent.name)])
+        return None, read_url_list(path, label)
+    return None, iter([_file_item(path, label if label is not None else path.parent.name)])

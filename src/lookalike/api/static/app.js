@@ -346,6 +346,7 @@ function upload(event) {
       result.textContent = `Upload failed. ${body.title || xhr.status}: ${body.detail || xhr.statusText}`;
       return;
     }
+    if (xhr.status === 202 && body.job) { followJob(body.job.id, result); return; }
     const parts = [`${body.added.length} added`, `${body.duplicates.length} already in the library`];
     if (body.rejected.length) parts.push(`${body.rejected.length} rejected (${body.rejected.map((r) => `${r.name}: ${r.reason}`).join("; ")})`);
     result.textContent = parts.join(", ") + ".";
@@ -356,6 +357,26 @@ function upload(event) {
   xhr.open("POST", `${API}/images`);
   for (const [k, v] of Object.entries(apiKeyHeaders())) xhr.setRequestHeader(k, v);
   xhr.send(form);
+}
+
+// a long upload is indexed by a queued job: follow its progress until it ends
+async function followJob(id, result) {
+  for (;;) {
+    const r = await fetch(`${API}/jobs/${id}`, { headers: apiKeyHeaders() });
+    const job = await r.json();
+    if (!r.ok) { result.className = "error"; result.textContent = `Job ${id}: ${job.detail || r.status}`; return; }
+    const progress = `${job.done} of ${job.total ?? "?"}`;
+    if (["done", "failed", "cancelled"].includes(job.state)) {
+      result.className = job.state === "done" ? "" : "error";
+      result.textContent = `Job ${id} ${job.state}: ${job.added} added, ${job.duplicates} already in the library, ` +
+        `${job.rejected} rejected${job.error ? ` (${job.error})` : ""}.`;
+      loadStats();
+      loadLabels();
+      return;
+    }
+    result.textContent = `Queued as job ${id}: ${job.state}, ${progress} photos…`;
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+  }
 }
 
 // --- wiring ---------------------------------------------------------------------------------------------

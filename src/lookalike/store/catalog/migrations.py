@@ -164,8 +164,57 @@ def split_source(source: str) -> tuple[str, str]:
     return folder + sep, name
 
 
+# Version 2: durable index jobs. A job is split into tasks (one listing task, index tasks of a chunk of
+# sources each, one finishing task) that workers claim with a lease; (job, seq) is unique, so re-listing
+# after a crash adds no task twice. ``affinity`` names what a worker must reach to run the job (the machine
+# whose folders it lists, the local image store holding its uploads); NULL: any worker.
+V2 = """
+CREATE TABLE jobs (
+    id {ID},
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    params TEXT NOT NULL,
+    created_at {REAL} NOT NULL,
+    started_at {REAL},
+    finished_at {REAL},
+    listed {SMALL} NOT NULL DEFAULT 0,
+    total {BIG},
+    vanished TEXT,
+    error TEXT,
+    affinity TEXT
+);
+CREATE INDEX jobs_state ON jobs(state);
+CREATE TABLE job_tasks (
+    id {ID},
+    job_id {REF} NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    seq {INT} NOT NULL,
+    kind TEXT NOT NULL,
+    items TEXT NOT NULL,
+    n {INT} NOT NULL,
+    state TEXT NOT NULL,
+    added {INT} NOT NULL DEFAULT 0,
+    duplicates {INT} NOT NULL DEFAULT 0,
+    unchanged {INT} NOT NULL DEFAULT 0,
+    rejected {INT} NOT NULL DEFAULT 0,
+    lease_until {REAL},
+    worker TEXT,
+    attempts {INT} NOT NULL DEFAULT 0,
+    result TEXT,
+    started_at {REAL},
+    finished_at {REAL},
+    UNIQUE (job_id, seq)
+);
+CREATE INDEX job_tasks_claim ON job_tasks(state, job_id, seq);
+"""
+
+
+def _v2(conn: Connection, dialect: str) -> None:
+    _run_ddl(conn, V2, dialect)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection, str], None]]] = [
     (1, "shared catalog: compact embeddings, folders, change feed, versioned transforms", _v1),
+    (2, "durable index jobs: jobs and their leased tasks", _v2),
 ]
 LATEST = MIGRATIONS[-1][0]
 
