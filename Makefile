@@ -43,6 +43,9 @@ bench: install
 	$(PY) bench/serve.py
 	$(PY) bench/objects.py
 	$(PY) bench/quality.py
+	$(PY) bench/catalog.py
+	$(PY) bench/tierswitch.py
+	$(PY) bench/workers.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

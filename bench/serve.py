@@ -130,7 +130,7 @@ async def main_async(args) -> None:
                 "during index job",
                 lat,
                 elapsed,
-                f"{info['report']['added']} photos at {info['rate']:.0f} img/s ({info['state']})",
+                f"{info['added']} photos at {info['rate']:.0f} img/s ({info['state']})",
             )
             Console().print(table)
     finally:

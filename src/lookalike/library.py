@@ -32,6 +32,7 @@ from lookalike.search import ranking
 from lookalike.search.results import Box, Hit, SearchResult
 from lookalike.search.whitening import Whitening
 from lookalike.store.catalog import Catalog, ImageRecord
+from lookalike.store.catalog.cache import RecordCache
 from lookalike.store.catalog.database import redact
 from lookalike.store.images import ImageStore, LocalImageStore
 from lookalike.store.s3 import S3ImageStore, S3Location, is_s3, s3_client
@@ -91,6 +92,7 @@ class Library:
         self._detector = None
         self._fetcher: UrlFetcher | None = None
         self.follower = Follower(self.catalog)
+        self.records = RecordCache(self.catalog)  # hits' records, kept true by the change feed
         self._space: Space | None = None
         self._space_lock = threading.RLock()
         self._last_refresh = 0.0
@@ -233,6 +235,7 @@ class Library:
                     self._space = self.open_space(key)
                 space = self._space
         self.follower.catch_up(space, wait)
+        self.records.follow()
         self._last_refresh = time.monotonic()
         return space
 
@@ -514,8 +517,8 @@ class Library:
         if detected_label is not None:
             match = "objects"
         space = self._fresh_space()  # one transform and one pair of collections for the whole search
-        return ranking.rank(space, self.catalog, self.settings, vec, k, min_score, label, exclude, match,
-                            detected_label)  # fmt: skip
+        return ranking.rank(space, self.catalog, self.records, self.settings, vec, k, min_score, label, exclude,
+                            match, detected_label)  # fmt: skip
 
     def search_objects(
         self,

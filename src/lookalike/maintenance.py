@@ -138,8 +138,9 @@ class Background:
 
     Every ``sync_interval`` seconds it brings the active space up to date (and switches to a new one),
     so photos added or removed by any other process are found within about that time; after writes,
-    and every minute, it runs the re-learning rule and tidies; every 30 seconds it saves the embedded
-    index if it changed, so a restart loads it instead of rebuilding. Requests never do any of this.
+    and every minute, it runs the re-learning rule and tidies; every 30 seconds (or 20x as long as the
+    last save took) it saves the embedded index if it changed, so a restart loads it instead of rebuilding.
+    Requests never do any of this.
     """
 
     def __init__(self, lib, save_every: float = 30.0, maintain_every: float = 60.0) -> None:
@@ -159,6 +160,7 @@ class Background:
     def _run(self) -> None:
         lib = self.lib
         last_save = last_maintain = time.monotonic()
+        save_took = 0.0
         while not self._stop.wait(lib.settings.sync_interval):
             try:
                 lib.refresh(wait=False)
@@ -168,8 +170,8 @@ class Background:
                     lib.maintenance_due.clear()
                     last_maintain = now
                     lib.maintain(wait=False)
-                if now - last_save > self.save_every:
-                    last_save = now
-                    lib.save_index()
+                if now - last_save > max(self.save_every, 20 * save_took):
+                    lib.save_index()  # a large index is written less often: at most 5 % of the time
+                    save_took, last_save = time.monotonic() - now, time.monotonic()
             except Exception:  # a database or engine that is briefly away: try again next round
                 log.exception("following the catalog failed; retrying")

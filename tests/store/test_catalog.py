@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lookalike.store.catalog import OBJECTS, PHOTO, Catalog, DatabaseError, NewImage, codec, object_vector_id
+from lookalike.store.catalog import OBJECTS, PHOTO, SOURCES, Catalog, DatabaseError, NewImage, codec, object_vector_id
 from lookalike.store.catalog.migrations import LATEST
 from lookalike.store.images import LocalImageStore
 from tests.conftest import photo
@@ -107,9 +107,14 @@ def test_the_change_feed_never_skips_a_committed_change(url) -> None:
                 seen.append(change.seq)
                 cursor = change.seq
 
+    errors: list[BaseException] = []
+
     def write(cat: Catalog, base: int) -> None:
-        for n in range(base, base + 40):
-            cat.add_batch([item(sha(n), f"/w/{n}.jpg", vec=float(n % 7 + 1))])
+        try:
+            for n in range(base, base + 40):
+                cat.add_batch([item(sha(n), f"/w/{n}.jpg", vec=float(n % 7 + 1))])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
 
     follower = threading.Thread(target=follow)
     follower.start()
@@ -120,6 +125,7 @@ def test_the_change_feed_never_skips_a_committed_change(url) -> None:
         t.join(60)
     stop.set()
     follower.join(60)
+    assert not errors, errors
     every = [c.seq for c in reader.changes_since(0, 100_000)]
     assert len(every) == 120 and sorted(seen) == every and seen == sorted(seen)
     for cat in [*writers, reader]:
@@ -181,8 +187,8 @@ def test_every_write_appends_to_the_change_feed(catalog) -> None:
         (a, PHOTO), (b, PHOTO), (b, PHOTO | OBJECTS), (a, OBJECTS), (a, PHOTO | OBJECTS), (b, PHOTO)]  # fmt: skip
     assert [c.seq for c in changes] == sorted(c.seq for c in changes) and catalog.last_seq() == changes[-1].seq
     assert catalog.changes_since(changes[2].seq, limit=2) == changes[3:5]
-    catalog.add_batch([item(sha(2), "/h/2.jpg", label="other", vec=None)])  # labelled already: no change
-    assert catalog.last_seq() == changes[-1].seq
+    catalog.add_batch([item(sha(2), "/h/2.jpg", label="other", vec=None)])  # labelled already: a path only
+    assert [(c.image_id, c.flags) for c in catalog.changes_since(changes[-1].seq)] == [(b, SOURCES)]
 
 
 def test_pruning_keeps_the_newest_change_and_says_how_far_it_went(catalog) -> None:

@@ -13,6 +13,7 @@ from lookalike.config import Settings
 from lookalike.search.rerank import expand_query, k_reciprocal_order
 from lookalike.search.results import Hit
 from lookalike.store.catalog import Catalog, ObjectRecord, split_object_vector_id
+from lookalike.store.catalog.cache import RecordCache
 from lookalike.store.vectors import MISSING
 from lookalike.vectorspace import Space
 
@@ -22,6 +23,7 @@ MATCHES = ("whole", "objects", "both")
 def rank(
     space: Space,
     catalog: Catalog,
+    records: RecordCache,
     settings: Settings,
     vec: np.ndarray,
     k: int,
@@ -68,11 +70,11 @@ def rank(
     order = [(i, score, vid) for i, (_, score, vid) in sorted(best.items(), key=lambda kv: -kv[1][0])
              if i != exclude and (min_score is None or score >= min_score)]  # fmt: skip
     order = order[: 2 * k]  # a few spares for photos deleted since the index was last brought up to date
-    records = catalog.get_many([i for i, _, _ in order])
+    found = records.get_many([i for i, _, _ in order])
     objects: dict[int, ObjectRecord] = catalog.object_records([v for _, _, v in order if v is not None])
     hits = []
     for i, score, vid in order:
-        rec = records.get(i)
+        rec = found.get(i)
         if rec is None:
             continue
         obj = objects.get(vid) if vid is not None else None

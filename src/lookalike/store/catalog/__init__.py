@@ -7,6 +7,7 @@ from lookalike.store.catalog.records import (
     OBJECT_BITS,
     OBJECTS,
     PHOTO,
+    SOURCES,
     BatchResult,
     Change,
     ImageRecord,
@@ -19,7 +20,7 @@ from lookalike.store.catalog.records import (
 from lookalike.store.catalog.sql import Catalog
 
 __all__ = [
-    "OBJECT_BITS", "OBJECTS", "PHOTO", "BatchResult", "Catalog", "Change", "Database", "DatabaseError",
+    "OBJECT_BITS", "OBJECTS", "PHOTO", "SOURCES", "BatchResult", "Catalog", "Change", "Database", "DatabaseError",
     "ImageRecord", "NewImage", "ObjectRecord", "Vectors", "object_vector_id",
     "split_object_vector_id",
 ]  # fmt: skip

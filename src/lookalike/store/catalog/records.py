@@ -11,6 +11,7 @@ OBJECT_BITS = 10  # object vector id = image_id << 10 | idx: stable across re-ru
 # change-feed flags: which of a photo's vectors a change concerns
 PHOTO = 1  # the whole-photo vector or its payload (added, removed, relabelled)
 OBJECTS = 2  # its detected subjects' vectors
+SOURCES = 4  # only the paths and URLs that point at it (no vector changes: caches of records follow it)
 
 
 def object_vector_id(image_id: int, idx: int) -> int:

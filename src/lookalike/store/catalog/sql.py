@@ -25,6 +25,7 @@ from lookalike.store.catalog.migrations import migrate, split_source
 from lookalike.store.catalog.records import (
     OBJECTS,
     PHOTO,
+    SOURCES,
     BatchResult,
     Change,
     ImageRecord,
@@ -383,9 +384,12 @@ class Catalog:
                         ).rowcount
                     ):
                         changes.append((int(image_id), PHOTO | OBJECTS))  # a first label: payloads change
+                    else:
+                        changes.append((int(image_id), SOURCES))  # one more path to the same photo
                 attach.append((item, int(image_id)))
                 result.rows.append((item, int(image_id), is_new))
             result.displaced = self._attach_many(conn, attach, now, learned)
+            changes += [(i, SOURCES) for i in result.displaced]  # a path moved away from these photos
             self._feed(conn, changes)
             return result
 
@@ -445,6 +449,7 @@ class Catalog:
                 for chunk in _chunks(names):
                     q = _sql("DELETE FROM sources WHERE dir_id = :d AND name IN :names RETURNING image_id", "names")
                     touched += [int(r[0]) for r in conn.execute(q, {"d": dir_id, "names": chunk})]
+            self._feed(conn, [(i, SOURCES) for i in sorted(set(touched))])
             return touched
 
         return sorted(set(self.db.retrying(write)))
