@@ -25,7 +25,7 @@ from lookalike.config import Settings
 from lookalike.imaging import Decoded, decode
 from lookalike.ingest.fetch import FetchError, UrlFetcher, read_file
 from lookalike.ingest.pipeline import IndexReport, Pipeline, ProgressFn
-from lookalike.ingest.sources import SourceItem, SourceSet, expand, is_url
+from lookalike.ingest.sources import SourceSet, expand, is_url
 from lookalike.models.embedder import Embedder
 from lookalike.models.registry import get_spec, load_detector
 from lookalike.search import ranking
@@ -386,24 +386,6 @@ class Library:
         report = Pipeline(self, on_progress, objects=objects).run(sets, prune=prune)
         self._after_run()
         return report
-
-    def add_bytes(
-        self, files: list[tuple[str, bytes]], label: str | None = None, objects: bool = False
-    ) -> tuple[IndexReport, list[str]]:
-        """Index uploaded photos (name, bytes); originals are kept, since there is no other copy.
-
-        Returns the report and the source string given to each file, in order.
-        """
-        items = [
-            SourceItem(f"upload:{hashlib.sha256(data).hexdigest()}/{Path(name).name or 'photo'}", label, data=data)
-            for name, data in files
-        ]
-        _ = self.embedder
-        if objects:
-            _ = self.detector
-        report = Pipeline(self, objects=objects).run([SourceSet(items)])
-        self._after_run()
-        return report, [i.source for i in items]
 
     def _after_run(self) -> None:
         if self.background:
