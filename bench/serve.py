@@ -81,7 +81,7 @@ async def main_async(args) -> None:
     half_a, half_b = tmp / "a", tmp / "b"
     for i, d in enumerate(sorted((TOWHEE / "train").iterdir())):
         shutil.copytree(d, (half_a if i % 2 == 0 else half_b) / d.name)
-    env = {**os.environ, "LOOKALIKE_HOME": str(tmp / "home")}
+    env = {**os.environ, "LOOKALIKE_HOME": str(tmp / "home"), "LOOKALIKE_SOURCE_ROOTS": f'["{tmp}"]'}
     if "LOOKALIKE_MODELS_DIR" not in env and (SHARED / "models").exists():
         env["LOOKALIKE_MODELS_DIR"] = str(SHARED / "models")
     subprocess.run(

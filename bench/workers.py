@@ -50,7 +50,7 @@ def search_latencies(service: Service, queries: list[bytes], stop: threading.Eve
 
 def run(server: PostgresServer, n_workers: int, chunk: int, tmp: Path, queries: list[bytes]) -> dict:
     url = server.create_database(f"bench_{n_workers}_{int(time.time())}")
-    common = {"database_url": url, "job_chunk": str(chunk)}
+    common = {"database_url": url, "job_chunk": str(chunk), "source_roots": f'["{TOWHEE}"]'}
     home = tmp / f"api-{n_workers}"
     assert cli(home, "index", str(TOWHEE / "test"), **common).returncode == 0
     service = Service(home, serve_worker="0", **common).start()

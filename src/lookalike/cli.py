@@ -449,7 +449,9 @@ def worker(
     import signal
 
     from lookalike.jobs import Worker
+    from lookalike.memory import return_freed_memory
 
+    return_freed_memory()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if threads:
         State.overrides |= {"workers": threads, "threads": 1}
@@ -552,20 +554,34 @@ def jobs_cancel(job_id: Annotated[int, typer.Argument(help="job id")]) -> None:
 
 @app.command()
 def serve(
-    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(help="address to listen on (not loopback: needs an API key)")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    allow_anonymous: Annotated[
+        bool, typer.Option("--allow-anonymous", help="serve a non-loopback address without an API key")
+    ] = False,
 ) -> None:
     """Start the HTTP API and the web page (http://HOST:PORT/)."""
     import uvicorn
 
     from lookalike.api.app import create_app
+    from lookalike.api.security import anonymous_refusal, is_loopback
 
+    s = settings()
+    refusal = anonymous_refusal(host, s, allow_anonymous or s.allow_anonymous)
+    if refusal:
+        fail(refusal)
+    if not is_loopback(host) and s.api_key is not None and "api_key_for_reads" not in s.model_fields_set:
+        # on the network, reads need the key too unless the operator says otherwise
+        s = s.model_copy(update={"api_key_for_reads": True})
     try:
-        app_ = create_app(settings())
+        app_ = create_app(s)
     except (LibraryError, UnknownModelError, ModelFileError) as exc:
         fail(str(exc))
-    console.print(f"Lookalike on http://{host}:{port}/  (API docs at /docs)")
-    uvicorn.run(app_, host=host, port=port, log_level="info")
+    reads = "reads need it too" if s.api_key and s.api_key_for_reads else "reads are open"
+    access = f"API key required for writes, {reads}" if s.api_key else "no API key: anyone who can connect may write"
+    console.print(f"Lookalike on http://{host}:{port}/  (API docs at /docs; {access})")
+    uvicorn.run(app_, host=host, port=port, log_level="info", limit_concurrency=s.max_connections,
+                timeout_keep_alive=10)  # fmt: skip
 
 
 def run() -> None:  # pragma: no cover - console entry for `python -m lookalike`

@@ -153,8 +153,26 @@ class Settings(BaseSettings):
     # HTTP service
     max_upload_bytes: int = Field(default=20 * 2**20, ge=1, description="larger request bodies get 413")
     api_key: SecretStr | None = Field(default=None, description="when set, write endpoints need header X-API-Key")
-    api_key_for_reads: bool = Field(default=False, description="require the API key on read endpoints too")
+    api_key_for_reads: bool = Field(
+        default=False,
+        description="require the API key on reads too (docs, OpenAPI, metrics included); `serve` on a non-loopback "
+        "address turns it on unless it is set",
+    )
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS (JSON list)")
+    source_roots: list[str] = Field(
+        default_factory=list,
+        description="folders (and s3:// prefixes) HTTP callers may index (JSON list); empty: none. The CLI, "
+        "run by the machine's own user, is not limited by it",
+    )
+    allow_anonymous: bool = Field(
+        default=False, description="let `serve` on a non-loopback address run without an API key"
+    )
+    metrics_public: bool = Field(default=False, description="serve /metrics without the API key (for scrapers)")
+    max_concurrent_decodes: int = Field(
+        default=0, ge=0, le=256, description="query photos decoded at once by the service (0: two per core)"
+    )
+    decode_wait: float = Field(default=30.0, gt=0, le=600, description="seconds a query waits to be decoded: 503")
+    max_connections: int = Field(default=64, ge=1, le=100_000, description="open HTTP connections; beyond: 503")
 
     @field_validator("home", "models_dir", mode="after")
     @classmethod
@@ -172,6 +190,10 @@ class Settings(BaseSettings):
     @property
     def resolved_models_dir(self) -> Path:
         return self.models_dir if self.models_dir is not None else self.home / "models"
+
+    @property
+    def resolved_decodes(self) -> int:
+        return self.max_concurrent_decodes or 2 * max(1, os.cpu_count() or 1)
 
     @property
     def resolved_workers(self) -> int:

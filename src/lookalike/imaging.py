@@ -57,8 +57,13 @@ def decode(data: bytes, max_pixels: int, min_side: int = 0) -> Decoded:
         if min_side and fmt == "JPEG":
             im.draft(im.mode, (min_side, min_side))
         im.load()
-        im = ImageOps.exif_transpose(im)
+        if orientation != 1:
+            im = ImageOps.exif_transpose(im)  # copies: only when there is something to turn
         rgb = to_rgb(im)
+        if min_side and min(rgb.size) >= 4 * min_side:
+            # a huge non-JPEG (JPEGs were reduced while decoding, by draft): reduce it now, so what stays in
+            # memory after decoding is small whatever came in; still at least twice what the callers need
+            rgb = rgb.reduce(min(rgb.size) // (2 * min_side))
     except BadImage:
         raise
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:

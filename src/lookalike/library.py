@@ -10,6 +10,7 @@ the embedder can be passed in, so tests and tools can share one loaded model acr
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
@@ -40,7 +41,8 @@ from lookalike.store.s3 import read as s3_read
 from lookalike.store.vectors import VectorIndex
 from lookalike.vectorspace import IDENTITY, WHITENING, Follower, Space, SpaceKey, collection_names, open_engine
 
-__all__ = ["Box", "Hit", "Library", "LibraryError", "ModelMismatchError", "NotFoundError", "SearchResult"]
+__all__ = ["Box", "BusyError", "Hit", "Library", "LibraryError", "ModelMismatchError", "NotFoundError",
+           "SearchResult"]  # fmt: skip
 log = logging.getLogger("lookalike")
 MATCHES = ranking.MATCHES
 
@@ -71,6 +73,10 @@ class NotFoundError(LibraryError):
     pass
 
 
+class BusyError(LibraryError):
+    """Too much work in flight: the caller should retry (HTTP 503)."""
+
+
 class Library:
     def __init__(self, settings: Settings | None = None, embedder: Embedder | None = None) -> None:
         self.settings = settings or Settings()
@@ -79,6 +85,7 @@ class Library:
         self.catalog = Catalog.open(self.settings.catalog_url, self.settings.database_schema)
         self.library_id = self.catalog.setdefault_meta("library_id", uuid.uuid4().hex)
         self._lock = threading.RLock()  # lazy loading of models and clients; never held while searching
+        self._decodes = threading.BoundedSemaphore(self.settings.resolved_decodes)
         self._s3 = None
         if self.settings.image_store == "local":
             self.images: ImageStore = LocalImageStore(self.home / "images")
@@ -298,8 +305,9 @@ class Library:
     def detect(self, query: str | Path | bytes) -> tuple[list, Decoded]:
         """Detected subjects of a photo (boxes in its own pixels)."""
         data = query if isinstance(query, bytes) else self.read_query(query)
-        decoded = decode(data, self.settings.max_pixels, self.decode_side())
-        return self.detect_decoded(decoded), decoded
+        with self.decoding():
+            decoded = decode(data, self.settings.max_pixels, self.decode_side())
+            return self.detect_decoded(decoded), decoded
 
     def detect_decoded(self, decoded: Decoded) -> list:
         """Detections scaled to original pixels, small ones dropped (they embed poorly)."""
@@ -423,12 +431,25 @@ class Library:
         self, data: bytes, box: tuple[float, float, float, float] | None = None
     ) -> tuple[np.ndarray, Decoded]:
         """Embed a photo, or the ``box`` (x1, y1, x2, y2 in original pixels) of it."""
-        if box is None:
-            decoded, pixels = self.prepare_pixels(data)
-        else:
-            decoded = decode(data, self.settings.max_pixels, self.decode_side())
-            pixels = self.embedder.prepare(crop_box(decoded, box))
-        return self.embedder.embed(pixels[None])[0], decoded
+        with self.decoding():
+            if box is None:
+                decoded, pixels = self.prepare_pixels(data)
+            else:
+                decoded = decode(data, self.settings.max_pixels, self.decode_side())
+                pixels = self.embedder.prepare(crop_box(decoded, box))
+            return self.embedder.embed(pixels[None])[0], decoded
+
+    @contextlib.contextmanager
+    def decoding(self):
+        """At most ``max_concurrent_decodes`` query photos are decoded at once: a flood of huge photos waits
+        here (then gets 503) instead of holding a decoded photo each in memory."""
+        if not self._decodes.acquire(timeout=self.settings.decode_wait):
+            raise BusyError(f"too many photos being decoded at once; retry (LOOKALIKE_MAX_CONCURRENT_DECODES="
+                            f"{self.settings.resolved_decodes})")  # fmt: skip
+        try:
+            yield
+        finally:
+            self._decodes.release()
 
     def search(
         self,
@@ -512,9 +533,10 @@ class Library:
     ) -> list[tuple]:
         """Detect the subjects of the query photo and search with each: [(detection, hits), ...]."""
         data = query if isinstance(query, bytes) else self.read_query(query)
-        decoded = decode(data, self.settings.max_pixels, self.decode_side())
-        detections = self.detect_decoded(decoded)
-        vectors = self.embed_objects(decoded, detections)
+        with self.decoding():
+            decoded = decode(data, self.settings.max_pixels, self.decode_side())
+            detections = self.detect_decoded(decoded)
+            vectors = self.embed_objects(decoded, detections)
         return [
             (det, self.search_vector(vec, k, min_score, label, match=match))
             for det, vec in zip(detections, vectors, strict=True)

@@ -29,7 +29,8 @@ def make_client(settings: Settings, embedder, photo_dir: Path):
     made = []
 
     def make(**overrides) -> TestClient:
-        s = Settings(**{**settings.model_dump(), **overrides})  # validated, unlike model_copy
+        # validated, unlike model_copy; the shared photos are a root HTTP callers may index
+        s = Settings(**{**settings.model_dump(), "source_roots": [str(TOWHEE.parent)], **overrides})
         lib = Library(s, embedder=embedder)
         lib.index([str(photo_dir)])
         app = create_app(s, library=lib)
@@ -182,7 +183,9 @@ def test_cors_when_configured(make_client) -> None:
 
 
 def test_index_job_reports_progress_and_searches_run_meanwhile(client: TestClient) -> None:
-    problem(client.post(f"{API}/jobs/index", json={"paths": ["/no/such/folder"]}), 422, "no such file")
+    problem(client.post(f"{API}/jobs/index", json={"paths": ["/no/such/folder"]}), 403, "LOOKALIKE_SOURCE_ROOTS")
+    missing = str(TOWHEE.parent / "no-such-folder")  # inside the root: then existence may be told
+    problem(client.post(f"{API}/jobs/index", json={"paths": [missing]}), 422, "no such file")
     problem(client.get(f"{API}/jobs/12345"), 404)
     r = client.post(f"{API}/jobs/index", json={"paths": [str(TOWHEE / "train")]})
     assert r.status_code == 202, r.text

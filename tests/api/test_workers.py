@@ -28,7 +28,7 @@ def test_a_job_survives_a_killed_worker_and_a_restarted_service(pg_url: str, tmp
     for path in sorted((TOWHEE / "train").glob("*/*"))[:300]:
         (photos / path.parent.name).mkdir(parents=True, exist_ok=True)
         (photos / path.parent.name / path.name).write_bytes(path.read_bytes())
-    common = {"database_url": pg_url, "job_lease": "3", "job_chunk": "20"}
+    common = {"database_url": pg_url, "job_lease": "3", "job_chunk": "20", "source_roots": f'["{photos}"]'}
     service = Service(tmp_path / "api", serve_worker="0", **common).start()
     workers = [start_worker(tmp_path / f"w{i}", tmp_path / f"w{i}.log", **common) for i in range(2)]
     try:

@@ -56,7 +56,7 @@ def test_read_file_limits(tmp_path) -> None:
         read_file(str(f), 99)
     with pytest.raises(FetchError, match="folder"):
         read_file(str(tmp_path), 100)
-    with pytest.raises(FetchError, match="vanished"):
+    with pytest.raises(FetchError, match="no such file"):
         read_file(str(tmp_path / "gone"), 100)
 
 
@@ -77,22 +77,3 @@ def test_internal_addresses_are_refused_by_default(url) -> None:
     with pytest.raises(FetchError, match="refusing to fetch .*LOOKALIKE_URL_ALLOW_PRIVATE"):
         guarded.fetch(url)
     guarded.close()
-
-
-def test_redirect_to_internal_address_is_refused(http_server) -> None:
-    """The guard checks every hop: here the first hop is allowed by a hook that only trusts the start."""
-    from lookalike.ingest import fetch as fetch_mod
-
-    calls = []
-
-    def guard(request):
-        calls.append(str(request.url))
-        if len(calls) > 1:  # the redirect hop
-            fetch_mod.check_public(request.url)
-
-    f = UrlFetcher(timeout=1.0, max_bytes=1000, max_redirects=3, allow_private=True)
-    f.client.event_hooks["request"] = [guard]
-    with pytest.raises(FetchError, match="loopback"):
-        f.fetch(f"{http_server}/redirect/x.jpg")
-    assert len(calls) == 2
-    f.close()

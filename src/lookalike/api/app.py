@@ -6,7 +6,6 @@ searches interleave with index jobs at photo granularity.
 """
 
 import hashlib
-import hmac
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -15,34 +14,44 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from starlette.datastructures import UploadFile
 
 from lookalike import __version__
 from lookalike.api import problems
 from lookalike.api.limits import BodyLimitMiddleware
 from lookalike.api.metrics import Metrics, MetricsMiddleware
-from lookalike.api.problems import Problem
+from lookalike.api.problems import LastResort, Problem
+from lookalike.api.security import Keys, check_source, safe_url
 from lookalike.config import Settings
 from lookalike.ingest.sources import SourceItem
 from lookalike.jobs.worker import Worker, host_affinity, item_json, store_affinity, worker_name
 from lookalike.library import Hit, Library, NotFoundError
 from lookalike.maintenance import Background
+from lookalike.memory import return_freed_memory
 from lookalike.store.s3 import S3ImageStore
 
 API = "/api/v1"
 STATIC = Path(str(resources.files("lookalike.api") / "static"))
+DOCS_ASSETS = Path(str(resources.files("fastapi_offline") / "static"))  # Swagger UI 5 and ReDoc, packaged
 MIME = {
     "JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp", "BMP": "image/bmp",
     "TIFF": "image/tiff", "MPO": "image/jpeg", "ICO": "image/x-icon",
 }  # fmt: skip
 IMAGE_TYPES = "JPEG, PNG, WebP, GIF, BMP or TIFF"
+
+
+MAX_ID = 2**63 - 1  # ids are 64-bit in the catalog: larger ones are refused before any lookup
+ImageId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="an indexed photo's id")]
+JobId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="an index job's id")]
 
 
 class SearchParams(BaseModel):
@@ -58,14 +67,62 @@ class SearchParams(BaseModel):
 
 
 class SearchJson(SearchParams):
-    url: str | None = Field(default=None, max_length=4096)
-    image_id: int | None = Field(default=None, ge=1)
+    url: str | None = Field(
+        default=None,
+        max_length=4096,
+        examples=["https://example.com/photo.jpg"],
+        description="an http(s) URL of the photo (server paths are not accepted over HTTP)",
+    )
+    image_id: int | None = Field(default=None, ge=1, le=MAX_ID, description="an indexed photo: more like this")
+
+    @field_validator("url")
+    @classmethod
+    def _http_only(cls, value: str | None) -> str | None:
+        if value is not None and not safe_url(value):
+            raise ValueError("give an http(s) URL: files on the server cannot be searched over HTTP")
+        return value
 
     @model_validator(mode="after")
     def _one_query(self) -> "SearchJson":
         if (self.url is None) == (self.image_id is None):
             raise ValueError("give exactly one of 'url' or 'image_id' (or upload a photo as multipart)")
         return self
+
+
+class HitOut(BaseModel):
+    id: int
+    score: float = Field(description="cosine similarity of the query photo and this photo (1.0: the same)")
+    label: str | None
+    source: str | None
+    sources: list[str]
+    width: int
+    height: int
+    original_url: str
+    thumbnail_url: str
+    box: list[float] | None = Field(description="the matched subject (x1, y1, x2, y2), when one matched best")
+    detected_label: str | None
+
+
+class SearchOut(BaseModel):
+    query: dict
+    took_ms: float
+    hits: list[HitOut]
+
+
+SEARCH_FORM = {
+    "type": "object",
+    "required": ["image"],
+    "properties": {
+        "image": {"type": "string", "format": "binary", "description": "the query photo"},
+        "k": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 10},
+        "min_score": {"type": "number", "minimum": -1, "maximum": 1},
+        "label": {"type": "string", "maxLength": 200},
+        "box": {"type": "string", "description": "a region of the photo: x1,y1,x2,y2 in its pixels"},
+        "match": {"type": "string", "enum": ["whole", "objects", "both"]},
+        "detected_label": {"type": "string", "maxLength": 100},
+        "detect": {"type": "boolean"},
+    },
+}
 
 
 class IndexJobRequest(BaseModel):
@@ -110,6 +167,7 @@ class State:
 
 def create_app(settings: Settings | None = None, library: Library | None = None) -> FastAPI:
     settings = settings or (library.settings if library else Settings())
+    return_freed_memory()
     state = State(settings, library)
     owns_library = library is None
 
@@ -130,15 +188,20 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
         version=__version__,
         description="Reverse image search: upload a photo, get the most similar indexed photos.",
         lifespan=lifespan,
+        docs_url=None,  # served below, from the package (no CDN) and behind the read key when there is one
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.lookalike = state
     problems.install(app)
+    keys = Keys(settings)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
         )
+    app.add_middleware(LastResort)
 
     # --- dependencies ------------------------------------------------------------------
     def ready_library() -> Library:
@@ -148,21 +211,9 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
             raise Problem(503, "Loading", "the index and model are loading; retry in a few seconds")
         return state.library
 
-    def check_key(request: Request) -> None:
-        expected = settings.api_key.get_secret_value() if settings.api_key else None
-        if expected is None:
-            return
-        given = request.headers.get("x-api-key", "")
-        if not hmac.compare_digest(given.encode(), expected.encode()):
-            raise Problem(401, "Unauthorized", "a valid API key is required in the X-API-Key header")
-
-    def read_access(request: Request) -> None:
-        if settings.api_key_for_reads:
-            check_key(request)
-
     Lib = Annotated[Library, Depends(ready_library)]
-    read = [Depends(read_access)]
-    write = [Depends(check_key)]
+    read = [Depends(keys.read)]
+    write = [Depends(keys.write)]
 
     def hit_json(hit: Hit) -> dict:
         source = hit.sources[0] if hit.sources else None
@@ -188,7 +239,13 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
                           f"upload a photo ({IMAGE_TYPES})")  # fmt: skip
 
     # --- search ---------------------------------------------------------------------------
-    @app.post(f"{API}/search", dependencies=read, summary="Search by photo upload, URL or indexed image id")
+    search_body = {"requestBody": {"required": True, "content": {
+        "multipart/form-data": {"schema": SEARCH_FORM},
+        "application/json": {"schema": SearchJson.model_json_schema(ref_template="#/components/schemas/{model}")},
+    }}}  # fmt: skip
+
+    @app.post(f"{API}/search", dependencies=read, summary="Search by photo upload, URL or indexed image id",
+              response_model=SearchOut, openapi_extra=search_body)  # fmt: skip
     async def search(request: Request, lib: Lib) -> dict:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype == "multipart/form-data":
@@ -208,6 +265,8 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
                 body = await request.json()
             except ValueError:
                 raise Problem(400, "Malformed JSON", "the request body is not valid JSON") from None
+            except RecursionError:
+                raise Problem(400, "Malformed JSON", "the JSON body is nested too deeply") from None
             if not isinstance(body, dict):
                 raise Problem(422, "Invalid parameters", "the JSON body must be an object")
             params = validated(SearchJson, body)
@@ -233,7 +292,14 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
         }
 
     # --- images -----------------------------------------------------------------------------
-    @app.post(f"{API}/images", dependencies=write, summary="Upload photos into the library")
+    upload_body = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": ["images"],
+        "properties": {"images": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                       "label": {"type": "string"}, "objects": {"type": "boolean"}},
+    }}}}}  # fmt: skip
+
+    @app.post(f"{API}/images", dependencies=write, summary="Upload photos into the library",
+              openapi_extra=upload_body)  # fmt: skip
     async def upload_images(request: Request, lib: Lib) -> JSONResponse:
         if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
             raise Problem(415, "Unsupported media type", "send multipart/form-data with one or more 'images' files")
@@ -275,7 +341,7 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
         return JSONResponse(body, status_code=status if added else 200)
 
     @app.get(f"{API}/images/{{image_id}}", dependencies=read, summary="Metadata of an indexed photo")
-    async def image_meta(image_id: int, lib: Lib) -> dict:
+    async def image_meta(image_id: ImageId, lib: Lib) -> dict:
         rec = lib.get(image_id)
         return {
             "id": rec.id, "sha256": rec.sha256, "label": rec.label, "width": rec.width, "height": rec.height,
@@ -295,7 +361,7 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
         return Response(data_fn(), media_type=media_type, headers=headers)
 
     @app.get(f"{API}/images/{{image_id}}/thumbnail", dependencies=read, summary="JPEG thumbnail")
-    async def thumbnail(image_id: int, request: Request, lib: Lib) -> Response:
+    async def thumbnail(image_id: ImageId, request: Request, lib: Lib) -> Response:
         rec = lib.get(image_id)
         if (redirect := presigned(lib, "thumbnail", rec.sha256)) is not None:
             return redirect
@@ -309,7 +375,7 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
         return cached(request, f"{rec.sha256}-t", data, "image/jpeg")
 
     @app.get(f"{API}/images/{{image_id}}/original", dependencies=read, summary="The original photo")
-    async def original(image_id: int, request: Request, lib: Lib) -> Response:
+    async def original(image_id: ImageId, request: Request, lib: Lib) -> Response:
         rec = lib.get(image_id)
         if rec.has_original and (redirect := presigned(lib, "original", rec.sha256)) is not None:
             return redirect
@@ -318,7 +384,7 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
         )
 
     @app.delete(f"{API}/images/{{image_id}}", dependencies=write, status_code=204, summary="Remove a photo")
-    async def delete_image(image_id: int, lib: Lib) -> Response:
+    async def delete_image(image_id: ImageId, lib: Lib) -> Response:
         removed = await run_in_threadpool(lib.remove, [image_id])
         if not removed:
             raise NotFoundError(f"no image with id {image_id}")
@@ -329,6 +395,8 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
     async def start_job(body: IndexJobRequest, lib: Lib) -> dict:
         from lookalike.ingest.sources import SourceError, iter_expand
 
+        for p in body.paths:
+            check_source(p, settings)  # before anything touches the path: outside the roots, one answer
         for p in body.paths:  # fail fast on names that do not exist
             try:
                 await run_in_threadpool(lambda p=p: iter_expand(p, s3=lib.s3) if not p.startswith(("http://",
@@ -350,14 +418,14 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
         return {"jobs": [j.as_dict() for j in jobs]}
 
     @app.get(f"{API}/jobs/{{job_id}}", dependencies=read, summary="Progress of an index job")
-    async def job_status(job_id: int, lib: Lib) -> dict:
+    async def job_status(job_id: JobId, lib: Lib) -> dict:
         job = await run_in_threadpool(lib.jobs.get, job_id)
         if job is None:
             raise NotFoundError(f"no job with id {job_id}")
         return job.as_dict()
 
     @app.post(f"{API}/jobs/{{job_id}}/cancel", dependencies=write, summary="Cancel an index job")
-    async def cancel_job(job_id: int, lib: Lib) -> dict:
+    async def cancel_job(job_id: JobId, lib: Lib) -> dict:
         if await run_in_threadpool(lib.jobs.get, job_id, False) is None:
             raise NotFoundError(f"no job with id {job_id}")
         await run_in_threadpool(lib.jobs.cancel, job_id)
@@ -381,9 +449,29 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
             return JSONResponse({"status": "loading"}, status_code=503)
         return JSONResponse({"status": "ok", "version": __version__})
 
-    @app.get("/metrics", include_in_schema=False)
+    @app.get("/metrics", include_in_schema=False, dependencies=[Depends(keys.metrics)])
     async def metrics() -> Response:
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    # --- the API documents, from the package (no CDN), behind the read key when reads need one ----------
+    app.mount("/docs-assets", StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=read)
+    async def openapi_document() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=read)
+    async def swagger_ui() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="Lookalike API",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs-assets/favicon.png")  # fmt: skip
+
+    @app.get("/redoc", include_in_schema=False, dependencies=read)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url="/openapi.json", title="Lookalike API",
+                              redoc_js_url="/docs-assets/redoc.standalone.js",
+                              redoc_favicon_url="/docs-assets/favicon.png", with_google_fonts=False)  # fmt: skip
 
     # --- the web page ------------------------------------------------------------------------------
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -5,6 +5,9 @@ Bad input is always a 4xx with words; a 500 would mean a bug.
 
 from __future__ import annotations
 
+import json
+import logging
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -12,9 +15,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lookalike.imaging import BadImage
 from lookalike.ingest.fetch import FetchError
-from lookalike.library import LibraryError, ModelMismatchError, NotFoundError
+from lookalike.library import BusyError, LibraryError, ModelMismatchError, NotFoundError
 
 PROBLEM = "application/problem+json"
+log = logging.getLogger("lookalike")
 
 
 class Problem(Exception):
@@ -53,6 +57,12 @@ def install(app: FastAPI) -> None:
         status = 422 if "refusing" in str(exc) else 400
         return problem_response(status, "Could not fetch the URL", str(exc), request.url.path)
 
+    @app.exception_handler(BusyError)
+    async def _busy(request: Request, exc: BusyError):
+        response = problem_response(503, "Busy", str(exc), request.url.path)
+        response.headers["Retry-After"] = "2"
+        return response
+
     @app.exception_handler(ModelMismatchError)
     async def _model(request: Request, exc: ModelMismatchError):
         return problem_response(409, "Model mismatch", str(exc), request.url.path)
@@ -75,3 +85,37 @@ def install(app: FastAPI) -> None:
         return problem_response(
             exc.status_code, titles.get(exc.status_code, "Error"), str(exc.detail), request.url.path
         )
+
+
+class LastResort:
+    """The outermost layer: an error nothing else handled becomes a 500 problem response, logged, and the
+    connection stays usable (an exception escaping to the server would reset it). Every such error is a
+    bug: the fuzz test (tests/security/test_fuzz.py) fails on any 5xx."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            if started:
+                raise
+            problem = {"type": "about:blank", "title": "Internal error", "status": 500,
+                       "detail": "an unexpected error; it was logged", "instance": scope.get("path", "")}  # fmt: skip
+            body = json.dumps(problem).encode()
+            headers = [(b"content-type", PROBLEM.encode()), (b"content-length", str(len(body)).encode())]
+            await send({"type": "http.response.start", "status": 500, "headers": headers})
+            await send({"type": "http.response.body", "body": body})

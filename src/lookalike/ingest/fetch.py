@@ -4,10 +4,12 @@ with a reason a person can act on."""
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import os
 import socket
+import stat
 import time
-from pathlib import Path
 
 import httpx
 
@@ -18,62 +20,102 @@ class FetchError(OSError):
     """The bytes of a source could not be read; ``str(exc)`` says why."""
 
 
+SPECIAL = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
+           stat.S_IFBLK: "a block device"}  # fmt: skip
+
+
 def read_file(path: str, max_bytes: int) -> bytes:
+    """A regular file's bytes, at most ``max_bytes``: anything else is refused with a reason, never waited on.
+
+    The file is opened non-blocking (a FIFO would otherwise wait for a writer forever), checked with fstat
+    on the open descriptor (no window between the check and the read), and read with a bound.
+    """
     try:
-        p = Path(path)
-        if p.is_dir():
-            raise FetchError("is a folder, not a file")
-        size = p.stat().st_size
-        if size > max_bytes:
-            raise FetchError(f"file too large: {size} bytes exceeds max_file_bytes={max_bytes}")
-        with p.open("rb") as fh:
-            return fh.read(max_bytes + 1)
-    except FetchError:
-        raise
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except IsADirectoryError:
         raise FetchError("is a folder, not a file") from None
     except PermissionError:
         raise FetchError("permission denied") from None
     except FileNotFoundError:
-        raise FetchError("file vanished before it could be read") from None
+        raise FetchError("dangling symbolic link" if os.path.islink(path) else "no such file") from None
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise FetchError("symbolic link loop") from None
         raise FetchError(f"cannot read: {exc.strerror or exc}") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise FetchError("is a folder, not a file")
+        if not stat.S_ISREG(st.st_mode):
+            raise FetchError(f"not a regular file: {SPECIAL.get(stat.S_IFMT(st.st_mode), 'a special file')}")
+        if st.st_size > max_bytes:
+            raise FetchError(f"file too large: {st.st_size} bytes exceeds max_file_bytes={max_bytes}")
+        chunks, total = [], 0
+        while total <= max_bytes:
+            chunk = os.read(fd, min(1 << 20, max_bytes + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        if total > max_bytes:
+            raise FetchError(f"file too large: it grew past max_file_bytes={max_bytes} while read")
+        return b"".join(chunks)
+    except OSError as exc:
+        if isinstance(exc, FetchError):
+            raise
+        raise FetchError(f"cannot read: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
 
 
-def check_public(url: httpx.URL) -> None:
-    """Refuse hosts that resolve to private, loopback, link-local or otherwise internal addresses (SSRF)."""
+def is_internal(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Private, loopback, link-local, reserved or multicast: never fetched unless allowed."""
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+        addr = addr.ipv4_mapped
+    return not addr.is_global or addr.is_multicast
+
+
+def resolve(url: httpx.URL, allow_private: bool) -> str:
+    """The one address a fetch connects to: every address the name resolves to is checked (a name that
+    mixes public and internal answers is refused), and the connection then goes to the address checked, so
+    a resolver that answers differently the next time (DNS rebinding) is never asked again."""
     host = url.host
     if not host:
         raise FetchError(f"refusing {url}: no host")
     try:
         infos = socket.getaddrinfo(host, url.port or 443, proto=socket.IPPROTO_TCP)
-    except socket.gaierror as exc:
-        raise FetchError(f"unreachable: cannot resolve {host} ({exc.strerror})") from None
-    for info in infos:
-        addr = ipaddress.ip_address(info[4][0].split("%")[0])
-        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-            addr = addr.ipv4_mapped
-        if not addr.is_global or addr.is_multicast:
-            kind = "loopback" if addr.is_loopback else "link-local" if addr.is_link_local else "private or reserved"
-            raise FetchError(
-                f"refusing to fetch {url}: {host} is a {kind} address ({addr}); "
-                f"set LOOKALIKE_URL_ALLOW_PRIVATE=1 to allow internal addresses"
-            )
+    except (socket.gaierror, UnicodeError) as exc:
+        raise FetchError(f"unreachable: cannot resolve {host} ({getattr(exc, 'strerror', None) or exc})") from None
+    addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+    if not addresses:
+        raise FetchError(f"unreachable: cannot resolve {host}")
+    if not allow_private:
+        for addr in addresses:
+            if is_internal(addr):
+                plain = addr.ipv4_mapped if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped else addr
+                kind = "private or reserved"
+                if plain.is_loopback or plain.is_link_local:
+                    kind = "loopback" if plain.is_loopback else "link-local"
+                raise FetchError(
+                    f"refusing to fetch {url}: {host} is a {kind} address ({addr}); "
+                    f"set LOOKALIKE_URL_ALLOW_PRIVATE=1 to allow internal addresses"
+                )
+    return str(addresses[0])
 
 
 class UrlFetcher:
-    """One pooled HTTP client for many URL fetches; every hop of a redirect is checked."""
+    """One pooled HTTP client for many URL fetches. Redirects are followed here, hop by hop, so that every
+    hop's host is resolved once, checked, and connected to at exactly that address (the Host header and
+    TLS server name stay the host's, so virtual hosts and certificates work as usual)."""
 
     def __init__(self, timeout: float, max_bytes: int, max_redirects: int, allow_private: bool = False) -> None:
-        self.max_bytes = max_bytes
-        self.timeout = timeout
-        hooks = {} if allow_private else {"request": [lambda request: check_public(request.url)]}
+        self.max_bytes, self.timeout = max_bytes, timeout
+        self.max_redirects, self.allow_private = max_redirects, allow_private
         self.client = httpx.Client(
             timeout=httpx.Timeout(timeout),
-            follow_redirects=True,
-            max_redirects=max_redirects,
+            follow_redirects=False,
             headers={"User-Agent": f"lookalike/{__version__}"},
-            event_hooks=hooks,
+            trust_env=False,  # no proxy from the environment: it would connect by name, not to the checked address
         )
 
     def close(self) -> None:
@@ -81,29 +123,49 @@ class UrlFetcher:
 
     def fetch(self, url: str) -> bytes:
         try:
-            with self.client.stream("GET", url) as response:
-                if response.status_code >= 400:
-                    raise FetchError(f"HTTP {response.status_code} {response.reason_phrase}")
-                declared = response.headers.get("content-length")
-                if declared and declared.isdigit() and int(declared) > self.max_bytes:
-                    raise FetchError(f"download too large: {declared} bytes exceeds url_max_bytes={self.max_bytes}")
-                chunks, total = [], 0
-                deadline = time.monotonic() + 4 * self.timeout  # a slow drip must end too
-                for chunk in response.iter_bytes(1 << 16):
-                    total += len(chunk)
-                    if time.monotonic() > deadline:
-                        raise FetchError(f"timed out: download took longer than {4 * self.timeout:g} s")
-                    if total > self.max_bytes:
-                        raise FetchError(f"download too large: more than url_max_bytes={self.max_bytes} bytes")
-                    chunks.append(chunk)
-                return b"".join(chunks)
+            current = httpx.URL(url)
+        except (httpx.InvalidURL, ValueError) as exc:
+            raise FetchError(f"not a valid URL: {exc}") from None
+        try:
+            for _ in range(self.max_redirects + 1):
+                if current.scheme not in ("http", "https"):
+                    raise FetchError(f"refusing {current.scheme}:// URLs: only http and https")
+                address = resolve(current, self.allow_private)
+                pinned = current.copy_with(host=address)
+                host = current.raw_host.decode("ascii")
+                port = current.port
+                headers = {"Host": f"[{host}]:{port}" if ":" in host and port else
+                           f"[{host}]" if ":" in host else f"{host}:{port}" if port else host}  # fmt: skip
+                extensions = {"sni_hostname": host} if current.scheme == "https" else {}
+                with self.client.stream("GET", pinned, headers=headers, extensions=extensions) as response:
+                    if response.is_redirect:
+                        location = response.headers.get("location", "")
+                        current = current.join(location)
+                        continue
+                    return self._body(response)
+            raise FetchError("too many redirects")
         except FetchError:
             raise
-        except httpx.TooManyRedirects:
-            raise FetchError("too many redirects") from None
         except httpx.TimeoutException:
             raise FetchError(f"timed out after {self.timeout:g} s") from None
         except httpx.ConnectError as exc:
             raise FetchError(f"unreachable: {exc}") from None
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise FetchError(f"download failed: {type(exc).__name__}: {exc}") from None
+
+    def _body(self, response: httpx.Response) -> bytes:
+        if response.status_code >= 400:
+            raise FetchError(f"HTTP {response.status_code} {response.reason_phrase}")
+        declared = response.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.max_bytes:
+            raise FetchError(f"download too large: {declared} bytes exceeds url_max_bytes={self.max_bytes}")
+        chunks, total = [], 0
+        deadline = time.monotonic() + 4 * self.timeout  # a slow drip must end too
+        for chunk in response.iter_bytes(1 << 16):
+            total += len(chunk)
+            if time.monotonic() > deadline:
+                raise FetchError(f"timed out: download took longer than {4 * self.timeout:g} s")
+            if total > self.max_bytes:
+                raise FetchError(f"download too large: more than url_max_bytes={self.max_bytes} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)

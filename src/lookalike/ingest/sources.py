@@ -8,8 +8,10 @@ that make re-runs incremental without reading the file.
 from __future__ import annotations
 
 import csv
+import errno
 import itertools
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,15 +56,27 @@ def is_url(text: str) -> bool:
 
 
 def _file_item(path: Path, label: str | None) -> SourceItem:
+    """A file to read; one that cannot be (a broken link, a FIFO, a device) becomes an item with the reason,
+    so it is reported as rejected instead of silently skipped."""
     try:
         st = path.stat()
+    except FileNotFoundError:
+        reason = "dangling symbolic link" if path.is_symlink() else "no such file"
+        return SourceItem(str(path), label, error=reason)
     except OSError as exc:
-        return SourceItem(str(path), label, error=f"cannot stat: {exc.strerror or exc}")
+        reason = "symbolic link loop" if exc.errno == errno.ELOOP else f"cannot stat: {exc.strerror or exc}"
+        return SourceItem(str(path), label, error=reason)
+    if not stat.S_ISREG(st.st_mode):
+        from lookalike.ingest.fetch import SPECIAL
+
+        kind = "a folder" if stat.S_ISDIR(st.st_mode) else SPECIAL.get(stat.S_IFMT(st.st_mode), "a special file")
+        return SourceItem(str(path), label, error=f"not a regular file: {kind}")
     return SourceItem(str(path), label, st.st_size, st.st_mtime_ns)
 
 
 def walk_folder(root: Path, label: str | None = None) -> Iterator[SourceItem]:
-    """Every regular file below root, sorted; hidden files and folders are skipped.
+    """Every file below root, sorted (hidden files and folders skipped); one that is not a readable regular
+    file (a FIFO, a device, a broken or looping link) comes with the reason it will be rejected for.
 
     Formats are sniffed from content when the file is read, not from its extension.
     """
@@ -72,9 +86,7 @@ def walk_folder(root: Path, label: str | None = None) -> Iterator[SourceItem]:
         for name in sorted(filenames):
             if name.startswith("."):
                 continue
-            path = folder / name
-            if path.is_file():
-                yield _file_item(path, label if label is not None else folder.name)
+            yield _file_item(folder / name, label if label is not None else folder.name)
 
 
 def read_csv(path: Path, label: str | None = None) -> Iterator[SourceItem]:

@@ -17,6 +17,13 @@ function apiKeyHeaders() {
   return key ? { "X-API-Key": key } : {};
 }
 
+// the key also goes in a same-site cookie, so that thumbnails (<img>) load when reads need the key;
+// the service accepts the cookie for reads only, never for writes
+function saveKey(value) {
+  localStorage.setItem("lookalike-api-key", value);
+  document.cookie = `lookalike_api_key=${encodeURIComponent(value)}; path=/; SameSite=Strict` + (value ? "" : "; max-age=0");
+}
+
 async function problemText(response) {
   try {
     const body = await response.json();
@@ -328,7 +335,7 @@ function upload(event) {
   for (const f of files) form.append("images", f, f.name);
   if ($("add-label").value.trim()) form.append("label", $("add-label").value.trim());
   if ($("add-objects").checked) form.append("objects", "true");
-  localStorage.setItem("lookalike-api-key", $("api-key").value);
+  saveKey($("api-key").value);
   const xhr = new XMLHttpRequest();
   const bar = $("add-progress");
   bar.hidden = false;
@@ -419,6 +426,8 @@ function setup() {
   $("more-like-this").addEventListener("click", () => { $("viewer").close(); if (state.viewing) setIdQuery(state.viewing); });
   $("add-form").addEventListener("submit", upload);
   $("api-key").value = localStorage.getItem("lookalike-api-key") || "";
+  $("api-key").addEventListener("change", () => { saveKey($("api-key").value); loadStats(); loadLabels(); });
+  saveKey($("api-key").value);
   setupRegionSelection();
   loadStats();
   loadLabels();

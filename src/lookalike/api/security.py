@@ -1,0 +1,92 @@
+"""Who may do what over HTTP: API keys, and which server paths an HTTP caller may name.
+
+The defaults refuse what a network client should not get by accident: ``lookalike serve`` on a
+non-loopback address needs ``LOOKALIKE_API_KEY`` (or an explicit ``--allow-anonymous``); with
+``LOOKALIKE_API_KEY_FOR_READS`` every read needs it too, the API documents and the metrics included
+(``LOOKALIKE_METRICS_PUBLIC`` for scrapers); server paths can be indexed over HTTP only below
+``LOOKALIKE_SOURCE_ROOTS``, and the answer for a path outside them says nothing about that path.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import os
+from urllib.parse import unquote, urlparse
+
+from fastapi import Request
+
+from lookalike.api.problems import Problem
+from lookalike.config import Settings
+
+KEY_COOKIE = "lookalike_api_key"  # the page stores the key here so that <img> requests carry it (reads only)
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def anonymous_refusal(host: str, settings: Settings, allow_anonymous: bool) -> str | None:
+    """Why ``serve`` must not start on ``host`` as configured, or None."""
+    if is_loopback(host) or settings.api_key is not None or allow_anonymous:
+        return None
+    return (f"refusing to serve on {host} without an API key: anyone who can reach it could add, delete and "
+            "read photos. Set LOOKALIKE_API_KEY (clients send it in the X-API-Key header), or pass "
+            "--allow-anonymous (LOOKALIKE_ALLOW_ANONYMOUS=1) if that is what you want")  # fmt: skip
+
+
+class Keys:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.expected = settings.api_key.get_secret_value().encode() if settings.api_key else None
+
+    def _valid(self, given: str) -> bool:
+        return self.expected is not None and hmac.compare_digest(given.encode(), self.expected)
+
+    def write(self, request: Request) -> None:
+        """Writes need the key in the header (never a cookie: a page elsewhere could send that one)."""
+        if self.expected is not None and not self._valid(request.headers.get("x-api-key", "")):
+            raise Problem(401, "Unauthorized", "a valid API key is required in the X-API-Key header")
+
+    def read(self, request: Request) -> None:
+        if self.expected is None or not self.settings.api_key_for_reads:
+            return
+        given = request.headers.get("x-api-key") or unquote(request.cookies.get(KEY_COOKIE, ""))
+        if not self._valid(given):
+            raise Problem(401, "Unauthorized", "this service needs its API key for reads too (X-API-Key header)")
+
+    def metrics(self, request: Request) -> None:
+        if not self.settings.metrics_public:
+            self.read(request)
+
+
+def check_source(path: str, settings: Settings) -> None:
+    """An HTTP caller may name http(s) URLs, and server paths (folders, files, s3:// prefixes) only below a
+    configured root. Checked before anything touches the path, so that a missing and an existing path
+    outside the roots get the same answer."""
+    if path.startswith(("http://", "https://")):
+        return
+    roots = settings.source_roots
+    if path.startswith("s3://"):
+        inside = any(path.rstrip("/") + "/" == r.rstrip("/") + "/" or path.startswith(r.rstrip("/") + "/")
+                     for r in roots if r.startswith("s3://"))  # fmt: skip
+    else:
+        target = os.path.realpath(path) if os.path.isabs(path) else None
+        inside = target is not None and any(
+            os.path.commonpath([target, os.path.realpath(r)]) == os.path.realpath(r)
+            for r in roots if not r.startswith("s3://") and os.path.isabs(r)
+        )  # fmt: skip
+    if not inside:
+        allowed = ", ".join(roots) if roots else "none"
+        raise Problem(403, "Forbidden", "over HTTP, only http(s) URLs and paths below LOOKALIKE_SOURCE_ROOTS can be "
+                      f"indexed (roots now: {allowed}); the CLI on the server is not limited")  # fmt: skip
+
+
+def safe_url(url: str) -> bool:
+    parsed = urlparse(url)
+    return parsed.scheme in ("http", "https") and bool(parsed.netloc)

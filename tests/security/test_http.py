@@ -1,0 +1,189 @@
+"""The service's defaults against a hostile network client: one test per attack of issue #12."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+
+from lookalike.api.app import create_app
+from lookalike.api.security import anonymous_refusal, is_loopback
+from lookalike.config import Settings
+from lookalike.library import Library
+from tests.conftest import photo
+from tests.services import cli, free_port
+
+API = "/api/v1"
+KEY = "k" * 32
+
+
+@pytest.fixture
+def lib(settings: Settings, embedder, photo_dir: Path):
+    with Library(settings, embedder=embedder) as library:
+        library.index([str(photo_dir)])
+        yield library
+
+
+def client_for(lib: Library, **overrides) -> TestClient:
+    s = Settings(**{**lib.settings.model_dump(), **overrides})
+    lib.settings = s
+    return TestClient(create_app(s, library=lib))
+
+
+def body_without_instance(r) -> tuple[int, dict]:
+    data = r.json()
+    data.pop("instance", None)
+    return r.status_code, data
+
+
+def test_server_paths_cannot_be_indexed_without_configured_roots(lib) -> None:
+    with client_for(lib) as c:
+        for paths in (["/etc"], ["/proc/self"], ["s3://any-bucket/"], [str(photo("goldfish", 0))]):
+            r = c.post(f"{API}/jobs/index", json={"paths": paths})
+            assert r.status_code == 403 and "LOOKALIKE_SOURCE_ROOTS" in r.json()["detail"], paths
+        assert c.get(f"{API}/jobs").json()["jobs"] == []  # nothing was queued
+
+
+def test_outside_the_roots_an_existing_and_a_missing_path_get_the_same_answer(lib, tmp_path) -> None:
+    with client_for(lib, source_roots=[str(tmp_path / "allowed")]) as c:
+        a = body_without_instance(c.post(f"{API}/jobs/index", json={"paths": ["/etc/passwd"]}))
+        b = body_without_instance(c.post(f"{API}/jobs/index", json={"paths": ["/etc/nope"]}))
+        assert a == b and a[0] == 403
+        outside_by_link = tmp_path / "allowed"
+        outside_by_link.mkdir()
+        (outside_by_link / "escape").symlink_to("/etc")
+        r = c.post(f"{API}/jobs/index", json={"paths": [str(outside_by_link / "escape")]})
+        assert r.status_code == 403  # a link inside a root that leads out of it is outside
+
+
+def test_search_by_url_takes_http_urls_only_and_reveals_nothing_about_files(lib) -> None:
+    with client_for(lib) as c:
+        answers = {json.dumps(body_without_instance(c.post(f"{API}/search", json={"url": url})), sort_keys=True)
+                   for url in ("/etc/passwd", "/etc/nope", "/etc", "file:///etc/shadow", "/dev/urandom")}  # fmt: skip
+        assert len(answers) == 1
+        status, data = json.loads(answers.pop())
+        assert status == 422 and "http" in data["detail"] and "passwd" not in data["detail"]
+
+
+def test_serve_on_the_network_without_a_key_refuses_to_start(tmp_path) -> None:
+    run = cli(tmp_path / "home", "serve", "--host", "0.0.0.0", "--port", str(free_port()), timeout=60)
+    assert run.returncode == 1
+    assert "LOOKALIKE_API_KEY" in run.stderr and "--allow-anonymous" in run.stderr
+    s = Settings(home=tmp_path)
+    assert anonymous_refusal("127.0.0.1", s, False) is None and anonymous_refusal("::1", s, False) is None
+    assert anonymous_refusal("192.168.1.5", s, True) is None
+    assert anonymous_refusal("192.168.1.5", s.model_copy(update={"api_key": "x"}), False) is None
+    assert is_loopback("localhost") and not is_loopback("0.0.0.0") and not is_loopback("example.com")
+
+
+def test_with_keys_for_reads_every_read_needs_the_key(lib) -> None:
+    with client_for(lib, api_key=KEY, api_key_for_reads=True) as c:
+        thumb = f"{API}/images/{int(lib.catalog.ids()[0])}/thumbnail"
+        for path in ("/metrics", "/openapi.json", "/docs", "/redoc", f"{API}/stats", f"{API}/labels", f"{API}/jobs",
+                     thumb):  # fmt: skip
+            assert c.get(path).status_code == 401, path
+            assert c.get(path, headers={"X-API-Key": "k" * 31 + "x"}).status_code == 401, path  # same length
+            assert c.get(path, headers={"X-API-Key": KEY}).status_code == 200, path
+        c.cookies.set("lookalike_api_key", KEY)  # the page's cookie: for reads (thumbnails in <img>) ...
+        assert c.get(thumb).status_code == 200
+        image_id = int(lib.catalog.ids()[0])
+        assert c.delete(f"{API}/images/{image_id}").status_code == 401  # ... never for writes
+        assert c.get("/healthz").status_code == 200  # liveness stays open for load balancers
+    with client_for(lib, api_key=KEY, api_key_for_reads=True, metrics_public=True) as c:
+        assert c.get("/metrics").status_code == 200 and c.get(f"{API}/stats").status_code == 401
+
+
+def test_writes_need_the_key_when_one_is_set(lib) -> None:
+    with client_for(lib, api_key=KEY) as c:
+        image_id = int(lib.catalog.ids()[0])
+        assert c.delete(f"{API}/images/{image_id}").status_code == 401
+        assert c.post(f"{API}/jobs/index", json={"paths": ["https://example.com/x.jpg"]}).status_code == 401
+        assert c.post(f"{API}/images", files={"images": ("a.jpg", b"x")}).status_code == 401
+        assert c.get(f"{API}/stats").status_code == 200  # reads are open unless LOOKALIKE_API_KEY_FOR_READS
+
+
+@pytest.mark.parametrize("bad", [2**63, 2**64, 10**30, 0, -1])
+def test_out_of_range_ids_are_4xx(lib, bad) -> None:
+    with client_for(lib) as c:
+        for method, path in (("GET", f"{API}/images/{bad}"), ("GET", f"{API}/images/{bad}/original"),
+                             ("GET", f"{API}/images/{bad}/thumbnail"), ("DELETE", f"{API}/images/{bad}"),
+                             ("GET", f"{API}/jobs/{bad}"), ("POST", f"{API}/jobs/{bad}/cancel")):  # fmt: skip
+            r = c.request(method, path)
+            assert r.status_code in (404, 422), (method, path, r.status_code)
+        r = c.post(f"{API}/search", json={"image_id": bad})
+        assert r.status_code == 422
+
+
+def test_deep_and_huge_json_is_4xx(lib) -> None:
+    with client_for(lib) as c:
+        for path in (f"{API}/search", f"{API}/jobs/index"):
+            for depth in (100_000, 50_000):
+                r = c.post(path, content="[" * depth, headers={"content-type": "application/json"})
+                assert 400 <= r.status_code < 500, (path, r.status_code)
+            r = c.post(path, content='{"paths": ' + "[" * 5000 + "]" * 5000 + "}",
+                       headers={"content-type": "application/json"})  # fmt: skip
+            assert 400 <= r.status_code < 500, (path, r.status_code)
+        big = b"[" + b"1," * (11 * 2**20) + b"1]"  # over the 20 MB body limit
+        assert c.post(f"{API}/search", content=big, headers={"content-type": "application/json"}).status_code == 413
+
+
+def test_a_connection_survives_an_error(lib) -> None:
+    """A real server: after a 4xx (and after any error), the same keep-alive connection answers again."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(lib.settings, library=lib), host="127.0.0.1", port=port,
+                                           log_level="warning"))  # fmt: skip
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.time() + 30
+        while not server.started:
+            assert time.time() < deadline
+            time.sleep(0.05)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        for path, body in ((f"{API}/search", "[" * 100_000), (f"{API}/search", '{"image_id": 18446744073709551616}')):
+            conn.request("POST", path, body=body, headers={"content-type": "application/json"})
+            r = conn.getresponse()
+            assert 400 <= r.status < 500
+            r.read()
+        conn.request("GET", f"{API}/images/9223372036854775808")
+        r = conn.getresponse()
+        r.read()
+        assert r.status in (404, 422)
+        conn.request("GET", "/healthz")  # the same connection
+        assert conn.getresponse().status == 200
+        conn.close()
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_the_docs_are_served_from_the_package(lib) -> None:
+    """No CDN: the Swagger UI page loads its script and style from this service."""
+    with client_for(lib) as c:
+        page = c.get("/docs").text
+        assert "/docs-assets/swagger-ui-bundle.js" in page and "cdn" not in page.lower()
+        assert c.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
+        spec = c.get("/openapi.json").json()
+        search = spec["paths"][f"{API}/search"]["post"]
+        assert {"multipart/form-data", "application/json"} <= set(search["requestBody"]["content"])
+
+
+def test_a_flood_of_decodes_waits_then_gets_503(lib) -> None:
+    """At most max_concurrent_decodes query photos are decoded at once; the rest wait, then 503."""
+    with client_for(lib, max_concurrent_decodes=1, decode_wait=0.3) as c:
+        lib._decodes = threading.BoundedSemaphore(1)  # as a library opened with these settings has it
+        held = lib._decodes.acquire()  # another request is decoding
+        assert held
+        try:
+            r = c.post(f"{API}/search", files={"image": ("q.jpg", photo("goldfish", 0).read_bytes())})
+            assert r.status_code == 503 and r.headers["retry-after"] == "2"
+            assert "LOOKALIKE_MAX_CONCURRENT_DECODES" in r.json()["detail"]
+        finally:
+            lib._decodes.release()
+        assert c.post(f"{API}/search", files={"image": ("q.jpg", photo("goldfish", 0).read_bytes())}).status_code == 200
