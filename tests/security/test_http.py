@@ -155,6 +155,10 @@ def test_a_connection_survives_an_error(lib) -> None:
         r = conn.getresponse()
         r.read()
         assert r.status in (404, 422)
+        lib.stats = lambda: 1 / 0  # a bug: the answer is still JSON, and the connection stays
+        conn.request("GET", f"{API}/stats")
+        r = conn.getresponse()
+        assert r.status == 500 and json.loads(r.read())["title"] == "Internal error"
         conn.request("GET", "/healthz")  # the same connection
         assert conn.getresponse().status == 200
         conn.close()
