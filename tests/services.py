@@ -95,7 +95,7 @@ class Service:
                        data={"k": "1"}, timeout=60)  # fmt: skip
         r.raise_for_status()
         hit = r.json()["hits"][0]
-        return int(hit["id"]), float(hit["score"])
+        return int(hit["id"]), float(hit["similarity"])
 
     def stats(self) -> dict:
         return httpx.get(f"{self.url}/api/v1/stats", timeout=30).json()

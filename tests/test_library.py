@@ -33,7 +33,7 @@ def test_search_by_bytes_equals_search_by_path(lib: Library) -> None:
 def test_indexed_photo_finds_itself_with_score_one(lib: Library) -> None:
     """The query path embeds exactly like the index path."""
     hit = lib.search(str(photo("tiger_cat", 2)), k=1).hits[0]
-    assert hit.score == pytest.approx(1.0, abs=1e-5) and hit.label == "tiger_cat"
+    assert hit.similarity == pytest.approx(1.0, abs=1e-5) and hit.label == "tiger_cat"
 
 
 def test_more_like_this_by_id_excludes_itself(lib: Library) -> None:
@@ -47,7 +47,7 @@ def test_k_min_score_and_label_filter(lib: Library) -> None:
     q = str(photo("goldfish", 0, "test"))
     assert len(lib.search(q, k=12).hits) == 12
     strict = lib.search(q, k=12, min_score=0.5).hits
-    assert strict and all(h.score >= 0.5 for h in strict) and len(strict) < 12
+    assert strict and all(h.similarity >= 0.5 for h in strict) and len(strict) < 12
     cats = lib.search(q, k=10, label="tiger_cat").hits
     assert len(cats) == 4 and {h.label for h in cats} == {"tiger_cat"}
     assert lib.search(q, k=5, label="no-such-label").hits == []
@@ -104,7 +104,7 @@ def test_large_library_uses_hnsw_and_still_finds_the_class(settings, embedder, p
         lib.index([str(photo_dir)])
         assert lib.stats()["index"] == "hnsw"
         hits = lib.search(str(photo("goldfish", 0)), k=3, label="goldfish").hits
-        assert hits[0].score == pytest.approx(1.0, abs=1e-4) and {h.label for h in hits} == {"goldfish"}
+        assert hits[0].similarity == pytest.approx(1.0, abs=1e-4) and {h.label for h in hits} == {"goldfish"}
 
 
 @pytest.mark.parametrize("target", ["milvus_lite", "milvus_server"])
@@ -146,7 +146,7 @@ def test_a_label_given_later_reaches_the_index_payloads(settings, embedder, tmp_
         report = lib.index([str(copy)], label="fish")  # the same bytes, now with a label
         assert len(report.duplicates) == 1
         hits = lib.search(str(first), k=5, label="fish").hits
-        assert [h.label for h in hits] == ["fish"] and hits[0].score == pytest.approx(1.0, abs=1e-4)
+        assert [h.label for h in hits] == ["fish"] and hits[0].similarity == pytest.approx(1.0, abs=1e-4)
         assert lib.vectors.payloads(np.array([hits[0].id]))[0]["label"] == "fish"
 
 

@@ -86,7 +86,7 @@ def test_a_crop_of_an_object_finds_the_photo_that_holds_it(lib: Library) -> None
     query = crop_bytes(source, obj.box)
     hit = lib.search(query, k=3, match="both").hits[0]
     assert hit.id == image_id and hit.box == pytest.approx(obj.box) and hit.detected_label == obj.label
-    assert hit.score > 0.8
+    assert hit.similarity > 0.8
 
 
 def test_detected_label_filter_and_grouping(lib: Library) -> None:

@@ -36,7 +36,7 @@ def open_lib(conf: dict, embedder, **extra) -> Library:
 
 def top1(lib: Library, path: Path) -> tuple[int, float]:
     hit = lib.search(path.read_bytes(), k=1).hits[0]
-    return hit.id, hit.score
+    return hit.id, hit.similarity
 
 
 def test_a_process_finds_what_another_added_and_loses_what_it_removed(shared, embedder, photo_dir, tmp_path) -> None:
@@ -109,7 +109,9 @@ def test_opening_never_deletes_and_doctor_repairs_a_shared_engine(embedder, phot
         after = doctor.check(lib)
         assert after.problems == 0, after.as_dict()
         assert sorted(lib.vectors.ids().tolist()) == ids.tolist()
-        assert lib.search(str(photo("goldfish", 0)), k=1, label="goldfish").hits[0].score == pytest.approx(1, abs=1e-4)
+        assert lib.search(str(photo("goldfish", 0)), k=1, label="goldfish").hits[0].similarity == pytest.approx(
+            1, abs=1e-4
+        )
 
 
 def test_doctor_on_an_embedded_index_tampered_on_disk(embedder, photo_dir, tmp_path) -> None:
@@ -172,7 +174,7 @@ def test_a_library_directory_of_an_earlier_version_opens_and_searches(embedder, 
     with Library(Settings(home=home, models_dir=MODELS), embedder=embedder) as lib:
         assert lib.whitening is not None and lib.whitening.dim == 4 and len(lib.vectors) == 6
         hit = lib.search(paths[4].read_bytes(), k=1).hits[0]
-        assert hit.id == 5 and hit.label == "tiger_cat" and hit.score == pytest.approx(1.0, abs=1e-4)
+        assert hit.id == 5 and hit.label == "tiger_cat" and hit.similarity == pytest.approx(1.0, abs=1e-4)
         stored = lib.catalog.embedding(5)
         assert np.abs(stored - vectors[4]).max() < 2e-6 and codec.encode(stored)[0] == codec.UINT8_ZLIB
         lib.maintain()

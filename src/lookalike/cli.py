@@ -166,13 +166,14 @@ def _box(text: str | None) -> tuple[float, float, float, float] | None:
 
 def _hits_table(title: str, hits) -> Table:
     table = Table(title=title, title_justify="left")
-    for col, just in (("#", "right"), ("id", "right"), ("score", "right"), ("label", "left"), ("matched", "left"),
-                      ("source", "left")):  # fmt: skip
+    for col, just in (("#", "right"), ("id", "right"), ("score", "right"), ("similarity", "right"), ("label", "left"),
+                      ("matched", "left"), ("source", "left")):  # fmt: skip
         table.add_column(col, justify=just, overflow="fold")
     for rank, hit in enumerate(hits, 1):
         matched = f"{hit.detected_label} {[round(v) for v in hit.box]}" if hit.box else "whole photo"
         source = hit.sources[0] if hit.sources else ""
-        table.add_row(str(rank), str(hit.id), f"{hit.score:.3f}", hit.label or "", matched, source)
+        table.add_row(str(rank), str(hit.id), f"{hit.score:.3f}", f"{hit.similarity:.3f}", hit.label or "", matched,
+                      source)  # fmt: skip
     return table
 
 
@@ -180,7 +181,7 @@ def _hits_table(title: str, hits) -> Table:
 def search(
     query: Annotated[str, typer.Argument(help="a photo file, an http(s) URL, or an indexed image id")],
     k: Annotated[int, typer.Option("-k", "--k", min=1, max=1000, help="number of results")] = 10,
-    min_score: Annotated[float | None, typer.Option(help="drop results scoring below this (cosine, -1..1)")] = None,
+    min_score: Annotated[float | None, typer.Option(help="drop results less similar than this (cosine, -1..1)")] = None,
     label: Annotated[str | None, typer.Option(help="only photos with this label")] = None,
     match: Annotated[
         str | None, typer.Option(help="compare with: whole, objects or both (default: whole; both for --box)")

@@ -150,7 +150,7 @@ def test_upload_duplicates_rejects_metadata_files_and_delete(client: TestClient)
     assert original.content == photo("pizza", 0).read_bytes() or original.content == photo("pizza", 1).read_bytes()
     assert original.headers["content-type"] == "image/jpeg" and original.headers["etag"]
     found = client.post(f"{API}/search", files={"image": jpeg(photo("pizza", 0))}, data={"k": "1"}).json()
-    assert found["hits"][0]["score"] > 0.999 and found["hits"][0]["source"].startswith("upload: ")
+    assert found["hits"][0]["similarity"] > 0.999 and found["hits"][0]["source"].startswith("upload: ")
 
     assert client.delete(f"{API}/images/{image_id}").status_code == 204
     problem(client.get(f"{API}/images/{image_id}"), 404)

@@ -70,7 +70,7 @@ def test_changed_file_is_re_embedded_and_old_version_dropped(lib: Library, photo
     new_id = lib.catalog.source_state(str(target))[0]
     assert new_id != old_id and lib.catalog.get(old_id) is None and lib.catalog.count() == 12
     hit = lib.search(str(photo("bullet_train", 7)), k=1).hits[0]
-    assert hit.id == new_id and hit.score > 0.999
+    assert hit.id == new_id and hit.similarity > 0.999
     consistent(lib)
 
 
@@ -244,4 +244,20 @@ def test_vector_index_lost_is_rebuilt_from_catalog(settings, embedder, photo_dir
     shutil.rmtree(settings.home / "vectors")
     with Library(settings, embedder=embedder) as lib:
         assert len(lib.vectors) == 12
-        assert np.isclose(lib.search(str(photo("goldfish", 0)), k=1).hits[0].score, 1.0, atol=1e-4)
+        assert np.isclose(lib.search(str(photo("goldfish", 0)), k=1).hits[0].similarity, 1.0, atol=1e-4)
+
+
+def test_an_existing_flat_folder_loses_its_meaningless_label_on_the_next_run(settings, embedder, tmp_path) -> None:
+    """Libraries indexed under the old rule (every photo of a flat folder labelled with the folder's name) are
+    put right by indexing the folder again; nothing is re-read or re-embedded for that."""
+    flat = tmp_path / "photos"
+    flat.mkdir()
+    for i in range(3):
+        shutil.copy(photo("goldfish", i), flat / f"{i}.jpg")
+    with Library(settings, embedder=embedder) as lib:
+        report = lib.index([str(flat)], label="photos")  # what the old rule gave
+        assert lib.catalog.labels() == {"photos": 3} and len(report.added) == 3
+        rerun = lib.index([str(flat)])
+        assert rerun.unchanged == 3 and not rerun.added
+        assert lib.catalog.labels() == {} and lib.search(str(photo("goldfish", 0)), k=3, label="photos").hits == []
+        assert all(p["label"] == "" for p in lib.vectors.payloads(lib.catalog.ids()))

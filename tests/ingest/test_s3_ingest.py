@@ -43,7 +43,9 @@ def test_bucket_is_indexed_incrementally_with_labels(s3_settings, embedder, buck
         assert len(report.added) == 12 and len(report.rejected) == 5
         assert lib.catalog.labels() == {"goldfish": 4, "tiger_cat": 4, "bullet_train": 4}
         hit = lib.search(str(photo("goldfish", 0)), k=1).hits[0]
-        assert hit.score == pytest.approx(1.0, abs=1e-4) and hit.sources[0].startswith(f"{bucket_photos}/goldfish/")
+        assert hit.similarity == pytest.approx(1.0, abs=1e-4) and hit.sources[0].startswith(
+            f"{bucket_photos}/goldfish/"
+        )
         assert lib.original_bytes(hit.id) == photo("goldfish", 0).read_bytes()  # read back from the bucket
         again = lib.index([bucket_photos])
         assert again.unchanged == 12 and not again.added and len(again.rejected) == 5

@@ -20,6 +20,16 @@ def test_folder_is_recursive_sorted_and_labelled(photo_dir: Path) -> None:
     assert [i.source for i in s.items] == sorted(i.source for i in s.items)
 
 
+def test_a_flat_folder_gives_no_label_and_subfolders_give_theirs(photo_dir: Path) -> None:
+    """The label rule: the photo's folder below the folder named, never the named folder itself."""
+    (photo_dir / "loose.jpg").write_bytes(b"x")
+    (photo_dir / "goldfish" / "deep").mkdir()
+    (photo_dir / "goldfish" / "deep" / "d.jpg").write_bytes(b"x")
+    labels = {Path(i.source).name: i.label for i in expand(str(photo_dir)).items}
+    assert labels["loose.jpg"] is None and labels["d.jpg"] == "deep"
+    assert {i.label for i in expand(str(photo_dir / "goldfish")).items} == {None, "deep"}
+
+
 def test_label_option_overrides_folder_names(photo_dir: Path) -> None:
     assert {i.label for i in expand(str(photo_dir), label="mine").items} == {"mine"}
 
@@ -56,7 +66,8 @@ def test_url_list(tmp_path: Path) -> None:
 def test_single_file_and_url(photo_dir: Path) -> None:
     one = next((photo_dir / "goldfish").iterdir())
     (item,) = expand(str(one)).items
-    assert item.label == "goldfish" and item.source == str(one.resolve())
+    assert item.label is None and item.source == str(one.resolve())  # a single file: no label unless asked
+    assert expand(str(one), label="fish").items[0].label == "fish"
     (url,) = expand("https://example.org/x.jpg").items
     assert url.is_url
 

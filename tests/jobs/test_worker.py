@@ -36,7 +36,7 @@ def test_a_folder_job_is_listed_in_chunks_indexed_and_searchable(lib: Library, p
     assert job.state == "done" and job.total == job.done == job.added == 12, job.as_dict()
     assert worker.tasks_done == 1 + 3 + 1  # the listing, three chunks of at most 5, the finish step
     hit = lib.search(str(photo("tiger_cat", 1)), k=1).hits[0]
-    assert hit.label == "tiger_cat" and hit.score == pytest.approx(1.0, abs=1e-4)
+    assert hit.label == "tiger_cat" and hit.similarity == pytest.approx(1.0, abs=1e-4)
 
 
 def test_a_prune_job_removes_what_vanished_and_reports_bad_files(lib: Library, photo_dir: Path) -> None:

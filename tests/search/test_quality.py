@@ -121,7 +121,7 @@ def test_library_learns_whitening_and_expansion_keeps_results_a_permutation(sett
         assert sorted(h.id for h in hits) == sorted(h.id for h in raw)  # the same photos, re-ranked
         assert hits[0].label == "goldfish"
         same = lib.search(str(photo("tiger_cat", 1)), k=1).hits[0]
-        assert same.score == pytest.approx(1.0, abs=1e-4)  # scores stay the cosine to the photo given
+        assert same.similarity == pytest.approx(1.0, abs=1e-4)  # scores stay the cosine to the photo given
         info = lib.reindex()
         assert info["whitening"] == "1280 -> 23" and info["dim"] == 23
     with Library(raw_settings, embedder=embedder) as lib:  # switched off again: raw from the next re-learn on

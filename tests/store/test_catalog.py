@@ -162,7 +162,7 @@ def test_sources_states_and_prefixes(catalog) -> None:
     assert catalog.sources_under("s3://bucket/") == ["s3://bucket/a/3.jpg"]
     states = catalog.source_states(["/data/my_photos/1.jpg", "/data/my_photos/nope.jpg", "https://example.com/4.jpg"])
     assert set(states) == {"/data/my_photos/1.jpg", "https://example.com/4.jpg"}
-    assert states["/data/my_photos/1.jpg"][1:] == (123, 1)
+    assert states["/data/my_photos/1.jpg"][1:] == (123, 1, "a")
     touched = catalog.remove_sources(["/data/my_photos/1.jpg", "/unknown/x.jpg"])
     assert touched == [catalog.id_for_sha(sha(1))] and catalog.orphans(touched) == touched
 
@@ -355,3 +355,14 @@ def test_writes_wait_for_each_other_instead_of_failing(url) -> None:
     assert done.is_set()
     a.close()
     b.close()
+
+
+def test_relabelled_sources_decide_the_photo_label(catalog) -> None:
+    a = catalog.add_batch([item(sha(1), "/r/x/1.jpg", label="x")]).rows[0][1]
+    catalog.add_batch([item(sha(1), "/r/y/1.jpg", label="y", vec=None)])  # a copy, labelled differently
+    last = catalog.last_seq()
+    assert catalog.relabel_sources({"/r/y/1.jpg": None}) == []  # the photo keeps the oldest source's label
+    assert catalog.relabel_sources({"/r/x/1.jpg": None, "/unknown/1.jpg": "z"}) == [a]
+    assert catalog.get(a).label is None and catalog.relabel_sources({"/r/y/1.jpg": "why"}) == [a]
+    assert catalog.get(a).label == "why"
+    assert [(c.image_id, c.flags) for c in catalog.changes_since(last)] == [(a, PHOTO | OBJECTS)] * 2

@@ -56,7 +56,7 @@ JobId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="an index job's id
 
 class SearchParams(BaseModel):
     k: int = Field(default=10, ge=1, le=1000)
-    min_score: float | None = Field(default=None, ge=-1.0, le=1.0)
+    min_score: float | None = Field(default=None, ge=-1.0, le=1.0, description="minimum similarity (cosine)")
     label: str | None = Field(default=None, max_length=200)
     box: tuple[float, float, float, float] | None = None
     match: Literal["whole", "objects", "both"] | None = Field(
@@ -91,7 +91,8 @@ class SearchJson(SearchParams):
 
 class HitOut(BaseModel):
     id: int
-    score: float = Field(description="cosine similarity of the query photo and this photo (1.0: the same)")
+    score: float = Field(description="what the hits are ordered by (after query expansion and re-ranking)")
+    similarity: float = Field(description="cosine of the query photo and this photo (1.0: the same picture)")
     label: str | None
     source: str | None
     sources: list[str]
@@ -220,7 +221,8 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
         if source and source.startswith("upload:"):
             source = "upload: " + source.split("/", 1)[-1]
         return {
-            "id": hit.id, "score": round(hit.score, 6), "label": hit.label, "source": source,
+            "id": hit.id, "score": round(hit.score, 6), "similarity": round(hit.similarity, 6), "label": hit.label,
+            "source": source,
             "sources": list(hit.sources), "width": hit.width, "height": hit.height,
             "original_url": f"{API}/images/{hit.id}/original", "thumbnail_url": f"{API}/images/{hit.id}/thumbnail",
             "box": [round(v, 1) for v in hit.box] if hit.box else None, "detected_label": hit.detected_label,

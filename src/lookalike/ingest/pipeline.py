@@ -165,8 +165,11 @@ class Pipeline:
         changed_from: dict[str, int] = {}
         known = catalog.source_states(items)
         displaced: list[int] = []  # images some source stopped pointing at: removed if nothing else does
+        relabel: dict[str, str | None] = {}  # unchanged sources whose label the rule now gives differently
         for it in items.values():
             state = known.get(it.source)
+            if state is not None and state[3] != it.label and not it.error:
+                relabel[it.source] = it.label
             if state is not None and not it.is_url and it.size is not None:
                 if state[1] == it.size and state[2] == it.mtime_ns:
                     if self.objects and catalog.detected_with(state[0]) is None:
@@ -179,6 +182,8 @@ class Pipeline:
                 report.unchanged += 1  # URLs are content-addressed once fetched; re-fetch with --force later
                 continue
             todo.append(it)
+        if relabel and self.lib.catalog.relabel_sources(relabel):
+            self.lib.after_write()
         done = report.unchanged
         self._progress(done, report)
         batch: list[_Prepared] = []

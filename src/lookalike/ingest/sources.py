@@ -78,15 +78,19 @@ def walk_folder(root: Path, label: str | None = None) -> Iterator[SourceItem]:
     """Every file below root, sorted (hidden files and folders skipped); one that is not a readable regular
     file (a FIFO, a device, a broken or looping link) comes with the reason it will be rejected for.
 
-    Formats are sniffed from content when the file is read, not from its extension.
+    The label rule: ``label`` when given, else the name of the photo's folder when that folder is below
+    ``root`` (root/cats/1.jpg: "cats"), else none (a photo directly in the folder named has no label: a
+    flat folder's name says nothing about its photos). Formats are sniffed from content when read.
     """
+    root = Path(root)
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=None):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         folder = Path(dirpath)
+        folder_label = label if label is not None else (folder.name if folder != root else None)
         for name in sorted(filenames):
             if name.startswith("."):
                 continue
-            yield _file_item(folder / name, label if label is not None else folder.name)
+            yield _file_item(folder / name, folder_label)
 
 
 def read_csv(path: Path, label: str | None = None) -> Iterator[SourceItem]:
@@ -158,7 +162,9 @@ def iter_expand(arg: str, label: str | None = None, s3=None) -> tuple[str | None
 
         def bucket() -> Iterator[SourceItem]:
             for o in itertools.chain([first] if first is not None else [], objects):
-                yield SourceItem(o.uri, label if label is not None else (o.uri.rsplit("/", 2)[-2] or None), o.size,
+                below = o.uri.removeprefix(location.uri(location.prefix))  # the key under the prefix named
+                folder = below.rsplit("/", 2)[-2] if "/" in below else None  # the folder rule, as for folders
+                yield SourceItem(o.uri, label if label is not None else (folder or None), o.size,
                                  o.mtime_ns)  # fmt: skip
 
         return location.uri(location.prefix), bucket()
@@ -174,4 +180,4 @@ def iter_expand(arg: str, label: str | None = None, s3=None) -> tuple[str | None
         return None, _checked(read_csv(path, label))
     if _looks_like_url_list(path):
         return None, read_url_list(path, label)
-    return None, iter([_file_item(path, label if label is not None else path.parent.name)])
+    return None, iter([_file_item(path, label)])  # a single file: labelled only when asked

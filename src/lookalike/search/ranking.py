@@ -38,8 +38,9 @@ def rank(
     # a region) towards whole-photo neighbours: bench/objects.py top-1 0.94 with it, 0.99 without
     expand = settings.query_expansion and match == "whole"
     query = _expand(space, settings, original) if expand else original
-    # ranked by the (expanded) query; reported with the cosine to the photo actually given,
-    # so a score keeps meaning "how similar to my photo" (1.0 for the same photo)
+    # ranked by the (expanded, re-ranked) score, which is what hits report as their score, so the numbers
+    # shown agree with the order; each hit also carries the plain cosine to the photo actually given
+    # (its similarity: 1.0 for the same photo), which min_score filters on
     best: dict[int, tuple[float, float, int | None]] = {}
     extra = 1 if exclude is not None else 0
 
@@ -67,19 +68,21 @@ def rank(
             image_id = split_object_vector_id(vid)[0]
             if image_id not in best or best[image_id][0] < rank_score:
                 best[image_id] = (rank_score, score, vid)
-    order = [(i, score, vid) for i, (_, score, vid) in sorted(best.items(), key=lambda kv: -kv[1][0])
+    ranked = sorted(best.items(), key=lambda kv: -kv[1][0])
+    order = [(i, rank_score, score, vid) for i, (rank_score, score, vid) in ranked
              if i != exclude and (min_score is None or score >= min_score)]  # fmt: skip
     order = order[: 2 * k]  # a few spares for photos deleted since the index was last brought up to date
-    found = records.get_many([i for i, _, _ in order])
-    objects: dict[int, ObjectRecord] = catalog.object_records([v for _, _, v in order if v is not None])
+    found = records.get_many([o[0] for o in order])
+    objects: dict[int, ObjectRecord] = catalog.object_records([o[3] for o in order if o[3] is not None])
     hits = []
-    for i, score, vid in order:
+    for i, rank_score, score, vid in order:
         rec = found.get(i)
         if rec is None:
             continue
         obj = objects.get(vid) if vid is not None else None
         box, det_label = (obj.box, obj.label) if obj is not None else (None, None)
-        hits.append(Hit(i, float(score), rec.label, rec.sources, rec.width, rec.height, rec.sha256, box, det_label))
+        hits.append(Hit(i, float(rank_score), rec.label, rec.sources, rec.width, rec.height, rec.sha256, box, det_label,
+                        float(score)))  # fmt: skip
         if len(hits) == k:
             break
     return hits

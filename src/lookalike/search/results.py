@@ -9,6 +9,9 @@ Box = tuple[float, float, float, float]
 
 @dataclass(frozen=True)
 class Hit:
+    """``score`` orders the results (after query expansion and re-ranking); ``similarity`` is the cosine of
+    the photo given and this photo (1.0: the same picture). Without expansion and re-ranking they are equal."""
+
     id: int
     score: float
     label: str | None
@@ -18,11 +21,13 @@ class Hit:
     sha256: str
     box: Box | None = None  # the matched object, when an object matched best
     detected_label: str | None = None
+    similarity: float = 0.0
 
     def as_dict(self) -> dict:
         return {
             "id": self.id,
             "score": round(self.score, 6),
+            "similarity": round(self.similarity, 6),
             "label": self.label,
             "sources": list(self.sources),
             "width": self.width,

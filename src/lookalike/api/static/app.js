@@ -12,6 +12,12 @@ const state = {
   searchSeq: 0,
 };
 
+function fileName(source) {
+  if (!source) return "";
+  const parts = source.replace(/\/+$/, "").split("/");
+  return parts[parts.length - 1] || source;
+}
+
 function apiKeyHeaders() {
   const key = localStorage.getItem("lookalike-api-key") || "";
   return key ? { "X-API-Key": key } : {};
@@ -294,12 +300,13 @@ function renderResults(result) {
     const score = document.createElement("span");
     score.className = "score";
     score.textContent = hit.score.toFixed(3);
+    score.title = `similarity to your photo ${hit.similarity.toFixed(3)}`;
     const label = document.createElement("span");
     label.className = "label";
     label.textContent = hit.label || "";
     const source = document.createElement("span");
     source.className = "source";
-    source.textContent = hit.source || "";
+    source.textContent = fileName(hit.source); // the file name always shows; the whole path on hover
     source.title = hit.source || "";
     cap.append(score, label);
     if (hit.detected_label) {
@@ -320,7 +327,7 @@ function renderResults(result) {
 function openViewer(hit) {
   state.viewing = hit;
   $("viewer-img").src = hit.original_url;
-  $("viewer-meta").textContent = `#${hit.id} · score ${hit.score.toFixed(3)}${hit.label ? " · " + hit.label : ""} · ${hit.width}×${hit.height} · ${hit.source || ""}`;
+  $("viewer-meta").textContent = `#${hit.id} · score ${hit.score.toFixed(3)} · similarity ${hit.similarity.toFixed(3)}${hit.label ? " · " + hit.label : ""} · ${hit.width}×${hit.height} · ${hit.source || ""}`;
   $("viewer").showModal();
 }
 

@@ -233,11 +233,11 @@ class Catalog:
             return {label: int(n) for label, n in rows}
 
     # sources ------------------------------------------------------------------------------------------
-    def source_state(self, source: str) -> tuple[int, int | None, int | None] | None:
-        """(image_id, size, mtime_ns) recorded for a source, or None if unknown."""
+    def source_state(self, source: str) -> tuple[int, int | None, int | None, str | None] | None:
+        """(image_id, size, mtime_ns, label) recorded for a source, or None if unknown."""
         return self.source_states([source]).get(source)
 
-    def source_states(self, sources: Iterable[str]) -> dict[str, tuple[int, int | None, int | None]]:
+    def source_states(self, sources: Iterable[str]) -> dict[str, tuple[int, int | None, int | None, str | None]]:
         """What is recorded for many sources at once, a query per folder (an index run asks for thousands)."""
         by_folder: dict[str, set[str]] = {}
         for source in sources:
@@ -249,11 +249,10 @@ class Catalog:
                 dir_id = self._dir_id(conn, folder)
                 if dir_id is None:
                     continue
-                rows = conn.execute(sa.text("SELECT name, image_id, size, mtime_ns FROM sources WHERE dir_id = :d"),
-                                    {"d": dir_id})  # fmt: skip
-                for name, image_id, size, mtime_ns in rows:
+                q = sa.text("SELECT name, image_id, size, mtime_ns, label FROM sources WHERE dir_id = :d")
+                for name, image_id, size, mtime_ns, label in conn.execute(q, {"d": dir_id}):
                     if name in names:
-                        out[folder + name] = (int(image_id), size, mtime_ns)
+                        out[folder + name] = (int(image_id), size, mtime_ns, label)
         return out
 
     def sources_under(self, prefix: str) -> list[str]:
@@ -432,6 +431,34 @@ class Catalog:
                 "image_id = excluded.image_id, label = excluded.label, size = excluded.size, "
                 "mtime_ns = excluded.mtime_ns"), rows)  # fmt: skip
         return displaced
+
+    def relabel_sources(self, labels: dict[str, str | None]) -> list[int]:
+        """Give sources new labels (a re-run under the label rule, a corrected CSV, ``--label``); each photo's
+        label becomes that of its oldest labelled source. Returns the photos whose label changed."""
+
+        def write(conn: Connection) -> list[int]:
+            touched = set()
+            for source, label in labels.items():
+                folder, name = split_source(source)
+                dir_id = self._dir_id(conn, folder)
+                if dir_id is None:
+                    continue
+                q = sa.text("UPDATE sources SET label = :l WHERE dir_id = :d AND name = :n RETURNING image_id")
+                row = conn.execute(q, {"l": label, "d": dir_id, "n": name}).fetchone()
+                if row is not None:
+                    touched.add(int(row[0]))
+            changed = []
+            for image_id in sorted(touched):
+                new = conn.execute(sa.text("SELECT label FROM sources WHERE image_id = :i AND label IS NOT NULL "
+                                           "ORDER BY added_at LIMIT 1"), {"i": image_id}).scalar()  # fmt: skip
+                old = conn.execute(sa.text("SELECT label FROM images WHERE id = :i"), {"i": image_id}).scalar()
+                if new != old:
+                    conn.execute(sa.text("UPDATE images SET label = :l WHERE id = :i"), {"l": new, "i": image_id})
+                    changed.append(image_id)
+            self._feed(conn, [(i, PHOTO | OBJECTS) for i in changed])
+            return changed
+
+        return self.db.retrying(write)
 
     def remove_sources(self, sources: Iterable[str]) -> list[int]:
         """Forget sources; returns the images they pointed at (they may now be orphans)."""
