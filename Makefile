@@ -9,7 +9,8 @@ TOWHEE := $(SHARED)/datasets/towhee_reverse_image_search
 ifneq ($(wildcard $(SHARED)/models/mobilenet_v2_1.0_224_quant.tflite),)
 export LOOKALIKE_MODELS_DIR ?= $(SHARED)/models
 endif
-export LOOKALIKE_HOME ?= $(HOME)/.local/share/lookalike
+# the demo has a library of its own: it never touches the user's (~/.local/share/lookalike)
+DEMO_HOME ?= $(CURDIR)/.demo-library
 
 .PHONY: install system-deps demo test lint bench clean
 
@@ -22,9 +23,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: install
-	$(BIN)/lookalike index $(TOWHEE)/train
-	$(BIN)/lookalike search $(TOWHEE)/test/goldfish/n01443537_3883.JPEG -k 10
-	$(BIN)/lookalike eval $(TOWHEE)
+	$(BIN)/lookalike --home $(DEMO_HOME) index $(TOWHEE)/train
+	$(BIN)/lookalike --home $(DEMO_HOME) search $(TOWHEE)/test/goldfish/n01443537_3883.JPEG -k 10
+	$(BIN)/lookalike --home $(DEMO_HOME) eval $(TOWHEE)
+	@echo "demo library: $(DEMO_HOME) (yours stays untouched); browse it: $(BIN)/lookalike --home $(DEMO_HOME) serve"
 
 system-deps:
 	bash scripts/install-system-deps.sh

@@ -189,3 +189,44 @@ def test_detected_subjects_are_drawn_and_clickable(page) -> None:
     expect(page.locator("#results .hit .box").first).to_be_visible()
     expect(page.locator("#results .hit .matched").first).to_contain_text("matched:")
     shot(page, "09-matched-boxes")
+
+
+def test_cards_show_scores_in_order_and_file_names(page) -> None:
+    from playwright.sync_api import expect
+
+    page.set_input_files("#file-input", str(photo("goldfish", 0, "test")))
+    expect(page.locator("#results .hit")).to_have_count(12)
+    scores = [float(t) for t in page.locator("#results .hit .score").all_inner_texts()]
+    assert scores == sorted(scores, reverse=True) and len(scores) == 12
+    names = page.locator("#results .hit .source").all_inner_texts()
+    assert all(n and "/" not in n and n.lower().endswith((".jpeg", ".jpg")) for n in names), names
+    assert "similarity" in page.locator("#results .hit .score").first.get_attribute("title")
+    shot(page, "08-result-cards")
+
+
+def test_the_library_gallery_pages_sorts_filters_opens_and_deletes(page) -> None:
+    from playwright.sync_api import expect
+
+    page.click("#tab-library")
+    expect(page.locator("#lib-status")).to_contain_text("24 photos")
+    expect(page.locator("#gallery .hit")).to_have_count(24)
+    expect(page.locator("#lib-page")).to_have_text("page 1 of 1")
+    shot(page, "09-library")
+    page.select_option("#lib-sort", "name")
+    expect(page.locator("#gallery .hit")).to_have_count(24)
+    names = page.locator("#gallery .hit .source").all_inner_texts()
+    assert names == sorted(names)
+    page.select_option("#lib-label", "pizza")
+    expect(page.locator("#gallery .hit")).to_have_count(4)
+    expect(page.locator("#lib-status")).to_contain_text("4 photos")
+    page.locator("#gallery .hit").first.click()
+    expect(page.locator("#viewer")).to_be_visible()
+    page.once("dialog", lambda d: d.accept())  # "Delete ...?" confirmation
+    page.click("#delete-photo")
+    expect(page.locator("#viewer")).not_to_be_visible()
+    expect(page.locator("#gallery .hit")).to_have_count(3)
+    expect(page.locator("#stats")).to_contain_text("23 photos indexed")
+    page.locator("#gallery .hit").first.click()
+    page.click("#more-like-this")  # back to search, with this photo as the query
+    expect(page.locator("#results .hit").first).to_be_visible()
+    assert not page.locator("#results-panel").is_hidden()

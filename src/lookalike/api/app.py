@@ -342,14 +342,29 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
         body = {"added": added, "duplicates": duplicates, "rejected": rejected}
         return JSONResponse(body, status_code=status if added else 200)
 
-    @app.get(f"{API}/images/{{image_id}}", dependencies=read, summary="Metadata of an indexed photo")
-    async def image_meta(image_id: ImageId, lib: Lib) -> dict:
-        rec = lib.get(image_id)
+    @app.get(f"{API}/images", dependencies=read, summary="Browse the library, a page at a time")
+    async def list_images(
+        lib: Lib,
+        sort: Literal["newest", "oldest", "name"] = "newest",
+        label: str | None = Query(None, max_length=200),
+        limit: int = Query(48, ge=1, le=500),
+        offset: int = Query(0, ge=0, le=2**31),
+    ) -> dict:
+        total, records = await run_in_threadpool(lib.catalog.list_images, sort, label, limit, offset)
+        return {"total": total, "offset": offset, "images": [image_json(r) for r in records]}
+
+    def image_json(rec) -> dict:
+        source = rec.sources[0] if rec.sources else None
         return {
             "id": rec.id, "sha256": rec.sha256, "label": rec.label, "width": rec.width, "height": rec.height,
-            "format": rec.format, "bytes": rec.bytes, "added_at": rec.added_at, "sources": list(rec.sources),
-            "original_url": f"{API}/images/{rec.id}/original", "thumbnail_url": f"{API}/images/{rec.id}/thumbnail",
+            "format": rec.format, "bytes": rec.bytes, "added_at": rec.added_at, "source": source,
+            "sources": list(rec.sources), "original_url": f"{API}/images/{rec.id}/original",
+            "thumbnail_url": f"{API}/images/{rec.id}/thumbnail",
         }  # fmt: skip
+
+    @app.get(f"{API}/images/{{image_id}}", dependencies=read, summary="Metadata of an indexed photo")
+    async def image_meta(image_id: ImageId, lib: Lib) -> dict:
+        return image_json(await run_in_threadpool(lib.get, image_id))
 
     def presigned(lib: Library, kind: str, sha256: str) -> Response | None:
         if settings.s3_presign and isinstance(lib.images, S3ImageStore) and lib.images.exists(kind, sha256):

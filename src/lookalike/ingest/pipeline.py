@@ -168,8 +168,8 @@ class Pipeline:
         relabel: dict[str, str | None] = {}  # unchanged sources whose label the rule now gives differently
         for it in items.values():
             state = known.get(it.source)
-            if state is not None and state[3] != it.label and not it.error:
-                relabel[it.source] = it.label
+            if state is not None and state[3] != it.label and not it.error and not (it.is_url or it.is_upload):
+                relabel[it.source] = it.label  # files, bucket keys: the rule decides
             if state is not None and not it.is_url and it.size is not None:
                 if state[1] == it.size and state[2] == it.mtime_ns:
                     if self.objects and catalog.detected_with(state[0]) is None:

@@ -55,7 +55,8 @@ async function loadStats() {
     }
     if (!r.ok) { $("stats").textContent = await problemText(r); return; }
     const s = await r.json();
-    $("stats").textContent = `${s.images.toLocaleString()} photos indexed · model ${s.model} (${s.dim}-d) · ${s.index} index`;
+    const subjects = s.objects ? ` · ${s.objects.toLocaleString()} subjects in ${s.photos_with_objects.toLocaleString()} photos` : "";
+    $("stats").textContent = `${s.images.toLocaleString()} photos indexed${subjects} · model ${s.model} (${s.dim}-d) · ${s.index} index`;
   } catch (e) {
     $("stats").textContent = "Cannot reach the Lookalike server.";
   }
@@ -66,16 +67,17 @@ async function loadLabels() {
     const r = await fetch(`${API}/labels`, { headers: apiKeyHeaders() });
     if (!r.ok) return;
     const labels = await r.json();
-    const select = $("label");
-    const current = select.value;
-    select.innerHTML = '<option value="">any</option>';
-    for (const name of Object.keys(labels).sort()) {
-      const opt = document.createElement("option");
-      opt.value = name;
-      opt.textContent = `${name} (${labels[name]})`;
-      select.appendChild(opt);
+    for (const select of [$("label"), $("lib-label")]) {
+      const current = select.value;
+      select.innerHTML = '<option value="">any</option>';
+      for (const name of Object.keys(labels).sort()) {
+        const opt = document.createElement("option");
+        opt.value = name;
+        opt.textContent = `${name} (${labels[name]})`;
+        select.appendChild(opt);
+      }
+      select.value = current;
     }
-    select.value = current;
   } catch (e) { /* the stats line already says the server is unreachable */ }
 }
 
@@ -327,8 +329,92 @@ function renderResults(result) {
 function openViewer(hit) {
   state.viewing = hit;
   $("viewer-img").src = hit.original_url;
-  $("viewer-meta").textContent = `#${hit.id} · score ${hit.score.toFixed(3)} · similarity ${hit.similarity.toFixed(3)}${hit.label ? " · " + hit.label : ""} · ${hit.width}×${hit.height} · ${hit.source || ""}`;
+  const scores = hit.score === undefined ? "" : ` · score ${hit.score.toFixed(3)} · similarity ${hit.similarity.toFixed(3)}`;
+  $("viewer-meta").textContent = `#${hit.id}${scores}${hit.label ? " · " + hit.label : ""} · ${hit.width}×${hit.height} · ${hit.source || ""}`;
+  $("viewer-result").textContent = "";
+  $("viewer-result").className = "";
   $("viewer").showModal();
+}
+
+async function deleteViewed() {
+  const hit = state.viewing;
+  if (!hit || !confirm(`Delete photo #${hit.id} (${fileName(hit.source)}) from the library? Its file stays where it is.`)) return;
+  const r = await fetch(`${API}/images/${hit.id}`, { method: "DELETE", headers: apiKeyHeaders() });
+  if (r.status !== 204) {
+    $("viewer-result").className = "error";
+    $("viewer-result").textContent = await problemText(r);
+    return;
+  }
+  $("viewer").close();
+  document.querySelectorAll(`[data-id="${hit.id}"]`).forEach((el) => el.remove());
+  loadStats();
+  loadLabels();
+  if (!$("library-panel").hidden) loadGallery();
+}
+
+// --- the library: every photo, a page at a time ----------------------------------------------------------
+const PAGE = 48;
+state.page = 0;
+
+async function loadGallery() {
+  const params = new URLSearchParams({ sort: $("lib-sort").value, limit: PAGE, offset: state.page * PAGE });
+  if ($("lib-label").value) params.set("label", $("lib-label").value);
+  const status = $("lib-status");
+  status.className = "muted loading";
+  status.textContent = "Loading…";
+  let body;
+  try {
+    const r = await fetch(`${API}/images?${params}`, { headers: apiKeyHeaders() });
+    if (!r.ok) { status.className = "error"; status.textContent = await problemText(r); return; }
+    body = await r.json();
+  } catch (e) { status.className = "error"; status.textContent = "Cannot reach the Lookalike server."; return; }
+  const pages = Math.max(1, Math.ceil(body.total / PAGE));
+  $("lib-page").textContent = `page ${state.page + 1} of ${pages}`;
+  $("lib-prev").disabled = state.page === 0;
+  $("lib-next").disabled = state.page + 1 >= pages;
+  status.className = "muted";
+  status.textContent = body.total ? `${body.total.toLocaleString()} photos` :
+    ($("lib-label").value ? "No photo has this label." : "The library is empty: add photos below, or run `lookalike index FOLDER`.");
+  const grid = $("gallery");
+  grid.innerHTML = "";
+  for (const photo of body.images) {
+    const fig = document.createElement("figure");
+    fig.className = "hit";
+    fig.tabIndex = 0;
+    fig.dataset.id = photo.id;
+    const thumb = document.createElement("div");
+    thumb.className = "thumb";
+    const img = document.createElement("img");
+    img.loading = "lazy";
+    img.src = photo.thumbnail_url;
+    img.alt = photo.label ? `photo labelled ${photo.label}` : "a photo of the library";
+    img.style.maxWidth = "100%";
+    img.style.maxHeight = "100%";
+    thumb.appendChild(img);
+    const cap = document.createElement("figcaption");
+    const name = document.createElement("span");
+    name.className = "source";
+    name.textContent = fileName(photo.source);
+    name.title = photo.source || "";
+    const label = document.createElement("span");
+    label.className = "label";
+    label.textContent = photo.label || "";
+    cap.append(label, name);
+    fig.append(thumb, cap);
+    fig.addEventListener("click", () => openViewer(photo));
+    fig.addEventListener("keydown", (e) => { if (e.key === "Enter") openViewer(photo); });
+    grid.appendChild(fig);
+  }
+}
+
+function showView(name) {
+  const library = name === "library";
+  $("library-panel").hidden = !library;
+  $("query-panel").hidden = library;
+  $("results-panel").hidden = library;
+  $("tab-search").setAttribute("aria-pressed", String(!library));
+  $("tab-library").setAttribute("aria-pressed", String(library));
+  if (library) loadGallery();
 }
 
 // --- adding photos ------------------------------------------------------------------------------------
@@ -430,7 +516,14 @@ function setup() {
   $("label").addEventListener("change", search);
   $("match").addEventListener("change", search);
   $("clear-box").addEventListener("click", () => { state.box = null; $("clear-box").hidden = true; drawBox(); search(); });
-  $("more-like-this").addEventListener("click", () => { $("viewer").close(); if (state.viewing) setIdQuery(state.viewing); });
+  $("more-like-this").addEventListener("click", () => { $("viewer").close(); if (state.viewing) { showView("search"); setIdQuery(state.viewing); } });
+  $("delete-photo").addEventListener("click", deleteViewed);
+  $("tab-search").addEventListener("click", () => showView("search"));
+  $("tab-library").addEventListener("click", () => showView("library"));
+  $("lib-sort").addEventListener("change", () => { state.page = 0; loadGallery(); });
+  $("lib-label").addEventListener("change", () => { state.page = 0; loadGallery(); });
+  $("lib-prev").addEventListener("click", () => { state.page = Math.max(0, state.page - 1); loadGallery(); });
+  $("lib-next").addEventListener("click", () => { state.page += 1; loadGallery(); });
   $("add-form").addEventListener("submit", upload);
   $("api-key").value = localStorage.getItem("lookalike-api-key") || "";
   $("api-key").addEventListener("change", () => { saveKey($("api-key").value); loadStats(); loadLabels(); });

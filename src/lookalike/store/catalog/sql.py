@@ -227,6 +227,20 @@ class Catalog:
                 rows = conn.execute(sa.text("SELECT id FROM images WHERE label = :l ORDER BY id"), {"l": label})
             return np.fromiter((r[0] for r in rows), dtype=np.int64)
 
+    def list_images(self, sort: str = "newest", label: str | None = None, limit: int = 50,
+                    offset: int = 0) -> tuple[int, list[ImageRecord]]:  # fmt: skip
+        """A page of the library: (how many match, their records). ``sort``: newest, oldest or name (the
+        file name of the photo's first source)."""
+        where, args = ("WHERE i.label = :l", {"l": label}) if label is not None else ("", {})
+        order = {"newest": "i.id DESC", "oldest": "i.id", "name": "n, i.id"}[sort]
+        name = "(SELECT MIN(s.name) FROM sources s WHERE s.image_id = i.id)" if sort == "name" else "NULL"
+        with self.db.read() as conn:
+            total = int(conn.execute(sa.text(f"SELECT COUNT(*) FROM images i {where}"), args).scalar())
+            q = sa.text(f"SELECT i.id, {name} AS n FROM images i {where} ORDER BY {order} LIMIT :lim OFFSET :off")
+            ids = [int(r[0]) for r in conn.execute(q, args | {"lim": int(limit), "off": int(offset)})]
+        records = self.get_many(ids)
+        return total, [records[i] for i in ids if i in records]
+
     def labels(self) -> dict[str, int]:
         with self.db.read() as conn:
             rows = conn.execute(sa.text("SELECT label, COUNT(*) FROM images WHERE label IS NOT NULL GROUP BY label"))
