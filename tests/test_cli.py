@@ -77,3 +77,54 @@ def test_missing_model_offline_is_a_clear_error(tmp_path: Path, photo_dir: Path,
 def test_eval_json_on_labelled_folder(run, photo_dir: Path) -> None:
     result = json.loads(run("eval", str(photo_dir), "-k", "3", "--json").output)
     assert result["mode"] == "leave-one-out" and result["precision@3"] > 0.5
+
+
+def test_rough_edges_of_a_first_hour(run, photo_dir: Path, tmp_path: Path) -> None:
+    """What a new user ran into: each gives a message that says what to do, never a traceback."""
+    query = str(photo("goldfish", 0, "test"))
+    assert "the library is empty" in run("search", query).output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "nothing to index" in run("index", str(empty)).output
+    assert "no such file" in run("search", str(tmp_path / "mistyped.jpg"), code=1).output
+    run("index", str(photo_dir))
+    out = run("search", query, "--label", "no-such-label", code=1).output
+    assert "no photo has the label 'no-such-label'" in out and "goldfish" in out
+    victim = json.loads(run("search", query, "-k", "1", "--json").output)["hits"][0]["id"]
+    assert "removed 1" in run("remove", str(victim)).output
+    twice = run("remove", str(victim), code=1).output
+    assert "removed 0" not in twice and f"no image with id {victim}" in twice
+    assert "unknown image type .xyz" in run("detect", query, "--draw", str(tmp_path / "out.xyz"), code=1).output
+    assert "does not exist" in run("detect", query, "--draw", str(tmp_path / "no" / "out.jpg"), code=1).output
+    assert "Traceback" not in twice
+
+
+def test_detect_runs_without_the_embedding_model(tmp_path: Path) -> None:
+    """Only the detector's files are needed: a models folder without the embedding model still detects."""
+    import shutil
+
+    from tests.conftest import MODELS
+
+    models = tmp_path / "models"
+    models.mkdir()
+    for name in ("nanodet_m.param", "nanodet_m.bin"):
+        shutil.copy(MODELS / name, models / name)
+    result = CliRunner().invoke(app, ["--home", str(tmp_path / "h"), "--models-dir", str(models), "detect",
+                                      str(photo("Afghan_hound", 0, "test")), "--json"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "dog" in [o["label"] for o in json.loads(result.output)["objects"]]
+
+
+def test_help_is_quiet_and_clean() -> None:
+    """No runtime chatter on stderr, no "<bool>" after flags."""
+    import subprocess
+    import sys
+
+    from tests.services import lookalike_env
+
+    run = subprocess.run([sys.executable, "-m", "lookalike", "search", "--help"], capture_output=True, text=True,
+                         env=lookalike_env(Path("/tmp/unused")))  # fmt: skip
+    assert run.returncode == 0 and "<bool>" not in run.stdout and "--json" in run.stdout and run.stderr == ""
+    search = subprocess.run([sys.executable, "-m", "lookalike", "search", str(photo("goldfish", 0))],
+                            capture_output=True, text=True, env=lookalike_env(Path("/tmp/unused-home")))  # fmt: skip
+    assert "XNNPACK" not in search.stderr and "INFO" not in search.stderr

@@ -127,6 +127,9 @@ def index(
 
 
 def _print_report(r: IndexReport) -> None:
+    if r.total == 0:
+        console.print("nothing to index: no files there (hidden files and folders are skipped)")
+        return
     out.print(
         f"[bold]{len(r.added)}[/] added, {r.updated} updated, {len(r.duplicates)} duplicates, "
         f"{r.unchanged} unchanged, {len(r.rejected)} rejected, {len(r.vanished)} vanished"
@@ -198,6 +201,10 @@ def search(
     """Find the indexed photos most similar to QUERY (one result per photo, best entry wins)."""
     lib = open_library()
     try:
+        empty = lib.catalog.count() == 0
+        if label is not None and not empty and label not in (known := lib.catalog.labels()):
+            shown = ", ".join(sorted(known)[:20]) + (" ..." if len(known) > 20 else "")
+            raise LibraryError(f"no photo has the label {label!r}; labels: {shown or 'none'} (`lookalike stats`)")
         q: str | int = int(query) if query.isdigit() and not Path(query).exists() else query
         if objects:
             if isinstance(q, int):
@@ -225,15 +232,27 @@ def search(
         out.print_json(json.dumps(result.as_dict()))
         return
     out.print(_hits_table(f"{len(result.hits)} results in {result.seconds * 1000:.0f} ms", result.hits))
+    if not result.hits:
+        console.print("the library is empty: add photos with `lookalike index FOLDER`" if empty else
+                      "nothing matched: try without --min-score, --label or --detected-label")  # fmt: skip
 
 
 @app.command()
 def detect(
     photo: Annotated[str, typer.Argument(help="a photo file or URL")],
-    draw: Annotated[Path | None, typer.Option(help="write a copy of the photo with the boxes drawn")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    draw: Annotated[
+        Path | None, typer.Option(help="write a copy of the photo with the boxes drawn (.jpg, .png, .webp ...)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the subjects as JSON")] = False,
 ) -> None:
-    """Detect the subjects of a photo (COCO classes) and print their boxes."""
+    """Detect the subjects of a photo (COCO classes) and print their boxes (needs no embedding model)."""
+    if draw is not None:  # a bad output name fails before any work
+        from PIL import Image
+
+        if draw.suffix.lower() not in Image.registered_extensions():
+            fail(f"--draw {draw}: unknown image type {draw.suffix or '(no extension)'}; use .jpg, .png or .webp")
+        if not draw.parent.is_dir():
+            fail(f"--draw {draw}: the folder {draw.parent} does not exist")
     lib = open_library()
     try:
         detections, decoded = lib.detect(photo)
@@ -243,6 +262,8 @@ def detect(
             draw_boxes(lib.read_query(photo), detections, lib.settings.max_pixels).save(draw, quality=90)
     except (LibraryError, ModelFileError, BadImage) as exc:
         fail(str(exc))
+    except OSError as exc:
+        fail(f"--draw {draw}: cannot write it: {exc.strerror or exc}")
     finally:
         lib.close()
     if as_json:
@@ -267,14 +288,15 @@ def remove(ids: Annotated[list[int], typer.Argument(help="image ids to remove")]
         removed = {r.id for r in lib.remove(ids)}
     finally:
         lib.close()
-    out.print(f"removed {len(removed)} image(s)")
     unknown = [i for i in ids if i not in removed]
+    if removed:
+        out.print(f"removed {len(removed)} image(s)")
     if unknown:
         fail(f"no image with id {', '.join(map(str, unknown))}")
 
 
 @app.command()
-def stats(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def stats(as_json: Annotated[bool, typer.Option("--json", help="print as JSON")] = False) -> None:
     """What the library holds: photos, model, index type, disk use."""
     lib = open_library()
     try:
@@ -293,7 +315,7 @@ def stats(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
 
 
 @app.command()
-def models(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def models(as_json: Annotated[bool, typer.Option("--json", help="print as JSON")] = False) -> None:
     """List the embedding models this install knows, with their status."""
     s = settings()
     rows = [
@@ -395,7 +417,7 @@ def doctor(
 def evaluate_cmd(
     directory: Annotated[Path, typer.Argument(help="train/ + test/ folders, or one labelled folder (leave-one-out)")],
     k: Annotated[int, typer.Option("-k", "--k", min=1, help="cut-off for precision@k and mAP@k")] = 10,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
     fresh: Annotated[bool, typer.Option(help="rebuild the evaluation library from scratch")] = False,
     objects: Annotated[bool, typer.Option("--objects", help="also index detected subjects")] = False,
     match: Annotated[str, typer.Option(help="gallery entries compared: whole, objects or both")] = "whole",

@@ -45,6 +45,7 @@ __all__ = ["Box", "BusyError", "Hit", "Library", "LibraryError", "ModelMismatchE
            "SearchResult"]  # fmt: skip
 log = logging.getLogger("lookalike")
 MATCHES = ranking.MATCHES
+DETECT_SIDE = 640  # twice the detectors' input side: boxes stay precise
 
 
 def crop_box(decoded: Decoded, box: Box) -> Image.Image:
@@ -305,8 +306,8 @@ class Library:
     def detect(self, query: str | Path | bytes) -> tuple[list, Decoded]:
         """Detected subjects of a photo (boxes in its own pixels)."""
         data = query if isinstance(query, bytes) else self.read_query(query)
-        with self.decoding():
-            decoded = decode(data, self.settings.max_pixels, self.decode_side())
+        with self.decoding():  # decoded for the detector (320 px) and drawing: the embedding model is not needed
+            decoded = decode(data, self.settings.max_pixels, max(DETECT_SIDE, self.settings.thumbnail_size))
             return self.detect_decoded(decoded), decoded
 
     def detect_decoded(self, decoded: Decoded) -> list:

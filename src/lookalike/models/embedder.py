@@ -7,7 +7,10 @@ query is embedded exactly as the indexed photos were.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import queue
+import sys
 import threading
 import warnings
 from pathlib import Path
@@ -30,6 +33,27 @@ class Embedder(Protocol):
     def embed(self, batch: np.ndarray) -> np.ndarray:
         """(n, input_size, input_size, 3) uint8 -> (n, dim) float32, each row of unit length."""
         ...
+
+
+_STDERR_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """The TFLite runtime prints "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." from C++ when an
+    interpreter is made, whatever TF_CPP_MIN_LOG_LEVEL says: file descriptor 2 points at /dev/null meanwhile.
+    Errors still surface, as Python exceptions."""
+    with _STDERR_LOCK:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(devnull)
+            os.close(saved)
 
 
 def l2_normalize(vectors: np.ndarray) -> np.ndarray:
@@ -101,7 +125,7 @@ class TFLiteEmbedder:
     def _new_interpreter(self):
         from ai_edge_litert.interpreter import Interpreter
 
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), native_stderr_silenced():
             # preserving tensors is how the pooled feature is reached; the memory cost is small here
             warnings.simplefilter("ignore")
             interpreter = Interpreter(
@@ -109,7 +133,7 @@ class TFLiteEmbedder:
                 num_threads=self._threads or 1,
                 experimental_preserve_all_tensors=self._feature_tensor is not None,
             )
-        interpreter.allocate_tensors()
+            interpreter.allocate_tensors()
         self._created += 1
         return interpreter
 
