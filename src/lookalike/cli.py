@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -20,13 +20,24 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from lookalike.config import Settings
-from lookalike.imaging import BadImage
-from lookalike.ingest.pipeline import IndexReport
-from lookalike.ingest.sources import SourceError
-from lookalike.library import Library, LibraryError
-from lookalike.models.files import ModelFileError
-from lookalike.models.registry import REGISTRY, UnknownModelError
+# the library and its dependencies (numpy, Pillow, SQLAlchemy, the model runtime) are imported by the
+# commands that use them, so `lookalike --help` starts in a fraction of a second (bench/RESULTS.md)
+if TYPE_CHECKING:
+    from lookalike.config import Settings
+    from lookalike.ingest.pipeline import IndexReport
+    from lookalike.library import Library
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """The errors that mean "tell the user" (evaluated only when an exception is being matched)."""
+    from lookalike.imaging import BadImage
+    from lookalike.ingest.sources import SourceError
+    from lookalike.library import LibraryError
+    from lookalike.models.files import ModelFileError
+    from lookalike.models.registry import UnknownModelError
+
+    return (LibraryError, ModelFileError, BadImage, SourceError, UnknownModelError)
+
 
 app = typer.Typer(
     help="Lookalike: index photos, then search them by image.",
@@ -43,6 +54,8 @@ class State:
 
 
 def settings() -> Settings:
+    from lookalike.config import Settings
+
     return Settings(**State.overrides)
 
 
@@ -63,9 +76,11 @@ def fail(message: str, code: int = 1) -> None:
 
 
 def open_library() -> Library:
+    from lookalike.library import Library
+
     try:
         return Library(settings())
-    except (LibraryError, UnknownModelError, ModelFileError) as exc:
+    except user_errors() as exc:
         fail(str(exc))
         raise AssertionError from exc  # unreachable; fail raises
 
@@ -113,7 +128,7 @@ def index(
     lib = open_library()
     try:
         report = _run_index(lib, paths, label, prune, quiet=as_json, objects=objects)
-    except (SourceError, ModelFileError, LibraryError) as exc:
+    except user_errors() as exc:
         fail(str(exc))
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: everything committed so far is kept; run the same command to resume")
@@ -204,7 +219,7 @@ def search(
         empty = lib.catalog.count() == 0
         if label is not None and not empty and label not in (known := lib.catalog.labels()):
             shown = ", ".join(sorted(known)[:20]) + (" ..." if len(known) > 20 else "")
-            raise LibraryError(f"no photo has the label {label!r}; labels: {shown or 'none'} (`lookalike stats`)")
+            fail(f"no photo has the label {label!r}; labels: {shown or 'none'} (`lookalike stats`)")
         q: str | int = int(query) if query.isdigit() and not Path(query).exists() else query
         if objects:
             if isinstance(q, int):
@@ -213,7 +228,7 @@ def search(
         else:
             result = lib.search(q, k=k, min_score=min_score, label=label, box=_box(box), match=match,
                                 detected_label=detected_label)  # fmt: skip
-    except (LibraryError, ModelFileError, BadImage) as exc:
+    except user_errors() as exc:
         fail(str(exc))
     finally:
         lib.close()
@@ -260,7 +275,7 @@ def detect(
             from lookalike.drawing import draw_boxes
 
             draw_boxes(lib.read_query(photo), detections, lib.settings.max_pixels).save(draw, quality=90)
-    except (LibraryError, ModelFileError, BadImage) as exc:
+    except user_errors() as exc:
         fail(str(exc))
     except OSError as exc:
         fail(f"--draw {draw}: cannot write it: {exc.strerror or exc}")
@@ -317,6 +332,8 @@ def stats(as_json: Annotated[bool, typer.Option("--json", help="print as JSON")]
 @app.command()
 def models(as_json: Annotated[bool, typer.Option("--json", help="print as JSON")] = False) -> None:
     """List the embedding models this install knows, with their status."""
+    from lookalike.models import registry
+
     s = settings()
     rows = [
         {
@@ -324,10 +341,10 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="print as JSON")
             "dim": spec.dim,
             "files": [f.name for f in spec.files],
             "status": spec.status(s),
-            "default": spec.name == Settings.model_fields["model"].default,
+            "default": spec.name == type(s).model_fields["model"].default,
             "description": spec.description,
         }
-        for spec in REGISTRY.values()
+        for spec in registry.REGISTRY.values()
     ]
     if as_json:
         out.print_json(json.dumps(rows))
@@ -440,7 +457,7 @@ def evaluate_cmd(
         try:
             result = evaluate(directory, settings(), k=k, fresh=fresh, on_progress=None if as_json else update,
                               objects=objects, match=match, query=query)  # fmt: skip
-        except (LibraryError, ModelFileError, SourceError, ValueError) as exc:
+        except (*user_errors(), ValueError) as exc:
             fail(str(exc))
     if as_json:
         out.print_json(json.dumps(result))
@@ -541,7 +558,7 @@ def jobs_add(
         params = {"paths": [p if "://" in p else str(Path(p).expanduser().resolve()) for p in paths],
                   "label": label, "prune": prune, "objects": objects}  # fmt: skip
         job_id = lib.jobs.submit("index", params, affinity=host_affinity() if local else None)
-    except (SourceError, LibraryError) as exc:
+    except user_errors() as exc:
         fail(str(exc))
     finally:
         lib.close()
@@ -598,7 +615,7 @@ def serve(
         s = s.model_copy(update={"api_key_for_reads": True})
     try:
         app_ = create_app(s)
-    except (LibraryError, UnknownModelError, ModelFileError) as exc:
+    except user_errors() as exc:
         fail(str(exc))
     reads = "reads need it too" if s.api_key and s.api_key_for_reads else "reads are open"
     access = f"API key required for writes, {reads}" if s.api_key else "no API key: anyone who can connect may write"

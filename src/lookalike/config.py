@@ -49,6 +49,12 @@ class Settings(BaseSettings):
         default=30.0, ge=0, description="seconds a replaced vector collection is kept for readers still on it"
     )
     threads: int = Field(default=0, ge=0, description="inference threads per model instance (0: automatic)")
+    blas_threads: int = Field(
+        default=1,
+        ge=0,
+        le=256,
+        description="threads numpy's BLAS may use (0: its own default); 1 leaves the cores to the model runtime",
+    )
 
     # subject detection
     detector: str = Field(default="nanodet_m", description="object detector: nanodet_m or yolo_onnx")

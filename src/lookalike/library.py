@@ -48,6 +48,15 @@ MATCHES = ranking.MATCHES
 DETECT_SIDE = 640  # twice the detectors' input side: boxes stay precise
 
 
+def limit_blas_threads(threads: int) -> None:
+    """Exact search multiplies one query by the index in numpy; OpenBLAS would spread that over every core,
+    where the model runtime and the decoders already work (bench/RESULTS.md, "Threads"). Process-wide."""
+    if threads:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=threads, user_api="blas")
+
+
 def crop_box(decoded: Decoded, box: Box) -> Image.Image:
     """Crop a decoded photo to a box given in original pixels (the decode may be reduced by draft)."""
     x1, y1, x2, y2 = box
@@ -87,6 +96,7 @@ class Library:
         self.library_id = self.catalog.setdefault_meta("library_id", uuid.uuid4().hex)
         self._lock = threading.RLock()  # lazy loading of models and clients; never held while searching
         self._decodes = threading.BoundedSemaphore(self.settings.resolved_decodes)
+        limit_blas_threads(self.settings.blas_threads)
         self._s3 = None
         if self.settings.image_store == "local":
             self.images: ImageStore = LocalImageStore(self.home / "images")
