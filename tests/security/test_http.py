@@ -191,3 +191,25 @@ def test_a_flood_of_decodes_waits_then_gets_503(lib) -> None:
         finally:
             lib._decodes.release()
         assert c.post(f"{API}/search", files={"image": ("q.jpg", photo("goldfish", 0).read_bytes())}).status_code == 200
+
+
+def test_every_operation_documents_its_request_and_response(lib) -> None:
+    """The OpenAPI document is complete enough to try every call from /docs (and for the fuzzer)."""
+    with client_for(lib) as c:
+        spec = c.get("/openapi.json").json()
+    for path, methods in spec["paths"].items():
+        for method, op in methods.items():
+            ok = next(code for code in op["responses"] if code.startswith("2"))
+            response = op["responses"][ok]
+            assert code_documented(response), (method, path)
+            if method == "post" and not path.endswith("/cancel"):
+                assert "requestBody" in op, (method, path)
+
+
+def code_documented(response: dict) -> bool:
+    if "content" not in response:
+        return response.get("description") is not None  # 204
+    return all(media.get("schema") or media == {} for media in response["content"].values()) and any(
+        media.get("schema", {}).get("$ref") or media.get("schema", {}).get("type") or media == {}
+        for media in response["content"].values()
+    )

@@ -22,7 +22,7 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from starlette.datastructures import UploadFile
 
 from lookalike import __version__
@@ -124,6 +124,95 @@ SEARCH_FORM = {
         "detect": {"type": "boolean"},
     },
 }
+
+
+class ImageOut(BaseModel):
+    id: int
+    sha256: str
+    label: str | None
+    width: int
+    height: int
+    format: str
+    bytes: int
+    added_at: float
+    source: str | None
+    sources: list[str]
+    original_url: str
+    thumbnail_url: str
+
+
+class ImagePage(BaseModel):
+    total: int = Field(description="photos matching (all pages)")
+    offset: int
+    images: list[ImageOut]
+
+
+class UploadItem(BaseModel):
+    name: str | None
+    id: int
+
+
+class Rejection(BaseModel):
+    name: str | None
+    reason: str
+
+
+class JobOut(BaseModel):
+    id: int
+    kind: str
+    state: Literal["queued", "running", "done", "failed", "cancelled"]
+    paths: list[str]
+    label: str | None
+    prune: bool
+    objects: bool
+    done: int = Field(description="photos processed")
+    total: int | None = Field(description="photos found, once the sources are listed")
+    listed: bool
+    added: int
+    duplicates: int
+    unchanged: int
+    rejected: int
+    errors: list[dict] = Field(description="the first rejected sources, with reasons")
+    rate: float = Field(description="photos per second")
+    elapsed: float
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    error: str | None
+    workers: list[str] = Field(description="workers running part of it now")
+
+
+class UploadOut(BaseModel):
+    added: list[UploadItem]
+    duplicates: list[UploadItem]
+    rejected: list[Rejection]
+    job: JobOut | None = Field(default=None, description="set when the job is still running (status 202)")
+
+
+class JobList(BaseModel):
+    jobs: list[JobOut]
+
+
+class StatsOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    images: int
+    sources: int
+    labels: int
+    objects: int
+    photos_with_objects: int
+    model: str
+    dim: int
+    index_dim: int
+    backend: str
+    index: str
+    vectors: int
+    whitening: str
+
+
+class Health(BaseModel):
+    status: Literal["ok", "loading", "error"]
+    version: str | None = None
+    detail: str | None = None
 
 
 class IndexJobRequest(BaseModel):
@@ -301,7 +390,9 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
     }}}}}  # fmt: skip
 
     @app.post(f"{API}/images", dependencies=write, summary="Upload photos into the library",
-              openapi_extra=upload_body)  # fmt: skip
+              openapi_extra=upload_body, response_model=UploadOut, status_code=201,
+              responses={200: {"model": UploadOut, "description": "nothing new (duplicates or rejections only)"},
+                         202: {"model": UploadOut, "description": "still indexing: follow the job"}})  # fmt: skip
     async def upload_images(request: Request, lib: Lib) -> JSONResponse:
         if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
             raise Problem(415, "Unsupported media type", "send multipart/form-data with one or more 'images' files")
@@ -342,7 +433,8 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
         body = {"added": added, "duplicates": duplicates, "rejected": rejected}
         return JSONResponse(body, status_code=status if added else 200)
 
-    @app.get(f"{API}/images", dependencies=read, summary="Browse the library, a page at a time")
+    @app.get(f"{API}/images", dependencies=read, summary="Browse the library, a page at a time",
+             response_model=ImagePage)  # fmt: skip
     async def list_images(
         lib: Lib,
         sort: Literal["newest", "oldest", "name"] = "newest",
@@ -362,7 +454,8 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
             "thumbnail_url": f"{API}/images/{rec.id}/thumbnail",
         }  # fmt: skip
 
-    @app.get(f"{API}/images/{{image_id}}", dependencies=read, summary="Metadata of an indexed photo")
+    @app.get(f"{API}/images/{{image_id}}", dependencies=read, summary="Metadata of an indexed photo",
+             response_model=ImageOut)  # fmt: skip
     async def image_meta(image_id: ImageId, lib: Lib) -> dict:
         return image_json(await run_in_threadpool(lib.get, image_id))
 
@@ -377,7 +470,8 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
             return Response(status_code=304, headers=headers)
         return Response(data_fn(), media_type=media_type, headers=headers)
 
-    @app.get(f"{API}/images/{{image_id}}/thumbnail", dependencies=read, summary="JPEG thumbnail")
+    @app.get(f"{API}/images/{{image_id}}/thumbnail", dependencies=read, summary="JPEG thumbnail",
+             response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})  # fmt: skip
     async def thumbnail(image_id: ImageId, request: Request, lib: Lib) -> Response:
         rec = lib.get(image_id)
         if (redirect := presigned(lib, "thumbnail", rec.sha256)) is not None:
@@ -391,7 +485,8 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
 
         return cached(request, f"{rec.sha256}-t", data, "image/jpeg")
 
-    @app.get(f"{API}/images/{{image_id}}/original", dependencies=read, summary="The original photo")
+    @app.get(f"{API}/images/{{image_id}}/original", dependencies=read, summary="The original photo",
+             response_class=Response, responses={200: {"content": {"image/*": {}}}})  # fmt: skip
     async def original(image_id: ImageId, request: Request, lib: Lib) -> Response:
         rec = lib.get(image_id)
         if rec.has_original and (redirect := presigned(lib, "original", rec.sha256)) is not None:
@@ -408,7 +503,8 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
         return Response(status_code=204)
 
     # --- jobs: durable, in the catalog database; run by any worker ------------------------------------
-    @app.post(f"{API}/jobs/index", dependencies=write, status_code=202, summary="Index a server-side source")
+    @app.post(f"{API}/jobs/index", dependencies=write, status_code=202, summary="Index a server-side source",
+              response_model=JobOut)  # fmt: skip
     async def start_job(body: IndexJobRequest, lib: Lib) -> dict:
         from lookalike.ingest.sources import SourceError, iter_expand
 
@@ -427,21 +523,22 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
             state.worker.wake.set()
         return (await run_in_threadpool(lib.jobs.get, job_id)).as_dict()
 
-    @app.get(f"{API}/jobs", dependencies=read, summary="Index jobs, newest first")
+    @app.get(f"{API}/jobs", dependencies=read, summary="Index jobs, newest first", response_model=JobList)
     async def list_jobs(lib: Lib, limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0, le=2**31),
                         state_: str | None = Query(None, alias="state", pattern="^(queued|running|done|failed|"
                                                    "cancelled)$")) -> dict:  # fmt: skip
         jobs = await run_in_threadpool(lib.jobs.list, limit, offset, state_)
         return {"jobs": [j.as_dict() for j in jobs]}
 
-    @app.get(f"{API}/jobs/{{job_id}}", dependencies=read, summary="Progress of an index job")
+    @app.get(f"{API}/jobs/{{job_id}}", dependencies=read, summary="Progress of an index job", response_model=JobOut)
     async def job_status(job_id: JobId, lib: Lib) -> dict:
         job = await run_in_threadpool(lib.jobs.get, job_id)
         if job is None:
             raise NotFoundError(f"no job with id {job_id}")
         return job.as_dict()
 
-    @app.post(f"{API}/jobs/{{job_id}}/cancel", dependencies=write, summary="Cancel an index job")
+    @app.post(f"{API}/jobs/{{job_id}}/cancel", dependencies=write, summary="Cancel an index job",
+              response_model=JobOut)  # fmt: skip
     async def cancel_job(job_id: JobId, lib: Lib) -> dict:
         if await run_in_threadpool(lib.jobs.get, job_id, False) is None:
             raise NotFoundError(f"no job with id {job_id}")
@@ -449,16 +546,16 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
         return (await run_in_threadpool(lib.jobs.get, job_id)).as_dict()
 
     # --- information ----------------------------------------------------------------------------
-    @app.get(f"{API}/stats", dependencies=read)
+    @app.get(f"{API}/stats", dependencies=read, summary="What the library holds", response_model=StatsOut)
     async def stats(lib: Lib) -> dict:
         return await run_in_threadpool(lib.stats)
 
-    @app.get(f"{API}/labels", dependencies=read, summary="Labels with photo counts")
+    @app.get(f"{API}/labels", dependencies=read, summary="Labels with photo counts", response_model=dict[str, int])
     async def labels(lib: Lib) -> dict:
         return await run_in_threadpool(lambda: lib.catalog.labels())
 
-    @app.get("/healthz")
-    @app.get(f"{API}/healthz")
+    @app.get("/healthz", response_model=Health, summary="Liveness (open: no key needed)")
+    @app.get(f"{API}/healthz", response_model=Health, summary="Liveness (open: no key needed)")
     async def healthz() -> JSONResponse:
         if state.error:
             return JSONResponse({"status": "error", "detail": state.error}, status_code=503)
