@@ -274,3 +274,13 @@ def test_detect_and_match_objects_over_http(make_client) -> None:
     hits = r.json()["hits"]
     assert len(hits) == 2 and all(h["detected_label"] == "truck" and len(h["box"]) == 4 for h in hits)
     problem(client.post(f"{API}/search", json={"image_id": 1, "match": "sideways"}), 422, "match")
+
+
+def test_scores_come_in_the_order_of_the_hits(client: TestClient) -> None:
+    """The score shown orders the hits (re-ranking included); the similarity to the photo is beside it."""
+    for q in (photo("goldfish", 0, "test"), photo("tiger_cat", 1, "test")):
+        hits = client.post(f"{API}/search", files={"image": jpeg(q)}, data={"k": "12"}).json()["hits"]
+        scores = [h["score"] for h in hits]
+        assert scores == sorted(scores, reverse=True) and all(-1 <= h["similarity"] <= 1 for h in hits)
+    same = client.post(f"{API}/search", files={"image": jpeg(photo("goldfish", 0))}, data={"k": "1"}).json()["hits"][0]
+    assert same["similarity"] == pytest.approx(1.0, abs=1e-4)
