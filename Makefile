@@ -20,6 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps 'tcvectordb==2.1.1'  # its grpc tools clash with pymilvus: see pyproject
 	touch $@
 
 demo: install

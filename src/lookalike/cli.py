@@ -35,8 +35,10 @@ def user_errors() -> tuple[type[Exception], ...]:
     from lookalike.library import LibraryError
     from lookalike.models.files import ModelFileError
     from lookalike.models.registry import UnknownModelError
+    from lookalike.store.catalog.database import DatabaseError
+    from lookalike.store.errors import EngineError
 
-    return (LibraryError, ModelFileError, BadImage, SourceError, UnknownModelError)
+    return (LibraryError, ModelFileError, BadImage, SourceError, UnknownModelError, EngineError, DatabaseError)
 
 
 app = typer.Typer(
@@ -369,7 +371,7 @@ def reindex(
         str | None,
         typer.Option(
             help="move to a vector backend: embedded, milvus-lite:///file.db, http(s)://milvus:19530, "
-            "elasticsearch+http(s)://es:9200"
+            "elasticsearch+http(s)://es:9200, tcvectordb+http(s)://host:port"
         ),  # fmt: skip
     ] = None,
 ) -> None:

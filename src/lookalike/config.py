@@ -108,10 +108,12 @@ class Settings(BaseSettings):
     vector_backend: str = Field(
         default="embedded",
         description="embedded; a Milvus URI (milvus-lite:///path/file.db, http(s)://host:19530, Zilliz Cloud); "
-        "or elasticsearch+http(s)://host:9200",
+        "elasticsearch+http(s)://host:9200; or tcvectordb+http(s)://host:port (Tencent Cloud VectorDB)",
     )
     milvus_token: SecretStr | None = Field(default=None, description="Milvus / Zilliz Cloud token (user:password)")
     es_api_key: SecretStr | None = Field(default=None, description="Elasticsearch API key")
+    tcvectordb_username: str = Field(default="root", description="Tencent Cloud VectorDB user")
+    tcvectordb_key: SecretStr | None = Field(default=None, description="Tencent Cloud VectorDB API key")
     milvus_index: Literal["HNSW", "IVF_FLAT", "IVF_SQ8"] = Field(
         default="HNSW", description="index type of new Milvus collections (HNSW params above, IVF: nlist, ivf_nprobe)"
     )

@@ -136,6 +136,12 @@ def open_engine(backend: str, name: str, dim: int, settings: Settings, home: Pat
     if backend == "embedded":
         return EmbeddedIndex(home / "vectors" / name, dim, s.ann_threshold, hnsw, name, s.ivf_threshold, s.ivf_nprobe,
                              s.ivf_storage)  # fmt: skip
+    if backend.startswith("tcvectordb+"):
+        from lookalike.store.tencent import TencentVectorIndex
+
+        key = s.tcvectordb_key.get_secret_value() if s.tcvectordb_key else None
+        return TencentVectorIndex(backend.removeprefix("tcvectordb+"), name, dim, s.tcvectordb_username, key,
+                                  s.hnsw_m, s.hnsw_ef_construction, s.hnsw_ef_search)  # fmt: skip
     if backend.startswith("elasticsearch+"):
         from lookalike.store.elastic import ElasticsearchIndex
 

@@ -33,6 +33,15 @@ def make(kind: str, tmp_path: Path):
 
         index_type = "IVF_FLAT" if kind.endswith("_ivf") else "HNSW"
         return MilvusIndex(SERVER["uri"], milvus_collection(tmp_path), DIM, index_type=index_type, nlist=16)
+    if kind == "tcvectordb":
+        url = os.environ.get("LOOKALIKE_TEST_TCVECTORDB_URL")
+        if not url:
+            pytest.skip("set LOOKALIKE_TEST_TCVECTORDB_URL (+ _KEY, _USERNAME) to run it against Tencent VectorDB")
+        from lookalike.store.tencent import TencentVectorIndex
+
+        return TencentVectorIndex(url, milvus_collection(tmp_path), DIM,
+                                  os.environ.get("LOOKALIKE_TEST_TCVECTORDB_USERNAME", "root"),
+                                  os.environ.get("LOOKALIKE_TEST_TCVECTORDB_KEY"))  # fmt: skip
     if kind == "elasticsearch":
         url = os.environ.get("LOOKALIKE_TEST_ELASTICSEARCH_URL")
         if not url:
@@ -67,6 +76,9 @@ def reload(index, kind: str, tmp_path: Path):
         index.save()
         index.client.close()
         return make(kind, tmp_path)
+    if kind == "tcvectordb":
+        index.save()
+        return make(kind, tmp_path)
     if kind == "elasticsearch":
         from lookalike.store.elastic import ElasticsearchIndex
 
@@ -95,7 +107,7 @@ def reload(index, kind: str, tmp_path: Path):
 
 # milvus_server runs only inside the private network namespace of tests/store/test_milvus_server.py
 KINDS = ["flat", "hnsw", "ivf", "embedded-small", "embedded-switching", "embedded-ivf", "milvus-lite", "milvus_server",
-         "milvus_server_ivf", "elasticsearch"]  # fmt: skip
+         "milvus_server_ivf", "elasticsearch", "tcvectordb"]  # fmt: skip
 
 
 @pytest.fixture(params=KINDS)
@@ -349,7 +361,7 @@ def test_hnsw_deleted_slots_are_reused(data) -> None:
 # payloads, filters inside the engine, min_score, drop: the backends (Flat and HNSW are the embedded
 # backend's building blocks and hold no payloads)
 BACKENDS = ["embedded-small", "embedded-switching", "embedded-ivf", "milvus-lite", "milvus_server", "milvus_server_ivf",
-            "elasticsearch"]  # fmt: skip
+            "elasticsearch", "tcvectordb"]  # fmt: skip
 
 
 @pytest.fixture(params=BACKENDS)

@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from lookalike.imaging import BadImage
 from lookalike.ingest.fetch import FetchError
 from lookalike.library import BusyError, LibraryError, ModelMismatchError, NotFoundError
+from lookalike.store.errors import EngineError
 
 PROBLEM = "application/problem+json"
 log = logging.getLogger("lookalike")
@@ -62,6 +63,10 @@ def install(app: FastAPI) -> None:
         response = problem_response(503, "Busy", str(exc), request.url.path)
         response.headers["Retry-After"] = "2"
         return response
+
+    @app.exception_handler(EngineError)
+    async def _engine(request: Request, exc: EngineError):
+        return problem_response(503, "Vector engine unavailable", str(exc), request.url.path)
 
     @app.exception_handler(ModelMismatchError)
     async def _model(request: Request, exc: ModelMismatchError):
