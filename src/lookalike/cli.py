@@ -19,6 +19,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 # the library and its dependencies (numpy, Pillow, SQLAlchemy, the model runtime) are imported by the
 # commands that use them, so `lookalike --help` starts in a fraction of a second (bench/RESULTS.md)
@@ -124,9 +125,15 @@ def index(
     label: Annotated[str | None, typer.Option(help="label for every photo (default: CSV label or folder name)")] = None,
     prune: Annotated[bool, typer.Option(help="remove photos whose files vanished from the named folders")] = False,
     objects: Annotated[bool, typer.Option("--objects", help="also index each detected subject of each photo")] = False,
+    model: Annotated[
+        str | None,
+        typer.Option(help="embedding model of a new library: a built-in or a model folder (`lookalike models`)"),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
     """Index photos (incremental: unchanged files are skipped, duplicates stored once)."""
+    if model is not None:
+        State.overrides["model"] = model
     lib = open_library()
     try:
         report = _run_index(lib, paths, label, prune, quiet=as_json, objects=objects)
@@ -199,7 +206,10 @@ def _hits_table(title: str, hits) -> Table:
 
 @app.command()
 def search(
-    query: Annotated[str, typer.Argument(help="a photo file, an http(s) URL, or an indexed image id")],
+    query: Annotated[str | None, typer.Argument(help="a photo file, an http(s) URL, or an indexed image id")] = None,
+    text: Annotated[
+        str | None, typer.Option("--text", help="search by a description instead (CLIP-style models only)")
+    ] = None,
     k: Annotated[int, typer.Option("-k", "--k", min=1, max=1000, help="number of results")] = 10,
     min_score: Annotated[float | None, typer.Option(help="drop results less similar than this (cosine, -1..1)")] = None,
     label: Annotated[str | None, typer.Option(help="only photos with this label")] = None,
@@ -215,21 +225,29 @@ def search(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print results as JSON")] = False,
 ) -> None:
-    """Find the indexed photos most similar to QUERY (one result per photo, best entry wins)."""
+    """Find the indexed photos most similar to QUERY, or matching --text (one result per photo, best entry wins)."""
+    if (query is None) == (text is None):
+        fail('give a photo (file, URL or image id) or --text "a description", one of the two')
+    if text is not None and (objects or box or match or detected_label):
+        fail("--text searches whole photos: drop --objects, --box, --match and --detected-label")
     lib = open_library()
     try:
         empty = lib.catalog.count() == 0
         if label is not None and not empty and label not in (known := lib.catalog.labels()):
             shown = ", ".join(sorted(known)[:20]) + (" ..." if len(known) > 20 else "")
             fail(f"no photo has the label {label!r}; labels: {shown or 'none'} (`lookalike stats`)")
-        q: str | int = int(query) if query.isdigit() and not Path(query).exists() else query
-        if objects:
-            if isinstance(q, int):
-                q = lib.original_bytes(q)
-            groups = lib.search_objects(q, k=k, min_score=min_score, label=label, match=match or "both")
+        if text is not None:
+            result = lib.search_text(text, k=k, min_score=min_score, label=label)
         else:
-            result = lib.search(q, k=k, min_score=min_score, label=label, box=_box(box), match=match,
-                                detected_label=detected_label)  # fmt: skip
+            assert query is not None
+            q: str | int | bytes = int(query) if query.isdigit() and not Path(query).exists() else query
+            if objects:
+                if isinstance(q, int):
+                    q = lib.original_bytes(q)
+                groups = lib.search_objects(q, k=k, min_score=min_score, label=label, match=match or "both")
+            else:
+                result = lib.search(q, k=k, min_score=min_score, label=label, box=_box(box), match=match,
+                                    detected_label=detected_label)  # fmt: skip
     except user_errors() as exc:
         fail(str(exc))
     finally:
@@ -332,37 +350,61 @@ def stats(as_json: Annotated[bool, typer.Option("--json", help="print as JSON")]
 
 
 @app.command()
-def models(as_json: Annotated[bool, typer.Option("--json", help="print as JSON")] = False) -> None:
-    """List the embedding models this install knows, with their status."""
+def models(
+    check: Annotated[
+        bool, typer.Option("--check", help="also load each ready model and run it once (inputs, outputs, dimension)")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print as JSON")] = False,
+) -> None:
+    """List the built-in models and the model folders in models_dir, with their status."""
     from lookalike.models import registry
 
     s = settings()
-    rows = [
-        {
+    rows = []
+    for spec in registry.all_specs(s):
+        status = spec.status(s)
+        if check and status == "ready":
+            try:
+                spec.load(s)
+            except user_errors() as exc:
+                status = f"broken: {exc}"
+        rows.append({
             "name": spec.name,
             "dim": spec.dim,
+            "text": spec.text,
             "files": [f.name for f in spec.files],
-            "status": spec.status(s),
+            "folder": str(spec.folder.path) if spec.folder is not None else None,
+            "status": status,
             "default": spec.name == type(s).model_fields["model"].default,
             "description": spec.description,
-        }
-        for spec in registry.REGISTRY.values()
-    ]
+            "licence": spec.folder.manifest.licence if spec.folder and spec.folder.manifest else None,
+            "source": spec.folder.manifest.source if spec.folder and spec.folder.manifest else None,
+        })  # fmt: skip
     if as_json:
         out.print_json(json.dumps(rows))
         return
+    broken = {r["name"]: r["status"] for r in rows if r["folder"] and r["status"] != "ready"}
     table = Table(title=f"models (models_dir: {s.resolved_models_dir})", title_justify="left")
-    for col in ("name", "dim", "file", "status", "description"):
+    for col in ("name", "dim", "text", "file", "status", "description"):
         table.add_column(col, overflow="fold")
     for r in rows:
+        about = r["description"] + (f" (licence: {r['licence']}; source: {r['source']})" if r["licence"] else "")
         table.add_row(
             r["name"] + (" *" if r["default"] else ""),
-            str(r["dim"]),
-            ", ".join(r["files"]) or "(in package)",
-            r["status"],
-            r["description"],
+            str(r["dim"] or "?"),
+            "yes" if r["text"] else "",
+            r["folder"] or ", ".join(r["files"]) or "(in package)",
+            Text(
+                r["status"] if r["name"] not in broken else "broken: see below",
+                style="red" if r["name"] in broken else "",
+            ),
+            Text(about),
         )
     out.print(table)
+    for name, problem in broken.items():  # in full, not folded into a narrow column
+        console.print(Text.assemble((f"{name}: ", "bold red"), problem))
+    if not check:
+        console.print("model folders: manifests and files checked; `lookalike models --check` also runs each once")
 
 
 @app.command()

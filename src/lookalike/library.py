@@ -83,6 +83,10 @@ class NotFoundError(LibraryError):
     pass
 
 
+class TextSearchError(LibraryError):
+    """A text search on a library whose model has no text tower."""
+
+
 class BusyError(LibraryError):
     """Too much work in flight: the caller should retry (HTTP 503)."""
 
@@ -103,7 +107,7 @@ class Library:
         else:
             self.images = S3ImageStore(self.s3(), S3Location.parse(self.settings.image_store))
         self.model_name = self._check_model()
-        self.spec = get_spec(self.model_name)
+        self.spec = get_spec(self.model_name, self.settings)
         if embedder is not None and (embedder.name != self.model_name or embedder.dim != self.spec.dim):
             raise ModelMismatchError(f"embedder {embedder.name} given for a library of model {self.model_name}")
         self._embedder = embedder
@@ -123,11 +127,11 @@ class Library:
     # --- setup ---------------------------------------------------------------------
     def _check_model(self) -> str:
         asked = self.settings.model
-        get_spec(asked)  # unknown names fail before anything is written
+        get_spec(asked, self.settings)  # unknown names and broken manifests fail before anything is written
         stored = self.catalog.get_meta("model")
         if stored is None:
             stored = self.catalog.setdefault_meta("model", asked)  # the first process to create it wins
-            self.catalog.setdefault_meta("dim", str(get_spec(stored).dim))
+            self.catalog.setdefault_meta("dim", str(get_spec(stored, self.settings).dim))
             self.catalog.setdefault_meta("created_at", str(time.time()))
         if stored != asked and "model" in self.settings.model_fields_set:
             raise ModelMismatchError(
@@ -510,6 +514,27 @@ class Library:
         hits = self.search_vector(vec, k, min_score, label, exclude, match, detected_label)
         return SearchResult(hits, time.perf_counter() - started, info)
 
+    def search_text(
+        self, text: str, k: int = 10, min_score: float | None = None, label: str | None = None
+    ) -> SearchResult:
+        """Photos that match a description, with a CLIP-style model (photos and text in one space)."""
+        if not self.spec.text:
+            raise TextSearchError(
+                f"this library's model {self.model_name!r} embeds photos only, so it cannot be searched by text. "
+                "Text search needs a CLIP-style model folder (visual + textual ONNX and a tokenizer, in immich's "
+                "layout) in the models directory: `lookalike models` shows which can (column 'text'), and a "
+                "library indexed with one (--model NAME, into a new --home) answers text searches"
+            )
+        if k < 1:
+            raise LibraryError("k must be at least 1")
+        started = time.perf_counter()
+        try:
+            vec = self.embedder.embed_text([text])[0]
+        except ValueError as exc:
+            raise LibraryError(str(exc)) from None
+        hits = self.search_vector(vec, k, min_score, label, plain=True)
+        return SearchResult(hits, time.perf_counter() - started, {"text": text})
+
     def search_vector(
         self,
         vec: np.ndarray,
@@ -519,6 +544,7 @@ class Library:
         exclude: int | None = None,
         match: str = "whole",
         detected_label: str | None = None,
+        plain: bool = False,
     ) -> list[Hit]:
         """Nearest photos to ``vec``, one hit per photo.
 
@@ -532,7 +558,7 @@ class Library:
             match = "objects"
         space = self._fresh_space()  # one transform and one pair of collections for the whole search
         return ranking.rank(space, self.catalog, self.records, self.settings, vec, k, min_score, label, exclude,
-                            match, detected_label)  # fmt: skip
+                            match, detected_label, plain)  # fmt: skip
 
     def search_objects(
         self,
@@ -594,6 +620,7 @@ class Library:
             "objects": counts["objects"],
             "photos_with_objects": counts["photos_with_objects"],
             "model": self.model_name,
+            "text_search": self.spec.text,
             "dim": self.spec.dim,
             "index_dim": space.dim,
             "backend": space.key.backend,

@@ -18,7 +18,8 @@ import uvicorn
 
 from lookalike.api.app import create_app
 from lookalike.library import Library
-from tests.conftest import copy_photos, photo, side_by_side
+from tests.conftest import TOWHEE, copy_photos, photo, side_by_side
+from tests.modelfolders import build_color_clip, models_dir_with_builtins
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -33,6 +34,21 @@ def server(settings, embedder, photo_dir: Path):
     copy_photos(photo_dir, ("pizza", "castle", "ambulance"), 4)
     lib = Library(settings, embedder=embedder)
     lib.index([str(photo_dir)], objects=True)
+    yield from serve(settings, lib)
+
+
+@pytest.fixture
+def clip_server(settings, tmp_path: Path):
+    """A library of a CLIP-style model (the test's colour model, real CLIP tokenizer): the page offers text."""
+    models = models_dir_with_builtins(tmp_path / "models")
+    build_color_clip(models / "color_clip")
+    s = settings.model_copy(update={"models_dir": models, "model": "color_clip"})
+    lib = Library(s)
+    lib.index([str(TOWHEE / "test")])
+    yield from serve(s, lib)
+
+
+def serve(settings, lib: Library):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -56,9 +72,11 @@ def server(settings, embedder, photo_dir: Path):
 
 
 @pytest.fixture
-def page(server):
+def page(request):
+    """The page in Chromium, on the server fixture the test names (``server`` unless it asks for another)."""
     from playwright.sync_api import sync_playwright
 
+    server = request.getfixturevalue("clip_server" if "clip_server" in request.fixturenames else "server")
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(
@@ -230,3 +248,28 @@ def test_the_library_gallery_pages_sorts_filters_opens_and_deletes(page) -> None
     page.click("#more-like-this")  # back to search, with this photo as the query
     expect(page.locator("#results .hit").first).to_be_visible()
     assert not page.locator("#results-panel").is_hidden()
+
+
+def test_text_box_searches_a_clip_library(clip_server, page) -> None:
+    from playwright.sync_api import expect
+
+    expect(page.locator("#stats")).to_contain_text("model color_clip")
+    expect(page.locator("#text-form")).to_be_visible()
+    page.fill("#text-input", "something red")
+    page.click("#text-go")
+    expect(page.locator("#status")).to_contain_text("photos matching “something red”")
+    expect(page.locator("#results .hit")).to_have_count(12)
+    expect(page.locator("#query-view")).to_be_hidden()
+    shot(page, "20-text-search")
+    first = page.locator("#results .hit").first.get_attribute("data-id")
+    page.fill("#text-input", "something blue")
+    page.press("#text-input", "Enter")
+    expect(page.locator("#status")).to_contain_text("something blue")
+    page.wait_for_function(f"document.querySelector('#results .hit')?.dataset.id !== '{first}'")
+
+
+def test_no_text_box_for_a_photo_only_model(page) -> None:
+    from playwright.sync_api import expect
+
+    expect(page.locator("#stats")).to_contain_text("photos indexed")
+    expect(page.locator("#text-form")).to_be_hidden()

@@ -74,6 +74,13 @@ class SearchJson(SearchParams):
         description="an http(s) URL of the photo (server paths are not accepted over HTTP)",
     )
     image_id: int | None = Field(default=None, ge=1, le=MAX_ID, description="an indexed photo: more like this")
+    text: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1000,
+        examples=["a red bicycle at night"],
+        description="a description of the photos wanted (libraries of a CLIP-style model: `stats.text_search`)",
+    )
 
     @field_validator("url")
     @classmethod
@@ -84,8 +91,10 @@ class SearchJson(SearchParams):
 
     @model_validator(mode="after")
     def _one_query(self) -> "SearchJson":
-        if (self.url is None) == (self.image_id is None):
-            raise ValueError("give exactly one of 'url' or 'image_id' (or upload a photo as multipart)")
+        if sum(q is not None for q in (self.url, self.image_id, self.text)) != 1:
+            raise ValueError("give exactly one of 'url', 'image_id' or 'text' (or upload a photo as multipart)")
+        if self.text is not None and (self.box or self.match or self.detected_label or self.detect):
+            raise ValueError("a text search compares whole photos: drop box, match, detected_label and detect")
         return self
 
 
@@ -201,6 +210,7 @@ class StatsOut(BaseModel):
     objects: int
     photos_with_objects: int
     model: str
+    text_search: bool = Field(description="the model embeds text too: searches may give 'text'")
     dim: int
     index_dim: int
     backend: str
@@ -335,7 +345,7 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
         "application/json": {"schema": SearchJson.model_json_schema(ref_template="#/components/schemas/{model}")},
     }}}  # fmt: skip
 
-    @app.post(f"{API}/search", dependencies=read, summary="Search by photo upload, URL or indexed image id",
+    @app.post(f"{API}/search", dependencies=read, summary="Search by photo upload, URL, indexed image id or text",
               response_model=SearchOut, openapi_extra=search_body)  # fmt: skip
     async def search(request: Request, lib: Lib) -> dict:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -361,10 +371,15 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
             if not isinstance(body, dict):
                 raise Problem(422, "Invalid parameters", "the JSON body must be an object")
             params = validated(SearchJson, body)
+            if params.text is not None:
+                result = await run_in_threadpool(lib.search_text, params.text, params.k, params.min_score, params.label)
+                state.metrics.searches.labels("text").inc()
+                return {"query": result.query | {"kind": "text"}, "took_ms": round(result.seconds * 1000, 2),
+                        "hits": [hit_json(h) for h in result.hits]}  # fmt: skip
             query = params.url if params.url is not None else params.image_id
             kind = "url" if params.url is not None else "image_id"
         else:
-            detail = "send multipart/form-data with an 'image' file, or JSON with 'url' or 'image_id'"
+            detail = "send multipart/form-data with an 'image' file, or JSON with 'url', 'image_id' or 'text'"
             raise Problem(415, "Unsupported media type", detail)
         result = await run_in_threadpool(
             lib.search, query, params.k, params.min_score, params.label, params.box, params.match,

@@ -248,11 +248,9 @@ class YoloOnnxDetector:
         labels: tuple[str, ...] = COCO_LABELS,
         threads: int = 1,
     ) -> None:
-        import onnxruntime as ort
+        from lookalike.models.onnx_session import make_session
 
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.session = make_session(path, threads)
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.size = int(inp.shape[2]) if isinstance(inp.shape[2], int) else 640

@@ -11,14 +11,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from lookalike.config import Settings
-from lookalike.models import files
+from lookalike.models import files, folders
 from lookalike.models.embedder import Embedder, FusionEmbedder, TFLiteEmbedder
 from lookalike.models.files import ModelFile, ModelFileError
+from lookalike.models.folders import ModelFolder
 
 
 class UnknownModelError(KeyError):
     def __str__(self) -> str:
-        return f"unknown model {self.args[0]!r}; known models: {', '.join(REGISTRY)}"
+        where = (
+            f"; no model folder {self.args[0]!r} in {self.args[1]} (LOOKALIKE_MODELS_DIR)" if len(self.args) > 1 else ""
+        )
+        return f"unknown model {self.args[0]!r}; built in: {', '.join(REGISTRY)}{where}; see `lookalike models`"
 
 
 @dataclass(frozen=True)
@@ -29,9 +33,13 @@ class ModelSpec:
     files: tuple[ModelFile, ...] = ()
     packages: tuple[str, ...] = ()  # importable modules the runtime needs
     loader: Callable[[ModelSpec, Settings], Embedder] | None = field(default=None, repr=False)
+    text: bool = False  # embeds text into the photos' space (CLIP-style): search by text
+    folder: ModelFolder | None = field(default=None, repr=False)  # a user's model from models_dir
 
     def status(self, settings: Settings) -> str:
         """'ready', 'downloadable', or why it cannot be used, without loading anything."""
+        if self.folder is not None:
+            return self.folder.problem or "ready"
         missing_pkgs = [p for p in self.packages if importlib.util.find_spec(p) is None]
         if missing_pkgs:
             return f"needs package(s): {', '.join(missing_pkgs)}"
@@ -138,15 +146,47 @@ REGISTRY: dict[str, ModelSpec] = {
 }
 
 
-def get_spec(name: str) -> ModelSpec:
-    try:
+def folder_spec(folder: ModelFolder) -> ModelSpec:
+    """A user's model folder as a spec; loading it runs the checks the manifest cannot (inputs, dimension)."""
+    m = folder.manifest
+
+    def load(spec: ModelSpec, settings: Settings) -> Embedder:
+        return folders.load(folder, settings.threads)
+
+    kind = "CLIP-style photos + text" if folder.has_text else "image"
+    description = (m.description if m is not None else "") or f"{kind} model from {folder.path}"
+    return ModelSpec(folder.name, m.dim if m is not None else 0, description, loader=load,
+                     text=folder.has_text, folder=folder)  # fmt: skip
+
+
+def get_spec(name: str, settings: Settings | None = None) -> ModelSpec:
+    """A built-in model, else the model folder of that name in ``models_dir`` (its manifest checked)."""
+    if name in REGISTRY:
         return REGISTRY[name]
-    except KeyError:
-        raise UnknownModelError(name) from None
+    if settings is None:
+        raise UnknownModelError(name)
+    folder = folders.find(settings.resolved_models_dir, name)
+    if folder is None:
+        raise UnknownModelError(name, settings.resolved_models_dir)
+    if folder.problem is not None:
+        raise ModelFileError(f"model {name}: {folder.problem}")
+    return folder_spec(folder)
+
+
+def all_specs(settings: Settings) -> list[ModelSpec]:
+    """The built-in models, then every model folder in ``models_dir`` (broken ones too, with their problem)."""
+    own = []
+    for f in folders.scan(settings.resolved_models_dir):
+        if f.name in REGISTRY:  # the built-in wins, so the folder would never be used: say so
+            f = folders.ModelFolder(
+                f.name, f.path, f.kind, problem=f"{f.path}: a built-in model has this name; rename the folder"
+            )
+        own.append(folder_spec(f))
+    return list(REGISTRY.values()) + own
 
 
 def load_embedder(settings: Settings) -> Embedder:
-    return get_spec(settings.model).load(settings)
+    return get_spec(settings.model, settings).load(settings)
 
 
 def load_detector(settings: Settings):

@@ -32,11 +32,14 @@ def rank(
     exclude: int | None,
     match: str,
     detected_label: str | None,
+    plain: bool = False,
 ) -> list[Hit]:
+    """``plain``: the engine's order as it is, without query expansion or re-ranking, for queries whose
+    neighbourhood is not a photo's (a text): both steps assume the query is one of the photos' kind."""
     original = space.apply_transform(vec[None])[0]
     # query expansion helps "photos like this" (whole photos) but pulls an instance query (a subject,
     # a region) towards whole-photo neighbours: bench/objects.py top-1 0.94 with it, 0.99 without
-    expand = settings.query_expansion and match == "whole"
+    expand = settings.query_expansion and match == "whole" and not plain
     query = _expand(space, settings, original) if expand else original
     # ranked by the (expanded, re-ranked) score, which is what hits report as their score, so the numbers
     # shown agree with the order; each hit also carries the plain cosine to the photo actually given
@@ -53,7 +56,7 @@ def rank(
     # filters run inside the vector backend, on the payload written from the catalog
     where = {"label": label} if label is not None else None
     if match in ("whole", "both"):
-        depth = settings.rerank_depth if match == "whole" else 0
+        depth = settings.rerank_depth if match == "whole" and not plain else 0
         ids, scores = space.photos.search(query[None], max(k + extra, depth), where=where)
         ranked = scored(space.photos, ids[0], scores[0])
         if depth and len(ranked) > 1:

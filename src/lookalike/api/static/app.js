@@ -57,6 +57,7 @@ async function loadStats() {
     const s = await r.json();
     const subjects = s.objects ? ` · ${s.objects.toLocaleString()} subjects in ${s.photos_with_objects.toLocaleString()} photos` : "";
     $("stats").textContent = `${s.images.toLocaleString()} photos indexed${subjects} · model ${s.model} (${s.dim}-d) · ${s.index} index`;
+    $("text-form").hidden = !s.text_search;  // only a CLIP-style model can read a description
   } catch (e) {
     $("stats").textContent = "Cannot reach the Lookalike server.";
   }
@@ -109,6 +110,15 @@ function setUrlQuery(url) {
   state.box = null;
   $("clear-box").hidden = true;
   showQueryImage(url);
+  search();
+}
+
+function setTextQuery(text) {
+  state.query = { kind: "text", text };
+  state.detections = [];
+  state.box = null;
+  $("clear-box").hidden = true;
+  $("query-view").hidden = true;
   search();
 }
 
@@ -236,11 +246,16 @@ async function search() {
     form.append("image", state.query.file, state.query.file.name || "pasted.png");
     for (const [key, value] of Object.entries(params)) form.append(key, Array.isArray(value) ? value.join(",") : value);
     init = { method: "POST", body: form, headers: apiKeyHeaders() };
+  } else if (state.query.kind === "text") {
+    const body = { text: state.query.text, k: params.k };
+    if (params.min_score !== undefined) body.min_score = params.min_score;
+    if (params.label) body.label = params.label;
+    init = { method: "POST", body: JSON.stringify(body), headers: { "Content-Type": "application/json", ...apiKeyHeaders() } };
   } else {
     const body = state.query.kind === "url" ? { url: state.query.url, ...params } : { image_id: state.query.id, ...params };
     init = { method: "POST", body: JSON.stringify(body), headers: { "Content-Type": "application/json", ...apiKeyHeaders() } };
   }
-  setStatus(state.box ? "Searching by the selected region…" : "Searching…", "loading");
+  setStatus(state.box ? "Searching by the selected region…" : state.query.kind === "text" ? "Searching by the description…" : "Searching…", "loading");
   $("results").setAttribute("aria-busy", "true");
   try {
     const r = await fetch(`${API}/search`, init);
@@ -269,7 +284,8 @@ function renderResults(result) {
     return;
   }
   const region = state.box ? " for the selected region" : "";
-  setStatus(`${result.hits.length} similar photos${region} in ${Math.round(result.took_ms)} ms.`, "muted");
+  const what = state.query && state.query.kind === "text" ? `photos matching “${state.query.text}”` : `similar photos${region}`;
+  setStatus(`${result.hits.length} ${what} in ${Math.round(result.took_ms)} ms.`, "muted");
   for (const hit of result.hits) {
     const fig = document.createElement("figure");
     fig.className = "hit";
@@ -509,6 +525,11 @@ function setup() {
     e.preventDefault();
     const url = $("url-input").value.trim();
     if (url) setUrlQuery(url);
+  });
+  $("text-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const text = $("text-input").value.trim();
+    if (text) setTextQuery(text);
   });
   $("min-score").addEventListener("input", () => { $("min-score-value").textContent = parseFloat($("min-score").value).toFixed(2); });
   $("min-score").addEventListener("change", search);
