@@ -5,7 +5,9 @@ baseline (one photo at a time: PIL open, resize, model, SQLite insert), and our
 ``Library.index`` (hashing, decoding, thumbnails, catalog commits and the vector
 index included). Prints a table; the ratio column is images/s over the floor.
 
-    python bench/ingest.py [--limit N] [--repeat R]
+    python bench/ingest.py [--limit N] [--repeat R] [--model NAME] [--no-objects]
+
+``--model`` measures any model `lookalike models` lists (a model folder too: LOOKALIKE_MODELS_DIR).
 """
 
 from __future__ import annotations
@@ -76,8 +78,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=1000, help="photos to use (default: all 1000)")
     parser.add_argument("--repeat", type=int, default=2, help="runs per row; the best is kept")
+    parser.add_argument("--model", help="embedding model (default: LOOKALIKE_MODEL or the built-in default)")
+    parser.add_argument("--no-objects", action="store_true", help="skip the subject-detection rows")
     args = parser.parse_args()
-    settings = Settings()
+    settings = Settings(**({"model": args.model} if args.model else {}))
     embedder = load_embedder(settings)
     files = [i.source for i in walk_folder(TRAIN)][: args.limit]
     with tempfile.TemporaryDirectory() as tmp:
@@ -92,20 +96,26 @@ def main() -> None:
         workers = settings.resolved_workers
         rows: dict[str, float] = {}
         for r in range(args.repeat):
-            for name, fn in (
+            runs = [
                 ("model-only floor, 1 thread", lambda: floor(embedder, tensors, 1)),
                 (f"model-only floor, {workers} threads", lambda: floor(embedder, tensors, workers)),
                 ("naive baseline", lambda r=r: naive(embedder, files, Path(tempfile.mkdtemp(dir=tmp)))),
                 ("lookalike index", lambda r=r: ours(settings, embedder, root, Path(tmp) / f"home{r}")),
-                ("detector only, 1 thread (NanoDet-m, pre-decoded)", lambda: detector_only(detector, decoded)),
-                (
-                    "lookalike index --objects",
-                    lambda r=r: ours(settings, embedder, root, Path(tmp) / f"objects{r}", objects=True),
-                ),
-            ):
+            ]
+            if not args.no_objects:
+                runs += [
+                    ("detector only, 1 thread (NanoDet-m, pre-decoded)", lambda: detector_only(detector, decoded)),
+                    (
+                        "lookalike index --objects",
+                        lambda r=r: ours(settings, embedder, root, Path(tmp) / f"objects{r}", objects=True),
+                    ),
+                ]
+            for name, fn in runs:
                 rows[name] = min(rows.get(name, float("inf")), fn())
     n = len(files)
-    table = Table(title=f"ingest, {n} Towhee photos, {os.cpu_count()} cores, best of {args.repeat}")
+    title = f"ingest, {embedder.name} ({embedder.dim}-d), {n} Towhee photos, {os.cpu_count()} cores"
+    title += f", best of {args.repeat}"
+    table = Table(title=title)
     for col in ("pipeline", "seconds", "images/s", "x best floor"):
         table.add_column(col, justify="right" if col != "pipeline" else "left")
     base = n / min(rows[k] for k in rows if k.startswith("model-only"))  # the faster embedding floor

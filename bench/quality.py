@@ -5,11 +5,14 @@ reports precision@10, mAP@10, top-1, index bytes per photo, index throughput and
 latency (decode + embed + search, single query). A second table checks the default against the
 raw model on the two halves of the classes (odd and even), so a gain is not a fit to one set.
 
-    python bench/quality.py
+    python bench/quality.py [--model NAME]
+
+``--model`` runs the rows that do not name a model of their own with that model (a model folder too).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import tempfile
@@ -75,13 +78,21 @@ def run(root: Path, overrides: dict, tmp: Path) -> dict:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="embedding model for every row that does not name its own")
+    args = parser.parse_args()
+    rows, raw, default = ROWS, RAW, {}
+    if args.model:
+        rows = [(name, {**o, "model": args.model}) for name, o in ROWS if "model" not in o]
+        raw, default = {**RAW, "model": args.model}, {"model": args.model}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        table = Table(title="retrieval options on the shared Towhee set (100 queries, 1,000 photos)")
+        model = args.model or Settings().model
+        table = Table(title=f"retrieval options on the shared Towhee set (100 queries, 1,000 photos), model {model}")
         for col in ("configuration", "p@10", "mAP@10", "top-1", "index B/photo", "index img/s", "query p50 ms",
                     "command"):  # fmt: skip
             table.add_column(col, justify="left" if col in ("configuration", "command") else "right")
-        for name, overrides in ROWS:
+        for name, overrides in rows:
             r = run(TOWHEE, overrides, tmp)
             table.add_row(name, f"{r['precision@10']:.3f}", f"{r['mAP@10']:.3f}", f"{r['top1']:.2f}",
                           f"{r['index_bytes_per_photo']:.0f}", f"{r['indexed'] / r['index_seconds']:.0f}",
@@ -97,15 +108,15 @@ def main() -> None:
             for split in ("train", "test"):
                 for c in classes[half::2]:
                     shutil.copytree(TOWHEE / split / c, root / split / c)
-            raw = run(root, RAW, tmp)
-            default = run(root, {}, tmp)
+            r_raw = run(root, raw, tmp)
+            r_default = run(root, default, tmp)
             halves.add_row(
                 "even" if half == 0 else "odd",
-                str(raw["indexed"]),
-                f"{raw['precision@10']:.3f}",
-                f"{default['precision@10']:.3f}",
-                f"{raw['mAP@10']:.3f}",
-                f"{default['mAP@10']:.3f}",
+                str(r_raw["indexed"]),
+                f"{r_raw['precision@10']:.3f}",
+                f"{r_default['precision@10']:.3f}",
+                f"{r_raw['mAP@10']:.3f}",
+                f"{r_default['mAP@10']:.3f}",
             )
         Console(width=200).print(halves)
 
