@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from pathlib import Path
 
 import pytest
 
 from lookalike.evaluate import average_precision_at_k, evaluate
-from tests.conftest import TOWHEE
+from lookalike.library import Library
+from tests.conftest import TOWHEE, copy_photos, photo
 
 
 def test_average_precision_by_hand() -> None:
@@ -51,3 +53,40 @@ def test_the_same_quality_on_a_postgresql_catalog(settings, embedder, pg_url: st
     assert on_postgres["catalog"] == "postgresql" and on_sqlite["catalog"] == "sqlite"
     for key in ("precision@10", "mAP@10", "top1", "indexed", "answered"):
         assert on_postgres[key] == pytest.approx(on_sqlite[key], abs=1e-9), key
+
+
+def test_documents_beside_the_photos_are_not_rejected_photos(settings, embedder, photo_dir: Path) -> None:
+    (photo_dir / "manifest.csv").write_text("path,label\n")
+    (photo_dir / "goldfish" / "README.md").write_text("notes")
+    result = evaluate(photo_dir, settings, k=3, embedder=embedder)
+    assert result["indexed"] == 12 and result["rejected"] == 0
+
+
+def test_recall_and_the_precision_ceiling_for_small_groups(settings, embedder, tmp_path: Path) -> None:
+    """Groups of 2 photos: each query has 1 relevant photo, so precision@3 can be at most 1/3."""
+    root = copy_photos(tmp_path / "pairs", ("goldfish", "tiger_cat", "bullet_train"), 2)
+    result = evaluate(root, settings, k=3, embedder=embedder)
+    assert result["precision@3_ceiling"] == pytest.approx(1 / 3)
+    assert result["precision@3"] <= 1 / 3 + 1e-9 and 0.5 <= result["recall@3"] <= 1.0
+    assert result["recall@3"] == pytest.approx(3 * result["precision@3"])
+    assert result["query_timing"] == "search only (stored vector)"
+
+
+def test_a_leave_one_out_query_is_searched_as_if_it_were_not_in_the_library(settings, embedder, photo_dir: Path,
+                                                                             tmp_path: Path) -> None:  # fmt: skip
+    """Query expansion and re-ranking never use the query photo itself: searching a stored photo with exclude
+    gives the same order as searching its file in a library without it."""
+    query = photo("goldfish", 1)
+    without = tmp_path / "without"
+    shutil.copytree(photo_dir, without)
+    (without / "goldfish" / query.name).unlink()
+    s = settings.model_copy(update={"query_expansion": 2, "rerank_depth": 50})
+    with Library(s.model_copy(update={"home": tmp_path / "a"}), embedder=embedder) as full:
+        full.index([str(photo_dir)])
+        qid = full.catalog.id_for_sha(hashlib.sha256(query.read_bytes()).hexdigest())
+        inside = full.search_vector(full.catalog.embedding(qid), k=8, exclude=qid)
+    with Library(s.model_copy(update={"home": tmp_path / "b"}), embedder=embedder) as other:
+        other.index([str(without)])
+        outside = other.search(str(query), k=8).hits
+    assert [Path(h.sources[0]).name for h in inside] == [Path(h.sources[0]).name for h in outside]
+    assert [h.score for h in inside] == pytest.approx([h.score for h in outside], abs=1e-4)

@@ -509,8 +509,9 @@ def evaluate_cmd(
     table = Table(title=f"eval: {result['dataset']} ({result['mode']})", title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in ("model", "match", "query", "indexed", "photos_with_objects", "queries", f"precision@{k}", f"mAP@{k}",
-                "top1", "queries_per_second"):  # fmt: skip
+    for key in ("model", "match", "query", "indexed", "rejected", "photos_with_objects", "queries", f"precision@{k}",
+                f"precision@{k}_ceiling", f"recall@{k}", f"mAP@{k}", "top1", "queries_per_second",
+                "query_timing"):  # fmt: skip
         v = result[key]
         table.add_row(key, f"{v:.4f}" if isinstance(v, float) else str(v))
     out.print(table)

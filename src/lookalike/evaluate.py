@@ -82,7 +82,8 @@ def evaluate(
         if not gallery:
             raise LibraryError(f"{directory}: no labelled photos indexed (labels come from folder names)")
         _ = lib.vectors  # load before timing queries
-        precisions, aps, top1 = [], [], []
+        precisions, aps, top1, recalls, ceilings = [], [], [], [], []
+        scores = (precisions, aps, top1, recalls, ceilings)
         seconds = 0.0
         if split:
             queries = [q for q in walk_folder(test) if q.label in gallery]
@@ -98,7 +99,7 @@ def evaluate(
                 except (LibraryError, FetchError, ValueError):
                     continue  # an unreadable query photo is not a retrieval failure; counted below
                 seconds += time.perf_counter() - started
-                _score([h.label == q.label for h in hits], gallery[q.label], k, precisions, aps, top1)
+                _score([h.label == q.label for h in hits], gallery[q.label], k, *scores)
                 if on_progress:
                     on_progress("querying", n, len(queries))
             n_queries = len(queries)
@@ -111,7 +112,7 @@ def evaluate(
                 started = time.perf_counter()
                 hits = lib.search_vector(lib.catalog.embedding(image_id), k, exclude=image_id, match=match)
                 seconds += time.perf_counter() - started
-                _score([h.label == rec.label for h in hits], gallery[rec.label] - 1, k, precisions, aps, top1)
+                _score([h.label == rec.label for h in hits], gallery[rec.label] - 1, k, *scores)
                 if on_progress:
                     on_progress("querying", n, len(ids))
             n_queries = len(ids)
@@ -128,7 +129,14 @@ def evaluate(
             f"precision@{k}": float(np.mean(precisions)) if answered else 0.0,
             f"mAP@{k}": float(np.mean(aps)) if answered else 0.0,
             "top1": float(np.mean(top1)) if answered else 0.0,
+            # relevant found in the top k / all relevant: no ceiling when a group has fewer than k photos
+            f"recall@{k}": float(np.mean(recalls)) if answered else 0.0,
+            # the best precision@k possible: below 1 when groups hold fewer than k other photos (DVD covers: 0.4)
+            f"precision@{k}_ceiling": float(np.mean(ceilings)) if answered else 0.0,
             "queries_per_second": answered / seconds if seconds > 0 else 0.0,
+            # what a query's time covers: train/test decodes and embeds the query photo; leave-one-out searches
+            # from its stored vector, so its queries/s is the search alone
+            "query_timing": "decode + embed + search" if split else "search only (stored vector)",
             "query_embeds_photo": split,
             "match": match,
             "query": query,
@@ -139,9 +147,14 @@ def evaluate(
         }
 
 
-def _score(relevant: list[bool], n_relevant: int, k: int, precisions: list, aps: list, top1: list) -> None:
+def _score(
+    relevant: list[bool], n_relevant: int, k: int, precisions: list, aps: list, top1: list, recalls: list,
+    ceilings: list,
+) -> None:  # fmt: skip
     if n_relevant <= 0:
         return
     precisions.append(sum(relevant[:k]) / k)
     aps.append(average_precision_at_k(relevant, n_relevant, k))
     top1.append(1.0 if relevant and relevant[0] else 0.0)
+    recalls.append(sum(relevant[:k]) / n_relevant)
+    ceilings.append(min(n_relevant, k) / k)

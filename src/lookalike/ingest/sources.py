@@ -74,9 +74,38 @@ def _file_item(path: Path, label: str | None) -> SourceItem:
     return SourceItem(str(path), label, st.st_size, st.st_mtime_ns)
 
 
+# Documents that live beside photos (a dataset's manifest.csv, a README): not photos, so a folder walk leaves
+# them out instead of reporting each as a rejected photo. Photos are still recognised by content otherwise.
+DOCUMENT_SUFFIXES = frozenset(
+    [
+        ".csv",
+        ".tsv",
+        ".txt",
+        ".md",
+        ".rst",
+        ".json",
+        ".jsonl",
+        ".yaml",
+        ".yml",
+        ".xml",
+        ".html",
+        ".htm",
+        ".pdf",
+        ".py",
+        ".ini",
+        ".cfg",
+        ".log",
+        ".nfo",
+        ".db",
+        ".sqlite",
+    ]
+)
+
+
 def walk_folder(root: Path, label: str | None = None) -> Iterator[SourceItem]:
-    """Every file below root, sorted (hidden files and folders skipped); one that is not a readable regular
-    file (a FIFO, a device, a broken or looping link) comes with the reason it will be rejected for.
+    """Every file below root, sorted (hidden files and folders, and documents such as a manifest.csv, skipped);
+    one that is not a readable regular file (a FIFO, a device, a broken or looping link) comes with the reason
+    it will be rejected for.
 
     The label rule: ``label`` when given, else the name of the photo's folder when that folder is below
     ``root`` (root/cats/1.jpg: "cats"), else none (a photo directly in the folder named has no label: a
@@ -88,7 +117,7 @@ def walk_folder(root: Path, label: str | None = None) -> Iterator[SourceItem]:
         folder = Path(dirpath)
         folder_label = label if label is not None else (folder.name if folder != root else None)
         for name in sorted(filenames):
-            if name.startswith("."):
+            if name.startswith(".") or Path(name).suffix.lower() in DOCUMENT_SUFFIXES:
                 continue
             yield _file_item(folder / name, folder_label)
 

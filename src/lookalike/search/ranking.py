@@ -40,7 +40,9 @@ def rank(
     # query expansion helps "photos like this" (whole photos) but pulls an instance query (a subject,
     # a region) towards whole-photo neighbours: bench/objects.py top-1 0.94 with it, 0.99 without
     expand = settings.query_expansion and match == "whole" and not plain
-    query = _expand(space, settings, original) if expand else original
+    # the photo being searched from (more like this, leave-one-out) is never its own neighbour: not in the
+    # expansion, not among the candidates re-ranked, as for a photo that is not in the library
+    query = _expand(space, settings, original, exclude) if expand else original
     # ranked by the (expanded, re-ranked) score, which is what hits report as their score, so the numbers
     # shown agree with the order; each hit also carries the plain cosine to the photo actually given
     # (its similarity: 1.0 for the same photo), which min_score filters on
@@ -57,8 +59,8 @@ def rank(
     where = {"label": label} if label is not None else None
     if match in ("whole", "both"):
         depth = settings.rerank_depth if match == "whole" and not plain else 0
-        ids, scores = space.photos.search(query[None], max(k + extra, depth), where=where)
-        ranked = scored(space.photos, ids[0], scores[0])
+        ids, scores = space.photos.search(query[None], max(k, depth) + extra, where=where)
+        ranked = [r for r in scored(space.photos, ids[0], scores[0]) if r[0] != exclude]
         if depth and len(ranked) > 1:
             ranked = _rerank(space, settings, query, ranked)
         for i, rank_score, score in ranked:
@@ -100,10 +102,13 @@ def _rerank(space: Space, settings: Settings, query: np.ndarray,
     return [(ranked[j][0], 1.0 - float(d), ranked[j][2]) for j, d in zip(order, distance, strict=True)]
 
 
-def _expand(space: Space, settings: Settings, vec: np.ndarray) -> np.ndarray:
+def _expand(space: Space, settings: Settings, vec: np.ndarray, exclude: int | None = None) -> np.ndarray:
     """alpha query expansion over the whole-photo index (unfiltered: neighbours, not results)."""
-    ids, scores = space.photos.search(vec[None], settings.query_expansion)
-    found = ids[0] != MISSING
+    extra = 1 if exclude is not None else 0
+    ids, scores = space.photos.search(vec[None], settings.query_expansion + extra)
+    found = (ids[0] != MISSING) & (ids[0] != (exclude if exclude is not None else MISSING))
+    if extra and found.sum() > settings.query_expansion:
+        found &= np.cumsum(found) <= settings.query_expansion
     if not found.any():
         return vec
     neighbours = space.photos.vectors(ids[0][found])
