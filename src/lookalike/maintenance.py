@@ -8,7 +8,7 @@ The re-learning rule, so that no process ever rebuilds millions of vectors unask
   library holds at most ``whiten_auto_max`` photos (100,000): a re-learn re-projects and re-indexes every
   vector, so above that size only ``lookalike reindex`` re-learns;
 - it is fitted on at most ``whiten_sample`` photos (50,000) drawn at random from the catalog, and keeps
-  about n/8 dimensions (32 to ``whiten_max_dim``), n being the library's size.
+  the leading directions that explain ``whiten_variance`` (0.9) of the variance, at most ``whiten_max_dim``.
 
 A new transform is stored in the catalog with a new version, its space is built beside the active one
 (the process doing it keeps serving from the old one), then the catalog's pointer switches every process
@@ -23,7 +23,7 @@ import shutil
 import threading
 import time
 
-from lookalike.search.whitening import Whitening, whiten_dim
+from lookalike.search.whitening import Whitening
 from lookalike.vectorspace import IDENTITY, WHITENING, SpaceKey
 
 log = logging.getLogger("lookalike")
@@ -31,6 +31,14 @@ log = logging.getLogger("lookalike")
 
 def whitening_wanted(lib, n: int) -> bool:
     return bool(lib.settings.whiten) and n >= lib.settings.whiten_min_photos
+
+
+def recipe(settings) -> str:
+    """What a whitening is learned with; a transform learned with other settings (or by an earlier version,
+    under the old n/8 rule) is re-learned by the automatic rule, within its size limit."""
+    s = settings
+    return json.dumps({"variance": s.whiten_variance, "max_dim": s.whiten_max_dim, "power": s.whiten_power,
+                       "shrink": s.whiten_shrink}, sort_keys=True)  # fmt: skip
 
 
 def relearn_due(lib) -> bool:
@@ -44,7 +52,7 @@ def relearn_due(lib) -> bool:
         return True
     if n > lib.settings.whiten_auto_max:
         return False
-    return n >= 2 * current.fitted_on or 2 * n <= current.fitted_on
+    return n >= 2 * current.fitted_on or 2 * n <= current.fitted_on or current.recipe != recipe(lib.settings)
 
 
 def learn_transform(lib) -> int:
@@ -55,8 +63,8 @@ def learn_transform(lib) -> int:
         return catalog.add_transform(IDENTITY, lib.spec.dim, n, b"")
     ids = catalog.sample_ids(s.whiten_sample, seed=n)
     chunks = (catalog.vectors(ids[i : i + 4096]).matrix for i in range(0, len(ids), 4096))
-    fitted = Whitening.fit(chunks, whiten_dim(n, s.whiten_max_dim), s.whiten_power)
-    fitted = Whitening(fitted.mean, fitted.projection, n)  # the rule compares with the library's size
+    fitted = Whitening.fit(chunks, s.whiten_max_dim, s.whiten_power, s.whiten_variance, s.whiten_shrink)
+    fitted = Whitening(fitted.mean, fitted.projection, n, recipe(s))  # the rule compares with the library's size
     return catalog.add_transform(WHITENING, fitted.dim, n, fitted.to_bytes())
 
 

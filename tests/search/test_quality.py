@@ -11,7 +11,7 @@ from lookalike.imaging import decode
 from lookalike.library import Library
 from lookalike.models.registry import get_spec
 from lookalike.search.rerank import expand_query, k_reciprocal_order
-from lookalike.search.whitening import Whitening, whiten_dim
+from lookalike.search.whitening import Whitening
 from tests.conftest import CLASSES, MODELS, copy_photos, photo
 
 
@@ -68,8 +68,26 @@ def test_whitening_separates_classes_better(real_vectors) -> None:
     assert margin(Whitening.fit([real_vectors], dim=24).apply(real_vectors)) > margin(real_vectors)
 
 
-def test_whiten_dim_follows_collection_size() -> None:
-    assert whiten_dim(1000, 256) == 125 and whiten_dim(100, 256) == 32 and whiten_dim(10**6, 256) == 256
+def test_whitening_keeps_the_directions_that_explain_the_variance_share(real_vectors) -> None:
+    centred = real_vectors.astype(np.float64) - real_vectors.mean(axis=0)
+    eig = np.sort(np.linalg.eigvalsh(centred.T @ centred / len(centred)))[::-1]
+    share = np.cumsum(eig) / eig.sum()
+    for variance in (0.5, 0.8, 0.9):
+        expected = int(np.argmax(share >= variance)) + 1  # the fewest directions reaching the share
+        assert Whitening.fit([real_vectors], 1280, variance=variance).dim == expected
+    assert Whitening.fit([real_vectors], 4, variance=0.9).dim == 4  # the cap still holds
+
+
+def test_shrinkage_keeps_small_directions_from_being_blown_up(real_vectors) -> None:
+    def spread(w: Whitening) -> float:
+        scale = np.linalg.norm(w.projection, axis=0)  # 1 / (eigenvalue + shrink) ** (power / 2)
+        return float(scale.max() / scale.min())
+
+    plain = Whitening.fit([real_vectors], 30, power=0.5)
+    shrunk = Whitening.fit([real_vectors], 30, power=0.5, shrink=1.0)
+    gentle = Whitening.fit([real_vectors], 30, power=0.25)
+    assert spread(shrunk) < spread(plain) and spread(gentle) < spread(plain)
+    assert np.isfinite(shrunk.apply(real_vectors)).all()
 
 
 def test_query_expansion_by_hand() -> None:
@@ -108,7 +126,8 @@ def test_k_reciprocal_ranks_mutual_neighbours_of_the_same_subject_higher(real_ve
 def test_library_learns_whitening_and_expansion_keeps_results_a_permutation(settings, embedder, photo_dir) -> None:
     copy_photos(photo_dir, ("pizza", "castle", "flamingo"), 4)
     raw_settings = settings.model_copy(update={"whiten": False, "query_expansion": 0, "rerank_depth": 0})
-    tuned = settings.model_copy(update={"whiten_min_photos": 16, "query_expansion": 2, "rerank_depth": 24})
+    tuned = settings.model_copy(update={"whiten_min_photos": 16, "whiten_variance": 1.0, "query_expansion": 2,
+                                        "rerank_depth": 24})
     query = str(photo("goldfish", 0, "test"))
     with Library(raw_settings, embedder=embedder) as lib:
         lib.index([str(photo_dir)])

@@ -1,10 +1,11 @@
 """PCA whitening learned from the library's own photos (no labels).
 
-Centring removes what all photos share, the projection keeps the directions in
-which this collection varies, and dividing by the singular values to a power
-(``power`` 0.5: "soft" whitening) stops a few dominant directions from deciding
-every ranking. On the shared Towhee set it lifts precision@10 from 0.617 to 0.672
-and shrinks vectors from 1280 to 128 dimensions (bench/RESULTS.md).
+Centring removes what all photos share, the projection keeps the directions in which this
+collection varies (as many as explain ``variance`` of it: a function of the library's own
+spectrum), and dividing by the shrunk singular values to a small power stops a few dominant
+directions from deciding every ranking without blowing up the noisy small ones. The rule and
+its constants were chosen by leave-one-set-out over the four shared sets (bench/defaults.py,
+bench/RESULTS.md: "Retrieval defaults chosen across sets").
 """
 
 from __future__ import annotations
@@ -19,16 +20,12 @@ from pathlib import Path
 import numpy as np
 
 
-def whiten_dim(n: int, max_dim: int) -> int:
-    """Dimensions kept for ``n`` photos: about n/8 (measured best at 500 and 1,000 photos), 32 to max_dim."""
-    return int(min(max_dim, max(32, n // 8)))
-
-
 @dataclass(frozen=True)
 class Whitening:
     mean: np.ndarray  # (D,)
     projection: np.ndarray  # (D, d)
     fitted_on: int  # number of photos it was learned from
+    recipe: str = ""  # the settings it was learned with (maintenance re-learns when they change); "" before
 
     @property
     def dim(self) -> int:
@@ -37,17 +34,30 @@ class Whitening:
     def to_bytes(self) -> bytes:
         """The form stored in the catalog (``transforms.data``), versioned there."""
         buf = io.BytesIO()
-        np.savez(buf, mean=self.mean, projection=self.projection, fitted_on=np.int64(self.fitted_on))
+        np.savez(buf, mean=self.mean, projection=self.projection, fitted_on=np.int64(self.fitted_on),
+                 recipe=np.array(self.recipe))  # fmt: skip
         return buf.getvalue()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Whitening:
         with np.load(io.BytesIO(data)) as arrays:
-            return cls(arrays["mean"], arrays["projection"], int(arrays["fitted_on"]))
+            recipe = str(arrays["recipe"]) if "recipe" in arrays.files else ""
+            return cls(arrays["mean"], arrays["projection"], int(arrays["fitted_on"]), recipe)
 
     @classmethod
-    def fit(cls, chunks: Iterable[np.ndarray], dim: int, power: float = 0.5) -> Whitening:
-        """Learn from vectors given in chunks: only D x D sums are kept, so millions of rows fit in memory."""
+    def fit(
+        cls,
+        chunks: Iterable[np.ndarray],
+        dim: int,
+        power: float = 0.5,
+        variance: float | None = None,
+        shrink: float = 0.0,
+    ) -> Whitening:
+        """Learn from vectors given in chunks: only D x D sums are kept, so millions of rows fit in memory.
+
+        ``dim`` caps the dimensions kept; with ``variance`` the leading directions that explain that share of
+        the variance are kept (at most ``dim``). ``shrink`` adds that multiple of the mean eigenvalue to each
+        one before the power (regularised whitening: small directions are not blown up)."""
         total, sums, outer = 0, None, None
         for chunk in chunks:
             x = np.asarray(chunk, dtype=np.float64)
@@ -63,9 +73,16 @@ class Whitening:
         eigvals, eigvecs = np.linalg.eigh(cov)
         # n photos span at most n - 1 directions: never keep (and blow up) directions with no variance
         dim = max(1, min(dim, total - 1))
-        order = np.argsort(eigvals)[::-1][:dim]
-        floor = max(float(eigvals[order[0]]), 1e-12) * 1e-6
-        scale = np.sqrt(np.maximum(eigvals[order], floor)) ** power  # singular values to the power
+        ranked = np.argsort(eigvals)[::-1]
+        positive = np.maximum(eigvals[ranked], 0.0)
+        if variance is not None and positive.sum() > 0:
+            share = np.cumsum(positive) / positive.sum()
+            dim = min(dim, int(np.searchsorted(share, variance)) + 1)
+        order = ranked[:dim]
+        mean_eig = float(positive[: max(1, min(total - 1, len(positive)))].mean())
+        lam = np.maximum(eigvals[order], 0.0) + shrink * mean_eig
+        floor = max(float(lam[0]), 1e-12) * 1e-6
+        scale = np.sqrt(np.maximum(lam, floor)) ** power  # singular values to the power
         projection = eigvecs[:, order] / scale
         return cls(mean.astype(np.float32), projection.astype(np.float32), total)
 
