@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 from pathlib import Path
@@ -198,6 +199,10 @@ def _hits_table(title: str, hits) -> Table:
         table.add_column(col, justify=just, overflow="fold")
     for rank, hit in enumerate(hits, 1):
         matched = f"{hit.detected_label} {[round(v) for v in hit.box]}" if hit.box else "whole photo"
+        if hit.copy:
+            region = [round(v) for v in hit.verdict.match_box]
+            mirrored = ", mirrored" if hit.verdict.mirrored else ""
+            matched = f"SAME PHOTO ({hit.verdict.confidence:.2f}{mirrored}) at {region}"
         source = hit.sources[0] if hit.sources else ""
         table.add_row(str(rank), str(hit.id), f"{hit.score:.3f}", f"{hit.similarity:.3f}", hit.label or "", matched,
                       source)  # fmt: skip
@@ -223,13 +228,17 @@ def search(
     objects: Annotated[
         bool, typer.Option("--objects", help="detect the query's subjects; results per subject")
     ] = False,
+    copies_only: Annotated[
+        bool, typer.Option("--copies", help="only the same picture (exact or edited copies), with the matched region")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print results as JSON")] = False,
 ) -> None:
-    """Find the indexed photos most similar to QUERY, or matching --text (one result per photo, best entry wins)."""
+    """Find the indexed photos most similar to QUERY, or matching --text (one result per photo, best entry wins).
+    Copies of QUERY (the same picture, even edited) come first and say so."""
     if (query is None) == (text is None):
         fail('give a photo (file, URL or image id) or --text "a description", one of the two')
-    if text is not None and (objects or box or match or detected_label):
-        fail("--text searches whole photos: drop --objects, --box, --match and --detected-label")
+    if text is not None and (objects or box or match or detected_label or copies_only):
+        fail("--text searches whole photos: drop --objects, --box, --match, --detected-label and --copies")
     lib = open_library()
     try:
         empty = lib.catalog.count() == 0
@@ -247,7 +256,7 @@ def search(
                 groups = lib.search_objects(q, k=k, min_score=min_score, label=label, match=match or "both")
             else:
                 result = lib.search(q, k=k, min_score=min_score, label=label, box=_box(box), match=match,
-                                    detected_label=detected_label)  # fmt: skip
+                                    detected_label=detected_label, copies_only=copies_only)  # fmt: skip
     except user_errors() as exc:
         fail(str(exc))
     finally:
@@ -267,9 +276,69 @@ def search(
         out.print_json(json.dumps(result.as_dict()))
         return
     out.print(_hits_table(f"{len(result.hits)} results in {result.seconds * 1000:.0f} ms", result.hits))
-    if not result.hits:
+    if not result.hits and copies_only and not empty:
+        console.print("no copy of this photo in the library (drop --copies for similar photos)")
+    elif not result.hits:
         console.print("the library is empty: add photos with `lookalike index FOLDER`" if empty else
                       "nothing matched: try without --min-score, --label or --detected-label")  # fmt: skip
+
+
+@app.command()
+def duplicates(
+    threshold: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="least copy confidence for a near-duplicate (0: the copy verdict)")
+    ] = 0.0,
+    remove: Annotated[
+        bool, typer.Option("--remove", help="remove all but the largest photo of each group (a dry run without --yes)")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="with --remove: really remove them")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the groups as JSON")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="print one row per photo: group,id,keep,source")] = False,
+) -> None:
+    """Group the library's duplicates: the same bytes under several paths, and the same picture edited."""
+    from lookalike.search import duplicates as dup
+
+    lib = open_library()
+    try:
+        with progress_bar("duplicates") as bar:
+            task = bar.add_task("checking neighbours", total=lib.catalog.count(), rate="")
+            groups = dup.near_duplicates(lib, threshold, lambda d, t: bar.update(task, completed=d, total=t))
+        exact = list(dup.exact_duplicates(lib))
+        records = lib.catalog.get_many([i for g in groups for i in g.ids])
+        rows = dup.as_rows(groups, records)
+        doomed = [i for g in groups for i in g.ids[1:]]
+        removed = []
+        if remove and yes and doomed:
+            removed = [r.id for r in lib.remove(doomed)]
+    except user_errors() as exc:
+        fail(str(exc))
+    finally:
+        lib.close()
+    if as_json:
+        out.print_json(json.dumps({"near_duplicates": rows, "removed": removed, "would_remove": doomed if remove and
+                                   not yes else [], "exact": [{"id": i, "sources": list(s)} for i, s in exact]}))
+        return
+    if as_csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["group", "id", "keep", "source", "width", "height"])
+        for r in rows:
+            for p in r["photos"]:
+                writer.writerow([r["group"], p["id"], int(p["id"] == r["keep"]), p["source"], p["width"], p["height"]])
+        return
+    for r in rows:
+        table = Table(title=f"group {r['group']}: {len(r['photos'])} copies of one picture", title_justify="left")
+        for col in ("id", "keep", "size", "source"):
+            table.add_column(col)
+        for p in r["photos"]:
+            table.add_row(str(p["id"]), "keep" if p["id"] == r["keep"] else "", f"{p['width']}x{p['height']}",
+                          p["source"] or "")  # fmt: skip
+        out.print(table)
+    out.print(f"{len(rows)} groups of near-duplicates ({len(doomed)} photos beyond the first of each); "
+              f"{len(exact)} photos found under several paths (stored once)", highlight=False)  # fmt: skip
+    if remove and not yes:
+        out.print(f"dry run: --remove --yes would remove {len(doomed)} photos: {doomed[:20]}", highlight=False)
+    elif removed:
+        out.print(f"removed {len(removed)} photos", highlight=False)
 
 
 @app.command()

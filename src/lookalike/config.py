@@ -109,6 +109,10 @@ class Settings(BaseSettings):
     )
     rerank_k1: int = Field(default=10, ge=1, le=200, description="k-reciprocal neighbourhood size")
     rerank_k2: int = Field(default=6, ge=1, le=50, description="k-reciprocal local expansion size")
+    copy_candidates: int = Field(
+        default=10, ge=0, le=100,
+        description="top hits checked for being the same picture (local features); copies rank first (0: off)",
+    )  # fmt: skip
     rerank_lambda: float = Field(default=0.5, ge=0.0, le=1.0, description="weight of the plain distance")
 
     # vector index

@@ -110,7 +110,8 @@ def evaluate(
                 if rec is None or rec.label is None:
                     continue
                 started = time.perf_counter()
-                hits = lib.search_vector(lib.catalog.embedding(image_id), k, exclude=image_id, match=match)
+                # "more like this" from the stored photo: the whole default search, copy check included
+                hits = lib.search(image_id, k=k, match=match).hits
                 seconds += time.perf_counter() - started
                 _score([h.label == rec.label for h in hits], gallery[rec.label] - 1, k, *scores)
                 if on_progress:

@@ -16,6 +16,8 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,7 +31,7 @@ from lookalike.ingest.pipeline import IndexReport, Pipeline, ProgressFn
 from lookalike.ingest.sources import SourceSet, expand, is_url
 from lookalike.models.embedder import Embedder
 from lookalike.models.registry import get_spec, load_detector
-from lookalike.search import ranking
+from lookalike.search import copies, ranking, verification
 from lookalike.search.results import Box, Hit, SearchResult
 from lookalike.search.whitening import Whitening
 from lookalike.store.catalog import Catalog, ImageRecord
@@ -69,6 +71,10 @@ def crop_box(decoded: Decoded, box: Box) -> Image.Image:
     if min(region.size) < 1:
         raise LibraryError("box is too small")
     return region
+
+
+def _no_features() -> None:
+    return None
 
 
 class LibraryError(RuntimeError):
@@ -112,6 +118,7 @@ class Library:
             raise ModelMismatchError(f"embedder {embedder.name} given for a library of model {self.model_name}")
         self._embedder = embedder
         self._detector = None
+        self._side: ThreadPoolExecutor | None = None
         self._fetcher: UrlFetcher | None = None
         self.follower = Follower(self.catalog)
         self.records = RecordCache(self.catalog)  # hits' records, kept true by the change feed
@@ -369,6 +376,8 @@ class Library:
             self.save_index()
         if self._fetcher is not None:
             self._fetcher.close()
+        if self._side is not None:
+            self._side.shutdown(wait=True)
         self.catalog.close()
 
     def __enter__(self) -> Library:
@@ -475,8 +484,12 @@ class Library:
         box: Box | None = None,
         match: str | None = None,
         detected_label: str | None = None,
+        copies_only: bool = False,
     ) -> SearchResult:
         """Search by photo bytes, a file path or URL, or an indexed image id (more like this).
+
+        The top hits are checked for being the same picture as the query (an edited copy): copies come
+        first, each with its verdict and matched region; ``copies_only`` returns only them.
 
         ``box`` restricts the query to a region of the photo (x1, y1, x2, y2 in original pixels).
         ``match`` None (auto) compares whole photos, except for a region query on a library with
@@ -492,12 +505,18 @@ class Library:
         exclude: int | None = None
         if isinstance(query, int) and box is not None:
             query = self.original_bytes(query)
+        query_features: Callable[[], copies.Features | None]
+        query_mirror: Callable[[], copies.Features | None] = _no_features
         if isinstance(query, int):
             vec = self.catalog.embedding(query)
             if vec is None:
                 raise NotFoundError(f"no image with id {query}")
             info: dict = {"image_id": query}
             exclude = query
+            stored = self.catalog.features([query]).get(query)
+
+            def query_features() -> copies.Features | None:
+                return copies.Features.from_bytes(stored) if stored else None
         else:
             if isinstance(query, bytes):
                 data, info = query, {"source": "upload"}
@@ -507,12 +526,43 @@ class Library:
                 except FetchError as exc:
                     raise LibraryError(f"{query}: {exc}") from None
                 info = {"source": str(query)}
-            vec, decoded = self.embed_bytes(data, box)
+            with self.decoding():
+                decoded = decode(data, self.settings.max_pixels, self.decode_side())
+                picture = crop_box(decoded, box) if box is not None else decoded.image
+                size = (box[2] - box[0], box[3] - box[1]) if box is not None else (decoded.width, decoded.height)
+                # the query's local features are found while the model embeds it: both release the GIL, so on
+                # an idle machine the copy check adds little to a search's latency (bench/copies.py)
+                described = self._side_work().submit(copies.Query, picture, int(size[0]), int(size[1])) \
+                    if self.settings.copy_candidates else None  # fmt: skip
+                vec = self.embedder.embed(self.embedder.prepare(picture)[None])[0]
             info |= {"width": decoded.width, "height": decoded.height}
             if box is not None:
                 info["box"] = list(box)
-        hits = self.search_vector(vec, k, min_score, label, exclude, match, detected_label)
-        return SearchResult(hits, time.perf_counter() - started, info)
+
+            def query_features() -> copies.Features | None:
+                return described.result().features if described is not None else None
+
+            def query_mirror() -> copies.Features | None:
+                return described.result().mirror() if described is not None else None
+        depth = self.settings.copy_candidates
+        hits = self.search_vector(vec, max(k, depth) if depth else k, min_score, label, exclude, match,
+                                  detected_label)  # fmt: skip
+        features = query_features() if depth and hits else None
+        if features is not None:
+            hits = verification.check(hits, features, self.catalog.features, self._thumbnail_of, query_mirror, depth)
+        if copies_only:
+            hits = [h for h in hits if h.copy]
+        return SearchResult(hits[:k], time.perf_counter() - started, info)
+
+    def _side_work(self) -> ThreadPoolExecutor:
+        """Threads for work a search does beside the model (a query's local features)."""
+        with self._lock:
+            if self._side is None:
+                self._side = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lookalike-search")
+            return self._side
+
+    def _thumbnail_of(self, hit: Hit) -> bytes | None:
+        return self.images.get("thumbnail", hit.sha256)
 
     def search_text(
         self, text: str, k: int = 10, min_score: float | None = None, label: str | None = None

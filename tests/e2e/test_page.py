@@ -273,3 +273,26 @@ def test_no_text_box_for_a_photo_only_model(page) -> None:
 
     expect(page.locator("#stats")).to_contain_text("photos indexed")
     expect(page.locator("#text-form")).to_be_hidden()
+
+
+def test_same_photo_strip_shows_an_edited_copy_with_its_region(page, tmp_path: Path) -> None:
+    from PIL import Image
+    from playwright.sync_api import expect
+
+    from lookalike.copyedits import edited
+
+    expect(page.locator("#stats")).to_contain_text("photos indexed")
+    query = tmp_path / "reposted.jpg"
+    edited(Image.open(photo("goldfish", 0)).convert("RGB"), "text overlay").save(query, quality=85)
+    page.set_input_files("#file-input", str(query))
+    expect(page.locator("#copies-section")).to_be_visible()
+    expect(page.locator("#copies .hit")).to_have_count(1)
+    expect(page.locator("#copies .hit .box.region")).to_have_count(1)
+    expect(page.locator("#copies .hit .score")).to_contain_text("same photo")
+    expect(page.locator("#similar-heading")).to_be_visible()
+    expect(page.locator("#status")).to_contain_text("1 copy of your photo")
+    assert page.locator("#copies .hit").get_attribute("data-label") == "goldfish"
+    shot(page, "21-same-photo")
+    # a photo that is not in the library has no strip
+    page.set_input_files("#file-input", str(photo("goldfish", 0, "test")))
+    expect(page.locator("#copies-section")).to_be_hidden()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import threading
 import time
@@ -298,6 +299,18 @@ def test_a_catalog_from_before_schema_versions_is_converted(tmp_path) -> None:
     assert cat.source_state("/p/cats/1.jpg")[0] == 1
     assert cat.add_batch([item(sha(9), "/p/9.jpg")]).rows[0][1] == 8
     cat.close()
+
+
+def test_local_features_are_stored_with_new_photos_and_go_with_them(catalog) -> None:
+    with_features = dataclasses.replace(item(sha(1), "/f/1.jpg"), features=b"\x01\x02" * 40)
+    without = item(sha(2), "/f/2.jpg")
+    ids = [r[1] for r in catalog.add_batch([with_features, without]).rows]
+    assert catalog.features(ids + [424242]) == {ids[0]: b"\x01\x02" * 40}
+    again = dataclasses.replace(item(sha(1), "/f/copy.jpg", vec=None), features=b"other")  # known bytes
+    catalog.add_batch([again])
+    assert catalog.features([ids[0]]) == {ids[0]: b"\x01\x02" * 40}  # the first photo's features stay
+    catalog.remove_images([ids[0]])
+    assert catalog.features([ids[0]]) == {}
 
 
 def test_a_newer_schema_is_refused(tmp_path) -> None:

@@ -64,6 +64,10 @@ class SearchParams(BaseModel):
     )
     detected_label: str | None = Field(default=None, max_length=100)
     detect: bool = Field(default=False, description="also return the query photo's detected subjects")
+    mode: Literal["similar", "copies"] = Field(
+        default="similar",
+        description="similar: copies of the query first, then similar photos; copies: only the same picture",
+    )
 
 
 class SearchJson(SearchParams):
@@ -95,6 +99,8 @@ class SearchJson(SearchParams):
             raise ValueError("give exactly one of 'url', 'image_id' or 'text' (or upload a photo as multipart)")
         if self.text is not None and (self.box or self.match or self.detected_label or self.detect):
             raise ValueError("a text search compares whole photos: drop box, match, detected_label and detect")
+        if self.text is not None and self.mode == "copies":
+            raise ValueError("mode 'copies' needs a photo: a text has no copies")
         return self
 
 
@@ -111,6 +117,14 @@ class HitOut(BaseModel):
     thumbnail_url: str
     box: list[float] | None = Field(description="the matched subject (x1, y1, x2, y2), when one matched best")
     detected_label: str | None
+    is_copy: bool = Field(  # "copy" itself would shadow BaseModel.copy
+        alias="copy", description="the same picture as the query (an exact or edited copy), checked by local features"
+    )
+    copy_confidence: float | None = Field(description="how sure the copy check is (0..1); null when not checked")
+    copy_region: dict | None = Field(
+        description="for a copy: the matched region in the query ('query') and in this photo ('match'), "
+        "x1, y1, x2, y2 in each photo's pixels, and whether the copy is mirrored"
+    )
 
 
 class SearchOut(BaseModel):
@@ -131,6 +145,7 @@ SEARCH_FORM = {
         "match": {"type": "string", "enum": ["whole", "objects", "both"]},
         "detected_label": {"type": "string", "maxLength": 100},
         "detect": {"type": "boolean"},
+        "mode": {"type": "string", "enum": ["similar", "copies"], "default": "similar"},
     },
 }
 
@@ -325,6 +340,7 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
             "sources": list(hit.sources), "width": hit.width, "height": hit.height,
             "original_url": f"{API}/images/{hit.id}/original", "thumbnail_url": f"{API}/images/{hit.id}/thumbnail",
             "box": [round(v, 1) for v in hit.box] if hit.box else None, "detected_label": hit.detected_label,
+            **{key: d[key] for d in (hit.as_dict(),) for key in ("copy", "copy_confidence", "copy_region")},
         }  # fmt: skip
 
     def validated(model: type[BaseModel], data: dict) -> BaseModel:
@@ -383,7 +399,7 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
             raise Problem(415, "Unsupported media type", detail)
         result = await run_in_threadpool(
             lib.search, query, params.k, params.min_score, params.label, params.box, params.match,
-            params.detected_label,
+            params.detected_label, params.mode == "copies",
         )  # fmt: skip
         state.metrics.searches.labels(kind).inc()
         info = result.query | {"kind": kind}

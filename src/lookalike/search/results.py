@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from lookalike.search.copies import Verdict
+
 Box = tuple[float, float, float, float]
 
 
@@ -22,8 +24,14 @@ class Hit:
     box: Box | None = None  # the matched object, when an object matched best
     detected_label: str | None = None
     similarity: float = 0.0
+    verdict: Verdict | None = None  # the copy check, when this hit was checked (the top candidates are)
+
+    @property
+    def copy(self) -> bool:
+        return self.verdict is not None and self.verdict.copy
 
     def as_dict(self) -> dict:
+        v = self.verdict
         return {
             "id": self.id,
             "score": round(self.score, 6),
@@ -34,7 +42,15 @@ class Hit:
             "height": self.height,
             "box": [round(v, 1) for v in self.box] if self.box else None,
             "detected_label": self.detected_label,
-        }
+            "copy": self.copy,
+            "copy_confidence": round(v.confidence, 4) if v is not None else None,
+            "copy_region": {"query": _box(v.query_box), "match": _box(v.match_box), "mirrored": v.mirrored}
+            if self.copy else None,
+        }  # fmt: skip
+
+
+def _box(box: Box | None) -> list[float] | None:
+    return [round(c, 1) for c in box] if box is not None else None
 
 
 @dataclass

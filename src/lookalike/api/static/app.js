@@ -276,8 +276,12 @@ async function search() {
 }
 
 function renderResults(result) {
-  const grid = $("results");
+  const grid = $("results"), strip = $("copies");
   grid.innerHTML = "";
+  strip.innerHTML = "";
+  const copies = result.hits.filter((h) => h.copy), similar = result.hits.filter((h) => !h.copy);
+  $("copies-section").hidden = !copies.length;
+  $("similar-heading").hidden = !copies.length || !similar.length;
   if (!result.hits.length) {
     const why = $("label").value || parseFloat($("min-score").value) > 0 ? " Try lowering the minimum score or clearing the label filter." : " The library may be empty: add photos below.";
     setStatus(`No similar photos found.${why}`, "muted");
@@ -285,60 +289,73 @@ function renderResults(result) {
   }
   const region = state.box ? " for the selected region" : "";
   const what = state.query && state.query.kind === "text" ? `photos matching “${state.query.text}”` : `similar photos${region}`;
-  setStatus(`${result.hits.length} ${what} in ${Math.round(result.took_ms)} ms.`, "muted");
-  for (const hit of result.hits) {
-    const fig = document.createElement("figure");
-    fig.className = "hit";
-    fig.tabIndex = 0;
-    fig.dataset.id = hit.id;
-    fig.dataset.label = hit.label || "";
-    const thumb = document.createElement("div");
-    thumb.className = "thumb";
-    const frame = document.createElement("div");
-    frame.className = "frame";
-    frame.style.aspectRatio = `${hit.width} / ${hit.height}`;
-    frame.style[hit.width >= hit.height ? "width" : "height"] = "100%";
-    const img = document.createElement("img");
-    img.loading = "lazy";
-    img.alt = hit.label ? `photo labelled ${hit.label}` : "similar photo";
-    img.src = hit.thumbnail_url;
-    frame.appendChild(img);
-    if (hit.box) {  // the subject that matched best
-      const box = document.createElement("div");
-      box.className = "box";
-      const [x1, y1, x2, y2] = hit.box;
-      Object.assign(box.style, {
-        left: `${(100 * x1) / hit.width}%`, top: `${(100 * y1) / hit.height}%`,
-        width: `${(100 * (x2 - x1)) / hit.width}%`, height: `${(100 * (y2 - y1)) / hit.height}%`,
-      });
-      frame.appendChild(box);
-    }
-    thumb.appendChild(frame);
-    const cap = document.createElement("figcaption");
-    const score = document.createElement("span");
-    score.className = "score";
-    score.textContent = hit.score.toFixed(3);
-    score.title = `similarity to your photo ${hit.similarity.toFixed(3)}`;
-    const label = document.createElement("span");
-    label.className = "label";
-    label.textContent = hit.label || "";
-    const source = document.createElement("span");
-    source.className = "source";
-    source.textContent = fileName(hit.source); // the file name always shows; the whole path on hover
-    source.title = hit.source || "";
-    cap.append(score, label);
-    if (hit.detected_label) {
-      const matched = document.createElement("span");
-      matched.className = "matched";
-      matched.textContent = `matched: ${hit.detected_label}`;
-      cap.append(matched);
-    }
-    cap.append(source);
-    fig.append(thumb, cap);
-    fig.addEventListener("click", () => openViewer(hit));
-    fig.addEventListener("keydown", (e) => { if (e.key === "Enter") openViewer(hit); });
-    grid.appendChild(fig);
+  const same = copies.length ? `${copies.length} ${copies.length === 1 ? "copy" : "copies"} of your photo and ` : "";
+  setStatus(`${same}${similar.length} ${what} in ${Math.round(result.took_ms)} ms.`, "muted");
+  for (const hit of copies) strip.appendChild(hitCard(hit));
+  for (const hit of similar) grid.appendChild(hitCard(hit));
+}
+
+function regionBox(box, hit, className) {
+  const el = document.createElement("div");
+  el.className = className;
+  const [x1, y1, x2, y2] = box;
+  Object.assign(el.style, {
+    left: `${(100 * x1) / hit.width}%`, top: `${(100 * y1) / hit.height}%`,
+    width: `${(100 * (x2 - x1)) / hit.width}%`, height: `${(100 * (y2 - y1)) / hit.height}%`,
+  });
+  return el;
+}
+
+function hitCard(hit) {
+  const fig = document.createElement("figure");
+  fig.className = hit.copy ? "hit copy" : "hit";
+  fig.tabIndex = 0;
+  fig.dataset.id = hit.id;
+  fig.dataset.label = hit.label || "";
+  const thumb = document.createElement("div");
+  thumb.className = "thumb";
+  const frame = document.createElement("div");
+  frame.className = "frame";
+  frame.style.aspectRatio = `${hit.width} / ${hit.height}`;
+  frame.style[hit.width >= hit.height ? "width" : "height"] = "100%";
+  const img = document.createElement("img");
+  img.loading = "lazy";
+  img.alt = hit.label ? `photo labelled ${hit.label}` : "similar photo";
+  img.src = hit.thumbnail_url;
+  frame.appendChild(img);
+  if (hit.copy && hit.copy_region) frame.appendChild(regionBox(hit.copy_region.match, hit, "box region"));  // what matched
+  else if (hit.box) frame.appendChild(regionBox(hit.box, hit, "box"));  // the subject that matched best
+  thumb.appendChild(frame);
+  const cap = document.createElement("figcaption");
+  const score = document.createElement("span");
+  score.className = "score";
+  score.textContent = hit.copy ? `same photo ${Math.round(100 * hit.copy_confidence)} %` : hit.score.toFixed(3);
+  score.title = `similarity to your photo ${hit.similarity.toFixed(3)}`;
+  const label = document.createElement("span");
+  label.className = "label";
+  label.textContent = hit.label || "";
+  const source = document.createElement("span");
+  source.className = "source";
+  source.textContent = fileName(hit.source); // the file name always shows; the whole path on hover
+  source.title = hit.source || "";
+  cap.append(score, label);
+  if (hit.copy && hit.copy_region && hit.copy_region.mirrored) {
+    const note = document.createElement("span");
+    note.className = "matched";
+    note.textContent = "mirrored";
+    cap.append(note);
   }
+  if (hit.detected_label) {
+    const matched = document.createElement("span");
+    matched.className = "matched";
+    matched.textContent = `matched: ${hit.detected_label}`;
+    cap.append(matched);
+  }
+  cap.append(source);
+  fig.append(thumb, cap);
+  fig.addEventListener("click", () => openViewer(hit));
+  fig.addEventListener("keydown", (e) => { if (e.key === "Enter") openViewer(hit); });
+  return fig;
 }
 
 // --- viewer -----------------------------------------------------------------------------------------

@@ -212,9 +212,24 @@ def _v2(conn: Connection, dialect: str) -> None:
     _run_ddl(conn, V2, dialect)
 
 
+# Version 3: each photo's local features (ORB keypoints and descriptors, lookalike.search.copies), which copy
+# verification compares; photos indexed before have none and are verified from their thumbnail instead.
+V3 = """
+CREATE TABLE features (
+    image_id {REF} PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
+    data {BLOB} NOT NULL
+);
+"""
+
+
+def _v3(conn: Connection, dialect: str) -> None:
+    _run_ddl(conn, V3, dialect)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection, str], None]]] = [
     (1, "shared catalog: compact embeddings, folders, change feed, versioned transforms", _v1),
     (2, "durable index jobs: jobs and their leased tasks", _v2),
+    (3, "local features for copy verification", _v3),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -60,6 +60,7 @@ class NewImage:
     mtime_ns: int | None
     embedding: np.ndarray | None  # None when the bytes are already in the catalog
     has_original: bool = False
+    features: bytes | None = None  # local features for copy verification (lookalike.search.copies)
 
 
 @dataclass

@@ -382,6 +382,9 @@ class Catalog:
                 is_new = image_id is not None
                 if is_new:
                     changes.append((int(image_id), PHOTO))
+                    if item.features is not None:
+                        conn.execute(sa.text("INSERT INTO features(image_id, data) VALUES (:i, :d)"),
+                                     {"i": image_id, "d": item.features})  # fmt: skip
                 else:
                     image_id = conn.execute(sa.text("SELECT id FROM images WHERE sha256 = :s"), {"s": sha}).scalar()
                     if image_id is None:
@@ -505,6 +508,16 @@ class Catalog:
             for chunk in _chunks(sorted(set(_ints(candidates)))):
                 out += [int(r[0]) for r in conn.execute(_sql(q + " AND id IN :ids", "ids"), {"ids": chunk})]
             return out
+
+    def features(self, ids: Iterable[int]) -> dict[int, bytes]:
+        """Stored local features of these photos (photos indexed before version 3 have none)."""
+        out: dict[int, bytes] = {}
+        with self.db.read() as conn:
+            for chunk in _chunks(sorted(set(_ints(ids)))):
+                for i, data in conn.execute(_sql("SELECT image_id, data FROM features WHERE image_id IN :ids", "ids"),
+                                            {"ids": chunk}):  # fmt: skip
+                    out[int(i)] = bytes(data)
+        return out
 
     def remove_images(self, ids: Iterable[int]) -> list[ImageRecord]:
         """Delete images with their sources and subjects; returns the records this call deleted."""

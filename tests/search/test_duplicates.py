@@ -1,0 +1,64 @@
+"""The duplicates report on a folder with known duplicates: exact copies, edited copies, and look-alikes that
+are not copies."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from lookalike.cli import app
+from lookalike.copyedits import edited
+from tests.conftest import copy_photos, photo
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    """18 distinct photos (6 classes x 3: look-alikes within a class), plus: 2 photos with 2 edited copies each,
+    and one exact copy under another name."""
+    root = copy_photos(tmp_path / "photos", ("goldfish", "tiger_cat", "bullet_train", "pizza", "castle", "flamingo"),
+                       3)  # fmt: skip
+    for n, (label, edits) in enumerate([("pizza", ("text overlay", "resized 30 % + JPEG 40")),
+                                        ("castle", ("grayscale", "centre crop (50 % of the area)"))]):  # fmt: skip
+        for e, edit in enumerate(edits):
+            edited(Image.open(photo(label, 1)).convert("RGB"), edit).save(root / f"repost_{n}_{e}.jpg", quality=85)
+    shutil.copy(photo("goldfish", 0), root / "goldfish" / "same_bytes.jpg")
+    return root
+
+
+def test_duplicates_groups_the_copies_and_nothing_else(folder: Path, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setenv("LOOKALIKE_HOME", str(tmp_path / "lib"))
+    assert CliRunner().invoke(app, ["index", str(folder)]).exit_code == 0
+    result = CliRunner().invoke(app, ["duplicates", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    groups = [sorted(Path(p["source"]).name for p in g["photos"]) for g in report["near_duplicates"]]
+    assert sorted(groups) == sorted([
+        sorted([photo("pizza", 1).name, "repost_0_0.jpg", "repost_0_1.jpg"]),
+        sorted([photo("castle", 1).name, "repost_1_0.jpg", "repost_1_1.jpg"]),
+    ])  # fmt: skip
+    for g in report["near_duplicates"]:  # the original (largest) is kept
+        keep = next(p for p in g["photos"] if p["id"] == g["keep"])
+        assert not Path(keep["source"]).name.startswith("repost") or keep["width"] == max(
+            p["width"] for p in g["photos"]
+        )
+    assert [Path(s).name for s in report["exact"][0]["sources"]] == sorted(
+        [photo("goldfish", 0).name, "same_bytes.jpg"]
+    )
+    assert report["removed"] == [] and report["would_remove"] == []
+
+    dry = CliRunner().invoke(app, ["duplicates", "--remove"], terminal_width=200)
+    assert "dry run" in dry.output and "would remove 4 photos" in dry.output
+    csv_out = CliRunner().invoke(app, ["duplicates", "--csv"]).output.splitlines()
+    assert csv_out[0] == "group,id,keep,source,width,height" and len(csv_out) == 1 + 6
+
+    done = json.loads(CliRunner().invoke(app, ["duplicates", "--remove", "--yes", "--json"]).output)
+    assert len(done["removed"]) == 4
+    again = json.loads(CliRunner().invoke(app, ["duplicates", "--json"]).output)
+    assert again["near_duplicates"] == []
+    stats = json.loads(CliRunner().invoke(app, ["stats", "--json"]).output)
+    assert stats["images"] == 18
