@@ -162,6 +162,13 @@ def _print_report(r: IndexReport) -> None:
         + f" in {r.seconds:.1f} s ({r.rate:.0f} img/s)",
         highlight=False,
     )
+    if r.near_duplicates:
+        out.print(f"[dim]near-duplicates (the same picture as a photo already indexed): {len(r.near_duplicates)}")
+        for d in r.near_duplicates[:20]:
+            out.print(f"  {d.source} (image {d.image_id}) = near-duplicate of image {d.of} ({d.confidence:.2f})",
+                      highlight=False)  # fmt: skip
+        if len(r.near_duplicates) > 20:
+            out.print(f"  ... and {len(r.near_duplicates) - 20} more (--json lists all; `lookalike duplicates`)")
     if r.duplicates:
         out.print(f"[dim]duplicates (stored once): {len(r.duplicates)}")
         for d in r.duplicates[:20]:

@@ -40,7 +40,7 @@ from lookalike.store.catalog.database import redact
 from lookalike.store.images import ImageStore, LocalImageStore
 from lookalike.store.s3 import S3ImageStore, S3Location, is_s3, s3_client
 from lookalike.store.s3 import read as s3_read
-from lookalike.store.vectors import VectorIndex
+from lookalike.store.vectors import MISSING, VectorIndex
 from lookalike.vectorspace import IDENTITY, WHITENING, Follower, Space, SpaceKey, collection_names, open_engine
 
 __all__ = ["Box", "BusyError", "Hit", "Library", "LibraryError", "ModelMismatchError", "NotFoundError",
@@ -413,6 +413,8 @@ class Library:
         """
         sets: list[SourceSet] = [expand(p, label, s3=self.s3 if is_s3(p) else None) for p in paths]
         _ = self.embedder  # a missing model fails here, once, not as one rejection per photo
+        if self.settings.copy_candidates and self.follows_index:
+            _ = self.space  # new photos are checked against the library for near-duplicates as they come
         if objects:
             _ = self.detector
         report = Pipeline(self, on_progress, objects=objects).run(sets, prune=prune)
@@ -553,6 +555,21 @@ class Library:
         if copies_only:
             hits = [h for h in hits if h.copy]
         return SearchResult(hits[:k], time.perf_counter() - started, info)
+
+    def copy_of(self, vec: np.ndarray, features: copies.Features) -> tuple[int, float] | None:
+        """The indexed photo a new photo is an (edited) copy of, checked among its 3 nearest with the stored
+        features; None when there is none, or when this process keeps no index (a worker)."""
+        if not self.follows_index or self._space is None or not len(self._space.photos):
+            return None
+        space = self._space
+        ids, _ = space.photos.search(space.apply_transform(vec[None]), 3)
+        found = [int(i) for i in ids[0] if i != MISSING]
+        stored = {i: copies.Features.from_bytes(d) for i, d in self.catalog.features(found).items()}
+        verdicts = [(i, v) for i, v in copies.verify_many(features, stored).items() if v.copy]
+        if not verdicts:
+            return None
+        best, verdict = max(verdicts, key=lambda iv: iv[1].inliers)
+        return best, verdict.confidence
 
     def _side_work(self) -> ThreadPoolExecutor:
         """Threads for work a search does beside the model (a query's local features)."""

@@ -3,6 +3,8 @@ are not copies."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import shutil
 from pathlib import Path
@@ -62,3 +64,33 @@ def test_duplicates_groups_the_copies_and_nothing_else(folder: Path, monkeypatch
     assert again["near_duplicates"] == []
     stats = json.loads(CliRunner().invoke(app, ["stats", "--json"]).output)
     assert stats["images"] == 18
+
+
+def test_indexing_and_uploads_report_near_duplicates_of_indexed_photos(settings, embedder, tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from lookalike.api.app import create_app
+    from lookalike.library import Library
+
+    first = copy_photos(tmp_path / "first", ("pizza", "castle", "goldfish"), 3)
+    later = tmp_path / "later"
+    later.mkdir()
+    edited(Image.open(photo("castle", 2)).convert("RGB"), "text overlay").save(later / "castle_caption.jpg")
+    shutil.copy(photo("pizza", 5), later / "another_pizza.jpg")  # a look-alike, not a copy
+    with Library(settings, embedder=embedder) as lib:
+        lib.index([str(first)])
+        report = lib.index([str(later)])
+        castle = lib.catalog.id_for_sha(hashlib.sha256(photo("castle", 2).read_bytes()).hexdigest())
+        assert [(Path(d.source).name, d.of) for d in report.near_duplicates] == [("castle_caption.jpg", castle)]
+        assert report.as_dict()["near_duplicates"][0]["confidence"] > 0.5
+        with TestClient(create_app(settings, library=lib)) as client:
+            buf = io.BytesIO()
+            edited(Image.open(photo("goldfish", 1)).convert("RGB"), "grayscale").save(buf, "JPEG")
+            files = [("images", ("gray.jpg", buf.getvalue(), "image/jpeg")),
+                     ("images", ("new.jpg", photo("goldfish", 6).read_bytes(), "image/jpeg"))]  # fmt: skip
+            body = client.post("/api/v1/images", files=files).json()
+            near = {item["name"]: item["near_duplicate_of"] for item in body["added"]}
+            goldfish = lib.catalog.id_for_sha(
+                hashlib.sha256(photo("goldfish", 1).read_bytes()).hexdigest()
+            )
+            assert near == {"gray.jpg": goldfish, "new.jpg": None}

@@ -174,6 +174,9 @@ class ImagePage(BaseModel):
 class UploadItem(BaseModel):
     name: str | None
     id: int
+    near_duplicate_of: int | None = Field(
+        default=None, description="a photo already in the library that this one is the same picture as (edited)"
+    )
 
 
 class Rejection(BaseModel):
@@ -458,7 +461,8 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
                 if "rejected" in outcome:
                     rejected.append({"name": name, "reason": outcome["rejected"]})
                 else:
-                    (added if outcome["new"] else duplicates).append({"name": name, "id": outcome["id"]})
+                    (added if outcome["new"] else duplicates).append(
+                        {"name": name, "id": outcome["id"], "near_duplicate_of": outcome.get("near_duplicate_of")})
             state.metrics.indexed.inc(len(added))
         state.metrics.rejected.inc(len(rejected))
         body = {"added": added, "duplicates": duplicates, "rejected": rejected}

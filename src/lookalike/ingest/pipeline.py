@@ -40,9 +40,18 @@ class Duplicate:
 
 
 @dataclass
+class NearDuplicate:
+    source: str
+    image_id: int  # the new photo
+    of: int  # the photo already in the library that is the same picture (edited)
+    confidence: float
+
+
+@dataclass
 class IndexReport:
     added: list[int] = field(default_factory=list)  # new image ids
     duplicates: list[Duplicate] = field(default_factory=list)
+    near_duplicates: list[NearDuplicate] = field(default_factory=list)  # new photos that copy indexed ones
     unchanged: int = 0
     updated: int = 0  # sources whose file changed and was re-embedded
     rejected: list[Rejected] = field(default_factory=list)
@@ -62,6 +71,7 @@ class IndexReport:
             "total": self.total,
             "added": len(self.added),
             "duplicates": [d.__dict__ for d in self.duplicates],
+            "near_duplicates": [d.__dict__ for d in self.near_duplicates],
             "unchanged": self.unchanged,
             "updated": self.updated,
             "rejected": [r.__dict__ for r in self.rejected],
@@ -89,6 +99,7 @@ class _Prepared:
     detections: list | None = None  # None: detection not run for this item
     object_vectors: np.ndarray | None = None
     features: bytes | None = None  # local features for copy verification
+    near: tuple[int, float] | None = None  # (photo already indexed that this one copies, confidence)
 
 
 ProgressFn = Callable[[int, int, IndexReport], None]
@@ -139,7 +150,9 @@ class Pipeline:
             out.width, out.height, out.format = decoded.width, decoded.height, decoded.format
             out.thumbnail = thumbnail_jpeg(decoded.image, self.settings.thumbnail_size, self.settings.thumbnail_quality)
             if self.settings.copy_candidates:
-                out.features = copies.extract(decoded.image, decoded.width, decoded.height).to_bytes()
+                features = copies.extract(decoded.image, decoded.width, decoded.height)
+                out.features = features.to_bytes()
+                out.near = self.lib.copy_of(out.vector, features)
             if item.is_url or item.is_upload or self.settings.keep_originals:
                 out.original = data
             if self.objects:
@@ -261,6 +274,7 @@ class Pipeline:
         written = self.lib.catalog.add_batch(rows)
         displaced += written.displaced
         detected = {p.item.source: p for p in batch if p.detections is not None}
+        prepared = {p.item.source: p for p in batch if p.near is not None}
         for row, image_id, is_new in written.rows:
             if row.source in detected:
                 p = detected.pop(row.source)
@@ -271,6 +285,9 @@ class Pipeline:
             if is_new:
                 if row.source not in changed_from:
                     report.added.append(image_id)
+                near = prepared[row.source].near if row.source in prepared else None
+                if near is not None and near[0] != image_id:
+                    report.near_duplicates.append(NearDuplicate(row.source, image_id, near[0], round(near[1], 3)))
             elif row.source not in changed_from:
                 report.duplicates.append(Duplicate(row.source, image_id))
         self.lib.after_write()  # searchable (in this process, and in a shared engine) before it counts as done

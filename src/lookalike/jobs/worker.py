@@ -175,6 +175,7 @@ class Worker:
             rejected = {r.source: r.reason for r in report.rejected}
             states = self.lib.catalog.source_states([i.source for i in uploads])
             new = set(report.added)
+            near = {d.source: d.of for d in report.near_duplicates}
             outcome = {}
             for item in uploads:
                 if item.source in rejected:
@@ -183,7 +184,8 @@ class Worker:
                         self.lib.images.delete("original", item.stored)
                 elif item.source in states:
                     image_id = states[item.source][0]
-                    outcome[item.source] = {"id": image_id, "new": image_id in new}
+                    outcome[item.source] = {"id": image_id, "new": image_id in new,
+                                            "near_duplicate_of": near.get(item.source)}  # fmt: skip
                 else:  # its twin was deleted while it was indexed
                     outcome[item.source] = {"rejected": "removed while it was being indexed; upload it again"}
             details["items"] = outcome
