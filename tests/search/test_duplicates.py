@@ -90,7 +90,5 @@ def test_indexing_and_uploads_report_near_duplicates_of_indexed_photos(settings,
                      ("images", ("new.jpg", photo("goldfish", 6).read_bytes(), "image/jpeg"))]  # fmt: skip
             body = client.post("/api/v1/images", files=files).json()
             near = {item["name"]: item["near_duplicate_of"] for item in body["added"]}
-            goldfish = lib.catalog.id_for_sha(
-                hashlib.sha256(photo("goldfish", 1).read_bytes()).hexdigest()
-            )
+            goldfish = lib.catalog.id_for_sha(hashlib.sha256(photo("goldfish", 1).read_bytes()).hexdigest())
             assert near == {"gray.jpg": goldfish, "new.jpg": None}
