@@ -296,3 +296,26 @@ def test_same_photo_strip_shows_an_edited_copy_with_its_region(page, tmp_path: P
     # a photo that is not in the library has no strip
     page.set_input_files("#file-input", str(photo("goldfish", 0, "test")))
     expect(page.locator("#copies-section")).to_be_hidden()
+
+
+def test_duplicates_view_shows_the_copies_side_by_side(server, page) -> None:
+    import io
+
+    from PIL import Image
+    from playwright.sync_api import expect
+
+    from lookalike.copyedits import edited
+
+    buf = io.BytesIO()
+    edited(Image.open(photo("pizza", 0)).convert("RGB"), "text overlay").save(buf, "JPEG", quality=85)
+    r = httpx.post(f"{server}/api/v1/images", files={"images": ("pizza_repost.jpg", buf.getvalue(), "image/jpeg")})
+    assert r.status_code == 201 and r.json()["added"][0]["near_duplicate_of"] is not None, r.text
+    page.click("#tab-duplicates")
+    expect(page.locator("#dup-status")).to_contain_text("1 picture held more than once (1 photo beyond the first)")
+    expect(page.locator("#dup-groups .dup-group")).to_have_count(1)
+    expect(page.locator("#dup-groups .dup-group .hit")).to_have_count(2)
+    expect(page.locator("#dup-groups .keep")).to_have_count(1)
+    expect(page.locator("#dup-groups")).to_contain_text("pizza_repost.jpg")
+    shot(page, "22-duplicates")
+    page.click("#tab-search")
+    expect(page.locator("#duplicates-panel")).to_be_hidden()

@@ -34,7 +34,7 @@ from lookalike.api.security import Keys, check_source, safe_url
 from lookalike.config import Settings
 from lookalike.ingest.sources import SourceItem
 from lookalike.jobs.worker import Worker, host_affinity, item_json, store_affinity, worker_name
-from lookalike.library import Hit, Library, NotFoundError
+from lookalike.library import BusyError, Hit, Library, NotFoundError
 from lookalike.maintenance import Background
 from lookalike.memory import return_freed_memory
 from lookalike.store.s3 import S3ImageStore
@@ -216,6 +216,13 @@ class UploadOut(BaseModel):
     job: JobOut | None = Field(default=None, description="set when the job is still running (status 202)")
 
 
+class DuplicatesOut(BaseModel):
+    groups: list[dict] = Field(
+        description="each: group, keep (id), remove (ids), photos (id, source, width, height, thumbnail_url, "
+        "original_url), pairs (a, b, confidence)"
+    )
+
+
 class JobList(BaseModel):
     jobs: list[JobOut]
 
@@ -260,6 +267,7 @@ class State:
         self.worker: Worker | None = None
         self.error: str | None = None
         self.ready = threading.Event()
+        self.duplicates_lock = threading.Lock()
         self.metrics = Metrics()
         if library is not None:
             self._opened(library)
@@ -584,6 +592,31 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
     @app.get(f"{API}/stats", dependencies=read, summary="What the library holds", response_model=StatsOut)
     async def stats(lib: Lib) -> dict:
         return await run_in_threadpool(lib.stats)
+
+    @app.get(f"{API}/duplicates", dependencies=read, response_model=DuplicatesOut,
+             summary="Groups of photos that are the same picture (the largest first: the one to keep)")  # fmt: skip
+    async def duplicates(lib: Lib, min_confidence: Annotated[float, Query(ge=0.0, le=1.0)] = 0.0) -> dict:
+        from lookalike.search import duplicates as dup
+
+        def report() -> dict:
+            groups = dup.near_duplicates(lib, min_confidence)
+            records = lib.catalog.get_many([i for g in groups for i in g.ids])
+            rows = dup.as_rows(groups, records)
+            for row in rows:
+                for photo in row["photos"]:
+                    photo["thumbnail_url"] = f"{API}/images/{photo['id']}/thumbnail"
+                    photo["original_url"] = f"{API}/images/{photo['id']}/original"
+            return {"groups": rows}
+
+        def one_at_a_time() -> dict:  # a whole-library pass: a second caller waits for nothing, it retries
+            if not state.duplicates_lock.acquire(blocking=False):
+                raise BusyError("a duplicates report is being computed; retry in a moment")
+            try:
+                return report()
+            finally:
+                state.duplicates_lock.release()
+
+        return await run_in_threadpool(one_at_a_time)
 
     @app.get(f"{API}/labels", dependencies=read, summary="Labels with photo counts", response_model=dict[str, int])
     async def labels(lib: Lib) -> dict:

@@ -5,8 +5,8 @@ grayscale, recoloured, captioned, framed in a screenshot) shares with its origin
 the same geometric arrangement. Each photo keeps up to ``MAX_FEATURES`` ORB keypoints (binary
 descriptors: cheap to store and to match) computed on its grayscale picture; a query's features are
 matched against a candidate's (Lowe's ratio test), then a similarity transform (rotation, uniform scale,
-translation) is fitted with RANSAC. Enough inliers under one such transform is the verdict "copy"; the
-inliers' bounding boxes are the matched regions in both photos. Mirrored copies are matched through the
+translation) is fitted with RANSAC. Enough inliers under one such transform is the verdict "copy"; each
+photo's frame mapped into the other by it gives the matched regions (a crop's place in its original). Mirrored copies are matched through the
 query's mirror image. A merely similar photo (another goldfish) has no consistent transform.
 
 Why ORB rather than SIFT: 9x faster to extract (bench/RESULTS.md, "Copies") at 36 bytes per stored keypoint.
@@ -259,7 +259,18 @@ def _geometry(query: Features, candidate: Features, good: list[tuple[int, int, f
     spread = min((mb[2] - mb[0]) / candidate.width, (mb[3] - mb[1]) / candidate.height)
     if spread < 0.1:
         return Verdict(False, 0.0, inliers, qb, mb)
+    # the matched region: where each photo's frame falls in the other under the transform (a crop's place in
+    # its original, a framed photo's place in the screenshot), not only where the agreeing points happen to be
+    mb = _frame_in(transform, query.width, query.height, candidate.width, candidate.height)
+    inverse = cv2.invertAffineTransform(transform)
+    qb = _frame_in(inverse, candidate.width, candidate.height, query.width, query.height)
     return Verdict(inliers >= MIN_INLIERS, confidence, inliers, qb, mb)
+
+
+def _frame_in(transform: np.ndarray, width: int, height: int, into_w: int, into_h: int) -> tuple[float, ...]:
+    corners = np.array([[0, 0], [width, 0], [0, height], [width, height]], dtype=np.float64)
+    mapped = corners @ transform[:, :2].T + transform[:, 2]
+    return _box(mapped, into_w, into_h)
 
 
 def _box(points: np.ndarray, width: int, height: int) -> tuple[float, float, float, float]:

@@ -329,7 +329,7 @@ function hitCard(hit) {
   const cap = document.createElement("figcaption");
   const score = document.createElement("span");
   score.className = "score";
-  score.textContent = hit.copy ? `same photo ${Math.round(100 * hit.copy_confidence)} %` : hit.score.toFixed(3);
+  score.textContent = hit.copy ? `same photo ${Math.round(100 * hit.copy_confidence)}%` : hit.score.toFixed(3);
   score.title = `similarity to your photo ${hit.similarity.toFixed(3)}`;
   const label = document.createElement("span");
   label.className = "label";
@@ -441,13 +441,53 @@ async function loadGallery() {
 }
 
 function showView(name) {
-  const library = name === "library";
+  const library = name === "library", dups = name === "duplicates", search = !library && !dups;
   $("library-panel").hidden = !library;
-  $("query-panel").hidden = library;
-  $("results-panel").hidden = library;
-  $("tab-search").setAttribute("aria-pressed", String(!library));
+  $("duplicates-panel").hidden = !dups;
+  $("query-panel").hidden = !search;
+  $("results-panel").hidden = !search;
+  $("tab-search").setAttribute("aria-pressed", String(search));
   $("tab-library").setAttribute("aria-pressed", String(library));
+  $("tab-duplicates").setAttribute("aria-pressed", String(dups));
   if (library) loadGallery();
+  if (dups) loadDuplicates();
+}
+
+// --- duplicates: the same picture more than once, side by side ------------------------------------------------
+async function loadDuplicates() {
+  const box = $("dup-groups");
+  box.innerHTML = "";
+  $("dup-status").textContent = "Comparing every photo with its nearest ones…";
+  try {
+    const r = await fetch(`${API}/duplicates`, { headers: apiKeyHeaders() });
+    if (!r.ok) { $("dup-status").textContent = await problemText(r); return; }
+    const { groups } = await r.json();
+    const extra = groups.reduce((n, g) => n + g.remove.length, 0);
+    $("dup-status").textContent = groups.length
+      ? `${groups.length} ${groups.length === 1 ? "picture" : "pictures"} held more than once (${extra} ${extra === 1 ? "photo" : "photos"} beyond the first). The largest of each is marked “keep”.`
+      : "No duplicates: every picture is in the library once.";
+    for (const g of groups) {
+      const row = document.createElement("div");
+      row.className = "dup-group";
+      for (const p of g.photos) {
+        const fig = document.createElement("figure");
+        fig.className = p.id === g.keep ? "hit keep" : "hit";
+        fig.dataset.id = p.id;
+        const img = document.createElement("img");
+        img.src = p.thumbnail_url;
+        img.alt = fileName(p.source) || `photo ${p.id}`;
+        const cap = document.createElement("figcaption");
+        cap.textContent = `${p.id === g.keep ? "keep · " : ""}${p.width}×${p.height} · ${fileName(p.source)}`;
+        cap.title = p.source || "";
+        fig.append(img, cap);
+        fig.addEventListener("click", () => openViewer({ ...p, label: null }));
+        row.appendChild(fig);
+      }
+      box.appendChild(row);
+    }
+  } catch (e) {
+    $("dup-status").textContent = "Cannot reach the Lookalike server.";
+  }
 }
 
 // --- adding photos ------------------------------------------------------------------------------------
@@ -558,6 +598,7 @@ function setup() {
   $("delete-photo").addEventListener("click", deleteViewed);
   $("tab-search").addEventListener("click", () => showView("search"));
   $("tab-library").addEventListener("click", () => showView("library"));
+  $("tab-duplicates").addEventListener("click", () => showView("duplicates"));
   $("lib-sort").addEventListener("change", () => { state.page = 0; loadGallery(); });
   $("lib-label").addEventListener("change", () => { state.page = 0; loadGallery(); });
   $("lib-prev").addEventListener("click", () => { state.page = Math.max(0, state.page - 1); loadGallery(); });
