@@ -6,8 +6,9 @@ the same geometric arrangement. Each photo keeps up to ``MAX_FEATURES`` ORB keyp
 descriptors: cheap to store and to match) computed on its grayscale picture; a query's features are
 matched against a candidate's (Lowe's ratio test), then a similarity transform (rotation, uniform scale,
 translation) is fitted with RANSAC. Enough inliers under one such transform is the verdict "copy"; each
-photo's frame mapped into the other by it gives the matched regions (a crop's place in its original). Mirrored copies are matched through the
-query's mirror image. A merely similar photo (another goldfish) has no consistent transform.
+photo's frame mapped into the other by it gives the matched regions (a crop's place in its original).
+Mirrored copies are matched through the query's mirror image. A merely similar photo (another goldfish)
+has no consistent transform.
 
 Why ORB rather than SIFT: 9x faster to extract (bench/RESULTS.md, "Copies") at 36 bytes per stored keypoint.
 """
