@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
 import pickle
 import tempfile
 from dataclasses import dataclass, field
@@ -33,15 +32,8 @@ from lookalike.ingest.sources import walk_folder
 from lookalike.library import Library
 from lookalike.search.rerank import expand_query, k_reciprocal_order
 from lookalike.search.whitening import Whitening
+from quality import DATA, SETS  # the shared sets and each one's metric, as bench/quality.py reports them
 
-SHARED = Path(os.environ.get("LOOKALIKE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-DATA = SHARED / "datasets"
-SETS = {
-    "towhee": ("towhee_reverse_image_search", "P@10"),
-    "corel": ("corel1k_wang", "P@10"),
-    "grocery": ("grocery_packages", "P@10"),
-    "dvd": ("smvs_dvd_covers", "mAP@10"),
-}
 K = 10
 
 
@@ -158,7 +150,7 @@ def run(c: Collection, cfg: Config) -> float:
         n_rel = int((c.db_labels == c.query_labels[qi]).sum()) - (1 if own[qi] else 0)
         if n_rel <= 0:
             continue
-        if c.metric == "P@10":
+        if c.metric == "precision@10":
             scores.append(sum(relevant) / K)
         else:
             scores.append(average_precision_at_k(relevant, n_rel, K))

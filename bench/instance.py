@@ -34,16 +34,11 @@ MIN_INLIERS = 15
 
 
 def homography_inliers(q: copies.Features, c: copies.Features) -> int:
-    distance, nearest = copies._knn2(q.descriptors, c.descriptors)
-    ok = (nearest[:, 1] >= 0) & (distance[:, 0] < copies.RATIO * distance[:, 1]) & (distance[:, 0] <= 64)
-    best: dict[int, int] = {}
-    for a in np.flatnonzero(ok).tolist():
-        b = int(nearest[a, 0])
-        if b not in best or distance[a, 0] < distance[best[b], 0]:
-            best[b] = a
-    if len(best) < 8:
+    """The same matches as the copy check, fitted with a homography instead of a similarity transform."""
+    good = copies.one_to_one(copies.matches(q.descriptors, c.descriptors))
+    if len(good) < 8:
         return 0
-    src, dst = q.points[list(best.values())], c.points[list(best.keys())]
+    src, dst = q.points[[m[0] for m in good]], c.points[[m[1] for m in good]]
     h, mask = cv2.findHomography(src, dst, cv2.RANSAC, 4.0 * max(c.width, c.height) / copies.SIDE)
     if h is None or not 0.05 < abs(np.linalg.det(h[:2, :2])) < 20:
         return 0
@@ -64,7 +59,7 @@ def main() -> None:
         lib = Library(Settings(home=Path(tmp), copy_candidates=0))  # searches without the copy check
         ids = lib.catalog.ids().tolist()
         labels = {i: lib.catalog.get(i).label for i in ids}
-        feats = {i: copies.Features.from_bytes(d) for i, d in lib.catalog.features(ids).items()}
+        feats = copies.stored(lib.catalog, ids)
         count = Counter(labels.values())
         for depth in args.depth:
             rows = {"none (the default search, copy check off)": ([], []), "homography": ([], [])}

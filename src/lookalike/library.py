@@ -565,8 +565,8 @@ class Library:
         space = self._space
         ids, _ = space.photos.search(space.apply_transform(vec[None]), 1)
         found = [int(i) for i in ids[0] if i != MISSING]
-        stored = {i: copies.Features.from_bytes(d) for i, d in self.catalog.features(found).items()}
-        verdicts = [(i, v) for i, v in copies.verify_many(features, stored).items() if v.copy]
+        verdicts = [(i, v) for i, v in copies.verify_many(features, copies.stored(self.catalog, found)).items()
+                    if v.copy]  # fmt: skip
         if not verdicts:
             return None
         best, verdict = max(verdicts, key=lambda iv: iv[1].inliers)

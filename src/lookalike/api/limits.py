@@ -11,6 +11,19 @@ class BodyTooLarge(Exception):
     pass
 
 
+class TrackedSend:
+    """A ``send`` that remembers whether the response has started: once it has, an error can no longer be
+    answered with a response of its own."""
+
+    def __init__(self, send: Send) -> None:
+        self.send, self.started = send, False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self.send(message)
+
+
 class BodyLimitMiddleware:
     """413 for bodies over ``max_bytes``: by Content-Length up front, or by counting chunks."""
 
@@ -27,7 +40,7 @@ class BodyLimitMiddleware:
             await self._reject(scope, send)
             return
         seen = 0
-        started = False
+        tracked = TrackedSend(send)
 
         async def counting_receive() -> Message:
             nonlocal seen
@@ -38,16 +51,10 @@ class BodyLimitMiddleware:
                     raise BodyTooLarge
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
         try:
-            await self.app(scope, counting_receive, tracking_send)
+            await self.app(scope, counting_receive, tracked)
         except BodyTooLarge:
-            if not started:
+            if not tracked.started:
                 await self._reject(scope, send)
 
     async def _reject(self, scope: Scope, send: Send) -> None:

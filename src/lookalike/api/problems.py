@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from lookalike.api.limits import TrackedSend
 from lookalike.imaging import BadImage
 from lookalike.ingest.fetch import FetchError
 from lookalike.library import BusyError, LibraryError, ModelMismatchError, NotFoundError
@@ -104,19 +105,12 @@ class LastResort:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def tracking_send(message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        tracked = TrackedSend(send)
         try:
-            await self.app(scope, receive, tracking_send)
+            await self.app(scope, receive, tracked)
         except Exception:
             log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
-            if started:
+            if tracked.started:
                 raise
             problem = {"type": "about:blank", "title": "Internal error", "status": 500,
                        "detail": "an unexpected error; it was logged", "instance": scope.get("path", "")}  # fmt: skip

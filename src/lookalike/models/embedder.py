@@ -61,7 +61,9 @@ def l2_normalize(vectors: np.ndarray) -> np.ndarray:
     return (vectors / np.maximum(norms, 1e-12)).astype(np.float32)
 
 
-def square_input(image: Image.Image, size: int, crop: float = 1.0) -> np.ndarray:
+def square_input(
+    image: Image.Image, size: int, crop: float = 1.0, resample: Image.Resampling = Image.Resampling.BILINEAR
+) -> np.ndarray:
     """Centre square of side ``crop`` x the short side, resized to the model input.
 
     Keeping the aspect ratio (instead of squashing the whole photo into a square)
@@ -71,7 +73,7 @@ def square_input(image: Image.Image, size: int, crop: float = 1.0) -> np.ndarray
     w, h = image.size
     side = min(w, h) * crop
     box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
-    return np.asarray(image.resize((size, size), Image.Resampling.BILINEAR, box=box), dtype=np.uint8)
+    return np.asarray(image.resize((size, size), resample, box=box), dtype=np.uint8)
 
 
 class TFLiteEmbedder:

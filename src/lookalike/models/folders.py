@@ -47,7 +47,7 @@ def read_folder(path: Path) -> ModelFolder:
     kind = "clip" if clip_like else "onnx"
     try:
         if clip_like:
-            clip, _ = read_clip_manifest(path)
+            clip = read_clip_manifest(path)
             manifest = clip.visual
         else:
             if not (path / MANIFEST).exists():

@@ -159,10 +159,7 @@ def read_image_manifest(folder: Path) -> ImageManifest:
     return manifest
 
 
-_CLIP_RESIZE = {"shortest": "shortest", "squash": "squash"}
-
-
-def read_clip_manifest(folder: Path) -> tuple[ClipManifest, ClipExtras]:
+def read_clip_manifest(folder: Path) -> ClipManifest:
     """Read an immich-layout CLIP folder into one manifest; every file it needs must be there."""
     config_path = folder / CLIP_CONFIG
     config = read_json(config_path)
@@ -182,7 +179,7 @@ def read_clip_manifest(folder: Path) -> tuple[ClipManifest, ClipExtras]:
     if not isinstance(size, int):
         raise ManifestError(f"{pre_path}: size must be an integer or a list of equal integers, not {pre.get('size')!r}")
     mode = pre.get("resize_mode", "shortest")  # open_clip's default for configs older than the key
-    if mode not in _CLIP_RESIZE:
+    if mode not in ("shortest", "squash"):
         raise ManifestError(f"{pre_path}: resize_mode {mode!r} is not supported (shortest, squash)")
     extras_path = folder / MANIFEST
     extras = ClipExtras()
@@ -194,7 +191,7 @@ def read_clip_manifest(folder: Path) -> tuple[ClipManifest, ClipExtras]:
     try:
         visual = ImageManifest(
             name=extras.name, description=extras.description, file="visual/model.onnx",
-            dim=config["embed_dim"], input_size=size, resize=_CLIP_RESIZE[mode],
+            dim=config["embed_dim"], input_size=size, resize=mode,
             interpolation=pre.get("interpolation", "bicubic"),
             mean=tuple(pre.get("mean", (0.48145466, 0.4578275, 0.40821073))),
             std=tuple(pre.get("std", (0.26862954, 0.26130258, 0.27577711))),
@@ -215,4 +212,4 @@ def read_clip_manifest(folder: Path) -> tuple[ClipManifest, ClipExtras]:
         raise ManifestError(f"{config_path}: text_cfg.context_length must be an integer from 2 to 4096")
     if clean not in ("lower", "canonicalize", "whitespace"):
         raise ManifestError(f"{config_path}: text_cfg.tokenizer_kwargs.clean {clean!r} is not supported")
-    return ClipManifest(visual=visual, context_length=context_length, clean=clean, pad_token=pad_token), extras
+    return ClipManifest(visual=visual, context_length=context_length, clean=clean, pad_token=pad_token)

@@ -32,12 +32,7 @@ def prepare_square(image: Image.Image, size: int, crop: float | None, interpolat
     resizing is the same picture as resizing then cropping, without a full-size intermediate."""
     if crop is None:
         return np.asarray(image.resize((size, size), _RESAMPLE[interpolation]), dtype=np.uint8)
-    if interpolation == "bilinear":
-        return square_input(image, size, crop)
-    w, h = image.size
-    side = min(w, h) * crop
-    box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
-    return np.asarray(image.resize((size, size), _RESAMPLE[interpolation], box=box), dtype=np.uint8)
+    return square_input(image, size, crop, _RESAMPLE[interpolation])
 
 
 class OnnxImageEmbedder:

@@ -15,6 +15,7 @@ Why ORB rather than SIFT: 9x faster to extract (bench/RESULTS.md, "Copies") at 3
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,6 +83,17 @@ def _cv2():
 
     cv2.setNumThreads(1)  # one photo per worker thread already uses the cores
     return cv2
+
+
+def stored(catalog, ids) -> dict[int, Features]:
+    """The stored features of these photos (those indexed before version 3 have none)."""
+    return {i: Features.from_bytes(data) for i, data in catalog.features(ids).items()}
+
+
+def from_jpeg(data: bytes, width: int, height: int, limit: int = MAX_FEATURES) -> Features:
+    """Features of a photo from its thumbnail (``width`` x ``height``: the photo's own size, for the points)."""
+    with Image.open(io.BytesIO(data)) as im:
+        return Query(im.convert("RGB"), width, height, limit).features
 
 
 def extract(
@@ -152,55 +164,42 @@ def _spread(keypoints, shape: tuple[int, int], limit: int, grid: int = 4) -> lis
     return [keypoints[i] for i in chosen]
 
 
-def mirrored(f: Features) -> Features:
-    """The features of the mirror image are not those of the photo (ORB is not flip invariant): callers extract
-    from ImageOps.mirror; this only maps points back, for boxes."""
-    pts = f.points.copy()
-    pts[:, 0] = f.width - pts[:, 0]
-    return Features(pts, f.descriptors, f.width, f.height)
+def matches(query: np.ndarray, train: np.ndarray) -> list[tuple[int, int, float]]:
+    """(query row, train row, distance) for query descriptors whose nearest train descriptor passes Lowe's ratio
+    test against the second nearest and differs in at most MAX_DISTANCE bits."""
+    distance, nearest = _knn2(query, train)
+    good = np.flatnonzero((nearest[:, 1] >= 0) & (distance[:, 0] < RATIO * distance[:, 1])
+                          & (distance[:, 0] <= MAX_DISTANCE))  # fmt: skip
+    return [(q, int(nearest[q, 0]), float(distance[q, 0])) for q in good.tolist()]
 
 
-def verify(query: Features, candidate: Features, query_mirror: Features | None = None) -> Verdict:
-    """The verdict for one candidate: the better of the query and (when given) its mirror image."""
-    best = _verify_one(query, candidate)
-    if query_mirror is not None and best.inliers < 2 * MIN_INLIERS:
-        flipped = _verify_one(query_mirror, candidate)
-        if flipped.inliers > best.inliers:
-            qb = flipped.query_box
-            box = (query.width - qb[2], qb[1], query.width - qb[0], qb[3]) if qb is not None else None
-            best = Verdict(flipped.copy, flipped.confidence, flipped.inliers, box, flipped.match_box, True)
-    return best
+def one_to_one(good: list[tuple[int, int, float]]) -> list[tuple[int, int, float]]:
+    """Each train point keeps its closest match: many query points on one candidate point would let RANSAC
+    "fit" a transform that shrinks everything onto it."""
+    best: dict[int, tuple[int, int, float]] = {}
+    for m in good:
+        if m[1] not in best or m[2] < best[m[1]][2]:
+            best[m[1]] = m
+    return list(best.values())
 
 
 def verify_many(query: Features, candidates: dict[int, Features]) -> dict[int, Verdict]:
     """Verdicts for several candidates at the cost of about one: the query is matched once against all their
     descriptors together, and the geometric check runs only for candidates with enough matches to pass it."""
     verdicts = {i: NO_MATCH for i in candidates}
-    owners, stacked = [], []
-    for i, f in candidates.items():
-        if len(f.descriptors) >= 4:
-            owners.append(np.full(len(f.descriptors), i, dtype=np.int64))
-            stacked.append(f.descriptors)
-    if len(query.descriptors) < 4 or not stacked:
+    usable = {i: f for i, f in candidates.items() if len(f.descriptors) >= 4}
+    if len(query.descriptors) < 4 or not usable:
         return verdicts
-    owner, train = np.concatenate(owners), np.concatenate(stacked)
-    offsets = {}
-    start = 0
-    for i, f in candidates.items():
-        if len(f.descriptors) >= 4:
-            offsets[i] = start
-            start += len(f.descriptors)
-    distance, nearest = _knn2(query.descriptors, train)
-    good = np.flatnonzero((nearest[:, 1] >= 0) & (distance[:, 0] < RATIO * distance[:, 1])
-                          & (distance[:, 0] <= MAX_DISTANCE))  # fmt: skip
+    owner = np.concatenate([np.full(len(f.descriptors), i, dtype=np.int64) for i, f in usable.items()])
+    sizes = [len(f.descriptors) for f in usable.values()]
+    offsets = dict(zip(usable, np.cumsum([0, *sizes[:-1]]).tolist(), strict=True))  # each one's first row
     per: dict[int, list[tuple[int, int, float]]] = {}
-    for qi in good.tolist():
-        ti = int(nearest[qi, 0])
+    for qi, ti, d in matches(query.descriptors, np.concatenate([f.descriptors for f in usable.values()])):
         i = int(owner[ti])
-        per.setdefault(i, []).append((qi, ti - offsets[i], float(distance[qi, 0])))
-    for i, matches in per.items():
-        if len(matches) >= MIN_INLIERS:
-            verdicts[i] = _geometry(query, candidates[i], matches)
+        per.setdefault(i, []).append((qi, ti - offsets[i], d))
+    for i, found in per.items():
+        if len(found) >= MIN_INLIERS:
+            verdicts[i] = _geometry(query, candidates[i], found)
     return verdicts
 
 
@@ -215,25 +214,10 @@ def _knn2(query: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return distance.astype(np.float32), nearest
 
 
-def _verify_one(query: Features, candidate: Features) -> Verdict:
-    if len(query.descriptors) < 4 or len(candidate.descriptors) < 4:
-        return NO_MATCH
-    distance, nearest = _knn2(query.descriptors, candidate.descriptors)
-    ok = (nearest[:, 1] >= 0) & (distance[:, 0] < RATIO * distance[:, 1]) & (distance[:, 0] <= MAX_DISTANCE)
-    good = [(int(q), int(nearest[q, 0]), float(distance[q, 0])) for q in np.flatnonzero(ok)]
-    return _geometry(query, candidate, good)
-
-
 def _geometry(query: Features, candidate: Features, good: list[tuple[int, int, float]]) -> Verdict:
     """A similarity transform fitted with RANSAC to (query point, candidate point, distance) matches."""
     cv2 = _cv2()
-    # one-to-one: many query points on one candidate point would let RANSAC "fit" a transform that shrinks
-    # everything onto it
-    best: dict[int, tuple[int, int, float]] = {}
-    for m in good:
-        if m[1] not in best or m[2] < best[m[1]][2]:
-            best[m[1]] = m
-    good = list(best.values())
+    good = one_to_one(good)
     if len(good) < 4:
         return NO_MATCH
     src = query.points[[m[0] for m in good]]

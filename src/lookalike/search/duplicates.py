@@ -8,11 +8,8 @@ similarity threshold has to be guessed. Cost: one index search and one match per
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-
-from PIL import Image
 
 from lookalike.search import copies
 from lookalike.store.vectors import MISSING
@@ -48,7 +45,7 @@ def near_duplicates(
             continue
         found, _ = space.photos.search(space.apply_transform(rows.matrix), PER_PHOTO + 1)
         wanted = {int(i) for row in found for i in row if i != MISSING} | {int(i) for i in chunk}
-        stored = {i: copies.Features.from_bytes(d) for i, d in lib.catalog.features(wanted).items()}
+        stored = copies.stored(lib.catalog, wanted)
         records = lib.catalog.get_many(chunk.tolist())
         for image_id, row in zip(chunk.tolist(), found, strict=True):
             query = _query_features(lib, records.get(image_id)) or stored.get(image_id)
@@ -83,18 +80,16 @@ def _query_features(lib, rec) -> copies.Features | None:
     if rec is None:
         return None
     data = lib.images.get("thumbnail", rec.sha256)
-    if data is None:
-        return None
-    with Image.open(io.BytesIO(data)) as im:
-        return copies.Query(im.convert("RGB"), rec.width, rec.height).features
+    return copies.from_jpeg(data, rec.width, rec.height, copies.QUERY_FEATURES) if data is not None else None
 
 
 def exact_duplicates(lib) -> Iterator[tuple[int, tuple[str, ...]]]:
     """Photos stored once but found under several paths: (id, its paths)."""
-    for image_id in lib.catalog.ids().tolist():
-        rec = lib.catalog.get(image_id)
-        if rec is not None and len(rec.sources) > 1:
-            yield image_id, rec.sources
+    ids = lib.catalog.ids().tolist()
+    for start in range(0, len(ids), 1000):
+        for image_id, rec in sorted(lib.catalog.get_many(ids[start : start + 1000]).items()):
+            if len(rec.sources) > 1:
+                yield image_id, rec.sources
 
 
 def as_rows(groups: list[Group], records: dict) -> list[dict]:

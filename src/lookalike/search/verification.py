@@ -9,10 +9,7 @@ Photos indexed before local features were stored are checked from their thumbnai
 from __future__ import annotations
 
 import dataclasses
-import io
 from collections.abc import Callable
-
-from PIL import Image
 
 from lookalike.search import copies
 from lookalike.search.results import Hit
@@ -38,11 +35,8 @@ def check(
         data = found.get(h.id)
         if data is not None:
             candidates[h.id] = copies.Features.from_bytes(data)
-        else:
-            thumb = thumbnail(h)
-            if thumb is not None:
-                with Image.open(io.BytesIO(thumb)) as im:
-                    candidates[h.id] = copies.extract(im.convert("RGB"), h.width, h.height)
+        elif (thumb := thumbnail(h)) is not None:
+            candidates[h.id] = copies.from_jpeg(thumb, h.width, h.height)
     verdicts = copies.verify_many(query, candidates)
     # a mirrored copy: looked for only when nothing else is a copy, and only among the first few candidates (a
     # mirror image is nearly the same photo to the global model, which is close to mirror-invariant)

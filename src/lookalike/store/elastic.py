@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from lookalike.store.payload import check_where, payload_list
-from lookalike.store.vectors import MISSING, _as_ids, _as_matrix, cut_below, sync_index
+from lookalike.store.vectors import _as_ids, _as_matrix, cut_below, no_hits, sync_index
 
 PAYLOAD_MAPPING = {
     "photo_id": {"type": "long"},
@@ -187,8 +187,7 @@ class ElasticsearchIndex:
 
     def search(self, queries, k, allowed=None, where=None, min_score=None):
         q = _as_matrix(queries, self.dim)
-        keys = np.full((len(q), k), MISSING, dtype=np.int64)
-        scores = np.full((len(q), k), -np.inf, dtype=np.float32)
+        keys, scores = no_hits(len(q), k)
         if allowed is not None and len(_as_ids(allowed)) == 0:
             return keys, scores
         for row, vec in enumerate(q):

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.store.payload import check_where, payload_list
-from lookalike.store.vectors import MISSING, _as_ids, _as_matrix, _top_k_rows, cut_below, sync_index
+from lookalike.store.vectors import _as_ids, _as_matrix, _top_k_rows, cut_below, no_hits, sync_index
 
 INDEX_TYPES = ("HNSW", "IVF_FLAT", "IVF_SQ8")
 SESSION = "Session"  # read-your-writes for this client, without Strong's wait on every read
@@ -202,8 +202,7 @@ class MilvusIndex:
         params = {"metric_type": "IP", "params": self._search_params(k)}
         results = self.client.search(self.collection, q.tolist(), limit=min(k, 16384), filter=expr,
                                      search_params=params, consistency_level=SESSION)  # fmt: skip
-        keys = np.full((len(q), k), MISSING, dtype=np.int64)
-        scores = np.full((len(q), k), -np.inf, dtype=np.float32)
+        keys, scores = no_hits(len(q), k)
         for row, hits in enumerate(results):
             for col, hit in enumerate(hits[:k]):
                 keys[row, col], scores[row, col] = int(hit["id"]), float(hit["distance"])

@@ -35,7 +35,7 @@ import numpy as np
 
 from lookalike.store.errors import EngineError
 from lookalike.store.payload import check_where, payload_list
-from lookalike.store.vectors import MISSING, _as_ids, _as_matrix, cut_below
+from lookalike.store.vectors import _as_ids, _as_matrix, cut_below, no_hits
 
 DATABASE = "lookalike"
 MAX_UPSERT = 1000
@@ -200,8 +200,7 @@ class TencentVectorIndex:
         from tcvectordb.model.document import HNSWSearchParams
 
         q = _as_matrix(queries, self.dim)
-        keys = np.full((len(q), k), MISSING, dtype=np.int64)
-        scores = np.full((len(q), k), -np.inf, dtype=np.float32)
+        keys, scores = no_hits(len(q), k)
         if allowed is not None and len(_as_ids(allowed)) == 0:
             return keys, scores
         with self._errors("search"):

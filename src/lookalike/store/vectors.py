@@ -70,6 +70,11 @@ class VectorIndex(Protocol):
     def drop(self) -> None: ...
 
 
+def no_hits(queries: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, scores) of ``queries`` rows of ``k`` empty slots, for an engine to fill best first."""
+    return np.full((queries, k), MISSING, dtype=np.int64), np.full((queries, k), -np.inf, dtype=np.float32)
+
+
 def cut_below(ids: np.ndarray, scores: np.ndarray, min_score: float | None) -> tuple[np.ndarray, np.ndarray]:
     """Pad out hits scoring below ``min_score`` (rows stay best first)."""
     if min_score is not None:
