@@ -1,12 +1,17 @@
-"""Instance search on smvs_dvd_covers: how far a homography check over deeper candidates would lift it.
+"""Instance search: the keypoint index's candidates, checked with local features, on every shared set.
 
-An experiment, not the product's path: the default search verifies its top 10 hits with a similarity
-transform (copies). Phone photos of a DVD cover differ from its scan by perspective, which a similarity
-transform cannot fit; a homography can. For each photo of the set (leave-one-out, its stored keypoints as
-the query), the top DEPTH hits of the default search without the copy check are re-ranked: hits whose
-homography (RANSAC) has at least 15 inliers first, by inliers, then the rest in order.
+Part 1, through the real `lookalike eval` (one library per set, indexed once with local features; each row only
+changes search settings): the global search alone (`LOOKALIKE_COPY_CANDIDATES=0`), the copy check on the global
+search's top 10 only (`LOOKALIKE_INSTANCE_CANDIDATES=0 LOOKALIKE_COPY_CANDIDATES=10`: what the check did before the
+keypoint index), and the defaults (the global top 3 and the keypoint index's 10). Metric: precision@10, mAP@10
+and top-1 for smvs_dvd_covers (4 relevant photos per query). queries/s is the search from a stored photo (Towhee:
+decode + embed + search of a test photo).
 
-    python bench/instance.py [--depth 10 50]
+Part 2, smvs_dvd_covers: where relevant photos are among the candidates. For each photo (leave-one-out), the
+share of its 4 relevant photos among the global search's first N and among the keypoint index's N most-voted;
+the keypoint index's build time, memory and search time per query.
+
+    python bench/instance.py [--sets towhee,corel,grocery,dvd]
 """
 
 from __future__ import annotations
@@ -15,74 +20,94 @@ import argparse
 import os
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 
-import cv2
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
 from lookalike.config import Settings
-from lookalike.evaluate import average_precision_at_k
+from lookalike.evaluate import evaluate
 from lookalike.library import Library
 from lookalike.search import copies
+from lookalike.store.keypoints import KeypointIndex
 
 SHARED = Path(os.environ.get("LOOKALIKE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-DVD = SHARED / "datasets" / "smvs_dvd_covers"
-MIN_INLIERS = 15
+DATA = SHARED / "datasets"
+SETS = {
+    "towhee": "towhee_reverse_image_search",
+    "corel": "corel1k_wang",
+    "grocery": "grocery_packages",
+    "dvd": "smvs_dvd_covers",
+}
+ROWS = [  # the defaults first: they index (with local features), the other rows reuse the library
+    ("defaults: global top 3 + keypoint index 10", {}),
+    ("copy check on the global top 10 only", {"instance_candidates": 0, "copy_candidates": 10}),
+    ("global search alone (no local features)", {"copy_candidates": 0}),
+]
 
 
-def homography_inliers(q: copies.Features, c: copies.Features) -> int:
-    """The same matches as the copy check, fitted with a homography instead of a similarity transform."""
-    good = copies.one_to_one(copies.matches(q.descriptors, c.descriptors))
-    if len(good) < 8:
-        return 0
-    src, dst = q.points[[m[0] for m in good]], c.points[[m[1] for m in good]]
-    h, mask = cv2.findHomography(src, dst, cv2.RANSAC, 4.0 * max(c.width, c.height) / copies.SIDE)
-    if h is None or not 0.05 < abs(np.linalg.det(h[:2, :2])) < 20:
-        return 0
-    return int(mask.sum())
+def env_of(overrides: dict) -> str:
+    return " ".join(f"LOOKALIKE_{k.upper()}={v}" for k, v in overrides.items()) + " lookalike eval"
+
+
+def quality(sets: list[str], tmp: Path) -> Table:
+    table = Table(title="lookalike eval on each shared set (P@10 / mAP@10 / top-1, queries/s)", title_justify="left")
+    table.add_column("search")
+    for name in sets:
+        table.add_column(name, justify="right")
+    table.add_column("command", overflow="fold")
+    for label, overrides in ROWS:
+        cells = []
+        for name in sets:
+            settings = Settings(home=tmp / name, **overrides)
+            r = evaluate(DATA / SETS[name], settings)
+            cells.append(f"{r['precision@10']:.4f} / {r['mAP@10']:.4f} / {r['top1']:.3f}, "
+                         f"{r['queries_per_second']:.0f}/s")  # fmt: skip
+        table.add_row(label, *cells, env_of(overrides))
+    return table
+
+
+def candidates(tmp: Path) -> Table:
+    home = tmp / "dvd"
+    lib = Library(Settings(home=next(home.glob("eval/*"))))
+    ids = lib.catalog.ids().tolist()
+    labels = {i: lib.catalog.get(i).label for i in ids}
+    features = copies.stored(lib.catalog, ids)
+    started = time.perf_counter()
+    index = KeypointIndex(lib.catalog, None, "bench").open()
+    built = time.perf_counter() - started
+    table = Table(title=f"smvs_dvd_covers: relevant photos among the candidates (keypoint index of {len(index)} "
+                        f"photos: built in {built:.1f} s, {index.nbytes() / len(index) / 1000:.1f} KB of memory "
+                        f"per photo)", title_justify="left")  # fmt: skip
+    for col in ("candidates", "global search", "keypoint index", "either", "keypoint search ms per query"):
+        table.add_column(col, justify="right")
+    for n in (3, 10, 20):
+        found = {"global": [], "keypoints": [], "either": []}
+        spent = 0.0
+        for i in ids:
+            glob = [h.id for h in lib.search_vector(lib.catalog.embedding(i), n, exclude=i)]
+            started = time.perf_counter()
+            voted = [j for j, _ in index.candidates(features[i].descriptors, n, exclude=i)]
+            spent += time.perf_counter() - started
+            for name, got in (("global", glob), ("keypoints", voted), ("either", set(glob) | set(voted))):
+                found[name].append(sum(labels[j] == labels[i] for j in got) / 4)
+        table.add_row(str(n), *[f"{np.mean(found[k]):.3f}" for k in ("global", "keypoints", "either")],
+                      f"{spent / len(ids) * 1000:.1f}")  # fmt: skip
+    lib.close()
+    return table
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--depth", type=int, nargs="+", default=[10, 50])
+    parser.add_argument("--sets", default=",".join(SETS), help="comma-separated: " + ", ".join(SETS))
     args = parser.parse_args()
-    table = Table(title="smvs_dvd_covers, leave-one-out (500 queries, 4 relevant each)", title_justify="left")
-    for col in ("re-ranking", "depth", "mAP@10", "top-1", "ms per query (re-ranking only)"):
-        table.add_column(col, justify="left" if col == "re-ranking" else "right")
+    sets = [s for s in args.sets.split(",") if s]
+    console = Console(width=220)
     with tempfile.TemporaryDirectory() as tmp:
-        indexed = Library(Settings(home=Path(tmp)))  # stores each photo's keypoints
-        indexed.index([str(DVD)])
-        indexed.close()
-        lib = Library(Settings(home=Path(tmp), copy_candidates=0))  # searches without the copy check
-        ids = lib.catalog.ids().tolist()
-        labels = {i: lib.catalog.get(i).label for i in ids}
-        feats = copies.stored(lib.catalog, ids)
-        count = Counter(labels.values())
-        for depth in args.depth:
-            rows = {"none (the default search, copy check off)": ([], []), "homography": ([], [])}
-            spent = 0.0
-            for i in ids:
-                hits = lib.search(i, k=depth).hits
-                started = time.perf_counter()
-                scored = sorted(
-                    ((-(n if (n := homography_inliers(feats[i], feats[h.id])) >= MIN_INLIERS else 0), r, h)
-                     for r, h in enumerate(hits)),
-                    key=lambda t: (t[0], t[1]),
-                )  # fmt: skip
-                spent += time.perf_counter() - started
-                for name, order in (("none (the default search, copy check off)", hits),
-                                    ("homography", [h for _, _, h in scored])):  # fmt: skip
-                    relevant = [labels[h.id] == labels[i] for h in order][:10]
-                    rows[name][0].append(average_precision_at_k(relevant, count[labels[i]] - 1, 10))
-                    rows[name][1].append(relevant[0])
-            for name, (aps, top1) in rows.items():
-                ms = f"{spent / len(ids) * 1000:.0f}" if name == "homography" else ""
-                table.add_row(name, str(depth), f"{np.mean(aps):.3f}", f"{np.mean(top1):.3f}", ms)
-        lib.close()
-    Console(width=160).print(table)
+        console.print(quality(sets, Path(tmp)))
+        if "dvd" in sets:
+            console.print(candidates(Path(tmp)))
 
 
 if __name__ == "__main__":

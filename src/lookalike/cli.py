@@ -210,6 +210,9 @@ def _hits_table(title: str, hits) -> Table:
             region = [round(v) for v in hit.verdict.match_box]
             mirrored = ", mirrored" if hit.verdict.mirrored else ""
             matched = f"SAME PHOTO ({hit.verdict.confidence:.2f}{mirrored}) at {region}"
+        elif hit.same_object:
+            region = [round(v) for v in hit.verdict.match_box]
+            matched = f"SAME OBJECT ({hit.verdict.confidence:.2f}) at {region}"
         source = hit.sources[0] if hit.sources else ""
         table.add_row(str(rank), str(hit.id), f"{hit.score:.3f}", f"{hit.similarity:.3f}", hit.label or "", matched,
                       source)  # fmt: skip

@@ -16,8 +16,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from lookalike.store.catalog import Catalog, ImageRecord
 from lookalike.store.catalog.cache import RecordCache
 from lookalike.store.catalog.database import redact
 from lookalike.store.images import ImageStore, LocalImageStore
+from lookalike.store.keypoints import KeypointIndex
 from lookalike.store.s3 import S3ImageStore, S3Location, is_s3, s3_client
 from lookalike.store.s3 import read as s3_read
 from lookalike.store.vectors import MISSING, VectorIndex
@@ -122,6 +122,8 @@ class Library:
         self._fetcher: UrlFetcher | None = None
         self.follower = Follower(self.catalog)
         self.records = RecordCache(self.catalog)  # hits' records, kept true by the change feed
+        self._keypoints: KeypointIndex | None = None  # opened on first use (lookalike.store.keypoints)
+        self._keypoints_checked = 0.0
         self._space: Space | None = None
         self._space_lock = threading.RLock()
         self._last_refresh = 0.0
@@ -265,6 +267,8 @@ class Library:
                 space = self._space
         self.follower.catch_up(space, wait)
         self.records.follow()
+        if self._keypoints is not None:
+            self._keypoints.follow(wait)
         self._last_refresh = time.monotonic()
         return space
 
@@ -290,6 +294,28 @@ class Library:
     @property
     def whitening(self) -> Whitening | None:
         return self.space.transform
+
+    @property
+    def keypoints(self) -> KeypointIndex | None:
+        """The keypoint index (photos by shared local features), opened on first use: built from the catalog or
+        loaded from the library directory, then kept in step by the change feed like the vector index. None when
+        instance search is off, in a process that keeps no index (a worker), or above ``keypoint_max_photos``."""
+        s = self.settings
+        if not (s.instance_candidates and s.copy_candidates and self.follows_index):
+            return None
+        if self._keypoints is not None and len(self._keypoints) > s.keypoint_max_photos:
+            log.info("the library holds more than %d photos (LOOKALIKE_KEYPOINT_MAX_PHOTOS): keypoint index closed",
+                     s.keypoint_max_photos)  # fmt: skip
+            self._keypoints = None
+            return None
+        if self._keypoints is None:
+            with self._lock:
+                if self._keypoints is None:
+                    if self.catalog.counts()["images"] > s.keypoint_max_photos:
+                        return None
+                    self._keypoints = KeypointIndex(self.catalog, self.home / "keypoints", self.library_id,
+                                                    s.keypoint_nprobe).open()  # fmt: skip
+        return self._keypoints
 
     def after_write(self) -> None:
         """Make this process's writes searchable before they are acknowledged: in this process's index, and
@@ -373,7 +399,7 @@ class Library:
         """Finish a tier switch in progress and save the embedded index, so the next process loads it."""
         if self._space is not None:
             self._space.wait()
-            self.save_index()
+        self.save_index()
         if self._fetcher is not None:
             self._fetcher.close()
         if self._side is not None:
@@ -415,6 +441,7 @@ class Library:
         _ = self.embedder  # a missing model fails here, once, not as one rejection per photo
         if self.settings.copy_candidates and self.follows_index:
             _ = self.space  # new photos are checked against the library for near-duplicates as they come
+            _ = self.keypoints  # follows the run, so the first search after it needs no build
         if objects:
             _ = self.detector
         report = Pipeline(self, on_progress, objects=objects).run(sets, prune=prune)
@@ -431,6 +458,9 @@ class Library:
         """Embedded index: write its files when they changed (a cache the next process loads)."""
         if self._space is not None:
             self._space.save()
+        if self._keypoints is not None:
+            self._keypoints.wait()
+            self._keypoints.save()
 
     def delete_images(self, ids: list[int]) -> list[ImageRecord]:
         removed = self.catalog.remove_images(ids)
@@ -507,18 +537,21 @@ class Library:
         exclude: int | None = None
         if isinstance(query, int) and box is not None:
             query = self.original_bytes(query)
-        query_features: Callable[[], copies.Features | None]
-        query_mirror: Callable[[], copies.Features | None] = _no_features
+        depth = self.settings.copy_candidates
+        # the keypoint index proposes candidates too, for photo searches that are not restricted to subjects
+        keypoints = self.keypoints if depth and match != "objects" and detected_label is None else None
+        local: verification.LocalQuery | None = None
+        described: Future[verification.LocalQuery] | None = None
         if isinstance(query, int):
             vec = self.catalog.embedding(query)
             if vec is None:
                 raise NotFoundError(f"no image with id {query}")
             info: dict = {"image_id": query}
             exclude = query
-            stored = self.catalog.features([query]).get(query)
-
-            def query_features() -> copies.Features | None:
-                return copies.Features.from_bytes(stored) if stored else None
+            stored = self.catalog.features([query]).get(query) if depth else None
+            if stored:
+                local = verification.prepare(copies.Features.from_bytes(stored), _no_features, keypoints,
+                                             self.settings.instance_candidates, exclude, self.catalog.features)
         else:
             if isinstance(query, bytes):
                 data, info = query, {"source": "upload"}
@@ -532,29 +565,75 @@ class Library:
                 decoded = decode(data, self.settings.max_pixels, self.decode_side())
                 picture = crop_box(decoded, box) if box is not None else decoded.image
                 size = (box[2] - box[0], box[3] - box[1]) if box is not None else (decoded.width, decoded.height)
-                # the query's local features are found while the model embeds it: both release the GIL, so on
-                # an idle machine the copy check adds little to a search's latency (bench/copies.py)
-                described = self._side_work().submit(copies.Query, picture, int(size[0]), int(size[1])) \
-                    if self.settings.copy_candidates else None  # fmt: skip
+                # the query's local features are found, the keypoint index searched with them and its candidates
+                # checked while the model embeds the photo: both release the GIL (bench/copies.py: latency)
+                handoff = verification.Handoff()
+                described = self._side_work().submit(self._describe, picture, int(size[0]), int(size[1]),
+                                                     keypoints, handoff) if depth else None  # fmt: skip
                 vec = self.embedder.embed(self.embedder.prepare(picture)[None])[0]
             info |= {"width": decoded.width, "height": decoded.height}
             if box is not None:
                 info["box"] = list(box)
-
-            def query_features() -> copies.Features | None:
-                return described.result().features if described is not None else None
-
-            def query_mirror() -> copies.Features | None:
-                return described.result().mirror() if described is not None else None
-        depth = self.settings.copy_candidates
         hits = self.search_vector(vec, max(k, depth) if depth else k, min_score, label, exclude, match,
                                   detected_label)  # fmt: skip
-        features = query_features() if depth and hits else None
-        if features is not None:
-            hits = verification.check(hits, features, self.catalog.features, self._thumbnail_of, query_mirror, depth)
+        if described is not None:
+            # while the side thread checks the keypoint index's candidates: the global ones are checked here, and
+            # the keypoint index's turned into hits
+            checked = verification.check_hits(hits[:depth], handoff.features.result(), self.catalog.features,
+                                              self._thumbnail_of)  # fmt: skip
+            extra = self._voted_hits(handoff.votes.result(), hits, vec, min_score, label)
+            local = described.result()
+            hits = verification.check(hits, local, self.catalog.features, self._thumbnail_of, depth, extra, checked)
+        elif local is not None:
+            extra = self._voted_hits(local.votes, hits, vec, min_score, label)
+            hits = verification.check(hits, local, self.catalog.features, self._thumbnail_of, depth, extra)
         if copies_only:
             hits = [h for h in hits if h.copy]
         return SearchResult(hits[:k], time.perf_counter() - started, info)
+
+    def _describe(self, picture: Image.Image, width: int, height: int, keypoints: KeypointIndex | None,
+                  handoff: verification.Handoff) -> verification.LocalQuery:  # fmt: skip
+        """Run beside the embedding: the query's local features, the keypoint index's candidates and their checks,
+        each handed over as soon as known; then the mirror image's features are started on (wanted when nothing
+        is a copy) while the search goes on."""
+        try:
+            described = copies.Query(picture, width, height)
+            handoff.features.set_result(described.features)
+            local = verification.prepare(described.features, described.mirror, keypoints,
+                                         self.settings.instance_candidates, None, self.catalog.features,
+                                         handoff.votes.set_result)  # fmt: skip
+        except BaseException as exc:  # the search waits on these: it gets the error instead
+            for future in (handoff.features, handoff.votes):
+                if not future.done():
+                    future.set_exception(exc)
+            raise
+        local.mirror = self._side_work().submit(described.mirror).result
+        return local
+
+    def _voted_hits(self, votes: list[tuple[int, int]], hits: list[Hit], vec: np.ndarray, min_score: float | None,
+                    label: str | None) -> list[Hit]:  # fmt: skip
+        """Hits for the keypoint index's candidates, with the search's filters applied; those the global search
+        returned keep their hit. Their similarity is read from the index the global search used: a photo newer
+        than it is skipped (the global search could not have found it either)."""
+        known = {h.id: h for h in hits}
+        wanted = [i for i, _ in votes if i not in known]
+        records = self.records.get_many(wanted) if wanted else {}
+        space = self.space
+        ids = np.asarray([i for i in wanted if i in records], np.int64)
+        present = ids[[p is not None for p in space.photos.payloads(ids)]] if len(ids) else ids
+        cosine = space.photos.vectors(present) @ space.apply_transform(vec[None])[0] if len(present) else []
+        similarity = dict(zip(present.tolist(), np.asarray(cosine, np.float64).tolist(), strict=True))
+        out = []
+        for i, _ in votes:
+            if i in known:
+                out.append(known[i])
+            elif i in similarity and (label is None or records[i].label == label) and (
+                min_score is None or similarity[i] >= min_score
+            ):
+                rec = records[i]
+                out.append(Hit(i, similarity[i], rec.label, rec.sources, rec.width, rec.height, rec.sha256,
+                               similarity=similarity[i]))  # fmt: skip
+        return out
 
     def copy_of(self, vec: np.ndarray, features: copies.Features) -> tuple[int, float] | None:
         """The indexed photo a new photo is an (edited) copy of: its nearest one, checked with the stored features
@@ -565,8 +644,8 @@ class Library:
         space = self._space
         ids, _ = space.photos.search(space.apply_transform(vec[None]), 1)
         found = [int(i) for i in ids[0] if i != MISSING]
-        verdicts = [(i, v) for i, v in copies.verify_many(features, copies.stored(self.catalog, found)).items()
-                    if v.copy]  # fmt: skip
+        verdicts = [(i, v) for i, v in copies.verify_many(features, copies.stored(self.catalog, found),
+                                                            objects=False).items() if v.copy]  # fmt: skip
         if not verdicts:
             return None
         best, verdict = max(verdicts, key=lambda iv: iv[1].inliers)
@@ -697,10 +776,13 @@ class Library:
             "rerank_depth": self.settings.rerank_depth,
             "index": space.photos.kind,
             "vectors": len(space.photos),
+            "instance_candidates": self.settings.instance_candidates if self.settings.copy_candidates else 0,
+            "keypoint_index": self._keypoints.describe() if self._keypoints is not None else None,
             "disk_bytes": {
                 "catalog": self.catalog.disk_bytes(),
                 "images": self.images.disk_bytes(),
                 "vectors": space.photos.disk_bytes() + space.objects.disk_bytes(),
+                "keypoints": sum(f.stat().st_size for f in (self.home / "keypoints").glob("keypoints-*")),
             },
         }
 

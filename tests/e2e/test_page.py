@@ -18,11 +18,12 @@ import uvicorn
 
 from lookalike.api.app import create_app
 from lookalike.library import Library
-from tests.conftest import TOWHEE, copy_photos, photo, side_by_side
+from tests.conftest import SHARED, TOWHEE, copy_photos, photo, side_by_side
 from tests.modelfolders import build_color_clip, models_dir_with_builtins
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).parent / "artifacts"
+DVD = SHARED / "datasets" / "smvs_dvd_covers"
 
 if not Path(CHROMIUM).exists() and os.environ.get("CI"):  # CI must run these, never skip them
     raise RuntimeError("chromium is missing: run scripts/install-system-deps.sh")
@@ -46,6 +47,19 @@ def clip_server(settings, tmp_path: Path):
     lib = Library(s)
     lib.index([str(TOWHEE / "test")])
     yield from serve(s, lib)
+
+
+@pytest.fixture
+def dvd_server(settings, embedder, tmp_path: Path):
+    """A library of DVD cover scans (shared smvs_dvd_covers): a phone photo of one finds it as the same object."""
+    covers = tmp_path / "covers"
+    for folder in sorted(DVD.iterdir())[:20]:
+        if folder.is_dir():
+            (covers / folder.name).mkdir(parents=True)
+            shutil.copy(folder / f"{folder.name}_Reference.jpg", covers / folder.name)
+    lib = Library(settings, embedder=embedder)
+    lib.index([str(covers)])
+    yield from serve(settings, lib)
 
 
 def serve(settings, lib: Library):
@@ -76,7 +90,8 @@ def page(request):
     """The page in Chromium, on the server fixture the test names (``server`` unless it asks for another)."""
     from playwright.sync_api import sync_playwright
 
-    server = request.getfixturevalue("clip_server" if "clip_server" in request.fixturenames else "server")
+    named = [name for name in ("clip_server", "dvd_server") if name in request.fixturenames]
+    server = request.getfixturevalue(named[0] if named else "server")
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(
@@ -319,3 +334,19 @@ def test_duplicates_view_shows_the_copies_side_by_side(server, page) -> None:
     shot(page, "22-duplicates")
     page.click("#tab-search")
     expect(page.locator("#duplicates-panel")).to_be_hidden()
+
+
+def test_a_phone_photo_of_a_cover_finds_the_scan_as_the_same_object(dvd_server, page) -> None:
+    from playwright.sync_api import expect
+
+    expect(page.locator("#stats")).to_contain_text("20 photos indexed")
+    cover = sorted(p for p in DVD.iterdir() if p.is_dir())[3]
+    page.set_input_files("#file-input", str(cover / f"{cover.name}_Droid.jpg"))  # perspective, clutter, glare
+    first = page.locator("#results .hit").first
+    expect(first).to_have_class("hit same-object")
+    expect(first.locator(".score")).to_contain_text("same object")
+    expect(first.locator(".box.region")).to_have_count(1)  # where the cover is in the scan
+    assert first.get_attribute("data-label") == cover.name
+    expect(page.locator("#status")).to_contain_text("showing the same object")
+    expect(page.locator("#copies-section")).to_be_hidden()  # another photo of it, not the same picture
+    shot(page, "23-same-object")

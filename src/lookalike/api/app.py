@@ -125,6 +125,15 @@ class HitOut(BaseModel):
         description="for a copy: the matched region in the query ('query') and in this photo ('match'), "
         "x1, y1, x2, y2 in each photo's pixels, and whether the copy is mirrored"
     )
+    same_object: bool = Field(
+        description="not the same picture, but the same flat object (a cover, a package, a poster) photographed "
+        "elsewhere, checked by local features under perspective"
+    )
+    object_confidence: float | None = Field(description="how sure the same-object check is (0..1), when it matched")
+    object_region: dict | None = Field(
+        description="for a same-object match: where the object is in the query ('query') and in this photo "
+        "('match'), x1, y1, x2, y2 in each photo's pixels"
+    )
 
 
 class SearchOut(BaseModel):
@@ -351,7 +360,8 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
             "sources": list(hit.sources), "width": hit.width, "height": hit.height,
             "original_url": f"{API}/images/{hit.id}/original", "thumbnail_url": f"{API}/images/{hit.id}/thumbnail",
             "box": [round(v, 1) for v in hit.box] if hit.box else None, "detected_label": hit.detected_label,
-            **{key: d[key] for d in (hit.as_dict(),) for key in ("copy", "copy_confidence", "copy_region")},
+            **{key: d[key] for d in (hit.as_dict(),) for key in ("copy", "copy_confidence", "copy_region",
+                                                             "same_object", "object_confidence", "object_region")},
         }  # fmt: skip
 
     def validated(model: type[BaseModel], data: dict) -> BaseModel:

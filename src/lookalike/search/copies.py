@@ -27,7 +27,13 @@ SIDE = 384  # the long side features are computed at: small enough to be fast, l
 RATIO = 0.85  # Lowe's ratio test (the geometric check that follows removes what it lets through)
 MAX_DISTANCE = 64  # of 256 bits: two unrelated ORB descriptors differ in ~128, the nearest of thousands in ~90
 MIN_INLIERS = 12  # a similarity transform supported by this many matches is not chance (see confidence)
+OBJECT_MIN_INLIERS = 15  # a homography has more freedom than a similarity: it needs more support (see RESULTS)
 RANSAC_PX = 4.0  # reprojection tolerance at SIDE px
+# ORB finds this many times the keypoints kept, and the grid spread keeps the strongest of each cell. A stored photo
+# keeps 300 of 600: more of them come from coarse pyramid levels, which a photo of the same object taken from
+# further away needs; a query keeps 800 of 3,200: a caption's or a frame's strong corners cannot crowd out the
+# picture's (bench/RESULTS.md, "Instance search": the other choices lose up to 0.4 of one kind or the other)
+STORED_OVERSAMPLE, QUERY_OVERSAMPLE = 2, 4
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,11 @@ class Features:
         head = np.array([min(self.width, 65535), min(self.height, 65535)], dtype="<u2").tobytes()
         return head + np.hstack([xy.view(np.uint8).reshape(-1, 4), self.descriptors]).tobytes()
 
+    def head(self, n: int) -> Features:
+        """The first ``n`` keypoints: the strongest of every grid cell first (see ``_spread``)."""
+        return self if len(self.points) <= n else Features(self.points[:n], self.descriptors[:n], self.width,
+                                                             self.height)  # fmt: skip
+
     @classmethod
     def from_bytes(cls, data: bytes) -> Features:
         w, h = np.frombuffer(data[:4], dtype="<u2").tolist()
@@ -64,10 +75,11 @@ class Verdict:
     query_box: tuple[float, float, float, float] | None  # the matched region, in the query's pixels
     match_box: tuple[float, float, float, float] | None  # the same region in the candidate's pixels
     mirrored: bool = False
+    same_object: bool = False  # not the same picture, but the same (flat) object in another photo
 
     def as_dict(self) -> dict:
-        return {"copy": self.copy, "confidence": round(self.confidence, 4), "inliers": self.inliers,
-                "query_box": _rounded(self.query_box), "match_box": _rounded(self.match_box),
+        return {"copy": self.copy, "same_object": self.same_object, "confidence": round(self.confidence, 4),
+                "inliers": self.inliers, "query_box": _rounded(self.query_box), "match_box": _rounded(self.match_box),
                 "mirrored": self.mirrored}  # fmt: skip
 
 
@@ -93,7 +105,7 @@ def stored(catalog, ids) -> dict[int, Features]:
 def from_jpeg(data: bytes, width: int, height: int, limit: int = MAX_FEATURES) -> Features:
     """Features of a photo from its thumbnail (``width`` x ``height``: the photo's own size, for the points)."""
     with Image.open(io.BytesIO(data)) as im:
-        return Query(im.convert("RGB"), width, height, limit).features
+        return Query(im.convert("RGB"), width, height, limit, STORED_OVERSAMPLE).features
 
 
 def extract(
@@ -102,7 +114,7 @@ def extract(
     """Features of a photo; ``width``/``height`` are its original size when ``image`` is a reduced decode.
     A query keeps more (``QUERY_FEATURES``) than a stored photo: a caption or a frame draws strong corners that
     would otherwise take the query's whole budget away from the picture itself."""
-    return Query(image, width, height, limit).features
+    return Query(image, width, height, limit, STORED_OVERSAMPLE).features
 
 
 class Query:
@@ -110,7 +122,8 @@ class Query:
     detection is symmetric), described again on the mirrored pixels, so no second detection is needed."""
 
     def __init__(
-        self, image: Image.Image, width: int | None = None, height: int | None = None, limit: int = QUERY_FEATURES
+        self, image: Image.Image, width: int | None = None, height: int | None = None, limit: int = QUERY_FEATURES,
+        oversample: int = QUERY_OVERSAMPLE,
     ) -> None:
         cv2 = _cv2()
         gray = ImageOps.grayscale(image)
@@ -120,7 +133,7 @@ class Query:
             gray = gray.resize((max(1, round(gray.width * scale)), max(1, round(gray.height * scale))),
                                Image.Resampling.BILINEAR)  # fmt: skip
         self._pixels = np.asarray(gray, dtype=np.uint8)
-        self._orb = cv2.ORB_create(nfeatures=4 * limit, fastThreshold=10, edgeThreshold=15, patchSize=15)
+        self._orb = cv2.ORB_create(nfeatures=oversample * limit, fastThreshold=10, edgeThreshold=15, patchSize=15)
         keypoints = _spread(self._orb.detect(self._pixels, None), self._pixels.shape, limit)
         self._keypoints = keypoints
         self.features = self._describe(self._pixels, keypoints)
@@ -135,11 +148,12 @@ class Query:
 
     def mirror(self) -> Features:
         """Features of the mirror image, points in its (mirrored) coordinates: a similarity transform cannot
-        fit a reflection, so the geometry is checked on the mirror image and only its box mapped back."""
+        fit a reflection, so the geometry is checked on the mirror image and only its box mapped back. Only the
+        strongest MAX_FEATURES of each grid cell's keypoints: a mirrored copy is seldom also captioned."""
         cv2 = _cv2()
         w = self._pixels.shape[1]
         flipped = [cv2.KeyPoint(w - 1 - k.pt[0], k.pt[1], k.size, (180.0 - k.angle) % 360.0, k.response, k.octave)
-                   for k in self._keypoints]  # fmt: skip
+                   for k in self._keypoints[:MAX_FEATURES]]  # fmt: skip
         return self._describe(np.ascontiguousarray(self._pixels[:, ::-1]), flipped)
 
 
@@ -164,42 +178,47 @@ def _spread(keypoints, shape: tuple[int, int], limit: int, grid: int = 4) -> lis
     return [keypoints[i] for i in chosen]
 
 
-def matches(query: np.ndarray, train: np.ndarray) -> list[tuple[int, int, float]]:
-    """(query row, train row, distance) for query descriptors whose nearest train descriptor passes Lowe's ratio
-    test against the second nearest and differs in at most MAX_DISTANCE bits."""
-    distance, nearest = _knn2(query, train)
-    good = np.flatnonzero((nearest[:, 1] >= 0) & (distance[:, 0] < RATIO * distance[:, 1])
-                          & (distance[:, 0] <= MAX_DISTANCE))  # fmt: skip
-    return [(q, int(nearest[q, 0]), float(distance[q, 0])) for q in good.tolist()]
+def matches(query: np.ndarray, candidates: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """For each candidate, its (query rows, candidate rows) matches: every candidate descriptor whose nearest query
+    descriptor passes Lowe's ratio test against the second nearest and differs in at most MAX_DISTANCE bits, one
+    match per query descriptor (the closest).
+
+    Matched from the candidate's side: a descriptor's two nearest *query* descriptors do not depend on the other
+    candidates, so all candidates are matched in one search and each pair still gets its own ratio test. (Matched
+    the other way round against all candidates at once, two photos of the same object among the candidates take
+    each other's matches away: the ratio test sees two equally good answers and rejects both.)"""
+    out = [(np.zeros(0, np.int64), np.zeros(0, np.int64)) for _ in candidates]
+    sizes = np.array([len(c) for c in candidates], dtype=np.int64)
+    if len(query) < 2 or not sizes.sum():
+        return out
+    distance, nearest = _knn2(np.concatenate([c for c in candidates if len(c)]), query)
+    good = (nearest[:, 1] >= 0) & (distance[:, 0] < RATIO * distance[:, 1]) & (distance[:, 0] <= MAX_DISTANCE)
+    owner = np.repeat(np.arange(len(candidates)), sizes)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    for j in np.unique(owner[good]).tolist():
+        rows = np.flatnonzero(good & (owner == j))
+        q, d = nearest[rows, 0], distance[rows, 0]
+        # one-to-one: each query point keeps its closest candidate point; many candidate points on one query
+        # point would let RANSAC "fit" a transform that shrinks everything onto it
+        order = np.lexsort((d, q))
+        first = np.r_[True, q[order][1:] != q[order][:-1]]
+        keep = order[first]
+        out[j] = (q[keep].astype(np.int64), rows[keep] - starts[j])
+    return out
 
 
-def one_to_one(good: list[tuple[int, int, float]]) -> list[tuple[int, int, float]]:
-    """Each train point keeps its closest match: many query points on one candidate point would let RANSAC
-    "fit" a transform that shrinks everything onto it."""
-    best: dict[int, tuple[int, int, float]] = {}
-    for m in good:
-        if m[1] not in best or m[2] < best[m[1]][2]:
-            best[m[1]] = m
-    return list(best.values())
-
-
-def verify_many(query: Features, candidates: dict[int, Features]) -> dict[int, Verdict]:
-    """Verdicts for several candidates at the cost of about one: the query is matched once against all their
-    descriptors together, and the geometric check runs only for candidates with enough matches to pass it."""
+def verify_many(query: Features, candidates: dict[int, Features], objects: bool = True) -> dict[int, Verdict]:
+    """Verdicts for several candidates at the cost of about one: one matching search for all of them, and the
+    geometric checks only for candidates with enough matches to pass them. ``objects``: also look for the same
+    object in another photo (a homography) where the photo is not a copy."""
     verdicts = {i: NO_MATCH for i in candidates}
     usable = {i: f for i, f in candidates.items() if len(f.descriptors) >= 4}
     if len(query.descriptors) < 4 or not usable:
         return verdicts
-    owner = np.concatenate([np.full(len(f.descriptors), i, dtype=np.int64) for i, f in usable.items()])
-    sizes = [len(f.descriptors) for f in usable.values()]
-    offsets = dict(zip(usable, np.cumsum([0, *sizes[:-1]]).tolist(), strict=True))  # each one's first row
-    per: dict[int, list[tuple[int, int, float]]] = {}
-    for qi, ti, d in matches(query.descriptors, np.concatenate([f.descriptors for f in usable.values()])):
-        i = int(owner[ti])
-        per.setdefault(i, []).append((qi, ti - offsets[i], d))
-    for i, found in per.items():
-        if len(found) >= MIN_INLIERS:
-            verdicts[i] = _geometry(query, candidates[i], found)
+    found = matches(query.descriptors, [f.descriptors for f in usable.values()])
+    for (i, candidate), (q, t) in zip(usable.items(), found, strict=True):
+        if len(q) >= MIN_INLIERS:
+            verdicts[i] = _geometry(query, candidate, q, t, objects)
     return verdicts
 
 
@@ -208,48 +227,109 @@ def _knn2(query: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     faster here than OpenCV's brute-force matcher and already a dependency (the IVF tier)."""
     import faiss
 
+    faiss.omp_set_num_threads(1)  # small searches: threads cost more than they give (and searches run in parallel)
     index = faiss.IndexBinaryFlat(train.shape[1] * 8)
     index.add(np.ascontiguousarray(train))
     distance, nearest = index.search(np.ascontiguousarray(query), 2)
     return distance.astype(np.float32), nearest
 
 
-def _geometry(query: Features, candidate: Features, good: list[tuple[int, int, float]]) -> Verdict:
-    """A similarity transform fitted with RANSAC to (query point, candidate point, distance) matches."""
+def _geometry(query: Features, candidate: Features, q: np.ndarray, t: np.ndarray, objects: bool) -> Verdict:
+    """One robust fit, then two verdicts from it. A homography (a plane seen from anywhere) is fitted to the matches
+    with OpenCV's USAC, ~50x faster here than its classic RANSAC, which refines every hypothesis; its inliers are the
+    matches any view of the same flat picture agrees with. The same picture (resized, cropped, rotated, recoloured,
+    captioned) is a similarity transform: fitted to those inliers alone, it converges at once. When it explains
+    MIN_INLIERS of them, the photo is a copy; else, with ``objects``, enough inliers under a sane homography make it
+    the same object in another photo. One fit per candidate instead of two halves the check's cost."""
     cv2 = _cv2()
-    good = one_to_one(good)
-    if len(good) < 4:
+    src, dst = query.points[q], candidate.points[t]
+    tol = _tolerance(candidate)
+    h, mask = cv2.findHomography(src, dst, cv2.USAC_DEFAULT, tol, maxIters=500, confidence=0.99)
+    if h is None or mask is None:
         return NO_MATCH
-    src = query.points[[m[0] for m in good]]
-    dst = candidate.points[[m[1] for m in good]]
-    # RANSAC tolerance in the candidate's pixels, as RANSAC_PX would be at SIDE px
-    tol = RANSAC_PX * max(candidate.width, candidate.height) / SIDE
-    transform, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=tol,
-                                                  maxIters=500, confidence=0.99)  # fmt: skip
+    keep = mask.ravel().astype(bool)
+    if keep.sum() < MIN_INLIERS:
+        return NO_MATCH
+    src, dst = src[keep], dst[keep]
+    verdict = _similarity(query, candidate, src, dst)
+    if verdict.copy or not objects:
+        return verdict
+    same = _same_object(query, candidate, src, dst, h)
+    return same if same.same_object else verdict
+
+
+def _tolerance(candidate: Features) -> float:
+    """The RANSAC tolerance in the candidate's pixels, as RANSAC_PX would be at SIDE px."""
+    return RANSAC_PX * max(candidate.width, candidate.height) / SIDE
+
+
+def _sane_scale(scale: float, query: Features, candidate: Features) -> bool:
+    """A copy or a view of one object is scaled by a sane factor: photo sides over candidate sides, within 8x."""
+    expected = max(candidate.width, candidate.height) / max(query.width, query.height)
+    return expected / 8 <= scale <= expected * 8
+
+
+def _spread_enough(box: tuple[float, ...], width: int, height: int) -> bool:
+    """The agreeing points cover a region, not one spot (a logo, a repeated texture)."""
+    return min((box[2] - box[0]) / width, (box[3] - box[1]) / height) >= 0.1
+
+
+def _confidence(inliers: int) -> float:
+    return float(1.0 - np.exp(-max(0, inliers - 4) / 8.0))
+
+
+def _similarity(query: Features, candidate: Features, src: np.ndarray, dst: np.ndarray) -> Verdict:
+    cv2 = _cv2()
+    transform, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=_tolerance(
+        candidate), maxIters=500, confidence=0.99)  # fmt: skip
     if mask is None or transform is None:
         return NO_MATCH
-    # a copy is scaled by a sane factor (photo sides over candidate sides, within 8x either way)
-    scale = float(np.hypot(transform[0, 0], transform[1, 0]))
-    expected = max(candidate.width, candidate.height) / max(query.width, query.height)
-    if not expected / 8 <= scale <= expected * 8:
+    if not _sane_scale(float(np.hypot(transform[0, 0], transform[1, 0])), query, candidate):
         return NO_MATCH
     keep = mask.ravel().astype(bool)
     inliers = int(keep.sum())
     if inliers < 4:
         return NO_MATCH
-    confidence = float(1.0 - np.exp(-max(0, inliers - 4) / 8.0))
     qb = _box(src[keep], query.width, query.height)
     mb = _box(dst[keep], candidate.width, candidate.height)
-    # the agreeing points must cover a region, not one spot (a logo, a repeated texture)
-    spread = min((mb[2] - mb[0]) / candidate.width, (mb[3] - mb[1]) / candidate.height)
-    if spread < 0.1:
+    if not _spread_enough(mb, candidate.width, candidate.height):
         return Verdict(False, 0.0, inliers, qb, mb)
     # the matched region: where each photo's frame falls in the other under the transform (a crop's place in
     # its original, a framed photo's place in the screenshot), not only where the agreeing points happen to be
     mb = _frame_in(transform, query.width, query.height, candidate.width, candidate.height)
     inverse = cv2.invertAffineTransform(transform)
     qb = _frame_in(inverse, candidate.width, candidate.height, query.width, query.height)
-    return Verdict(inliers >= MIN_INLIERS, confidence, inliers, qb, mb)
+    return Verdict(inliers >= MIN_INLIERS, _confidence(inliers), inliers, qb, mb)
+
+
+def _same_object(query: Features, candidate: Features, src: np.ndarray, dst: np.ndarray, h: np.ndarray) -> Verdict:
+    """A plane seen from two viewpoints (a cover, a package, a poster, a painting): the homography's inliers
+    ``src`` -> ``dst``. The matched regions are where they lie in each photo: the object, not the frame (which
+    holds the rest of the scene)."""
+    cv2 = _cv2()
+    inliers = len(src)
+    det = float(np.linalg.det(h[:2, :2]))
+    if inliers < OBJECT_MIN_INLIERS or det <= 0 or not _sane_scale(np.sqrt(det), query, candidate):
+        return NO_MATCH  # a mirror image (det < 0) or a collapse onto a line is no view of a flat object
+    qb = _box(src, query.width, query.height)
+    mb = _box(dst, candidate.width, candidate.height)
+    if not (_spread_enough(qb, query.width, query.height) and _spread_enough(mb, candidate.width, candidate.height)):
+        return NO_MATCH
+    if not _convex(cv2.perspectiveTransform(_corners(qb)[None], h)[0]):
+        return NO_MATCH  # the matched region would be folded: not a view of a plane
+    return Verdict(False, _confidence(inliers), inliers, qb, mb, same_object=True)
+
+
+def _corners(box: tuple[float, ...]) -> np.ndarray:
+    x1, y1, x2, y2 = box
+    return np.array([[x1, y1], [x2, y1], [x2, y2], [x1, y2]], dtype=np.float64)
+
+
+def _convex(quad: np.ndarray) -> bool:
+    """Whether the four points (in order) turn the same way at every corner."""
+    edges = np.roll(quad, -1, axis=0) - quad
+    turns = edges[:, 0] * np.roll(edges, -1, axis=0)[:, 1] - edges[:, 1] * np.roll(edges, -1, axis=0)[:, 0]
+    return bool(np.all(turns > 0) or np.all(turns < 0))
 
 
 def _frame_in(transform: np.ndarray, width: int, height: int, into_w: int, into_h: int) -> tuple[float, ...]:

@@ -52,7 +52,7 @@ def near_duplicates(
             if query is None:
                 continue
             others = {int(i): stored[int(i)] for i in row if i != MISSING and int(i) != image_id and int(i) in stored}
-            for other, verdict in copies.verify_many(query, others).items():
+            for other, verdict in copies.verify_many(query, others, objects=False).items():
                 if verdict.copy and verdict.confidence >= min_confidence:
                     pairs.append((min(image_id, other), max(image_id, other), verdict.confidence))
                     parent[_find(parent, image_id)] = _find(parent, other)

@@ -30,6 +30,11 @@ class Hit:
     def copy(self) -> bool:
         return self.verdict is not None and self.verdict.copy
 
+    @property
+    def same_object(self) -> bool:
+        """Not the same picture, but the same (flat) object photographed elsewhere: a cover, a package, a poster."""
+        return self.verdict is not None and self.verdict.same_object
+
     def as_dict(self) -> dict:
         v = self.verdict
         return {
@@ -46,6 +51,9 @@ class Hit:
             "copy_confidence": round(v.confidence, 4) if v is not None else None,
             "copy_region": {"query": _box(v.query_box), "match": _box(v.match_box), "mirrored": v.mirrored}
             if self.copy else None,
+            "same_object": self.same_object,
+            "object_confidence": round(v.confidence, 4) if self.same_object else None,
+            "object_region": {"query": _box(v.query_box), "match": _box(v.match_box)} if self.same_object else None,
         }  # fmt: skip
 
 

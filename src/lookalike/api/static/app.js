@@ -290,7 +290,9 @@ function renderResults(result) {
   const region = state.box ? " for the selected region" : "";
   const what = state.query && state.query.kind === "text" ? `photos matching “${state.query.text}”` : `similar photos${region}`;
   const same = copies.length ? `${copies.length} ${copies.length === 1 ? "copy" : "copies"} of your photo and ` : "";
-  setStatus(`${same}${similar.length} ${what} in ${Math.round(result.took_ms)} ms.`, "muted");
+  const objects = similar.filter((h) => h.same_object).length;
+  const object = objects ? ` (${objects} showing the same object)` : "";
+  setStatus(`${same}${similar.length} ${what}${object} in ${Math.round(result.took_ms)} ms.`, "muted");
   for (const hit of copies) strip.appendChild(hitCard(hit));
   for (const hit of similar) grid.appendChild(hitCard(hit));
 }
@@ -308,7 +310,7 @@ function regionBox(box, hit, className) {
 
 function hitCard(hit) {
   const fig = document.createElement("figure");
-  fig.className = hit.copy ? "hit copy" : "hit";
+  fig.className = hit.copy ? "hit copy" : hit.same_object ? "hit same-object" : "hit";
   fig.tabIndex = 0;
   fig.dataset.id = hit.id;
   fig.dataset.label = hit.label || "";
@@ -324,12 +326,14 @@ function hitCard(hit) {
   img.src = hit.thumbnail_url;
   frame.appendChild(img);
   if (hit.copy && hit.copy_region) frame.appendChild(regionBox(hit.copy_region.match, hit, "box region"));  // what matched
+  else if (hit.same_object && hit.object_region) frame.appendChild(regionBox(hit.object_region.match, hit, "box region"));
   else if (hit.box) frame.appendChild(regionBox(hit.box, hit, "box"));  // the subject that matched best
   thumb.appendChild(frame);
   const cap = document.createElement("figcaption");
   const score = document.createElement("span");
   score.className = "score";
-  score.textContent = hit.copy ? `same photo ${Math.round(100 * hit.copy_confidence)}%` : hit.score.toFixed(3);
+  score.textContent = hit.copy ? `same photo ${Math.round(100 * hit.copy_confidence)}%`
+    : hit.same_object ? `same object ${Math.round(100 * hit.object_confidence)}%` : hit.score.toFixed(3);
   score.title = `similarity to your photo ${hit.similarity.toFixed(3)}`;
   const label = document.createElement("span");
   label.className = "label";
