@@ -55,6 +55,11 @@ class Settings(BaseSettings):
         le=256,
         description="threads numpy's BLAS may use (0: its own default); 1 leaves the cores to the model runtime",
     )
+    switch_interval: float = Field(
+        default=0.001, ge=0.0, le=1.0,
+        description="seconds a Python thread may hold the interpreter before another gets a turn (0: Python's "
+        "default, 5 ms); a search's helper thread and the search take turns often",
+    )  # fmt: skip
 
     # subject detection
     detector: str = Field(default="nanodet_m", description="object detector: nanodet_m or yolo_onnx")

@@ -50,6 +50,17 @@ MATCHES = ranking.MATCHES
 DETECT_SIDE = 640  # twice the detectors' input side: boxes stay precise
 
 
+def set_switch_interval(seconds: float) -> None:
+    """A photo search finds the query's local features in a helper thread while the model embeds it, then both
+    threads do short steps of Python between calls that release the interpreter lock (OpenCV, faiss, the model).
+    With Python's default 5 ms switch interval one thread can hold the lock that long while the other waits: the
+    copy check cost 1.56x the plain search's p50, 1.31x with 1 ms (bench/RESULTS.md, "Copies"). Process-wide."""
+    if seconds:
+        import sys
+
+        sys.setswitchinterval(seconds)
+
+
 def limit_blas_threads(threads: int) -> None:
     """Exact search multiplies one query by the index in numpy; OpenBLAS would spread that over every core,
     where the model runtime and the decoders already work (bench/RESULTS.md, "Threads"). Process-wide."""
@@ -107,6 +118,7 @@ class Library:
         self._lock = threading.RLock()  # lazy loading of models and clients; never held while searching
         self._decodes = threading.BoundedSemaphore(self.settings.resolved_decodes)
         limit_blas_threads(self.settings.blas_threads)
+        set_switch_interval(self.settings.switch_interval)
         self._s3 = None
         if self.settings.image_store == "local":
             self.images: ImageStore = LocalImageStore(self.home / "images")
@@ -593,22 +605,21 @@ class Library:
 
     def _describe(self, picture: Image.Image, width: int, height: int, keypoints: KeypointIndex | None,
                   handoff: verification.Handoff) -> verification.LocalQuery:  # fmt: skip
-        """Run beside the embedding: the query's local features, the keypoint index's candidates and their checks,
-        each handed over as soon as known; then the mirror image's features are started on (wanted when nothing
-        is a copy) while the search goes on."""
+        """Run beside the embedding: the query's local features, those of its mirror image (wanted when nothing is
+        a copy: found here, while the model still embeds, they cost the search nothing), the keypoint index's
+        candidates and their checks, each handed over as soon as known."""
         try:
             described = copies.Query(picture, width, height)
             handoff.features.set_result(described.features)
-            local = verification.prepare(described.features, described.mirror, keypoints,
-                                         self.settings.instance_candidates, None, self.catalog.features,
-                                         handoff.votes.set_result)  # fmt: skip
+            mirrored = described.mirror()
+            return verification.prepare(described.features, lambda: mirrored, keypoints,
+                                        self.settings.instance_candidates, None, self.catalog.features,
+                                        handoff.votes.set_result)  # fmt: skip
         except BaseException as exc:  # the search waits on these: it gets the error instead
             for future in (handoff.features, handoff.votes):
                 if not future.done():
                     future.set_exception(exc)
             raise
-        local.mirror = self._side_work().submit(described.mirror).result
-        return local
 
     def _voted_hits(self, votes: list[tuple[int, int]], hits: list[Hit], vec: np.ndarray, min_score: float | None,
                     label: str | None) -> list[Hit]:  # fmt: skip
