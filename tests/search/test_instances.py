@@ -7,12 +7,16 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from lookalike.api.app import create_app
 from lookalike.config import Settings
 from lookalike.library import Library
+from lookalike.search import copies
 from tests.conftest import MODELS, SHARED, TOWHEE, copy_photos, photo
 
 DVD = SHARED / "datasets" / "smvs_dvd_covers"
@@ -88,6 +92,30 @@ def test_more_like_this_from_a_stored_photo_uses_its_stored_features(library: Li
     library.remove([image_id])
 
 
+def test_a_photo_of_a_cover_seen_at_an_angle_is_the_same_object_not_a_copy() -> None:
+    """A similarity fits part of a perspective view; a copy's similarity explains almost all the points a planar
+    view agrees on (copies.COPY_SHARE). Checked pair by pair: phone photos against their cover's scan."""
+    verdicts = []
+    for cover in COVERS[:12]:
+        with Image.open(cover / f"{cover.name}_Reference.jpg") as im:
+            scan = copies.extract(im.convert("RGB"))
+        for p in PHONES:
+            with Image.open(cover / f"{cover.name}_{p}.jpg") as im:
+                verdicts.append(copies.verify_many(copies.Query(im.convert("RGB")).features, {0: scan})[0])
+    same, copy = sum(v.same_object for v in verdicts), sum(v.copy for v in verdicts)
+    # measured: 25 of 48 the same object, 17 copies (near-frontal ones); 8 and 34 without the rule
+    assert same >= 18 and copy <= 24 and same + copy >= 34, (same, copy)
+    # a strong perspective on an edited copy's original makes it the same object too, never a copy
+    with Image.open(COVERS[0] / f"{COVERS[0].name}_Reference.jpg") as im:
+        scan = im.convert("RGB")
+    w, h = scan.size
+    quad = np.float32([[0.15 * w, 0.05 * h], [0.85 * w, 0.2 * h], [0.85 * w, 0.8 * h], [0.15 * w, 0.95 * h]])
+    tilt = cv2.getPerspectiveTransform(np.float32([[0, 0], [w, 0], [w, h], [0, h]]), quad)
+    tilted = Image.fromarray(cv2.warpPerspective(np.asarray(scan), tilt, (w, h), borderValue=(255, 255, 255)))
+    verdict = copies.verify_many(copies.Query(tilted).features, {0: copies.extract(scan)})[0]
+    assert verdict.same_object and not verdict.copy, verdict
+
+
 def test_the_api_reports_the_object_and_its_region(library: Library) -> None:
     client = TestClient(create_app(library.settings, library=library))
 
@@ -95,7 +123,8 @@ def test_the_api_reports_the_object_and_its_region(library: Library) -> None:
         return client.post("/api/v1/search", files={"image": ("q.jpg", path.read_bytes(), "image/jpeg")},
                            data={"k": "3", **form}).json()["hits"][0]  # fmt: skip
 
-    # the first phone photo (in a fixed order) that the check calls the same object rather than a copy: most are
+    # the first phone photo (in a fixed order) that the check calls the same object: most are (a near-frontal one
+    # can be a copy)
     found = ((cover, photo, first_hit(photo)) for cover in COVERS for photo in (cover / f"{cover.name}_{p}.jpg"
                                                                                  for p in PHONES))  # fmt: skip
     cover, query, hit = next((c, q, h) for c, q, h in found if h["same_object"])

@@ -54,14 +54,20 @@ def voted(index: KeypointIndex, path: Path, ids: dict[Path, int], n: int = 4) ->
     return [by_id[i] for i, _ in index.candidates(query.descriptors, n, exclude=ids.get(path))]
 
 
+def found(index: KeypointIndex, queries: list[Path], ids: dict[Path, int]) -> float:
+    """The share of each query's 4 other photos of its cover among its 4 most-voted photos, on average. One query
+    alone is no test: which of two close covers wins depends on the cells k-means learned, and so on the order
+    the photos arrived in and on the machine's float arithmetic."""
+    return float(np.mean([sum(p.parent == q.parent for p in voted(index, q, ids)) / 4 for q in queries]))
+
+
 def test_a_phone_photo_votes_for_the_other_photos_of_its_cover(catalog_url: str) -> None:
     cat = Catalog.open(catalog_url)
     ids = add(cat, [p for c in COVERS for p in cover_photos(c)])
     index = KeypointIndex(cat, None, "t").open()
     assert len(index) == len(ids) and index.rows == copies.MAX_FEATURES * len(ids)
-    found = [sum(p.parent == q.parent for p in voted(index, q, ids)) for q in ids]
     # 4 other photos of each cover among 59 others: most of them are among its 4 most-voted photos
-    assert np.mean(found) / 4 > 0.6, np.mean(found)
+    assert found(index, list(ids), ids) > 0.6
     assert all(p != q for q in ids for p in voted(index, q, ids))  # the query itself is excluded
 
 
@@ -89,8 +95,7 @@ def test_cells_are_learned_again_when_the_library_has_grown(tmp_path: Path) -> N
     ids |= add(cat, [p for c in COVERS[1:] for p in cover_photos(c)])
     index.follow()
     assert index.rebuilds == 1 and index._index.nlist == nlist_for(index.rows) > before
-    query = cover_photos(COVERS[3])[2]
-    assert voted(index, query, ids, n=1)[0].parent == query.parent
+    assert found(index, list(ids), ids) > 0.6
 
 
 def test_a_background_rebuild_keeps_answering_and_misses_nothing_written_meanwhile(tmp_path: Path) -> None:
@@ -104,8 +109,7 @@ def test_a_background_rebuild_keeps_answering_and_misses_nothing_written_meanwhi
     index.wait()
     index.follow()
     assert index.rebuilds == 1 and len(index) == 60 and index.rows == 60 * copies.MAX_FEATURES
-    query = cover_photos(COVERS[11])[0]
-    assert voted(index, query, ids, n=1)[0].parent == query.parent
+    assert found(index, [p for c in COVERS[10:] for p in cover_photos(c)], ids) > 0.5  # those written meanwhile
 
 
 def test_saved_and_loaded_then_caught_up(tmp_path: Path) -> None:
@@ -118,8 +122,7 @@ def test_saved_and_loaded_then_caught_up(tmp_path: Path) -> None:
     assert loaded.load() and len(loaded) == 30  # what was saved ...
     loaded.follow()
     assert len(loaded) == 60  # ... then the feed since
-    query = cover_photos(COVERS[9])[4]
-    assert voted(loaded, query, ids, n=1)[0].parent == query.parent
+    assert found(loaded, list(ids), ids) > 0.6
     assert not KeypointIndex(cat, tmp_path / "kp", "lib-b").load()  # another library's files are not used
     for f in (tmp_path / "kp").glob("keypoints-*.npz"):
         f.write_bytes(b"not numpy")

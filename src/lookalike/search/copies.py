@@ -27,6 +27,7 @@ SIDE = 384  # the long side features are computed at: small enough to be fast, l
 RATIO = 0.85  # Lowe's ratio test (the geometric check that follows removes what it lets through)
 MAX_DISTANCE = 64  # of 256 bits: two unrelated ORB descriptors differ in ~128, the nearest of thousands in ~90
 MIN_INLIERS = 12  # a similarity transform supported by this many matches is not chance (see confidence)
+COPY_SHARE = 0.8  # of a planar view's agreeing points one similarity explains in a copy (see _similarity)
 OBJECT_MIN_INLIERS = 15  # a homography has more freedom than a similarity: it needs more support (see RESULTS)
 RANSAC_PX = 4.0  # reprojection tolerance at SIDE px
 # ORB finds this many times the keypoints kept, and the grid spread keeps the strongest of each cell. A stored photo
@@ -299,7 +300,12 @@ def _similarity(query: Features, candidate: Features, src: np.ndarray, dst: np.n
     mb = _frame_in(transform, query.width, query.height, candidate.width, candidate.height)
     inverse = cv2.invertAffineTransform(transform)
     qb = _frame_in(inverse, candidate.width, candidate.height, query.width, query.height)
-    return Verdict(inliers >= MIN_INLIERS, _confidence(inliers), inliers, qb, mb)
+    # an edited copy keeps the picture's geometry: the similarity explains (nearly) every point a planar view agrees
+    # on (at least 0.8 for 882 of 883 copies: 10 edits of 100 Towhee photos). A phone photo of a
+    # printed picture is seen in perspective: a similarity fits one part of it (median 0.72 of 231 DVD cover photos
+    # that pass MIN_INLIERS), so it is the same object in another photo, with its region where the points lie.
+    copy = inliers >= MIN_INLIERS and inliers >= COPY_SHARE * len(src)
+    return Verdict(copy, _confidence(inliers), inliers, qb, mb)
 
 
 def _same_object(query: Features, candidate: Features, src: np.ndarray, dst: np.ndarray, h: np.ndarray) -> Verdict:
