@@ -1,17 +1,18 @@
-"""Copies and the same object first: the top candidates of a search checked with local features.
+"""Copies first, then the same object: the top candidates of a search checked with local features.
 
 Two searches propose candidates: the global one (its top ``copy_candidates`` hits) and the keypoint index (the
 ``instance_candidates`` photos sharing the most local features with the query, lookalike.store.keypoints), which
 finds a photo of the same object that looks less alike as a whole (another angle, clutter, glare). Each candidate
 is checked with local features (lookalike.search.copies): the same picture (resized, cropped, rotated, recoloured,
-captioned) is a copy; the same flat object in another photo (a homography) is a same-object match. Both move above
-every merely similar photo, in the order of their evidence (agreeing points; a copy first on a tie), and their score
-becomes 1 + confidence, so the scores shown still agree with the order (a similar photo's score is at most 1; the
-similarity stays the cosine). Evidence, not the kind of verdict, orders them: covers of one series share a studio's
-frame, and that part is a copy with 15-30 points, while a phone photo of the query's own cover agrees on 60-80
-(bench/RESULTS.md, "Instance search"). Candidates of the keypoint index that are neither are dropped: "similar"
-stays the global search's judgement. Photos indexed before local features were stored are checked from their
-thumbnail.
+captioned) is a copy; the same flat object in another photo (a homography) is a same-object match. Copies move
+above everything, same-object photos above every merely similar photo, and their scores become 1 + confidence and
+1 + confidence / 2, so the scores shown still agree with the order (a similar photo's score is at most 1; the
+similarity stays the cosine). Copies outrank same-object photos whatever their evidence: a copy's score (above
+1.63) is then never reached by a photo that shows an indexed object without being a copy of it (another photo of
+a product or a scene), so "this is your photo" keeps its own range. Ordering both by their agreeing points instead
+gained a little on smvs_dvd_covers (top-1 0.902 -> 0.924), whose covers of one series share a frame (bench/RESULTS.md,
+"Instance search"). Candidates of the keypoint index that are neither are dropped: "similar" stays the
+global search's judgement. Photos indexed before local features were stored are checked from their thumbnail.
 
 The keypoint index's side needs only the query's local features, so a photo search runs it (``prepare``) in a
 thread while the model embeds the photo; the global candidates are checked once the global search returns.
@@ -134,8 +135,9 @@ def check(
                     box = (query.width - qb[2], qb[1], query.width - qb[0], qb[3]) if qb is not None else None
                     verdicts[i] = dataclasses.replace(flipped, query_box=box, mirrored=True)
     checked_hits = {h.id: dataclasses.replace(h, verdict=verdicts.get(h.id)) for h in top}
-    verified = sorted((h for h in checked_hits.values() if h.copy or h.same_object),
-                      key=lambda h: (-h.verdict.inliers, not h.copy))  # fmt: skip
-    promoted = [dataclasses.replace(h, score=1.0 + h.verdict.confidence) for h in verified]
-    ids = {h.id for h in promoted}
-    return promoted + [checked_hits.get(h.id, h) for h in hits if h.id not in ids]
+    by_inliers = sorted(checked_hits.values(), key=lambda h: -h.verdict.inliers if h.verdict else 0)
+    copied = [dataclasses.replace(h, score=1.0 + h.verdict.confidence) for h in by_inliers if h.copy]
+    same = [dataclasses.replace(h, score=1.0 + h.verdict.confidence / 2) for h in by_inliers if h.same_object]
+    promoted = {h.id for h in copied + same}
+    rest = [checked_hits.get(h.id, h) for h in hits if h.id not in promoted]
+    return copied + same + rest
