@@ -13,7 +13,12 @@ answers ranked by their score over positives and negatives (a negative's top-1 i
 ours the copy verdict's precision and recall. Query latency p50 of the whole search (decode, embed, search,
 check) for global and ours.
 
-    python bench/copies.py [--classes 100]
+With ``--set dvd`` (the shared smvs_dvd_covers), the library holds each of the 100 covers' scan and two phone
+photos (Canon, Droid); positives are the scans, edited; negatives are the fourth phone photo (E63), edited: not in
+the library, but a photo of a cover that is. A search must not call another photo of the same object a copy, nor
+score it like one.
+
+    python bench/copies.py [--classes 100] [--set towhee|dvd]
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -37,6 +43,7 @@ from lookalike.library import Library
 
 SHARED = Path(os.environ.get("LOOKALIKE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 TOWHEE = SHARED / "datasets" / "towhee_reverse_image_search"
+DVD = SHARED / "datasets" / "smvs_dvd_covers"
 
 
 def jpeg(image: Image.Image) -> bytes:
@@ -59,16 +66,28 @@ def average_precision(scores: list[float], correct: list[bool], positives: int) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--classes", type=int, default=100, help="positives and negatives per edit")
+    parser.add_argument("--set", choices=("towhee", "dvd"), default="towhee", help="the photos (see above)")
     args = parser.parse_args()
     import imagehash
 
-    classes = sorted(p.name for p in (TOWHEE / "train").iterdir())[: args.classes]
-    originals = [sorted((TOWHEE / "train" / c).iterdir())[0] for c in classes]
-    outsiders = [sorted((TOWHEE / "test" / c).iterdir())[0] for c in classes]
     with tempfile.TemporaryDirectory() as tmp:
+        if args.set == "towhee":
+            classes = sorted(p.name for p in (TOWHEE / "train").iterdir())[: args.classes]
+            originals = [sorted((TOWHEE / "train" / c).iterdir())[0] for c in classes]
+            outsiders = [sorted((TOWHEE / "test" / c).iterdir())[0] for c in classes]
+            root = TOWHEE / "train"
+        else:
+            covers = sorted(p for p in DVD.iterdir() if p.is_dir())[: args.classes]
+            originals = [c / f"{c.name}_Reference.jpg" for c in covers]
+            outsiders = [c / f"{c.name}_E63.jpg" for c in covers]
+            root = Path(tmp) / "covers"
+            for c in covers:
+                (root / c.name).mkdir(parents=True)
+                for kind in ("Reference", "Canon", "Droid"):
+                    shutil.copy(c / f"{c.name}_{kind}.jpg", root / c.name)
         settings = Settings(home=Path(tmp) / "lib")
         lib = Library(settings)
-        lib.index([str(TOWHEE / "train")])
+        lib.index([str(root)])
         plain = Library(settings.model_copy(update={"copy_candidates": 0}))
         sources = {i: lib.catalog.get(i).sources[0] for i in lib.catalog.ids().tolist()}
         by_id = {i: Path(src).name for i, src in sources.items()}
@@ -76,7 +95,7 @@ def main() -> None:
         hashes = np.array([imagehash.phash(Image.open(sources[i])).hash.ravel() for i in ids])
         rows: dict[str, dict[str, list]] = {}
         answers: dict[str, tuple[list, list]] = {k: ([], []) for k in ("global", "phash", "ours")}
-        verdicts = {"tp": 0, "fp": 0, "fn": 0}
+        verdicts = {"tp": 0, "fp": 0, "fn": 0, "same": 0}
         latency: dict[str, list[float]] = {"global": [], "ours": []}
         for edit in EDITS:
             stats = rows.setdefault(edit, {k: [] for k in ("global1", "global10", "phash1", "phash10", "ours1",
@@ -100,6 +119,7 @@ def main() -> None:
                         verdicts["tp"] += called and right
                         verdicts["fp"] += called and not right
                         verdicts["fn"] += positive and not (called and right)
+                        verdicts["same"] += not positive and hits[0].same_object
                 h = imagehash.phash(Image.open(io.BytesIO(data))).hash.ravel()
                 distance = (hashes != h).sum(axis=1)
                 order = np.argsort(distance, kind="stable")[:10]
@@ -129,7 +149,8 @@ def main() -> None:
         precision = verdicts["tp"] / max(1, verdicts["tp"] + verdicts["fp"])
         recall = verdicts["tp"] / max(1, verdicts["tp"] + verdicts["fn"])
         print(f"ours, the copy verdict on the first hit: precision {precision:.3f}, recall {recall:.3f} "
-              f"({verdicts['fp']} negatives or wrong photos called copies)")  # fmt: skip
+              f"({verdicts['fp']} negatives or wrong photos called copies; {verdicts['same']} negatives' first hit "
+              f"called the same object)")  # fmt: skip
         for name, values in latency.items():
             p50, p95 = np.median(values) * 1000, np.percentile(values, 95) * 1000
             print(f"search p50 {name}: {p50:.1f} ms, p95 {p95:.1f} ms")
