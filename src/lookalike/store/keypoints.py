@@ -23,8 +23,6 @@ HNSW graphs of the embedded index do): nothing here is something processes must 
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -36,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.rwlock import RWLock
+from lookalike.store import folders
 from lookalike.store.catalog import PHOTO, Catalog
 
 log = logging.getLogger("lookalike")
@@ -229,16 +228,9 @@ class KeypointIndex:
         return self.rows * (BITS // 8 + 8) + self._index.nlist * BITS // 8
 
     # --- persistence -----------------------------------------------------------------------------------------
-    @contextlib.contextmanager
     def _files(self, exclusive: bool):
         assert self.directory is not None
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-            yield
-        finally:
-            os.close(fd)
+        return folders.turn(self.directory, exclusive)
 
     def _manifest(self) -> dict:
         try:

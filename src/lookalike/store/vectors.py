@@ -7,8 +7,6 @@ All indexes hold unit vectors keyed by int64 ids and score by inner product
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -22,6 +20,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from lookalike.rwlock import RWLock
+from lookalike.store import folders
 from lookalike.store.payload import PayloadTable, check_where, payload_list
 
 MISSING = -1
@@ -687,16 +686,9 @@ class EmbeddedIndex:
     def manifest_path(self) -> Path:
         return self.directory / "index.json"
 
-    @contextlib.contextmanager
     def _files(self, exclusive: bool):
         """Processes sharing this folder (a CLI run beside the service) take turns on its files."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-            yield
-        finally:
-            os.close(fd)
+        return folders.turn(self.directory, exclusive)
 
     def _manifest(self) -> dict:
         try:
