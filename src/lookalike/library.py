@@ -38,6 +38,7 @@ from lookalike.store.catalog.cache import RecordCache
 from lookalike.store.catalog.database import redact
 from lookalike.store.images import ImageStore, LocalImageStore
 from lookalike.store.keypoints import KeypointIndex
+from lookalike.store.keypoints import saved_bytes as keypoints_saved_bytes
 from lookalike.store.s3 import S3ImageStore, S3Location, is_s3, s3_client
 from lookalike.store.s3 import read as s3_read
 from lookalike.store.vectors import MISSING, VectorIndex
@@ -82,10 +83,6 @@ def crop_box(decoded: Decoded, box: Box) -> Image.Image:
     if min(region.size) < 1:
         raise LibraryError("box is too small")
     return region
-
-
-def _no_features() -> None:
-    return None
 
 
 class LibraryError(RuntimeError):
@@ -135,7 +132,6 @@ class Library:
         self.follower = Follower(self.catalog)
         self.records = RecordCache(self.catalog)  # hits' records, kept true by the change feed
         self._keypoints: KeypointIndex | None = None  # opened on first use (lookalike.store.keypoints)
-        self._keypoints_checked = 0.0
         self._space: Space | None = None
         self._space_lock = threading.RLock()
         self._last_refresh = 0.0
@@ -562,7 +558,7 @@ class Library:
             exclude = query
             stored = self.catalog.features([query]).get(query) if depth else None
             if stored:
-                local = verification.prepare(copies.Features.from_bytes(stored), _no_features, keypoints,
+                local = verification.prepare(copies.Features.from_bytes(stored), None, keypoints,
                                              self.settings.instance_candidates, exclude, self.catalog.features)
         else:
             if isinstance(query, bytes):
@@ -611,8 +607,7 @@ class Library:
         try:
             described = copies.Query(picture, width, height)
             handoff.features.set_result(described.features)
-            mirrored = described.mirror()
-            return verification.prepare(described.features, lambda: mirrored, keypoints,
+            return verification.prepare(described.features, described.mirror(), keypoints,
                                         self.settings.instance_candidates, None, self.catalog.features,
                                         handoff.votes.set_result)  # fmt: skip
         except BaseException as exc:  # the search waits on these: it gets the error instead
@@ -793,7 +788,7 @@ class Library:
                 "catalog": self.catalog.disk_bytes(),
                 "images": self.images.disk_bytes(),
                 "vectors": space.photos.disk_bytes() + space.objects.disk_bytes(),
-                "keypoints": sum(f.stat().st_size for f in (self.home / "keypoints").glob("keypoints-*")),
+                "keypoints": keypoints_saved_bytes(self.home / "keypoints"),
             },
         }
 

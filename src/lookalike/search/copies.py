@@ -62,10 +62,20 @@ class Features:
     @classmethod
     def from_bytes(cls, data: bytes) -> Features:
         w, h = np.frombuffer(data[:4], dtype="<u2").tolist()
-        rows = np.frombuffer(data[4:], dtype=np.uint8).reshape(-1, 36)
+        rows = _rows(data)
         scale = SIDE / max(w, h, 1)
         xy = rows[:, :4].copy().view("<u2").reshape(-1, 2).astype(np.float32) / 16 / scale
         return cls(xy, np.ascontiguousarray(rows[:, 4:]), w, h)
+
+
+def _rows(data: bytes) -> np.ndarray:
+    """The stored form's keypoint rows (``Features.to_bytes``): 4 bytes of point, 32 of descriptor each."""
+    return np.frombuffer(data[4:], dtype=np.uint8).reshape(-1, 36)
+
+
+def descriptors_of(data: bytes) -> np.ndarray:
+    """The descriptors of a stored form alone (a view, no copy): what the keypoint index holds."""
+    return _rows(data)[:, 4:]
 
 
 @dataclass(frozen=True)
@@ -240,8 +250,9 @@ def _geometry(query: Features, candidate: Features, q: np.ndarray, t: np.ndarray
     with OpenCV's USAC, ~50x faster here than its classic RANSAC, which refines every hypothesis; its inliers are the
     matches any view of the same flat picture agrees with. The same picture (resized, cropped, rotated, recoloured,
     captioned) is a similarity transform: fitted to those inliers alone, it converges at once. When it explains
-    MIN_INLIERS of them, the photo is a copy; else, with ``objects``, enough inliers under a sane homography make it
-    the same object in another photo. One fit per candidate instead of two halves the check's cost."""
+    MIN_INLIERS of them and COPY_SHARE of all, the photo is a copy; else, with ``objects``, enough inliers under a
+    sane homography make it the same object in another photo. One fit per candidate instead of two halves the
+    check's cost."""
     cv2 = _cv2()
     src, dst = query.points[q], candidate.points[t]
     tol = _tolerance(candidate)

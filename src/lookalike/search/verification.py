@@ -36,7 +36,7 @@ class LocalQuery:
     """What a search knows from the query's local features before the global search returns."""
 
     features: copies.Features
-    mirror: Callable[[], copies.Features | None] = lambda: None  # the mirror image's features, on demand
+    mirror: copies.Features | None = None  # the mirror image's features (none for a stored photo)
     votes: list[tuple[int, int]] = field(default_factory=list)  # the keypoint index's (photo id, votes)
     candidates: dict[int, copies.Features] = field(default_factory=dict)  # features of the voted photos
     verdicts: dict[int, copies.Verdict] = field(default_factory=dict)  # and their verdicts
@@ -51,7 +51,7 @@ class Handoff:
     votes: Future = field(default_factory=Future)
 
 
-def prepare(features: copies.Features, mirror: Callable[[], copies.Features | None], keypoints, n: int,
+def prepare(features: copies.Features, mirror: copies.Features | None, keypoints, n: int,
             exclude: int | None, stored: Callable[[list[int]], dict[int, bytes]],
             on_votes: Callable[[list[tuple[int, int]]], None] = lambda votes: None) -> LocalQuery:  # fmt: skip
     """The keypoint index searched with the query's strongest features (as many as a photo stores: a query's extra
@@ -126,14 +126,12 @@ def check(
     # a mirrored copy: looked for only when nothing else is a copy, and only at the global search's first hit (the
     # global model is close to mirror-invariant: bench/copies.py finds every mirrored copy's original there)
     first = [h.id for h in hits[: min(depth, MIRROR_DEPTH)] if h.id in candidates and h.id in verdicts]
-    if first and not any(verdicts[h.id].copy for h in top if h.id in verdicts):
-        mirror = local.mirror()
-        if mirror is not None:
-            for i, flipped in copies.verify_many(mirror, {i: candidates[i] for i in first}, objects=False).items():
-                if flipped.copy and flipped.inliers > verdicts[i].inliers:
-                    qb = flipped.query_box  # in the mirror image: mapped back to the query's own pixels
-                    box = (query.width - qb[2], qb[1], query.width - qb[0], qb[3]) if qb is not None else None
-                    verdicts[i] = dataclasses.replace(flipped, query_box=box, mirrored=True)
+    if first and local.mirror is not None and not any(verdicts[h.id].copy for h in top if h.id in verdicts):
+        for i, flipped in copies.verify_many(local.mirror, {i: candidates[i] for i in first}, objects=False).items():
+            if flipped.copy and flipped.inliers > verdicts[i].inliers:
+                qb = flipped.query_box  # in the mirror image: mapped back to the query's own pixels
+                box = (query.width - qb[2], qb[1], query.width - qb[0], qb[3]) if qb is not None else None
+                verdicts[i] = dataclasses.replace(flipped, query_box=box, mirrored=True)
     checked_hits = {h.id: dataclasses.replace(h, verdict=verdicts.get(h.id)) for h in top}
     by_inliers = sorted(checked_hits.values(), key=lambda h: -h.verdict.inliers if h.verdict else 0)
     copied = [dataclasses.replace(h, score=1.0 + h.verdict.confidence) for h in by_inliers if h.copy]

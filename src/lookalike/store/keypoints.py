@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from lookalike.rwlock import RWLock
+from lookalike.search import copies
 from lookalike.store import folders
 from lookalike.store.catalog import PHOTO, Catalog
 
@@ -86,9 +87,7 @@ class KeypointIndex:
         return index, counts, start, total
 
     def _stored_rows(self) -> int:
-        from lookalike.search.copies import MAX_FEATURES
-
-        return self.catalog.counts()["images"] * MAX_FEATURES  # an estimate is enough to size the cells
+        return self.catalog.counts()["images"] * copies.MAX_FEATURES  # an estimate is enough to size the cells
 
     def _new_index(self, rows: int):
         """An empty IVF index whose cells are learned from a reproducible sample of the stored descriptors."""
@@ -96,7 +95,7 @@ class KeypointIndex:
 
         nlist = nlist_for(rows)
         sample = self._sample(nlist * TRAIN_PER_CELL)
-        nlist = max(1, min(nlist, len(sample) // 39)) if len(sample) >= 39 else 1
+        nlist = max(1, min(nlist, len(sample) // TRAIN_PER_CELL))
         quantizer = faiss.IndexBinaryFlat(BITS)
         index = faiss.IndexBinaryIVF(quantizer, BITS, nlist)
         index.own_fields = True  # the index owns its quantizer (kept alive with it)
@@ -111,10 +110,8 @@ class KeypointIndex:
         return index
 
     def _sample(self, rows: int) -> np.ndarray:
-        from lookalike.search.copies import MAX_FEATURES
-
-        ids = self.catalog.sample_ids(max(1, rows // MAX_FEATURES + 1))
-        found = [_descriptors(data) for data in self.catalog.features(ids).values()]
+        ids = self.catalog.sample_ids(max(1, rows // copies.MAX_FEATURES + 1))
+        found = [copies.descriptors_of(data) for data in self.catalog.features(ids).values()]
         if not found:
             return np.zeros((0, BITS // 8), np.uint8)
         sample = np.concatenate(found)
@@ -138,11 +135,9 @@ class KeypointIndex:
                 log.info("keypoint index is behind the kept change feed: rebuilding it from the catalog")
                 self._set(*self._build())
             while changes := self.catalog.changes_since(self.cursor, FEED_CHUNK):
-                ids = sorted({c.image_id for c in changes if c.flags & PHOTO})
-                features = self.catalog.features(ids) if ids else {}
+                ids, features = self._changed(changes)
                 with self._lock.write():
-                    _remove(self._index, self._counts, ids)
-                    self._counts.update(_add(self._index, features))
+                    _replace(self._index, self._counts, ids, features)
                     self.cursor = changes[-1].seq
                     self.dirty = True
                 if len(changes) < FEED_CHUNK:
@@ -150,6 +145,11 @@ class KeypointIndex:
             self._maybe_rebuild()
         finally:
             self._applying.release()
+
+    def _changed(self, changes) -> tuple[list[int], dict[int, bytes]]:
+        """The photos a stretch of the feed changed, and what the catalog stores for them now."""
+        ids = sorted({c.image_id for c in changes if c.flags & PHOTO})
+        return ids, self.catalog.features(ids) if ids else {}
 
     def _maybe_rebuild(self) -> None:
         """Learn the cells again when the index has grown 4x since they were learned (and more cells would pay)."""
@@ -169,9 +169,7 @@ class KeypointIndex:
             index, counts, cursor, built_for = self._build()
             with self._applying:
                 while changes := self.catalog.changes_since(cursor, FEED_CHUNK):
-                    ids = sorted({c.image_id for c in changes if c.flags & PHOTO})
-                    _remove(index, counts, ids)
-                    counts.update(_add(index, self.catalog.features(ids) if ids else {}))
+                    _replace(index, counts, *self._changed(changes))
                     cursor = changes[-1].seq
                 self._set(index, counts, cursor, built_for)
                 self.rebuilds += 1
@@ -290,16 +288,22 @@ class KeypointIndex:
         return True
 
 
-def _descriptors(data: bytes) -> np.ndarray:
-    """The descriptors of a stored features blob (lookalike.search.copies.Features.to_bytes), without the points."""
-    return np.frombuffer(data[4:], dtype=np.uint8).reshape(-1, 36)[:, 4:]
+def saved_bytes(directory: Path) -> int:
+    """Disk the saved index takes in ``directory`` (0 when none is saved)."""
+    return sum(f.stat().st_size for f in directory.glob("keypoints-*"))
+
+
+def _replace(index, counts: dict[int, int], photos: list[int], features: dict[int, bytes]) -> None:
+    """Each photo's rows replaced by ``features`` (what the catalog stores for it now; none when it is gone)."""
+    _remove(index, counts, photos)
+    counts.update(_add(index, features))
 
 
 def _add(index, features: dict[int, bytes]) -> dict[int, int]:
     """Add photos' stored descriptors; returns the rows each got."""
     counts, parts, ids = {}, [], []
     for photo, data in features.items():
-        desc = _descriptors(data)[: 1 << ROW_BITS]
+        desc = copies.descriptors_of(data)[: 1 << ROW_BITS]
         if not len(desc):
             continue
         counts[photo] = len(desc)
