@@ -7,6 +7,7 @@ import http.server
 import io
 import os
 import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -163,7 +164,7 @@ def milvus_server_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory):
+def pg_server():
     """A real PostgreSQL server (Debian's package) on a unix socket, for the whole test session."""
     from tests import pgserver
 
@@ -171,9 +172,14 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory):
         if os.environ.get("CI"):
             pytest.fail("CI must run the PostgreSQL tests: apt-get install postgresql")
         pytest.skip("needs Debian's postgresql package (make system-deps)")
-    server = pgserver.PostgresServer(tmp_path_factory.mktemp("postgres")).start()
+    # a folder of its own, not under pytest's basetemp: the server runs as the postgres user, and a nested pytest
+    # session (tests/store/test_milvus_server.py) makes /tmp/pytest-of-root private again when it starts; the
+    # server then lost its data folder mid-run (PANIC at a checkpoint: "Permission denied")
+    root = Path(tempfile.mkdtemp(prefix="lookalike-pg-"))
+    server = pgserver.PostgresServer(root).start()
     yield server
     server.stop()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
