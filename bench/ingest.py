@@ -3,8 +3,8 @@
 Rows: the model-only floor (the same embedder on pre-decoded tensors), a naive
 baseline (one photo at a time: PIL open, resize, model, SQLite insert), and our
 ``Library.index`` (hashing, decoding, thumbnails, catalog commits and the vector
-index included), with and without the local features copy verification stores
-(and the keypoint index that follows them). Prints a table; the ratio column is images/s over the floor.
+index included), with and without the copy stage (each photo's copy descriptor, and the near-duplicate check it
+allows). Prints a table; the ratio column is images/s over the floor.
 
     python bench/ingest.py [--limit N] [--repeat R] [--model NAME] [--no-objects]
 
@@ -102,7 +102,7 @@ def main() -> None:
                 (f"model-only floor, {workers} threads", lambda: floor(embedder, tensors, workers)),
                 ("naive baseline", lambda r=r: naive(embedder, files, Path(tempfile.mkdtemp(dir=tmp)))),
                 ("lookalike index", lambda r=r: ours(settings, embedder, root, Path(tmp) / f"home{r}")),
-                ("lookalike index, no local features (LOOKALIKE_COPY_CANDIDATES=0)", lambda r=r: ours(
+                ("lookalike index, copy stage off (LOOKALIKE_COPY_CANDIDATES=0)", lambda r=r: ours(
                     settings.model_copy(update={"copy_candidates": 0}), embedder, root, Path(tmp) / f"plain{r}")),
             ]
             if not args.no_objects:

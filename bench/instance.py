@@ -1,15 +1,13 @@
-"""Instance search: the keypoint index's candidates, checked with local features, on every shared set.
+"""Instance search: the copy stage's candidates (the copy collection and the global search), judged by the copy
+descriptor and geometry, on every shared set.
 
-Part 1, through the real `lookalike eval` (one library per set, indexed once with local features; each row only
-changes search settings): the global search alone (`LOOKALIKE_COPY_CANDIDATES=0`), the copy check on the global
-search's top 10 only (`LOOKALIKE_INSTANCE_CANDIDATES=0 LOOKALIKE_COPY_CANDIDATES=10`: what the check did before the
-keypoint index), and the defaults (the global top 3 and the keypoint index's 10). Metric: precision@10, mAP@10
-and top-1 for smvs_dvd_covers (4 relevant photos per query). queries/s is the search from a stored photo (Towhee:
-decode + embed + search of a test photo).
+Part 1, through the real `lookalike eval` (one library per set, indexed once with copy descriptors; each row only
+changes search settings): the defaults, the copy stage judging 20 candidates, and the global search alone
+(`LOOKALIKE_COPY_CANDIDATES=0`). Metric: precision@10, mAP@10 and top-1 (read mAP@10 and top-1 for smvs_dvd_covers:
+4 relevant photos per query). queries/s is the search from a stored photo.
 
-Part 2, smvs_dvd_covers: where relevant photos are among the candidates. For each photo (leave-one-out), the
-share of its 4 relevant photos among the global search's first N and among the keypoint index's N most-voted;
-the keypoint index's build time, memory and search time per query.
+Part 2, smvs_dvd_covers: where relevant photos are among the candidates. For each photo (leave-one-out), the share
+of its 4 relevant photos among the global search's first N, the copy collection's N nearest, and either.
 
     python bench/instance.py [--sets towhee,corel,grocery,dvd]
 """
@@ -19,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +26,7 @@ from rich.table import Table
 from lookalike.config import Settings
 from lookalike.evaluate import evaluate
 from lookalike.library import Library
-from lookalike.search import copies
-from lookalike.store.keypoints import KeypointIndex
+from lookalike.store.vectors import MISSING
 
 SHARED = Path(os.environ.get("LOOKALIKE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 DATA = SHARED / "datasets"
@@ -40,10 +36,10 @@ SETS = {
     "grocery": "grocery_packages",
     "dvd": "smvs_dvd_covers",
 }
-ROWS = [  # the defaults first: they index (with local features), the other rows reuse the library
-    ("defaults: global top 3 + keypoint index 10", {}),
-    ("copy check on the global top 10 only", {"instance_candidates": 0, "copy_candidates": 10}),
-    ("global search alone (no local features)", {"copy_candidates": 0}),
+ROWS = [  # the defaults first: they index (with copy descriptors), the other rows reuse the library
+    ("defaults: copy collection 10 + global 3", {}),
+    ("copy collection 20 + global 3", {"copy_candidates": 20}),
+    ("global search alone (copy stage off)", {"copy_candidates": 0}),
 ]
 
 
@@ -73,27 +69,20 @@ def candidates(tmp: Path) -> Table:
     lib = Library(Settings(home=next(home.glob("eval/*"))))
     ids = lib.catalog.ids().tolist()
     labels = {i: lib.catalog.get(i).label for i in ids}
-    features = copies.stored(lib.catalog, ids)
-    started = time.perf_counter()
-    index = KeypointIndex(lib.catalog, None, "bench").open()
-    built = time.perf_counter() - started
-    table = Table(title=f"smvs_dvd_covers: relevant photos among the candidates (keypoint index of {len(index)} "
-                        f"photos: built in {built:.1f} s, {index.nbytes() / len(index) / 1000:.1f} KB of memory "
-                        f"per photo)", title_justify="left")  # fmt: skip
-    for col in ("candidates", "global search", "keypoint index", "either", "keypoint search ms per query"):
+    copy_vectors = lib.catalog.copy_vectors(ids)
+    table = Table(title=f"smvs_dvd_covers: relevant photos among the candidates ({len(ids)} photos)",
+                  title_justify="left")  # fmt: skip
+    for col in ("candidates", "global search", "copy collection", "either"):
         table.add_column(col, justify="right")
     for n in (3, 10, 20):
-        found = {"global": [], "keypoints": [], "either": []}
-        spent = 0.0
-        for i in ids:
+        found: dict[str, list[float]] = {"global": [], "copies": [], "either": []}
+        near, _ = lib.space.copies.search(copy_vectors.matrix, n + 1)
+        for i, row in zip(copy_vectors.ids.tolist(), near, strict=True):
             glob = [h.id for h in lib.search_vector(lib.catalog.embedding(i), n, exclude=i)]
-            started = time.perf_counter()
-            voted = [j for j, _ in index.candidates(features[i].descriptors, n, exclude=i)]
-            spent += time.perf_counter() - started
-            for name, got in (("global", glob), ("keypoints", voted), ("either", set(glob) | set(voted))):
+            nearest = [int(j) for j in row if j != MISSING and j != i][:n]
+            for name, got in (("global", glob), ("copies", nearest), ("either", set(glob) | set(nearest))):
                 found[name].append(sum(labels[j] == labels[i] for j in got) / 4)
-        table.add_row(str(n), *[f"{np.mean(found[k]):.3f}" for k in ("global", "keypoints", "either")],
-                      f"{spent / len(ids) * 1000:.1f}")  # fmt: skip
+        table.add_row(str(n), *[f"{np.mean(found[k]):.3f}" for k in ("global", "copies", "either")])
     lib.close()
     return table
 

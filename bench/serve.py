@@ -6,7 +6,11 @@ POST /api/v1/search: first with nothing else running, then while a background
 index job (POST /api/v1/jobs/index) adds the other half. Prints p50/p95/p99
 latency and requests/s for both phases.
 
-    python bench/serve.py [--clients 8] [--seconds 20]
+With ``--copy-stage``, the cost of the copy stage instead: the same library served with the defaults and with
+``LOOKALIKE_COPY_CANDIDATES=0``, idle, in turns (on, off, on, off: a loaded machine drifts), and the ratio of
+their requests/s.
+
+    python bench/serve.py [--clients 8] [--seconds 20] [--copy-stage]
 """
 
 from __future__ import annotations
@@ -76,6 +80,50 @@ def row(table: Table, name: str, latencies: list[float], elapsed: float, note: s
     )
 
 
+def start(env: dict) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "lookalike", "serve", "--port", str(port)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    return server, f"http://127.0.0.1:{port}"
+
+
+async def ready(base: str) -> None:
+    async with httpx.AsyncClient(base_url=base) as http:
+        for _ in range(600):
+            try:
+                if (await http.get("/healthz")).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError("the server did not start")
+
+
+async def copy_stage(args, env: dict, tmp: Path) -> None:
+    queries = [p.read_bytes() for p in sorted((TOWHEE / "test").glob("*/*"))]
+    table = Table(title=f"POST /api/v1/search, {args.clients} concurrent clients, {os.cpu_count()} cores, idle")
+    for col in ("copy stage", "requests", "p50 ms", "p95 ms", "p99 ms", "req/s", ""):
+        table.add_column(col, justify="left" if col == "copy stage" else "right")
+    rates: dict[str, list[float]] = {"on": [], "off": []}
+    try:
+        for _ in range(2):
+            for stage, extra in (("on", {}), ("off", {"LOOKALIKE_COPY_CANDIDATES": "0"})):
+                server, base = start({**env, **extra})
+                try:
+                    await ready(base)
+                    await load(base, queries[:10], 2, 2)  # warm-up
+                    lat, elapsed = await load(base, queries, args.clients, args.seconds)
+                    row(table, stage, lat, elapsed)
+                    rates[stage].append(len(lat) / elapsed)
+                finally:
+                    server.terminate()
+                    server.wait(10)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    Console().print(table)
+    print(f"requests/s with the copy stage / without: {np.mean(rates['on']) / np.mean(rates['off']):.2f}x")
+
+
 async def main_async(args) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="lookalike-serve-bench-"))
     half_a, half_b = tmp / "a", tmp / "b"
@@ -87,23 +135,13 @@ async def main_async(args) -> None:
     subprocess.run(
         [sys.executable, "-m", "lookalike", "index", str(half_a), "--json"], env=env, check=True, capture_output=True
     )
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "lookalike", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
+    if args.copy_stage:
+        await copy_stage(args, env, tmp)
+        return
+    server, base = start(env)
     try:
+        await ready(base)
         async with httpx.AsyncClient(base_url=base) as http:
-            for _ in range(300):
-                try:
-                    if (await http.get("/healthz")).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.1)
             queries = [p.read_bytes() for p in sorted((TOWHEE / "test").glob("*/*"))]
             await load(base, queries[:10], 2, 2)  # warm-up
             table = Table(title=f"POST /api/v1/search, {args.clients} concurrent clients, {os.cpu_count()} cores")
@@ -143,6 +181,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--copy-stage", action="store_true", help="compare with the copy stage off (see above)")
     asyncio.run(main_async(parser.parse_args()))
 
 

@@ -511,6 +511,27 @@ def reindex(
 
 
 @app.command()
+def copies(
+    recompute: Annotated[
+        bool, typer.Option(help="compute every photo's copy descriptor again (after LOOKALIKE_COPY_SIDE changed)")
+    ] = False,
+) -> None:
+    """Give the photos indexed without a copy descriptor one (resumable; from the originals, else the thumbnails)."""
+    lib = open_library()
+    try:
+        with progress_bar("copy descriptors") as bar:
+            task = bar.add_task("copy descriptors", total=None, rate="")
+            report = lib.backfill_copies(recompute, lambda d, t: bar.update(task, completed=d, total=t))
+    finally:
+        lib.close()
+    out.print(f"copy descriptors stored for {report.done} photos ({report.from_thumbnail} from their thumbnail)")
+    for image_id, reason in report.failed[:20]:
+        out.print(f"  [red]skipped[/] {image_id}: {reason}")
+    if len(report.failed) > 20:
+        out.print(f"  ... and {len(report.failed) - 20} more")
+
+
+@app.command()
 def doctor(
     fix: Annotated[bool, typer.Option("--fix", help="repair: the catalog is the truth")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the findings as JSON")] = False,

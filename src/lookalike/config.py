@@ -115,20 +115,15 @@ class Settings(BaseSettings):
     rerank_k1: int = Field(default=10, ge=1, le=200, description="k-reciprocal neighbourhood size")
     rerank_k2: int = Field(default=6, ge=1, le=50, description="k-reciprocal local expansion size")
     copy_candidates: int = Field(
-        default=3, ge=0, le=100,
-        description="top hits of the global search checked for being the same picture or object (local features); "
-        "copies rank first, then photos of the same object (0: off, with the keypoint index's candidates)",
-    )  # fmt: skip
-    instance_candidates: int = Field(
         default=10, ge=0, le=100,
-        description="photos sharing the most local features with the query (the keypoint index) checked too: finds "
-        "the same object photographed elsewhere, and copies the global search misses (0: off)",
+        description="photos nearest the query by copy descriptor (the copy collection), with the global search's first "
+        "3, judged for being the same picture or the same object: copies rank first, then photos of the same object. "
+        "0: the copy stage is off (no copy descriptors computed when indexing either)",
     )  # fmt: skip
-    keypoint_nprobe: int = Field(default=4, ge=1, le=256, description="keypoint index cells searched per descriptor")
-    keypoint_max_photos: int = Field(
-        default=100_000, ge=0,
-        description="the keypoint index (about 12 KB of memory per photo, in every searching process) is kept up to "
-        "this many photos; beyond, only the global search's candidates are checked",
+    copy_side: int = Field(
+        default=224, ge=64, le=1024,
+        description="shorter side the copy descriptor sees a photo at (changing it calls for `lookalike copies "
+        "--recompute`)",
     )  # fmt: skip
     rerank_lambda: float = Field(default=0.5, ge=0.0, le=1.0, description="weight of the plain distance")
 

@@ -30,6 +30,9 @@ class Findings:
     objects_missing: list[int] = field(default_factory=list)  # subject vector ids
     objects_extra: list[int] = field(default_factory=list)
     objects_payload: list[int] = field(default_factory=list)
+    copies_missing: list[int] = field(default_factory=list)  # copy descriptors (image ids) not in the copy collection
+    copies_extra: list[int] = field(default_factory=list)
+    copies_payload: list[int] = field(default_factory=list)
     thumbnails_missing: list[int] = field(default_factory=list)  # image ids
     originals_missing: list[int] = field(default_factory=list)
     fixed: dict[str, int] = field(default_factory=dict)
@@ -70,6 +73,7 @@ def check(lib) -> Findings:
         return [by_id[int(v)] for v in vids.tolist()]
 
     _compare(space.objects, catalog.object_vector_ids(), object_payloads, found, "objects")
+    _compare(space.copies, catalog.copy_vector_ids(), lambda ids: catalog.copy_vectors(ids).payloads, found, "copies")
     ids = catalog.ids().tolist()
     for start in range(0, len(ids), CHUNK):
         for image_id, rec in catalog.get_many(ids[start : start + CHUNK]).items():
@@ -97,8 +101,15 @@ def fix(lib, found: Findings) -> Findings:
         for start in range(0, len(photos), CHUNK):
             rows = catalog.object_vectors(photos[start : start + CHUNK])
             space.objects.add(rows.ids, space.apply_transform(rows.matrix), rows.payloads)
-    found.fixed = {"vectors_removed": len(found.photos_extra) + len(found.objects_extra),
-                   "vectors_written": len(redo) + len(found.objects_missing) + len(found.objects_payload)}  # fmt: skip
+        if found.copies_extra:
+            space.copies.remove(np.asarray(found.copies_extra, dtype=np.int64))
+        copies = sorted(set(found.copies_missing) | set(found.copies_payload))
+        for start in range(0, len(copies), CHUNK):
+            rows = catalog.copy_vectors(copies[start : start + CHUNK])
+            space.copies.add(rows.ids, rows.matrix, rows.payloads)
+    found.fixed = {"vectors_removed": len(found.photos_extra) + len(found.objects_extra) + len(found.copies_extra),
+                   "vectors_written": len(redo) + len(found.objects_missing) + len(found.objects_payload)
+                   + len(copies)}  # fmt: skip
     thumbs = 0
     for image_id in found.thumbnails_missing:
         try:

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import logging
 import threading
 import time
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,21 +26,21 @@ import numpy as np
 from PIL import Image
 
 from lookalike.config import Settings
-from lookalike.imaging import Decoded, decode
+from lookalike.imaging import BadImage, Decoded, decode
+from lookalike.ingest.backfill import BackfillReport, backfill
 from lookalike.ingest.fetch import FetchError, UrlFetcher, read_file
 from lookalike.ingest.pipeline import IndexReport, Pipeline, ProgressFn
 from lookalike.ingest.sources import SourceSet, expand, is_url
+from lookalike.models import copy_descriptor
 from lookalike.models.embedder import Embedder
 from lookalike.models.registry import get_spec, load_detector
-from lookalike.search import copies, ranking, verification
+from lookalike.search import ranking, verification
 from lookalike.search.results import Box, Hit, SearchResult
 from lookalike.search.whitening import Whitening
 from lookalike.store.catalog import Catalog, ImageRecord
 from lookalike.store.catalog.cache import RecordCache
 from lookalike.store.catalog.database import redact
 from lookalike.store.images import ImageStore, LocalImageStore
-from lookalike.store.keypoints import KeypointIndex
-from lookalike.store.keypoints import saved_bytes as keypoints_saved_bytes
 from lookalike.store.s3 import S3ImageStore, S3Location, is_s3, s3_client
 from lookalike.store.s3 import read as s3_read
 from lookalike.store.vectors import MISSING, VectorIndex
@@ -131,7 +133,7 @@ class Library:
         self._fetcher: UrlFetcher | None = None
         self.follower = Follower(self.catalog)
         self.records = RecordCache(self.catalog)  # hits' records, kept true by the change feed
-        self._keypoints: KeypointIndex | None = None  # opened on first use (lookalike.store.keypoints)
+        self._copy_model: copy_descriptor.CopyDescriptor | None = None  # loaded on first use
         self._space: Space | None = None
         self._space_lock = threading.RLock()
         self._last_refresh = 0.0
@@ -204,7 +206,7 @@ class Library:
             return self.catalog.add_transform(WHITENING, legacy.dim, legacy.fitted_on, legacy.to_bytes())
         return self.catalog.add_transform(IDENTITY, self.spec.dim, 0, b"")
 
-    def names_for(self, key: SpaceKey) -> tuple[str, str]:
+    def names_for(self, key: SpaceKey) -> tuple[str, str, str]:
         return collection_names(self.library_id, self.model_name, key.version)
 
     def open_engine(self, backend: str, name: str, dim: int) -> VectorIndex:
@@ -229,24 +231,36 @@ class Library:
         transform = load_transform(self.catalog, key.version)
         dim = transform.dim if transform is not None else self.spec.dim
         names = self.names_for(key)
-        photos, objects = (self.open_engine(key.backend, name, dim) for name in names)
-        space = Space(key, names, transform, photos, objects)
+        photos, objects = (self.open_engine(key.backend, name, dim) for name in names[:2])
+        copies_index = self.open_engine(key.backend, names[2], copy_descriptor.DIM)
+        space = Space(key, names, transform, photos, objects, copies_index)
         if not key.shared:
-            loaded = photos.load() and objects.load()
-            if loaded and min(photos.cursor, objects.cursor) > 0:
-                photos.cursor = objects.cursor = min(photos.cursor, objects.cursor)
+            loaded = all([index.load() for index in space.indexes()])
+            cursors = [index.cursor for index in space.indexes()]
+            if loaded and min(cursors) > 0:
+                photos.cursor = objects.cursor = copies_index.cursor = min(cursors)
             else:
-                for index in (photos, objects):
-                    index.drop()
+                space.drop()
                 start = self.follower.fill(space)
-                photos.cursor = objects.cursor = start
-        elif self.catalog.get_meta(space.cursor_key) is None:
-            with self.catalog.lock(f"apply:{names[0]}"):
-                if self.catalog.get_meta(space.cursor_key) is None:  # new collections: fill them once
-                    start = self.follower.fill(space)
-                    self.catalog.set_meta(space.cursor_key, str(start))
+                photos.cursor = objects.cursor = copies_index.cursor = start
+        else:
+            self._fill_shared(space)
         self.follower.catch_up(space)
         return space
+
+    def _fill_shared(self, space: Space) -> None:
+        """New shared collections are filled once, by the first process that opens them; so is the copy collection
+        of a space made before copy descriptors existed."""
+        names, catalog = space.names, self.catalog
+        if catalog.get_meta(space.cursor_key) is not None and catalog.get_meta(space.copies_filled_key) is not None:
+            return
+        with catalog.lock(f"apply:{names[0]}"):
+            if catalog.get_meta(space.cursor_key) is None:
+                start = self.follower.fill(space)
+                catalog.set_metas({space.cursor_key: str(start), space.copies_filled_key: "1"})
+            elif catalog.get_meta(space.copies_filled_key) is None:
+                self.follower.fill_copies(space)
+                catalog.set_meta(space.copies_filled_key, "1")
 
     def build_space(self, key: SpaceKey) -> Space:
         """A new space, filled and saved, not yet active."""
@@ -275,8 +289,6 @@ class Library:
                 space = self._space
         self.follower.catch_up(space, wait)
         self.records.follow()
-        if self._keypoints is not None:
-            self._keypoints.follow(wait)
         self._last_refresh = time.monotonic()
         return space
 
@@ -304,26 +316,15 @@ class Library:
         return self.space.transform
 
     @property
-    def keypoints(self) -> KeypointIndex | None:
-        """The keypoint index (photos by shared local features), opened on first use: built from the catalog or
-        loaded from the library directory, then kept in step by the change feed like the vector index. None when
-        instance search is off, in a process that keeps no index (a worker), or above ``keypoint_max_photos``."""
-        s = self.settings
-        if not (s.instance_candidates and s.copy_candidates and self.follows_index):
+    def copy_model(self) -> copy_descriptor.CopyDescriptor | None:
+        """The copy descriptor, loaded on first use; None when the copy stage is off (``copy_candidates`` 0)."""
+        if not self.settings.copy_candidates:
             return None
-        if self._keypoints is not None and len(self._keypoints) > s.keypoint_max_photos:
-            log.info("the library holds more than %d photos (LOOKALIKE_KEYPOINT_MAX_PHOTOS): keypoint index closed",
-                     s.keypoint_max_photos)  # fmt: skip
-            self._keypoints = None
-            return None
-        if self._keypoints is None:
-            with self._lock:
-                if self._keypoints is None:
-                    if self.catalog.counts()["images"] > s.keypoint_max_photos:
-                        return None
-                    self._keypoints = KeypointIndex(self.catalog, self.home / "keypoints", self.library_id,
-                                                    s.keypoint_nprobe).open()  # fmt: skip
-        return self._keypoints
+        with self._lock:
+            if self._copy_model is None:
+                s = self.settings
+                self._copy_model = copy_descriptor.load(s.resolved_models_dir, s.copy_side)
+            return self._copy_model
 
     def after_write(self) -> None:
         """Make this process's writes searchable before they are acknowledged: in this process's index, and
@@ -447,9 +448,9 @@ class Library:
         """
         sets: list[SourceSet] = [expand(p, label, s3=self.s3 if is_s3(p) else None) for p in paths]
         _ = self.embedder  # a missing model fails here, once, not as one rejection per photo
+        _ = self.copy_model  # likewise
         if self.settings.copy_candidates and self.follows_index:
             _ = self.space  # new photos are checked against the library for near-duplicates as they come
-            _ = self.keypoints  # follows the run, so the first search after it needs no build
         if objects:
             _ = self.detector
         report = Pipeline(self, on_progress, objects=objects).run(sets, prune=prune)
@@ -466,9 +467,6 @@ class Library:
         """Embedded index: write its files when they changed (a cache the next process loads)."""
         if self._space is not None:
             self._space.save()
-        if self._keypoints is not None:
-            self._keypoints.wait()
-            self._keypoints.save()
 
     def delete_images(self, ids: list[int]) -> list[ImageRecord]:
         removed = self.catalog.remove_images(ids)
@@ -545,21 +543,16 @@ class Library:
         exclude: int | None = None
         if isinstance(query, int) and box is not None:
             query = self.original_bytes(query)
-        depth = self.settings.copy_candidates
-        # the keypoint index proposes candidates too, for photo searches that are not restricted to subjects
-        keypoints = self.keypoints if depth and match != "objects" and detected_label is None else None
-        local: verification.LocalQuery | None = None
-        described: Future[verification.LocalQuery] | None = None
+        depth = self.settings.copy_candidates if match != "objects" and detected_label is None else 0
+        copy_query: verification.CopyQuery | None = None
         if isinstance(query, int):
             vec = self.catalog.embedding(query)
             if vec is None:
                 raise NotFoundError(f"no image with id {query}")
             info: dict = {"image_id": query}
             exclude = query
-            stored = self.catalog.features([query]).get(query) if depth else None
-            if stored:
-                local = verification.prepare(copies.Features.from_bytes(stored), None, keypoints,
-                                             self.settings.instance_candidates, exclude, self.catalog.features)
+            if depth:
+                copy_query = self._stored_copy_query(query)
         else:
             if isinstance(query, bytes):
                 data, info = query, {"source": "upload"}
@@ -573,56 +566,71 @@ class Library:
                 decoded = decode(data, self.settings.max_pixels, self.decode_side())
                 picture = crop_box(decoded, box) if box is not None else decoded.image
                 size = (box[2] - box[0], box[3] - box[1]) if box is not None else (decoded.width, decoded.height)
-                # the query's local features are found, the keypoint index searched with them and its candidates
-                # checked while the model embeds the photo: both release the GIL (bench/copies.py: latency)
-                handoff = verification.Handoff()
-                described = self._side_work().submit(self._describe, picture, int(size[0]), int(size[1]),
-                                                     keypoints, handoff) if depth else None  # fmt: skip
+                # the copy descriptor runs in a helper thread while the similarity model embeds the photo: both
+                # release the GIL (bench/copies.py: latency)
+                model = self.copy_model if depth else None
+                described = self._side_work().submit(model.describe, picture) if model is not None else None
                 vec = self.embedder.embed(self.embedder.prepare(picture)[None])[0]
+                if described is not None:
+                    copy_query = verification.CopyQuery(described.result(), picture, int(size[0]), int(size[1]))
             info |= {"width": decoded.width, "height": decoded.height}
             if box is not None:
                 info["box"] = list(box)
         hits = self.search_vector(vec, max(k, depth) if depth else k, min_score, label, exclude, match,
                                   detected_label)  # fmt: skip
-        if described is not None:
-            # while the side thread checks the keypoint index's candidates: the global ones are checked here, and
-            # the keypoint index's turned into hits
-            checked = verification.check_hits(hits[:depth], handoff.features.result(), self.catalog.features,
-                                              self._thumbnail_of)  # fmt: skip
-            extra = self._voted_hits(handoff.votes.result(), hits, vec, min_score, label)
-            local = described.result()
-            hits = verification.check(hits, local, self.catalog.features, self._thumbnail_of, depth, extra, checked)
-        elif local is not None:
-            extra = self._voted_hits(local.votes, hits, vec, min_score, label)
-            hits = verification.check(hits, local, self.catalog.features, self._thumbnail_of, depth, extra)
+        if copy_query is not None:
+            hits = self._copies_first(hits, copy_query, vec, depth, min_score, label, exclude)
         if copies_only:
             hits = [h for h in hits if h.copy]
         return SearchResult(hits[:k], time.perf_counter() - started, info)
 
-    def _describe(self, picture: Image.Image, width: int, height: int, keypoints: KeypointIndex | None,
-                  handoff: verification.Handoff) -> verification.LocalQuery:  # fmt: skip
-        """Run beside the embedding: the query's local features, those of its mirror image (wanted when nothing is
-        a copy: found here, while the model still embeds, they cost the search nothing), the keypoint index's
-        candidates and their checks, each handed over as soon as known."""
+    def _stored_copy_query(self, image_id: int) -> verification.CopyQuery:
+        """An indexed photo as a copy query: its stored copy descriptor, and for geometry its original (decoded as a
+        query photo is) when it can still be read, else its thumbnail."""
+        rec = self.get(image_id)
+        found = self.catalog.copy_vectors([image_id])
+        picture = None
         try:
-            described = copies.Query(picture, width, height)
-            handoff.features.set_result(described.features)
-            return verification.prepare(described.features, described.mirror(), keypoints,
-                                        self.settings.instance_candidates, None, self.catalog.features,
-                                        handoff.votes.set_result)  # fmt: skip
-        except BaseException as exc:  # the search waits on these: it gets the error instead
-            for future in (handoff.features, handoff.votes):
-                if not future.done():
-                    future.set_exception(exc)
-            raise
+            with self.decoding():
+                picture = decode(self.original_bytes(image_id), self.settings.max_pixels, self.decode_side()).image
+        except (NotFoundError, BadImage):
+            thumb = self.images.get("thumbnail", rec.sha256)
+            if thumb is not None:
+                with Image.open(io.BytesIO(thumb)) as im:
+                    picture = im.convert("RGB")
+        return verification.CopyQuery(found.matrix[0] if len(found) else None, picture, rec.width, rec.height)
 
-    def _voted_hits(self, votes: list[tuple[int, int]], hits: list[Hit], vec: np.ndarray, min_score: float | None,
-                    label: str | None) -> list[Hit]:  # fmt: skip
-        """Hits for the keypoint index's candidates, with the search's filters applied; those the global search
+    def _copies_first(self, hits: list[Hit], query: verification.CopyQuery, vec: np.ndarray, depth: int,
+                      min_score: float | None, label: str | None, exclude: int | None) -> list[Hit]:  # fmt: skip
+        """The copy collection's nearest photos and the global search's first hits judged (search.verification):
+        copies first, then photos of the same object, then the rest of the global search's hits."""
+        space = self.space
+        cosines: dict[int, float] = {}
+        top = hits[: verification.GLOBAL_CANDIDATES]
+        if query.vector is not None:
+            if len(space.copies):
+                where = {"label": label} if label is not None else None
+                ids, scores = space.copies.search(query.vector[None], depth + (exclude is not None), where=where)
+                cosines = {int(i): float(c) for i, c in zip(ids[0], scores[0], strict=True)
+                           if i != MISSING and i != exclude}  # fmt: skip
+            first = [h.id for h in top if h.id not in cosines]
+            found = self.catalog.copy_vectors(first) if first else None
+            if found is not None and len(found):
+                cosines |= dict(zip(found.ids.tolist(), (found.matrix @ query.vector).tolist(), strict=True))
+        known = {h.id for h in top}
+        wanted = [i for i, c in cosines.items() if i not in known and c >= verification.CHECK_FLOOR]
+        extra = self._candidate_hits(wanted, hits, vec, min_score, label)
+        verdicts = verification.judge(query, top + extra, cosines, self._thumbnail_of)
+        shown = {h.id for h in hits}
+        return verification.order(hits + [h for h in extra if h.id in verdicts and h.id not in shown], verdicts)
+
+    def _candidate_hits(self, candidates: list[int], hits: list[Hit], vec: np.ndarray, min_score: float | None,
+                        label: str | None) -> list[Hit]:  # fmt: skip
+        """Hits for the copy collection's candidates, with the search's filters applied; those the global search
         returned keep their hit. Their similarity is read from the index the global search used: a photo newer
         than it is skipped (the global search could not have found it either)."""
         known = {h.id: h for h in hits}
-        wanted = [i for i, _ in votes if i not in known]
+        wanted = [i for i in candidates if i not in known]
         records = self.records.get_many(wanted) if wanted else {}
         space = self.space
         ids = np.asarray([i for i in wanted if i in records], np.int64)
@@ -630,7 +638,7 @@ class Library:
         cosine = space.photos.vectors(present) @ space.apply_transform(vec[None])[0] if len(present) else []
         similarity = dict(zip(present.tolist(), np.asarray(cosine, np.float64).tolist(), strict=True))
         out = []
-        for i, _ in votes:
+        for i in candidates:
             if i in known:
                 out.append(known[i])
             elif i in similarity and (label is None or records[i].label == label) and (
@@ -641,24 +649,18 @@ class Library:
                                similarity=similarity[i]))  # fmt: skip
         return out
 
-    def copy_of(self, vec: np.ndarray, features: copies.Features) -> tuple[int, float] | None:
-        """The indexed photo a new photo is an (edited) copy of: its nearest one, checked with the stored features
-        (the nearest is the original for 95 % of edited copies, bench/copies.py: checking more would slow
-        indexing for little); None when it is not, or when this process keeps no index (a worker)."""
-        if not self.follows_index or self._space is None or not len(self._space.photos):
+    def copy_of(self, copy_vec: np.ndarray) -> tuple[int, float] | None:
+        """The indexed photo a new photo is an (edited) copy of, by its copy descriptor alone (no geometry while
+        indexing: bench/ingest.py); None when none is, or when this process keeps no index (a worker)."""
+        if not self.follows_index or self._space is None or not len(self._space.copies):
             return None
-        space = self._space
-        ids, _ = space.photos.search(space.apply_transform(vec[None]), 1)
-        found = [int(i) for i in ids[0] if i != MISSING]
-        verdicts = [(i, v) for i, v in copies.verify_many(features, copies.stored(self.catalog, found),
-                                                            objects=False).items() if v.copy]  # fmt: skip
-        if not verdicts:
+        ids, scores = self._space.copies.search(copy_vec[None], 1)
+        if ids[0, 0] == MISSING or scores[0, 0] < verification.COPY_SURE:
             return None
-        best, verdict = max(verdicts, key=lambda iv: iv[1].inliers)
-        return best, verdict.confidence
+        return int(ids[0, 0]), verification.descriptor_confidence(float(scores[0, 0]))
 
     def _side_work(self) -> ThreadPoolExecutor:
-        """Threads for work a search does beside the model (a query's local features)."""
+        """Threads for work a search does beside the similarity model (the query's copy descriptor)."""
         with self._lock:
             if self._side is None:
                 self._side = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lookalike-search")
@@ -782,15 +784,32 @@ class Library:
             "rerank_depth": self.settings.rerank_depth,
             "index": space.photos.kind,
             "vectors": len(space.photos),
-            "instance_candidates": self.settings.instance_candidates if self.settings.copy_candidates else 0,
-            "keypoint_index": self._keypoints.describe() if self._keypoints is not None else None,
+            "copy_candidates": self.settings.copy_candidates,
+            "copy_vectors": len(space.copies),
             "disk_bytes": {
                 "catalog": self.catalog.disk_bytes(),
                 "images": self.images.disk_bytes(),
-                "vectors": space.photos.disk_bytes() + space.objects.disk_bytes(),
-                "keypoints": keypoints_saved_bytes(self.home / "keypoints"),
+                "vectors": sum(index.disk_bytes() for index in space.indexes()),
             },
         }
+
+    def backfill_copies(self, recompute: bool = False, on_progress: Callable[[int, int], None] | None = None
+                        ) -> BackfillReport:  # fmt: skip
+        """Copy descriptors for the photos that have none (all photos with ``recompute``): lookalike.ingest.backfill."""
+        model = self.copy_model
+        if model is None:
+            raise LibraryError("the copy stage is off (LOOKALIKE_COPY_CANDIDATES=0): there is nothing to backfill")
+
+        def original(rec: ImageRecord) -> bytes | None:
+            try:
+                return self.original_bytes(rec.id)
+            except NotFoundError:
+                return None
+
+        report = backfill(self.catalog, model, original, lambda rec: self.images.get("thumbnail", rec.sha256),
+                          self.settings.max_pixels, self.settings.resolved_workers, recompute, on_progress)  # fmt: skip
+        self.after_write()
+        return report
 
     def reindex(self, to: str | None = None) -> dict:
         """Re-learn the whitening and build a new space from the catalog's embeddings (no re-embedding),

@@ -1,8 +1,10 @@
 """The vectors a library searches, and how every process keeps them in step with the catalog.
 
 A *space* is one learned vector transform (a row of the catalog's ``transforms``: the whitening, or the
-identity for raw model vectors) held in one vector engine as two collections: whole photos and detected
-subjects. The catalog names the active space (meta ``space``); every process opens that one. A new space
+identity for raw model vectors) held in one vector engine as three collections: whole photos, detected
+subjects, and the photos' copy descriptors (lookalike.models.copy_descriptor: not transformed, the same
+payloads as the photos, so that a search's filters apply to both). The catalog names the active space (meta
+``space``); every process opens that one. A new space
 (a re-learned whitening, ``reindex``, a move to another engine) is built beside the active one, then the
 catalog's pointer is switched: each process swaps its space at once (transform and collections
 together) on its next look, and the old collections are dropped after ``retire_grace`` seconds.
@@ -33,7 +35,7 @@ import numpy as np
 
 from lookalike.config import Settings
 from lookalike.search.whitening import Whitening
-from lookalike.store.catalog import OBJECTS, PHOTO, Catalog, Change
+from lookalike.store.catalog import COPY, OBJECTS, PHOTO, Catalog, Change
 from lookalike.store.vectors import EmbeddedIndex, IvfIndex, VectorIndex
 
 log = logging.getLogger("lookalike")
@@ -64,12 +66,13 @@ class SpaceKey:
         return self.backend != "embedded"
 
 
-def collection_names(library_id: str, model: str, version: int) -> tuple[str, str]:
+def collection_names(library_id: str, model: str, version: int) -> tuple[str, str, str]:
     """Named by library, model and transform version, never by a local path: every process that shares
-    the catalog finds the same collections, and two libraries on one server never meet."""
+    the catalog finds the same collections, and two libraries on one server never meet. Photos, subjects,
+    copy descriptors."""
     slug = re.sub(r"[^a-z0-9]+", "_", model.lower()).strip("_")
     base = f"lk_{library_id[:12]}_{slug}"
-    return f"{base}_photos_v{version}", f"{base}_objects_v{version}"
+    return f"{base}_photos_v{version}", f"{base}_objects_v{version}", f"{base}_copies_v{version}"
 
 
 def load_transform(catalog: Catalog, version: int) -> Whitening | None:
@@ -83,12 +86,13 @@ def load_transform(catalog: Catalog, version: int) -> Whitening | None:
 class Space:
     """One transform and its two collections; replaced as a whole, never changed in place."""
 
-    def __init__(self, key: SpaceKey, names: tuple[str, str], transform: Whitening | None, photos: VectorIndex,
-                 objects: VectorIndex) -> None:  # fmt: skip
+    def __init__(self, key: SpaceKey, names: tuple[str, str, str], transform: Whitening | None,
+                 photos: VectorIndex, objects: VectorIndex, copies: VectorIndex) -> None:  # fmt: skip
         self.key, self.names, self.transform = key, names, transform
-        self.photos, self.objects = photos, objects
+        self.photos, self.objects, self.copies = photos, objects, copies
         self.applying = threading.Lock()  # one follower at a time in this process
         self.cursor_key = f"cursor:{names[0]}"
+        self.copies_filled_key = f"filled:{names[2]}"  # a shared space made before copy descriptors: filled once
         self.seen = 0  # the newest feed position this process has seen applied (shared engines)
 
     @property
@@ -108,8 +112,8 @@ class Space:
         t = self.transform
         return t.apply(vectors) if t is not None else np.asarray(vectors, dtype=np.float32)
 
-    def indexes(self) -> tuple[VectorIndex, VectorIndex]:
-        return self.photos, self.objects
+    def indexes(self) -> tuple[VectorIndex, VectorIndex, VectorIndex]:
+        return self.photos, self.objects, self.copies
 
     def wait(self) -> None:
         for index in self.indexes():
@@ -167,7 +171,7 @@ class Follower:
             return False
         try:
             if not space.shared:
-                space.photos.cursor = space.objects.cursor = self._apply_from(space, space.cursor)
+                space.photos.cursor = space.objects.cursor = space.copies.cursor = self._apply_from(space, space.cursor)
                 return True
             with self.catalog.lock(f"apply:{space.names[0]}", wait) as got:
                 if not got:
@@ -175,8 +179,8 @@ class Follower:
                 start = int(self.catalog.get_meta(space.cursor_key) or 0)
                 if start > space.seen and hasattr(space.photos, "refresh_reads"):
                     # another process applied changes: make its writes visible to this client's reads
-                    space.photos.refresh_reads()
-                    space.objects.refresh_reads()
+                    for index in space.indexes():
+                        index.refresh_reads()
                 end = self._apply_from(space, start)
                 if end != start:
                     self.catalog.set_meta(space.cursor_key, str(end))
@@ -202,6 +206,14 @@ class Follower:
         """Make the changed photos' vectors match the catalog (idempotent)."""
         photo_ids = sorted({c.image_id for c in changes if c.flags & PHOTO})
         object_ids = sorted({c.image_id for c in changes if c.flags & OBJECTS})
+        copy_ids = sorted({c.image_id for c in changes if c.flags & (PHOTO | COPY)})
+        if copy_ids:
+            found = self.catalog.copy_vectors(copy_ids)
+            if len(found):
+                space.copies.add(found.ids, found.matrix, found.payloads)
+            gone = np.setdiff1d(np.asarray(copy_ids, dtype=np.int64), found.ids)
+            if len(gone):
+                space.copies.remove(gone)
         if photo_ids:
             found = self.catalog.vectors(photo_ids)
             if len(found):
@@ -228,7 +240,13 @@ class Follower:
                 self._preset_tier(space, index, counts["objects" if objects else "images"], objects)
             for chunk in self.catalog.iter_vectors(objects=objects):
                 index.add(chunk.ids, space.apply_transform(chunk.matrix), chunk.payloads)
+        self.fill_copies(space)
         return start
+
+    def fill_copies(self, space: Space) -> None:
+        """Fill the copy collection from the catalog (a new space, or a shared one made before it existed)."""
+        for chunk in self.catalog.iter_copy_vectors():
+            space.copies.add(chunk.ids, chunk.matrix, chunk.payloads)
 
     def _preset_tier(self, space: Space, index: EmbeddedIndex, total: int, objects: bool) -> None:
         """Start a large embedded index in its final tier instead of climbing (and converting) tier by tier."""
@@ -262,4 +280,8 @@ class Follower:
             space.objects.remove(extra)
         for chunk in self.catalog.iter_vectors(objects=True):
             space.objects.add(chunk.ids, space.apply_transform(chunk.matrix), chunk.payloads)
+        extra = np.setdiff1d(space.copies.ids(), self.catalog.copy_vector_ids())
+        if len(extra):
+            space.copies.remove(extra)
+        self.fill_copies(space)
         return start

@@ -7,7 +7,6 @@ import io
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
@@ -18,7 +17,7 @@ from lookalike.api.app import create_app
 from lookalike.cli import app
 from lookalike.copyedits import EDITS, edited
 from lookalike.library import Library
-from lookalike.search import copies
+from lookalike.store.catalog import COPY
 from tests.conftest import copy_photos, photo
 
 CLASSES = ("goldfish", "tiger_cat", "bullet_train", "pizza", "castle", "flamingo")
@@ -41,15 +40,6 @@ def library(tmp_path_factory: pytest.TempPathFactory, embedder):
     lib.index([str(root)])
     yield lib
     lib.close()
-
-
-def test_features_round_trip_through_their_stored_form() -> None:
-    f = copies.extract(Image.open(photo("goldfish", 0)).convert("RGB"))
-    back = copies.Features.from_bytes(f.to_bytes())
-    assert len(f.points) == copies.MAX_FEATURES and len(f.to_bytes()) == 4 + 36 * len(f.points)
-    assert (back.width, back.height) == (f.width, f.height)
-    assert np.array_equal(back.descriptors, f.descriptors)
-    assert np.abs(back.points - f.points).max() < 0.1 * max(f.width, f.height) / copies.SIDE
 
 
 @pytest.mark.parametrize("edit", sorted(EDITS))
@@ -98,18 +88,27 @@ def test_copies_only_and_more_like_this(library: Library) -> None:
     assert not any(h.copy for h in library.search(image_id, k=10).hits)  # no other copy of it in the library
 
 
-def test_photos_indexed_without_features_are_checked_from_their_thumbnail(library: Library) -> None:
+def test_photos_without_a_copy_descriptor_are_checked_from_their_thumbnail_then_backfilled(library: Library) -> None:
+    """A library indexed before copy descriptors: its photos are still checked (the global search's first hits, by
+    geometry on their thumbnails); `lookalike copies` gives them their descriptor, resumably, and every process's
+    copy collection follows the change feed."""
     original = photo("flamingo", 4)
+    query = jpeg(edited(Image.open(original).convert("RGB"), "text overlay"))
+    total = library.catalog.count()
     with library.catalog.db.engine.begin() as conn:
-        rows = conn.execute(sa.text("SELECT image_id, data FROM features")).all()
-        conn.execute(sa.text("DELETE FROM features"))
-    try:
-        first = library.search(jpeg(edited(Image.open(original).convert("RGB"), "text overlay")), k=5).hits[0]
-        assert Path(first.sources[0]).name == original.name and first.copy
-    finally:
-        with library.catalog.db.engine.begin() as conn:
-            conn.execute(sa.text("INSERT INTO features(image_id, data) VALUES (:i, :d)"),
-                         [{"i": i, "d": d} for i, d in rows])  # fmt: skip
+        conn.execute(sa.text("DELETE FROM copy_vectors"))
+    library.catalog.touch(library.catalog.ids(), COPY)
+    library.refresh()
+    assert len(library.space.copies) == 0 and library.catalog.count_without_copy_vector() == total
+    first = library.search(query, k=5).hits[0]
+    assert Path(first.sources[0]).name == original.name and first.copy and first.verdict.cosine is None
+    seen = []
+    report = library.backfill_copies(on_progress=lambda done, of: seen.append((done, of)))
+    assert report.done == total and not report.failed and seen[-1] == (total, total)
+    assert len(library.space.copies) == total and library.catalog.count_without_copy_vector() == 0
+    first = library.search(query, k=5).hits[0]
+    assert Path(first.sources[0]).name == original.name and first.copy and first.verdict.cosine > 0.5
+    assert library.backfill_copies().done == 0  # nothing left to do: a second run is free
 
 
 def test_api_and_cli_say_copy_and_take_copies_mode(library: Library, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,9 +11,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lookalike.store.catalog import OBJECTS, PHOTO, SOURCES, Catalog, DatabaseError, NewImage, codec, object_vector_id
+from lookalike.store.catalog import (
+    COPY,
+    OBJECTS,
+    PHOTO,
+    SOURCES,
+    Catalog,
+    DatabaseError,
+    NewImage,
+    codec,
+    object_vector_id,
+)
 from lookalike.store.catalog.migrations import LATEST
 from lookalike.store.images import LocalImageStore
+from lookalike.store.payload import whole_photo
 from tests.conftest import photo
 
 
@@ -301,16 +312,46 @@ def test_a_catalog_from_before_schema_versions_is_converted(tmp_path) -> None:
     cat.close()
 
 
-def test_local_features_are_stored_with_new_photos_and_go_with_them(catalog) -> None:
-    with_features = dataclasses.replace(item(sha(1), "/f/1.jpg"), features=b"\x01\x02" * 40)
+def test_copy_descriptors_are_stored_with_new_photos_backfilled_and_go_with_them(catalog) -> None:
+    vec = unit(3.0, 512)
+    with_copy = dataclasses.replace(item(sha(1), "/f/1.jpg"), copy_vector=vec)
     without = item(sha(2), "/f/2.jpg")
-    ids = [r[1] for r in catalog.add_batch([with_features, without]).rows]
-    assert catalog.features(ids + [424242]) == {ids[0]: b"\x01\x02" * 40}
-    again = dataclasses.replace(item(sha(1), "/f/copy.jpg", vec=None), features=b"other")  # known bytes
+    ids = [r[1] for r in catalog.add_batch([with_copy, without]).rows]
+    found = catalog.copy_vectors(ids + [424242])
+    assert found.ids.tolist() == [ids[0]] and found.payloads == [whole_photo(ids[0], "a")]
+    assert float(found.matrix[0] @ vec) > 0.999  # int8 with one scale: cosines move by ~0.003 at most
+    assert catalog.without_copy_vector() == [ids[1]] and catalog.count_without_copy_vector() == 1
+    again = dataclasses.replace(item(sha(1), "/f/copy.jpg", vec=None), copy_vector=unit(9.0, 512))  # known bytes
     catalog.add_batch([again])
-    assert catalog.features([ids[0]]) == {ids[0]: b"\x01\x02" * 40}  # the first photo's features stay
+    assert float(catalog.copy_vectors([ids[0]]).matrix[0] @ vec) > 0.999  # the first photo's descriptor stays
+    seq = catalog.last_seq()
+    assert catalog.set_copy_vectors({ids[1]: unit(5.0, 512), 424242: vec}) == 1  # a photo gone meanwhile: skipped
+    assert [(c.image_id, c.flags) for c in catalog.changes_since(seq)] == [(ids[1], COPY)]
+    assert catalog.count_without_copy_vector() == 0 and catalog.copy_vector_ids().tolist() == sorted(ids)
+    assert [c.ids.tolist() for c in catalog.iter_copy_vectors(chunk=1)] == [[ids[0]], [ids[1]]]
     catalog.remove_images([ids[0]])
-    assert catalog.features([ids[0]]) == {}
+    assert len(catalog.copy_vectors([ids[0]])) == 0 and catalog.copy_vector_ids().tolist() == [ids[1]]
+
+
+def test_a_catalog_with_local_features_migrates_to_copy_descriptors(tmp_path) -> None:
+    """Version 3 stored 10.8 KB of ORB features a photo; version 4 drops them (copies are checked from the
+    thumbnails) and starts an empty copy_vectors table that `lookalike copies` fills."""
+    path = tmp_path / "c.sqlite"
+    cat = Catalog.open(f"sqlite:///{path}")
+    image_id = cat.add_batch([item(sha(1), "/f/1.jpg")]).rows[0][1]
+    cat.close()
+    with sqlite3.connect(path) as c:  # back to version 3, as an earlier Lookalike left it
+        c.execute("DROP TABLE copy_vectors")
+        c.execute("CREATE TABLE features (image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE, "
+                  "data BLOB NOT NULL)")  # fmt: skip
+        c.execute("INSERT INTO features VALUES (?, ?)", (image_id, b"\x01" * 10_000))
+        c.execute("DELETE FROM schema_migrations WHERE version = 4")
+    cat = Catalog.open(f"sqlite:///{path}")
+    with sqlite3.connect(path) as c:
+        tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "features" not in tables and "copy_vectors" in tables
+    assert cat.without_copy_vector() == [image_id] and cat.ids().tolist() == [image_id]
+    cat.close()
 
 
 def test_a_newer_schema_is_refused(tmp_path) -> None:

@@ -22,7 +22,6 @@ import numpy as np
 from lookalike.imaging import BadImage, thumbnail_jpeg
 from lookalike.ingest.fetch import FetchError, read_file
 from lookalike.ingest.sources import SourceItem, SourceSet
-from lookalike.search import copies
 from lookalike.store.catalog import NewImage
 from lookalike.store.s3 import read as s3_read
 
@@ -98,7 +97,7 @@ class _Prepared:
     error: str | None = None
     detections: list | None = None  # None: detection not run for this item
     object_vectors: np.ndarray | None = None
-    features: bytes | None = None  # local features for copy verification
+    copy_vector: np.ndarray | None = None  # the copy descriptor (lookalike.models.copy_descriptor)
     near: tuple[int, float] | None = None  # (photo already indexed that this one copies, confidence)
 
 
@@ -149,10 +148,10 @@ class Pipeline:
             out.vector = self.lib.embedder.embed(pixels[None])[0]
             out.width, out.height, out.format = decoded.width, decoded.height, decoded.format
             out.thumbnail = thumbnail_jpeg(decoded.image, self.settings.thumbnail_size, self.settings.thumbnail_quality)
-            if self.settings.copy_candidates:
-                features = copies.extract(decoded.image, decoded.width, decoded.height)
-                out.features = features.to_bytes()
-                out.near = self.lib.copy_of(out.vector, features)
+            copy_model = self.lib.copy_model
+            if copy_model is not None:
+                out.copy_vector = copy_model.describe(decoded.image)
+                out.near = self.lib.copy_of(out.copy_vector)
             if item.is_url or item.is_upload or self.settings.keep_originals:
                 out.original = data
             if self.objects:
@@ -267,7 +266,7 @@ class Pipeline:
                 mtime_ns=p.item.mtime_ns,
                 embedding=p.vector if p.known_id is None else None,
                 has_original=p.original is not None,
-                features=p.features if p.known_id is None else None,
+                copy_vector=p.copy_vector if p.known_id is None else None,
             )
             for p in batch
         ]

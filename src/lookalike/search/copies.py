@@ -2,15 +2,15 @@
 
 A global embedding says "looks alike"; an edited copy (resized, recompressed, cropped, rotated, mirrored,
 grayscale, recoloured, captioned, framed in a screenshot) shares with its original many small patches in
-the same geometric arrangement. Each photo keeps up to ``MAX_FEATURES`` ORB keypoints (binary
-descriptors: cheap to store and to match) computed on its grayscale picture; a query's features are
-matched against a candidate's (Lowe's ratio test), then a similarity transform (rotation, uniform scale,
-translation) is fitted with RANSAC. Enough inliers under one such transform is the verdict "copy"; each
-photo's frame mapped into the other by it gives the matched regions (a crop's place in its original).
-Mirrored copies are matched through the query's mirror image. A merely similar photo (another goldfish)
-has no consistent transform.
+the same geometric arrangement. Where the copy descriptor cannot decide (lookalike.search.verification),
+a candidate's ORB keypoints are found on its stored thumbnail and the query's on its own picture (binary
+descriptors: cheap to find and to match); they are matched (Lowe's ratio test), then a similarity
+transform (rotation, uniform scale, translation) is fitted with RANSAC. Enough inliers under one such
+transform is the verdict "copy"; each photo's frame mapped into the other by it gives the matched regions
+(a crop's place in its original). Mirrored copies are matched through the query's mirror image. A merely
+similar photo (another goldfish) has no consistent transform.
 
-Why ORB rather than SIFT: 9x faster to extract (bench/RESULTS.md, "Copies") at 36 bytes per stored keypoint.
+Why ORB rather than SIFT: 9x faster to extract (bench/RESULTS.md, "Copies").
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps
 
-MAX_FEATURES = 300  # stored per photo
+MAX_FEATURES = 300  # a mirror image's (see Query.mirror)
 QUERY_FEATURES = 800
 SIDE = 384  # the long side features are computed at: small enough to be fast, large enough for crops
 RATIO = 0.85  # Lowe's ratio test (the geometric check that follows removes what it lets through)
@@ -46,37 +46,6 @@ class Features:
     width: int
     height: int
 
-    def to_bytes(self) -> bytes:
-        """The stored form: width, height (uint16 each), then per keypoint x, y (uint16, in 1/SCALE of a pixel of
-        the photo scaled to SIDE) and the descriptor: 36 bytes a keypoint."""
-        scale = SIDE / max(self.width, self.height, 1)
-        xy = np.clip(np.round(self.points * scale * 16), 0, 65535).astype("<u2")
-        head = np.array([min(self.width, 65535), min(self.height, 65535)], dtype="<u2").tobytes()
-        return head + np.hstack([xy.view(np.uint8).reshape(-1, 4), self.descriptors]).tobytes()
-
-    def head(self, n: int) -> Features:
-        """The first ``n`` keypoints: the strongest of every grid cell first (see ``_spread``)."""
-        return self if len(self.points) <= n else Features(self.points[:n], self.descriptors[:n], self.width,
-                                                             self.height)  # fmt: skip
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> Features:
-        w, h = np.frombuffer(data[:4], dtype="<u2").tolist()
-        rows = _rows(data)
-        scale = SIDE / max(w, h, 1)
-        xy = rows[:, :4].copy().view("<u2").reshape(-1, 2).astype(np.float32) / 16 / scale
-        return cls(xy, np.ascontiguousarray(rows[:, 4:]), w, h)
-
-
-def _rows(data: bytes) -> np.ndarray:
-    """The stored form's keypoint rows (``Features.to_bytes``): 4 bytes of point, 32 of descriptor each."""
-    return np.frombuffer(data[4:], dtype=np.uint8).reshape(-1, 36)
-
-
-def descriptors_of(data: bytes) -> np.ndarray:
-    """The descriptors of a stored form alone (a view, no copy): what the keypoint index holds."""
-    return _rows(data)[:, 4:]
-
 
 @dataclass(frozen=True)
 class Verdict:
@@ -87,11 +56,13 @@ class Verdict:
     match_box: tuple[float, float, float, float] | None  # the same region in the candidate's pixels
     mirrored: bool = False
     same_object: bool = False  # not the same picture, but the same (flat) object in another photo
+    cosine: float | None = None  # of the copy descriptors (lookalike.search.verification), when both have one
 
     def as_dict(self) -> dict:
         return {"copy": self.copy, "same_object": self.same_object, "confidence": round(self.confidence, 4),
                 "inliers": self.inliers, "query_box": _rounded(self.query_box), "match_box": _rounded(self.match_box),
-                "mirrored": self.mirrored}  # fmt: skip
+                "mirrored": self.mirrored,
+                "cosine": round(self.cosine, 4) if self.cosine is not None else None}  # fmt: skip
 
 
 NO_MATCH = Verdict(False, 0.0, 0, None, None)
@@ -108,12 +79,7 @@ def _cv2():
     return cv2
 
 
-def stored(catalog, ids) -> dict[int, Features]:
-    """The stored features of these photos (those indexed before version 3 have none)."""
-    return {i: Features.from_bytes(data) for i, data in catalog.features(ids).items()}
-
-
-def from_jpeg(data: bytes, width: int, height: int, limit: int = MAX_FEATURES) -> Features:
+def from_jpeg(data: bytes, width: int, height: int, limit: int = QUERY_FEATURES) -> Features:
     """Features of a photo from its thumbnail (``width`` x ``height``: the photo's own size, for the points)."""
     with Image.open(io.BytesIO(data)) as im:
         return Query(im.convert("RGB"), width, height, limit, STORED_OVERSAMPLE).features

@@ -1,20 +1,26 @@
 """The library's duplicates: exact ones (the same bytes under several paths, stored once) and near ones
 (the same picture resized, recompressed, cropped, captioned ...), grouped.
 
-Each photo's nearest neighbours in the vector index are checked with the same local-feature verdict a
-search uses (lookalike.search.copies); photos joined by a "copy" verdict form a group (union-find), so no
-similarity threshold has to be guessed. Cost: one index search and one match per photo.
+Each photo's nearest neighbours in the copy collection (the vector engine's index of copy descriptors) are judged
+as a search judges its candidates (lookalike.search.verification: the descriptor where it is sure, geometry on
+the thumbnails in between); photos joined by a "copy" verdict form a group (union-find). Cost: one search of the
+copy collection per photo, so a report grows with the library like the index does, never quadratically
+(bench/RESULTS.md, "Copies"). Photos without a copy descriptor (`lookalike copies` fills them in) are skipped.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from lookalike.search import copies
+from PIL import Image
+
+from lookalike.search import verification
+from lookalike.search.results import Hit
 from lookalike.store.vectors import MISSING
 
-PER_PHOTO = 5  # neighbours checked per photo
+PER_PHOTO = 5  # neighbours judged per photo
 
 
 @dataclass
@@ -33,31 +39,45 @@ def _find(parent: dict[int, int], i: int) -> int:
 def near_duplicates(
     lib, min_confidence: float = 0.0, on_progress: Callable[[int, int], None] | None = None
 ) -> list[Group]:
-    """Groups of two or more photos that are the same picture; photos without stored features are skipped."""
+    """Groups of two or more photos that are the same picture."""
     space = lib.space
-    ids = lib.catalog.ids()
+    total = len(space.copies)
     parent: dict[int, int] = {}
     pairs: list[tuple[int, int, float]] = []
-    for start in range(0, len(ids), 256):
-        rows = lib.catalog.vectors(ids[start : start + 256])
-        chunk = rows.ids
-        if not len(chunk):
-            continue
-        found, _ = space.photos.search(space.apply_transform(rows.matrix), PER_PHOTO + 1)
-        wanted = {int(i) for row in found for i in row if i != MISSING} | {int(i) for i in chunk}
-        stored = copies.stored(lib.catalog, wanted)
-        records = lib.catalog.get_many(chunk.tolist())
-        for image_id, row in zip(chunk.tolist(), found, strict=True):
-            query = _query_features(lib, records.get(image_id)) or stored.get(image_id)
-            if query is None:
+    done = 0
+    for chunk in lib.catalog.iter_copy_vectors(chunk=256):
+        found, scores = space.copies.search(chunk.matrix, PER_PHOTO + 1)
+        near = {int(i) for row in found for i in row if i != MISSING}
+        records = lib.catalog.get_many(sorted(near | set(chunk.ids.tolist())))
+        for image_id, vec, row, cos in zip(chunk.ids.tolist(), chunk.matrix, found, scores, strict=True):
+            cosines = {int(i): float(c) for i, c in zip(row, cos, strict=True)
+                       if i != MISSING and int(i) != image_id and c >= verification.CHECK_FLOOR and int(i) in records}
+            if not cosines or image_id not in records:
                 continue
-            others = {int(i): stored[int(i)] for i in row if i != MISSING and int(i) != image_id and int(i) in stored}
-            for other, verdict in copies.verify_many(query, others, objects=False).items():
+            for other, verdict in _judge(lib, records, image_id, vec, cosines).items():
                 if verdict.copy and verdict.confidence >= min_confidence:
                     pairs.append((min(image_id, other), max(image_id, other), verdict.confidence))
                     parent[_find(parent, image_id)] = _find(parent, other)
+        done += len(chunk)
         if on_progress:
-            on_progress(min(start + 256, len(ids)), len(ids))
+            on_progress(min(done, total), total)
+    return _groups(lib, parent, pairs)
+
+
+def _judge(lib, records: dict, image_id: int, vec, cosines: dict[int, float]) -> dict:
+    rec = records[image_id]
+    hits = [Hit(i, cosines[i], records[i].label, records[i].sources, records[i].width, records[i].height,
+                records[i].sha256) for i in cosines]  # fmt: skip
+    picture = None  # for geometry: the undecided pairs, and the matched regions the duplicates view shows
+    data = lib.images.get("thumbnail", rec.sha256)
+    if data is not None:
+        with Image.open(io.BytesIO(data)) as im:
+            picture = im.convert("RGB")
+    query = verification.CopyQuery(vec, picture, rec.width, rec.height)
+    return verification.judge(query, hits, cosines, lambda h: lib.images.get("thumbnail", h.sha256))
+
+
+def _groups(lib, parent: dict[int, int], pairs: list[tuple[int, int, float]]) -> list[Group]:
     members: dict[int, list[int]] = {}
     for i in parent:
         members.setdefault(_find(parent, i), []).append(i)
@@ -72,15 +92,6 @@ def near_duplicates(
         groups.append(Group(group, [(a, b, c) for (a, b), c in sorted(seen.items())]))
     groups.sort(key=lambda g: g.ids[0])
     return groups
-
-
-def _query_features(lib, rec) -> copies.Features | None:
-    """A photo asked about its duplicates gets a query's budget of features (more than the stored ones), from
-    its thumbnail: a crop of it is found as a search would find it."""
-    if rec is None:
-        return None
-    data = lib.images.get("thumbnail", rec.sha256)
-    return copies.from_jpeg(data, rec.width, rec.height, copies.QUERY_FEATURES) if data is not None else None
 
 
 def exact_duplicates(lib) -> Iterator[tuple[int, tuple[str, ...]]]:

@@ -1,141 +1,116 @@
-"""Copies first, then the same object: the top candidates of a search checked with local features.
+"""Copies first, then the same object: a search's candidates judged by the copy descriptor, and by geometry only
+where the descriptor cannot decide.
 
-Two searches propose candidates: the global one (its top ``copy_candidates`` hits) and the keypoint index (the
-``instance_candidates`` photos sharing the most local features with the query, lookalike.store.keypoints), which
-finds a photo of the same object that looks less alike as a whole (another angle, clutter, glare). Each candidate
-is checked with local features (lookalike.search.copies): the same picture (resized, cropped, rotated, recoloured,
-captioned) is a copy; the same flat object in another photo (a homography) is a same-object match. Copies move
-above everything, same-object photos above every merely similar photo, and their scores become 1 + confidence and
-1 + confidence / 2, so the scores shown still agree with the order (a similar photo's score is at most 1; the
-similarity stays the cosine). Copies outrank same-object photos whatever their evidence: a copy's score (above
-1.63) is then never reached by a photo that shows an indexed object without being a copy of it (another photo of
-a product or a scene), so "this is your photo" keeps its own range. Ordering both by their agreeing points instead
-gained a little on smvs_dvd_covers (top-1 0.902 -> 0.924), whose covers of one series share a frame (bench/RESULTS.md,
-"Instance search"). Candidates of the keypoint index that are neither are dropped: "similar" stays the
-global search's judgement. Photos indexed before local features were stored are checked from their thumbnail.
+Candidates come from two searches of the shared vector engine: the copy collection (the photos whose copy
+descriptor is nearest the query's, lookalike.models.copy_descriptor) and the global search's first few hits.
+Nothing here depends on an index held in one process's memory, so it works the same in every process and at any
+library size. Each candidate's copy cosine decides where it can:
 
-The keypoint index's side needs only the query's local features, so a photo search runs it (``prepare``) in a
-thread while the model embeds the photo; the global candidates are checked once the global search returns.
+- at or above ``COPY_SURE`` it is a copy: an edited copy of the same picture (resized, cropped, captioned,
+  recoloured, in a screenshot) and nothing else scores that high (bench/RESULTS.md, "Copies");
+- below ``CHECK_FLOOR`` it is neither a copy nor a photo of the same object, and nothing more is done: the cost of
+  an ordinary search is one more small embedding, computed while the similarity model runs;
+- in between, local features decide (lookalike.search.copies): the query's ORB features against the candidate's,
+  found on its stored thumbnail; a similarity transform means a copy, a homography the same flat object in another
+  photo (a phone photo of a cover or a package), nothing means merely alike.
+
+Copies move above everything (score 1 + confidence), same-object photos above every merely similar photo (1 +
+confidence / 2), so the scores shown still agree with the order. A copy the descriptor decided is checked by
+geometry too when it is among the first ``REGION_CHECKS``, for its matched region (where a crop lies in its
+original); the verdict stands either way.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
 
 from lookalike.search import copies
 from lookalike.search.results import Hit
 
-MIRROR_DEPTH = 1  # a mirror image is nearly the same photo to the global model: its original is the first hit
+# Cosines of the copy descriptor (sscd_distilled at 224 px): chosen on the Towhee copies and checked on Corel-1k and
+# the DVD covers (bench/RESULTS.md, "Copies": the distributions and the precision either side)
+COPY_SURE = 0.55  # an edited copy; no unrelated top-1 reached it
+CHECK_FLOOR = 0.25  # below: no copy and no same-object photo worth a geometric check
+GLOBAL_CANDIDATES = 3  # the global search's first hits are candidates too (photos without a copy descriptor)
+REGION_CHECKS = 2  # descriptor-decided copies checked by geometry for their matched region
+
+
+def descriptor_confidence(cosine: float) -> float:
+    """How sure a copy verdict from the cosine alone is (0.5 at COPY_SURE, 0.95 at 0.8): a logistic on the margin
+    above the threshold, so that a 1.0 (the same bytes re-encoded) ranks above a heavily edited copy."""
+    return float(1.0 / (1.0 + math.exp(-(cosine - COPY_SURE) * 12.0)))
 
 
 @dataclass
-class LocalQuery:
-    """What a search knows from the query's local features before the global search returns."""
+class CopyQuery:
+    """The query as the copy stage sees it: its copy descriptor, and its picture for geometry on demand."""
 
-    features: copies.Features
-    mirror: copies.Features | None = None  # the mirror image's features (none for a stored photo)
-    votes: list[tuple[int, int]] = field(default_factory=list)  # the keypoint index's (photo id, votes)
-    candidates: dict[int, copies.Features] = field(default_factory=dict)  # features of the voted photos
-    verdicts: dict[int, copies.Verdict] = field(default_factory=dict)  # and their verdicts
+    vector: np.ndarray | None
+    picture: Image.Image | None
+    width: int
+    height: int
+    _local: copies.Query | None = field(default=None, repr=False)
 
-
-@dataclass
-class Handoff:
-    """What the side thread hands the search as soon as it knows it: the query's features, the keypoint index's
-    votes."""
-
-    features: Future = field(default_factory=Future)
-    votes: Future = field(default_factory=Future)
+    def local(self) -> copies.Query | None:
+        """The query's local features, found on first need (most searches never need them)."""
+        if self._local is None and self.picture is not None:
+            self._local = copies.Query(self.picture, self.width, self.height)
+        return self._local
 
 
-def prepare(features: copies.Features, mirror: copies.Features | None, keypoints, n: int,
-            exclude: int | None, stored: Callable[[list[int]], dict[int, bytes]],
-            on_votes: Callable[[list[tuple[int, int]]], None] = lambda votes: None) -> LocalQuery:  # fmt: skip
-    """The keypoint index searched with the query's strongest features (as many as a photo stores: a query's extra
-    ones serve its own copy check, and would double the search), and its candidates checked."""
-    local = LocalQuery(features, mirror)
-    if keypoints is not None and n > 0:
-        strongest = features.head(copies.MAX_FEATURES)
-        local.votes = keypoints.candidates(strongest.descriptors, n, exclude)
-    on_votes(local.votes)
-    if not local.votes:
-        return local
-    found = stored([i for i, _ in local.votes])
-    local.candidates = {i: copies.Features.from_bytes(data) for i, data in found.items()}
-    local.verdicts = copies.verify_many(strongest, local.candidates)
-    return local
-
-
-@dataclass
-class Checked:
-    """Candidates' features and verdicts, from the keypoint index's side or the global search's."""
-
-    candidates: dict[int, copies.Features] = field(default_factory=dict)
-    verdicts: dict[int, copies.Verdict] = field(default_factory=dict)
-
-
-def check_hits(hits: list[Hit], features: copies.Features, stored: Callable[[list[int]], dict[int, bytes]],
-               thumbnail: Callable[[Hit], bytes | None], skip: Checked | None = None) -> Checked:  # fmt: skip
-    """The global search's top hits checked with all the query's features (a caption or a frame takes many of a
-    query's corners: the keypoint index's candidates are checked with its strongest only); hits already found to be
-    copies in ``skip`` are not checked again."""
-    out = Checked()
-    todo = [h for h in hits if not (skip and h.id in skip.verdicts and skip.verdicts[h.id].copy)]
-    known = skip.candidates if skip else {}
-    need = [h for h in todo if h.id not in known]
-    found = stored([h.id for h in need]) if need else {}
-    for h in todo:
-        if h.id in known:
-            out.candidates[h.id] = known[h.id]
-        elif (data := found.get(h.id)) is not None:
-            out.candidates[h.id] = copies.Features.from_bytes(data)
-        elif (thumb := thumbnail(h)) is not None:  # indexed before local features were stored
-            out.candidates[h.id] = copies.from_jpeg(thumb, h.width, h.height)
-    out.verdicts = copies.verify_many(features, out.candidates)
+def judge(query: CopyQuery, candidates: list[Hit], cosines: dict[int, float],
+          thumbnail: Callable[[Hit], bytes | None]) -> dict[int, copies.Verdict]:  # fmt: skip
+    """Verdicts for the candidates that are copies or the same object (see the module docstring)."""
+    sure = [h for h in candidates if cosines.get(h.id, -1.0) >= COPY_SURE]
+    unsure = [h for h in candidates if h.id not in cosines or CHECK_FLOOR <= cosines[h.id] < COPY_SURE]
+    wanted = unsure + sure[:REGION_CHECKS]
+    geometry = _geometry(query, wanted, thumbnail) if wanted else {}
+    out: dict[int, copies.Verdict] = {}
+    for h in sure:
+        cosine = cosines[h.id]
+        seen = geometry.get(h.id, copies.NO_MATCH)
+        confidence = max(descriptor_confidence(cosine), seen.confidence if seen.copy else 0.0)
+        boxes = (seen.query_box, seen.match_box) if seen.copy else (None, None)
+        out[h.id] = copies.Verdict(True, confidence, seen.inliers, *boxes, mirrored=seen.mirrored and seen.copy,
+                                   cosine=cosine)  # fmt: skip
+    for h in unsure:
+        seen = geometry.get(h.id, copies.NO_MATCH)
+        if seen.copy or seen.same_object:
+            out[h.id] = dataclasses.replace(seen, cosine=cosines.get(h.id))
     return out
 
 
-def check(
-    hits: list[Hit],
-    local: LocalQuery,
-    stored: Callable[[list[int]], dict[int, bytes]],
-    thumbnail: Callable[[Hit], bytes | None],
-    depth: int,
-    extra: list[Hit] | None = None,
-    checked: Checked | None = None,
-) -> list[Hit]:
-    """``hits`` with the top ``depth`` (``checked`` already, or now) and the ``extra`` candidates (the keypoint
-    index's, as hits, checked in ``local``) ordered: copies first (most inliers first), then same-object photos,
-    then the rest of ``hits`` in their order."""
-    query = local.features
-    top = hits[:depth] if depth > 0 else []
-    if checked is None:
-        checked = check_hits(top, query, stored, thumbnail, Checked(local.candidates, local.verdicts))
-    seen = {h.id for h in top}
-    top += [h for h in extra or [] if h.id not in seen]
-    if not top:
-        return hits
-    candidates = local.candidates | checked.candidates
-    verdicts = dict(local.verdicts)
-    for i, verdict in checked.verdicts.items():  # a photo both searches found: the better verdict
-        if i not in verdicts or verdict.copy or verdict.inliers > verdicts[i].inliers:
-            verdicts[i] = verdict
-    # a mirrored copy: looked for only when nothing else is a copy, and only at the global search's first hit (the
-    # global model is close to mirror-invariant: bench/copies.py finds every mirrored copy's original there)
-    first = [h.id for h in hits[: min(depth, MIRROR_DEPTH)] if h.id in candidates and h.id in verdicts]
-    if first and local.mirror is not None and not any(verdicts[h.id].copy for h in top if h.id in verdicts):
-        for i, flipped in copies.verify_many(local.mirror, {i: candidates[i] for i in first}, objects=False).items():
-            if flipped.copy and flipped.inliers > verdicts[i].inliers:
+def _geometry(query: CopyQuery, hits: list[Hit], thumbnail: Callable[[Hit], bytes | None]) -> dict[int, copies.Verdict]:
+    """Local features of the query against each hit's thumbnail; a mirrored copy through the mirror image."""
+    local = query.local()
+    if local is None:
+        return {}
+    features = {}
+    for h in hits:
+        data = thumbnail(h)
+        if data is not None:
+            features[h.id] = copies.from_jpeg(data, h.width, h.height, copies.QUERY_FEATURES)
+    verdicts = copies.verify_many(local.features, features)
+    missed = {i: f for i, f in features.items() if not verdicts[i].copy}
+    if missed:
+        for i, flipped in copies.verify_many(local.mirror(), missed, objects=False).items():
+            if flipped.copy:
                 qb = flipped.query_box  # in the mirror image: mapped back to the query's own pixels
                 box = (query.width - qb[2], qb[1], query.width - qb[0], qb[3]) if qb is not None else None
                 verdicts[i] = dataclasses.replace(flipped, query_box=box, mirrored=True)
-    checked_hits = {h.id: dataclasses.replace(h, verdict=verdicts.get(h.id)) for h in top}
-    by_inliers = sorted(checked_hits.values(), key=lambda h: -h.verdict.inliers if h.verdict else 0)
-    copied = [dataclasses.replace(h, score=1.0 + h.verdict.confidence) for h in by_inliers if h.copy]
-    same = [dataclasses.replace(h, score=1.0 + h.verdict.confidence / 2) for h in by_inliers if h.same_object]
-    promoted = {h.id for h in copied + same}
-    rest = [checked_hits.get(h.id, h) for h in hits if h.id not in promoted]
-    return copied + same + rest
+    return verdicts
+
+
+def order(hits: list[Hit], verdicts: dict[int, copies.Verdict]) -> list[Hit]:
+    """Copies first (most confident first), then same-object photos, then the rest in their order."""
+    judged = [dataclasses.replace(h, verdict=verdicts[h.id]) for h in hits if h.id in verdicts]
+    judged.sort(key=lambda h: -h.verdict.confidence)
+    copied = [dataclasses.replace(h, score=1.0 + h.verdict.confidence) for h in judged if h.copy]
+    same = [dataclasses.replace(h, score=1.0 + h.verdict.confidence / 2) for h in judged if h.same_object]
+    return copied + same + [h for h in hits if h.id not in verdicts]

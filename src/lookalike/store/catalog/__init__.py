@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from lookalike.store.catalog.database import Database, DatabaseError
 from lookalike.store.catalog.records import (
+    COPY,
     OBJECT_BITS,
     OBJECTS,
     PHOTO,
@@ -20,7 +21,7 @@ from lookalike.store.catalog.records import (
 from lookalike.store.catalog.sql import Catalog
 
 __all__ = [
-    "OBJECT_BITS", "OBJECTS", "PHOTO", "SOURCES", "BatchResult", "Catalog", "Change", "Database", "DatabaseError",
-    "ImageRecord", "NewImage", "ObjectRecord", "Vectors", "object_vector_id",
+    "COPY", "OBJECT_BITS", "OBJECTS", "PHOTO", "SOURCES", "BatchResult", "Catalog", "Change", "Database",
+    "DatabaseError", "ImageRecord", "NewImage", "ObjectRecord", "Vectors", "object_vector_id",
     "split_object_vector_id",
 ]  # fmt: skip

@@ -12,6 +12,7 @@ OBJECT_BITS = 10  # object vector id = image_id << 10 | idx: stable across re-ru
 PHOTO = 1  # the whole-photo vector or its payload (added, removed, relabelled)
 OBJECTS = 2  # its detected subjects' vectors
 SOURCES = 4  # only the paths and URLs that point at it (no vector changes: caches of records follow it)
+COPY = 8  # only its copy descriptor (written later by a backfill); PHOTO changes concern the copy collection too
 
 
 def object_vector_id(image_id: int, idx: int) -> int:
@@ -60,7 +61,7 @@ class NewImage:
     mtime_ns: int | None
     embedding: np.ndarray | None  # None when the bytes are already in the catalog
     has_original: bool = False
-    features: bytes | None = None  # local features for copy verification (lookalike.search.copies)
+    copy_vector: np.ndarray | None = None  # the copy descriptor (lookalike.models.copy_descriptor), when on
 
 
 @dataclass

@@ -23,6 +23,7 @@ from lookalike.store.catalog import codec
 from lookalike.store.catalog.database import Database
 from lookalike.store.catalog.migrations import migrate, split_source
 from lookalike.store.catalog.records import (
+    COPY,
     OBJECTS,
     PHOTO,
     SOURCES,
@@ -363,6 +364,7 @@ class Catalog:
         """
         learned: dict[str, int] = {}
         blobs = {id(it): codec.encode(it.embedding) for it in items if it.embedding is not None}
+        copy_blobs = {id(it): codec.encode_int8(it.copy_vector) for it in items if it.copy_vector is not None}
 
         def write(conn: Connection) -> BatchResult:
             learned.clear()
@@ -382,9 +384,9 @@ class Catalog:
                 is_new = image_id is not None
                 if is_new:
                     changes.append((int(image_id), PHOTO))
-                    if item.features is not None:
-                        conn.execute(sa.text("INSERT INTO features(image_id, data) VALUES (:i, :d)"),
-                                     {"i": image_id, "d": item.features})  # fmt: skip
+                    if id(item) in copy_blobs:
+                        conn.execute(sa.text("INSERT INTO copy_vectors(image_id, data) VALUES (:i, :d)"),
+                                     {"i": image_id, "d": copy_blobs[id(item)]})  # fmt: skip
                 else:
                     image_id = conn.execute(sa.text("SELECT id FROM images WHERE sha256 = :s"), {"s": sha}).scalar()
                     if image_id is None:
@@ -509,15 +511,68 @@ class Catalog:
                 out += [int(r[0]) for r in conn.execute(_sql(q + " AND id IN :ids", "ids"), {"ids": chunk})]
             return out
 
-    def features(self, ids: Iterable[int]) -> dict[int, bytes]:
-        """Stored local features of these photos (photos indexed before version 3 have none)."""
-        out: dict[int, bytes] = {}
+    def copy_vectors(self, ids: Iterable[int]) -> Vectors:
+        """Copy descriptors and whole-photo payloads of the ids that have one (in the order asked)."""
+        ids = _ints(ids)
+        rows: dict[int, tuple] = {}
         with self.db.read() as conn:
-            for chunk in _chunks(sorted(set(_ints(ids)))):
-                for i, data in conn.execute(_sql("SELECT image_id, data FROM features WHERE image_id IN :ids", "ids"),
-                                            {"ids": chunk}):  # fmt: skip
-                    out[int(i)] = bytes(data)
-        return out
+            for chunk in _chunks(ids):
+                q = _sql("SELECT i.id, i.label, c.data FROM copy_vectors c JOIN images i ON i.id = c.image_id "
+                         "WHERE c.image_id IN :ids", "ids")  # fmt: skip
+                rows.update({int(r[0]): r for r in conn.execute(q, {"ids": chunk})})
+        present = [i for i in ids if i in rows]
+        return Vectors(np.asarray(present, dtype=np.int64), codec.decode_many([rows[i][2] for i in present]),
+                       [whole_photo(i, rows[i][1]) for i in present])  # fmt: skip
+
+    def iter_copy_vectors(self, chunk: int = 4096) -> Iterator[Vectors]:
+        """Every copy descriptor in id order, in chunks: for building the copy collection."""
+        last = 0
+        while True:
+            with self.db.read() as conn:
+                q = sa.text("SELECT image_id FROM copy_vectors WHERE image_id > :last ORDER BY image_id LIMIT :n")
+                ids = [int(r[0]) for r in conn.execute(q, {"last": last, "n": chunk})]
+            if not ids:
+                return
+            last = ids[-1]
+            found = self.copy_vectors(ids)
+            if len(found):
+                yield found
+
+    def copy_vector_ids(self) -> np.ndarray:
+        with self.db.read() as conn:
+            rows = conn.execute(sa.text("SELECT image_id FROM copy_vectors ORDER BY image_id"))
+            return np.asarray([int(r[0]) for r in rows], dtype=np.int64)
+
+    def without_copy_vector(self, after: int = 0, limit: int = 256) -> list[int]:
+        """Photos that have no copy descriptor yet (indexed before version 4, or with the copy stage off), in id
+        order after ``after``: what the backfill works through, resumable from any point."""
+        with self.db.read() as conn:
+            q = sa.text("SELECT id FROM images WHERE id > :a AND NOT EXISTS (SELECT 1 FROM copy_vectors c "
+                        "WHERE c.image_id = images.id) ORDER BY id LIMIT :n")  # fmt: skip
+            return [int(r[0]) for r in conn.execute(q, {"a": int(after), "n": int(limit)})]
+
+    def count_without_copy_vector(self) -> int:
+        with self.db.read() as conn:
+            q = "SELECT COUNT(*) FROM images i WHERE NOT EXISTS (SELECT 1 FROM copy_vectors c WHERE c.image_id = i.id)"
+            return int(conn.execute(sa.text(q)).scalar())
+
+    def set_copy_vectors(self, vectors: dict[int, np.ndarray]) -> int:
+        """Store copy descriptors of existing photos (the backfill); photos deleted meanwhile are skipped."""
+        blobs = {int(i): codec.encode_int8(v) for i, v in vectors.items()}
+
+        def write(conn: Connection) -> int:
+            present = []
+            for chunk in _chunks(sorted(blobs)):
+                present += [int(r[0]) for r in conn.execute(_sql("SELECT id FROM images WHERE id IN :ids", "ids"),
+                                                            {"ids": chunk})]  # fmt: skip
+            if present:
+                conn.execute(sa.text("INSERT INTO copy_vectors(image_id, data) VALUES (:i, :d) "
+                                     "ON CONFLICT(image_id) DO UPDATE SET data = excluded.data"),
+                             [{"i": i, "d": blobs[i]} for i in present])  # fmt: skip
+            self._feed(conn, [(i, COPY) for i in present])
+            return len(present)
+
+        return self.db.retrying(write)
 
     def remove_images(self, ids: Iterable[int]) -> list[ImageRecord]:
         """Delete images with their sources and subjects; returns the records this call deleted."""
@@ -605,5 +660,5 @@ class Catalog:
         return self.db.disk_bytes()
 
     def table_bytes(self) -> dict[str, int]:
-        return self.db.table_bytes(("images", "dirs", "sources", "objects", "detections", "changes", "transforms",
-                                    "meta"))  # fmt: skip
+        return self.db.table_bytes(("images", "copy_vectors", "dirs", "sources", "objects", "detections", "changes",
+                                    "transforms", "meta"))  # fmt: skip

