@@ -613,10 +613,12 @@ class Library:
                 ids, scores = space.copies.search(query.vector[None], depth + (exclude is not None), where=where)
                 cosines = {int(i): float(c) for i, c in zip(ids[0], scores[0], strict=True)
                            if i != MISSING and i != exclude}  # fmt: skip
-            first = [h.id for h in top if h.id not in cosines]
-            found = self.catalog.copy_vectors(first) if first else None
-            if found is not None and len(found):
-                cosines |= dict(zip(found.ids.tolist(), (found.matrix @ query.vector).tolist(), strict=True))
+            # the global search's first hits: their cosine from the copy collection itself (no catalog round trip);
+            # a photo it does not hold (indexed before copy descriptors) is judged by geometry
+            first = np.asarray([h.id for h in top if h.id not in cosines], dtype=np.int64)
+            held = first[[p is not None for p in space.copies.payloads(first)]] if len(first) else first
+            if len(held):
+                cosines |= dict(zip(held.tolist(), (space.copies.vectors(held) @ query.vector).tolist(), strict=True))
         known = {h.id for h in top}
         wanted = [i for i, c in cosines.items() if i not in known and c >= verification.CHECK_FLOOR]
         extra = self._candidate_hits(wanted, hits, vec, min_score, label)
@@ -649,15 +651,23 @@ class Library:
                                similarity=similarity[i]))  # fmt: skip
         return out
 
-    def copy_of(self, copy_vec: np.ndarray) -> tuple[int, float] | None:
-        """The indexed photo a new photo is an (edited) copy of, by its copy descriptor alone (no geometry while
-        indexing: bench/ingest.py); None when none is, or when this process keeps no index (a worker)."""
-        if not self.follows_index or self._space is None or not len(self._space.copies):
+    def copy_of(self, query: verification.CopyQuery) -> tuple[int, float] | None:
+        """The indexed photo a new photo is an (edited) copy of: its nearest one in the copy collection, judged like
+        a search's candidate (geometry only where the descriptor cannot decide); None when none is, or when this
+        process keeps no index (a worker)."""
+        if query.vector is None or not self.follows_index or self._space is None or not len(self._space.copies):
             return None
-        ids, scores = self._space.copies.search(copy_vec[None], 1)
-        if ids[0, 0] == MISSING or scores[0, 0] < verification.COPY_SURE:
+        ids, scores = self._space.copies.search(query.vector[None], 1)
+        if ids[0, 0] == MISSING or scores[0, 0] < verification.CHECK_FLOOR:
             return None
-        return int(ids[0, 0]), verification.descriptor_confidence(float(scores[0, 0]))
+        found = int(ids[0, 0])
+        rec = self.records.get_many([found]).get(found)
+        if rec is None:
+            return None
+        hit = Hit(found, 0.0, rec.label, rec.sources, rec.width, rec.height, rec.sha256)
+        verdict = verification.judge(query, [hit], {found: float(scores[0, 0])}, self._thumbnail_of, regions=False)
+        verdict = verdict.get(found)
+        return (found, verdict.confidence) if verdict is not None and verdict.copy else None
 
     def _side_work(self) -> ThreadPoolExecutor:
         """Threads for work a search does beside the similarity model (the query's copy descriptor)."""

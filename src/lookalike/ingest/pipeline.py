@@ -22,6 +22,7 @@ import numpy as np
 from lookalike.imaging import BadImage, thumbnail_jpeg
 from lookalike.ingest.fetch import FetchError, read_file
 from lookalike.ingest.sources import SourceItem, SourceSet
+from lookalike.search.verification import CopyQuery
 from lookalike.store.catalog import NewImage
 from lookalike.store.s3 import read as s3_read
 
@@ -151,7 +152,7 @@ class Pipeline:
             copy_model = self.lib.copy_model
             if copy_model is not None:
                 out.copy_vector = copy_model.describe(decoded.image)
-                out.near = self.lib.copy_of(out.copy_vector)
+                out.near = self.lib.copy_of(CopyQuery(out.copy_vector, decoded.image, decoded.width, decoded.height))
             if item.is_url or item.is_upload or self.settings.keep_originals:
                 out.original = data
             if self.objects:
