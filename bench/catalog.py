@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared"
 TOWHEE = SHARED / "datasets" / "towhee_reverse_image_search" / "train"
-PER_PHOTO = ("images", "dirs", "sources")
+PER_PHOTO = ("images", "copy_vectors", "dirs", "sources")
 
 LEGACY = """
 CREATE TABLE images (id INTEGER PRIMARY KEY AUTOINCREMENT, sha256 TEXT NOT NULL UNIQUE, label TEXT,
@@ -52,16 +52,18 @@ CREATE INDEX sources_image ON sources(image_id);
 
 
 def real_rows(tmp: Path) -> list[tuple[NewImage, np.ndarray]]:
-    """The Towhee photos as the pipeline writes them: (row, embedding)."""
+    """The Towhee photos as the pipeline writes them (embedding and copy descriptor): (row, embedding)."""
     with Library(Settings(home=tmp / "real")) as lib:
         lib.index([str(TOWHEE)])
         records = lib.catalog.get_many(lib.catalog.ids())
+        copy_vectors = lib.catalog.copy_vectors(list(records))
+        copy_of = dict(zip(copy_vectors.ids.tolist(), copy_vectors.matrix, strict=True))
         rows = []
         for image_id, rec in records.items():
             vec = lib.catalog.embedding(image_id)
             src = rec.sources[0]
             rows.append((NewImage(rec.sha256, src, rec.label, rec.width, rec.height, rec.format, rec.bytes,
-                                  rec.bytes, 1, vec), vec))  # fmt: skip
+                                  rec.bytes, 1, vec, copy_vector=copy_of.get(image_id)), vec))  # fmt: skip
     return rows
 
 
@@ -73,7 +75,7 @@ def copies(rows: list, n: int):
             sha = f"{c:08x}{i:08x}" + row.sha256[16:]
             source = row.source.replace("/train/", f"/train-{c:04d}/")
             batch.append(NewImage(sha, source, row.label, row.width, row.height, row.format, row.bytes, row.size,
-                                  row.mtime_ns, vec))  # fmt: skip
+                                  row.mtime_ns, vec, copy_vector=row.copy_vector))  # fmt: skip
             if len(batch) == 500:
                 yield batch
                 batch = []
@@ -157,17 +159,18 @@ def main() -> None:
                     fill(catalog, rows, args.copies, progress, name)
             sizes = Table(title=f"catalog bytes per photo ({photos:,} photos, embeddings of the default model)",
                           title_justify="left")  # fmt: skip
-            for col in ("layout", "images", "dirs", "sources", "total per photo", "embedding column"):
+            for col in ("layout", *PER_PHOTO, "total per photo", "every table", "embedding column"):
                 sizes.add_column(col, justify="left" if col == "layout" else "right")
             enc = np.mean([len(codec.encode(vec)) for _, vec in rows])
             legacy = legacy_bytes(rows, args.copies, tmp / "legacy.sqlite")
-            before = [f"{legacy['images'] / photos:.0f}", "-", f"{legacy['sources'] / photos:.0f}"]
-            sizes.add_row("SQLite, before schema versions", *before, f"{sum(legacy.values()) / photos:.0f}", "5,120")
+            before = [f"{legacy['images'] / photos:.0f}", "-", "-", f"{legacy['sources'] / photos:.0f}"]
+            total = f"{sum(legacy.values()) / photos:.0f}"
+            sizes.add_row("SQLite, before schema versions", *before, total, total, "5,120")
             for name, catalog in catalogs.items():
                 got = catalog.table_bytes()
                 total = sum(got[t] for t in PER_PHOTO)
                 sizes.add_row(name, *(f"{got[t] / photos:.0f}" for t in PER_PHOTO), f"{total / photos:.0f}",
-                              f"{enc:.0f}")  # fmt: skip
+                              f"{sum(got.values()) / photos:.0f}", f"{enc:.0f}")  # fmt: skip
             console.print(sizes)
 
             import psycopg

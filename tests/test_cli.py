@@ -128,3 +128,27 @@ def test_help_is_quiet_and_clean() -> None:
     search = subprocess.run([sys.executable, "-m", "lookalike", "search", str(photo("goldfish", 0))],
                             capture_output=True, text=True, env=lookalike_env(Path("/tmp/unused-home")))  # fmt: skip
     assert "XNNPACK" not in search.stderr and "INFO" not in search.stderr
+
+
+def test_copies_gives_photos_indexed_without_the_copy_stage_their_descriptor(tmp_path: Path, photo_dir: Path,
+                                                                             monkeypatch) -> None:  # fmt: skip
+    """A library indexed with the copy stage off (as before copy descriptors): `lookalike copies` fills them in with
+    progress, a second run has nothing to do, and an edited copy is then found through the copy collection."""
+    runner = CliRunner()
+    home = ["--home", str(tmp_path / "h")]
+    monkeypatch.setenv("LOOKALIKE_COPY_CANDIDATES", "0")
+    assert runner.invoke(app, [*home, "index", str(photo_dir)]).exit_code == 0
+    assert json.loads(runner.invoke(app, [*home, "stats", "--json"]).output)["copy_vectors"] == 0
+    off = runner.invoke(app, [*home, "copies"])
+    assert off.exit_code == 1 and "LOOKALIKE_COPY_CANDIDATES=0" in off.output
+    monkeypatch.delenv("LOOKALIKE_COPY_CANDIDATES")
+    done = runner.invoke(app, [*home, "copies"])
+    assert done.exit_code == 0 and "copy descriptors stored for 12 photos (0 from their thumbnail)" in done.output
+    assert "stored for 0 photos" in runner.invoke(app, [*home, "copies"]).output
+    assert json.loads(runner.invoke(app, [*home, "stats", "--json"]).output)["copy_vectors"] == 12
+    from PIL import Image, ImageOps
+
+    query = tmp_path / "mirrored.jpg"
+    ImageOps.mirror(Image.open(photo("goldfish", 0)).convert("RGB")).save(query, quality=90)
+    hits = json.loads(runner.invoke(app, [*home, "search", str(query), "--copies", "--json"]).output)["hits"]
+    assert len(hits) == 1 and hits[0]["copy"] and hits[0]["label"] == "goldfish"

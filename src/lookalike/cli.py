@@ -522,6 +522,9 @@ def copies(
         with progress_bar("copy descriptors") as bar:
             task = bar.add_task("copy descriptors", total=None, rate="")
             report = lib.backfill_copies(recompute, lambda d, t: bar.update(task, completed=d, total=t))
+    except user_errors() as exc:
+        fail(str(exc))
+        raise AssertionError from exc  # unreachable; fail raises
     finally:
         lib.close()
     out.print(f"copy descriptors stored for {report.done} photos ({report.from_thumbnail} from their thumbnail)")
