@@ -201,17 +201,21 @@ class Catalog:
 
     def iter_vectors(self, objects: bool = False, chunk: int = 4096) -> Iterator[Vectors]:
         """Every whole-photo (or subject) vector in id order, in chunks: for building an index."""
-        last = 0
-        while True:
-            with self.db.read() as conn:
-                q = sa.text("SELECT id FROM images WHERE id > :last ORDER BY id LIMIT :n")
-                ids = [int(r[0]) for r in conn.execute(q, {"last": last, "n": chunk})]
-            if not ids:
-                return
-            last = ids[-1]
+        for ids in self._id_chunks("SELECT id FROM images WHERE id > :last ORDER BY id LIMIT :n", chunk):
             found = self.object_vectors(ids) if objects else self.vectors(ids)
             if len(found):
                 yield found
+
+    def _id_chunks(self, query: str, chunk: int) -> Iterator[list[int]]:
+        """Ids in order, ``chunk`` at a time, each chunk read in its own short transaction (keyset paging)."""
+        last = 0
+        while True:
+            with self.db.read() as conn:
+                ids = [int(r[0]) for r in conn.execute(sa.text(query), {"last": last, "n": chunk})]
+            if not ids:
+                return
+            last = ids[-1]
+            yield ids
 
     def sample_ids(self, n: int, seed: int = 0) -> list[int]:
         """At most ``n`` photo ids drawn at random (reproducibly): a bounded sample to learn from."""
@@ -526,14 +530,8 @@ class Catalog:
 
     def iter_copy_vectors(self, chunk: int = 4096) -> Iterator[Vectors]:
         """Every copy descriptor in id order, in chunks: for building the copy collection."""
-        last = 0
-        while True:
-            with self.db.read() as conn:
-                q = sa.text("SELECT image_id FROM copy_vectors WHERE image_id > :last ORDER BY image_id LIMIT :n")
-                ids = [int(r[0]) for r in conn.execute(q, {"last": last, "n": chunk})]
-            if not ids:
-                return
-            last = ids[-1]
+        q = "SELECT image_id FROM copy_vectors WHERE image_id > :last ORDER BY image_id LIMIT :n"
+        for ids in self._id_chunks(q, chunk):
             found = self.copy_vectors(ids)
             if len(found):
                 yield found

@@ -1,0 +1,120 @@
+"""The copy collection from 10k to 1M photos: does the first answer stay the original, and how fast is it?
+
+The collection holds, as a library of that size would: the real copy descriptors of the 1,000 Towhee train photos,
+of the other shared sets (Corel-1k, grocery packages, DVD covers: 3,276 more real photos) and synthetic ones drawn
+between real ones (a random mix of two real descriptors plus noise, normalised), up to the size. Queries: the 10
+edits of lookalike.copyedits of 100 Towhee train photos (positives: their original is in the collection) and of the
+100 Towhee test photos (negatives: not in it). Per size: copy top-1 (the original first) and micro-average precision
+of the first answers by cosine, the search p50, the build time; for the embedded index (exact to 20k, HNSW to 200k,
+IVF above, as a library grows into them).
+
+    python bench/copyscale.py [--sizes 10000 100000 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from rich.console import Console
+from rich.progress import track
+from rich.table import Table
+
+from copies import average_precision  # bench/copies.py, beside this script
+from lookalike.config import Settings
+from lookalike.copyedits import EDITS, edited
+from lookalike.imaging import decode
+from lookalike.models import copy_descriptor
+from lookalike.store.vectors import MISSING, EmbeddedIndex
+
+SHARED = Path(os.environ.get("LOOKALIKE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+DATA = SHARED / "datasets"
+TOWHEE = DATA / "towhee_reverse_image_search"
+
+
+def describe(model, data: bytes) -> np.ndarray:
+    return model.describe(decode(data, 10**9, 256).image)
+
+
+def jpeg(image: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def synthetic(real: np.ndarray, n: int, seed: int = 0, noise: float = 0.3):
+    rng = np.random.default_rng(seed)
+    for start in range(0, n, 50_000):
+        m = min(50_000, n - start)
+        a, b = real[rng.integers(0, len(real), m)], real[rng.integers(0, len(real), m)]
+        w = rng.uniform(0, 1, (m, 1)).astype(np.float32)
+        v = w * a + (1 - w) * b + noise * rng.standard_normal((m, real.shape[1])).astype(np.float32) / np.sqrt(
+            real.shape[1]
+        )
+        yield v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    args = parser.parse_args()
+    settings = Settings()
+    model = copy_descriptor.load(settings.resolved_models_dir, settings.copy_side)
+    towhee = sorted((TOWHEE / "train").glob("*/*"))
+    sets = ("corel1k_wang", "grocery_packages", "smvs_dvd_covers")
+    others = [p for s in sets for p in sorted((DATA / s).glob("*/*.jpg"))]
+    real = np.stack([describe(model, p.read_bytes()) for p in track(towhee + others, description="real photos")])
+    classes = sorted((TOWHEE / "train").iterdir())
+    positives = [(sorted(c.iterdir())[0], towhee.index(sorted(c.iterdir())[0])) for c in classes]
+    negatives = [(sorted((TOWHEE / "test" / c.name).iterdir())[0], -1) for c in classes]
+    queries, truth = [], []
+    for path, index in track(positives + negatives, description="edited queries"):
+        picture = Image.open(path).convert("RGB")
+        for edit in EDITS:
+            queries.append(describe(model, jpeg(edited(picture, edit))))
+            truth.append(index)
+    queries_m = np.stack(queries)
+    table = Table(title=f"copy collection, embedded index: {len(queries)} edited queries (half positives)",
+                  title_justify="left")  # fmt: skip
+    for col in ("photos", "index", "build s", "copy top-1", "micro-AP", "search p50 ms", "p95 ms"):
+        table.add_column(col, justify="right")
+    for size in args.sizes:
+        run_size(size, settings, real, queries_m, truth, table)
+
+
+def run_size(size: int, s: Settings, real: np.ndarray, queries_m: np.ndarray, truth: list[int], table: Table) -> None:
+    hnsw = {"m": s.hnsw_m, "ef_construction": s.hnsw_ef_construction, "ef_search": s.hnsw_ef_search}
+    with tempfile.TemporaryDirectory() as tmp:
+        index = EmbeddedIndex(Path(tmp) / str(size), copy_descriptor.DIM, s.ann_threshold, hnsw, "bench",
+                              s.ivf_threshold, s.ivf_nprobe, s.ivf_storage)  # fmt: skip
+        started = time.perf_counter()
+        index.add(np.arange(len(real)), real)
+        start = len(real)
+        for chunk in synthetic(real, max(0, size - len(real))):
+            index.add(np.arange(start, start + len(chunk)), chunk)
+            start += len(chunk)
+        index.wait()
+        built = time.perf_counter() - started
+        latency, firsts, scores = [], [], []
+        for q in queries_m:
+            t = time.perf_counter()
+            ids, cos = index.search(q[None], 1)
+            latency.append(time.perf_counter() - t)
+            firsts.append(int(ids[0, 0]) if ids[0, 0] != MISSING else -2)
+            scores.append(float(cos[0, 0]))
+        correct = [f == t and t >= 0 for f, t in zip(firsts, truth, strict=True)]
+        npos = sum(t >= 0 for t in truth)
+        table.add_row(f"{size:,}", index.kind, f"{built:.0f}", f"{sum(correct) / npos:.3f}",
+                      f"{average_precision(scores, correct, npos):.3f}", f"{np.median(latency) * 1000:.2f}",
+                      f"{np.percentile(latency, 95) * 1000:.2f}")  # fmt: skip
+        Console(width=160).print(table)
+        index.drop()
+
+if __name__ == "__main__":
+    main()
