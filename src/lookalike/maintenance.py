@@ -24,6 +24,7 @@ import threading
 import time
 
 from lookalike.search.whitening import Whitening
+from lookalike.store.errors import Unavailable
 from lookalike.vectorspace import IDENTITY, WHITENING, SpaceKey
 
 log = logging.getLogger("lookalike")
@@ -169,6 +170,7 @@ class Background:
         lib = self.lib
         last_save = last_maintain = time.monotonic()
         save_took = 0.0
+        away = False  # an outage is logged once when it starts and once when it ends, not every round
         while not self._stop.wait(lib.settings.sync_interval):
             try:
                 lib.refresh(wait=False)
@@ -181,5 +183,13 @@ class Background:
                 if now - last_save > max(self.save_every, 20 * save_took):
                     lib.save_index()  # a large index is written less often: at most 5 % of the time
                     save_took, last_save = time.monotonic() - now, time.monotonic()
-            except Exception:  # a database or engine that is briefly away: try again next round
+            except Unavailable as exc:  # a database, engine or store briefly away: try again next round
+                if not away:
+                    log.warning("following the catalog: %s; trying again every %.1f s", exc, lib.settings.sync_interval)
+                away = True
+                continue
+            except Exception:
                 log.exception("following the catalog failed; retrying")
+            if away:
+                log.warning("following the catalog again")
+                away = False

@@ -5,15 +5,18 @@ Each batch is written to the catalog in one transaction, after its thumbnails ar
 so an interrupted run (Ctrl-C or kill -9) loses at most the batch in flight and a re-run picks up exactly
 where it stopped. The pipeline writes only the catalog and the image store; the vector space follows the
 catalog's change feed (``Library.after_write`` applies it before a batch counts as done). Bad input never
-stops the run: every failure becomes a ``Rejected`` entry with a reason.
+stops the run: every failure of a photo becomes a ``Rejected`` entry with a reason. A failure of the catalog, the
+vector engine or the image store is never the photo's: it raises (``DependencyError``, ``Unavailable`` when it
+is an outage), and the caller runs the photos again later.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -24,6 +27,7 @@ from lookalike.ingest.fetch import FetchError, read_file
 from lookalike.ingest.sources import SourceItem, SourceSet
 from lookalike.search import copies
 from lookalike.store.catalog import NewImage
+from lookalike.store.errors import DependencyError
 from lookalike.store.s3 import read as s3_read
 
 
@@ -103,16 +107,33 @@ class _Prepared:
 
 
 ProgressFn = Callable[[int, int, IndexReport], None]
+GuardFn = Callable[[object], None]  # runs inside each batch's catalog transaction; raises to keep it unwritten
+
+
+@contextlib.contextmanager
+def not_the_photo(part: str) -> Iterator[None]:
+    """Errors met while asking the catalog, the engine or the image store about a photo are not the photo's
+    fault: they become ``DependencyError`` (outages stay ``Unavailable``), never a rejection."""
+    try:
+        yield
+    except DependencyError:
+        raise
+    except Exception as exc:
+        raise DependencyError(f"{part}: {type(exc).__name__}: {exc}") from exc
 
 
 class Pipeline:
     """Runs one indexing job against a library's catalog, image store, index and embedder."""
 
-    def __init__(self, library, on_progress: ProgressFn | None = None, objects: bool = False) -> None:
+    def __init__(self, library, on_progress: ProgressFn | None = None, objects: bool = False,
+                 guard: GuardFn | None = None) -> None:  # fmt: skip
+        """``guard`` runs in each batch's catalog transaction before it writes (a worker checks it still holds
+        its task there, so a worker that lost its lease writes nothing more)."""
         self.lib = library
         self.settings = library.settings
         self.on_progress = on_progress
         self.objects = objects
+        self.guard = guard
 
     # --- worker side -----------------------------------------------------------
     def _prepare(self, item: SourceItem) -> _Prepared:
@@ -125,7 +146,8 @@ class Pipeline:
                 if not data:
                     raise BadImage("empty file (0 bytes)")
             elif item.stored is not None:  # a queued upload: its bytes were put in the image store first
-                data = self.lib.images.get("original", item.stored)
+                with not_the_photo("the image store"):
+                    data = self.lib.images.get("original", item.stored)
                 if data is None:
                     raise FetchError("the uploaded bytes are no longer in the image store")
                 if not data:
@@ -139,9 +161,11 @@ class Pipeline:
             out.nbytes = len(data)
             out.sha256 = hashlib.sha256(data).hexdigest()
             catalog = self.lib.catalog
-            out.known_id = catalog.id_for_sha(out.sha256)
+            with not_the_photo("the catalog"):
+                out.known_id = catalog.id_for_sha(out.sha256)
+                undetected = self.objects and out.known_id is not None and catalog.detected_with(out.known_id) is None
             if out.known_id is not None:
-                if self.objects and catalog.detected_with(out.known_id) is None:
+                if undetected:
                     self._detect(out, self.lib.decode_for_model(data))  # known photo, objects still missing
                 return out  # exact duplicate: no embedding needed
             decoded, pixels = self.lib.prepare_pixels(data)
@@ -152,13 +176,16 @@ class Pipeline:
             if self.settings.copy_candidates:
                 features = copies.extract(decoded.image, decoded.width, decoded.height)
                 out.features = features.to_bytes()
-                out.near = self.lib.copy_of(out.vector, features)
+                with not_the_photo("the copy check (vector engine, catalog)"):
+                    out.near = self.lib.copy_of(out.vector, features)
             if item.is_url or item.is_upload or self.settings.keep_originals:
                 out.original = data
             if self.objects:
                 self._detect(out, decoded)
         except (FetchError, BadImage) as exc:
             out.error = str(exc)
+        except DependencyError:  # the catalog, engine or store failed: the photo is run again, not rejected
+            raise
         except Exception as exc:  # a bug or an exotic decoder failure must not end the batch
             out.error = f"unexpected error: {type(exc).__name__}: {exc}"
         return out
@@ -271,7 +298,7 @@ class Pipeline:
             )
             for p in batch
         ]
-        written = self.lib.catalog.add_batch(rows)
+        written = self.lib.catalog.add_batch(rows, guard=self.guard)
         displaced += written.displaced
         detected = {p.item.source: p for p in batch if p.detections is not None}
         prepared = {p.item.source: p for p in batch if p.near is not None}
