@@ -364,6 +364,8 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
             raise Problem(503, "Library unavailable", state.error)
         if not state.ready.is_set() or state.library is None:
             raise Problem(503, "Loading", state.waiting or "the index and model are loading; retry in a few seconds")
+        if state.follow is not None and state.follow.away:  # an outage: its index may be behind, its writes fail
+            raise Problem(503, "Service unavailable", f"{state.follow.away}; retry shortly")
         return state.library
 
     Lib = Annotated[Library, Depends(ready_library)]

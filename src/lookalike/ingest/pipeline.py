@@ -266,11 +266,11 @@ class Pipeline:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             self._remove_orphans(displaced)
-            if not report.interrupted:
-                self._vanished(sets, items, report, prune)
             report.seconds = time.perf_counter() - started
         if report.interrupted:
             raise KeyboardInterrupt
+        self._vanished(sets, items, report, prune)  # only after a complete run: a failed one saw not every file
+        report.seconds = time.perf_counter() - started
         return report
 
     def _commit(self, batch: list[_Prepared], report: IndexReport, changed_from: dict[str, int],
