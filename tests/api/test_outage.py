@@ -11,6 +11,7 @@ it is back, searches answer 200 again.
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -156,3 +157,54 @@ def test_a_job_rides_out_a_database_restart_and_a_15_s_outage(own_pg, s3_endpoin
                 except subprocess.TimeoutExpired:
                     w.kill()
         service.stop()
+
+
+def test_a_service_and_a_worker_started_while_the_database_is_down_wait_for_it(own_pg, photo_dir: Path,
+                                                                               tmp_path: Path) -> None:  # fmt: skip
+    """Started before their database (a host reboot, a compose stack coming up in any order), neither exits:
+    the service is live but not ready and says what it waits for; both carry on once the database is up."""
+    url = own_pg.create_database()
+    common = {"database_url": url, "source_roots": f'["{photo_dir}"]'}
+    own_pg.pause()
+    service = Service(tmp_path / "api", serve_worker="0", **common)
+    started: list[BaseException | None] = []
+    opener = threading.Thread(target=lambda: started.append(_start(service)), daemon=True)
+    opener.start()
+    worker = start_worker(tmp_path / "w", tmp_path / "w.log", **common)
+    try:
+        deadline = time.time() + 60
+        while (r := status(lambda: httpx.get(f"{service.url}/healthz/live", timeout=5))) is None:
+            assert time.time() < deadline and not started, f"not live: {started}"
+            time.sleep(0.3)
+        assert r.status_code == 200
+        time.sleep(3)  # a few of their tries at the database
+        ready = httpx.get(f"{service.url}/healthz/ready", timeout=10)
+        assert ready.status_code == 503 and ready.headers["retry-after"].isdigit(), ready.text
+        assert ready.json()["status"] == "loading" and "catalog database" in ready.json()["detail"], ready.text
+        r = httpx.get(f"{service.url}{API}/stats", timeout=10)
+        assert is_503_problem(r), r.text
+        assert worker.poll() is None and service.proc.poll() is None
+        own_pg.resume()
+        opener.join(120)
+        assert started == [None], started
+        r = httpx.post(f"{service.url}{API}/jobs/index", json={"paths": [str(photo_dir)]}, timeout=30)
+        assert r.status_code == 202, r.text
+        job_id, deadline = r.json()["id"], time.time() + 120
+        while (job := httpx.get(f"{service.url}{API}/jobs/{job_id}", timeout=30).json())["state"] not in FINISHED:
+            assert time.time() < deadline, job
+            time.sleep(0.3)
+        assert job["state"] == "done" and job["added"] == 12, job
+        assert f"job {job_id} chunk 1:" in (tmp_path / "w.log").read_text()  # the only worker: the one started early
+    finally:
+        if worker.poll() is None:
+            worker.terminate()
+            worker.wait(30)
+        service.stop()
+
+
+def _start(service: Service) -> BaseException | None:
+    try:
+        service.start(timeout=180)
+        return None
+    except BaseException as exc:  # reported to the test's thread
+        return exc
