@@ -208,3 +208,60 @@ def _start(service: Service) -> BaseException | None:
         return None
     except BaseException as exc:  # reported to the test's thread
         return exc
+
+
+def test_a_job_rides_out_an_image_store_restart(pg_url: str, tmp_path: Path) -> None:
+    """The S3 server holding the photos' files stops for 10 s mid-job, then starts again: the workers keep their
+    chunks and finish them once it is back (no photo rejected for it), readiness names the store meanwhile."""
+    from tests import s3server
+
+    ports, folder = s3server.free_ports(8), tmp_path / "weed"
+    weed, endpoint = s3server.start(folder, ports)
+    photos = tmp_path / "photos"
+    for path in sorted((TOWHEE / "train").glob("*/*"))[:150]:
+        (photos / path.parent.name).mkdir(parents=True, exist_ok=True)
+        (photos / path.parent.name / path.name).write_bytes(path.read_bytes())
+    common = {"database_url": pg_url, "job_lease": "8", "job_chunk": "10", "source_roots": f'["{photos}"]',
+              "image_store": "s3://library/restart", "s3_endpoint_url": endpoint, "s3_access_key": "test",
+              "s3_secret_key": "test"}  # fmt: skip
+    service = Service(tmp_path / "api", serve_worker="0", **common).start()
+    workers = [start_worker(tmp_path / f"w{i}", tmp_path / f"w{i}.log", **common) for i in range(2)]
+    try:
+        r = httpx.post(f"{service.url}{API}/jobs/index", json={"paths": [str(photos)]}, timeout=30)
+        job_id, deadline = r.json()["id"], time.time() + 180
+        job = lambda: httpx.get(f"{service.url}{API}/jobs/{job_id}", timeout=30).json()  # noqa: E731
+        while (progress := job())["done"] < 20:
+            assert time.time() < deadline, progress
+            time.sleep(0.2)
+        assert progress["state"] == "running" and progress["done"] <= 100, progress
+        s3server.stop(weed)
+        stopped, ready = time.monotonic(), []
+        while time.monotonic() - stopped < 10:
+            ready.append(status(lambda: httpx.get(f"{service.url}/healthz/ready", timeout=30)))
+            assert all(w.poll() is None for w in workers), "a worker exited while the store was away"
+            time.sleep(1)
+        weed, _ = s3server.start(folder, ports)
+        assert all(r is not None and r.status_code == 503 for r in ready[1:]), [getattr(r, "text", r) for r in ready]
+        assert ready[-1].json()["checks"]["store"] != "ok" and ready[-1].json()["checks"]["catalog"] == "ok"
+        while (progress := job())["state"] not in FINISHED:
+            assert time.time() < deadline + 120, progress
+            time.sleep(0.3)
+        assert progress["state"] == "done" and progress["done"] == 150 and progress["rejected"] == 0, progress
+        assert all(w.poll() is None for w in workers)
+        catalog = Catalog.open(pg_url)
+        try:
+            shas = {r.sha256 for r in catalog.get_many(catalog.ids()).values()}
+        finally:
+            catalog.close()
+        pages = make_client(endpoint).get_paginator("list_objects_v2")
+        keys = [o["Key"] for p in pages.paginate(Bucket="library", Prefix="restart/thumbnails/")
+                for o in p.get("Contents", [])]  # fmt: skip
+        assert len(shas) == len(keys) == 150 and {Path(k).stem for k in keys} == shas
+        assert httpx.get(f"{service.url}/healthz/ready", timeout=30).status_code == 200
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.terminate()
+                w.wait(30)
+        service.stop()
+        s3server.stop(weed)

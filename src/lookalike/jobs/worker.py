@@ -132,6 +132,8 @@ class Worker:
         heart.start()
         try:
             self._attempt(task, lost)
+        except Exception:  # never expected (each path of _attempt handles its errors): the lease runs out
+            log.exception("job %d task %d: unexpected error; left to the lease", task.job_id, task.seq)
         finally:
             finished.set()
             heart.join(5)
@@ -189,7 +191,11 @@ class Worker:
             if stop():
                 raise TaskLost
             return False
-        if not self.queue.heartbeat(task):  # renewed before running again: the lease may have run out meanwhile
+        try:
+            held = self.queue.heartbeat(task)  # renewed before running again: the lease may have run out meanwhile
+        except Unavailable:  # gone again already: the next run finds out, and the next round waits again
+            return True
+        if not held:
             raise TaskLost
         return True
 

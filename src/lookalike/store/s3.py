@@ -20,15 +20,20 @@ from lookalike.store.images import Kind
 
 @contextlib.contextmanager
 def reachable(where: str) -> Iterator[None]:
-    """An S3 server that cannot be reached (restarting, network down, timing out) is an outage of the store:
-    ``StoreUnavailable``, not an error of the photo being read or written."""
+    """An S3 server that cannot be reached (restarting, network down, timing out) or answers 5xx after the
+    client's own retries is an outage of the store: ``StoreUnavailable``, not an error of the photo being read or
+    written."""
+    from botocore.exceptions import ClientError, HTTPClientError
     from botocore.exceptions import ConnectionError as BotoConnectionError
-    from botocore.exceptions import HTTPClientError
 
     try:
         yield
     except (BotoConnectionError, HTTPClientError) as exc:
         raise StoreUnavailable(f"{where} is unreachable: {exc}") from exc
+    except ClientError as exc:  # 5xx (InternalError, ServiceUnavailable, SlowDown): the server's trouble, not ours
+        if int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0) >= 500:
+            raise StoreUnavailable(f"{where} is failing: {exc}") from exc
+        raise
 
 
 @dataclass(frozen=True)
