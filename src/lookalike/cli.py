@@ -621,7 +621,8 @@ def worker(
     Claims chunks of queued jobs (`lookalike jobs add`, POST /api/v1/jobs/index, uploads), holds each with a
     lease it renews, and hands it back by stopping: a worker killed at any point loses nothing, another
     worker finishes its chunk once the lease (LOOKALIKE_JOB_LEASE) has expired. SIGTERM or Ctrl-C: finish
-    the current chunk, then exit.
+    the current chunk, then exit. An outage of the database, the engine or the store does not end it: it
+    keeps its chunk, waits for the part to come back and carries on (started before its database, it waits).
     """
     import logging
     import signal

@@ -28,7 +28,6 @@ from lookalike.ingest.pipeline import IndexReport, Pipeline
 from lookalike.ingest.sources import SourceItem, SourceSet, iter_expand
 from lookalike.jobs.queue import JobQueue, Task, TaskLost
 from lookalike.store import retry
-from lookalike.store.catalog.database import CatalogUnavailable
 from lookalike.store.errors import StoreUnavailable, Unavailable
 from lookalike.store.s3 import is_s3
 
@@ -202,11 +201,14 @@ class Worker:
     def _probe(self, exc: Unavailable) -> Callable[[], None]:
         """A cheap call that raises ``Unavailable`` while the part behind ``exc`` is still away."""
         db = self.queue.db
-        if isinstance(exc, StoreUnavailable):
-            return lambda: (self.lib.images.ping(), db.ping())
-        if isinstance(exc, CatalogUnavailable):
+        if not isinstance(exc, StoreUnavailable):  # the catalog; for the engine, the chunk's next run tells
             return db.ping
-        return db.ping  # the engine: the chunk's next run tells; the pause before it spaces the tries
+
+        def store_and_catalog() -> None:
+            self.lib.images.ping()
+            db.ping()
+
+        return store_and_catalog
 
     def _give_up(self, task: Task, exc: BaseException, outage: bool = False) -> None:
         """Record a failed attempt; when even that cannot be written, the lease runs out and another worker
