@@ -13,16 +13,25 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Callable
+from typing import Literal
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from PIL import Image
+from pydantic import BaseModel, Field
 
 from lookalike import __version__
 from lookalike.store.errors import RETRY_AFTER
 
 log = logging.getLogger("lookalike")
+
+
+class Health(BaseModel):
+    status: Literal["ok", "loading", "unavailable", "error"]
+    version: str | None = None
+    detail: str | None = Field(default=None, description="what is missing, when not ok")
+    checks: dict[str, str] | None = Field(default=None, description="catalog, engine, store, models: ok or why not")
 
 
 def warm_up(library) -> None:
@@ -82,9 +91,12 @@ def install(app: FastAPI, state, api: str) -> None:
         headers = {"Retry-After": str(RETRY_AFTER)} if status == 503 else None
         return JSONResponse(body, status_code=status, headers=headers)
 
+    documented = {"/healthz", f"{api}/healthz", f"{api}/healthz/live", f"{api}/healthz/ready"}
+    not_ready = {503: {"model": Health, "description": "not ready: loading, or a part unavailable (Retry-After)"}}
     for path in ("/healthz/live", "/livez", f"{api}/healthz/live"):
-        app.add_api_route(path, live, methods=["GET"], include_in_schema=path.endswith("/healthz/live"),
+        app.add_api_route(path, live, methods=["GET"], response_model=Health, include_in_schema=path in documented,
                           summary="Liveness: the process serves requests (open: no key needed)")  # fmt: skip
     for path in ("/healthz/ready", "/readyz", "/healthz", f"{api}/healthz/ready", f"{api}/healthz"):
-        app.add_api_route(path, ready, methods=["GET"], include_in_schema=path.startswith(api),
+        app.add_api_route(path, ready, methods=["GET"], response_model=Health, responses=not_ready,
+                          include_in_schema=path in documented,
                           summary="Readiness: catalog, engine and store reachable, models loaded (open)")  # fmt: skip
