@@ -21,13 +21,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+import sqlalchemy as sa
 
 from lookalike.imaging import BadImage, thumbnail_jpeg
 from lookalike.ingest.fetch import FetchError, read_file
 from lookalike.ingest.sources import SourceItem, SourceSet
 from lookalike.search import copies
 from lookalike.store.catalog import NewImage
-from lookalike.store.errors import DependencyError
+from lookalike.store.errors import DependencyError, EngineError
 from lookalike.store.s3 import read as s3_read
 
 
@@ -110,15 +111,21 @@ ProgressFn = Callable[[int, int, IndexReport], None]
 GuardFn = Callable[[object], None]  # runs inside each batch's catalog transaction; raises to keep it unwritten
 
 
+# errors of a part the library depends on, whatever call met them (a database, an engine, a socket or a disk)
+DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (sa.exc.DBAPIError, EngineError, OSError)
+
+
 @contextlib.contextmanager
-def not_the_photo(part: str) -> Iterator[None]:
-    """Errors met while asking the catalog, the engine or the image store about a photo are not the photo's
-    fault: they become ``DependencyError`` (outages stay ``Unavailable``), never a rejection."""
+def not_the_photo(part: str, kinds: tuple[type[BaseException], ...] = (Exception,)) -> Iterator[None]:
+    """Errors of ``kinds`` met while asking the catalog, the engine or the image store about a photo are not the
+    photo's fault: they become ``DependencyError`` (outages stay ``Unavailable``), never a rejection. Calls that
+    also work on the photo's content (the copy check) pass narrower ``kinds``, so that a photo the check chokes
+    on is still rejected alone instead of failing its whole chunk."""
     try:
         yield
     except DependencyError:
         raise
-    except Exception as exc:
+    except kinds as exc:
         raise DependencyError(f"{part}: {type(exc).__name__}: {exc}") from exc
 
 
@@ -176,7 +183,7 @@ class Pipeline:
             if self.settings.copy_candidates:
                 features = copies.extract(decoded.image, decoded.width, decoded.height)
                 out.features = features.to_bytes()
-                with not_the_photo("the copy check (vector engine, catalog)"):
+                with not_the_photo("the copy check (vector engine, catalog)", DEPENDENCY_ERRORS):
                     out.near = self.lib.copy_of(out.vector, features)
             if item.is_url or item.is_upload or self.settings.keep_originals:
                 out.original = data
