@@ -183,6 +183,23 @@ def pg_server():
 
 
 @pytest.fixture
+def own_pg() -> Iterator:
+    """A PostgreSQL server of the test's own, for tests that restart or stop it (doing that to the session's
+    server would cut the other tests off)."""
+    from tests import pgserver
+
+    if pgserver.binaries() is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the PostgreSQL tests: apt-get install postgresql")
+        pytest.skip("needs Debian's postgresql package (make system-deps)")
+    root = Path(tempfile.mkdtemp(prefix="lookalike-pg-own-"))
+    server = pgserver.PostgresServer(root).start()
+    yield server
+    server.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
 def pg_url(pg_server) -> str:
     """A fresh empty database on the test server."""
     return pg_server.create_database()

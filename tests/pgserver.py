@@ -59,13 +59,30 @@ class PostgresServer:
         subprocess.run(_as_server_user([str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres",
                                         "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"]),
                        check=True, capture_output=True)  # fmt: skip
-        options = (f"-c listen_addresses='' -c unix_socket_directories='{self.socket_dir}' -c fsync=off "
-                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
-                   "-c shared_buffers=64MB")  # fmt: skip
-        subprocess.run(_as_server_user([str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", options, "-w",
-                                        "-t", "60", "-l", str(self.root / "server.log"), "start"]),
-                       check=True, capture_output=True)  # fmt: skip
+        self.resume()
         return self
+
+    @property
+    def options(self) -> str:
+        return (f"-c listen_addresses='' -c unix_socket_directories='{self.socket_dir}' -c fsync=off "
+                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
+                "-c shared_buffers=64MB")  # fmt: skip
+
+    def _ctl(self, *args: str) -> None:
+        subprocess.run(_as_server_user([str(self.bin / "pg_ctl"), "-D", str(self.data), *args]), check=True,
+                       capture_output=True)  # fmt: skip
+
+    def resume(self) -> None:
+        """Start the (initialised) server; waits until it accepts connections."""
+        self._ctl("-o", self.options, "-w", "-t", "60", "-l", str(self.root / "server.log"), "start")
+
+    def restart(self) -> None:
+        """``pg_ctl restart -m fast``: every connection is cut, the server is back within a second or two."""
+        self._ctl("-o", self.options, "-m", "fast", "-w", "-t", "60", "-l", str(self.root / "server.log"), "restart")
+
+    def pause(self) -> None:
+        """``pg_ctl stop -m fast``: connections cut, nothing accepted until ``resume()``."""
+        self._ctl("-m", "fast", "-w", "-t", "60", "stop")
 
     def stop(self) -> None:
         subprocess.run(_as_server_user([str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"]),

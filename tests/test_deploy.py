@@ -70,6 +70,8 @@ def test_secrets_must_be_set_and_services_wait_for_health() -> None:
         assert service.get("restart") == "unless-stopped", name
         for dep, cond in (service.get("depends_on") or {}).items():
             assert cond == {"condition": "service_healthy"}, f"{name} -> {dep}"
+    # the load balancer waits for API replicas that can serve (catalog, engine, store, models), not just alive
+    assert "/healthz/ready" in " ".join(compose()["services"]["api"]["healthcheck"]["test"])
 
 
 def test_the_image_builds_wheels_with_a_compiler_then_runs_without_root() -> None:

@@ -89,6 +89,20 @@ def open_library() -> Library:
         raise AssertionError from exc  # unreachable; fail raises
 
 
+def _open_when_reachable() -> Library:
+    """The library, once the catalog (and the image store) answer: a long-running process started during an
+    outage, or before its database, waits for them with capped backoff instead of exiting."""
+    from lookalike.library import Library
+    from lookalike.store import retry
+    from lookalike.store.errors import Unavailable
+
+    try:
+        return retry.again(lambda: Library(settings()), lambda exc: isinstance(exc, Unavailable), float("inf"))
+    except user_errors() as exc:
+        fail(str(exc))
+        raise AssertionError from exc  # unreachable; fail raises
+
+
 def progress_bar(description: str) -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),
@@ -631,7 +645,8 @@ def worker(
     Claims chunks of queued jobs (`lookalike jobs add`, POST /api/v1/jobs/index, uploads), holds each with a
     lease it renews, and hands it back by stopping: a worker killed at any point loses nothing, another
     worker finishes its chunk once the lease (LOOKALIKE_JOB_LEASE) has expired. SIGTERM or Ctrl-C: finish
-    the current chunk, then exit.
+    the current chunk, then exit. An outage of the database, the engine or the store does not end it: it
+    keeps its chunk, waits for the part to come back and carries on (started before its database, it waits).
     """
     import logging
     import signal
@@ -643,7 +658,7 @@ def worker(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if threads:
         State.overrides |= {"workers": threads, "threads": 1}
-    lib = open_library()
+    lib = _open_when_reachable()
     lib.follows_index = False  # processes that search follow the change feed; a worker only writes
     runner = Worker(lib, lib.jobs, name=name)
     for sig in (signal.SIGTERM, signal.SIGINT):

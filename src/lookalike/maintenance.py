@@ -24,6 +24,7 @@ import threading
 import time
 
 from lookalike.search.whitening import Whitening
+from lookalike.store.errors import Unavailable
 from lookalike.vectorspace import IDENTITY, WHITENING, SpaceKey
 
 log = logging.getLogger("lookalike")
@@ -148,13 +149,15 @@ class Background:
     so photos added or removed by any other process are found within about that time; after writes,
     and every minute, it runs the re-learning rule and tidies; every 30 seconds (or 20x as long as the
     last save took) it saves the embedded index if it changed, so a restart loads it instead of rebuilding.
-    Requests never do any of this.
+    Requests never do any of this. While the catalog (or engine, or store) is unavailable, ``away`` says why:
+    the service answers 503 at once then (its index may be behind), and again once a look worked.
     """
 
     def __init__(self, lib, save_every: float = 30.0, maintain_every: float = 60.0) -> None:
         self.lib, self.save_every, self.maintain_every = lib, save_every, maintain_every
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lookalike-follow", daemon=True)
+        self.away: str | None = None  # why the last look at the catalog failed (an outage), None when it worked
         lib.background = True
 
     def start(self) -> Background:
@@ -181,5 +184,13 @@ class Background:
                 if now - last_save > max(self.save_every, 20 * save_took):
                     lib.save_index()  # a large index is written less often: at most 5 % of the time
                     save_took, last_save = time.monotonic() - now, time.monotonic()
-            except Exception:  # a database or engine that is briefly away: try again next round
+            except Unavailable as exc:  # a database, engine or store briefly away: try again next round
+                if self.away is None:
+                    log.warning("following the catalog: %s; trying again every %.1f s", exc, lib.settings.sync_interval)
+                self.away = f"{exc.part} is unavailable: {exc}"
+                continue
+            except Exception:
                 log.exception("following the catalog failed; retrying")
+            if self.away is not None:
+                log.warning("following the catalog again")
+                self.away = None

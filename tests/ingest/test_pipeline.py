@@ -261,3 +261,30 @@ def test_an_existing_flat_folder_loses_its_meaningless_label_on_the_next_run(set
         assert rerun.unchanged == 3 and not rerun.added
         assert lib.catalog.labels() == {} and lib.search(str(photo("goldfish", 0)), k=3, label="photos").hits == []
         assert all(p["label"] == "" for p in lib.vectors.payloads(lib.catalog.ids()))
+
+
+def test_a_catalog_outage_mid_run_rejects_no_photo(settings: Settings, embedder, photo_dir: Path, own_pg) -> None:
+    """The database stops after the run began: the photos' catalog look-ups fail, and that is not their fault
+    (it made 74 photos "rejected: unexpected error: OperationalError" in issue 25). The run raises instead; run
+    again once the database is back, it indexes every photo."""
+    from lookalike.ingest.pipeline import Pipeline
+    from lookalike.ingest.sources import SourceSet, expand
+    from lookalike.store.catalog.database import CatalogUnavailable
+
+    stopped: list[bool] = []
+
+    def stop_once(done: int, total: int, report) -> None:  # called once before the first photo is read
+        if not stopped:
+            own_pg.pause()
+            stopped.append(True)
+
+    s = settings.model_copy(update={"database_url": own_pg.create_database()})
+    chunk = SourceSet(expand(str(photo_dir)).items)  # as a worker runs a chunk: no folder to look for vanished files
+    with Library(s, embedder=embedder) as lib:
+        try:
+            with pytest.raises(CatalogUnavailable):
+                Pipeline(lib, stop_once).run([chunk])
+        finally:
+            own_pg.resume()
+        report = Pipeline(lib).run([chunk])
+        assert len(report.added) == 12 and report.rejected == [] and lib.catalog.count() == 12

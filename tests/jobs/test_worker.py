@@ -11,6 +11,7 @@ import pytest
 from lookalike.ingest.pipeline import Pipeline
 from lookalike.ingest.sources import SourceSet
 from lookalike.jobs import JobQueue, Worker
+from lookalike.jobs.queue import MAX_ATTEMPTS, TaskLost
 from lookalike.jobs.worker import item_from_json
 from lookalike.library import Library
 from tests.conftest import photo
@@ -75,3 +76,46 @@ def test_a_job_over_an_unreadable_source_fails_with_the_reason(lib: Library, tmp
     run_all(lib)
     job = lib.jobs.get(job_id)
     assert job.state == "failed" and "no such file or folder" in job.error
+
+
+def test_a_worker_that_lost_its_lease_writes_nothing_more(lib: Library, photo_dir: Path) -> None:
+    """The lease is checked in the transaction that writes each batch: once another worker took the chunk (the
+    first one paused past its lease, or was cut off by a database outage), the first one's batch is not written."""
+    q = JobQueue(lib.catalog.db, lease=0.2, chunk=12)
+    q.submit("index", {"paths": [str(photo_dir)]})
+    Worker(lib, q, name="first").run_task(q.claim("first"))  # the listing
+    slow = q.claim("slow")
+    time.sleep(0.3)  # its lease runs out
+    other = q.claim("other")
+    assert other.id == slow.id
+    items = [item_from_json(d) for d in slow.items]
+    with pytest.raises(TaskLost):
+        Pipeline(lib, guard=q.guard(slow)).run([SourceSet(items)])
+    assert lib.catalog.count() == 0
+    report = Pipeline(lib, guard=q.guard(other)).run([SourceSet(items)])
+    assert len(report.added) == 12 and lib.catalog.count() == 12
+
+
+def test_a_chunk_failing_for_good_fails_its_job_with_the_photos_owed_and_a_rerun_indexes_them(
+    lib: Library, photo_dir: Path
+) -> None:
+    """A job is done only when every photo is stored or rejected for a reason of its own: a chunk that failed
+    every attempt (its image store away, say) leaves the job failed, saying how many photos are owed."""
+    q = JobQueue(lib.catalog.db, chunk=5)
+    job_id = q.submit("index", {"paths": [str(photo_dir)]})
+    worker = Worker(lib, q, name="w")
+    worker.run_task(q.claim("w"))  # the listing: chunks of 5, 5 and 2
+    for _ in range(MAX_ATTEMPTS):
+        task = q.claim("w")
+        assert task.seq == 1
+        q.fail(task, "StoreUnavailable: the image store is unreachable", outage=True)
+    worker.run(once=True)
+    job = q.get(job_id)
+    assert job.state == "failed" and job.owed == 5 and job.rejected == 0 and job.done == 7, job.as_dict()
+    assert "StoreUnavailable" in job.error and "5 photo(s) neither stored nor rejected" in job.error
+    assert lib.catalog.count() == 7
+    rerun = q.submit("index", {"paths": [str(photo_dir)]})
+    worker.run(once=True)
+    job = q.get(rerun)
+    assert job.state == "done" and job.owed == 0 and job.added == 5 and job.unchanged == 7
+    assert lib.catalog.count() == 12

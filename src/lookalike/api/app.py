@@ -6,6 +6,7 @@ searches interleave with index jobs at photo granularity.
 """
 
 import hashlib
+import logging
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -26,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from starlette.datastructures import UploadFile
 
 from lookalike import __version__
-from lookalike.api import problems
+from lookalike.api import health, problems
 from lookalike.api.limits import BodyLimitMiddleware
 from lookalike.api.metrics import Metrics, MetricsMiddleware
 from lookalike.api.problems import LastResort, Problem
@@ -37,9 +38,12 @@ from lookalike.jobs.worker import Worker, host_affinity, item_json, store_affini
 from lookalike.library import BusyError, Hit, Library, NotFoundError
 from lookalike.maintenance import Background
 from lookalike.memory import return_freed_memory
+from lookalike.store import retry
+from lookalike.store.errors import Unavailable
 from lookalike.store.s3 import S3ImageStore
 
 API = "/api/v1"
+log = logging.getLogger("lookalike")
 STATIC = Path(str(resources.files("lookalike.api") / "static"))
 DOCS_ASSETS = Path(str(resources.files("fastapi_offline") / "static"))  # Swagger UI 5 and ReDoc, packaged
 MIME = {
@@ -207,7 +211,8 @@ class JobOut(BaseModel):
     added: int
     duplicates: int
     unchanged: int
-    rejected: int
+    rejected: int = Field(description="photos refused for a reason of their own (not a photo, unreadable...)")
+    owed: int = Field(default=0, description="photos of chunks that failed for good: run the job again for them")
     errors: list[dict] = Field(description="the first rejected sources, with reasons")
     rate: float = Field(description="photos per second")
     elapsed: float
@@ -253,12 +258,6 @@ class StatsOut(BaseModel):
     whitening: str
 
 
-class Health(BaseModel):
-    status: Literal["ok", "loading", "error"]
-    version: str | None = None
-    detail: str | None = None
-
-
 class IndexJobRequest(BaseModel):
     paths: list[str] = Field(min_length=1, description="folders, CSVs, URL lists, files or URLs on the server")
     label: str | None = None
@@ -275,6 +274,7 @@ class State:
         self.follow: Background | None = None
         self.worker: Worker | None = None
         self.error: str | None = None
+        self.waiting: str | None = None  # why the library is not open yet (a part it needs is unavailable)
         self.ready = threading.Event()
         self.duplicates_lock = threading.Lock()
         self.metrics = Metrics()
@@ -292,12 +292,32 @@ class State:
         self.ready.set()
 
     def open(self) -> None:
+        """Open the library in the background; while the catalog, engine or store is unavailable, try again
+        with capped backoff (readiness says why it waits); any other error is final (shown by /healthz)."""
         try:
-            library = Library(self.settings)
-            _ = library.space, library.embedder  # the slow part: load index and model before serving
+            library = retry.again(self._open_once, lambda exc: isinstance(exc, Unavailable), float("inf"))
+            self.waiting = None
             self._opened(library)
         except Exception as exc:  # shown by /healthz and 503s
             self.error = f"{type(exc).__name__}: {exc}"
+
+    def _open_once(self) -> Library:
+        library = None
+        try:
+            library = Library(self.settings)
+            _ = library.space, library.embedder  # the slow part: load index and model before serving
+            try:
+                health.warm_up(library)  # what the first search needs, loaded before saying ready
+            except Unavailable:
+                raise
+            except Exception:  # a warm-up that fails must not keep the service down: the first search will tell
+                log.exception("warming up with a first search failed")
+            return library
+        except Unavailable as exc:
+            self.waiting = f"waiting for {exc.part}: {exc}"
+            if library is not None:
+                library.close()
+            raise
 
 
 def create_app(settings: Settings | None = None, library: Library | None = None) -> FastAPI:
@@ -343,7 +363,9 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
         if state.error:
             raise Problem(503, "Library unavailable", state.error)
         if not state.ready.is_set() or state.library is None:
-            raise Problem(503, "Loading", "the index and model are loading; retry in a few seconds")
+            raise Problem(503, "Loading", state.waiting or "the index and model are loading; retry in a few seconds")
+        if state.follow is not None and state.follow.away:  # an outage: its index may be behind, its writes fail
+            raise Problem(503, "Service unavailable", f"{state.follow.away}; retry shortly")
         return state.library
 
     Lib = Annotated[Library, Depends(ready_library)]
@@ -632,14 +654,7 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
     async def labels(lib: Lib) -> dict:
         return await run_in_threadpool(lambda: lib.catalog.labels())
 
-    @app.get("/healthz", response_model=Health, summary="Liveness (open: no key needed)")
-    @app.get(f"{API}/healthz", response_model=Health, summary="Liveness (open: no key needed)")
-    async def healthz() -> JSONResponse:
-        if state.error:
-            return JSONResponse({"status": "error", "detail": state.error}, status_code=503)
-        if not state.ready.is_set():
-            return JSONResponse({"status": "loading"}, status_code=503)
-        return JSONResponse({"status": "ok", "version": __version__})
+    health.install(app, state, API)
 
     @app.get("/metrics", include_in_schema=False, dependencies=[Depends(keys.metrics)])
     async def metrics() -> Response:

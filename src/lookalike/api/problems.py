@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -17,7 +18,8 @@ from lookalike.api.limits import TrackedSend
 from lookalike.imaging import BadImage
 from lookalike.ingest.fetch import FetchError
 from lookalike.library import BusyError, LibraryError, ModelMismatchError, NotFoundError
-from lookalike.store.errors import EngineError
+from lookalike.store.catalog.database import unreachable
+from lookalike.store.errors import RETRY_AFTER, EngineError, Unavailable
 
 PROBLEM = "application/problem+json"
 log = logging.getLogger("lookalike")
@@ -40,10 +42,32 @@ def bad_image_status(exc: BadImage) -> tuple[int, str]:
     return 400, "Not a usable image"
 
 
+def unavailable_response(detail: str, instance: str, part: str = "a part the library depends on") -> JSONResponse:
+    """503 + Retry-After: the request was fine, the catalog, engine or store is away; the client retries."""
+    response = problem_response(503, "Service unavailable", f"{part} is unavailable; retry shortly ({detail})",
+                                instance, retry_after=RETRY_AFTER)  # fmt: skip
+    response.headers["Retry-After"] = str(RETRY_AFTER)
+    return response
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem):
-        return problem_response(exc.status, exc.title, exc.detail, request.url.path, **exc.extra)
+        response = problem_response(exc.status, exc.title, exc.detail, request.url.path, **exc.extra)
+        if exc.status == 503:
+            response.headers["Retry-After"] = str(RETRY_AFTER)
+        return response
+
+    @app.exception_handler(Unavailable)
+    async def _unavailable(request: Request, exc: Unavailable):
+        return unavailable_response(str(exc), request.url.path, exc.part)
+
+    @app.exception_handler(sa.exc.DBAPIError)
+    async def _database(request: Request, exc: sa.exc.DBAPIError):
+        """A database error that escaped the catalog's own translation: an outage is a 503, others are bugs."""
+        if not unreachable(exc):
+            raise exc
+        return unavailable_response(type(exc).__name__, request.url.path, "the catalog database")
 
     @app.exception_handler(BadImage)
     async def _bad_image(request: Request, exc: BadImage):
@@ -67,7 +91,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(EngineError)
     async def _engine(request: Request, exc: EngineError):
-        return problem_response(503, "Vector engine unavailable", str(exc), request.url.path)
+        response = problem_response(503, "Vector engine unavailable", str(exc), request.url.path)
+        response.headers["Retry-After"] = str(RETRY_AFTER)
+        return response
 
     @app.exception_handler(ModelMismatchError)
     async def _model(request: Request, exc: ModelMismatchError):

@@ -5,25 +5,30 @@ Each batch is written to the catalog in one transaction, after its thumbnails ar
 so an interrupted run (Ctrl-C or kill -9) loses at most the batch in flight and a re-run picks up exactly
 where it stopped. The pipeline writes only the catalog and the image store; the vector space follows the
 catalog's change feed (``Library.after_write`` applies it before a batch counts as done). Bad input never
-stops the run: every failure becomes a ``Rejected`` entry with a reason.
+stops the run: every failure of a photo becomes a ``Rejected`` entry with a reason. A failure of the catalog, the
+vector engine or the image store is never the photo's: it raises (``DependencyError``, ``Unavailable`` when it
+is an outage), and the caller runs the photos again later.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+import sqlalchemy as sa
 
 from lookalike.imaging import BadImage, thumbnail_jpeg
 from lookalike.ingest.fetch import FetchError, read_file
 from lookalike.ingest.sources import SourceItem, SourceSet
 from lookalike.search.verification import CopyQuery
 from lookalike.store.catalog import NewImage
+from lookalike.store.errors import DependencyError, EngineError
 from lookalike.store.s3 import read as s3_read
 
 
@@ -103,16 +108,39 @@ class _Prepared:
 
 
 ProgressFn = Callable[[int, int, IndexReport], None]
+GuardFn = Callable[[object], None]  # runs inside each batch's catalog transaction; raises to keep it unwritten
+
+
+# errors of a part the library depends on, whatever call met them (a database, an engine, a socket or a disk)
+DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (sa.exc.DBAPIError, EngineError, OSError)
+
+
+@contextlib.contextmanager
+def not_the_photo(part: str, kinds: tuple[type[BaseException], ...] = (Exception,)) -> Iterator[None]:
+    """Errors of ``kinds`` met while asking the catalog, the engine or the image store about a photo are not the
+    photo's fault: they become ``DependencyError`` (outages stay ``Unavailable``), never a rejection. Calls that
+    also work on the photo's content (the copy check) pass narrower ``kinds``, so that a photo the check chokes
+    on is still rejected alone instead of failing its whole chunk."""
+    try:
+        yield
+    except DependencyError:
+        raise
+    except kinds as exc:
+        raise DependencyError(f"{part}: {type(exc).__name__}: {exc}") from exc
 
 
 class Pipeline:
     """Runs one indexing job against a library's catalog, image store, index and embedder."""
 
-    def __init__(self, library, on_progress: ProgressFn | None = None, objects: bool = False) -> None:
+    def __init__(self, library, on_progress: ProgressFn | None = None, objects: bool = False,
+                 guard: GuardFn | None = None) -> None:  # fmt: skip
+        """``guard`` runs in each batch's catalog transaction before it writes (a worker checks it still holds
+        its task there, so a worker that lost its lease writes nothing more)."""
         self.lib = library
         self.settings = library.settings
         self.on_progress = on_progress
         self.objects = objects
+        self.guard = guard
 
     # --- worker side -----------------------------------------------------------
     def _prepare(self, item: SourceItem) -> _Prepared:
@@ -125,7 +153,8 @@ class Pipeline:
                 if not data:
                     raise BadImage("empty file (0 bytes)")
             elif item.stored is not None:  # a queued upload: its bytes were put in the image store first
-                data = self.lib.images.get("original", item.stored)
+                with not_the_photo("the image store"):
+                    data = self.lib.images.get("original", item.stored)
                 if data is None:
                     raise FetchError("the uploaded bytes are no longer in the image store")
                 if not data:
@@ -139,9 +168,11 @@ class Pipeline:
             out.nbytes = len(data)
             out.sha256 = hashlib.sha256(data).hexdigest()
             catalog = self.lib.catalog
-            out.known_id = catalog.id_for_sha(out.sha256)
+            with not_the_photo("the catalog"):
+                out.known_id = catalog.id_for_sha(out.sha256)
+                undetected = self.objects and out.known_id is not None and catalog.detected_with(out.known_id) is None
             if out.known_id is not None:
-                if self.objects and catalog.detected_with(out.known_id) is None:
+                if undetected:
                     self._detect(out, self.lib.decode_for_model(data))  # known photo, objects still missing
                 return out  # exact duplicate: no embedding needed
             decoded, pixels = self.lib.prepare_pixels(data)
@@ -152,13 +183,17 @@ class Pipeline:
             copy_model = self.lib.copy_model
             if copy_model is not None:
                 out.copy_vector = copy_model.describe(decoded.image)
-                out.near = self.lib.copy_of(CopyQuery(out.copy_vector, decoded.image, decoded.width, decoded.height))
+                query = CopyQuery(out.copy_vector, decoded.image, decoded.width, decoded.height)
+                with not_the_photo("the copy check (vector engine, image store)", DEPENDENCY_ERRORS):
+                    out.near = self.lib.copy_of(query)
             if item.is_url or item.is_upload or self.settings.keep_originals:
                 out.original = data
             if self.objects:
                 self._detect(out, decoded)
         except (FetchError, BadImage) as exc:
             out.error = str(exc)
+        except DependencyError:  # the catalog, engine or store failed: the photo is run again, not rejected
+            raise
         except Exception as exc:  # a bug or an exotic decoder failure must not end the batch
             out.error = f"unexpected error: {type(exc).__name__}: {exc}"
         return out
@@ -239,11 +274,11 @@ class Pipeline:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             self._remove_orphans(displaced)
-            if not report.interrupted:
-                self._vanished(sets, items, report, prune)
             report.seconds = time.perf_counter() - started
         if report.interrupted:
             raise KeyboardInterrupt
+        self._vanished(sets, items, report, prune)  # only after a complete run: a failed one saw not every file
+        report.seconds = time.perf_counter() - started
         return report
 
     def _commit(self, batch: list[_Prepared], report: IndexReport, changed_from: dict[str, int],
@@ -271,7 +306,7 @@ class Pipeline:
             )
             for p in batch
         ]
-        written = self.lib.catalog.add_batch(rows)
+        written = self.lib.catalog.add_batch(rows, guard=self.guard)
         displaced += written.displaced
         detected = {p.item.source: p for p in batch if p.detections is not None}
         prepared = {p.item.source: p for p in batch if p.near is not None}

@@ -35,6 +35,10 @@ MAX_ATTEMPTS = 3
 ERRORS_SHOWN = 100
 
 
+class TaskLost(Exception):
+    """The task's lease was lost or its job cancelled: stop, someone else (or nobody) carries on."""
+
+
 @dataclass(frozen=True)
 class Task:
     id: int
@@ -64,6 +68,7 @@ class Job:
     duplicates: int = 0
     unchanged: int = 0
     rejected: int = 0
+    owed: int = 0  # photos of chunks that failed for good: neither stored nor rejected (re-run the job)
     errors: list[dict] = field(default_factory=list)
     workers: list[str] = field(default_factory=list)
     items: dict = field(default_factory=dict)  # per source outcome (uploads)
@@ -82,7 +87,7 @@ class Job:
             "prune": bool(self.params.get("prune")), "objects": bool(self.params.get("objects")),
             "done": self.done, "total": self.total, "listed": self.listed,
             "added": self.added, "duplicates": self.duplicates, "unchanged": self.unchanged,
-            "rejected": self.rejected, "errors": self.errors,
+            "rejected": self.rejected, "owed": self.owed, "errors": self.errors,
             "rate": round(processed / elapsed, 1) if elapsed > 0 else 0.0, "elapsed": round(elapsed, 2),
             "created_at": self.created_at, "started_at": self.started_at, "finished_at": self.finished_at,
             "error": self.error, "workers": self.workers,
@@ -168,15 +173,27 @@ class JobQueue:
 
     def heartbeat(self, task: Task) -> bool:
         """Renew the lease; False when the task is no longer this worker's or its job was cancelled."""
+        return self.db.retrying(lambda conn: self._renew(conn, task))
 
-        def write(conn: Connection) -> bool:
-            renewed = conn.execute(sa.text(
-                "UPDATE job_tasks SET lease_until = :until WHERE id = :id AND worker = :w AND state = 'running' "
-                "AND job_id IN (SELECT id FROM jobs WHERE state IN ('queued', 'running'))"),
-                {"until": time.time() + self.lease, "id": task.id, "w": task.worker})  # fmt: skip
-            return renewed.rowcount == 1
+    def _renew(self, conn: Connection, task: Task) -> bool:
+        renewed = conn.execute(sa.text(
+            "UPDATE job_tasks SET lease_until = :until WHERE id = :id AND worker = :w AND state = 'running' "
+            "AND job_id IN (SELECT id FROM jobs WHERE state IN ('queued', 'running'))"),
+            {"until": time.time() + self.lease, "id": task.id, "w": task.worker})  # fmt: skip
+        return renewed.rowcount == 1
 
-        return self.db.retrying(write)
+    def guard(self, task: Task):
+        """A check for the transaction that writes a batch of ``task``: it renews the lease there, or raises
+        ``TaskLost`` when the task is no longer this worker's (another worker claimed it after the lease ran
+        out, say during a database outage) or its job was cancelled. Checked and written in one transaction,
+        so a worker that lost its lease writes nothing more; the row lock it takes keeps claimers off until
+        the batch is committed."""
+
+        def check(conn: Connection) -> None:
+            if not self._renew(conn, task):
+                raise TaskLost(f"job {task.job_id} task {task.seq}: lease lost or job cancelled")
+
+        return check
 
     def complete(self, task: Task, counts: dict, details: dict | None = None) -> bool:
         """Record a finished task (its counts replace any earlier attempt's); False when the lease was lost.
@@ -205,17 +222,19 @@ class JobQueue:
         if listed and not left:
             self._add_tasks(conn, job_id, [(FINISH_SEQ, "finish", [])])
 
-    def fail(self, task: Task, error: str) -> None:
-        """A task that raised: queued again, or failed after ``MAX_ATTEMPTS`` (the job goes on without it)."""
+    def fail(self, task: Task, error: str, outage: bool = False) -> None:
+        """A task that raised: queued again, or failed after ``MAX_ATTEMPTS`` (the job goes on without it). A
+        listing fails its job at once (its sources cannot be listed) unless the error was an ``outage`` of a part
+        the library depends on: then it is queued again like a chunk."""
 
         def write(conn: Connection) -> None:
-            final = task.attempts >= MAX_ATTEMPTS or task.kind == "list"
+            final = task.attempts >= MAX_ATTEMPTS or (task.kind == "list" and not outage)
             conn.execute(sa.text(
                 "UPDATE job_tasks SET state = :s, lease_until = NULL, result = :r, finished_at = :now "
                 "WHERE id = :id AND worker = :w AND state = 'running'"),
                 {"s": "failed" if final else "queued", "r": json.dumps({"error": error}), "now": time.time(),
                  "id": task.id, "w": task.worker})  # fmt: skip
-            if task.kind == "list":  # nothing to index when the sources cannot be listed
+            if task.kind == "list" and final:  # nothing to index when the sources cannot be listed
                 self._close(conn, task.job_id, "failed", error)
             elif final:
                 self._maybe_finish(conn, task.job_id)
@@ -226,12 +245,13 @@ class JobQueue:
         """The finish task: the job is done, or failed when some of its tasks failed."""
 
         def write(conn: Connection) -> None:
-            failed = conn.execute(sa.text("SELECT COUNT(*), MIN(result) FROM job_tasks WHERE job_id = :j AND "
-                                          "state = 'failed'"), {"j": task.job_id}).fetchone()  # fmt: skip
+            q = "SELECT COUNT(*), MIN(result), COALESCE(SUM(n), 0) FROM job_tasks WHERE job_id = :j AND state='failed'"
+            chunks, result, owed = conn.execute(sa.text(q), {"j": task.job_id}).fetchone()
             error = None
-            if failed[0]:
-                error = f"{failed[0]} chunk(s) failed after {MAX_ATTEMPTS} attempts: {json.loads(failed[1])['error']}"
-            self._close(conn, task.job_id, "failed" if failed[0] else "done", error)
+            if chunks:
+                error = (f"{chunks} chunk(s) failed after {MAX_ATTEMPTS} attempts: {json.loads(result)['error']}; "
+                         f"{owed} photo(s) neither stored nor rejected: run the job again to index them")  # fmt: skip
+            self._close(conn, task.job_id, "failed" if chunks else "done", error)
 
         self.db.retrying(write)
         self.complete(task, {})
@@ -266,8 +286,9 @@ class JobQueue:
             sums = conn.execute(sa.text(
                 "SELECT COALESCE(SUM(CASE WHEN state = 'done' AND kind = 'index' THEN n ELSE 0 END), 0), "
                 "COALESCE(SUM(added), 0), COALESCE(SUM(duplicates), 0), COALESCE(SUM(unchanged), 0), "
-                "COALESCE(SUM(rejected), 0) FROM job_tasks WHERE job_id = :j"), {"j": job_id}).fetchone()  # fmt: skip
-            job.done, job.added, job.duplicates, job.unchanged, job.rejected = (int(v) for v in sums)
+                "COALESCE(SUM(rejected), 0), COALESCE(SUM(CASE WHEN state = 'failed' AND kind = 'index' THEN n "
+                "ELSE 0 END), 0) FROM job_tasks WHERE job_id = :j"), {"j": job_id}).fetchone()  # fmt: skip
+            job.done, job.added, job.duplicates, job.unchanged, job.rejected, job.owed = (int(v) for v in sums)
             job.workers = sorted({w for (w,) in conn.execute(sa.text(
                 "SELECT worker FROM job_tasks WHERE job_id = :j AND state = 'running'"), {"j": job_id})})  # fmt: skip
             if details:  # the rejected sources, and each upload's outcome

@@ -4,7 +4,14 @@
 catalog, the image store and the vector engine); ``lookalike serve`` runs one in a thread unless
 ``LOOKALIKE_SERVE_WORKER=0``. While a task runs, a heartbeat thread renews its lease; when the lease is lost
 (the worker was too slow, or the job was cancelled) the task stops at its next batch and another worker
-(or nobody, when cancelled) takes over.
+(or nobody, when cancelled) takes over. Each batch is written in one transaction with a check that the lease
+is still held (``JobQueue.guard``): a worker that lost its lease writes nothing more.
+
+Outages: an error of the catalog, the vector engine or the image store is never a photo's fault and never
+ends the process. When a part is unreachable (``Unavailable``) the worker keeps its chunk, waits with capped
+backoff (lookalike.store.retry) until the part answers again, and runs the chunk again under the same lease;
+only after ``OUTAGE_WAIT`` seconds without it does that count as one of the chunk's ``MAX_ATTEMPTS``. While
+the catalog is away, claiming waits the same way.
 """
 
 from __future__ import annotations
@@ -15,18 +22,19 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 
 from lookalike.ingest.pipeline import IndexReport, Pipeline
 from lookalike.ingest.sources import SourceItem, SourceSet, iter_expand
-from lookalike.jobs.queue import JobQueue, Task
+from lookalike.jobs.queue import JobQueue, Task, TaskLost
+from lookalike.store import retry
+from lookalike.store.errors import StoreUnavailable, Unavailable
 from lookalike.store.s3 import is_s3
 
 log = logging.getLogger("lookalike")
 LISTING_FLUSH = 16  # chunks written per statement while listing
-
-
-class TaskLost(Exception):
-    """The task's lease was lost or its job cancelled: stop, someone else (or nobody) carries on."""
+OUTAGE_WAIT = 300.0  # seconds a worker holds a chunk while a part it needs is away before it counts an attempt
+OUTAGE_ROUNDS = 20  # runs of one chunk cut short by outages, before that counts as an attempt (a flapping part)
 
 
 def item_json(item: SourceItem) -> dict:
@@ -66,14 +74,20 @@ class Worker:
         self.tasks_done = 0
 
     def run(self, once: bool = False) -> None:
-        """Claim and run tasks until ``stop()`` (with ``once``: until no task is left)."""
+        """Claim and run tasks until ``stop()`` (with ``once``: until no task is left). No error of a task, of
+        the catalog or of maintenance ends the loop: only ``stop()`` does."""
         last_maintain = time.monotonic()
         while not self.stopping.is_set():
             try:
                 task = self.queue.claim(self.name, affinities(self.lib))
-            except Exception:  # the database briefly away: try again
+            except Unavailable as exc:
+                log.warning("cannot claim a task: %s; waiting for it to come back", exc)
+                self.queue.db.wait_reachable(self.stopping.is_set, OUTAGE_WAIT)
+                continue
+            except Exception:  # a bug, or a database error nobody foresaw: logged, tried again after a pause
                 log.exception("claiming a task failed")
-                task = None
+                self.stopping.wait(max(self.poll, retry.BACKOFF_MAX))
+                continue
             if task is None:
                 if once:
                     return
@@ -83,7 +97,10 @@ class Worker:
             self.run_task(task)
             if not self.lib.background and time.monotonic() - last_maintain > 60:
                 last_maintain = time.monotonic()
-                self.lib.maintain()  # re-learn when due, tidy: once a minute, not once per chunk
+                try:
+                    self.lib.maintain()  # re-learn when due, tidy: once a minute, not once per chunk
+                except Exception:  # maintenance waits for the next minute; the work goes on
+                    log.exception("maintenance failed")
 
     def stop(self) -> None:
         self.stopping.set()
@@ -96,6 +113,7 @@ class Worker:
 
     # --- one task --------------------------------------------------------------------------------------
     def run_task(self, task: Task) -> None:
+        """Run one claimed task while a heartbeat thread renews its lease; never raises."""
         lost, finished = threading.Event(), threading.Event()
 
         def beat() -> None:
@@ -104,31 +122,102 @@ class Worker:
                     if not self.queue.heartbeat(task):
                         lost.set()
                         return
-                except Exception:  # keep trying: the lease has room for a missed beat or two
+                except Unavailable as exc:  # keep trying: the lease has room for a missed beat or two
+                    log.warning("renewing the lease of job %d task %d: %s", task.job_id, task.seq, exc)
+                except Exception:
                     log.exception("renewing a lease failed")
 
         heart = threading.Thread(target=beat, name=f"lookalike-lease-{task.id}", daemon=True)
         heart.start()
-        started = time.perf_counter()
         try:
-            if task.kind == "list":
-                self._list(task, lost)
-            elif task.kind == "index":
-                counts, details = self._index(task, lost)
-                if self.queue.complete(task, counts, details):
-                    log.info("job %d chunk %d: %d photos (%d added) in %.1f s", task.job_id, task.seq,
-                             len(task.items), counts["added"], time.perf_counter() - started)  # fmt: skip
-            else:
-                self._finish(task)
-            self.tasks_done += 1
-        except TaskLost:
-            log.info("job %d task %d: lease lost or job cancelled; stopped", task.job_id, task.seq)
-        except Exception as exc:  # reported in the job; retried up to the queue's limit
-            log.exception("job %d task %d failed", task.job_id, task.seq)
-            self.queue.fail(task, f"{type(exc).__name__}: {exc}")
+            self._attempt(task, lost)
+        except Exception:  # never expected (each path of _attempt handles its errors): the lease runs out
+            log.exception("job %d task %d: unexpected error; left to the lease", task.job_id, task.seq)
         finally:
             finished.set()
             heart.join(5)
+
+    def _attempt(self, task: Task, lost: threading.Event) -> None:
+        """One attempt at a task: through outages of the parts it needs, run again under the same lease once
+        they are back (photos already written are found unchanged, none is written twice); an error of its own
+        is recorded as a failed attempt (queued again up to ``MAX_ATTEMPTS``)."""
+        for round_ in range(OUTAGE_ROUNDS + 1):
+            try:
+                self._run(task, lost)
+                self.tasks_done += 1
+                return
+            except TaskLost:
+                log.info("job %d task %d: lease lost or job cancelled; stopped", task.job_id, task.seq)
+                return
+            except Unavailable as exc:
+                log.warning("job %d task %d: %s; keeping the chunk until it is back", task.job_id, task.seq, exc)
+                try:
+                    if round_ < OUTAGE_ROUNDS and self._back(task, exc, lost, round_):
+                        continue
+                except TaskLost:
+                    log.info("job %d task %d: lease lost or worker stopping; left to another worker",
+                             task.job_id, task.seq)  # fmt: skip
+                    return
+                self._give_up(task, exc, outage=True)
+                return
+            except Exception as exc:  # reported in the job; retried up to the queue's limit
+                log.exception("job %d task %d failed", task.job_id, task.seq)
+                self._give_up(task, exc)
+                return
+
+    def _run(self, task: Task, lost: threading.Event) -> None:
+        started = time.perf_counter()
+        if task.kind == "list":
+            self._list(task, lost)
+        elif task.kind == "index":
+            counts, details = self._index(task, lost)
+            if self.queue.complete(task, counts, details):
+                log.info("job %d chunk %d: %d photos (%d added) in %.1f s", task.job_id, task.seq,
+                         len(task.items), counts["added"], time.perf_counter() - started)  # fmt: skip
+        else:
+            self._finish(task)
+
+    def _back(self, task: Task, exc: Unavailable, lost: threading.Event, round_: int) -> bool:
+        """Wait until the part that failed answers again (True), or ``OUTAGE_WAIT`` passed (False). Raises
+        ``TaskLost`` when the worker is stopping or the task is no longer its own (its lease ran out meanwhile
+        and another worker claimed it)."""
+
+        def stop() -> bool:
+            return self.stopping.is_set() or lost.is_set()
+
+        self.stopping.wait(retry.pause(round_))  # a part that fails again at once is not hammered
+        if not retry.wait_until(self._probe(exc), stop, OUTAGE_WAIT):
+            if stop():
+                raise TaskLost
+            return False
+        try:
+            held = self.queue.heartbeat(task)  # renewed before running again: the lease may have run out meanwhile
+        except Unavailable:  # gone again already: the next run finds out, and the next round waits again
+            return True
+        if not held:
+            raise TaskLost
+        return True
+
+    def _probe(self, exc: Unavailable) -> Callable[[], None]:
+        """A cheap call that raises ``Unavailable`` while the part behind ``exc`` is still away."""
+        db = self.queue.db
+        if not isinstance(exc, StoreUnavailable):  # the catalog; for the engine, the chunk's next run tells
+            return db.ping
+
+        def store_and_catalog() -> None:
+            self.lib.images.ping()
+            db.ping()
+
+        return store_and_catalog
+
+    def _give_up(self, task: Task, exc: BaseException, outage: bool = False) -> None:
+        """Record a failed attempt; when even that cannot be written, the lease runs out and another worker
+        (or this one) claims the task again."""
+        try:
+            self.queue.fail(task, f"{type(exc).__name__}: {exc}", outage=outage)
+        except Exception as err:
+            log.warning("job %d task %d: cannot record the failure (%s); its lease will run out", task.job_id,
+                        task.seq, err)  # fmt: skip
 
     def _list(self, task: Task, lost: threading.Event) -> None:
         """Stream the job's sources into index tasks (same order every time, so a re-listing after a
@@ -166,7 +255,8 @@ class Worker:
             if lost.is_set():
                 raise TaskLost
 
-        report = Pipeline(self.lib, check, objects=bool(task.params.get("objects"))).run([SourceSet(items)])
+        pipeline = Pipeline(self.lib, check, objects=bool(task.params.get("objects")), guard=self.queue.guard(task))
+        report = pipeline.run([SourceSet(items)])
         counts = {"added": len(report.added) + report.updated, "duplicates": len(report.duplicates),
                   "unchanged": report.unchanged, "rejected": len(report.rejected)}  # fmt: skip
         details: dict = {"rejected": [{"source": r.source, "reason": r.reason} for r in report.rejected]}

@@ -1,5 +1,34 @@
-"""Errors of the stores that a person must read: an engine or bucket that cannot be used, and why."""
+"""Errors of the parts a library depends on (the catalog database, the vector engine, the image store), told
+apart from errors of a photo or a request.
+
+A photo is rejected only for a reason of its own (not a photo, too large, unreadable file). When a part the
+library needs fails instead, the work is not the photo's fault: indexing raises one of these, the chunk is run
+again later, and the service answers 503 with ``Retry-After`` (``Unavailable``) instead of 500. The catalog's
+own (``CatalogUnavailable``) is in lookalike.store.catalog.database.
+"""
+
+RETRY_AFTER = 5  # seconds a client is told to wait when a part is unavailable
 
 
 class EngineError(RuntimeError):
     """A vector engine cannot be reached or used; the message names the backend and the setting."""
+
+
+class DependencyError(RuntimeError):
+    """The catalog, the vector engine or the image store failed: not the photo's fault, never a rejection."""
+
+    part = "a part the library depends on"
+
+
+class Unavailable(DependencyError):
+    """A part cannot be reached right now (restarting, failing over, down): wait and try again."""
+
+    retry_after = RETRY_AFTER
+
+
+class EngineUnavailable(Unavailable, EngineError):
+    part = "the vector engine"
+
+
+class StoreUnavailable(Unavailable):
+    part = "the image store"

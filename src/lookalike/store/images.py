@@ -12,6 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Literal, Protocol
 
+from lookalike.store.errors import StoreUnavailable
+
 Kind = Literal["thumbnail", "original"]
 
 
@@ -21,6 +23,7 @@ class ImageStore(Protocol):
     def delete(self, kind: Kind, sha256: str) -> None: ...
     def exists(self, kind: Kind, sha256: str) -> bool: ...
     def disk_bytes(self) -> int: ...
+    def ping(self) -> None: ...
 
 
 class LocalImageStore:
@@ -59,6 +62,15 @@ class LocalImageStore:
 
     def exists(self, kind: Kind, sha256: str) -> bool:
         return self.path(kind, sha256).exists()
+
+    def ping(self) -> None:
+        """Raise ``StoreUnavailable`` unless the folder can be written (readiness checks: a lost mount)."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailable(f"the image store {self.root} cannot be created: {exc}") from exc
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise StoreUnavailable(f"the image store {self.root} cannot be written")
 
     def disk_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file()) if self.root.exists() else 0

@@ -8,12 +8,32 @@ folder (size + last-modified).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
 from lookalike.config import Settings
+from lookalike.store.errors import StoreUnavailable
 from lookalike.store.images import Kind
+
+
+@contextlib.contextmanager
+def reachable(where: str) -> Iterator[None]:
+    """An S3 server that cannot be reached (restarting, network down, timing out) or answers 5xx after the
+    client's own retries is an outage of the store: ``StoreUnavailable``, not an error of the photo being read or
+    written."""
+    from botocore.exceptions import ClientError, HTTPClientError
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+
+    try:
+        yield
+    except (BotoConnectionError, HTTPClientError) as exc:
+        raise StoreUnavailable(f"{where} is unreachable: {exc}") from exc
+    except ClientError as exc:  # 5xx (InternalError, ServiceUnavailable, SlowDown): the server's trouble, not ours
+        if int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0) >= 500:
+            raise StoreUnavailable(f"{where} is failing: {exc}") from exc
+        raise
 
 
 @dataclass(frozen=True)
@@ -81,32 +101,50 @@ class S3ImageStore:
         suffix = ".jpg" if kind == "thumbnail" else ""
         return f"{self.location.prefix}{kind}s/{sha256[:2]}/{sha256}{suffix}"
 
+    @property
+    def where(self) -> str:
+        return f"the image store {self.location.uri(self.location.prefix)}"
+
     def put(self, kind: Kind, sha256: str, data: bytes) -> None:
         content_type = "image/jpeg" if kind == "thumbnail" else "application/octet-stream"
-        self.client.put_object(Bucket=self.location.bucket, Key=self.key(kind, sha256), Body=data,
-                               ContentType=content_type)  # fmt: skip
+        with reachable(self.where):
+            self.client.put_object(Bucket=self.location.bucket, Key=self.key(kind, sha256), Body=data,
+                                   ContentType=content_type)  # fmt: skip
 
     def get(self, kind: Kind, sha256: str) -> bytes | None:
         from botocore.exceptions import ClientError
 
         try:
-            return self.client.get_object(Bucket=self.location.bucket, Key=self.key(kind, sha256))["Body"].read()
+            with reachable(self.where):
+                return self.client.get_object(Bucket=self.location.bucket, Key=self.key(kind, sha256))["Body"].read()
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 return None
             raise
 
     def delete(self, kind: Kind, sha256: str) -> None:
-        self.client.delete_object(Bucket=self.location.bucket, Key=self.key(kind, sha256))
+        with reachable(self.where):
+            self.client.delete_object(Bucket=self.location.bucket, Key=self.key(kind, sha256))
 
     def exists(self, kind: Kind, sha256: str) -> bool:
         from botocore.exceptions import ClientError
 
         try:
-            self.client.head_object(Bucket=self.location.bucket, Key=self.key(kind, sha256))
+            with reachable(self.where):
+                self.client.head_object(Bucket=self.location.bucket, Key=self.key(kind, sha256))
             return True
         except ClientError:
             return False
+
+    def ping(self) -> None:
+        """Raise ``StoreUnavailable`` unless the bucket answers now (readiness checks)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            with reachable(self.where):
+                self.client.head_bucket(Bucket=self.location.bucket)
+        except ClientError as exc:
+            raise StoreUnavailable(f"{self.where}: {exc}") from exc
 
     def disk_bytes(self) -> int:
         total = 0
@@ -140,7 +178,8 @@ def list_photos(client, location: S3Location) -> Iterator[S3Object]:
 
 def read(client, uri: str, max_bytes: int) -> bytes:
     """An object's bytes, refusing ones over ``max_bytes`` before downloading them."""
-    from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+    from botocore.exceptions import ConnectionError as BotoConnectionError
 
     from lookalike.ingest.fetch import FetchError
 
@@ -155,5 +194,7 @@ def read(client, uri: str, max_bytes: int) -> bytes:
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "error")
         raise FetchError(f"S3 {code}: {uri}") from None
+    except (BotoConnectionError, HTTPClientError) as exc:  # the server is away, not the object bad: run it again
+        raise StoreUnavailable(f"S3 unreachable while reading {uri}: {exc}") from exc
     except BotoCoreError as exc:
-        raise FetchError(f"S3 unreachable: {exc}") from None
+        raise FetchError(f"S3 error: {exc}") from None

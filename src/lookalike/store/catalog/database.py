@@ -6,7 +6,11 @@ Measured against raw psycopg in bench/catalog.py (bench/RESULTS.md, "Catalog"): 
 few tens of microseconds, small next to a round trip to the server, and we keep one code path instead of two.
 
 Transactions: writes run in ``write()`` (SQLite ``BEGIN IMMEDIATE``: one writer at a time, no upgrade
-deadlocks; PostgreSQL READ COMMITTED, retried on deadlock or serialization failure). Reads run in ``read()``:
+deadlocks; PostgreSQL READ COMMITTED). ``retrying()`` is the one place that waits out a database that blinks: a
+deadlock, a serialization failure, or a lost connection (a restart, a failover, a full server) runs the write
+again with capped exponential backoff (lookalike.store.retry) for up to ``patience`` seconds, then raises
+``CatalogUnavailable``. Any other use of a connection that finds the server gone raises ``CatalogUnavailable``
+at once (a request answers 503; a worker waits and runs its chunk again). Reads run in ``read()``:
 on PostgreSQL in autocommit (no BEGIN/ROLLBACK round trips, measured in bench/catalog.py), on SQLite in a
 deferred transaction; in WAL mode SQLite readers never wait for writers.
 
@@ -20,7 +24,6 @@ import fcntl
 import hashlib
 import os
 import re
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -29,12 +32,75 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 
+from lookalike.store import retry
+from lookalike.store.errors import Unavailable
+
 T = TypeVar("T")
 FEED_LOCK = "change-feed"
+PATIENCE = 15.0  # seconds a write waits for the database to come back before giving up
+
+# SQLSTATEs of a database that is away or busy, not of a wrong statement: serialization failure, deadlock, the
+# server shutting down or starting up, too many connections; class 08 is every connection exception
+_RETRY_STATES = frozenset({"40001", "40P01", "57P01", "57P02", "57P03", "53300"})
+_RACE_STATES = frozenset({"40001", "40P01"})
+# a server that answers but refuses these credentials or this database will not change its mind by waiting
+_PERMANENT = ("password authentication failed", "does not exist", "no pg_hba.conf entry", "role ")
 
 
 class DatabaseError(RuntimeError):
     """The catalog database cannot be reached or used; the message names the setting."""
+
+
+class CatalogUnavailable(DatabaseError, Unavailable):
+    """The catalog database cannot be reached right now (restarting, failing over, down, full): retry later."""
+
+    part = "the catalog database"
+
+
+def _reason(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def unreachable(exc: BaseException) -> bool:
+    """True when ``exc`` says the database is away (connection refused or lost, shutting down, starting up,
+    full), not that the statement or the data is wrong: the same statement will work once it is back."""
+    if isinstance(exc, CatalogUnavailable):
+        return True
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return False
+    if any(p in str(exc.orig) for p in _PERMANENT):
+        return False
+    if exc.connection_invalidated:
+        return True
+    code = getattr(exc.orig, "sqlstate", None)
+    if code:
+        return code.startswith("08") or (code in _RETRY_STATES and code not in _RACE_STATES)
+    name = getattr(exc.orig, "sqlite_errorname", None)
+    if name is not None:  # SQLite: a locked or vanished file; "no such table" and the like are bugs
+        return name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_CANTOPEN"))
+    # psycopg: a refused or broken connection carries no SQLSTATE
+    return isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError))
+
+
+def retryable(exc: BaseException) -> bool:
+    """Worth running the same transaction again: the database was away, or the transaction lost a race
+    (deadlock, serialization failure)."""
+    if unreachable(exc):
+        return True
+    return isinstance(exc, sa.exc.DBAPIError) and getattr(exc.orig, "sqlstate", None) in _RACE_STATES
+
+
+@contextlib.contextmanager
+def reachable() -> Iterator[None]:
+    """Turn a database error that means "the server is away" into ``CatalogUnavailable``; others pass."""
+    try:
+        yield
+    except sa.exc.DBAPIError as exc:
+        if unreachable(exc):
+            raise CatalogUnavailable(f"the catalog database is unreachable: {_reason(exc)}") from exc
+        raise
 
 
 def _lock_key(name: str) -> int:
@@ -61,8 +127,9 @@ def redact(url: str) -> str:
 class Database:
     """An engine plus the few things that differ between SQLite and PostgreSQL."""
 
-    def __init__(self, url: str, schema: str | None = None) -> None:
+    def __init__(self, url: str, schema: str | None = None, patience: float = PATIENCE) -> None:
         self.url = normalise_url(url)
+        self.patience = patience
         self.dialect = "postgresql" if self.url.startswith("postgresql") else "sqlite"
         self.schema = schema
         if self.dialect == "sqlite":
@@ -90,9 +157,9 @@ class Database:
                     conn.commit()
         except sa.exc.OperationalError as exc:
             self.engine.dispose()
-            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-            raise DatabaseError(
-                f"cannot open the catalog database {redact(url)} (LOOKALIKE_DATABASE_URL): {reason}"
+            kind = CatalogUnavailable if unreachable(exc) else DatabaseError
+            raise kind(
+                f"cannot open the catalog database {redact(url)} (LOOKALIKE_DATABASE_URL): {_reason(exc)}"
             ) from None
 
     def close(self) -> None:
@@ -109,34 +176,45 @@ class Database:
         # PostgreSQL: autocommit, no BEGIN / ROLLBACK round trips around each read (each statement sees
         # committed data). SQLite: a deferred read transaction; statements outside one slowed concurrent
         # writers by orders of magnitude (the feed test: 0.35 s against 113 s for 120 writes)
-        if self.dialect == "sqlite":
-            conn = self.engine.connect()
-        else:
-            conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        with conn:
-            yield conn
+        with reachable():
+            if self.dialect == "sqlite":
+                conn = self.engine.connect()
+            else:
+                conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            with conn:
+                yield conn
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
-        conn = self.engine.connect().execution_options(immediate=True)
-        try:
-            with conn.begin():
-                yield conn
-        finally:
-            conn.close()
-
-    def retrying(self, fn: Callable[[Connection], T], attempts: int = 5) -> T:
-        """Run ``fn`` in a write transaction, again after a deadlock or serialization failure."""
-        for attempt in range(attempts):
+        with reachable():
+            conn = self.engine.connect().execution_options(immediate=True)
             try:
-                with self.write() as conn:
-                    return fn(conn)
-            except sa.exc.OperationalError as exc:
-                code = getattr(exc.orig, "sqlstate", None)
-                if code not in ("40P01", "40001") or attempt == attempts - 1:
-                    raise
-                time.sleep(0.05 * (attempt + 1))
-        raise AssertionError("unreachable")
+                with conn.begin():
+                    yield conn
+            finally:
+                conn.close()
+
+    def retrying(self, fn: Callable[[Connection], T], patience: float | None = None) -> T:
+        """Run ``fn`` in a write transaction; again, with capped exponential backoff, after a deadlock, a
+        serialization failure or a lost connection, for up to ``patience`` seconds (default: this database's).
+        A database still away after that raises ``CatalogUnavailable``: the caller decides what waiting longer
+        means (a request answers 503, a worker keeps its chunk and tries again)."""
+        wait = self.patience if patience is None else patience
+        return retry.again(lambda: self._transaction(fn), retryable, wait)
+
+    def _transaction(self, fn: Callable[[Connection], T]) -> T:
+        with self.write() as conn:
+            return fn(conn)
+
+    def ping(self) -> None:
+        """Raise ``CatalogUnavailable`` unless the database answers a query now (readiness checks)."""
+        with self.read() as conn:
+            conn.execute(sa.text("SELECT 1")).scalar()
+
+    def wait_reachable(self, stop: Callable[[], bool], patience: float) -> bool:
+        """Wait until the database answers again; False when ``stop()`` turned true or ``patience`` seconds
+        passed first. For processes that hold work while the database is away."""
+        return retry.wait_until(self.ping, stop, patience)
 
     def order_feed(self, conn: Connection) -> None:
         """Called right before a transaction appends to the change feed.
@@ -155,7 +233,8 @@ class Database:
         """An exclusive lock shared by every process of this catalog; yields False when ``wait`` is off
         and another process holds it."""
         if self.dialect == "postgresql":
-            conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            with reachable():
+                conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
             try:
                 key = _lock_key(name)
                 if wait:

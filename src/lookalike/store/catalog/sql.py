@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import sqlalchemy as sa
@@ -359,8 +359,11 @@ class Catalog:
         return self.db.retrying(write)
 
     # writes ------------------------------------------------------------------------------------------------
-    def add_batch(self, items: list[NewImage]) -> BatchResult:
+    def add_batch(self, items: list[NewImage], guard: Callable[[Connection], None] | None = None) -> BatchResult:
         """Insert images and their sources in one transaction.
+
+        ``guard`` runs first in that transaction and may raise to leave the batch unwritten (a worker checks
+        there that it still holds its task: checked and written atomically, no write after a lost lease).
 
         An item whose bytes are already in the catalog (inserted by anyone, even concurrently) is
         attached to that image as one more source: ``ON CONFLICT`` on sha256 stores each photo once.
@@ -371,6 +374,8 @@ class Catalog:
         copy_blobs = {id(it): codec.encode_int8(it.copy_vector) for it in items if it.copy_vector is not None}
 
         def write(conn: Connection) -> BatchResult:
+            if guard is not None:
+                guard(conn)
             learned.clear()
             result, changes, now = BatchResult(), [], time.time()
             attach: list[tuple[NewImage, int]] = []
