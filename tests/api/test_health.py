@@ -17,8 +17,9 @@ LIVE = ("/healthz/live", "/livez", "/api/v1/healthz/live")
 
 
 def test_ready_only_after_the_warm_up_search_live_all_along(settings: Settings, monkeypatch) -> None:
-    """Readiness waits for the warm-up search (what the first search needs is loaded before it, e.g. the keypoint
-    index that made the first search take 6.5 s), liveness does not wait for anything."""
+    """Readiness waits for the warm-up search (what the first search needs is loaded before it, e.g. the copy
+    descriptor; the keypoint index of earlier versions made the first search take 6.5 s), liveness does not wait for
+    anything."""
     release, warmed = threading.Event(), []
     real = health.warm_up
 

@@ -122,7 +122,8 @@ class HitOut(BaseModel):
     box: list[float] | None = Field(description="the matched subject (x1, y1, x2, y2), when one matched best")
     detected_label: str | None
     is_copy: bool = Field(  # "copy" itself would shadow BaseModel.copy
-        alias="copy", description="the same picture as the query (an exact or edited copy), checked by local features"
+        alias="copy",
+        description="the same picture as the query (an exact or edited copy), by its copy descriptor or local features",
     )
     copy_confidence: float | None = Field(description="how sure the copy check is (0..1); null when not checked")
     copy_region: dict | None = Field(

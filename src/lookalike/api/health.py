@@ -36,7 +36,7 @@ class Health(BaseModel):
 
 def warm_up(library) -> None:
     """Search once for a small generated photo: loads and touches everything the first real search needs (the
-    model's first inference, the index, the keypoint index, thread pools), so that the first caller after
+    model's first inference, the copy descriptor, the index, thread pools), so that the first caller after
     "ready" does not pay for it (it took 6.5 s on 2,776 photos when the keypoint index loaded on first use)."""
     buf = io.BytesIO()
     Image.linear_gradient("L").convert("RGB").resize((320, 240)).save(buf, "JPEG", quality=85)
