@@ -7,6 +7,7 @@ Every edit of lookalike.copyedits (10 kinds), on three shared sets, each with ha
 - corel: the library is Corel-1k less 100 photos held out (every tenth); positives are 100 indexed photos (the one
   after each held-out one), edited; negatives the 100 held-out photos (same categories, often the same shoot),
   edited;
+- grocery: the same layout on the grocery packages (held-out photos are often burst frames of one shelf);
 - dvd: the library holds each of the 100 DVD covers' scan and two phone photos (Canon, Droid); positives are the
   scans, edited; negatives the covers' fourth phone photo (E63, not indexed), edited: a photo of an indexed cover
   is not a copy of its scan.
@@ -21,9 +22,11 @@ Four pipelines in one run, on one library:
 
 Per edit: top-1 (the original ranked first). Overall: top-1, recall@10, and the micro-average precision of the
 top-1 answers ranked by their score over positives and negatives (a negative's answer is always wrong); for ours
-the copy verdict's precision and recall, and the search p50 against global's.
+the copy verdict's precision and recall, and the search p50 against global's. Calibration lines: the copy cosine of
+each positive to its original and of each negative to its nearest photo (percentiles): where the copy stage's
+thresholds (lookalike.search.verification) come from.
 
-    python bench/copies.py [--sets towhee,corel,dvd] [--per-edit 100]
+    python bench/copies.py [--sets towhee,corel,grocery,dvd] [--per-edit 100]
 """
 
 from __future__ import annotations
@@ -78,8 +81,8 @@ def layout(name: str, tmp: Path, n: int) -> tuple[Path, list[Path], list[Path]]:
         return (towhee / "train", [sorted((towhee / "train" / c).iterdir())[0] for c in classes],
                 [sorted((towhee / "test" / c).iterdir())[0] for c in classes])  # fmt: skip
     root = tmp / name
-    if name == "corel":
-        photos = sorted((DATA / "corel1k_wang").glob("*/*.jpg"))
+    if name in ("corel", "grocery"):
+        photos = sorted((DATA / ("corel1k_wang" if name == "corel" else "grocery_packages")).glob("*/*.jpg"))
         held = set(photos[::10][:n])
         for p in photos:
             if p not in held:
@@ -101,6 +104,7 @@ class Tally:
     scores: list[float] = field(default_factory=list)  # of every query's first answer
     correct: list[bool] = field(default_factory=list)
     latency: list[float] = field(default_factory=list)
+    cosines: tuple[list[float], list[float]] = field(default_factory=lambda: ([], []))  # copies, outsiders' nearest
 
     def add(self, edit: str, positive: bool, answers: list[str], score: float, name: str, seconds: float) -> None:
         right = positive and answers[:1] == [name]
@@ -146,10 +150,16 @@ def run_set(name: str, n: int, console: Console) -> None:
                         verdicts["same"] += not positive and hits[0].same_object
                 picture = Image.open(io.BytesIO(data)).convert("RGB")
                 started = time.perf_counter()
-                found, cos = copies_index.search(model.describe(picture)[None], 10)
+                vector = model.describe(picture)
+                found, cos = copies_index.search(vector[None], 10)
                 answers = [by_id[int(i)] for i in found[0] if i != MISSING]
                 tallies["descriptor"].add(edit, positive, answers, float(cos[0, 0]), path.name,
                                           time.perf_counter() - started)  # fmt: skip
+                own = [i for i, n in by_id.items() if n == path.name]
+                if positive and own:
+                    tallies["descriptor"].cosines[0].append(float(copies_index.vectors(own[:1])[0] @ vector))
+                elif not positive:
+                    tallies["descriptor"].cosines[1].append(float(cos[0, 0]))
                 distance = (hashes != imagehash.phash(picture).hash.ravel()).sum(axis=1)
                 order = np.argsort(distance, kind="stable")[:10]
                 tallies["phash"].add(edit, positive, [by_id[ids[i]] for i in order], -float(distance[order[0]]),
@@ -180,6 +190,11 @@ def report(name: str, size: int, per_edit: int, tallies: dict[str, Tally], verdi
     console.print(f"ours, the copy verdict on the first hit: precision {precision:.3f}, recall {recall:.3f} "
                   f"({verdicts['fp']} negatives or wrong photos called copies; {verdicts['same']} negatives' first "
                   f"hit called the same object)")  # fmt: skip
+    copied, outsiders = (np.asarray(c) for c in tallies["descriptor"].cosines)
+    low = " / ".join(f"{v:.2f}" for v in np.percentile(copied, [1, 5, 10, 50]))
+    high = " / ".join(f"{v:.2f}" for v in np.percentile(outsiders, [50, 95, 99, 100]))
+    console.print(f"calibration, copy cosine: copies to their original 1/5/10/50 %: {low}; outsiders to their "
+                  f"nearest 50/95/99/100 %: {high}")  # fmt: skip
     glob, ours = (np.median(tallies[p].latency) * 1000 for p in ("global", "ours"))
     console.print(f"search p50: global {glob:.1f} ms, ours {ours:.1f} ms ({ours / glob:.2f}x); descriptor alone "
                   f"(embed + search) {np.median(tallies['descriptor'].latency) * 1000:.1f} ms\n")  # fmt: skip
@@ -187,7 +202,7 @@ def report(name: str, size: int, per_edit: int, tallies: dict[str, Tally], verdi
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sets", default="towhee,corel,dvd", help="comma-separated: towhee, corel, dvd")
+    parser.add_argument("--sets", default="towhee,corel,grocery,dvd", help="comma-separated set names (see above)")
     parser.add_argument("--per-edit", type=int, default=100, help="positives (and negatives) per edit")
     args = parser.parse_args()
     console = Console(width=160)
