@@ -725,13 +725,12 @@ def serve(
     ] = False,
 ) -> None:
     """Start the HTTP API and the web page (http://HOST:PORT/)."""
-    import uvicorn
-
+    from lookalike.api import server
     from lookalike.api.app import create_app
-    from lookalike.api.security import anonymous_refusal, is_loopback
+    from lookalike.api.security import anonymous_refusal, is_loopback, weak_key
 
     s = settings()
-    refusal = anonymous_refusal(host, s, allow_anonymous or s.allow_anonymous)
+    refusal = weak_key(s) or anonymous_refusal(host, s, allow_anonymous or s.allow_anonymous)
     if refusal:
         fail(refusal)
     if not is_loopback(host) and s.api_key is not None and "api_key_for_reads" not in s.model_fields_set:
@@ -744,8 +743,7 @@ def serve(
     reads = "reads need it too" if s.api_key and s.api_key_for_reads else "reads are open"
     access = f"API key required for writes, {reads}" if s.api_key else "no API key: anyone who can connect may write"
     console.print(f"Lookalike on http://{host}:{port}/  (API docs at /docs; {access})")
-    uvicorn.run(app_, host=host, port=port, log_level="info", limit_concurrency=s.max_connections,
-                timeout_keep_alive=10)  # fmt: skip
+    server.run(app_, host, port, s)
 
 
 def run() -> None:  # pragma: no cover - console entry for `python -m lookalike`

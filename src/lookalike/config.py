@@ -208,7 +208,14 @@ class Settings(BaseSettings):
         default=0, ge=0, le=256, description="query photos decoded at once by the service (0: two per core)"
     )
     decode_wait: float = Field(default=30.0, gt=0, le=600, description="seconds a query waits to be decoded: 503")
-    max_connections: int = Field(default=64, ge=1, le=100_000, description="open HTTP connections; beyond: 503")
+    max_connections: int = Field(
+        default=1024, ge=1, le=100_000,
+        description="open HTTP connections; beyond, the longest-idle one is closed to make room",
+    )  # fmt: skip
+    max_requests: int = Field(default=64, ge=1, le=100_000, description="HTTP requests in progress; beyond: 503")
+    header_timeout: float = Field(
+        default=10.0, gt=0, le=600, description="seconds a connection has to send a full request head: then closed"
+    )
 
     @field_validator("home", "models_dir", mode="after")
     @classmethod

@@ -40,10 +40,34 @@ def anonymous_refusal(host: str, settings: Settings, allow_anonymous: bool) -> s
             "--allow-anonymous (LOOKALIKE_ALLOW_ANONYMOUS=1) if that is what you want")  # fmt: skip
 
 
+MIN_KEY_LENGTH = 16
+
+
+def weak_key(settings: Settings) -> str | None:
+    """Why the configured API key must not be used, or None. An empty key once meant no key at all (issue
+    #24); a short one is guessed, and spaces are a copy-paste slip that clients would not send."""
+    if settings.api_key is None:
+        return None
+    key = settings.api_key.get_secret_value()
+    if not key.strip():
+        problem = "is empty"
+    elif any(c.isspace() or not c.isprintable() for c in key):
+        problem = "contains spaces or control characters"
+    elif len(key) < MIN_KEY_LENGTH:
+        problem = f"is shorter than {MIN_KEY_LENGTH} characters"
+    else:
+        return None
+    return (f"LOOKALIKE_API_KEY {problem}: refusing to start. Set a random key of at least {MIN_KEY_LENGTH} "
+            "printable characters without spaces (e.g. `python -c 'import secrets; print(secrets.token_urlsafe())'`), "
+            "or unset it to serve on loopback without one")  # fmt: skip
+
+
 class Keys:
     def __init__(self, settings: Settings) -> None:
+        if (weak := weak_key(settings)) is not None:  # never "no key" because the key was empty
+            raise ValueError(weak)
         self.settings = settings
-        self.expected = settings.api_key.get_secret_value().encode() if settings.api_key else None
+        self.expected = settings.api_key.get_secret_value().encode() if settings.api_key is not None else None
 
     def _valid(self, given: str) -> bool:
         return self.expected is not None and hmac.compare_digest(given.encode(), self.expected)
