@@ -207,6 +207,11 @@ class Settings(BaseSettings):
     max_concurrent_decodes: int = Field(
         default=0, ge=0, le=256, description="query photos decoded at once by the service (0: two per core)"
     )
+    max_decode_memory: int = Field(
+        default=1 << 30, ge=1 << 20,
+        description="bytes all photo decodes of the service may hold at once, counted by mode and bit depth; "
+        "a photo that alone needs more is refused (413)",
+    )  # fmt: skip
     decode_wait: float = Field(default=30.0, gt=0, le=600, description="seconds a query waits to be decoded: 503")
     max_connections: int = Field(
         default=1024, ge=1, le=100_000,

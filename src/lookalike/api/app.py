@@ -32,6 +32,7 @@ from lookalike.api.metrics import Metrics, MetricsMiddleware
 from lookalike.api.problems import LastResort, Problem
 from lookalike.api.security import Keys, check_source, safe_url
 from lookalike.config import Settings
+from lookalike.imaging import set_decode_memory
 from lookalike.ingest.sources import SourceItem
 from lookalike.jobs.worker import Worker, host_affinity, item_json, store_affinity, worker_name
 from lookalike.library import BusyError, Hit, Library, NotFoundError
@@ -303,6 +304,7 @@ class State:
 def create_app(settings: Settings | None = None, library: Library | None = None) -> FastAPI:
     settings = settings or (library.settings if library else Settings())
     return_freed_memory()
+    set_decode_memory(settings.max_decode_memory)
     state = State(settings, library)
     owns_library = library is None
 
