@@ -563,15 +563,17 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
     async def start_job(body: IndexJobRequest, lib: Lib) -> dict:
         from lookalike.ingest.sources import SourceError, iter_expand
 
+        roots = [r for r in settings.source_roots if not r.startswith("s3://")]
         for p in body.paths:
             check_source(p, settings)  # before anything touches the path: outside the roots, one answer
         for p in body.paths:  # fail fast on names that do not exist
             try:
-                await run_in_threadpool(lambda p=p: iter_expand(p, s3=lib.s3) if not p.startswith(("http://",
-                                        "https://")) else None)  # fmt: skip
+                await run_in_threadpool(lambda p=p: iter_expand(p, s3=lib.s3, roots=roots) if not p.startswith((
+                                        "http://", "https://")) else None)  # fmt: skip
             except SourceError as exc:
                 raise Problem(422, "Invalid parameters", str(exc)) from None
-        params = {"paths": body.paths, "label": body.label, "prune": body.prune, "objects": body.objects}
+        params = {"paths": body.paths, "label": body.label, "prune": body.prune, "objects": body.objects,
+                  "roots": roots}  # fmt: skip  # every photo the job opens must resolve inside them
         local = any(not p.startswith(("http://", "https://", "s3://")) for p in body.paths)
         job_id = await run_in_threadpool(lib.jobs.submit, "index", params, None, host_affinity() if local else None)
         if state.worker is not None:

@@ -18,6 +18,7 @@ from fastapi import Request
 
 from lookalike.api.problems import Problem
 from lookalike.config import Settings
+from lookalike.ingest.sources import inside_roots, is_url
 
 KEY_COOKIE = "lookalike_api_key"  # the page stores the key here so that <img> requests carry it (reads only)
 
@@ -92,25 +93,25 @@ class Keys:
 def check_source(path: str, settings: Settings) -> None:
     """An HTTP caller may name http(s) URLs, and server paths (folders, files, s3:// prefixes) only below a
     configured root. Checked before anything touches the path, so that a missing and an existing path
-    outside the roots get the same answer."""
-    if path.startswith(("http://", "https://")):
+    outside the roots get the same answer; the answer does not list the roots either."""
+    if "\x00" in path:
+        raise Problem(422, "Invalid parameters", "a path or URL cannot contain a NUL character")
+    if is_url(path):
         return
     roots = settings.source_roots
     if path.startswith("s3://"):
         inside = any(path.rstrip("/") + "/" == r.rstrip("/") + "/" or path.startswith(r.rstrip("/") + "/")
                      for r in roots if r.startswith("s3://"))  # fmt: skip
     else:
-        target = os.path.realpath(path) if os.path.isabs(path) else None
-        inside = target is not None and any(
-            os.path.commonpath([target, os.path.realpath(r)]) == os.path.realpath(r)
-            for r in roots if not r.startswith("s3://") and os.path.isabs(r)
-        )  # fmt: skip
+        inside = os.path.isabs(path) and inside_roots(path, roots)
     if not inside:
-        allowed = ", ".join(roots) if roots else "none"
         raise Problem(403, "Forbidden", "over HTTP, only http(s) URLs and paths below LOOKALIKE_SOURCE_ROOTS can be "
-                      f"indexed (roots now: {allowed}); the CLI on the server is not limited")  # fmt: skip
+                      "indexed; the CLI on the server is not limited")  # fmt: skip
 
 
 def safe_url(url: str) -> bool:
+    """An http(s) URL with a host, and one the library reads as a URL too (never as a server path)."""
+    if not is_url(url) or any(ord(c) < 32 or ord(c) == 127 for c in url):
+        return False
     parsed = urlparse(url)
-    return parsed.scheme in ("http", "https") and bool(parsed.netloc)
+    return parsed.scheme.lower() in ("http", "https") and bool(parsed.netloc)

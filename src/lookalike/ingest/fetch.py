@@ -35,6 +35,8 @@ def read_file(path: str, max_bytes: int) -> bytes:
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except ValueError:  # os.open refuses a NUL byte
+        raise FetchError("not a valid path: it contains a NUL character") from None
     except IsADirectoryError:
         raise FetchError("is a folder, not a file") from None
     except PermissionError:
