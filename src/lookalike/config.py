@@ -195,6 +195,11 @@ class Settings(BaseSettings):
         "address turns it on unless it is set",
     )
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS (JSON list)")
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="names the service is reached by (JSON list; '*': any): without an API key, other Host names "
+        "are refused (DNS rebinding); IP addresses and localhost are always allowed",
+    )
     source_roots: list[str] = Field(
         default_factory=list,
         description="folders (and s3:// prefixes) HTTP callers may index (JSON list); empty: none. The CLI, "

@@ -29,6 +29,7 @@ import h11
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from lookalike.api.origins import OriginGuard
 from lookalike.config import Settings
 
 KEEP_ALIVE = 5  # seconds an idle keep-alive connection stays open (uvicorn's default)
@@ -147,6 +148,8 @@ def run(app: ASGIApp, host: str, port: int, settings: Settings) -> None:
     """Serve ``app`` with the limits above (uvicorn's own connection limit is off: it counts idle sockets)."""
     import uvicorn
 
+    if settings.api_key is None or settings.allowed_hosts:  # see origins.py: what a key already prevents
+        app = OriginGuard(app, settings.allowed_hosts, settings.cors_origins)
     guarded = RequestGuard(app, settings.max_requests)
     protocol = protocol_class(settings.header_timeout, settings.max_connections)
     uvicorn.run(guarded, host=host, port=port, log_level="info", http=protocol, limit_concurrency=None,
