@@ -30,7 +30,7 @@ from lookalike.api import problems
 from lookalike.api.limits import BodyLimitMiddleware
 from lookalike.api.metrics import Metrics, MetricsMiddleware
 from lookalike.api.problems import LastResort, Problem
-from lookalike.api.security import Keys, check_source, safe_url
+from lookalike.api.security import Keys, check_source, public_error, public_stats, safe_url
 from lookalike.config import Settings
 from lookalike.imaging import set_decode_memory
 from lookalike.ingest.sources import SourceItem
@@ -297,8 +297,9 @@ class State:
             library = Library(self.settings)
             _ = library.space, library.embedder  # the slow part: load index and model before serving
             self._opened(library)
-        except Exception as exc:  # shown by /healthz and 503s
-            self.error = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # shown by /healthz and 503s, without paths or messages: those are logged
+            problems.log.exception("the library could not be opened")
+            self.error = public_error(exc)
 
 
 def create_app(settings: Settings | None = None, library: Library | None = None) -> FastAPI:
@@ -605,7 +606,7 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
     # --- information ----------------------------------------------------------------------------
     @app.get(f"{API}/stats", dependencies=read, summary="What the library holds", response_model=StatsOut)
     async def stats(lib: Lib) -> dict:
-        return await run_in_threadpool(lib.stats)
+        return public_stats(await run_in_threadpool(lib.stats))
 
     @app.get(f"{API}/duplicates", dependencies=read, response_model=DuplicatesOut,
              summary="Groups of photos that are the same picture (the largest first: the one to keep)")  # fmt: skip

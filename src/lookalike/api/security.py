@@ -115,3 +115,21 @@ def safe_url(url: str) -> bool:
         return False
     parsed = urlparse(url)
     return parsed.scheme.lower() in ("http", "https") and bool(parsed.netloc)
+
+
+PRIVATE_STATS = ("home",)  # where the library lives on the server: not for anonymous callers
+
+
+def public_stats(stats: dict) -> dict:
+    """The library's stats without server paths or database addresses (issue #24, point 12)."""
+    shown = {k: v for k, v in stats.items() if k not in PRIVATE_STATS}
+    if isinstance(shown.get("catalog"), str):
+        shown["catalog"] = shown["catalog"].split(":", 1)[0]  # the kind of database, not its address
+    return shown
+
+
+def public_error(exc: BaseException) -> str:
+    """What callers are told when the library cannot be opened: the kind of failure, not the server's paths
+    or the database's message; the whole error goes to the service's log."""
+    return f"the library could not be opened ({type(exc).__name__}); the service's log has the details"
+
