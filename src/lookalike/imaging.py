@@ -24,6 +24,12 @@ from PIL import Image, UnidentifiedImageError
 Image.MAX_IMAGE_PIXELS = None
 
 
+# The formats the README promises, and only their decoders: Pillow's others (PCX, SGI, TGA, XBM, ICO, PPM, ...)
+# are rarely photos and each is more parser for hostile bytes to reach (issue #24). Multi-picture JPEGs (MPO)
+# come through the JPEG decoder.
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+
+
 class BadImage(ValueError):
     """The bytes are not a usable photo; ``str(exc)`` says why in words."""
 
@@ -102,9 +108,9 @@ def decode(data: bytes, max_pixels: int, min_side: int = 0) -> Decoded:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
+            im = Image.open(io.BytesIO(data), formats=FORMATS)
     except UnidentifiedImageError:
-        raise BadImage("not an image (no known image format in the content)") from None
+        raise BadImage(f"not an image in a supported format ({', '.join(FORMATS)})") from None
     except Exception as exc:  # Pillow raises many types on garbage headers
         raise BadImage(f"unreadable image header: {exc}") from None
     fmt = im.format or "unknown"

@@ -22,7 +22,7 @@ from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 from starlette.datastructures import UploadFile
 
 from lookalike import __version__
@@ -30,7 +30,7 @@ from lookalike.api import problems
 from lookalike.api.limits import BodyLimitMiddleware
 from lookalike.api.metrics import Metrics, MetricsMiddleware
 from lookalike.api.problems import LastResort, Problem
-from lookalike.api.security import Keys, check_source, public_error, public_stats, safe_url
+from lookalike.api.security import Keys, check_source, digits_only, public_error, public_stats, safe_url
 from lookalike.config import Settings
 from lookalike.imaging import set_decode_memory
 from lookalike.ingest.sources import SourceItem
@@ -51,9 +51,10 @@ IMAGE_TYPES = "JPEG, PNG, WebP, GIF, BMP or TIFF"
 CHUNK = 2**20  # photos larger than this are sent in pieces of this size (the event loop serves others between)
 
 
+MAX_LABEL = 200  # characters in a label (searches filter by labels of this length too)
 MAX_ID = 2**63 - 1  # ids are 64-bit in the catalog: larger ones are refused before any lookup
-ImageId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="an indexed photo's id")]
-JobId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="an index job's id")]
+ImageId = Annotated[int, BeforeValidator(digits_only), PathParam(ge=1, le=MAX_ID, description="an indexed photo's id")]
+JobId = Annotated[int, BeforeValidator(digits_only), PathParam(ge=1, le=MAX_ID, description="an index job's id")]
 
 
 class SearchParams(BaseModel):
@@ -263,7 +264,7 @@ class Health(BaseModel):
 
 class IndexJobRequest(BaseModel):
     paths: list[str] = Field(min_length=1, description="folders, CSVs, URL lists, files or URLs on the server")
-    label: str | None = None
+    label: str | None = Field(default=None, max_length=MAX_LABEL)
     prune: bool = False
     objects: bool = Field(default=False, description="also index each detected subject")
 
@@ -457,6 +458,8 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
         if not uploads:
             raise Problem(422, "Invalid parameters", "no files: send them in multipart field 'images'")
         label = form.get("label") if isinstance(form.get("label"), str) and form.get("label") else None
+        if label is not None and len(label) > MAX_LABEL:
+            raise Problem(422, "Invalid parameters", f"label: at most {MAX_LABEL} characters")
         objects = str(form.get("objects", "")).lower() in ("1", "true", "yes", "on")
         files, rejected = [], []
         for up in uploads:

@@ -133,3 +133,10 @@ def public_error(exc: BaseException) -> str:
     or the database's message; the whole error goes to the service's log."""
     return f"the library could not be opened ({type(exc).__name__}); the service's log has the details"
 
+
+def digits_only(value: object) -> object:
+    """An id in a path is ASCII digits: Python's int() also reads "1_0" as 10 and "\u0661" as 1."""
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise ValueError("an id is a number written with the digits 0-9")
+    return value
+

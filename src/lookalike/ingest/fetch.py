@@ -73,10 +73,26 @@ def read_file(path: str, max_bytes: int) -> bytes:
         os.close(fd)
 
 
+NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+COMPATIBLE = ipaddress.ip_network("::/96")  # deprecated IPv4-compatible addresses: ::127.0.0.1
+
+
+def embedded_ipv4(addr: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries (mapped, 6to4, NAT64, IPv4-compatible, Teredo), if any: a
+    gateway or the kernel may deliver to it, so it is checked as well (issue #24)."""
+    if addr.ipv4_mapped or addr.sixtofour:
+        return addr.ipv4_mapped or addr.sixtofour
+    if any(addr in net for net in NAT64) or (addr in COMPATIBLE and int(addr) > 1):
+        return ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)
+    return addr.teredo[1] if addr.teredo else None
+
+
 def is_internal(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """Private, loopback, link-local, reserved or multicast: never fetched unless allowed."""
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-        addr = addr.ipv4_mapped
+    """Private, loopback, link-local, reserved or multicast, also inside an IPv6 address: never fetched
+    unless allowed."""
+    inner = embedded_ipv4(addr) if isinstance(addr, ipaddress.IPv6Address) else None
+    if inner is not None and is_internal(inner):
+        return True
     return not addr.is_global or addr.is_multicast
 
 
