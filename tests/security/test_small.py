@@ -68,3 +68,8 @@ def test_loopback_and_private_addresses_inside_ipv6_are_internal(address: str) -
 @pytest.mark.parametrize("address", ["2606:4700:4700::1111", "64:ff9b::808:808", "2002:808:808::1"])
 def test_public_addresses_stay_public(address: str) -> None:
     assert not is_internal(ipaddress.ip_address(address))
+
+
+def test_a_trailing_slash_is_not_redirected_to_the_callers_host(client: TestClient) -> None:
+    r = client.get(f"{API}/stats/", headers={"host": "evil.example"}, follow_redirects=False)
+    assert r.status_code == 404 and "evil.example" not in r.headers.get("location", "") + r.text

@@ -327,6 +327,7 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
         title="Lookalike",
         version=__version__,
         description="Reverse image search: upload a photo, get the most similar indexed photos.",
+        redirect_slashes=False,  # the redirect's Location was built from the caller's Host header: 404 instead
         lifespan=lifespan,
         docs_url=None,  # served below, from the package (no CDN) and behind the read key when there is one
         redoc_url=None,
