@@ -210,8 +210,10 @@ class Settings(BaseSettings):
     )
     metrics_public: bool = Field(default=False, description="serve /metrics without the API key (for scrapers)")
     max_concurrent_decodes: int = Field(
-        default=0, ge=0, le=256, description="query photos decoded at once by the service (0: two per core)"
-    )
+        default=0, ge=0, le=256,
+        description="query photos decoded at once by the service (0: sixteen per core; their memory is bounded "
+        "by max_decode_memory, and a lower count only makes small queries wait behind huge ones)",
+    )  # fmt: skip
     max_decode_memory: int = Field(
         default=1 << 30, ge=1 << 20,
         description="bytes all photo decodes of the service may hold at once, counted by mode and bit depth; "
@@ -246,7 +248,7 @@ class Settings(BaseSettings):
 
     @property
     def resolved_decodes(self) -> int:
-        return self.max_concurrent_decodes or 2 * max(1, os.cpu_count() or 1)
+        return self.max_concurrent_decodes or 16 * max(1, os.cpu_count() or 1)
 
     @property
     def resolved_workers(self) -> int:

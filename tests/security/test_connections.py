@@ -115,3 +115,24 @@ def test_a_malformed_request_gets_a_json_problem(service: Service) -> None:
     head, _, payload = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400 ") and b"application/problem+json" in head
     assert json.loads(payload)["status"] == 400
+
+
+def test_beyond_the_requests_in_progress_the_answer_is_a_json_503(tmp_path: Path) -> None:
+    """LOOKALIKE_MAX_REQUESTS=1: one upload whose body is still coming holds the only place."""
+    svc = Service(tmp_path / "home", max_requests="1").start()
+    try:
+        with socket.create_connection(("127.0.0.1", svc.port), timeout=10) as slow:
+            slow.sendall(b"POST /api/v1/images HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; "
+                         b"boundary=x\r\nContent-Length: 100000\r\n\r\n--x\r\n")  # fmt: skip
+            deadline = time.monotonic() + 30
+            while (r := httpx.get(f"{svc.url}/api/v1/stats", timeout=30)).status_code == 200:
+                assert time.monotonic() < deadline  # the slow request may take a moment to be in progress
+                time.sleep(0.2)
+            assert r.status_code == 503 and r.headers["content-type"] == "application/problem+json"
+            assert r.headers["retry-after"] and "LOOKALIKE_MAX_REQUESTS" in r.json()["detail"]
+        deadline = time.monotonic() + 30  # its place is free again once it is gone
+        while httpx.get(f"{svc.url}/api/v1/stats", timeout=30).status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    finally:
+        svc.stop()
