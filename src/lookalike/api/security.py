@@ -139,4 +139,3 @@ def digits_only(value: object) -> object:
     if isinstance(value, str) and not (value.isascii() and value.isdigit()):
         raise ValueError("an id is a number written with the digits 0-9")
     return value
-
