@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -21,6 +20,8 @@ from rich.progress import (
 )
 from rich.table import Table
 from rich.text import Text
+
+from lookalike.terminal import SafeConsole, plain
 
 # the library and its dependencies (numpy, Pillow, SQLAlchemy, the model runtime) are imported by the
 # commands that use them, so `lookalike --help` starts in a fraction of a second (bench/RESULTS.md)
@@ -49,8 +50,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console(stderr=True)
-out = Console(soft_wrap=True)
+console = SafeConsole(stderr=True)  # control characters in what is printed are shown, never acted on
+out = SafeConsole(soft_wrap=True)
 
 
 class State:
@@ -75,7 +76,7 @@ def main(
 
 
 def fail(message: str, code: int = 1) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    console.print(f"[bold red]error:[/] {plain(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -179,14 +180,14 @@ def _print_report(r: IndexReport) -> None:
     if r.near_duplicates:
         out.print(f"[dim]near-duplicates (the same picture as a photo already indexed): {len(r.near_duplicates)}")
         for d in r.near_duplicates[:20]:
-            out.print(f"  {d.source} (image {d.image_id}) = near-duplicate of image {d.of} ({d.confidence:.2f})",
+            out.print(f"  {plain(d.source)} (image {d.image_id}) = near-duplicate of image {d.of} ({d.confidence:.2f})",
                       highlight=False)  # fmt: skip
         if len(r.near_duplicates) > 20:
             out.print(f"  ... and {len(r.near_duplicates) - 20} more (--json lists all; `lookalike duplicates`)")
     if r.duplicates:
         out.print(f"[dim]duplicates (stored once): {len(r.duplicates)}")
         for d in r.duplicates[:20]:
-            out.print(f"  {d.source} = image {d.image_id}", highlight=False)
+            out.print(f"  {plain(d.source)} = image {d.image_id}", highlight=False)
         if len(r.duplicates) > 20:
             out.print(f"  ... and {len(r.duplicates) - 20} more (--json lists all)")
     if r.rejected:
@@ -194,12 +195,12 @@ def _print_report(r: IndexReport) -> None:
         table.add_column("source", overflow="fold")
         table.add_column("reason", overflow="fold")
         for rej in r.rejected:
-            table.add_row(rej.source, rej.reason)
+            table.add_row(plain(rej.source), plain(rej.reason))
         out.print(table)
     if r.vanished and not r.pruned:
         out.print(f"[yellow]{len(r.vanished)} indexed file(s) no longer exist; run with --prune to remove them")
         for v in r.vanished[:10]:
-            out.print(f"  {v}", highlight=False)
+            out.print(f"  {plain(v)}", highlight=False)
 
 
 def _box(text: str | None) -> tuple[float, float, float, float] | None:
@@ -228,8 +229,8 @@ def _hits_table(title: str, hits) -> Table:
             region = [round(v) for v in hit.verdict.match_box]
             matched = f"SAME OBJECT ({hit.verdict.confidence:.2f}) at {region}"
         source = hit.sources[0] if hit.sources else ""
-        table.add_row(str(rank), str(hit.id), f"{hit.score:.3f}", f"{hit.similarity:.3f}", hit.label or "", matched,
-                      source)  # fmt: skip
+        table.add_row(str(rank), str(hit.id), f"{hit.score:.3f}", f"{hit.similarity:.3f}", plain(hit.label or ""),
+                      plain(matched), plain(source))  # fmt: skip
     return table
 
 
@@ -355,7 +356,7 @@ def duplicates(
             table.add_column(col)
         for p in r["photos"]:
             table.add_row(str(p["id"]), "keep" if p["id"] == r["keep"] else "", f"{p['width']}x{p['height']}",
-                          p["source"] or "")  # fmt: skip
+                          plain(p["source"] or ""))  # fmt: skip
         out.print(table)
     out.print(f"{len(rows)} groups of near-duplicates ({len(doomed)} photos beyond the first of each); "
               f"{len(exact)} photos found under several paths (stored once)", highlight=False)  # fmt: skip
@@ -698,7 +699,7 @@ def jobs_list(
     for j in jobs:
         done = f"{j['done']}/{j['total'] if j['total'] is not None else '?'}"
         table.add_row(str(j["id"]), j["state"], done, str(j["added"]), str(j["rejected"]), f"{j['rate']:.0f}/s",
-                      ", ".join(j["paths"]) or j["kind"])  # fmt: skip
+                      plain(", ".join(j["paths"]) or j["kind"]))  # fmt: skip
     out.print(table)
 
 
@@ -764,13 +765,12 @@ def serve(
     ] = False,
 ) -> None:
     """Start the HTTP API and the web page (http://HOST:PORT/)."""
-    import uvicorn
-
+    from lookalike.api import server
     from lookalike.api.app import create_app
-    from lookalike.api.security import anonymous_refusal, is_loopback
+    from lookalike.api.security import anonymous_refusal, is_loopback, weak_key
 
     s = settings()
-    refusal = anonymous_refusal(host, s, allow_anonymous or s.allow_anonymous)
+    refusal = weak_key(s) or anonymous_refusal(host, s, allow_anonymous or s.allow_anonymous)
     if refusal:
         fail(refusal)
     if not is_loopback(host) and s.api_key is not None and "api_key_for_reads" not in s.model_fields_set:
@@ -783,8 +783,7 @@ def serve(
     reads = "reads need it too" if s.api_key and s.api_key_for_reads else "reads are open"
     access = f"API key required for writes, {reads}" if s.api_key else "no API key: anyone who can connect may write"
     console.print(f"Lookalike on http://{host}:{port}/  (API docs at /docs; {access})")
-    uvicorn.run(app_, host=host, port=port, log_level="info", limit_concurrency=s.max_connections,
-                timeout_keep_alive=10)  # fmt: skip
+    server.run(app_, host, port, s)
 
 
 def run() -> None:  # pragma: no cover - console entry for `python -m lookalike`

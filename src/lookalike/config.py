@@ -190,6 +190,11 @@ class Settings(BaseSettings):
         "address turns it on unless it is set",
     )
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS (JSON list)")
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="names the service is reached by (JSON list; '*': any): without an API key, other Host names "
+        "are refused (DNS rebinding); IP addresses and localhost are always allowed",
+    )
     source_roots: list[str] = Field(
         default_factory=list,
         description="folders (and s3:// prefixes) HTTP callers may index (JSON list); empty: none. The CLI, "
@@ -200,10 +205,24 @@ class Settings(BaseSettings):
     )
     metrics_public: bool = Field(default=False, description="serve /metrics without the API key (for scrapers)")
     max_concurrent_decodes: int = Field(
-        default=0, ge=0, le=256, description="query photos decoded at once by the service (0: two per core)"
-    )
+        default=0, ge=0, le=256,
+        description="query photos decoded at once by the service (0: sixteen per core; their memory is bounded "
+        "by max_decode_memory, and a lower count only makes small queries wait behind huge ones)",
+    )  # fmt: skip
+    max_decode_memory: int = Field(
+        default=1 << 30, ge=1 << 20,
+        description="bytes all photo decodes of the service may hold at once, counted by mode and bit depth; "
+        "a photo that alone needs more is refused (413)",
+    )  # fmt: skip
     decode_wait: float = Field(default=30.0, gt=0, le=600, description="seconds a query waits to be decoded: 503")
-    max_connections: int = Field(default=64, ge=1, le=100_000, description="open HTTP connections; beyond: 503")
+    max_connections: int = Field(
+        default=1024, ge=1, le=100_000,
+        description="open HTTP connections; beyond, the longest-idle one is closed to make room",
+    )  # fmt: skip
+    max_requests: int = Field(default=64, ge=1, le=100_000, description="HTTP requests in progress; beyond: 503")
+    header_timeout: float = Field(
+        default=10.0, gt=0, le=600, description="seconds a connection has to send a full request head: then closed"
+    )
 
     @field_validator("home", "models_dir", mode="after")
     @classmethod
@@ -224,7 +243,7 @@ class Settings(BaseSettings):
 
     @property
     def resolved_decodes(self) -> int:
-        return self.max_concurrent_decodes or 2 * max(1, os.cpu_count() or 1)
+        return self.max_concurrent_decodes or 16 * max(1, os.cpu_count() or 1)
 
     @property
     def resolved_workers(self) -> int:

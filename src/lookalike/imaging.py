@@ -10,19 +10,87 @@ grey) turned into 8-bit RGB.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import threading
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 # We do our own pixel-count check with a clear message; Pillow's own limit stays as a backstop.
 Image.MAX_IMAGE_PIXELS = None
 
 
+# The formats the README promises, and only their decoders: Pillow's others (PCX, SGI, TGA, XBM, ICO, PPM, ...)
+# are rarely photos and each is more parser for hostile bytes to reach (issue #24). Multi-picture JPEGs (MPO)
+# come through the JPEG decoder.
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+
+
 class BadImage(ValueError):
     """The bytes are not a usable photo; ``str(exc)`` says why in words."""
+
+
+class DecodeBusy(BadImage):
+    """Other decodes hold the memory budget for longer than a decode may wait: retry later (503)."""
+
+
+# Bytes per pixel of each mode as Pillow holds it in memory (every 3-band mode takes 4 bytes). A 570 KB TIFF of
+# float zeros is 316 MB once decoded: the budget counts this, not the pixel count (issue #24).
+MODE_BYTES = {"1": 1, "L": 1, "P": 1, "LA": 4, "La": 4, "PA": 4, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}
+NOT_REDUCIBLE = ("1", "P", "PA")  # Pillow's reduce refuses these: converted first (4 bytes per pixel more)
+TURNS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}  # EXIF orientation -> the turn that shows the photo upright (as ImageOps)
+DECODE_WAIT = 120.0  # seconds a decode waits for memory: long enough for an index job, bounded for a request
+
+
+class MemoryBudget:
+    """The bytes all decodes of this process may hold at once: a flood of huge photos waits here instead of
+    multiplying its peak memory by the number of clients."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.used = total, 0
+        self._free = threading.Condition()
+
+    @contextlib.contextmanager
+    def hold(self, need: int, wait: float = DECODE_WAIT) -> Iterator[None]:
+        with self._free:
+            if not self._free.wait_for(lambda: self.used + need <= self.total, timeout=wait):
+                raise DecodeBusy(f"busy: other photos being decoded hold {self.used >> 20} MB; retry in a moment")
+            self.used += need
+        try:
+            yield
+        finally:
+            with self._free:
+                self.used -= need
+                self._free.notify_all()
+
+
+DECODE_MEMORY = MemoryBudget(1 << 30)  # the service sets it from LOOKALIKE_MAX_DECODE_MEMORY
+
+
+def set_decode_memory(total: int) -> None:
+    """The process-wide budget of decoded bytes (one budget: every library of the process decodes in it)."""
+    with DECODE_MEMORY._free:
+        DECODE_MEMORY.total = total
+        DECODE_MEMORY._free.notify_all()
+
+
+def decoded_bytes(im: Image.Image) -> int:
+    """The memory decoding ``im`` takes at its peak, by mode and bit depth (not by pixel count alone)."""
+    width, height = im.size
+    per_pixel = MODE_BYTES.get(im.mode, 4) + (4 if im.mode in NOT_REDUCIBLE else 0)
+    return width * height * per_pixel
 
 
 @dataclass(frozen=True)
@@ -40,9 +108,9 @@ def decode(data: bytes, max_pixels: int, min_side: int = 0) -> Decoded:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
+            im = Image.open(io.BytesIO(data), formats=FORMATS)
     except UnidentifiedImageError:
-        raise BadImage("not an image (no known image format in the content)") from None
+        raise BadImage(f"not an image in a supported format ({', '.join(FORMATS)})") from None
     except Exception as exc:  # Pillow raises many types on garbage headers
         raise BadImage(f"unreadable image header: {exc}") from None
     fmt = im.format or "unknown"
@@ -51,19 +119,21 @@ def decode(data: bytes, max_pixels: int, min_side: int = 0) -> Decoded:
         raise BadImage(f"invalid dimensions {width}x{height}")
     if width * height > max_pixels:
         raise BadImage(f"too many pixels: {width}x{height} exceeds max_pixels={max_pixels} (decompression bomb guard)")
+    need = decoded_bytes(im)
+    if need > DECODE_MEMORY.total:
+        raise BadImage(f"too many pixels: {width}x{height} in mode {im.mode} takes {need >> 20} MB to decode, more "
+                       f"than max_decode_memory={DECODE_MEMORY.total >> 20} MB")  # fmt: skip
     try:
-        im.seek(0)  # first frame of animations
-        orientation = im.getexif().get(0x0112, 1)
-        if min_side and fmt == "JPEG":
-            im.draft(im.mode, (min_side, min_side))
-        im.load()
-        if orientation != 1:
-            im = ImageOps.exif_transpose(im)  # copies: only when there is something to turn
-        rgb = to_rgb(im)
-        if min_side and min(rgb.size) >= 4 * min_side:
-            # a huge non-JPEG (JPEGs were reduced while decoding, by draft): reduce it now, so what stays in
-            # memory after decoding is small whatever came in; still at least twice what the callers need
-            rgb = rgb.reduce(min(rgb.size) // (2 * min_side))
+        with DECODE_MEMORY.hold(need):
+            im.seek(0)  # first frame of animations
+            orientation = im.getexif().get(0x0112, 1)
+            if min_side and fmt == "JPEG":
+                im.draft(im.mode, (min_side, min_side))
+            im.load()
+            im = reduced(im, min_side)
+            if orientation in TURNS:
+                im = im.transpose(TURNS[orientation])  # after reducing: turns a small copy
+            rgb = to_rgb(im)
     except BadImage:
         raise
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
@@ -73,18 +143,33 @@ def decode(data: bytes, max_pixels: int, min_side: int = 0) -> Decoded:
     return Decoded(rgb, width, height, fmt)
 
 
+def reduced(im: Image.Image, min_side: int) -> Image.Image:
+    """A huge photo (JPEGs were reduced while decoding, by draft) made smaller in its own mode, before any
+    conversion (a float or 16-bit photo converted first took 8 bytes a pixel, several times over); still at
+    least twice what the callers need. Pillow's integer ``reduce`` where the mode allows, a box resize else."""
+    if not min_side or min(im.size) < 4 * min_side:
+        return im
+    factor = min(im.size) // (2 * min_side)
+    if im.mode in ("P", "PA"):  # a box filter on palette indices would mix unrelated colours
+        im = im.convert("RGBA" if "transparency" in im.info or im.mode == "PA" else "RGB")
+    if im.mode == "1" or im.mode.startswith("I;16"):
+        return im.resize((im.width // factor, im.height // factor), Image.Resampling.BOX)
+    return im.reduce(factor)
+
+
 def to_rgb(im: Image.Image) -> Image.Image:
     """Any Pillow mode to 8-bit RGB; transparency is composited on white."""
     if im.mode == "RGB":
         return im
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        arr = np.asarray(im, dtype=np.float64)
+        arr = np.nan_to_num(np.array(im, dtype=np.float32), copy=False)  # float32, in place: small by now
         if im.mode.startswith("I;16"):
-            arr = arr / 257.0
+            arr /= 257.0
         else:
             lo, hi = float(arr.min()), float(arr.max())
-            arr = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
-        im = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), mode="L")
+            arr -= lo
+            arr *= 255.0 / (hi - lo) if hi > lo else 0.0
+        im = Image.fromarray(np.clip(arr, 0, 255, out=arr).astype(np.uint8), mode="L")
     if im.mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
     if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):

@@ -20,10 +20,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 from starlette.datastructures import UploadFile
 
 from lookalike import __version__
@@ -31,8 +31,9 @@ from lookalike.api import health, problems
 from lookalike.api.limits import BodyLimitMiddleware
 from lookalike.api.metrics import Metrics, MetricsMiddleware
 from lookalike.api.problems import LastResort, Problem
-from lookalike.api.security import Keys, check_source, safe_url
+from lookalike.api.security import Keys, check_source, digits_only, public_error, public_stats, safe_url
 from lookalike.config import Settings
+from lookalike.imaging import set_decode_memory
 from lookalike.ingest.sources import SourceItem
 from lookalike.jobs.worker import Worker, host_affinity, item_json, store_affinity, worker_name
 from lookalike.library import BusyError, Hit, Library, NotFoundError
@@ -51,11 +52,13 @@ MIME = {
     "TIFF": "image/tiff", "MPO": "image/jpeg", "ICO": "image/x-icon",
 }  # fmt: skip
 IMAGE_TYPES = "JPEG, PNG, WebP, GIF, BMP or TIFF"
+CHUNK = 2**20  # photos larger than this are sent in pieces of this size (the event loop serves others between)
 
 
+MAX_LABEL = 200  # characters in a label (searches filter by labels of this length too)
 MAX_ID = 2**63 - 1  # ids are 64-bit in the catalog: larger ones are refused before any lookup
-ImageId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="an indexed photo's id")]
-JobId = Annotated[int, PathParam(ge=1, le=MAX_ID, description="an index job's id")]
+ImageId = Annotated[int, BeforeValidator(digits_only), PathParam(ge=1, le=MAX_ID, description="an indexed photo's id")]
+JobId = Annotated[int, BeforeValidator(digits_only), PathParam(ge=1, le=MAX_ID, description="an index job's id")]
 
 
 class SearchParams(BaseModel):
@@ -261,7 +264,7 @@ class StatsOut(BaseModel):
 
 class IndexJobRequest(BaseModel):
     paths: list[str] = Field(min_length=1, description="folders, CSVs, URL lists, files or URLs on the server")
-    label: str | None = None
+    label: str | None = Field(default=None, max_length=MAX_LABEL)
     prune: bool = False
     objects: bool = Field(default=False, description="also index each detected subject")
 
@@ -299,8 +302,9 @@ class State:
             library = retry.again(self._open_once, lambda exc: isinstance(exc, Unavailable), float("inf"))
             self.waiting = None
             self._opened(library)
-        except Exception as exc:  # shown by /healthz and 503s
-            self.error = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # shown by /healthz and 503s, without paths or messages: those are logged
+            problems.log.exception("the library could not be opened")
+            self.error = public_error(exc)
 
     def _open_once(self) -> Library:
         library = None
@@ -324,6 +328,7 @@ class State:
 def create_app(settings: Settings | None = None, library: Library | None = None) -> FastAPI:
     settings = settings or (library.settings if library else Settings())
     return_freed_memory()
+    set_decode_memory(settings.max_decode_memory)
     state = State(settings, library)
     owns_library = library is None
 
@@ -343,6 +348,7 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
         title="Lookalike",
         version=__version__,
         description="Reverse image search: upload a photo, get the most similar indexed photos.",
+        redirect_slashes=False,  # the redirect's Location was built from the caller's Host header: 404 instead
         lifespan=lifespan,
         docs_url=None,  # served below, from the package (no CDN) and behind the read key when there is one
         redoc_url=None,
@@ -476,6 +482,8 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
         if not uploads:
             raise Problem(422, "Invalid parameters", "no files: send them in multipart field 'images'")
         label = form.get("label") if isinstance(form.get("label"), str) and form.get("label") else None
+        if label is not None and len(label) > MAX_LABEL:
+            raise Problem(422, "Invalid parameters", f"label: at most {MAX_LABEL} characters")
         objects = str(form.get("objects", "")).lower() in ("1", "true", "yes", "on")
         files, rejected = [], []
         for up in uploads:
@@ -540,16 +548,25 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
             return RedirectResponse(lib.images.presigned_url(kind, sha256), status_code=307)
         return None
 
-    def cached(request: Request, etag: str, data_fn, media_type: str) -> Response:
-        headers = {"ETag": f'"{etag}"', "Cache-Control": "public, max-age=31536000, immutable"}
+    # behind a read key, shared caches must not keep (and hand out) the photos
+    visibility = "private" if settings.api_key is not None and settings.api_key_for_reads else "public"
+
+    async def cached(request: Request, etag: str, data_fn, media_type: str) -> Response:
+        headers = {"ETag": f'"{etag}"', "Cache-Control": f"{visibility}, max-age=31536000, immutable"}
         if request.headers.get("if-none-match", "").strip() in (f'"{etag}"', etag, "*"):
             return Response(status_code=304, headers=headers)
-        return Response(data_fn(), media_type=media_type, headers=headers)
+        # read in a worker thread, sent a MiB at a time: a 75 MB original read and written in one piece on the
+        # event loop stalled every other request
+        data = await run_in_threadpool(data_fn)
+        if len(data) <= CHUNK:
+            return Response(data, media_type=media_type, headers=headers)
+        chunks = (memoryview(data)[i : i + CHUNK] for i in range(0, len(data), CHUNK))
+        return StreamingResponse(chunks, media_type=media_type, headers=headers | {"Content-Length": str(len(data))})
 
     @app.get(f"{API}/images/{{image_id}}/thumbnail", dependencies=read, summary="JPEG thumbnail",
              response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})  # fmt: skip
     async def thumbnail(image_id: ImageId, request: Request, lib: Lib) -> Response:
-        rec = lib.get(image_id)
+        rec = await run_in_threadpool(lib.get, image_id)
         if (redirect := presigned(lib, "thumbnail", rec.sha256)) is not None:
             return redirect
 
@@ -559,15 +576,15 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
                 raise NotFoundError(f"thumbnail of image {image_id} is missing")
             return blob
 
-        return cached(request, f"{rec.sha256}-t", data, "image/jpeg")
+        return await cached(request, f"{rec.sha256}-t", data, "image/jpeg")
 
     @app.get(f"{API}/images/{{image_id}}/original", dependencies=read, summary="The original photo",
              response_class=Response, responses={200: {"content": {"image/*": {}}}})  # fmt: skip
     async def original(image_id: ImageId, request: Request, lib: Lib) -> Response:
-        rec = lib.get(image_id)
+        rec = await run_in_threadpool(lib.get, image_id)
         if rec.has_original and (redirect := presigned(lib, "original", rec.sha256)) is not None:
             return redirect
-        return cached(
+        return await cached(
             request, rec.sha256, lambda: lib.original_bytes(image_id), MIME.get(rec.format, "application/octet-stream")
         )
 
@@ -584,15 +601,17 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
     async def start_job(body: IndexJobRequest, lib: Lib) -> dict:
         from lookalike.ingest.sources import SourceError, iter_expand
 
+        roots = [r for r in settings.source_roots if not r.startswith("s3://")]
         for p in body.paths:
             check_source(p, settings)  # before anything touches the path: outside the roots, one answer
         for p in body.paths:  # fail fast on names that do not exist
             try:
-                await run_in_threadpool(lambda p=p: iter_expand(p, s3=lib.s3) if not p.startswith(("http://",
-                                        "https://")) else None)  # fmt: skip
+                await run_in_threadpool(lambda p=p: iter_expand(p, s3=lib.s3, roots=roots) if not p.startswith((
+                                        "http://", "https://")) else None)  # fmt: skip
             except SourceError as exc:
                 raise Problem(422, "Invalid parameters", str(exc)) from None
-        params = {"paths": body.paths, "label": body.label, "prune": body.prune, "objects": body.objects}
+        params = {"paths": body.paths, "label": body.label, "prune": body.prune, "objects": body.objects,
+                  "roots": roots}  # fmt: skip  # every photo the job opens must resolve inside them
         local = any(not p.startswith(("http://", "https://", "s3://")) for p in body.paths)
         job_id = await run_in_threadpool(lib.jobs.submit, "index", params, None, host_affinity() if local else None)
         if state.worker is not None:
@@ -624,7 +643,7 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
     # --- information ----------------------------------------------------------------------------
     @app.get(f"{API}/stats", dependencies=read, summary="What the library holds", response_model=StatsOut)
     async def stats(lib: Lib) -> dict:
-        return await run_in_threadpool(lib.stats)
+        return public_stats(await run_in_threadpool(lib.stats))
 
     @app.get(f"{API}/duplicates", dependencies=read, response_model=DuplicatesOut,
              summary="Groups of photos that are the same picture (the largest first: the one to keep)")  # fmt: skip

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lookalike.api.limits import TrackedSend
-from lookalike.imaging import BadImage
+from lookalike.imaging import BadImage, DecodeBusy
 from lookalike.ingest.fetch import FetchError
 from lookalike.library import BusyError, LibraryError, ModelMismatchError, NotFoundError
 from lookalike.store.catalog.database import unreachable
@@ -37,6 +37,8 @@ def problem_response(status: int, title: str, detail: str, instance: str = "", *
 
 
 def bad_image_status(exc: BadImage) -> tuple[int, str]:
+    if isinstance(exc, DecodeBusy):
+        return 503, "Busy"
     if "too many pixels" in str(exc):
         return 413, "Image too large"
     return 400, "Not a usable image"
@@ -72,7 +74,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(BadImage)
     async def _bad_image(request: Request, exc: BadImage):
         status, title = bad_image_status(exc)
-        return problem_response(status, title, str(exc), request.url.path)
+        response = problem_response(status, title, str(exc), request.url.path)
+        if status == 503:
+            response.headers["Retry-After"] = "2"
+        return response
 
     @app.exception_handler(NotFoundError)
     async def _not_found(request: Request, exc: NotFoundError):

@@ -18,6 +18,7 @@ from fastapi import Request
 
 from lookalike.api.problems import Problem
 from lookalike.config import Settings
+from lookalike.ingest.sources import inside_roots, is_url
 
 KEY_COOKIE = "lookalike_api_key"  # the page stores the key here so that <img> requests carry it (reads only)
 
@@ -40,10 +41,34 @@ def anonymous_refusal(host: str, settings: Settings, allow_anonymous: bool) -> s
             "--allow-anonymous (LOOKALIKE_ALLOW_ANONYMOUS=1) if that is what you want")  # fmt: skip
 
 
+MIN_KEY_LENGTH = 16
+
+
+def weak_key(settings: Settings) -> str | None:
+    """Why the configured API key must not be used, or None. An empty key once meant no key at all (issue
+    #24); a short one is guessed, and spaces are a copy-paste slip that clients would not send."""
+    if settings.api_key is None:
+        return None
+    key = settings.api_key.get_secret_value()
+    if not key.strip():
+        problem = "is empty"
+    elif any(c.isspace() or not c.isprintable() for c in key):
+        problem = "contains spaces or control characters"
+    elif len(key) < MIN_KEY_LENGTH:
+        problem = f"is shorter than {MIN_KEY_LENGTH} characters"
+    else:
+        return None
+    return (f"LOOKALIKE_API_KEY {problem}: refusing to start. Set a random key of at least {MIN_KEY_LENGTH} "
+            "printable characters without spaces (e.g. `python -c 'import secrets; print(secrets.token_urlsafe())'`), "
+            "or unset it to serve on loopback without one")  # fmt: skip
+
+
 class Keys:
     def __init__(self, settings: Settings) -> None:
+        if (weak := weak_key(settings)) is not None:  # never "no key" because the key was empty
+            raise ValueError(weak)
         self.settings = settings
-        self.expected = settings.api_key.get_secret_value().encode() if settings.api_key else None
+        self.expected = settings.api_key.get_secret_value().encode() if settings.api_key is not None else None
 
     def _valid(self, given: str) -> bool:
         return self.expected is not None and hmac.compare_digest(given.encode(), self.expected)
@@ -68,25 +93,49 @@ class Keys:
 def check_source(path: str, settings: Settings) -> None:
     """An HTTP caller may name http(s) URLs, and server paths (folders, files, s3:// prefixes) only below a
     configured root. Checked before anything touches the path, so that a missing and an existing path
-    outside the roots get the same answer."""
-    if path.startswith(("http://", "https://")):
+    outside the roots get the same answer; the answer does not list the roots either."""
+    if "\x00" in path:
+        raise Problem(422, "Invalid parameters", "a path or URL cannot contain a NUL character")
+    if is_url(path):
         return
     roots = settings.source_roots
     if path.startswith("s3://"):
         inside = any(path.rstrip("/") + "/" == r.rstrip("/") + "/" or path.startswith(r.rstrip("/") + "/")
                      for r in roots if r.startswith("s3://"))  # fmt: skip
     else:
-        target = os.path.realpath(path) if os.path.isabs(path) else None
-        inside = target is not None and any(
-            os.path.commonpath([target, os.path.realpath(r)]) == os.path.realpath(r)
-            for r in roots if not r.startswith("s3://") and os.path.isabs(r)
-        )  # fmt: skip
+        inside = os.path.isabs(path) and inside_roots(path, roots)
     if not inside:
-        allowed = ", ".join(roots) if roots else "none"
         raise Problem(403, "Forbidden", "over HTTP, only http(s) URLs and paths below LOOKALIKE_SOURCE_ROOTS can be "
-                      f"indexed (roots now: {allowed}); the CLI on the server is not limited")  # fmt: skip
+                      "indexed; the CLI on the server is not limited")  # fmt: skip
 
 
 def safe_url(url: str) -> bool:
+    """An http(s) URL with a host, and one the library reads as a URL too (never as a server path)."""
+    if not is_url(url) or any(ord(c) < 32 or ord(c) == 127 for c in url):
+        return False
     parsed = urlparse(url)
-    return parsed.scheme in ("http", "https") and bool(parsed.netloc)
+    return parsed.scheme.lower() in ("http", "https") and bool(parsed.netloc)
+
+
+PRIVATE_STATS = ("home",)  # where the library lives on the server: not for anonymous callers
+
+
+def public_stats(stats: dict) -> dict:
+    """The library's stats without server paths or database addresses (issue #24, point 12)."""
+    shown = {k: v for k, v in stats.items() if k not in PRIVATE_STATS}
+    if isinstance(shown.get("catalog"), str):
+        shown["catalog"] = shown["catalog"].split(":", 1)[0]  # the kind of database, not its address
+    return shown
+
+
+def public_error(exc: BaseException) -> str:
+    """What callers are told when the library cannot be opened: the kind of failure, not the server's paths
+    or the database's message; the whole error goes to the service's log."""
+    return f"the library could not be opened ({type(exc).__name__}); the service's log has the details"
+
+
+def digits_only(value: object) -> object:
+    """An id in a path is ASCII digits: Python's int() also reads "1_0" as 10 and "\u0661" as 1."""
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise ValueError("an id is a number written with the digits 0-9")
+    return value

@@ -9,8 +9,11 @@ import ipaddress
 import os
 import socket
 import stat
+import threading
 import time
+import typing
 
+import httpcore
 import httpx
 
 from lookalike import __version__
@@ -32,6 +35,8 @@ def read_file(path: str, max_bytes: int) -> bytes:
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except ValueError:  # os.open refuses a NUL byte
+        raise FetchError("not a valid path: it contains a NUL character") from None
     except IsADirectoryError:
         raise FetchError("is a folder, not a file") from None
     except PermissionError:
@@ -68,10 +73,26 @@ def read_file(path: str, max_bytes: int) -> bytes:
         os.close(fd)
 
 
+NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+COMPATIBLE = ipaddress.ip_network("::/96")  # deprecated IPv4-compatible addresses: ::127.0.0.1
+
+
+def embedded_ipv4(addr: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries (mapped, 6to4, NAT64, IPv4-compatible, Teredo), if any: a
+    gateway or the kernel may deliver to it, so it is checked as well (issue #24)."""
+    if addr.ipv4_mapped or addr.sixtofour:
+        return addr.ipv4_mapped or addr.sixtofour
+    if any(addr in net for net in NAT64) or (addr in COMPATIBLE and int(addr) > 1):
+        return ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF)
+    return addr.teredo[1] if addr.teredo else None
+
+
 def is_internal(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """Private, loopback, link-local, reserved or multicast: never fetched unless allowed."""
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-        addr = addr.ipv4_mapped
+    """Private, loopback, link-local, reserved or multicast, also inside an IPv6 address: never fetched
+    unless allowed."""
+    inner = embedded_ipv4(addr) if isinstance(addr, ipaddress.IPv6Address) else None
+    if inner is not None and is_internal(inner):
+        return True
     return not addr.is_global or addr.is_multicast
 
 
@@ -103,6 +124,71 @@ def resolve(url: httpx.URL, allow_private: bool) -> str:
     return str(addresses[0])
 
 
+class _Deadline(threading.local):
+    """When the fetch running in this thread must end (time.monotonic()), or None."""
+
+    at: float | None = None
+
+    def left(self, timeout: float | None) -> float | None:
+        """``timeout`` shortened to the time left; past the deadline, a timeout at once."""
+        if self.at is None:
+            return timeout
+        left = self.at - time.monotonic()
+        if left <= 0:
+            raise httpcore.ReadTimeout("the fetch's deadline passed")
+        return left if timeout is None else min(timeout, left)
+
+
+class DeadlineStream(httpcore.NetworkStream):
+    """A socket stream whose every read, write and TLS handshake waits at most until the fetch's deadline.
+
+    httpx's timeouts are per operation: a server that drips a byte every few seconds (in its head or its body)
+    never trips them. Bounding each socket operation by the time left bounds the whole fetch, redirects
+    included, without a watchdog thread (issue #24)."""
+
+    def __init__(self, stream: httpcore.NetworkStream, deadline: _Deadline) -> None:
+        self.stream, self.deadline = stream, deadline
+
+    def _left(self, timeout: float | None) -> float | None:
+        return self.deadline.left(timeout)
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self.stream.read(max_bytes, self._left(timeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self.stream.write(buffer, self._left(timeout))
+
+    def close(self) -> None:
+        self.stream.close()
+
+    def start_tls(self, ssl_context, server_hostname: str | None = None, timeout: float | None = None):
+        return DeadlineStream(self.stream.start_tls(ssl_context, server_hostname, self._left(timeout)), self.deadline)
+
+    def get_extra_info(self, info: str) -> typing.Any:
+        return self.stream.get_extra_info(info)
+
+
+class DeadlineBackend(httpcore.SyncBackend):
+    """httpcore's socket backend, with each connection's operations bounded by the fetch's deadline."""
+
+    def __init__(self, deadline: _Deadline) -> None:
+        self.deadline = deadline
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+                    socket_options: typing.Iterable | None = None) -> httpcore.NetworkStream:  # fmt: skip
+        stream = super().connect_tcp(host, port, self.deadline.left(timeout), local_address, socket_options)
+        return DeadlineStream(stream, self.deadline)
+
+
+def deadline_transport(deadline: _Deadline) -> httpx.HTTPTransport:
+    """httpx's transport on httpcore's pool with the deadline backend (httpx takes no backend argument, so the
+    pool it made is replaced by the same pool with ours)."""
+    transport = httpx.HTTPTransport(trust_env=False)
+    transport._pool = httpcore.ConnectionPool(ssl_context=httpx.create_ssl_context(trust_env=False),
+                                              network_backend=DeadlineBackend(deadline))  # fmt: skip
+    return transport
+
+
 class UrlFetcher:
     """One pooled HTTP client for many URL fetches. Redirects are followed here, hop by hop, so that every
     hop's host is resolved once, checked, and connected to at exactly that address (the Host header and
@@ -111,8 +197,10 @@ class UrlFetcher:
     def __init__(self, timeout: float, max_bytes: int, max_redirects: int, allow_private: bool = False) -> None:
         self.max_bytes, self.timeout = max_bytes, timeout
         self.max_redirects, self.allow_private = max_redirects, allow_private
+        self.deadline = _Deadline()
         self.client = httpx.Client(
             timeout=httpx.Timeout(timeout),
+            transport=deadline_transport(self.deadline),
             follow_redirects=False,
             headers={"User-Agent": f"lookalike/{__version__}"},
             trust_env=False,  # no proxy from the environment: it would connect by name, not to the checked address
@@ -122,6 +210,14 @@ class UrlFetcher:
         self.client.close()
 
     def fetch(self, url: str) -> bytes:
+        """The body at ``url``; the whole fetch (resolving, connecting, redirects, body) within url_timeout."""
+        self.deadline.at = time.monotonic() + self.timeout
+        try:
+            return self._fetch(url)
+        finally:
+            self.deadline.at = None
+
+    def _fetch(self, url: str) -> bytes:
         try:
             current = httpx.URL(url)
         except (httpx.InvalidURL, ValueError) as exc:
@@ -147,7 +243,7 @@ class UrlFetcher:
         except FetchError:
             raise
         except httpx.TimeoutException:
-            raise FetchError(f"timed out after {self.timeout:g} s") from None
+            raise FetchError(f"timed out: the download took longer than url_timeout={self.timeout:g} s") from None
         except httpx.ConnectError as exc:
             raise FetchError(f"unreachable: {exc}") from None
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
@@ -160,11 +256,8 @@ class UrlFetcher:
         if declared and declared.isdigit() and int(declared) > self.max_bytes:
             raise FetchError(f"download too large: {declared} bytes exceeds url_max_bytes={self.max_bytes}")
         chunks, total = [], 0
-        deadline = time.monotonic() + 4 * self.timeout  # a slow drip must end too
-        for chunk in response.iter_bytes(1 << 16):
+        for chunk in response.iter_bytes():  # as the bytes come: each read is bounded by the fetch's deadline
             total += len(chunk)
-            if time.monotonic() > deadline:
-                raise FetchError(f"timed out: download took longer than {4 * self.timeout:g} s")
             if total > self.max_bytes:
                 raise FetchError(f"download too large: more than url_max_bytes={self.max_bytes} bytes")
             chunks.append(chunk)

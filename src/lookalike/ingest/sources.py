@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import io
 import itertools
 import os
 import stat
@@ -52,7 +53,33 @@ class SourceSet:
 
 
 def is_url(text: str) -> bool:
-    return text.startswith(("http://", "https://"))
+    """An http(s) URL: schemes are case-insensitive (RFC 3986), so ``HTTP://x/../etc`` is one, never a path."""
+    return text[:8].lower().startswith(("http://", "https://"))
+
+
+def inside_roots(path: str, roots: list[str]) -> bool:
+    """Whether ``path``, with every link resolved, is a configured root or below one."""
+    try:
+        target = os.path.realpath(path)
+    except (ValueError, OSError):  # a NUL byte, a name too long
+        return False
+    for root in roots:
+        if root.startswith("s3://") or not os.path.isabs(root):
+            continue
+        real = os.path.realpath(root)
+        if os.path.commonpath([target, real]) == real:
+            return True
+    return False
+
+
+def within_roots(items: Iterator[SourceItem], roots: list[str]) -> Iterator[SourceItem]:
+    """Each local item whose resolved path leaves the roots (a link to /etc, a CSV row ../../secret.jpg) is
+    rejected with the reason, before anything reads it (issue #24). URLs and bucket objects pass."""
+    for item in items:
+        local = item.error is None and not item.is_url and not item.source.startswith("s3://")
+        if local and not inside_roots(item.source, roots):
+            item = SourceItem(item.source, item.label, error="outside LOOKALIKE_SOURCE_ROOTS (after links)")
+        yield item
 
 
 def _file_item(path: Path, label: str | None) -> SourceItem:
@@ -122,42 +149,92 @@ def walk_folder(root: Path, label: str | None = None) -> Iterator[SourceItem]:
             yield _file_item(folder / name, folder_label)
 
 
+MAX_LIST_BYTES = 256 * 2**20  # a CSV or URL list larger than this is refused before it is read
+MAX_LINE = 64 * 2**10  # characters in one line of a list (a path or URL is far shorter)
+
+
+def open_list(path: Path) -> io.BufferedReader:
+    """A CSV or URL list opened as the photos are: non-blocking and checked on the descriptor (a FIFO named
+    list.txt is refused at once instead of waiting for a writer), and no larger than MAX_LIST_BYTES."""
+    from lookalike.ingest.fetch import SPECIAL
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (OSError, ValueError) as exc:
+        raise SourceError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+    st = os.fstat(fd)
+    problem = None
+    if not stat.S_ISREG(st.st_mode):
+        problem = f"not a regular file: {SPECIAL.get(stat.S_IFMT(st.st_mode), 'a special file')}"
+    elif st.st_size > MAX_LIST_BYTES:
+        problem = f"too large for a list: {st.st_size} bytes (at most {MAX_LIST_BYTES})"
+    if problem:
+        os.close(fd)
+        raise SourceError(f"{path}: {problem}")
+    return io.BufferedReader(io.FileIO(fd, "r"))
+
+
+def bounded_lines(path: Path, fh: io.BufferedReader) -> Iterator[str]:
+    """The file's lines, each at most MAX_LINE bytes, as UTF-8 text; anything else is a SourceError with
+    the line number (not a traceback, not a gigabyte read for one line)."""
+    number = 0
+    while line := fh.readline(MAX_LINE + 1):
+        number += 1
+        if len(line) > MAX_LINE:
+            raise SourceError(f"{path}: line {number} is longer than {MAX_LINE} bytes")
+        try:
+            yield line.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError:
+            raise SourceError(f"{path}: line {number} is not UTF-8 text") from None
+
+
 def read_csv(path: Path, label: str | None = None) -> Iterator[SourceItem]:
     """The seed CSV format: a header with ``path`` (and optional ``label``), paths relative to the CSV."""
-    with path.open(newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        if not reader.fieldnames or "path" not in reader.fieldnames:
-            raise SourceError(f"{path}: CSV needs a header with a 'path' column (id,path,label)")
-        for row in reader:
-            ref = (row.get("path") or "").strip()
-            if not ref:
-                continue
-            row_label = label if label is not None else (row.get("label") or "").strip() or None
-            if is_url(ref):
-                yield SourceItem(ref, row_label)
-            else:
-                yield _file_item((path.parent / ref).resolve(), row_label)
+    with open_list(path) as fh:
+        reader = csv.DictReader(bounded_lines(path, fh))
+        try:
+            if not reader.fieldnames or "path" not in reader.fieldnames:
+                raise SourceError(f"{path}: CSV needs a header with a 'path' column (id,path,label)")
+            for row in reader:
+                yield from _csv_row(path, row, label)
+        except csv.Error as exc:
+            raise SourceError(f"{path}: malformed CSV at line {reader.line_num}: {exc}") from None
+
+
+def _csv_row(path: Path, row: dict, label: str | None) -> Iterator[SourceItem]:
+    ref = (row.get("path") or "").strip()
+    if not ref:
+        return
+    row_label = label if label is not None else (row.get("label") or "").strip() or None
+    if is_url(ref):
+        yield SourceItem(ref, row_label)
+    elif "\x00" in ref:
+        yield SourceItem(ref.replace("\x00", "\\0"), row_label, error="a NUL character in the path")
+    else:
+        yield _file_item((path.parent / ref).resolve(), row_label)
 
 
 def read_url_list(path: Path, label: str | None = None) -> Iterator[SourceItem]:
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        if is_url(line):
-            yield SourceItem(line, label)
-        else:
-            yield SourceItem(line, label, error="not an http(s) URL")
+    with open_list(path) as fh:
+        for line in bounded_lines(path, fh):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if is_url(line):
+                yield SourceItem(line, label)
+            else:
+                yield SourceItem(line, label, error="not an http(s) URL")
 
 
 def _looks_like_url_list(path: Path) -> bool:
     if path.suffix.lower() not in URL_LIST_SUFFIXES:
         return False
-    try:
-        with path.open("r", encoding="utf-8") as fh:
-            head = [ln.strip() for ln in fh.readlines(4096) if ln.strip() and not ln.startswith("#")]
-    except (UnicodeDecodeError, OSError):
-        return False
+    with open_list(path) as fh:  # a FIFO or a huge file named .txt: a SourceError, not a wait
+        try:
+            head = [ln.strip() for ln in itertools.islice(bounded_lines(path, fh), 64)]
+        except SourceError:
+            return False
+    head = [ln for ln in head if ln and not ln.startswith("#")]
     return bool(head) and is_url(head[0])
 
 
@@ -174,9 +251,17 @@ def _checked(items: Iterator[SourceItem]) -> Iterator[SourceItem]:
     return itertools.chain([first] if first is not None else [], items)
 
 
-def iter_expand(arg: str, label: str | None = None, s3=None) -> tuple[str | None, Iterator[SourceItem]]:
+def iter_expand(
+    arg: str, label: str | None = None, s3=None, roots: list[str] | None = None
+) -> tuple[str | None, Iterator[SourceItem]]:
     """Like ``expand``, streamed: (the folder prefix it covers, the photos one by one). A folder or a bucket
-    of millions is listed without holding the listing in memory (index jobs cut it into chunks)."""
+    of millions is listed without holding the listing in memory (index jobs cut it into chunks). With
+    ``roots`` (an HTTP caller's job), every local photo must resolve inside one of them."""
+    root, items = _iter_expand(arg, label, s3)
+    return root, (items if roots is None else within_roots(items, roots))
+
+
+def _iter_expand(arg: str, label: str | None, s3) -> tuple[str | None, Iterator[SourceItem]]:
     if arg.startswith("s3://"):
         from lookalike.store.s3 import S3Location, list_photos
 
@@ -199,6 +284,8 @@ def iter_expand(arg: str, label: str | None = None, s3=None) -> tuple[str | None
         return location.uri(location.prefix), bucket()
     if is_url(arg):
         return None, iter([SourceItem(arg, label)])
+    if "\x00" in arg:
+        raise SourceError("a path cannot contain a NUL character")
     path = Path(arg).expanduser()
     if not path.exists():
         raise SourceError(f"{arg}: no such file or folder")

@@ -225,7 +225,8 @@ class Worker:
         p = task.params
         seq, total, chunk, chunks, vanished = 1, 0, [], [], []
         for path in p.get("paths", []):
-            root, items = iter_expand(path, p.get("label"), s3=self.lib.s3 if is_s3(path) else None)
+            root, items = iter_expand(path, p.get("label"), s3=self.lib.s3 if is_s3(path) else None,
+                                      roots=p.get("roots"))  # fmt: skip  # an HTTP caller's job: its roots
             seen: set[str] | None = set() if p.get("prune") and root else None
             for item in items:
                 chunk.append(item_json(item))
