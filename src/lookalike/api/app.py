@@ -319,7 +319,8 @@ class State:
                 log.exception("warming up with a first search failed")
             return library
         except Unavailable as exc:
-            self.waiting = f"waiting for {exc.part}: {exc}"
+            self.waiting = f"waiting for {exc.part}; the service's log has the details"
+            log.warning("waiting for %s: %s", exc.part, exc)
             if library is not None:
                 library.close()
             raise

@@ -43,9 +43,11 @@ def warm_up(library) -> None:
     library.search(buf.getvalue(), k=1)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = (str(exc).strip().splitlines() or [""])[0]
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+def _kind(name: str, exc: BaseException) -> str:
+    """What an anonymous caller is told of a failed check: its kind, not the message (which can name the
+    database's address or a folder); the message goes to the log."""
+    log.warning("readiness: the %s check failed: %s: %s", name, type(exc).__name__, exc)
+    return f"unavailable ({type(exc).__name__})"
 
 
 def checks(library) -> dict[str, str]:
@@ -61,7 +63,7 @@ def checks(library) -> dict[str, str]:
             probe()
             out[name] = "ok"
         except Exception as exc:  # any failure means not ready; the reason is shown
-            out[name] = _first_line(exc)
+            out[name] = _kind(name, exc)
     out["models"] = "ok"  # loaded and warmed before the library was published to the state
     return out
 
