@@ -121,7 +121,7 @@ class Settings(BaseSettings):
         "0: the copy stage is off (no copy descriptors computed when indexing either)",
     )  # fmt: skip
     copy_side: int = Field(
-        default=224, ge=64, le=1024,
+        default=160, ge=64, le=1024,
         description="shorter side the copy descriptor sees a photo at (changing it calls for `lookalike copies "
         "--recompute`)",
     )  # fmt: skip

@@ -653,8 +653,8 @@ class Library:
 
     def copy_of(self, query: verification.CopyQuery) -> tuple[int, float] | None:
         """The indexed photo a new photo is an (edited) copy of: its nearest one in the copy collection, judged like
-        a search's candidate (geometry only where the descriptor cannot decide); None when none is, or when this
-        process keeps no index (a worker)."""
+        a search's candidate (geometry only where the descriptor cannot decide: rare while indexing, bench/ingest.py);
+        None when none is, or when this process keeps no index (a worker)."""
         if query.vector is None or not self.follows_index or self._space is None or not len(self._space.copies):
             return None
         ids, scores = self._space.copies.search(query.vector[None], 1)
@@ -666,8 +666,8 @@ class Library:
             return None
         hit = Hit(found, 0.0, rec.label, rec.sources, rec.width, rec.height, rec.sha256)
         verdict = verification.judge(query, [hit], {found: float(scores[0, 0])}, self._thumbnail_of, regions=False)
-        verdict = verdict.get(found)
-        return (found, verdict.confidence) if verdict is not None and verdict.copy else None
+        judged = verdict.get(found)
+        return (found, judged.confidence) if judged is not None and judged.copy else None
 
     def _side_work(self) -> ThreadPoolExecutor:
         """Threads for work a search does beside the similarity model (the query's copy descriptor)."""

@@ -21,7 +21,7 @@ LABELS = ("goldfish", "tiger_cat", "pizza", "castle")
 
 @pytest.fixture(scope="module")
 def model() -> copy_descriptor.CopyDescriptor:
-    return copy_descriptor.load(MODELS, 224)
+    return copy_descriptor.load(MODELS, 160)
 
 
 def test_edited_copies_are_nearer_their_original_than_any_other_photo(model) -> None:

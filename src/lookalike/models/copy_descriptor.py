@@ -70,7 +70,7 @@ class CopyDescriptor:
     name = "sscd_distilled"
     dim = DIM
 
-    def __init__(self, path: Path, side: int = 224, threads: int = 1) -> None:
+    def __init__(self, path: Path, side: int = 160, threads: int = 1) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()

@@ -33,10 +33,11 @@ from PIL import Image
 from lookalike.search import copies
 from lookalike.search.results import Hit
 
-# Cosines of the copy descriptor (sscd_distilled at 224 px), from 10 edits of 100 photos and of 100 outsiders each in
-# Towhee and Corel-1k (bench/RESULTS.md, "Copies: calibration"). COPY_SURE lies above every outsider's nearest photo in
-# both sets (Towhee at most 0.40; Corel-1k, whose held-out photos have twins from the same shoot, 0.81); CHECK_FLOOR
-# was chosen on Towhee (0.2 % of copies below it, 0.7 % of outsiders above) and holds on Corel-1k (no copy below it)
+# Cosines of the copy descriptor (sscd_distilled at 160 px), from 10 edits of 100 photos and of 100 outsiders each in
+# Towhee and Corel-1k (bench/copies.py prints them; bench/RESULTS.md, "Calibration"). COPY_SURE lies above every
+# outsider's nearest photo in both sets (Towhee at most 0.40; Corel-1k, whose held-out photos have twins from the same
+# shoot, 0.82); CHECK_FLOOR was chosen on Towhee (0.1 % of its copies below it, 3 % of its outsiders above) and holds
+# on Corel-1k (0.5 % of copies below it)
 COPY_SURE = 0.85
 CHECK_FLOOR = 0.30
 GLOBAL_CANDIDATES = 3  # the global search's first hits are candidates too (photos without a copy descriptor)
