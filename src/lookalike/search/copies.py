@@ -30,9 +30,9 @@ MIN_INLIERS = 12  # a similarity transform supported by this many matches is not
 COPY_SHARE = 0.8  # of a planar view's agreeing points one similarity explains in a copy (see _similarity)
 OBJECT_MIN_INLIERS = 15  # a homography has more freedom than a similarity: it needs more support (see RESULTS)
 RANSAC_PX = 4.0  # reprojection tolerance at SIDE px
-# ORB finds this many times the keypoints kept, and the grid spread keeps the strongest of each cell. A stored photo
-# keeps 300 of 600: more of them come from coarse pyramid levels, which a photo of the same object taken from
-# further away needs; a query keeps 800 of 3,200: a caption's or a frame's strong corners cannot crowd out the
+# ORB finds this many times the keypoints kept, and the grid spread keeps the strongest of each cell. A candidate's
+# thumbnail gives 800 of 1,600: more of them come from coarse pyramid levels, which a photo of the same object taken
+# from further away needs; a query keeps 800 of 3,200: a caption's or a frame's strong corners cannot crowd out the
 # picture's (bench/RESULTS.md, "Instance search": the other choices lose up to 0.4 of one kind or the other)
 STORED_OVERSAMPLE, QUERY_OVERSAMPLE = 2, 4
 

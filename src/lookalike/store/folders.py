@@ -1,5 +1,5 @@
-"""Turns on a folder's files between processes: an embedded index's or the keypoint index's saved files are read
-and written by every process of a library that shares its folder (a CLI run beside the service)."""
+"""Turns on a folder's files between processes: an embedded index's saved files are read and written by every
+process of a library that shares its folder (a CLI run beside the service)."""
 
 from __future__ import annotations
 
