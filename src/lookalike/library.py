@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import logging
 import threading
 import time
@@ -572,7 +571,8 @@ class Library:
                 described = self._side_work().submit(model.describe, picture) if model is not None else None
                 vec = self.embedder.embed(self.embedder.prepare(picture)[None])[0]
                 if described is not None:
-                    copy_query = verification.CopyQuery(described.result(), picture, int(size[0]), int(size[1]))
+                    copy_query = verification.CopyQuery(described.result(), lambda: picture, int(size[0]),
+                                                        int(size[1]))  # fmt: skip
             info |= {"width": decoded.width, "height": decoded.height}
             if box is not None:
                 info["box"] = list(box)
@@ -585,19 +585,18 @@ class Library:
         return SearchResult(hits[:k], time.perf_counter() - started, info)
 
     def _stored_copy_query(self, image_id: int) -> verification.CopyQuery:
-        """An indexed photo as a copy query: its stored copy descriptor, and for geometry its original (decoded as a
-        query photo is) when it can still be read, else its thumbnail."""
+        """An indexed photo as a copy query: its stored copy descriptor, and for geometry (when it is needed) its
+        original, decoded as a query photo is, when it can still be read, else its thumbnail."""
         rec = self.get(image_id)
         found = self.catalog.copy_vectors([image_id])
-        picture = None
-        try:
-            with self.decoding():
-                picture = decode(self.original_bytes(image_id), self.settings.max_pixels, self.decode_side()).image
-        except (NotFoundError, BadImage):
-            thumb = self.images.get("thumbnail", rec.sha256)
-            if thumb is not None:
-                with Image.open(io.BytesIO(thumb)) as im:
-                    picture = im.convert("RGB")
+
+        def picture() -> Image.Image | None:
+            try:
+                with self.decoding():
+                    return decode(self.original_bytes(image_id), self.settings.max_pixels, self.decode_side()).image
+            except (NotFoundError, BadImage):
+                return verification.thumbnail_picture(self.images.get("thumbnail", rec.sha256))
+
         return verification.CopyQuery(found.matrix[0] if len(found) else None, picture, rec.width, rec.height)
 
     def _copies_first(self, hits: list[Hit], query: verification.CopyQuery, vec: np.ndarray, depth: int,

@@ -30,15 +30,14 @@ class BackfillReport:
 
 
 def _todo(catalog: Catalog, recompute: bool) -> Iterator[list[int]]:
+    """Batches of photo ids: every photo's (read once) with ``recompute``, else those still without a descriptor."""
+    if recompute:
+        ids = catalog.ids().tolist()
+        for start in range(0, len(ids), BATCH):
+            yield ids[start : start + BATCH]
+        return
     after = 0
-    while True:
-        if recompute:
-            ids = catalog.ids()
-            batch = ids[ids > after][:BATCH].tolist()
-        else:
-            batch = catalog.without_copy_vector(after, BATCH)
-        if not batch:
-            return
+    while batch := catalog.without_copy_vector(after, BATCH):
         after = batch[-1]
         yield batch
 

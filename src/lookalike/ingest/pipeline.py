@@ -183,7 +183,7 @@ class Pipeline:
             copy_model = self.lib.copy_model
             if copy_model is not None:
                 out.copy_vector = copy_model.describe(decoded.image)
-                query = CopyQuery(out.copy_vector, decoded.image, decoded.width, decoded.height)
+                query = CopyQuery(out.copy_vector, lambda: decoded.image, decoded.width, decoded.height)
                 with not_the_photo("the copy check (vector engine, image store)", DEPENDENCY_ERRORS):
                     out.near = self.lib.copy_of(query)
             if item.is_url or item.is_upload or self.settings.keep_originals:

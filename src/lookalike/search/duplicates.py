@@ -10,11 +10,8 @@ copy collection per photo, so a report grows with the library like the index doe
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-
-from PIL import Image
 
 from lookalike.search import verification
 from lookalike.search.results import Hit
@@ -68,12 +65,9 @@ def _judge(lib, records: dict, image_id: int, vec, cosines: dict[int, float]) ->
     rec = records[image_id]
     hits = [Hit(i, cosines[i], records[i].label, records[i].sources, records[i].width, records[i].height,
                 records[i].sha256) for i in cosines]  # fmt: skip
-    picture = None  # for geometry: the undecided pairs, and the matched regions the duplicates view shows
-    data = lib.images.get("thumbnail", rec.sha256)
-    if data is not None:
-        with Image.open(io.BytesIO(data)) as im:
-            picture = im.convert("RGB")
-    query = verification.CopyQuery(vec, picture, rec.width, rec.height)
+    # its thumbnail, for geometry on the undecided pairs and the matched regions the duplicates view shows
+    query = verification.CopyQuery(vec, lambda: verification.thumbnail_picture(lib.images.get("thumbnail", rec.sha256)),
+                                   rec.width, rec.height)  # fmt: skip
     return verification.judge(query, hits, cosines, lambda h: lib.images.get("thumbnail", h.sha256))
 
 

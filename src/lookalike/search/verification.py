@@ -23,6 +23,7 @@ original); the verdict stands either way.
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -52,19 +53,32 @@ def descriptor_confidence(cosine: float) -> float:
 
 @dataclass
 class CopyQuery:
-    """The query as the copy stage sees it: its copy descriptor, and its picture for geometry on demand."""
+    """The query as the copy stage sees it: its copy descriptor, and its picture for geometry, loaded on first need
+    (most searches never need it: a stored photo's original is then never read, nor a thumbnail decoded)."""
 
     vector: np.ndarray | None
-    picture: Image.Image | None
+    load_picture: Callable[[], Image.Image | None]
     width: int
     height: int
     _local: copies.Query | None = field(default=None, repr=False)
+    _loaded: bool = field(default=False, repr=False)
 
     def local(self) -> copies.Query | None:
-        """The query's local features, found on first need (most searches never need them)."""
-        if self._local is None and self.picture is not None:
-            self._local = copies.Query(self.picture, self.width, self.height)
+        """The query's local features, found on first need."""
+        if not self._loaded:
+            self._loaded = True
+            picture = self.load_picture()
+            if picture is not None:
+                self._local = copies.Query(picture, self.width, self.height)
         return self._local
+
+
+def thumbnail_picture(data: bytes | None) -> Image.Image | None:
+    """A stored thumbnail as an RGB picture (None when there is none)."""
+    if data is None:
+        return None
+    with Image.open(io.BytesIO(data)) as im:
+        return im.convert("RGB")
 
 
 def judge(query: CopyQuery, candidates: list[Hit], cosines: dict[int, float],
