@@ -163,40 +163,40 @@ def milvus_server_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
     milvusserver.stop(proc)
 
 
-@pytest.fixture(scope="session")
-def pg_server():
-    """A real PostgreSQL server (Debian's package) on a unix socket, for the whole test session."""
+@contextlib.contextmanager
+def postgres(prefix: str) -> Iterator:
+    """A real PostgreSQL server (Debian's package) on a unix socket, in a folder of its own, not under pytest's
+    basetemp: the server runs as the postgres user, and a nested pytest session (tests/store/test_milvus_server.py)
+    makes /tmp/pytest-of-root private again when it starts; the server then lost its data folder mid-run (PANIC at a
+    checkpoint: "Permission denied")."""
     from tests import pgserver
 
     if pgserver.binaries() is None:
         if os.environ.get("CI"):
             pytest.fail("CI must run the PostgreSQL tests: apt-get install postgresql")
         pytest.skip("needs Debian's postgresql package (make system-deps)")
-    # a folder of its own, not under pytest's basetemp: the server runs as the postgres user, and a nested pytest
-    # session (tests/store/test_milvus_server.py) makes /tmp/pytest-of-root private again when it starts; the
-    # server then lost its data folder mid-run (PANIC at a checkpoint: "Permission denied")
-    root = Path(tempfile.mkdtemp(prefix="lookalike-pg-"))
+    root = Path(tempfile.mkdtemp(prefix=prefix))
     server = pgserver.PostgresServer(root).start()
-    yield server
-    server.stop()
-    shutil.rmtree(root, ignore_errors=True)
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A real PostgreSQL server for the whole test session."""
+    with postgres("lookalike-pg-") as server:
+        yield server
 
 
 @pytest.fixture
 def own_pg() -> Iterator:
     """A PostgreSQL server of the test's own, for tests that restart or stop it (doing that to the session's
     server would cut the other tests off)."""
-    from tests import pgserver
-
-    if pgserver.binaries() is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI must run the PostgreSQL tests: apt-get install postgresql")
-        pytest.skip("needs Debian's postgresql package (make system-deps)")
-    root = Path(tempfile.mkdtemp(prefix="lookalike-pg-own-"))
-    server = pgserver.PostgresServer(root).start()
-    yield server
-    server.stop()
-    shutil.rmtree(root, ignore_errors=True)
+    with postgres("lookalike-pg-own-") as server:
+        yield server
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ it is back, searches answer 200 again.
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 import uuid
@@ -20,7 +19,7 @@ from pathlib import Path
 import httpx
 
 from lookalike.store.catalog import Catalog
-from tests.api.test_workers import start_worker
+from tests.api.test_workers import start_worker, stop_workers
 from tests.conftest import TOWHEE
 from tests.s3server import make_client
 from tests.services import Service
@@ -149,13 +148,7 @@ def test_a_job_rides_out_a_database_restart_and_a_15_s_outage(own_pg, s3_endpoin
                 for o in p.get("Contents", [])]  # fmt: skip
         assert len(keys) == PHOTOS and {Path(k).stem for k in keys} == shas
     finally:
-        for w in workers:
-            if w.poll() is None:
-                w.terminate()
-                try:
-                    w.wait(30)
-                except subprocess.TimeoutExpired:
-                    w.kill()
+        stop_workers(workers)
         service.stop()
 
 
@@ -259,9 +252,6 @@ def test_a_job_rides_out_an_image_store_restart(pg_url: str, tmp_path: Path) -> 
         assert len(shas) == len(keys) == 150 and {Path(k).stem for k in keys} == shas
         assert httpx.get(f"{service.url}/healthz/ready", timeout=30).status_code == 200
     finally:
-        for w in workers:
-            if w.poll() is None:
-                w.terminate()
-                w.wait(30)
+        stop_workers(workers)
         service.stop()
         s3server.stop(weed)

@@ -23,6 +23,17 @@ def start_worker(home: Path, log: Path, **settings: str) -> subprocess.Popen:
     return subprocess.Popen(cmd, env=lookalike_env(home, **settings), stdout=log.open("ab"), stderr=subprocess.STDOUT)
 
 
+def stop_workers(workers: list[subprocess.Popen]) -> None:
+    """Terminate the worker processes still running (kill one that does not stop within 30 s)."""
+    for w in workers:
+        if w.poll() is None:
+            w.terminate()
+            try:
+                w.wait(30)
+            except subprocess.TimeoutExpired:
+                w.kill()
+
+
 def test_a_job_survives_a_killed_worker_and_a_restarted_service(pg_url: str, tmp_path: Path) -> None:
     photos = tmp_path / "photos"
     for path in sorted((TOWHEE / "train").glob("*/*"))[:300]:
@@ -73,8 +84,5 @@ def test_a_job_survives_a_killed_worker_and_a_restarted_service(pg_url: str, tmp
         listed = cli(tmp_path / "api", "jobs", "--json", database_url=pg_url)
         assert listed.returncode == 0 and f'"id": {job_id}' in listed.stdout
     finally:
-        for w in workers:
-            if w.poll() is None:
-                w.terminate()
-                w.wait(30)
+        stop_workers(workers)
         service.stop()
