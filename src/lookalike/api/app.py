@@ -568,7 +568,7 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
              response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})  # fmt: skip
     async def thumbnail(image_id: ImageId, request: Request, lib: Lib) -> Response:
         rec = await run_in_threadpool(lib.get, image_id)
-        if (redirect := presigned(lib, "thumbnail", rec.sha256)) is not None:
+        if (redirect := await run_in_threadpool(presigned, lib, "thumbnail", rec.sha256)) is not None:
             return redirect
 
         def data() -> bytes:
@@ -583,7 +583,8 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
              response_class=Response, responses={200: {"content": {"image/*": {}}}})  # fmt: skip
     async def original(image_id: ImageId, request: Request, lib: Lib) -> Response:
         rec = await run_in_threadpool(lib.get, image_id)
-        if rec.has_original and (redirect := presigned(lib, "original", rec.sha256)) is not None:
+        redirect = await run_in_threadpool(presigned, lib, "original", rec.sha256) if rec.has_original else None
+        if redirect is not None:
             return redirect
         return await cached(
             request, rec.sha256, lambda: lib.original_bytes(image_id), MIME.get(rec.format, "application/octet-stream")
