@@ -102,6 +102,7 @@ def test_large_library_uses_hnsw_and_still_finds_the_class(settings, embedder, p
     tiny_threshold = settings.model_copy(update={"ann_threshold": 5})
     with Library(tiny_threshold, embedder=embedder) as lib:
         lib.index([str(photo_dir)])
+        lib.space.photos.wait()  # the HNSW tier is built beside the live one, in a background thread
         assert lib.stats()["index"] == "hnsw"
         hits = lib.search(str(photo("goldfish", 0)), k=3, label="goldfish").hits
         assert hits[0].similarity == pytest.approx(1.0, abs=1e-4) and {h.label for h in hits} == {"goldfish"}
