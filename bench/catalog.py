@@ -52,18 +52,21 @@ CREATE INDEX sources_image ON sources(image_id);
 
 
 def real_rows(tmp: Path) -> list[tuple[NewImage, np.ndarray]]:
-    """The Towhee photos as the pipeline writes them (embedding and copy descriptor): (row, embedding)."""
+    """The Towhee photos as the pipeline writes them (embedding, copy descriptors): (row, embedding)."""
     with Library(Settings(home=tmp / "real")) as lib:
         lib.index([str(TOWHEE)])
         records = lib.catalog.get_many(lib.catalog.ids())
         copy_vectors = lib.catalog.copy_vectors(list(records))
         copy_of = dict(zip(copy_vectors.ids.tolist(), copy_vectors.matrix, strict=True))
+        part_vectors = lib.catalog.copy_vectors(list(records), parts=True)
+        part_of = dict(zip(part_vectors.ids.tolist(), part_vectors.matrix, strict=True))
         rows = []
         for image_id, rec in records.items():
             vec = lib.catalog.embedding(image_id)
             src = rec.sources[0]
             rows.append((NewImage(rec.sha256, src, rec.label, rec.width, rec.height, rec.format, rec.bytes,
-                                  rec.bytes, 1, vec, copy_vector=copy_of.get(image_id)), vec))  # fmt: skip
+                                  rec.bytes, 1, vec, copy_vector=copy_of.get(image_id),
+                                  part_vector=part_of.get(image_id)), vec))  # fmt: skip
     return rows
 
 
@@ -75,7 +78,8 @@ def copies(rows: list, n: int):
             sha = f"{c:08x}{i:08x}" + row.sha256[16:]
             source = row.source.replace("/train/", f"/train-{c:04d}/")
             batch.append(NewImage(sha, source, row.label, row.width, row.height, row.format, row.bytes, row.size,
-                                  row.mtime_ns, vec, copy_vector=row.copy_vector))  # fmt: skip
+                                  row.mtime_ns, vec, copy_vector=row.copy_vector,
+                                  part_vector=row.part_vector))  # fmt: skip
             if len(batch) == 500:
                 yield batch
                 batch = []

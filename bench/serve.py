@@ -8,7 +8,7 @@ latency and requests/s for both phases.
 
 With ``--copy-stage``, the cost of the copy stage instead: the same library served with the defaults and with
 ``LOOKALIKE_COPY_CANDIDATES=0``, idle, in turns (on, off, on, off: a loaded machine drifts), and the ratio of
-their requests/s.
+their requests/s (and with the query's regional views off, ``LOOKALIKE_COPY_VIEWS=false``).
 
     python bench/serve.py [--clients 8] [--seconds 20] [--copy-stage]
 """
@@ -104,10 +104,11 @@ async def copy_stage(args, env: dict, tmp: Path) -> None:
     table = Table(title=f"POST /api/v1/search, {args.clients} concurrent clients, {os.cpu_count()} cores, idle")
     for col in ("copy stage", "requests", "p50 ms", "p95 ms", "p99 ms", "req/s", ""):
         table.add_column(col, justify="left" if col == "copy stage" else "right")
-    rates: dict[str, list[float]] = {"on": [], "off": []}
+    rates: dict[str, list[float]] = {"on": [], "whole photo only": [], "off": []}
     try:
         for _ in range(2):
-            for stage, extra in (("on", {}), ("off", {"LOOKALIKE_COPY_CANDIDATES": "0"})):
+            for stage, extra in (("on", {}), ("whole photo only", {"LOOKALIKE_COPY_VIEWS": "false"}),
+                                 ("off", {"LOOKALIKE_COPY_CANDIDATES": "0"})):
                 server, base = start({**env, **extra})
                 try:
                     await ready(base)
@@ -122,6 +123,8 @@ async def copy_stage(args, env: dict, tmp: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     Console().print(table)
     print(f"requests/s with the copy stage / without: {np.mean(rates['on']) / np.mean(rates['off']):.2f}x")
+    print(f"... without the query's regional views (LOOKALIKE_COPY_VIEWS=false) / without the copy stage: "
+          f"{np.mean(rates['whole photo only']) / np.mean(rates['off']):.2f}x")
 
 
 async def main_async(args) -> None:

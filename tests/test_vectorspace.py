@@ -92,11 +92,12 @@ def test_a_whitening_learned_with_other_settings_is_relearned(embedder, photo_di
 def test_collections_are_named_by_library_model_and_version_not_by_path(embedder, photo_dir, tmp_path) -> None:
     with open_lib({"home": tmp_path / "one"}, embedder) as lib:
         lib.index([str(photo_dir)])
-        photos, objects, copies = lib.space.names
+        photos, objects, copies, parts = lib.space.names
         assert photos.startswith(f"lk_{lib.library_id[:12]}_mobilenet_v2_photos_v") and "objects" in objects
         assert copies == photos.replace("_photos_", "_copies_") and len(lib.space.copies) == len(lib.vectors) > 0
+        assert parts == photos.replace("_photos_", "_parts_") and len(lib.space.parts) == len(lib.vectors)
         assert str(tmp_path) not in photos
-    for name in (photos, copies):
+    for name in (photos, copies, parts):
         assert (tmp_path / "one" / "vectors" / name / "index.json").exists()  # saved on close
 
 
@@ -123,16 +124,19 @@ def test_opening_never_deletes_and_doctor_repairs_a_shared_engine(embedder, phot
         copies = lib.space.copies  # the copy collection drifts too
         copies.remove(ids[4:5])
         copies.add(np.array([888_888]), copies.vectors(ids[5:6]), [{"photo_id": 888_888, "label": ""}])
+        lib.space.parts.remove(ids[6:8])  # and the photos' centres' collection
     with open_lib(conf, embedder) as lib:
         assert 999_999 in lib.vectors.ids().tolist()  # opening did not "sync" it away
         found = doctor.check(lib)
         assert found.photos_extra == [999_999] and found.photos_missing == ids[:2].tolist()
         assert found.photos_payload == [int(ids[2])] and found.thumbnails_missing == [int(ids[3])]
         assert found.copies_missing == [int(ids[4])] and found.copies_extra == [888_888]
+        assert found.parts_missing == ids[6:8].tolist() and not found.parts_extra
         doctor.fix(lib, found)
         after = doctor.check(lib)
         assert after.problems == 0, after.as_dict()
         assert sorted(lib.vectors.ids().tolist()) == ids.tolist() == sorted(lib.space.copies.ids().tolist())
+        assert sorted(lib.space.parts.ids().tolist()) == ids.tolist()
         assert lib.search(str(photo("goldfish", 0)), k=1, label="goldfish").hits[0].similarity == pytest.approx(
             1, abs=1e-4
         )

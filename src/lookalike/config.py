@@ -120,6 +120,11 @@ class Settings(BaseSettings):
         "3, judged for being the same picture or the same object: copies rank first, then photos of the same object. "
         "0: the copy stage is off (no copy descriptors computed when indexing either)",
     )  # fmt: skip
+    copy_views: bool = Field(
+        default=True,
+        description="also look for photos near parts of the query (its corners and centre, pooled from the copy "
+        "model's one pass), so that a photo of an object in clutter reaches the object's clean photo",
+    )
     copy_side: int = Field(
         default=160, ge=64, le=1024,
         description="shorter side the copy descriptor sees a photo at (changing it calls for `lookalike copies "

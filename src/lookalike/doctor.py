@@ -33,6 +33,9 @@ class Findings:
     copies_missing: list[int] = field(default_factory=list)  # copy descriptors (image ids) not in the copy collection
     copies_extra: list[int] = field(default_factory=list)
     copies_payload: list[int] = field(default_factory=list)
+    parts_missing: list[int] = field(default_factory=list)  # the photos' centres' descriptors (the parts collection)
+    parts_extra: list[int] = field(default_factory=list)
+    parts_payload: list[int] = field(default_factory=list)
     thumbnails_missing: list[int] = field(default_factory=list)  # image ids
     originals_missing: list[int] = field(default_factory=list)
     fixed: dict[str, int] = field(default_factory=dict)
@@ -74,6 +77,8 @@ def check(lib) -> Findings:
 
     _compare(space.objects, catalog.object_vector_ids(), object_payloads, found, "objects")
     _compare(space.copies, catalog.copy_vector_ids(), lambda ids: catalog.copy_vectors(ids).payloads, found, "copies")
+    _compare(space.parts, catalog.copy_vector_ids(parts=True), lambda ids: catalog.copy_vectors(ids, True).payloads,
+             found, "parts")  # fmt: skip
     ids = catalog.ids().tolist()
     for start in range(0, len(ids), CHUNK):
         for image_id, rec in catalog.get_many(ids[start : start + CHUNK]).items():
@@ -101,15 +106,22 @@ def fix(lib, found: Findings) -> Findings:
         for start in range(0, len(photos), CHUNK):
             rows = catalog.object_vectors(photos[start : start + CHUNK])
             space.objects.add(rows.ids, space.apply_transform(rows.matrix), rows.payloads)
-        if found.copies_extra:
-            space.copies.remove(np.asarray(found.copies_extra, dtype=np.int64))
-        copies = sorted(set(found.copies_missing) | set(found.copies_payload))
-        for start in range(0, len(copies), CHUNK):
-            rows = catalog.copy_vectors(copies[start : start + CHUNK])
-            space.copies.add(rows.ids, rows.matrix, rows.payloads)
-    found.fixed = {"vectors_removed": len(found.photos_extra) + len(found.objects_extra) + len(found.copies_extra),
+        written = 0
+        for index, parts, extra, redo_copies in (
+            (space.copies, False, found.copies_extra, found.copies_missing + found.copies_payload),
+            (space.parts, True, found.parts_extra, found.parts_missing + found.parts_payload),
+        ):
+            if extra:
+                index.remove(np.asarray(extra, dtype=np.int64))
+            todo = sorted(set(redo_copies))
+            for start in range(0, len(todo), CHUNK):
+                rows = catalog.copy_vectors(todo[start : start + CHUNK], parts)
+                index.add(rows.ids, rows.matrix, rows.payloads)
+            written += len(todo)
+    removed = len(found.photos_extra) + len(found.objects_extra) + len(found.copies_extra) + len(found.parts_extra)
+    found.fixed = {"vectors_removed": removed,
                    "vectors_written": len(redo) + len(found.objects_missing) + len(found.objects_payload)
-                   + len(copies)}  # fmt: skip
+                   + written}  # fmt: skip
     thumbs = 0
     for image_id in found.thumbnails_missing:
         try:

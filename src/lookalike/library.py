@@ -205,7 +205,7 @@ class Library:
             return self.catalog.add_transform(WHITENING, legacy.dim, legacy.fitted_on, legacy.to_bytes())
         return self.catalog.add_transform(IDENTITY, self.spec.dim, 0, b"")
 
-    def names_for(self, key: SpaceKey) -> tuple[str, str, str]:
+    def names_for(self, key: SpaceKey) -> tuple[str, str, str, str]:
         return collection_names(self.library_id, self.model_name, key.version)
 
     def open_engine(self, backend: str, name: str, dim: int) -> VectorIndex:
@@ -231,35 +231,37 @@ class Library:
         dim = transform.dim if transform is not None else self.spec.dim
         names = self.names_for(key)
         photos, objects = (self.open_engine(key.backend, name, dim) for name in names[:2])
-        copies_index = self.open_engine(key.backend, names[2], copy_descriptor.DIM)
-        space = Space(key, names, transform, photos, objects, copies_index)
+        copies_index, parts = (self.open_engine(key.backend, name, copy_descriptor.DIM) for name in names[2:])
+        space = Space(key, names, transform, photos, objects, copies_index, parts)
         if not key.shared:
             loaded = all([index.load() for index in space.indexes()])
             cursors = [index.cursor for index in space.indexes()]
-            if loaded and min(cursors) > 0:
-                photos.cursor = objects.cursor = copies_index.cursor = min(cursors)
-            else:
+            if not loaded or min(cursors) == 0:
                 space.drop()
-                start = self.follower.fill(space)
-                photos.cursor = objects.cursor = copies_index.cursor = start
+                cursors = [self.follower.fill(space)]
+            for index in space.indexes():
+                index.cursor = min(cursors)
         else:
             self._fill_shared(space)
         self.follower.catch_up(space)
         return space
 
     def _fill_shared(self, space: Space) -> None:
-        """New shared collections are filled once, by the first process that opens them; so is the copy collection
-        of a space made before copy descriptors existed."""
+        """New shared collections are filled once, by the first process that opens them; so are the copy collections
+        of a space made before they existed."""
         names, catalog = space.names, self.catalog
-        if catalog.get_meta(space.cursor_key) is not None and catalog.get_meta(space.copies_filled_key) is not None:
+        later = ((space.copies_filled_key, space.copies), (space.parts_filled_key, space.parts))
+        if catalog.get_meta(space.cursor_key) is not None and all(catalog.get_meta(k) is not None for k, _ in later):
             return
         with catalog.lock(f"apply:{names[0]}"):
             if catalog.get_meta(space.cursor_key) is None:
                 start = self.follower.fill(space)
-                catalog.set_metas({space.cursor_key: str(start), space.copies_filled_key: "1"})
-            elif catalog.get_meta(space.copies_filled_key) is None:
-                self.follower.fill_copies(space)
-                catalog.set_meta(space.copies_filled_key, "1")
+                catalog.set_metas({space.cursor_key: str(start)} | {key: "1" for key, _ in later})
+                return
+            for key, index in later:
+                if catalog.get_meta(key) is None:
+                    self.follower.fill_copies(space, only=index)
+                    catalog.set_meta(key, "1")
 
     def build_space(self, key: SpaceKey) -> Space:
         """A new space, filled and saved, not yet active."""
@@ -568,11 +570,13 @@ class Library:
                 # the copy descriptor runs in a helper thread while the similarity model embeds the photo: both
                 # release the GIL (bench/copies.py: latency)
                 model = self.copy_model if depth else None
-                described = self._side_work().submit(model.describe, picture) if model is not None else None
+                described = self._side_work().submit(model.describe_views, picture) if model is not None else None
                 vec = self.embedder.embed(self.embedder.prepare(picture)[None])[0]
                 if described is not None:
-                    copy_query = verification.CopyQuery(described.result(), lambda: picture, int(size[0]),
-                                                        int(size[1]))  # fmt: skip
+                    views = described.result()
+                    parts = views[1:] if len(views) > 1 and self.settings.copy_views else None
+                    copy_query = verification.CopyQuery(views[0], lambda: picture, int(size[0]), int(size[1]),
+                                                        views=parts)  # fmt: skip
             info |= {"width": decoded.width, "height": decoded.height}
             if box is not None:
                 info["box"] = list(box)
@@ -597,7 +601,20 @@ class Library:
             except (NotFoundError, BadImage):
                 return verification.thumbnail_picture(self.images.get("thumbnail", rec.sha256))
 
-        return verification.CopyQuery(found.matrix[0] if len(found) else None, picture, rec.width, rec.height)
+        vector = found.matrix[0] if len(found) else None
+        return verification.CopyQuery(vector, picture, rec.width, rec.height, views=self._stored_views(rec, vector))
+
+    def _stored_views(self, rec: ImageRecord, vector: np.ndarray | None) -> np.ndarray | None:
+        """The descriptors of an indexed photo's parts, for candidates: from its thumbnail (one small decode and
+        pass of the copy model; its original is read only if geometry needs it)."""
+        model = self.copy_model
+        if vector is None or model is None or not self.settings.copy_views:
+            return None
+        picture = verification.thumbnail_picture(self.images.get("thumbnail", rec.sha256))
+        if picture is None:
+            return None
+        views = model.describe_views(picture)
+        return views[1:] if len(views) > 1 else None
 
     def _copies_first(self, hits: list[Hit], query: verification.CopyQuery, vec: np.ndarray, depth: int,
                       min_score: float | None, label: str | None, exclude: int | None) -> list[Hit]:  # fmt: skip
@@ -605,23 +622,39 @@ class Library:
         copies first, then photos of the same object, then the rest of the global search's hits."""
         space = self.space
         cosines: dict[int, float] = {}
+        reach: dict[int, float] = {}  # the best cosine of any view of the query (the whole photo or a part)
         top = hits[: verification.GLOBAL_CANDIDATES]
         if query.vector is not None:
-            if len(space.copies):
-                where = {"label": label} if label is not None else None
-                ids, scores = space.copies.search(query.vector[None], depth + (exclude is not None), where=where)
-                cosines = {int(i): float(c) for i, c in zip(ids[0], scores[0], strict=True)
-                           if i != MISSING and i != exclude}  # fmt: skip
-            # the global search's first hits: their cosine from the copy collection itself (no catalog round trip);
-            # a photo it does not hold (indexed before copy descriptors) is judged by geometry
-            first = np.asarray([h.id for h in top if h.id not in cosines], dtype=np.int64)
+            where = {"label": label} if label is not None else None
+            views = query.vector[None] if query.views is None else np.vstack([query.vector[None], query.views])
+            # the query's views against the photos' whole descriptors and their centres' (the parts collection)
+            for index in (space.copies, space.parts) if query.views is not None else (space.copies,):
+                if not len(index):
+                    continue
+                ids, scores = index.search(views, depth + (exclude is not None), where=where)
+                if index is space.copies:
+                    cosines = {int(i): float(c) for i, c in zip(ids[0], scores[0], strict=True)
+                               if i != MISSING and i != exclude}  # fmt: skip
+                for row_ids, row_scores in zip(ids, scores, strict=True):
+                    for i, c in zip(row_ids.tolist(), row_scores.tolist(), strict=True):
+                        if i != MISSING and i != exclude and c > reach.get(i, -1.0):
+                            reach[i] = float(c)
+            # the global search's first hits, and photos only a part of the query reached: their whole photo's
+            # cosine from the copy collection itself (no catalog round trip); a photo it does not hold (indexed
+            # before copy descriptors) is judged by geometry
+            first = np.asarray([h.id for h in top if h.id not in cosines] + [i for i in reach if i not in cosines],
+                               dtype=np.int64)  # fmt: skip
+            first = np.unique(first)
             held = first[[p is not None for p in space.copies.payloads(first)]] if len(first) else first
             if len(held):
                 cosines |= dict(zip(held.tolist(), (space.copies.vectors(held) @ query.vector).tolist(), strict=True))
         known = {h.id for h in top}
-        wanted = [i for i, c in cosines.items() if i not in known and c >= verification.CHECK_FLOOR]
+        floor = verification.VIEW_FLOOR if query.views is not None else verification.CHECK_FLOOR
+        best = sorted((i for i in reach if i not in known), key=lambda i: -reach[i])[:depth]
+        wanted = [i for i in best if reach[i] >= floor]
         extra = self._candidate_hits(wanted, hits, vec, min_score, label)
-        verdicts = verification.judge(query, top + extra, cosines, self._thumbnail_of)
+        verdicts = verification.judge(query, top + extra, cosines, self._thumbnail_of,
+                                      reach=reach if query.views is not None else None)  # fmt: skip
         shown = {h.id for h in hits}
         return verification.order(hits + [h for h in extra if h.id in verdicts and h.id not in shown], verdicts)
 
@@ -795,6 +828,7 @@ class Library:
             "vectors": len(space.photos),
             "copy_candidates": self.settings.copy_candidates,
             "copy_vectors": len(space.copies),
+            "part_vectors": len(space.parts),
             "disk_bytes": {
                 "catalog": self.catalog.disk_bytes(),
                 "images": self.images.disk_bytes(),

@@ -66,13 +66,14 @@ class SpaceKey:
         return self.backend != "embedded"
 
 
-def collection_names(library_id: str, model: str, version: int) -> tuple[str, str, str]:
+def collection_names(library_id: str, model: str, version: int) -> tuple[str, str, str, str]:
     """Named by library, model and transform version, never by a local path: every process that shares
     the catalog finds the same collections, and two libraries on one server never meet. Photos, subjects,
-    copy descriptors."""
+    copy descriptors, copy descriptors of the photos' centres."""
     slug = re.sub(r"[^a-z0-9]+", "_", model.lower()).strip("_")
     base = f"lk_{library_id[:12]}_{slug}"
-    return f"{base}_photos_v{version}", f"{base}_objects_v{version}", f"{base}_copies_v{version}"
+    return (f"{base}_photos_v{version}", f"{base}_objects_v{version}", f"{base}_copies_v{version}",
+            f"{base}_parts_v{version}")  # fmt: skip
 
 
 def load_transform(catalog: Catalog, version: int) -> Whitening | None:
@@ -84,15 +85,17 @@ def load_transform(catalog: Catalog, version: int) -> Whitening | None:
 
 
 class Space:
-    """One transform and its two collections; replaced as a whole, never changed in place."""
+    """One transform and its collections; replaced as a whole, never changed in place."""
 
-    def __init__(self, key: SpaceKey, names: tuple[str, str, str], transform: Whitening | None,
-                 photos: VectorIndex, objects: VectorIndex, copies: VectorIndex) -> None:  # fmt: skip
+    def __init__(self, key: SpaceKey, names: tuple[str, str, str, str], transform: Whitening | None,
+                 photos: VectorIndex, objects: VectorIndex, copies: VectorIndex,
+                 parts: VectorIndex) -> None:  # fmt: skip
         self.key, self.names, self.transform = key, names, transform
-        self.photos, self.objects, self.copies = photos, objects, copies
+        self.photos, self.objects, self.copies, self.parts = photos, objects, copies, parts
         self.applying = threading.Lock()  # one follower at a time in this process
         self.cursor_key = f"cursor:{names[0]}"
-        self.copies_filled_key = f"filled:{names[2]}"  # a shared space made before copy descriptors: filled once
+        # a shared space made before copy descriptors (or their centres'): each collection filled once
+        self.copies_filled_key, self.parts_filled_key = f"filled:{names[2]}", f"filled:{names[3]}"
         self.seen = 0  # the newest feed position this process has seen applied (shared engines)
 
     @property
@@ -112,8 +115,12 @@ class Space:
         t = self.transform
         return t.apply(vectors) if t is not None else np.asarray(vectors, dtype=np.float32)
 
-    def indexes(self) -> tuple[VectorIndex, VectorIndex, VectorIndex]:
-        return self.photos, self.objects, self.copies
+    def indexes(self) -> tuple[VectorIndex, VectorIndex, VectorIndex, VectorIndex]:
+        return self.photos, self.objects, self.copies, self.parts
+
+    def copy_collections(self) -> tuple[tuple[VectorIndex, bool], ...]:
+        """The copy descriptors' collections, each with whether it holds the photos' centres."""
+        return (self.copies, False), (self.parts, True)
 
     def wait(self) -> None:
         for index in self.indexes():
@@ -171,7 +178,9 @@ class Follower:
             return False
         try:
             if not space.shared:
-                space.photos.cursor = space.objects.cursor = space.copies.cursor = self._apply_from(space, space.cursor)
+                end = self._apply_from(space, space.cursor)
+                for index in space.indexes():
+                    index.cursor = end
                 return True
             with self.catalog.lock(f"apply:{space.names[0]}", wait) as got:
                 if not got:
@@ -207,13 +216,13 @@ class Follower:
         photo_ids = sorted({c.image_id for c in changes if c.flags & PHOTO})
         object_ids = sorted({c.image_id for c in changes if c.flags & OBJECTS})
         copy_ids = sorted({c.image_id for c in changes if c.flags & (PHOTO | COPY)})
-        if copy_ids:
-            found = self.catalog.copy_vectors(copy_ids)
+        for index, parts in space.copy_collections() if copy_ids else ():
+            found = self.catalog.copy_vectors(copy_ids, parts)
             if len(found):
-                space.copies.add(found.ids, found.matrix, found.payloads)
+                index.add(found.ids, found.matrix, found.payloads)
             gone = np.setdiff1d(np.asarray(copy_ids, dtype=np.int64), found.ids)
             if len(gone):
-                space.copies.remove(gone)
+                index.remove(gone)
         if photo_ids:
             found = self.catalog.vectors(photo_ids)
             if len(found):
@@ -243,10 +252,13 @@ class Follower:
         self.fill_copies(space)
         return start
 
-    def fill_copies(self, space: Space) -> None:
-        """Fill the copy collection from the catalog (a new space, or a shared one made before it existed)."""
-        for chunk in self.catalog.iter_copy_vectors():
-            space.copies.add(chunk.ids, chunk.matrix, chunk.payloads)
+    def fill_copies(self, space: Space, only: VectorIndex | None = None) -> None:
+        """Fill the copy collections (or ``only`` one) from the catalog (a new space, or a shared one made before
+        they existed)."""
+        for index, parts in space.copy_collections():
+            if only is None or index is only:
+                for chunk in self.catalog.iter_copy_vectors(parts=parts):
+                    index.add(chunk.ids, chunk.matrix, chunk.payloads)
 
     def _preset_tier(self, space: Space, index: EmbeddedIndex, total: int, objects: bool) -> None:
         """Start a large embedded index in its final tier instead of climbing (and converting) tier by tier."""
@@ -280,8 +292,9 @@ class Follower:
             space.objects.remove(extra)
         for chunk in self.catalog.iter_vectors(objects=True):
             space.objects.add(chunk.ids, space.apply_transform(chunk.matrix), chunk.payloads)
-        extra = np.setdiff1d(space.copies.ids(), self.catalog.copy_vector_ids())
-        if len(extra):
-            space.copies.remove(extra)
+        for index, parts in space.copy_collections():
+            extra = np.setdiff1d(index.ids(), self.catalog.copy_vector_ids(parts))
+            if len(extra):
+                index.remove(extra)
         self.fill_copies(space)
         return start

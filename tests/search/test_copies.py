@@ -99,13 +99,15 @@ def test_photos_without_a_copy_descriptor_are_checked_from_their_thumbnail_then_
         conn.execute(sa.text("DELETE FROM copy_vectors"))
     library.catalog.touch(library.catalog.ids(), COPY)
     library.refresh()
-    assert len(library.space.copies) == 0 and library.catalog.count_without_copy_vector() == total
+    assert len(library.space.copies) == len(library.space.parts) == 0
+    assert library.catalog.count_without_copy_vector() == total
     first = library.search(query, k=5).hits[0]
     assert Path(first.sources[0]).name == original.name and first.copy and first.verdict.cosine is None
     seen = []
     report = library.backfill_copies(on_progress=lambda done, of: seen.append((done, of)))
     assert report.done == total and not report.failed and seen[-1] == (total, total)
-    assert len(library.space.copies) == total and library.catalog.count_without_copy_vector() == 0
+    assert len(library.space.copies) == len(library.space.parts) == total
+    assert library.catalog.count_without_copy_vector() == 0
     first = library.search(query, k=5).hits[0]
     assert Path(first.sources[0]).name == original.name and first.copy and first.verdict.cosine > 0.5
     assert library.backfill_copies().done == 0  # nothing left to do: a second run is free

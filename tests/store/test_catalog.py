@@ -314,12 +314,16 @@ def test_a_catalog_from_before_schema_versions_is_converted(tmp_path) -> None:
 
 def test_copy_descriptors_are_stored_with_new_photos_backfilled_and_go_with_them(catalog) -> None:
     vec = unit(3.0, 512)
-    with_copy = dataclasses.replace(item(sha(1), "/f/1.jpg"), copy_vector=vec)
+    part = unit(4.0, 512)
+    with_copy = dataclasses.replace(item(sha(1), "/f/1.jpg"), copy_vector=vec, part_vector=part)
     without = item(sha(2), "/f/2.jpg")
     ids = [r[1] for r in catalog.add_batch([with_copy, without]).rows]
     found = catalog.copy_vectors(ids + [424242])
     assert found.ids.tolist() == [ids[0]] and found.payloads == [whole_photo(ids[0], "a")]
     assert float(found.matrix[0] @ vec) > 0.999  # int8 with one scale: cosines move by ~0.003 at most
+    centre = catalog.copy_vectors(ids, parts=True)
+    assert centre.ids.tolist() == [ids[0]] and float(centre.matrix[0] @ part) > 0.999
+    assert catalog.copy_vector_ids(parts=True).tolist() == [ids[0]]
     assert catalog.without_copy_vector() == [ids[1]] and catalog.count_without_copy_vector() == 1
     again = dataclasses.replace(item(sha(1), "/f/copy.jpg", vec=None), copy_vector=unit(9.0, 512))  # known bytes
     catalog.add_batch([again])
@@ -327,7 +331,11 @@ def test_copy_descriptors_are_stored_with_new_photos_backfilled_and_go_with_them
     seq = catalog.last_seq()
     assert catalog.set_copy_vectors({ids[1]: unit(5.0, 512), 424242: vec}) == 1  # a photo gone meanwhile: skipped
     assert [(c.image_id, c.flags) for c in catalog.changes_since(seq)] == [(ids[1], COPY)]
-    assert catalog.count_without_copy_vector() == 0 and catalog.copy_vector_ids().tolist() == sorted(ids)
+    assert catalog.copy_vector_ids().tolist() == sorted(ids)
+    # a descriptor without its centre's (stored before schema version 5) is incomplete: the backfill completes it
+    assert catalog.without_copy_vector() == [ids[1]] and catalog.copy_vector_ids(parts=True).tolist() == [ids[0]]
+    assert catalog.set_copy_vectors({ids[1]: unit(5.0, 512)}, {ids[1]: unit(6.0, 512)}) == 1
+    assert catalog.count_without_copy_vector() == 0 and catalog.copy_vector_ids(parts=True).tolist() == sorted(ids)
     assert [c.ids.tolist() for c in catalog.iter_copy_vectors(chunk=1)] == [[ids[0]], [ids[1]]]
     catalog.remove_images([ids[0]])
     assert len(catalog.copy_vectors([ids[0]])) == 0 and catalog.copy_vector_ids().tolist() == [ids[1]]
@@ -345,7 +353,7 @@ def test_a_catalog_with_local_features_migrates_to_copy_descriptors(tmp_path) ->
         c.execute("CREATE TABLE features (image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE, "
                   "data BLOB NOT NULL)")  # fmt: skip
         c.execute("INSERT INTO features VALUES (?, ?)", (image_id, b"\x01" * 10_000))
-        c.execute("DELETE FROM schema_migrations WHERE version = 4")
+        c.execute("DELETE FROM schema_migrations WHERE version >= 4")
     cat = Catalog.open(f"sqlite:///{path}")
     with sqlite3.connect(path) as c:
         tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}

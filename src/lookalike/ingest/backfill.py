@@ -52,7 +52,7 @@ def backfill(catalog: Catalog, model: CopyDescriptor, original: Reader, thumbnai
     report = BackfillReport()
     total = catalog.count() if recompute else catalog.count_without_copy_vector()
 
-    def describe(rec: ImageRecord) -> tuple[int, np.ndarray | None, str | None, bool]:
+    def describe(rec: ImageRecord) -> tuple[int, tuple[np.ndarray, np.ndarray | None] | None, str | None, bool]:
         data, thumb = original(rec), False
         if data is None:
             data, thumb = thumbnail(rec), True
@@ -62,19 +62,21 @@ def backfill(catalog: Catalog, model: CopyDescriptor, original: Reader, thumbnai
             decoded = decode(data, max_pixels, model.side)
         except BadImage as exc:
             return rec.id, None, str(exc), thumb
-        return rec.id, model.describe(decoded.image), None, thumb
+        return rec.id, model.describe_stored(decoded.image), None, thumb
 
     with ThreadPoolExecutor(max(1, workers), thread_name_prefix="lookalike-backfill") as pool:
         for batch in _todo(catalog, recompute):
             records = catalog.get_many(batch)
-            vectors = {}
-            for image_id, vec, error, thumb in pool.map(describe, [records[i] for i in batch if i in records]):
-                if vec is None:
+            vectors, parts = {}, {}
+            for image_id, found, error, thumb in pool.map(describe, [records[i] for i in batch if i in records]):
+                if found is None:
                     report.failed.append((image_id, error or "unknown"))
                     continue
-                vectors[image_id] = vec
+                vectors[image_id] = found[0]
+                if found[1] is not None:
+                    parts[image_id] = found[1]
                 report.from_thumbnail += thumb
-            report.done += catalog.set_copy_vectors(vectors) if vectors else 0
+            report.done += catalog.set_copy_vectors(vectors, parts) if vectors else 0
             if on_progress:
                 on_progress(report.done + len(report.failed), total)
     return report

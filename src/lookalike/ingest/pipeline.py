@@ -104,6 +104,7 @@ class _Prepared:
     detections: list | None = None  # None: detection not run for this item
     object_vectors: np.ndarray | None = None
     copy_vector: np.ndarray | None = None  # the copy descriptor (lookalike.models.copy_descriptor)
+    part_vector: np.ndarray | None = None  # that of the photo's centre
     near: tuple[int, float] | None = None  # (photo already indexed that this one copies, confidence)
 
 
@@ -182,7 +183,7 @@ class Pipeline:
             out.thumbnail = thumbnail_jpeg(decoded.image, self.settings.thumbnail_size, self.settings.thumbnail_quality)
             copy_model = self.lib.copy_model
             if copy_model is not None:
-                out.copy_vector = copy_model.describe(decoded.image)
+                out.copy_vector, out.part_vector = copy_model.describe_stored(decoded.image)
                 query = CopyQuery(out.copy_vector, lambda: decoded.image, decoded.width, decoded.height)
                 with not_the_photo("the copy check (vector engine, image store)", DEPENDENCY_ERRORS):
                     out.near = self.lib.copy_of(query)
@@ -303,6 +304,7 @@ class Pipeline:
                 embedding=p.vector if p.known_id is None else None,
                 has_original=p.original is not None,
                 copy_vector=p.copy_vector if p.known_id is None else None,
+                part_vector=p.part_vector if p.known_id is None else None,
             )
             for p in batch
         ]

@@ -11,6 +11,12 @@ here; the file is checked against its sha256 like every model file.
 Why this model rather than local features alone: one vector per photo lives in the shared vector engine, so copies
 are found by any process at any library size, where an index of local features had to live in each process's
 memory (bench/RESULTS.md, "Copies").
+
+Regional views: the model ends in GeM pooling of its last feature map and a linear projection, so pooling parts
+of that map instead of all of it gives the descriptor of a part of the photo for the price of one small matrix
+product, from the same pass. A search looks for the photos nearest any of its views, so a phone photo of a cover in
+clutter reaches the clean scan (bench/RESULTS.md, "Regional views"). The graph is read with ``onnx`` and given the
+map as a second output in memory; the file itself is used unmodified.
 """
 
 from __future__ import annotations
@@ -21,6 +27,18 @@ import numpy as np
 from PIL import Image
 
 from lookalike.models.files import ModelFile, ModelFileError, sha256_file
+
+# the graph's last feature map, GeM pooling's constants and the projection (sscd_distilled.onnx as exported)
+FEATURE_MAP = "/blocks/blocks.4/blocks.4.0/bn1/act/Relu_output_0"
+GEM_EPS, GEM_POWER = "/embeddings/pool/Constant_output_0", "/embeddings/pool/Constant_1_output_0"
+PROJECTION = "embeddings.project.weight_fp16", "embeddings.project.bias_fp16"
+# the parts of the photo a query is also described by, as (left, top, right, bottom) fractions of the feature map:
+# the four corners and the centre at 70 % of each side, the centre at 50 %
+VIEWS = ((0.0, 0.0, 0.7, 0.7), (0.3, 0.0, 1.0, 0.7), (0.0, 0.3, 0.7, 1.0), (0.3, 0.3, 1.0, 1.0),
+         (0.15, 0.15, 0.85, 0.85), (0.25, 0.25, 0.75, 0.75))  # fmt: skip
+# the view every photo stores beside its whole descriptor (the parts collection): the centre at 50 %, where a phone
+# photo's subject usually is
+PART = 5
 
 SSCD_DISTILLED = ModelFile(
     "sscd_distilled.onnx",
@@ -77,8 +95,10 @@ class CopyDescriptor:
         options.intra_op_num_threads = max(1, threads)
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle threads must not spin
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        graph, self.pooling = _with_feature_map(path)
+        self.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
+        self.output = self.session.get_outputs()[0].name
         self.side = side
 
     def prepare(self, image: Image.Image) -> np.ndarray:
@@ -89,11 +109,71 @@ class CopyDescriptor:
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
         """One prepared photo (H, W, 3) -> a unit 512-d float32 vector."""
-        out = self.session.run(None, {self.input: pixels[None]})[0][0].astype(np.float32)
+        out = self.session.run([self.output], {self.input: pixels[None]})[0][0].astype(np.float32)
         return out / np.float32(max(float(np.linalg.norm(out)), 1e-12))
 
     def describe(self, image: Image.Image) -> np.ndarray:
         return self.embed(self.prepare(image))
+
+    def describe_stored(self, image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+        """What a photo stores: its descriptor and its centre's (None when the graph has no map to pool)."""
+        whole, views = self._run(image, (VIEWS[PART],))
+        return whole, (views[0] if views is not None else None)
+
+    def describe_views(self, image: Image.Image) -> np.ndarray:
+        """The photo's descriptor (row 0, the same as ``describe``) and those of its parts (``VIEWS``), from one
+        pass; only row 0 when the graph has no feature map to pool."""
+        whole, views = self._run(image, VIEWS)
+        return whole[None] if views is None else np.concatenate([whole[None], views])
+
+    def _run(self, image: Image.Image, boxes: tuple) -> tuple[np.ndarray, np.ndarray | None]:
+        outputs = self.session.run(None, {self.input: self.prepare(image)[None]})
+        whole = outputs[0][0].astype(np.float32)
+        whole /= np.float32(max(float(np.linalg.norm(whole)), 1e-12))
+        if self.pooling is None or len(outputs) < 2:
+            return whole, None
+        return whole, self.pooling.views(outputs[1][0], boxes)
+
+
+class RegionPooling:
+    """GeM pooling of parts of the feature map, then the model's own projection and L2 normalisation."""
+
+    def __init__(self, eps: float, power: float, weight: np.ndarray, bias: np.ndarray) -> None:
+        self.eps, self.power = eps, power
+        self.weight = np.ascontiguousarray(weight.astype(np.float32).T)  # (C, DIM): one contiguous matrix product
+        self.bias = bias.astype(np.float32)
+
+    def views(self, feature_map: np.ndarray, boxes: tuple = VIEWS) -> np.ndarray:
+        """(C, H, W) map -> (len(boxes), DIM) unit vectors."""
+        clipped = np.clip(feature_map, self.eps, None)
+        powered = clipped * clipped * clipped if self.power == 3.0 else clipped**self.power
+        _, height, width = powered.shape
+        pooled = []
+        for left, top, right, bottom in boxes:
+            y0, y1 = int(round(top * height)), max(int(round(bottom * height)), int(round(top * height)) + 1)
+            x0, x1 = int(round(left * width)), max(int(round(right * width)), int(round(left * width)) + 1)
+            pooled.append(powered[:, y0:y1, x0:x1].mean(axis=(1, 2)))
+        out = (np.stack(pooled) ** (1.0 / self.power)) @ self.weight + self.bias
+        return (out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def _with_feature_map(path: Path) -> tuple[bytes | str, RegionPooling | None]:
+    """The graph with its last feature map as a second output, and the pooling that turns parts of it into
+    descriptors; the file unchanged (and no regional views) when it is not laid out as expected."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = onnx.load(str(path))
+    constants = {n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in model.graph.node
+                 if n.op_type == "Constant" and n.attribute}  # fmt: skip
+    weights = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer if i.name in PROJECTION}
+    produced = {o for n in model.graph.node for o in n.output}
+    if FEATURE_MAP not in produced or GEM_EPS not in constants or GEM_POWER not in constants or len(weights) < 2:
+        return str(path), None
+    model.graph.output.append(helper.make_tensor_value_info(FEATURE_MAP, onnx.TensorProto.FLOAT, None))
+    pooling = RegionPooling(float(constants[GEM_EPS]), float(constants[GEM_POWER]), weights[PROJECTION[0]],
+                            weights[PROJECTION[1]])  # fmt: skip
+    return model.SerializeToString(), pooling
 
 
 def load(models_dir: Path, side: int, threads: int = 1) -> CopyDescriptor:

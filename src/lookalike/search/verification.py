@@ -41,6 +41,11 @@ from lookalike.search.results import Hit
 # on Corel-1k (0.5 % of copies below it)
 COPY_SURE = 0.85
 CHECK_FLOOR = 0.30
+# The same floor for the best cosine of any of the query's views (its corners and centre against the photos' whole
+# and centre descriptors): the best of more comparisons is higher, so the floor is where the same share of Towhee's
+# edited outsiders passes it (2.8 % against 3.0 % at CHECK_FLOOR; none of its copies below, nor of Corel-1k's; Corel's
+# outsiders 49 % against 49 %): geometry runs as often as before (bench/RESULTS.md, "Regional views")
+VIEW_FLOOR = 0.35
 GLOBAL_CANDIDATES = 3  # the global search's first hits are candidates too (photos without a copy descriptor)
 REGION_CHECKS = 1  # descriptor-decided copies checked by geometry for their matched region
 
@@ -60,6 +65,7 @@ class CopyQuery:
     load_picture: Callable[[], Image.Image | None]
     width: int
     height: int
+    views: np.ndarray | None = None  # descriptors of parts of the query (CopyDescriptor.describe_views): candidates
     _local: copies.Query | None = field(default=None, repr=False)
     _loaded: bool = field(default=False, repr=False)
 
@@ -82,11 +88,16 @@ def thumbnail_picture(data: bytes | None) -> Image.Image | None:
 
 
 def judge(query: CopyQuery, candidates: list[Hit], cosines: dict[int, float],
-          thumbnail: Callable[[Hit], bytes | None], regions: bool = True) -> dict[int, copies.Verdict]:  # fmt: skip
+          thumbnail: Callable[[Hit], bytes | None], regions: bool = True,
+          reach: dict[int, float] | None = None) -> dict[int, copies.Verdict]:  # fmt: skip
     """Verdicts for the candidates that are copies or the same object (see the module docstring); ``regions``: find
-    the matched region of the surest copy too (a search shows it; indexing does not need it)."""
+    the matched region of the surest copy too (a search shows it; indexing does not need it). ``reach``: the best
+    cosine of any of the query's views to a candidate, which decides whether geometry is worth a try (the verdict
+    of the descriptor itself stays with the whole photo's cosine, on which it was calibrated)."""
+    floor, reach = (VIEW_FLOOR, reach) if reach else (CHECK_FLOOR, cosines)
     sure = sorted((h for h in candidates if cosines.get(h.id, -1.0) >= COPY_SURE), key=lambda h: -cosines[h.id])
-    unsure = [h for h in candidates if h.id not in cosines or CHECK_FLOOR <= cosines[h.id] < COPY_SURE]
+    unsure = [h for h in candidates if h.id not in cosines
+              or reach.get(h.id, cosines[h.id]) >= floor and cosines[h.id] < COPY_SURE]  # fmt: skip
     wanted = unsure + (sure[:REGION_CHECKS] if regions else [])
     geometry = _geometry(query, wanted, thumbnail) if wanted else {}
     out: dict[int, copies.Verdict] = {}
@@ -99,8 +110,14 @@ def judge(query: CopyQuery, candidates: list[Hit], cosines: dict[int, float],
                                    cosine=cosine)  # fmt: skip
     for h in unsure:
         seen = geometry.get(h.id, copies.NO_MATCH)
+        cosine = cosines.get(h.id)
+        if seen.copy and cosine is not None and cosine < CHECK_FLOOR:
+            # reached through a view only: a picture whose whole descriptor is this far is not an edited copy (1 % of
+            # the calibration sets' copies lie below 0.32-0.49), but it may show the same object
+            seen = dataclasses.replace(seen, copy=False, same_object=not seen.mirrored
+                                       and seen.inliers >= copies.OBJECT_MIN_INLIERS)  # fmt: skip
         if seen.copy or seen.same_object:
-            out[h.id] = dataclasses.replace(seen, cosine=cosines.get(h.id))
+            out[h.id] = dataclasses.replace(seen, cosine=cosine)
     return out
 
 

@@ -241,11 +241,23 @@ def _v4(conn: Connection, dialect: str) -> None:
     _run_ddl(conn, V4, dialect)
 
 
+# Version 5: beside each copy descriptor, that of the photo's centre (lookalike.models.copy_descriptor, PART): the
+# parts collection, through which a photo of an object in clutter reaches the object's own photo.
+V5 = """
+ALTER TABLE copy_vectors ADD COLUMN part {BLOB};
+"""
+
+
+def _v5(conn: Connection, dialect: str) -> None:
+    _run_ddl(conn, V5, dialect)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection, str], None]]] = [
     (1, "shared catalog: compact embeddings, folders, change feed, versioned transforms", _v1),
     (2, "durable index jobs: jobs and their leased tasks", _v2),
     (3, "local features for copy verification", _v3),
     (4, "copy descriptors instead of local features", _v4),
+    (5, "copy descriptors of the photos' centres", _v5),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -62,6 +62,7 @@ class NewImage:
     embedding: np.ndarray | None  # None when the bytes are already in the catalog
     has_original: bool = False
     copy_vector: np.ndarray | None = None  # the copy descriptor (lookalike.models.copy_descriptor), when on
+    part_vector: np.ndarray | None = None  # that of the photo's centre (copy_descriptor.PART)
 
 
 @dataclass

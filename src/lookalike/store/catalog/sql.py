@@ -372,6 +372,7 @@ class Catalog:
         learned: dict[str, int] = {}
         blobs = {id(it): codec.encode(it.embedding) for it in items if it.embedding is not None}
         copy_blobs = {id(it): codec.encode_int8(it.copy_vector) for it in items if it.copy_vector is not None}
+        part_blobs = {id(it): codec.encode_int8(it.part_vector) for it in items if it.part_vector is not None}
 
         def write(conn: Connection) -> BatchResult:
             if guard is not None:
@@ -394,8 +395,9 @@ class Catalog:
                 if is_new:
                     changes.append((int(image_id), PHOTO))
                     if id(item) in copy_blobs:
-                        conn.execute(sa.text("INSERT INTO copy_vectors(image_id, data) VALUES (:i, :d)"),
-                                     {"i": image_id, "d": copy_blobs[id(item)]})  # fmt: skip
+                        conn.execute(sa.text("INSERT INTO copy_vectors(image_id, data, part) VALUES (:i, :d, :p)"),
+                                     {"i": image_id, "d": copy_blobs[id(item)],
+                                      "p": part_blobs.get(id(item))})  # fmt: skip
                 else:
                     image_id = conn.execute(sa.text("SELECT id FROM images WHERE sha256 = :s"), {"s": sha}).scalar()
                     if image_id is None:
@@ -520,48 +522,59 @@ class Catalog:
                 out += [int(r[0]) for r in conn.execute(_sql(q + " AND id IN :ids", "ids"), {"ids": chunk})]
             return out
 
-    def copy_vectors(self, ids: Iterable[int]) -> Vectors:
-        """Copy descriptors and whole-photo payloads of the ids that have one (in the order asked)."""
+    def copy_vectors(self, ids: Iterable[int], parts: bool = False) -> Vectors:
+        """Copy descriptors and whole-photo payloads of the ids that have one (in the order asked); with ``parts``,
+        the descriptors of the photos' centres instead (photos stored before them have none)."""
         ids = _ints(ids)
+        column = "c.part" if parts else "c.data"
         rows: dict[int, tuple] = {}
         with self.db.read() as conn:
             for chunk in _chunks(ids):
-                q = _sql("SELECT i.id, i.label, c.data FROM copy_vectors c JOIN images i ON i.id = c.image_id "
-                         "WHERE c.image_id IN :ids", "ids")  # fmt: skip
+                q = _sql(f"SELECT i.id, i.label, {column} FROM copy_vectors c JOIN images i ON i.id = c.image_id "
+                         f"WHERE c.image_id IN :ids AND {column} IS NOT NULL", "ids")  # fmt: skip
                 rows.update({int(r[0]): r for r in conn.execute(q, {"ids": chunk})})
         present = [i for i in ids if i in rows]
         return Vectors(np.asarray(present, dtype=np.int64), codec.decode_many([rows[i][2] for i in present]),
                        [whole_photo(i, rows[i][1]) for i in present])  # fmt: skip
 
-    def iter_copy_vectors(self, chunk: int = 4096) -> Iterator[Vectors]:
-        """Every copy descriptor in id order, in chunks: for building the copy collection."""
-        q = "SELECT image_id FROM copy_vectors WHERE image_id > :last ORDER BY image_id LIMIT :n"
+    def iter_copy_vectors(self, chunk: int = 4096, parts: bool = False) -> Iterator[Vectors]:
+        """Every copy descriptor (or centre's, ``parts``) in id order, in chunks: for building the collection."""
+        column = "part" if parts else "data"
+        q = f"SELECT image_id FROM copy_vectors WHERE image_id > :last AND {column} IS NOT NULL ORDER BY image_id " \
+            "LIMIT :n"
         for ids in self._id_chunks(q, chunk):
-            found = self.copy_vectors(ids)
+            found = self.copy_vectors(ids, parts)
             if len(found):
                 yield found
 
-    def copy_vector_ids(self) -> np.ndarray:
+    def copy_vector_ids(self, parts: bool = False) -> np.ndarray:
+        column = "part" if parts else "data"
         with self.db.read() as conn:
-            rows = conn.execute(sa.text("SELECT image_id FROM copy_vectors ORDER BY image_id"))
+            rows = conn.execute(sa.text(f"SELECT image_id FROM copy_vectors WHERE {column} IS NOT NULL "
+                                        "ORDER BY image_id"))  # fmt: skip
             return np.asarray([int(r[0]) for r in rows], dtype=np.int64)
 
+    # a photo's copy descriptors are complete with its centre's (photos stored before schema version 5 lack it)
+    _COMPLETE = "SELECT 1 FROM copy_vectors c WHERE c.image_id = {table}.id AND c.part IS NOT NULL"
+
     def without_copy_vector(self, after: int = 0, limit: int = 256) -> list[int]:
-        """Photos that have no copy descriptor yet (indexed before version 4, or with the copy stage off), in id
-        order after ``after``: what the backfill works through, resumable from any point."""
+        """Photos whose copy descriptors are missing or incomplete (indexed before version 4 or 5, or with the copy
+        stage off), in id order after ``after``: what the backfill works through, resumable from any point."""
         with self.db.read() as conn:
-            q = sa.text("SELECT id FROM images WHERE id > :a AND NOT EXISTS (SELECT 1 FROM copy_vectors c "
-                        "WHERE c.image_id = images.id) ORDER BY id LIMIT :n")  # fmt: skip
+            q = sa.text(f"SELECT id FROM images WHERE id > :a AND NOT EXISTS ({self._COMPLETE.format(table='images')})"
+                        " ORDER BY id LIMIT :n")  # fmt: skip
             return [int(r[0]) for r in conn.execute(q, {"a": int(after), "n": int(limit)})]
 
     def count_without_copy_vector(self) -> int:
         with self.db.read() as conn:
-            q = "SELECT COUNT(*) FROM images i WHERE NOT EXISTS (SELECT 1 FROM copy_vectors c WHERE c.image_id = i.id)"
+            q = f"SELECT COUNT(*) FROM images i WHERE NOT EXISTS ({self._COMPLETE.format(table='i')})"
             return int(conn.execute(sa.text(q)).scalar())
 
-    def set_copy_vectors(self, vectors: dict[int, np.ndarray]) -> int:
-        """Store copy descriptors of existing photos (the backfill); photos deleted meanwhile are skipped."""
+    def set_copy_vectors(self, vectors: dict[int, np.ndarray], parts: dict[int, np.ndarray] | None = None) -> int:
+        """Store copy descriptors (and their centres') of existing photos (the backfill); photos deleted meanwhile
+        are skipped."""
         blobs = {int(i): codec.encode_int8(v) for i, v in vectors.items()}
+        part_blobs = {int(i): codec.encode_int8(v) for i, v in (parts or {}).items()}
 
         def write(conn: Connection) -> int:
             present = []
@@ -569,9 +582,9 @@ class Catalog:
                 present += [int(r[0]) for r in conn.execute(_sql("SELECT id FROM images WHERE id IN :ids", "ids"),
                                                             {"ids": chunk})]  # fmt: skip
             if present:
-                conn.execute(sa.text("INSERT INTO copy_vectors(image_id, data) VALUES (:i, :d) "
-                                     "ON CONFLICT(image_id) DO UPDATE SET data = excluded.data"),
-                             [{"i": i, "d": blobs[i]} for i in present])  # fmt: skip
+                conn.execute(sa.text("INSERT INTO copy_vectors(image_id, data, part) VALUES (:i, :d, :p) "
+                                     "ON CONFLICT(image_id) DO UPDATE SET data = excluded.data, part = excluded.part"),
+                             [{"i": i, "d": blobs[i], "p": part_blobs.get(i)} for i in present])  # fmt: skip
             self._feed(conn, [(i, COPY) for i in present])
             return len(present)
 
