@@ -11,8 +11,13 @@ server when ``LOOKALIKE_TEST_ELASTICSEARCH_URL`` is set (none can be installed o
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import TypeVar
+
 import numpy as np
 
+from lookalike.store.errors import EngineUnavailable
 from lookalike.store.payload import check_where, payload_list
 from lookalike.store.vectors import _as_ids, _as_matrix, cut_below, no_hits, sync_index
 
@@ -90,9 +95,40 @@ def cosine_from_score(score: float) -> float:
     return 2.0 * score - 1.0
 
 
+F = TypeVar("F", bound=Callable)
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """Whether an error of the client means the cluster cannot serve right now (refused, timed out, 5xx such as a
+    failover's 503), rather than a bad request."""
+    from elastic_transport import ConnectionError as TransportConnectionError
+    from elastic_transport import ConnectionTimeout
+    from elasticsearch import ApiError
+
+    if isinstance(exc, TransportConnectionError | ConnectionTimeout | ConnectionError | TimeoutError):
+        return True
+    return isinstance(exc, ApiError) and int(getattr(exc.meta, "status", 0) or 0) >= 500
+
+
+def guarded(method: F) -> F:
+    """The one place an unreachable cluster becomes ``EngineUnavailable`` (retried, 503), for every call."""
+
+    @functools.wraps(method)
+    def call(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as exc:
+            if is_unreachable(exc):
+                raise EngineUnavailable(f"Elasticsearch is unreachable ({method.__name__}): {exc}") from exc
+            raise
+
+    return call  # type: ignore[return-value]
+
+
 class ElasticsearchIndex:
     kind = "elasticsearch"
 
+    @guarded
     def __init__(
         self,
         url: str,
@@ -105,7 +141,7 @@ class ElasticsearchIndex:
     ) -> None:
         from elasticsearch import Elasticsearch
 
-        self.es = Elasticsearch(url, api_key=api_key, request_timeout=30)
+        self.es = Elasticsearch(url, api_key=api_key, request_timeout=30, max_retries=2, retry_on_timeout=True)
         self.index, self.dim, self.ef_search = index, dim, ef_search
         self.dirty = False
         if self.es.indices.exists(index=index):
@@ -122,10 +158,12 @@ class ElasticsearchIndex:
     def load(self) -> bool:
         return True
 
+    @guarded
     def save(self) -> None:
         self.es.indices.refresh(index=self.index)
         self.dirty = False
 
+    @guarded
     def disk_bytes(self) -> int:
         stats = self.es.indices.stats(index=self.index, metric="store")
         return int(stats["_all"]["primaries"]["store"]["size_in_bytes"])
@@ -133,15 +171,18 @@ class ElasticsearchIndex:
     def sync(self, catalog_ids: np.ndarray, fetch, fetch_payloads=None) -> tuple[int, int]:
         return sync_index(self, catalog_ids, fetch, fetch_payloads, 2048)
 
+    @guarded
     def __len__(self) -> int:
         return int(self.es.count(index=self.index)["count"])
 
+    @guarded
     def ids(self) -> np.ndarray:
         from elasticsearch.helpers import scan
 
         rows = scan(self.es, index=self.index, query={"query": {"match_all": {}}}, _source=False)
         return np.asarray(sorted(int(r["_id"]) for r in rows), dtype=np.int64)
 
+    @guarded
     def vectors(self, ids: np.ndarray) -> np.ndarray:
         ids = _as_ids(ids)
         if len(ids) == 0:
@@ -149,6 +190,7 @@ class ElasticsearchIndex:
         docs = self.es.mget(index=self.index, ids=[str(i) for i in ids.tolist()])["docs"]
         return np.asarray([d["_source"]["vector"] for d in docs], dtype=np.float32)
 
+    @guarded
     def payloads(self, ids: np.ndarray) -> list[dict | None]:
         ids = _as_ids(ids)
         if len(ids) == 0:
@@ -156,6 +198,7 @@ class ElasticsearchIndex:
         docs = self.es.mget(index=self.index, ids=[str(i) for i in ids.tolist()], _source_excludes=["vector"])["docs"]
         return [{**d["_source"], "box": tuple(d["_source"]["box"])} if d.get("found") else None for d in docs]
 
+    @guarded
     def add(self, ids, vectors, payloads=None) -> None:
         from elasticsearch.helpers import bulk
 
@@ -169,6 +212,7 @@ class ElasticsearchIndex:
             bulk(self.es, ops, refresh="wait_for")  # searchable when this returns
             self.dirty = True
 
+    @guarded
     def remove(self, ids) -> None:
         from elasticsearch.helpers import bulk
 
@@ -178,6 +222,7 @@ class ElasticsearchIndex:
             bulk(self.es, ops, refresh="wait_for", raise_on_error=False)
             self.dirty = True
 
+    @guarded
     def remove_photos(self, photo_ids) -> None:
         photo_ids = _as_ids(photo_ids)
         if len(photo_ids):
@@ -185,6 +230,7 @@ class ElasticsearchIndex:
                                     refresh=True, conflicts="proceed")  # fmt: skip
             self.dirty = True
 
+    @guarded
     def search(self, queries, k, allowed=None, where=None, min_score=None):
         q = _as_matrix(queries, self.dim)
         keys, scores = no_hits(len(q), k)
@@ -198,5 +244,6 @@ class ElasticsearchIndex:
                 scores[row, col] = cosine_from_score(float(hit["_score"]))
         return cut_below(keys, scores, min_score)
 
+    @guarded
     def drop(self) -> None:
         self.es.indices.delete(index=self.index, ignore_unavailable=True)

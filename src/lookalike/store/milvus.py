@@ -13,11 +13,13 @@ milvus-lite 2.4.x, because 3.x is a pure-Python rewrite that locks its directory
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 from pathlib import Path
 
 import numpy as np
 
+from lookalike.store.errors import EngineUnavailable
 from lookalike.store.payload import check_where, payload_list
 from lookalike.store.vectors import _as_ids, _as_matrix, _top_k_rows, cut_below, no_hits, sync_index
 
@@ -47,6 +49,54 @@ def payload_of(row: dict) -> dict:
     return {"photo_id": int(row["photo_id"]), "object": int(row["object"]), "label": row["label"],
             "detected_label": row["detected_label"], "box": tuple(float(row[k]) for k in ("x1", "y1", "x2", "y2")),
             "score": float(row["score"])}  # fmt: skip
+
+
+CALL_TIMEOUT = 10.0  # seconds a call (with pymilvus's own retries) may take before the engine counts as unavailable
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """Whether a pymilvus or gRPC error means the server cannot be reached right now (down, restarting, timing out),
+    rather than a bad request: pymilvus retries such calls itself, then raises with the gRPC status as the code."""
+    import grpc
+    from pymilvus.exceptions import ConnectError, MilvusException, MilvusUnavailableException
+
+    transient = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED,
+                 grpc.StatusCode.RESOURCE_EXHAUSTED}  # fmt: skip
+    if isinstance(exc, ConnectError | MilvusUnavailableException | grpc.FutureTimeoutError):
+        return True
+    if isinstance(exc, grpc.RpcError):
+        return exc.code() in transient if hasattr(exc, "code") else True
+    if isinstance(exc, MilvusException):
+        text = str(exc).lower()
+        return exc.code in transient or any(w in text for w in ("unavailable", "connect", "deadline", "timeout"))
+    return isinstance(exc, ConnectionError | TimeoutError)
+
+
+class GuardedClient:
+    """A MilvusClient whose calls are bounded in time and whose unreachable-server errors become
+    ``EngineUnavailable`` (one place: the caller retries, a worker gives its chunk back, the service answers 503)."""
+
+    def __init__(self, client, where: str) -> None:
+        self._client, self._where = client, where
+
+    def __getattr__(self, name: str):
+        method = getattr(self._client, name)
+        if not callable(method):
+            return method
+
+        timed = "timeout" in inspect.signature(method).parameters
+
+        def call(*args, **kwargs):
+            if timed:
+                kwargs.setdefault("timeout", CALL_TIMEOUT)
+            try:
+                return method(*args, **kwargs)
+            except Exception as exc:
+                if is_unreachable(exc):
+                    raise EngineUnavailable(f"Milvus at {self._where} is unreachable ({name}): {exc}") from exc
+                raise
+
+        return call
 
 
 def collection_name(name: str, dim: int, tag: str) -> str:
@@ -81,7 +131,13 @@ class MilvusIndex:
             path.parent.mkdir(parents=True, exist_ok=True)
             uri = str(path)
         self.lite = not uri.startswith(("http://", "https://", "tcp://", "unix:"))
-        self.client = MilvusClient(uri=uri, token=token or "")
+        try:
+            client = MilvusClient(uri=uri, token=token or "", timeout=CALL_TIMEOUT)
+        except Exception as exc:
+            if is_unreachable(exc):
+                raise EngineUnavailable(f"Milvus at {uri} is unreachable: {exc}") from exc
+            raise
+        self.client = GuardedClient(client, uri)
         self.collection, self.dim, self.ef_search = collection, dim, ef_search
         self.index_type, self.nprobe = index_type, nprobe
         self.dirty = False
