@@ -65,6 +65,22 @@ def test_errors_are_messages_not_tracebacks(run, tmp_path: Path) -> None:
     assert "unknown model" in run("--model", "nope", "stats", code=1).output
 
 
+@pytest.mark.parametrize("command", [["stats"], ["search", "QUERY"], ["index", "FOLDER"], ["duplicates"], ["doctor"],
+                                     ["copies"], ["reindex"]])  # fmt: skip
+def test_an_unreachable_engine_is_one_line_in_every_command(command: list[str], tmp_path: Path, photo_dir: Path,
+                                                            monkeypatch) -> None:  # fmt: skip
+    """An engine that refuses connections (a closed loopback port) is a message and exit status 1, never a traceback,
+    whichever step of the command first needs it."""
+    monkeypatch.setenv("LOOKALIKE_VECTOR_BACKEND", "tcvectordb+http://127.0.0.1:9")
+    monkeypatch.setenv("LOOKALIKE_TCVECTORDB_KEY", "x")
+    args = [{"QUERY": str(photo("goldfish", 0, "test")), "FOLDER": str(photo_dir)}.get(a, a) for a in command]
+    result = CliRunner().invoke(app, ["--home", str(tmp_path / "h"), *args])
+    assert result.exit_code == 1, (result.output, result.exception)
+    assert "Tencent VectorDB at http://127.0.0.1:9" in result.output and "unreachable" in result.output
+    assert "Traceback" not in result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+
+
 def test_missing_model_offline_is_a_clear_error(tmp_path: Path, photo_dir: Path, monkeypatch) -> None:
     monkeypatch.setenv("LOOKALIKE_ALLOW_DOWNLOAD", "0")
     result = CliRunner().invoke(

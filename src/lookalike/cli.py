@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+import typer.core
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -39,12 +40,25 @@ def user_errors() -> tuple[type[Exception], ...]:
     from lookalike.models.files import ModelFileError
     from lookalike.models.registry import UnknownModelError
     from lookalike.store.catalog.database import DatabaseError
-    from lookalike.store.errors import EngineError
+    from lookalike.store.errors import DependencyError, EngineError
 
-    return (LibraryError, ModelFileError, BadImage, SourceError, UnknownModelError, EngineError, DatabaseError)
+    return (LibraryError, ModelFileError, BadImage, SourceError, UnknownModelError, EngineError, DatabaseError,
+            DependencyError)  # fmt: skip
+
+
+class _Commands(typer.core.TyperGroup):
+    """Every command's user errors (an unreachable engine, catalog or store; a bad file) become one clear line
+    and exit status 1, wherever in the command they escape; a traceback is left for bugs."""
+
+    def invoke(self, ctx):  # noqa: ANN001, ANN201 - click's signature
+        try:
+            return super().invoke(ctx)
+        except user_errors() as exc:
+            fail(str(exc))
 
 
 app = typer.Typer(
+    cls=_Commands,
     help="Lookalike: index photos, then search them by image.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
