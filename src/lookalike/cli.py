@@ -64,6 +64,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+SHOWN = 20  # rows of a long list printed before "... and N more"
 console = SafeConsole(stderr=True)  # control characters in what is printed are shown, never acted on
 out = SafeConsole(soft_wrap=True)
 
@@ -194,8 +195,8 @@ def _print_report(r: IndexReport) -> None:
     if r.near_duplicates:
         out.print(f"[dim]near-duplicates (the same picture as a photo already indexed): {len(r.near_duplicates)}")
         for d in r.near_duplicates[:20]:
-            out.print(f"  {plain(d.source)} (image {d.image_id}) = near-duplicate of image {d.of} ({d.confidence:.2f})",
-                      highlight=False)  # fmt: skip
+            out.print(f"  {plain(d.source)} (image {d.image_id}): the same picture as image {d.of} (copy confidence "
+                      f"{d.confidence:.2f}; `lookalike duplicates` says which to keep)", highlight=False)  # fmt: skip
         if len(r.near_duplicates) > 20:
             out.print(f"  ... and {len(r.near_duplicates) - 20} more (--json lists all; `lookalike duplicates`)")
     if r.duplicates:
@@ -363,19 +364,37 @@ def duplicates(
         for r in rows:
             for p in r["photos"]:
                 writer.writerow([r["group"], p["id"], int(p["id"] == r["keep"]), p["source"], p["width"], p["height"]])
+        for image_id, sources in exact:  # the same bytes under several paths: kept once already, one row per path
+            for source in sources:
+                writer.writerow(["exact", image_id, 1, source, "", ""])
         return
     for r in rows:
+        sure = {}  # each photo's best copy confidence with another of its group
+        for pair in r["pairs"]:
+            for i in (pair["a"], pair["b"]):
+                sure[i] = max(sure.get(i, 0.0), pair["confidence"])
         table = Table(title=f"group {r['group']}: {len(r['photos'])} copies of one picture", title_justify="left")
-        for col in ("id", "keep", "size", "source"):
-            table.add_column(col)
+        for col in ("id", "keep", "size", "confidence", "source"):
+            table.add_column(col, overflow="fold")
         for p in r["photos"]:
-            table.add_row(str(p["id"]), "keep" if p["id"] == r["keep"] else "", f"{p['width']}x{p['height']}",
-                          plain(p["source"] or ""))  # fmt: skip
+            table.add_row(str(p["id"]), "keep" if p["id"] == r["keep"] else "remove", f"{p['width']}x{p['height']}",
+                          f"{sure.get(p['id'], 0.0):.2f}", plain(p["source"] or ""))  # fmt: skip
         out.print(table)
+    if exact:
+        table = Table(title="the same bytes under several paths (stored once)", title_justify="left")
+        table.add_column("id")
+        table.add_column("paths", overflow="fold")
+        for image_id, sources in exact[:SHOWN]:
+            table.add_row(str(image_id), "\n".join(plain(x) for x in sources))
+        out.print(table)
+        if len(exact) > SHOWN:
+            out.print(f"  ... and {len(exact) - SHOWN} more (--json or --csv lists all)", highlight=False)
     out.print(f"{len(rows)} groups of near-duplicates ({len(doomed)} photos beyond the first of each); "
               f"{len(exact)} photos found under several paths (stored once)", highlight=False)  # fmt: skip
     if remove and not yes:
-        out.print(f"dry run: --remove --yes would remove {len(doomed)} photos: {doomed[:20]}", highlight=False)
+        more = f" ... and {len(doomed) - SHOWN} more (--json lists all)" if len(doomed) > SHOWN else ""
+        out.print(f"dry run: --remove --yes would remove {len(doomed)} photos (the rows marked remove): "
+                  f"{', '.join(map(str, doomed[:SHOWN]))}{more}", highlight=False)  # fmt: skip
     elif removed:
         out.print(f"removed {len(removed)} photos", highlight=False)
 

@@ -54,9 +54,22 @@ def test_duplicates_groups_the_copies_and_nothing_else(folder: Path, monkeypatch
     assert report["removed"] == [] and report["would_remove"] == []
 
     dry = CliRunner().invoke(app, ["duplicates", "--remove"], terminal_width=200)
-    assert "dry run" in dry.output and "would remove 4 photos" in dry.output
+    doomed = [str(i) for g in report["near_duplicates"] for i in g["remove"]]
+    assert "dry run" in dry.output and f"would remove 4 photos (the rows marked remove): {', '.join(doomed)}" in (
+        dry.output
+    )
+    # what a user acts on is in the table itself: which photo goes, how sure, and the paths of exact copies
+    rows = [line for line in dry.output.splitlines() if line.startswith("│")]
+    assert sum(" remove " in r for r in rows) == 4 and sum(" keep " in r for r in rows) == 2
+    assert "the same bytes under several paths" in dry.output and "same_bytes.jpg" in dry.output
+    confidences = [float(w) for line in rows if " remove " in line for w in line.split()
+                   if w.startswith("0.") or w == "1.00"]  # fmt: skip
+    assert len(confidences) == 4 and all(c > 0 for c in confidences)
     csv_out = CliRunner().invoke(app, ["duplicates", "--csv"]).output.splitlines()
-    assert csv_out[0] == "group,id,keep,source,width,height" and len(csv_out) == 1 + 6
+    assert csv_out[0] == "group,id,keep,source,width,height" and len(csv_out) == 1 + 6 + 2
+    assert sorted(Path(line.split(",")[3]).name for line in csv_out if line.startswith("exact,")) == sorted(
+        [photo("goldfish", 0).name, "same_bytes.jpg"]
+    )
 
     done = json.loads(CliRunner().invoke(app, ["duplicates", "--remove", "--yes", "--json"]).output)
     assert len(done["removed"]) == 4
