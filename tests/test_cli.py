@@ -45,6 +45,9 @@ def test_index_search_stats_remove(run, photo_dir: Path) -> None:
 
     stats = json.loads(run("stats", "--json").output)
     assert stats["images"] == 12 and stats["model"] == "mobilenet_v2"
+    shown = run("stats").output  # for people: no Python dicts, lists, quotes or True/None
+    assert "images" in shown and "backend embedded" in shown and stats["collections"][0] in shown
+    assert not any(c in shown for c in "{}[]'") and "None" not in shown and "False" not in shown
     assert "removed 1" in run("remove", str(hits[0]["id"])).output
     assert "no image with id 99999" in run("remove", "99999", code=1).output
     assert json.loads(run("stats", "--json").output)["images"] == 11

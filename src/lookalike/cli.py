@@ -472,8 +472,21 @@ def stats(as_json: Annotated[bool, typer.Option("--json", help="print as JSON")]
     for key, value in info.items():
         if key == "disk_bytes":
             value = ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in value.items())
-        table.add_row(key, str(value))
+        table.add_row(key.replace("_", " "), plain(readable(value)))
     out.print(table)
+
+
+def readable(value: object) -> str:
+    """A value as a person reads it, not as Python prints it (no braces, brackets or quotes)."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if value is None:
+        return "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {readable(v)}" for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return "\n".join(readable(v) for v in value)
+    return str(value)
 
 
 @app.command()
@@ -616,7 +629,8 @@ def doctor(
                 table.add_row(key.replace("_", " "), str(len(value)), ", ".join(map(str, value[:8])))
         out.print(table)
         if fix and found.problems:
-            out.print(f"fixed: {found.fixed}; remaining: {remaining}", highlight=False)
+            fixed = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in (found.fixed or {}).items())
+            out.print(f"fixed: {fixed or 'nothing'}; remaining differences: {remaining}", highlight=False)
             for line in found.unfixable:
                 out.print(f"[yellow]cannot fix:[/] {line}", highlight=False)
         elif found.problems:
