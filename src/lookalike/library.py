@@ -542,8 +542,9 @@ class Library:
             raise LibraryError("k must be at least 1")
         started = time.perf_counter()
         exclude: int | None = None
-        if isinstance(query, int) and box is not None:
-            query = self.original_bytes(query)
+        cropped_from = query if isinstance(query, int) and box is not None else None
+        if cropped_from is not None:  # a region of an indexed photo: searched as a photo, reported as that id
+            query = self.original_bytes(cropped_from)
         depth = self.settings.copy_candidates if match != "objects" and detected_label is None else 0
         copy_query: verification.CopyQuery | None = None
         if isinstance(query, int):
@@ -556,7 +557,7 @@ class Library:
                 copy_query = self._stored_copy_query(query)
         else:
             if isinstance(query, bytes):
-                data, info = query, {"source": "upload"}
+                data, info = query, ({"source": "upload"} if cropped_from is None else {"image_id": cropped_from})
             else:
                 try:
                     data = self.read_query(query)

@@ -76,6 +76,10 @@ def test_search_by_url_and_by_id(client: TestClient, http_server: str, http_root
     r = client.post(f"{API}/search", json={"image_id": first, "k": 3, "label": "tiger_cat"})
     hits = r.json()["hits"]
     assert first not in [h["id"] for h in hits] and {h["label"] for h in hits} == {"tiger_cat"}
+    assert r.json()["query"]["image_id"] == first and "source" not in r.json()["query"]
+    region = client.post(f"{API}/search", json={"image_id": first, "k": 3, "box": [0, 0, 100, 100]})
+    assert region.status_code == 200, region.text
+    assert region.json()["query"]["image_id"] == first and "source" not in region.json()["query"]  # not "upload"
 
 
 def test_region_search_finds_what_is_in_the_box(client: TestClient) -> None:
