@@ -28,6 +28,15 @@ def test_leave_one_out_on_a_labelled_folder(settings, embedder, photo_dir: Path)
     assert result["precision@3"] > 0.5 and 0 < result["mAP@3"] <= 1 and result["top1"] > 0.5
 
 
+def test_unlabelled_photos_are_counted_apart_from_the_queries(settings, embedder, photo_dir: Path) -> None:
+    """Loose photos (no label folder) cannot be queries: the table says so instead of counting them as queries."""
+    for n, path in enumerate(sorted(photo_dir.glob("*/*"))[:2]):
+        (photo_dir / f"loose{n}.jpg").write_bytes(path.read_bytes() + b"\0")  # other bytes, same photo
+    result = evaluate(photo_dir, settings, k=3, embedder=embedder)
+    assert result["indexed"] == 14 and result["queries"] == 12 and result["answered"] == 12
+    assert result["unlabelled"] == 2
+
+
 def test_train_test_layout_on_a_subset(settings, embedder, tmp_path: Path) -> None:
     root = tmp_path / "subset"
     for split in ("train", "test"):

@@ -674,7 +674,8 @@ def evaluate_cmd(
     table = Table(title=f"eval: {result['dataset']} ({result['mode']})", title_justify="left")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in ("model", "match", "query", "indexed", "rejected", "photos_with_objects", "queries", f"precision@{k}",
+    for key in ("model", "match", "query", "indexed", "rejected", "photos_with_objects", "queries", "answered",
+                "unlabelled", f"precision@{k}",
                 f"precision@{k}_ceiling", f"recall@{k}", f"mAP@{k}", "top1", "queries_per_second",
                 "query_timing"):  # fmt: skip
         v = result[key]

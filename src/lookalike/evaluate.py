@@ -85,8 +85,11 @@ def evaluate(
         precisions, aps, top1, recalls, ceilings = [], [], [], [], []
         scores = (precisions, aps, top1, recalls, ceilings)
         seconds = 0.0
+        unlabelled = 0  # photos that cannot be queries (no label: nothing counts as relevant to them)
         if split:
-            queries = [q for q in walk_folder(test) if q.label in gallery]
+            every = list(walk_folder(test))
+            queries = [q for q in every if q.label in gallery]
+            unlabelled = len(every) - len(queries)
             for n, q in enumerate(queries, 1):
                 started = time.perf_counter()
                 try:
@@ -108,6 +111,7 @@ def evaluate(
             for n, image_id in enumerate(ids.tolist(), 1):
                 rec = lib.catalog.get(image_id)
                 if rec is None or rec.label is None:
+                    unlabelled += 1
                     continue
                 started = time.perf_counter()
                 # "more like this" from the stored photo: the whole default search, copy check included
@@ -116,7 +120,7 @@ def evaluate(
                 _score([h.label == rec.label for h in hits], gallery[rec.label] - 1, k, *scores)
                 if on_progress:
                     on_progress("querying", n, len(ids))
-            n_queries = len(ids)
+            n_queries = len(ids) - unlabelled
         answered = len(precisions)
         return {
             "dataset": str(directory),
@@ -125,8 +129,9 @@ def evaluate(
             "k": k,
             "indexed": lib.catalog.count(),
             "rejected": len(report.rejected),
-            "queries": n_queries,
+            "queries": n_queries,  # labelled photos; "answered" leaves out the unreadable ones
             "answered": answered,
+            "unlabelled": unlabelled,
             f"precision@{k}": float(np.mean(precisions)) if answered else 0.0,
             f"mAP@{k}": float(np.mean(aps)) if answered else 0.0,
             "top1": float(np.mean(top1)) if answered else 0.0,
