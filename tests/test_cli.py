@@ -54,6 +54,23 @@ def test_index_search_stats_remove(run, photo_dir: Path) -> None:
     assert "rebuilt flat index with 11 vectors of 1280 dimensions" in run("reindex").output
 
 
+def test_a_removed_photo_stays_removed_until_asked_back(run, photo_dir: Path) -> None:
+    """`remove` sticks: the next index of the folder leaves the file out and says so; --include-removed adds it."""
+    run("index", str(photo_dir))
+    hits = json.loads(run("search", str(photo("goldfish", 0, "test")), "-k", "1", "--json").output)["hits"]
+    victim, path = hits[0]["id"], hits[0]["sources"][0]
+    assert "leaves their files out" in run("remove", str(victim)).output
+    again = json.loads(run("index", str(photo_dir), "--json").output)
+    assert again["added"] == 0 and again["excluded"] == [path] and again["total"] == 11
+    printed = run("index", str(photo_dir)).output
+    assert "left out 1 file(s) removed before" in printed and "--include-removed" in printed
+    assert json.loads(run("stats", "--json").output)["images"] == 11
+    back = json.loads(run("index", str(photo_dir), "--include-removed", "--json").output)
+    assert back["added"] == 1 and back["excluded"] == []
+    assert json.loads(run("index", str(photo_dir), "--json").output)["excluded"] == []  # forgotten for good
+    assert json.loads(run("stats", "--json").output)["images"] == 12
+
+
 def test_models_lists_registry(run) -> None:
     rows = {r["name"]: r for r in json.loads(run("models", "--json").output)}
     assert rows["mobilenet_v2"]["status"] == "ready" and rows["mobilenet_v2"]["default"]

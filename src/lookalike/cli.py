@@ -135,9 +135,8 @@ def progress_bar(description: str) -> Progress:
     )
 
 
-def _run_index(
-    lib: Library, paths: list[str], label: str | None, prune: bool, quiet: bool, objects: bool = False
-) -> IndexReport:
+def _run_index(lib: Library, paths: list[str], label: str | None, prune: bool, quiet: bool, objects: bool = False,
+               include_removed: bool = False) -> IndexReport:  # fmt: skip
     with progress_bar("indexing") as bar:
         task = bar.add_task("indexing", total=None, rate="")
 
@@ -147,7 +146,8 @@ def _run_index(
             rate = f"{processed / elapsed:.0f} img/s" if elapsed > 0 and processed else ""
             bar.update(task, completed=done, total=total, rate=rate)
 
-        return lib.index(paths, label=label, prune=prune, on_progress=None if quiet else update, objects=objects)
+        return lib.index(paths, label=label, prune=prune, on_progress=None if quiet else update, objects=objects,
+                         include_removed=include_removed)  # fmt: skip
 
 
 @app.command()
@@ -156,18 +156,21 @@ def index(
     label: Annotated[str | None, typer.Option(help="label for every photo (default: CSV label or folder name)")] = None,
     prune: Annotated[bool, typer.Option(help="remove photos whose files vanished from the named folders")] = False,
     objects: Annotated[bool, typer.Option("--objects", help="also index each detected subject of each photo")] = False,
+    include_removed: Annotated[
+        bool, typer.Option("--include-removed", help="also index files removed before with `lookalike remove`")
+    ] = False,
     model: Annotated[
         str | None,
         typer.Option(help="embedding model of a new library: a built-in or a model folder (`lookalike models`)"),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
 ) -> None:
-    """Index photos (incremental: unchanged files are skipped, duplicates stored once)."""
+    """Index photos (incremental: unchanged files are skipped, duplicates stored once, removed files left out)."""
     if model is not None:
         State.overrides["model"] = model
     lib = open_library()
     try:
-        report = _run_index(lib, paths, label, prune, quiet=as_json, objects=objects)
+        report = _run_index(lib, paths, label, prune, quiet=as_json, objects=objects, include_removed=include_removed)
     except user_errors() as exc:
         fail(str(exc))
     except KeyboardInterrupt:
@@ -182,6 +185,13 @@ def index(
 
 
 def _print_report(r: IndexReport) -> None:
+    if r.excluded:
+        shown = ", ".join(plain(x) for x in r.excluded[:3]) + (f" and {len(r.excluded) - 3} more" if len(r.excluded) > 3
+                                                               else "")  # fmt: skip
+        out.print(f"[dim]left out {len(r.excluded)} file(s) removed before with `lookalike remove` ({shown}); "
+                  "`index --include-removed` adds them back", highlight=False)  # fmt: skip
+    if r.total == 0 and r.excluded:
+        return
     if r.total == 0:
         console.print("nothing to index: no files there (hidden files and folders are skipped)")
         return
@@ -444,7 +454,8 @@ def detect(
 
 @app.command()
 def remove(ids: Annotated[list[int], typer.Argument(help="image ids to remove")]) -> None:
-    """Remove photos from the library (catalog, vectors and thumbnails)."""
+    """Remove photos from the library (catalog, vectors and thumbnails); their files stay out of later index runs
+    (`index --include-removed` takes them back)."""
     lib = open_library()
     try:
         removed = {r.id for r in lib.remove(ids)}
@@ -452,7 +463,8 @@ def remove(ids: Annotated[list[int], typer.Argument(help="image ids to remove")]
         lib.close()
     unknown = [i for i in ids if i not in removed]
     if removed:
-        out.print(f"removed {len(removed)} image(s)")
+        out.print(f"removed {len(removed)} image(s); `lookalike index` leaves their files out from now on "
+                  "(--include-removed adds them back)")  # fmt: skip
     if unknown:
         fail(f"no image with id {', '.join(map(str, unknown))}")
 

@@ -442,10 +442,12 @@ class Library:
         prune: bool = False,
         on_progress: ProgressFn | None = None,
         objects: bool = False,
+        include_removed: bool = False,
     ) -> IndexReport:
         """Index folders, CSVs, URL lists, files and URLs; incremental and safe to interrupt.
 
-        With ``objects`` each photo is also indexed as each subject the detector finds.
+        With ``objects`` each photo is also indexed as each subject the detector finds. Files a user removed
+        (``remove``) stay out unless ``include_removed``.
         """
         sets: list[SourceSet] = [expand(p, label, s3=self.s3 if is_s3(p) else None) for p in paths]
         _ = self.embedder  # a missing model fails here, once, not as one rejection per photo
@@ -454,7 +456,7 @@ class Library:
             _ = self.space  # new photos are checked against the library for near-duplicates as they come
         if objects:
             _ = self.detector
-        report = Pipeline(self, on_progress, objects=objects).run(sets, prune=prune)
+        report = Pipeline(self, on_progress, objects=objects, include_removed=include_removed).run(sets, prune=prune)
         self._after_run()
         return report
 
@@ -469,8 +471,8 @@ class Library:
         if self._space is not None:
             self._space.save()
 
-    def delete_images(self, ids: list[int]) -> list[ImageRecord]:
-        removed = self.catalog.remove_images(ids)
+    def delete_images(self, ids: list[int], remember: bool = False) -> list[ImageRecord]:
+        removed = self.catalog.remove_images(ids, remember=remember)
         for rec in removed:
             if self.catalog.id_for_sha(rec.sha256) is None:  # the same bytes may have been added again meanwhile
                 self.images.delete("thumbnail", rec.sha256)
@@ -480,8 +482,9 @@ class Library:
         return removed
 
     def remove(self, ids: list[int]) -> list[ImageRecord]:
-        """Delete images by id; unknown ids are ignored (the caller reports them)."""
-        return self.delete_images(ids)
+        """Delete images by id, for good: their files stay out of later index runs (``index(include_removed=True)``
+        takes them back). Unknown ids are ignored (the caller reports them)."""
+        return self.delete_images(ids, remember=True)
 
     # --- search ----------------------------------------------------------------------
     def read_query(self, query: str | Path) -> bytes:

@@ -428,3 +428,18 @@ def test_relabelled_sources_decide_the_photo_label(catalog) -> None:
     assert catalog.get(a).label is None and catalog.relabel_sources({"/r/y/1.jpg": "why"}) == [a]
     assert catalog.get(a).label == "why"
     assert [(c.image_id, c.flags) for c in catalog.changes_since(last)] == [(a, PHOTO | OBJECTS)] * 2
+
+
+def test_sources_a_user_removed_are_remembered_until_forgotten(catalog) -> None:
+    rows = catalog.add_batch([item(sha(1), "/f/a.jpg"), item(sha(2), "/f/b.jpg"), item(sha(3), "/g/c.jpg")]).rows
+    ids = {row.source: image_id for row, image_id, _ in rows}
+    catalog.add_batch([item(sha(1), "/g/a-again.jpg")])  # the same bytes under a second name: one image, 2 sources
+    catalog.remove_images([ids["/f/b.jpg"]])  # pruned or replaced: not the user's choice, not remembered
+    asked = ["/f/a.jpg", "/f/b.jpg", "/g/a-again.jpg", "/g/c.jpg", "/h/new.jpg"]
+    assert catalog.removed_among(asked) == set()
+    assert [r.id for r in catalog.remove_images([ids["/f/a.jpg"]], remember=True)] == [ids["/f/a.jpg"]]
+    assert catalog.removed_among(asked) == {"/f/a.jpg", "/g/a-again.jpg"}  # every path the photo had
+    catalog.remove_images([ids["/f/a.jpg"]], remember=True)  # gone already: nothing changes, no error
+    assert catalog.forget_removed(["/f/a.jpg", "/h/new.jpg"]) == 1
+    assert catalog.removed_among(asked) == {"/g/a-again.jpg"}
+    assert catalog.source_states(asked).keys() == {"/g/c.jpg"}

@@ -61,6 +61,7 @@ class IndexReport:
     updated: int = 0  # sources whose file changed and was re-embedded
     rejected: list[Rejected] = field(default_factory=list)
     vanished: list[str] = field(default_factory=list)
+    excluded: list[str] = field(default_factory=list)  # removed by the user before: left out (--include-removed)
     pruned: int = 0
     total: int = 0
     seconds: float = 0.0
@@ -81,6 +82,7 @@ class IndexReport:
             "updated": self.updated,
             "rejected": [r.__dict__ for r in self.rejected],
             "vanished": self.vanished,
+            "excluded": self.excluded,
             "pruned": self.pruned,
             "seconds": round(self.seconds, 3),
             "images_per_second": round(self.rate, 1),
@@ -134,14 +136,16 @@ class Pipeline:
     """Runs one indexing job against a library's catalog, image store, index and embedder."""
 
     def __init__(self, library, on_progress: ProgressFn | None = None, objects: bool = False,
-                 guard: GuardFn | None = None) -> None:  # fmt: skip
+                 guard: GuardFn | None = None, include_removed: bool = False) -> None:  # fmt: skip
         """``guard`` runs in each batch's catalog transaction before it writes (a worker checks it still holds
-        its task there, so a worker that lost its lease writes nothing more)."""
+        its task there, so a worker that lost its lease writes nothing more). Sources a user removed are left
+        out (and reported) unless ``include_removed``."""
         self.lib = library
         self.settings = library.settings
         self.on_progress = on_progress
         self.objects = objects
         self.guard = guard
+        self.include_removed = include_removed
 
     # --- worker side -----------------------------------------------------------
     def _prepare(self, item: SourceItem) -> _Prepared:
@@ -212,8 +216,14 @@ class Pipeline:
         for s in sets:
             for it in s.items:
                 items.setdefault(it.source, it)
-        report.total = len(items)
         catalog = self.lib.catalog
+        removed = catalog.removed_among(s for s, it in items.items() if not it.is_upload)  # an upload is explicit
+        if removed and self.include_removed:
+            catalog.forget_removed(removed)
+        elif removed:
+            report.excluded = sorted(removed)
+            items = {s: it for s, it in items.items() if s not in removed}
+        report.total = len(items)
         todo: list[SourceItem] = []
         changed_from: dict[str, int] = {}
         known = catalog.source_states(items)

@@ -252,12 +252,29 @@ def _v5(conn: Connection, dialect: str) -> None:
     _run_ddl(conn, V5, dialect)
 
 
+# Version 6: the sources a user removed (`lookalike remove`, DELETE /images/{id}, the page's Delete), so that the
+# next index of their folder leaves them out and says so, until `index --include-removed`.
+V6 = """
+CREATE TABLE IF NOT EXISTS removed (
+    dir_id {REF} NOT NULL REFERENCES dirs(id),
+    name TEXT NOT NULL,
+    removed_at {REAL} NOT NULL,
+    PRIMARY KEY (dir_id, name)
+) {NOROWID};
+"""
+
+
+def _v6(conn: Connection, dialect: str) -> None:
+    _run_ddl(conn, V6, dialect)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection, str], None]]] = [
     (1, "shared catalog: compact embeddings, folders, change feed, versioned transforms", _v1),
     (2, "durable index jobs: jobs and their leased tasks", _v2),
     (3, "local features for copy verification", _v3),
     (4, "copy descriptors instead of local features", _v4),
     (5, "copy descriptors of the photos' centres", _v5),
+    (6, "sources removed by the user stay out of the index", _v6),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -274,6 +274,38 @@ class Catalog:
                         out[folder + name] = (int(image_id), size, mtime_ns, label)
         return out
 
+    def removed_among(self, sources: Iterable[str]) -> set[str]:
+        """The sources among these that a user removed (``remove_images(remember=True)``), a query per folder."""
+        by_folder: dict[str, set[str]] = {}
+        for source in sources:
+            folder, name = split_source(source)
+            by_folder.setdefault(folder, set()).add(name)
+        out = set()
+        with self.db.read() as conn:
+            for folder, names in by_folder.items():
+                dir_id = self._dir_id(conn, folder)
+                if dir_id is None:
+                    continue
+                for (name,) in conn.execute(sa.text("SELECT name FROM removed WHERE dir_id = :d"), {"d": dir_id}):
+                    if name in names:
+                        out.add(folder + name)
+        return out
+
+    def forget_removed(self, sources: Iterable[str]) -> int:
+        """Let these sources be indexed again (``index --include-removed``); returns how many were removed."""
+        keys = [split_source(s) for s in sources]
+
+        def write(conn: Connection) -> int:
+            forgotten = 0
+            for folder, name in keys:
+                dir_id = self._dir_id(conn, folder)
+                if dir_id is not None:
+                    forgotten += conn.execute(sa.text("DELETE FROM removed WHERE dir_id = :d AND name = :n"),
+                                              {"d": dir_id, "n": name}).rowcount  # fmt: skip
+            return forgotten
+
+        return self.db.retrying(write) if keys else 0
+
     def sources_under(self, prefix: str) -> list[str]:
         """Sources recorded below a folder (prefix ends with the path separator)."""
         escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -590,12 +622,20 @@ class Catalog:
 
         return self.db.retrying(write)
 
-    def remove_images(self, ids: Iterable[int]) -> list[ImageRecord]:
-        """Delete images with their sources and subjects; returns the records this call deleted."""
+    def remove_images(self, ids: Iterable[int], remember: bool = False) -> list[ImageRecord]:
+        """Delete images with their sources and subjects; returns the records this call deleted. ``remember``: a
+        user removed them, so their sources are recorded as removed (``removed_among``) and indexing leaves them out."""
         records = self.get_many(ids)
 
         def write(conn: Connection) -> list[int]:
             gone = []
+            if remember:
+                now = time.time()
+                for chunk in _chunks(sorted(records)):
+                    q = _sql("INSERT INTO removed(dir_id, name, removed_at) SELECT dir_id, name, :t FROM sources "
+                             "WHERE image_id IN :ids ON CONFLICT(dir_id, name) DO UPDATE SET removed_at = "
+                             "excluded.removed_at", "ids")  # fmt: skip
+                    conn.execute(q, {"ids": chunk, "t": now})
             for chunk in _chunks(sorted(records)):
                 gone += [int(r[0]) for r in conn.execute(_sql("DELETE FROM images WHERE id IN :ids RETURNING id",
                                                               "ids"), {"ids": chunk})]  # fmt: skip
