@@ -105,3 +105,31 @@ def test_indexing_and_uploads_report_near_duplicates_of_indexed_photos(settings,
             near = {item["name"]: item["near_duplicate_of"] for item in body["added"]}
             goldfish = lib.catalog.id_for_sha(hashlib.sha256(photo("goldfish", 1).read_bytes()).hexdigest())
             assert near == {"gray.jpg": goldfish, "new.jpg": None}
+
+
+def test_a_mirrored_cropped_scaled_captioned_copy_is_grouped_with_its_original(tmp_path: Path, monkeypatch) -> None:
+    """Issue #28, item 3: in a library of look-alikes (10 goldfish among 60 photos), a copy that is mirrored, cropped
+    to 80 %, scaled to 0.4x and captioned is grouped with its original, and a plain mirror of the original finds
+    both as the same photo (the original was left 'copy: false' when copies came from a per-process keypoint index)."""
+    from PIL import ImageDraw, ImageOps
+
+    root = copy_photos(tmp_path / "photos", ("goldfish", "tiger_cat", "bullet_train", "pizza", "castle", "flamingo"),
+                       10)  # fmt: skip
+    original = Image.open(photo("goldfish", 2)).convert("RGB")
+    w, h = original.size
+    copy = ImageOps.mirror(original).crop((w // 10, h // 10, w - w // 10, h - h // 10))
+    copy = copy.resize((int(copy.width * 0.4), int(copy.height * 0.4)))
+    ImageDraw.Draw(copy).text((5, 5), "REPOST caption text", fill=(255, 255, 255))
+    (root / "reposts").mkdir()
+    copy.save(root / "reposts" / "copy.jpg", quality=85)
+    mirror = tmp_path / "mirror.jpg"
+    ImageOps.mirror(original).save(mirror, quality=90)
+    monkeypatch.setenv("LOOKALIKE_HOME", str(tmp_path / "lib"))
+    assert CliRunner().invoke(app, ["index", str(root)]).exit_code == 0
+    report = json.loads(CliRunner().invoke(app, ["duplicates", "--json"]).output)
+    groups = [sorted(Path(p["source"]).name for p in g["photos"]) for g in report["near_duplicates"]]
+    assert groups == [sorted([photo("goldfish", 2).name, "copy.jpg"])]
+    hits = json.loads(CliRunner().invoke(app, ["search", str(mirror), "-k", "5", "--json"]).output)["hits"]
+    copies = sorted(Path(h["sources"][0]).name for h in hits if h["copy"])
+    assert copies == sorted([photo("goldfish", 2).name, "copy.jpg"])
+    assert Path(hits[0]["sources"][0]).name == photo("goldfish", 2).name
