@@ -70,6 +70,8 @@ def test_objects_added_later_to_an_indexed_folder(settings, embedder, subject_di
         assert not report.added and not report.rejected
         assert lib.catalog.counts()["detected"] == 18
         assert len(lib.object_vectors) > 0 and lib.catalog.count() == 18
+        # the report says what happened: 18 photos got their subjects; none is a duplicate of itself
+        assert report.detected == 18 and report.subjects == len(lib.object_vectors) and not report.duplicates
 
 
 def test_a_crop_of_an_object_finds_the_photo_that_holds_it(lib: Library) -> None:

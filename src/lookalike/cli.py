@@ -199,6 +199,8 @@ def _print_report(r: IndexReport) -> None:
         f"[bold]{len(r.added)}[/] added, {r.updated} updated, {len(r.duplicates)} duplicates, "
         f"{r.unchanged} unchanged, {len(r.rejected)} rejected, {len(r.vanished)} vanished"
         + (f" ({r.pruned} pruned)" if r.pruned else "")
+        + (f"; {r.subjects} subjects found" + (f" ({r.detected} indexed photos got theirs)" if r.detected else "")
+           if r.subjects or r.detected else "")
         + f" in {r.seconds:.1f} s ({r.rate:.0f} img/s)",
         highlight=False,
     )

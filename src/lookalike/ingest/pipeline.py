@@ -62,6 +62,8 @@ class IndexReport:
     rejected: list[Rejected] = field(default_factory=list)
     vanished: list[str] = field(default_factory=list)
     excluded: list[str] = field(default_factory=list)  # removed by the user before: left out (--include-removed)
+    detected: int = 0  # indexed photos whose subjects were found in this run (``objects`` on an indexed folder)
+    subjects: int = 0  # subjects stored in this run
     pruned: int = 0
     total: int = 0
     seconds: float = 0.0
@@ -83,6 +85,8 @@ class IndexReport:
             "rejected": [r.__dict__ for r in self.rejected],
             "vanished": self.vanished,
             "excluded": self.excluded,
+            "detected": self.detected,
+            "subjects": self.subjects,
             "pruned": self.pruned,
             "seconds": round(self.seconds, 3),
             "images_per_second": round(self.rate, 1),
@@ -146,6 +150,7 @@ class Pipeline:
         self.objects = objects
         self.guard = guard
         self.include_removed = include_removed
+        self._redetect: set[str] = set()  # unchanged sources indexed again only for their subjects (run)
 
     # --- worker side -----------------------------------------------------------
     def _prepare(self, item: SourceItem) -> _Prepared:
@@ -226,6 +231,7 @@ class Pipeline:
         report.total = len(items)
         todo: list[SourceItem] = []
         changed_from: dict[str, int] = {}
+        self._redetect = set()
         known = catalog.source_states(items)
         displaced: list[int] = []  # images some source stopped pointing at: removed if nothing else does
         relabel: dict[str, str | None] = {}  # unchanged sources whose label the rule now gives differently
@@ -237,6 +243,7 @@ class Pipeline:
                 if state[1] == it.size and state[2] == it.mtime_ns:
                     if self.objects and catalog.detected_with(state[0]) is None:
                         todo.append(it)  # unchanged, but its subjects were never detected
+                        self._redetect.add(it.source)
                         continue
                     report.unchanged += 1
                     continue
@@ -327,6 +334,10 @@ class Pipeline:
                 p = detected.pop(row.source)
                 objects = [(d.box, d.label, d.score, v) for d, v in zip(p.detections, p.object_vectors, strict=True)]
                 self.lib.catalog.set_objects(image_id, self.lib.detector.name, objects)
+                report.subjects += len(objects)
+                if row.source in self._redetect:
+                    report.detected += 1
+                    continue  # not a duplicate of itself: the same photo, now with its subjects
             if row.source in changed_from:
                 report.updated += 1
             if is_new:
