@@ -10,11 +10,16 @@ of the first answers by cosine, the search p50, the build time; for the embedded
 IVF above, as a library grows into them).
 
     python bench/copyscale.py [--sizes 10000 100000 1000000]
+    unshare -n -- sh -c 'ip link set lo up && python bench/copyscale.py --backends --milvus-server'
+
+``--milvus-server`` starts the PyPI `milvus` 2.3.5 standalone server (it binds every interface, so only inside a
+private network namespace, as above; bench/scale.py does the same), ``--milvus-uri`` uses one already running.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
 import tempfile
@@ -33,6 +38,7 @@ from lookalike.copyedits import EDITS, edited
 from lookalike.imaging import decode
 from lookalike.models import copy_descriptor
 from lookalike.store.vectors import MISSING, EmbeddedIndex
+from scale import milvus_server, wait_for_index  # bench/scale.py, beside this script
 
 SHARED = Path(os.environ.get("LOOKALIKE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 DATA = SHARED / "datasets"
@@ -55,8 +61,10 @@ def synthetic(real: np.ndarray, n: int, seed: int = 0, noise: float = 0.3):
         m = min(50_000, n - start)
         a, b = real[rng.integers(0, len(real), m)], real[rng.integers(0, len(real), m)]
         w = rng.uniform(0.3, 0.7, (m, 1)).astype(np.float32)  # a blend, never nearly one photo (that is a copy)
-        v = w * a + (1 - w) * b + noise * rng.standard_normal((m, real.shape[1])).astype(np.float32) / np.sqrt(
-            real.shape[1]
+        v = (
+            w * a
+            + (1 - w) * b
+            + noise * rng.standard_normal((m, real.shape[1])).astype(np.float32) / np.sqrt(real.shape[1])
         )
         yield v / np.linalg.norm(v, axis=1, keepdims=True)
 
@@ -64,7 +72,20 @@ def synthetic(real: np.ndarray, n: int, seed: int = 0, noise: float = 0.3):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--backends", nargs="*", default=["embedded"], help="embedded; the server is added below")
+    parser.add_argument("--milvus-uri", help="also measure the Milvus server at this URI")
+    parser.add_argument("--milvus-server", action="store_true", help="start a Milvus standalone server (netns only)")
+    parser.add_argument("--milvus-index", default="HNSW", help="index type of the Milvus server collection")
+    parser.add_argument("--nprobe-sweep", type=int, nargs="*", default=[], help="also report IVF (tier) at these")
+    parser.add_argument("--ef-sweep", type=int, nargs="*", default=[], help="also report HNSW (tier) at these")
     args = parser.parse_args()
+    with contextlib.ExitStack() as stack:
+        if args.milvus_server:
+            args.milvus_uri = stack.enter_context(milvus_server())
+        run(args)
+
+
+def run(args) -> None:
     settings = Settings()
     model = copy_descriptor.load(settings.resolved_models_dir, settings.copy_side)
     towhee = sorted((TOWHEE / "train").glob("*/*"))
@@ -83,18 +104,30 @@ def main() -> None:
     queries_m = np.stack(queries)
     table = Table(title=f"copy collection, embedded index: {len(queries)} edited queries (half positives)",
                   title_justify="left")  # fmt: skip
-    for col in ("photos", "index", "build s", "copy top-1", "micro-AP", "same first as exact", "search p50 ms",
-                "p95 ms"):  # fmt: skip
+    for col in ("photos", "index", "build s", "copy top-1", "micro-AP", "same first as exact", "exact's top-1",
+                "search p50 ms", "p95 ms"):  # fmt: skip
         table.add_column(col, justify="right")
+    backends = list(args.backends) + (["milvus-server"] if args.milvus_uri else [])
     for size in args.sizes:
-        run_size(size, settings, real, queries_m, truth, table)
+        for backend in backends:
+            run_size(size, backend, args, settings, real, queries_m, truth, table)
 
 
-def run_size(size: int, s: Settings, real: np.ndarray, queries_m: np.ndarray, truth: list[int], table: Table) -> None:
-    hnsw = {"m": s.hnsw_m, "ef_construction": s.hnsw_ef_construction, "ef_search": s.hnsw_ef_search}
+def open_index(backend: str, size: int, args, s: Settings, tmp: str):
+    if backend == "embedded":
+        hnsw = {"m": s.hnsw_m, "ef_construction": s.hnsw_ef_construction, "ef_search": s.hnsw_ef_search}
+        return EmbeddedIndex(Path(tmp) / str(size), copy_descriptor.DIM, s.ann_threshold, hnsw, "bench",
+                             s.ivf_threshold, s.ivf_nprobe, s.ivf_storage)  # fmt: skip
+    from lookalike.store.milvus import MilvusIndex
+
+    return MilvusIndex(args.milvus_uri, f"copyscale_{size}", copy_descriptor.DIM, index_type=args.milvus_index,
+                       nprobe=s.ivf_nprobe)  # fmt: skip
+
+
+def run_size(size: int, backend: str, args, s: Settings, real: np.ndarray, queries_m: np.ndarray, truth: list[int],
+             table: Table) -> None:  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
-        index = EmbeddedIndex(Path(tmp) / str(size), copy_descriptor.DIM, s.ann_threshold, hnsw, "bench",
-                              s.ivf_threshold, s.ivf_nprobe, s.ivf_storage)  # fmt: skip
+        index = open_index(backend, size, args, s, tmp)
         started = time.perf_counter()
         index.add(np.arange(len(real)), real)
         start, best = len(real), (queries_m @ real.T).argmax(axis=1)
@@ -105,23 +138,51 @@ def run_size(size: int, s: Settings, real: np.ndarray, queries_m: np.ndarray, tr
             better = cos.max(axis=1) > best_cos
             best[better], best_cos[better] = cos.argmax(axis=1)[better] + start, cos.max(axis=1)[better]
             start += len(chunk)
-        index.wait()
+        if backend == "milvus-server":
+            wait_for_index(index)  # sealed and indexed: search is brute force before
+        else:
+            index.wait()
         built = time.perf_counter() - started
-        latency, firsts, scores = [], [], []
-        for q in queries_m:
-            t = time.perf_counter()
-            ids, cos = index.search(q[None], 1)
-            latency.append(time.perf_counter() - t)
-            firsts.append(int(ids[0, 0]) if ids[0, 0] != MISSING else -2)
-            scores.append(float(cos[0, 0]))
-        correct = [f == t and t >= 0 for f, t in zip(firsts, truth, strict=True)]
-        exact = np.mean(np.asarray(firsts) == best)
+        kind = f"milvus-server ({args.milvus_index})" if backend == "milvus-server" else index.kind
         npos = sum(t >= 0 for t in truth)
-        table.add_row(f"{size:,}", index.kind, f"{built:.0f}", f"{sum(correct) / npos:.3f}",
-                      f"{average_precision(scores, correct, npos):.3f}", f"{exact:.3f}",
-                      f"{np.median(latency) * 1000:.2f}", f"{np.percentile(latency, 95) * 1000:.2f}")  # fmt: skip
-        Console(width=160).print(table)
+        exact_top1 = sum(int(b) == t for b, t in zip(best, truth, strict=True) if t >= 0) / npos
+        row = measure(index, queries_m, truth, best)
+        table.add_row(f"{size:,}", kind, f"{built:.0f}", *row[:3], f"{exact_top1:.3f}", *row[3:])
+        inner = getattr(index, "inner", index)
+        sweeps = []
+        if backend == "milvus-server":
+            knob = "ef_search" if args.milvus_index == "HNSW" else "nprobe"
+            sweeps = [(knob, v, index) for v in (args.ef_sweep if knob == "ef_search" else args.nprobe_sweep)]
+        elif inner.kind == "ivf":
+            sweeps = [("nprobe", v, inner) for v in args.nprobe_sweep]
+        for knob, value, target in sweeps:
+            setattr(target, knob, value)
+            row = measure(index, queries_m, truth, best)
+            table.add_row("", f"  {knob}={value}", "", *row[:3], "", *row[3:])
+        if inner.kind == "hnsw" and backend != "milvus-server":
+            for value in args.ef_sweep:
+                inner._index.set_ef(value)
+                row = measure(index, queries_m, truth, best)
+                table.add_row("", f"  ef_search={value}", "", *row[:3], "", *row[3:])
+        Console(width=180).print(table)
         index.drop()
+
+
+def measure(index, queries_m: np.ndarray, truth: list[int], best: np.ndarray) -> list[str]:
+    """copy top-1, micro-AP, share of first answers equal to exact search's, p50 and p95 ms of one search."""
+    latency, firsts, scores = [], [], []
+    for q in queries_m:
+        t = time.perf_counter()
+        ids, cos = index.search(q[None], 1)
+        latency.append(time.perf_counter() - t)
+        firsts.append(int(ids[0, 0]) if ids[0, 0] != MISSING else -2)
+        scores.append(float(cos[0, 0]))
+    correct = [f == t and t >= 0 for f, t in zip(firsts, truth, strict=True)]
+    npos = sum(t >= 0 for t in truth)
+    return [f"{sum(correct) / npos:.3f}", f"{average_precision(scores, correct, npos):.3f}",
+            f"{np.mean(np.asarray(firsts) == best):.3f}", f"{np.median(latency) * 1000:.2f}",
+            f"{np.percentile(latency, 95) * 1000:.2f}"]  # fmt: skip
+
 
 if __name__ == "__main__":
     main()
