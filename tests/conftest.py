@@ -158,9 +158,9 @@ def milvus_server_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
 
     if not os.environ.get(milvusserver.INSIDE):
         pytest.skip("runs inside a private network namespace, started by tests/store/test_milvus_server.py")
-    proc, uri = milvusserver.start(tmp_path_factory.mktemp("milvus"))
+    uri = milvusserver.start_session(tmp_path_factory.mktemp("milvus"))
     yield uri
-    milvusserver.stop(proc)
+    milvusserver.stop_session()
 
 
 @contextlib.contextmanager

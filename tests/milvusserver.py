@@ -69,6 +69,31 @@ def start(directory: Path, timeout: float = 120) -> tuple[subprocess.Popen, str]
     raise RuntimeError(f"milvus-server was not ready in {timeout:.0f} s")
 
 
+SESSION: dict = {}  # the session's server: its process and data folder (a test may stop and start it again)
+
+
+def start_session(directory: Path) -> str:
+    proc, uri = start(directory)
+    SESSION.update(proc=proc, directory=directory)
+    return uri
+
+
+def stop_session() -> None:
+    if SESSION.get("proc") is not None:
+        stop(SESSION.pop("proc"))
+
+
+def signal_session(sig: int) -> None:
+    """Send ``sig`` to the session's server and its children: SIGSTOP makes it hang as a partitioned or frozen server
+    does (connections stay open, nothing answers), SIGCONT brings it back. (Stopped and started again on its data,
+    Milvus Lite 2.3.5 did not answer within 120 s here: its components kept dialling the old root coordinator.)"""
+    proc = SESSION["proc"]
+    for pid in [proc.pid, *children(proc.pid)]:
+        for child in [pid, *children(pid)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, sig)
+
+
 def children(pid: int) -> list[int]:
     found = []
     for task in Path(f"/proc/{pid}/task").glob("*/children"):

@@ -10,6 +10,7 @@ it is back, searches answer 200 again.
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 import uuid
@@ -255,3 +256,104 @@ def test_a_job_rides_out_an_image_store_restart(pg_url: str, tmp_path: Path) -> 
         stop_workers(workers)
         service.stop()
         s3server.stop(weed)
+
+
+def test_a_job_rides_out_a_frozen_milvus_server_milvus_server(milvus_server_uri: str, s3_endpoint: str, pg_url: str,
+                                                                tmp_path: Path) -> None:  # fmt: skip
+    """The vector engine away mid-job: the Milvus server frozen (SIGSTOP: connections open, nothing answers, as in a
+    network partition) for 20 s, while two workers index into the shared catalog and `lookalike serve` keeps Milvus
+    current from the change feed. Searches answer 503 while it is away (never 500, within the 10 s bound on every
+    engine call), liveness holds, the job and its progress go on (the catalog is up), and afterwards every photo is
+    in Milvus's collections exactly once."""
+    from pymilvus import MilvusClient
+
+    from tests import milvusserver
+
+    photos = tmp_path / "photos"
+    count = 150
+    for path in sorted((TOWHEE / "train").glob("*/*"))[:count]:
+        (photos / path.parent.name).mkdir(parents=True, exist_ok=True)
+        (photos / path.parent.name / path.name).write_bytes(path.read_bytes())
+    query = next(photos.glob("*/*")).read_bytes()
+    prefix = "milvusout" + uuid.uuid4().hex[:8]
+    common = {"database_url": pg_url, "vector_backend": milvus_server_uri, "job_chunk": "10",
+              "source_roots": f'["{photos}"]', "image_store": f"s3://library/{prefix}", "s3_endpoint_url": s3_endpoint,
+              "s3_access_key": "test", "s3_secret_key": "test"}  # fmt: skip
+    service = Service(tmp_path / "api", serve_worker="0", **common).start()
+    workers = [start_worker(tmp_path / f"w{i}", tmp_path / f"w{i}.log", **common) for i in range(2)]
+    search = lambda: httpx.post(f"{service.url}{API}/search", files={"image": ("q.jpg", query, "image/jpeg")},  # noqa: E731
+                                data={"k": "1"}, timeout=30)  # fmt: skip
+    answers: list[int | None] = []
+    try:
+        r = httpx.post(f"{service.url}{API}/jobs/index", json={"paths": [str(photos)]}, timeout=30)
+        assert r.status_code == 202, r.text
+        job_id = r.json()["id"]
+
+        def job() -> dict:
+            r = status(lambda: httpx.get(f"{service.url}{API}/jobs/{job_id}", timeout=30))
+            answers.append(None if r is None else r.status_code)
+            assert r is not None and r.status_code == 200, "the job's progress must stay readable: the catalog is up"
+            return r.json()
+
+        deadline = time.time() + 180
+        while (progress := job())["done"] < 20:
+            assert time.time() < deadline and progress["state"] not in FINISHED, progress
+            time.sleep(0.3)
+        milvusserver.signal_session(signal.SIGSTOP)
+        stopped = time.monotonic()
+        searches, ready, live = [], [], []
+        while time.monotonic() - stopped < 20:
+            r = status(search)
+            answers.append(None if r is None else r.status_code)
+            if time.monotonic() - stopped > 2:
+                searches.append(r)
+            ready.append(status(lambda: httpx.get(f"{service.url}/healthz/ready", timeout=30)))
+            live.append(status(lambda: httpx.get(f"{service.url}/healthz/live", timeout=10)))
+            job()
+            assert all(w.poll() is None for w in workers), "a worker exited while the engine was away"
+            time.sleep(0.5)
+        milvusserver.signal_session(signal.SIGCONT)
+        assert searches and all(is_503_problem(r) for r in searches), [None if r is None else r.status_code
+                                                                       for r in searches]  # fmt: skip
+        assert any(r is not None and r.status_code == 503 for r in ready)
+        assert all(r is not None and r.status_code == 200 for r in live)
+
+        deadline = time.time() + 300
+        while (progress := job())["state"] not in FINISHED:
+            assert time.time() < deadline, progress
+            time.sleep(0.5)
+        assert progress["state"] == "done" and progress["done"] == progress["total"] == count, progress
+        assert progress["rejected"] == 0 and progress["owed"] == 0, progress
+        deadline = time.time() + 120
+        while (r := status(search)) is None or r.status_code != 200:
+            answers.append(None if r is None else r.status_code)
+            assert time.time() < deadline, "searches did not answer 200 within 120 s of the engine's return"
+            time.sleep(1)
+        assert set(answers) <= {200, 503}, sorted(set(answers), key=str)  # never a 500, never no answer
+        assert all(w.poll() is None for w in workers), "a worker exited"
+
+        # every photo of the catalog exactly once in each Milvus collection, once the follower has caught up
+        catalog = Catalog.open(pg_url)
+        try:
+            assert len(catalog.source_states(str(p) for p in photos.glob("*/*"))) == count  # the session's database
+            truth = sorted(catalog.ids().tolist())
+            copy_truth = sorted(catalog.copy_vector_ids().tolist())
+        finally:
+            catalog.close()
+        client = MilvusClient(uri=milvus_server_uri)
+        try:
+            names = service.stats()["collections"]
+            deadline = time.time() + 120
+            while True:
+                held = {n: sorted(int(r["id"]) for r in client.query(n, filter="id >= 0", output_fields=["id"],
+                                                                       consistency_level="Strong", limit=16384))
+                        for n in (names[0], names[2])}  # fmt: skip
+                if held[names[0]] == truth and held[names[2]] == copy_truth:
+                    break
+                assert time.time() < deadline, {n: (len(v), len(set(v))) for n, v in held.items()}
+                time.sleep(1)
+        finally:
+            client.close()
+    finally:
+        stop_workers(workers)
+        service.stop()

@@ -30,11 +30,13 @@ def test_conformance_and_migration_against_a_milvus_standalone_server() -> None:
             pytest.fail(f"CI must run the Milvus server tests; missing: {', '.join(missing)}")
         pytest.skip(f"needs {', '.join(missing)}")
     args = ["-q", "-p", "no:cacheprovider", "-o", "addopts=-ra", "-k", "milvus_server",
-            "tests/store/test_vectors.py", "tests/test_library.py", "tests/api/test_replicas.py"]  # fmt: skip
+            "tests/store/test_vectors.py", "tests/test_library.py", "tests/api/test_replicas.py",
+            "tests/api/test_outage.py"]  # fmt: skip
     run = milvusserver.run_in_private_network(args)
     output = run.stdout[-6000:] + run.stderr[-3000:]
     assert run.returncode == 0, output
     summary = run.stdout.strip().splitlines()[-1]
     passed = int(re.search(r"(\d+) passed", summary).group(1))
-    # (7 + 5 conformance tests) x HNSW, IVF; the migration; two replicas, a killed replica (Milvus + S3)
-    assert passed >= 27 and "skipped" not in summary, output
+    # (7 + 5 conformance tests) x HNSW, IVF; the migration; two replicas, a killed replica (Milvus + S3); a job
+    # through a Milvus restart
+    assert passed >= 28 and "skipped" not in summary, output
