@@ -137,3 +137,36 @@ def test_api_and_cli_say_copy_and_take_copies_mode(library: Library, monkeypatch
     assert len(hits) == 1 and hits[0]["copy"] and hits[0]["copy_region"]["match"]
     table = CliRunner().invoke(app, ["search", str(query), "-k", "3"], terminal_width=200)
     assert "SAME PHOTO" in table.output
+
+
+@pytest.mark.parametrize("edit", ["crop + text + JPEG 50", "text overlay"])
+def test_two_photos_that_share_only_an_overlay_are_not_copies(edit: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same caption on two different photos gives geometry a consistent set of matches in the caption's strokes;
+    the aligned pixels of the pictures themselves disagree, so most such pairs are no longer called copies, while
+    each captioned photo still is a copy of its own original. (Two screenshots of different photos in the same app
+    frame are not told apart this way: the frame covers as much of the overlap as the pictures.)"""
+    from lookalike.config import Settings
+    from lookalike.imaging import thumbnail_jpeg
+    from lookalike.search import copies
+
+    s = Settings()
+
+    def stored(picture: Image.Image) -> copies.Features:
+        data = thumbnail_jpeg(picture, s.thumbnail_size, s.thumbnail_quality)
+        return copies.from_jpeg(data, picture.width, picture.height, copies.QUERY_FEATURES)
+
+    labels = ("goldfish", "tiger_cat", "bullet_train", "pizza", "castle", "flamingo")
+    originals = [Image.open(photo(label, i)).convert("RGB") for label in labels for i in range(3)]
+    posted = [edited(p, edit) for p in originals]
+    queries = [copies.Query(p) for p in posted]
+    stored_posted = {n: stored(p) for n, p in enumerate(posted)}
+    false_without, false_with = 0, 0
+    for n, q in enumerate(queries):
+        others = {m: f for m, f in stored_posted.items() if m != n}
+        false_with += sum(v.copy for v in copies.verify_many(q.features, others).values())
+        monkeypatch.setattr(copies, "AGREE", None)  # geometry alone, as before the pixels were asked
+        false_without += sum(v.copy for v in copies.verify_many(q.features, others).values())
+        monkeypatch.undo()
+        assert copies.verify_many(q.features, {0: stored(originals[n])})[0].copy  # its own original: still a copy
+    assert false_without >= 10, "the overlay no longer fools geometry: this test checks nothing"
+    assert false_with <= false_without / 5, (false_with, false_without)

@@ -30,6 +30,13 @@ MIN_INLIERS = 12  # a similarity transform supported by this many matches is not
 COPY_SHARE = 0.8  # of a planar view's agreeing points one similarity explains in a copy (see _similarity)
 OBJECT_MIN_INLIERS = 15  # a homography has more freedom than a similarity: it needs more support (see RESULTS)
 RANSAC_PX = 4.0  # reprojection tolerance at SIDE px
+AGREE = 0.45  # the least agreement (see agreement) of a copy: below every Towhee copy's (bench/RESULTS.md, "Copies")
+OVERLAP_PX = 64  # of the small pictures: less overlap than this cannot say whether the pixels agree
+GRID = 4  # the overlap is judged in GRID x GRID cells
+DETAIL = 4.0  # grey levels of standard deviation a cell needs in both photos to be judged
+MIN_CELLS = 4  # cells with detail needed for a verdict
+QUANTILE = 0.5  # the cells' median: an overlay may spoil up to half of a copy's cells
+SMALL = 96  # the long side of the grey picture whose pixels a copy must agree with once aligned (see _agreement)
 # ORB finds this many times the keypoints kept, and the grid spread keeps the strongest of each cell. A candidate's
 # thumbnail gives 800 of 1,600: more of them come from coarse pyramid levels, which a photo of the same object taken
 # from further away needs; a query keeps 800 of 3,200: a caption's or a frame's strong corners cannot crowd out the
@@ -45,6 +52,7 @@ class Features:
     descriptors: np.ndarray  # (n, 32) uint8
     width: int
     height: int
+    small: np.ndarray | None = None  # the photo in grey, SMALL px on its long side: for the pixels' agreement
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,7 @@ class Verdict:
     mirrored: bool = False
     same_object: bool = False  # not the same picture, but the same (flat) object in another photo
     cosine: float | None = None  # of the copy descriptors (lookalike.search.verification), when both have one
+    agreement: float | None = None  # of the aligned pixels (see agreement), for a geometric copy
 
     def as_dict(self) -> dict:
         return {"copy": self.copy, "same_object": self.same_object, "confidence": round(self.confidence, 4),
@@ -110,18 +119,22 @@ class Query:
             gray = gray.resize((max(1, round(gray.width * scale)), max(1, round(gray.height * scale))),
                                Image.Resampling.BILINEAR)  # fmt: skip
         self._pixels = np.asarray(gray, dtype=np.uint8)
+        shrink = SMALL / max(self._pixels.shape)
+        self._small = cv2.resize(self._pixels, (max(1, round(self._pixels.shape[1] * shrink)),
+                                                max(1, round(self._pixels.shape[0] * shrink))),
+                                 interpolation=cv2.INTER_AREA).astype(np.float32)  # fmt: skip
         self._orb = cv2.ORB_create(nfeatures=oversample * limit, fastThreshold=10, edgeThreshold=15, patchSize=15)
         keypoints = _spread(self._orb.detect(self._pixels, None), self._pixels.shape, limit)
         self._keypoints = keypoints
-        self.features = self._describe(self._pixels, keypoints)
+        self.features = self._describe(self._pixels, keypoints, self._small)
 
-    def _describe(self, pixels: np.ndarray, keypoints) -> Features:
+    def _describe(self, pixels: np.ndarray, keypoints, small: np.ndarray) -> Features:
         keypoints, descriptors = self._orb.compute(pixels, keypoints)
         if descriptors is None or not keypoints:
-            return Features(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8), self.width, self.height)
+            return Features(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8), self.width, self.height, small)
         pts = _cv2().KeyPoint_convert(keypoints).astype(np.float32)
         pts *= np.array([self.width / pixels.shape[1], self.height / pixels.shape[0]], dtype=np.float32)
-        return Features(pts, descriptors, self.width, self.height)
+        return Features(pts, descriptors, self.width, self.height, small)
 
     def mirror(self) -> Features:
         """Features of the mirror image, points in its (mirrored) coordinates: a similarity transform cannot
@@ -131,7 +144,8 @@ class Query:
         w = self._pixels.shape[1]
         flipped = [cv2.KeyPoint(w - 1 - k.pt[0], k.pt[1], k.size, (180.0 - k.angle) % 360.0, k.response, k.octave)
                    for k in self._keypoints[:MAX_FEATURES]]  # fmt: skip
-        return self._describe(np.ascontiguousarray(self._pixels[:, ::-1]), flipped)
+        return self._describe(np.ascontiguousarray(self._pixels[:, ::-1]), flipped,
+                              np.ascontiguousarray(self._small[:, ::-1]))  # fmt: skip
 
 
 def _spread(keypoints, shape: tuple[int, int], limit: int, grid: int = 4) -> list:
@@ -252,6 +266,41 @@ def _spread_enough(box: tuple[float, ...], width: int, height: int) -> bool:
     return min((box[2] - box[0]) / width, (box[3] - box[1]) / height) >= 0.1
 
 
+def agreement(query: Features, candidate: Features, transform: np.ndarray) -> float | None:
+    """Whether the photos' own pixels agree once the query is aligned onto the candidate by ``transform`` (query
+    pixels -> candidate pixels): the overlap of their small grey pictures is cut into GRID x GRID cells, and the
+    answer is the median correlation over the cells with detail in both. Colour changes, grayscale, recompression
+    and resizing leave it high, and an overlay (a caption) spoils only its own cells; two different photos that
+    share only an overlay (the same caption, the same screenshot frame, a logo) agree in those strokes and in no
+    cell of the pictures themselves. None when a photo has no small picture or too few cells have detail."""
+    if query.small is None or candidate.small is None:
+        return None
+    cv2 = _cv2()
+    qh, qw = query.small.shape
+    ch, cw = candidate.small.shape
+    into_small = np.diag([cw / candidate.width, ch / candidate.height, 1.0])
+    from_small = np.diag([query.width / qw, query.height / qh, 1.0])
+    m = (into_small @ np.vstack([transform, [0.0, 0.0, 1.0]]) @ from_small)[:2]
+    warped = cv2.warpAffine(query.small, m, (cw, ch), flags=cv2.INTER_LINEAR)
+    inside = cv2.warpAffine(np.ones_like(query.small), m, (cw, ch), flags=cv2.INTER_LINEAR) > 0.99
+    ys, xs = np.nonzero(inside)
+    if len(ys) < OVERLAP_PX:
+        return None
+    y_edges = np.linspace(ys.min(), ys.max() + 1, GRID + 1).astype(int)
+    x_edges = np.linspace(xs.min(), xs.max() + 1, GRID + 1).astype(int)
+    agree = []
+    for y0, y1 in zip(y_edges[:-1], y_edges[1:], strict=True):
+        for x0, x1 in zip(x_edges[:-1], x_edges[1:], strict=True):
+            cell = inside[y0:y1, x0:x1]
+            if cell.sum() < 0.8 * cell.size or cell.size < 4:
+                continue
+            a, b = warped[y0:y1, x0:x1][cell], candidate.small[y0:y1, x0:x1][cell]
+            if a.std() < DETAIL or b.std() < DETAIL:
+                continue  # flat in either (sky, a frame's bar): says nothing
+            agree.append(float(np.corrcoef(a, b)[0, 1]))
+    return float(np.quantile(agree, QUANTILE)) if len(agree) >= MIN_CELLS else None
+
+
 def _confidence(inliers: int) -> float:
     return float(1.0 - np.exp(-max(0, inliers - 4) / 8.0))
 
@@ -282,7 +331,10 @@ def _similarity(query: Features, candidate: Features, src: np.ndarray, dst: np.n
     # printed picture is seen in perspective: a similarity fits one part of it (median 0.72 of 231 DVD cover photos
     # that pass MIN_INLIERS), so it is the same object in another photo, with its region where the points lie.
     copy = inliers >= MIN_INLIERS and inliers >= COPY_SHARE * len(src)
-    return Verdict(copy, _confidence(inliers), inliers, qb, mb)
+    agree = agreement(query, candidate, transform) if copy else None
+    if agree is not None and AGREE is not None and agree < AGREE:
+        copy = False
+    return Verdict(copy, _confidence(inliers), inliers, qb, mb, agreement=agree)
 
 
 def _same_object(query: Features, candidate: Features, src: np.ndarray, dst: np.ndarray, h: np.ndarray) -> Verdict:
