@@ -308,6 +308,15 @@ def test_same_photo_strip_shows_an_edited_copy_with_its_region(page, tmp_path: P
     expect(page.locator("#status")).to_contain_text("1 copy of your photo")
     assert page.locator("#copies .hit").get_attribute("data-label") == "goldfish"
     shot(page, "21-same-photo")
+    # an error replaces the results and the strip, it does not sit above the previous search's (issue #28, item 8)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    page.set_input_files("#file-input", str(broken))
+    expect(page.locator("#status")).to_have_class("error")
+    expect(page.locator("#copies-section")).to_be_hidden()
+    expect(page.locator("#copies .hit")).to_have_count(0)
+    expect(page.locator("#results .hit")).to_have_count(0)
+    expect(page.locator("#similar-heading")).to_be_hidden()
     # a photo that is not in the library has no strip
     page.set_input_files("#file-input", str(photo("goldfish", 0, "test")))
     expect(page.locator("#copies-section")).to_be_hidden()

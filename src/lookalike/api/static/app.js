@@ -261,7 +261,7 @@ async function search() {
     const r = await fetch(`${API}/search`, init);
     if (seq !== state.searchSeq) return;  // a newer search has started
     if (!r.ok) {
-      $("results").innerHTML = "";
+      clearResults();  // an error replaces the previous search's results, never sits above them
       setStatus(`Search failed. ${await problemText(r)}`, "error");
       return;
     }
@@ -269,16 +269,25 @@ async function search() {
     if (result.query.objects) { state.detections = result.query.objects; drawBox(); }
     renderResults(result);
   } catch (e) {
-    if (seq === state.searchSeq) setStatus("Search failed: the server could not be reached.", "error");
+    if (seq === state.searchSeq) {
+      clearResults();
+      setStatus("Search failed: the server could not be reached.", "error");
+    }
   } finally {
     $("results").removeAttribute("aria-busy");
   }
 }
 
+function clearResults() {
+  $("results").innerHTML = "";
+  $("copies").innerHTML = "";
+  $("copies-section").hidden = true;
+  $("similar-heading").hidden = true;
+}
+
 function renderResults(result) {
   const grid = $("results"), strip = $("copies");
-  grid.innerHTML = "";
-  strip.innerHTML = "";
+  clearResults();
   const copies = result.hits.filter((h) => h.copy), similar = result.hits.filter((h) => !h.copy);
   $("copies-section").hidden = !copies.length;
   $("similar-heading").hidden = !copies.length || !similar.length;
