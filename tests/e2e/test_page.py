@@ -361,3 +361,47 @@ def test_a_phone_photo_of_a_cover_finds_the_scan_as_the_same_object(dvd_server, 
     expect(page.locator("#status")).to_contain_text("showing the same object")
     expect(page.locator("#copies-section")).to_be_hidden()  # another photo of it, not the same picture
     shot(page, "23-same-object")
+
+
+def test_keyboard_only_opens_a_photo_and_reaches_its_actions(page) -> None:
+    """Issue #28, item 2: Enter on a focused result opened the viewer and closed it at once. Tab to a card, Enter
+    opens the viewer and it stays open; Escape closes it and the focus is back on the card; Space opens it too;
+    Tab reaches More like this and Enter runs it; the same for a Library card."""
+    from playwright.sync_api import expect
+
+    page.set_input_files("#file-input", str(photo("goldfish", 0, "test")))
+    expect(page.locator("#results .hit")).to_have_count(12)
+    card = page.locator("#results .hit").nth(1)
+    card.focus()
+    page.keyboard.press("Enter")
+    page.wait_for_timeout(500)
+    expect(page.locator("#viewer")).to_have_attribute("open", "")
+    page.keyboard.press("Escape")
+    expect(page.locator("#viewer")).not_to_have_attribute("open", "")
+    assert page.evaluate("document.activeElement.dataset.id") == card.get_attribute("data-id")
+    page.keyboard.press(" ")
+    page.wait_for_timeout(300)
+    expect(page.locator("#viewer")).to_have_attribute("open", "")
+    for _ in range(6):  # Close, then More like this (Tab order of the dialog)
+        if page.evaluate("document.activeElement.id") == "more-like-this":
+            break
+        page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "more-like-this"
+    page.keyboard.press("Enter")
+    expect(page.locator("#viewer")).not_to_have_attribute("open", "")
+    expect(page.locator("#status")).to_contain_text("similar photos")
+
+    page.click("#tab-library")  # a Library card: Enter opens it, Tab reaches Delete, Enter asks, the photo goes
+    expect(page.locator("#gallery .hit")).to_have_count(24)
+    page.locator("#gallery .hit").first.focus()
+    page.keyboard.press("Enter")
+    page.wait_for_timeout(500)
+    expect(page.locator("#viewer")).to_have_attribute("open", "")
+    for _ in range(6):
+        if page.evaluate("document.activeElement.id") == "delete-photo":
+            break
+        page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "delete-photo"
+    page.once("dialog", lambda d: d.accept())  # "Delete ...?" confirmation
+    page.keyboard.press("Enter")
+    expect(page.locator("#gallery .hit")).to_have_count(23)

@@ -367,13 +367,24 @@ function hitCard(hit) {
   cap.append(source);
   fig.append(thumb, cap);
   fig.addEventListener("click", () => openViewer(hit));
-  fig.addEventListener("keydown", (e) => { if (e.key === "Enter") openViewer(hit); });
+  onActivate(fig, () => openViewer(hit));
   return fig;
 }
 
 // --- viewer -----------------------------------------------------------------------------------------
+// Enter or Space on a focused card opens it. The key's default action is cancelled: the viewer takes the focus at
+// once, and an Enter left to run would press the viewer's first button (Close) and shut it again.
+function onActivate(el, open) {
+  el.addEventListener("keydown", (e) => {
+    if (e.key !== "Enter" && e.key !== " ") return;
+    e.preventDefault();
+    open();
+  });
+}
+
 function openViewer(hit) {
   state.viewing = hit;
+  state.opener = document.activeElement;  // focus goes back there when the viewer closes
   $("viewer-img").src = hit.original_url;
   const scores = hit.score === undefined ? "" : ` · score ${hit.score.toFixed(3)} · similarity ${hit.similarity.toFixed(3)}`;
   $("viewer-meta").textContent = `#${hit.id}${scores}${hit.label ? " · " + hit.label : ""} · ${hit.width}×${hit.height} · ${hit.source || ""}`;
@@ -448,7 +459,7 @@ async function loadGallery() {
     cap.append(label, name);
     fig.append(thumb, cap);
     fig.addEventListener("click", () => openViewer(photo));
-    fig.addEventListener("keydown", (e) => { if (e.key === "Enter") openViewer(photo); });
+    onActivate(fig, () => openViewer(photo));
     grid.appendChild(fig);
   }
 }
@@ -607,6 +618,10 @@ function setup() {
   $("label").addEventListener("change", search);
   $("match").addEventListener("change", search);
   $("clear-box").addEventListener("click", () => { state.box = null; $("clear-box").hidden = true; drawBox(); search(); });
+  $("viewer").addEventListener("close", () => {
+    if (state.opener && state.opener.isConnected) state.opener.focus();
+    state.opener = null;
+  });
   $("more-like-this").addEventListener("click", () => { $("viewer").close(); if (state.viewing) { showView("search"); setIdQuery(state.viewing); } });
   $("delete-photo").addEventListener("click", deleteViewed);
   $("tab-search").addEventListener("click", () => showView("search"));
