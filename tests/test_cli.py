@@ -71,6 +71,22 @@ def test_a_removed_photo_stays_removed_until_asked_back(run, photo_dir: Path) ->
     assert json.loads(run("stats", "--json").output)["images"] == 12
 
 
+def test_iphone_heic_photos_are_indexed_and_searched(run, photo_dir: Path, tmp_path: Path) -> None:
+    """A .heic photo in a folder is indexed like any photo, and searching with a HEIC finds its JPEG original."""
+    from PIL import Image
+
+    import lookalike.imaging  # noqa: F401 - registers pillow-heif's HEIF plugin with Pillow (to write the test photos)
+
+    original = sorted((photo_dir / "goldfish").iterdir())[0]
+    Image.open(original).convert("RGB").save(photo_dir / "goldfish" / "IMG_0001.HEIC", format="HEIF", quality=80)
+    report = json.loads(run("index", str(photo_dir), "--json").output)
+    assert report["added"] == 13 and report["rejected"] == []
+    query = tmp_path / "IMG_0002.heic"
+    Image.open(original).convert("RGB").resize((200, 150)).save(query, format="HEIF", quality=60)
+    hits = json.loads(run("search", str(query), "-k", "3", "--json").output)["hits"]
+    assert {Path(h["sources"][0]).name for h in hits if h["copy"]} == {original.name, "IMG_0001.HEIC"}
+
+
 def test_models_lists_registry(run) -> None:
     rows = {r["name"]: r for r in json.loads(run("models", "--json").output)}
     assert rows["mobilenet_v2"]["status"] == "ready" and rows["mobilenet_v2"]["default"]

@@ -136,3 +136,26 @@ def test_thumbnail_respects_max_size_and_is_jpeg() -> None:
     thumb = thumbnail_jpeg(base().resize((1000, 500)), 256, 70)
     im = Image.open(io.BytesIO(thumb))
     assert im.format == "JPEG" and im.size == (256, 128)
+
+
+def test_an_iphone_heic_photo_decodes() -> None:
+    """HEIC (the iPhone's default format) through pillow-heif: its size from the header, RGB pixels close to the
+    photo it was encoded from, reduced like any photo when asked."""
+    im = base()
+    got = decode(encode(im, "HEIF", quality=90), MAX)
+    assert got.format == "HEIF" and (got.width, got.height) == im.size and got.image.mode == "RGB"
+    difference = np.abs(np.asarray(got.image, dtype=np.int16) - np.asarray(im, dtype=np.int16)).mean()
+    assert difference < 8, difference
+    big = im.resize((im.width * 6, im.height * 6))
+    small = decode(encode(big, "HEIF", quality=50), MAX, min_side=64)
+    assert (small.width, small.height) == big.size and min(small.image.size) < min(big.size)
+
+
+def test_bad_heic_files_are_refused_with_a_reason() -> None:
+    data = encode(base(), "HEIF", quality=90)
+    with pytest.raises(BadImage, match="HEIF"):
+        decode(data[: len(data) // 2], MAX)  # truncated
+    with pytest.raises(BadImage, match="too many pixels"):
+        decode(encode(Image.new("RGB", (4000, 3000)), "HEIF", quality=10), 10_000_000)
+    with pytest.raises(BadImage):
+        decode(data[:12] + b"\0" * 200, MAX)  # an ftyp box and nothing after it

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import pillow_heif
 from PIL import Image, UnidentifiedImageError
 
 # We do our own pixel-count check with a clear message; Pillow's own limit stays as a backstop.
@@ -26,8 +27,11 @@ Image.MAX_IMAGE_PIXELS = None
 
 # The formats the README promises, and only their decoders: Pillow's others (PCX, SGI, TGA, XBM, ICO, PPM, ...)
 # are rarely photos and each is more parser for hostile bytes to reach (issue #24). Multi-picture JPEGs (MPO)
-# come through the JPEG decoder.
-FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+# come through the JPEG decoder. HEIC/HEIF (the iPhone's photos) through pillow-heif's plugin (libheif, in its
+# wheels): it reads the size from the header like Pillow's own decoders, and applies the photo's rotation itself
+# (its EXIF orientation then reads 1), so the checks below hold for it too.
+pillow_heif.register_heif_opener(thumbnails=False)
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF")
 
 
 class BadImage(ValueError):

@@ -49,9 +49,9 @@ STATIC = Path(str(resources.files("lookalike.api") / "static"))
 DOCS_ASSETS = Path(str(resources.files("fastapi_offline") / "static"))  # Swagger UI 5 and ReDoc, packaged
 MIME = {
     "JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp", "BMP": "image/bmp",
-    "TIFF": "image/tiff", "MPO": "image/jpeg", "ICO": "image/x-icon",
+    "TIFF": "image/tiff", "MPO": "image/jpeg", "ICO": "image/x-icon", "HEIF": "image/heic",
 }  # fmt: skip
-IMAGE_TYPES = "JPEG, PNG, WebP, GIF, BMP or TIFF"
+IMAGE_TYPES = "JPEG, PNG, WebP, GIF, BMP, TIFF or HEIC"
 CHUNK = 2**20  # photos larger than this are sent in pieces of this size (the event loop serves others between)
 
 
