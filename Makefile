@@ -37,10 +37,12 @@ system-deps:
 
 test: install system-deps
 	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
 	$(PY) -m pytest
 
 lint: install
 	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy
 	$(BIN)/ruff format --check src tests bench
 
 bench: install
@@ -54,4 +56,4 @@ bench: install
 	$(PY) bench/workers.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -14,6 +14,7 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    TaskID,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
@@ -27,6 +28,8 @@ from lookalike.terminal import SafeConsole, plain
 # the library and its dependencies (numpy, Pillow, SQLAlchemy, the model runtime) are imported by the
 # commands that use them, so `lookalike --help` starts in a fraction of a second (bench/RESULTS.md)
 if TYPE_CHECKING:
+    from rich.console import JustifyMethod
+
     from lookalike.config import Settings
     from lookalike.ingest.pipeline import IndexReport
     from lookalike.library import Library
@@ -213,8 +216,8 @@ def _print_report(r: IndexReport) -> None:
             out.print(f"  ... and {len(r.near_duplicates) - 20} more (--json lists all; `lookalike duplicates`)")
     if r.duplicates:
         out.print(f"[dim]duplicates (stored once): {len(r.duplicates)}")
-        for d in r.duplicates[:20]:
-            out.print(f"  {plain(d.source)} = image {d.image_id}", highlight=False)
+        for dup in r.duplicates[:20]:
+            out.print(f"  {plain(dup.source)} = image {dup.image_id}", highlight=False)
         if len(r.duplicates) > 20:
             out.print(f"  ... and {len(r.duplicates) - 20} more (--json lists all)")
     if r.rejected:
@@ -243,8 +246,10 @@ def _box(text: str | None) -> tuple[float, float, float, float] | None:
 
 def _hits_table(title: str, hits) -> Table:
     table = Table(title=title, title_justify="left")
-    for col, just in (("#", "right"), ("id", "right"), ("score", "right"), ("similarity", "right"), ("label", "left"),
-                      ("matched", "left"), ("source", "left")):  # fmt: skip
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("#", "right"), ("id", "right"), ("score", "right"), ("similarity", "right"), ("label", "left"),
+        ("matched", "left"), ("source", "left"))  # fmt: skip
+    for col, just in columns:
         table.add_column(col, justify=just, overflow="fold")
     for rank, hit in enumerate(hits, 1):
         matched = f"{hit.detected_label} {[round(v) for v in hit.box]}" if hit.box else "whole photo"
@@ -381,7 +386,7 @@ def duplicates(
                 writer.writerow(["exact", image_id, 1, source, "", ""])
         return
     for r in rows:
-        sure = {}  # each photo's best copy confidence with another of its group
+        sure: dict[int, float] = {}  # each photo's best copy confidence with another of its group
         for pair in r["pairs"]:
             for i in (pair["a"], pair["b"]):
                 sure[i] = max(sure.get(i, 0.0), pair["confidence"])
@@ -670,7 +675,7 @@ def evaluate_cmd(
     from lookalike.evaluate import evaluate
 
     with progress_bar("eval") as bar:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def update(stage: str, done: int, total: int) -> None:
             if stage not in tasks:
@@ -680,7 +685,7 @@ def evaluate_cmd(
         try:
             result = evaluate(directory, settings(), k=k, fresh=fresh, on_progress=None if as_json else update,
                               objects=objects, match=match, query=query)  # fmt: skip
-        except (*user_errors(), ValueError) as exc:
+        except user_errors() + (ValueError,) as exc:  # mypy reads a starred tuple display as no exception type
             fail(str(exc))
     if as_json:
         out.print_json(json.dumps(result))

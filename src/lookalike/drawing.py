@@ -15,12 +15,13 @@ def draw_boxes(data: bytes, detections: list[Detection], max_pixels: int):
     image = decode(data, max_pixels).image.copy()
     pen = ImageDraw.Draw(image)
     width = max(2, round(max(image.size) / 300))
-    font = ImageFont.load_default(size=max(12, round(max(image.size) / 40)))
+    size = max(12, round(max(image.size) / 40))
+    font = ImageFont.load_default(size=size)  # Pillow without FreeType: a bitmap font, which has no .size
     for i, det in enumerate(detections):
         colour = PALETTE[i % len(PALETTE)]
         pen.rectangle(det.box, outline=colour, width=width)
         text = f"{det.label} {det.score:.2f}"
-        x, y = det.box[0], max(0, det.box[1] - font.size - 4)
+        x, y = det.box[0], max(0, det.box[1] - size - 4)
         left, top, right, bottom = pen.textbbox((x, y), text, font=font)
         pen.rectangle((left - 2, top - 2, right + 2, bottom + 2), fill=colour)
         pen.text((x, y), text, fill=(255, 255, 255), font=font)

@@ -82,7 +82,11 @@ def evaluate(
         if not gallery:
             raise LibraryError(f"{directory}: no labelled photos indexed (labels come from folder names)")
         _ = lib.vectors  # load before timing queries
-        precisions, aps, top1, recalls, ceilings = [], [], [], [], []
+        precisions: list[float] = []
+        aps: list[float] = []
+        top1: list[float] = []
+        recalls: list[float] = []
+        ceilings: list[float] = []
         scores = (precisions, aps, top1, recalls, ceilings)
         seconds = 0.0
         unlabelled = 0  # photos that cannot be queries (no label: nothing counts as relevant to them)
@@ -102,6 +106,7 @@ def evaluate(
                 except (LibraryError, FetchError, ValueError):
                     continue  # an unreadable query photo is not a retrieval failure; counted below
                 seconds += time.perf_counter() - started
+                assert q.label is not None  # the queries are the labelled photos
                 _score([h.label == q.label for h in hits], gallery[q.label], k, *scores)
                 if on_progress:
                     on_progress("querying", n, len(queries))

@@ -112,7 +112,7 @@ def decode(data: bytes, max_pixels: int, min_side: int = 0) -> Decoded:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data), formats=FORMATS)
+            im: Image.Image = Image.open(io.BytesIO(data), formats=FORMATS)
     except UnidentifiedImageError:
         raise BadImage(f"not an image in a supported format ({', '.join(FORMATS)})") from None
     except Exception as exc:  # Pillow raises many types on garbage headers

@@ -31,7 +31,7 @@ from lookalike.ingest.fetch import FetchError, UrlFetcher, read_file
 from lookalike.ingest.pipeline import IndexReport, Pipeline, ProgressFn
 from lookalike.ingest.sources import SourceSet, expand, is_url
 from lookalike.models import copy_descriptor
-from lookalike.models.embedder import Embedder
+from lookalike.models.embedder import Embedder, TextEmbedder
 from lookalike.models.registry import get_spec, load_detector
 from lookalike.search import ranking, verification
 from lookalike.search.results import Box, Hit, SearchResult
@@ -42,7 +42,7 @@ from lookalike.store.catalog.database import redact
 from lookalike.store.images import ImageStore, LocalImageStore
 from lookalike.store.s3 import S3ImageStore, S3Location, is_s3, s3_client
 from lookalike.store.s3 import read as s3_read
-from lookalike.store.vectors import MISSING, VectorIndex
+from lookalike.store.vectors import MISSING, EmbeddedIndex, VectorIndex
 from lookalike.vectorspace import IDENTITY, WHITENING, Follower, Space, SpaceKey, collection_names, open_engine
 
 __all__ = ["Box", "BusyError", "Hit", "Library", "LibraryError", "ModelMismatchError", "NotFoundError",
@@ -234,12 +234,14 @@ class Library:
         copies_index, parts = (self.open_engine(key.backend, name, copy_descriptor.DIM) for name in names[2:])
         space = Space(key, names, transform, photos, objects, copies_index, parts)
         if not key.shared:
-            loaded = all([index.load() for index in space.indexes()])
-            cursors = [index.cursor for index in space.indexes()]
+            embedded = [index for index in space.indexes() if isinstance(index, EmbeddedIndex)]
+            assert len(embedded) == len(space.indexes())  # a space that is not shared is embedded
+            loaded = all([index.load() for index in embedded])
+            cursors = [index.cursor for index in embedded]
             if not loaded or min(cursors) == 0:
                 space.drop()
                 cursors = [self.follower.fill(space)]
-            for index in space.indexes():
+            for index in embedded:
                 index.cursor = min(cursors)
         else:
             self._fill_shared(space)
@@ -285,7 +287,7 @@ class Library:
         space = self.space
         if key != space.key:
             with self._space_lock:
-                if self._space.key != key:
+                if self._space is None or self._space.key != key:
                     self._space = self.open_space(key)
                 space = self._space
         self.follower.catch_up(space, wait)
@@ -729,8 +731,10 @@ class Library:
         if k < 1:
             raise LibraryError("k must be at least 1")
         started = time.perf_counter()
+        embedder = self.embedder
+        assert isinstance(embedder, TextEmbedder)  # spec.text: the model embeds text
         try:
-            vec = self.embedder.embed_text([text])[0]
+            vec = embedder.embed_text([text])[0]
         except ValueError as exc:
             raise LibraryError(str(exc)) from None
         hits = self.search_vector(vec, k, min_score, label, plain=True)

@@ -93,7 +93,8 @@ def tidy(lib) -> dict:
     """Prune the change feed, drop replaced collections after their grace period, delete unused transforms
     and stale embedded index folders of this library directory."""
     s, catalog = lib.settings, lib.catalog
-    done = {"changes_pruned": 0, "dropped": []}
+    dropped: list[str] = []  # the retired spaces whose collections were dropped
+    done = {"changes_pruned": 0, "dropped": dropped}
     active = lib.active_key()
     keep_from = catalog.last_seq()
     if active.shared:
@@ -110,7 +111,7 @@ def tidy(lib) -> dict:
             try:
                 for name in lib.names_for(key):
                     lib.open_engine(key.backend, name, 1).drop()
-                done["dropped"].append(key.to_json())
+                dropped.append(key.to_json())
             except Exception as exc:  # an engine that is gone or unreachable: try again next time
                 log.warning("could not drop retired collections of %s: %s", key.to_json(), exc)
                 keep_versions.add(key.version)

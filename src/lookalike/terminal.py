@@ -30,8 +30,8 @@ def plain(value: object) -> str:
 class SafeConsole(Console):
     """A rich console that makes control characters visible in everything it renders from a string."""
 
-    def render_str(self, text: str, **kwargs):  # type: ignore[override]
+    def render_str(self, text: str, **kwargs):
         return super().render_str(visible(text), **kwargs)
 
-    def print_json(self, json: str | None = None, **kwargs) -> None:  # type: ignore[override]
+    def print_json(self, json: str | None = None, **kwargs) -> None:
         super().print_json(json, **{**kwargs, "ensure_ascii": True})

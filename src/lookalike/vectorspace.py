@@ -132,6 +132,7 @@ class Space:
         if self.shared:
             return
         for index in self.indexes():
+            assert isinstance(index, EmbeddedIndex)  # a space that is not shared is embedded
             if index.dirty or not index.manifest_path.exists():
                 index.save()
 
@@ -180,16 +181,18 @@ class Follower:
             if not space.shared:
                 end = self._apply_from(space, space.cursor)
                 for index in space.indexes():
+                    assert isinstance(index, EmbeddedIndex)  # a space that is not shared is embedded
                     index.cursor = end
                 return True
             with self.catalog.lock(f"apply:{space.names[0]}", wait) as got:
                 if not got:
                     return False
                 start = int(self.catalog.get_meta(space.cursor_key) or 0)
-                if start > space.seen and hasattr(space.photos, "refresh_reads"):
+                if start > space.seen:
                     # another process applied changes: make its writes visible to this client's reads
                     for index in space.indexes():
-                        index.refresh_reads()
+                        if hasattr(index, "refresh_reads"):
+                            index.refresh_reads()
                 end = self._apply_from(space, start)
                 if end != start:
                     self.catalog.set_meta(space.cursor_key, str(end))

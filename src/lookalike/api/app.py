@@ -12,7 +12,7 @@ import time
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi import Path as PathParam
@@ -41,6 +41,7 @@ from lookalike.maintenance import Background
 from lookalike.memory import return_freed_memory
 from lookalike.store import retry
 from lookalike.store.errors import Unavailable
+from lookalike.store.images import Kind
 from lookalike.store.s3 import S3ImageStore
 
 API = "/api/v1"
@@ -59,6 +60,7 @@ MAX_LABEL = 200  # characters in a label (searches filter by labels of this leng
 MAX_ID = 2**63 - 1  # ids are 64-bit in the catalog: larger ones are refused before any lookup
 ImageId = Annotated[int, BeforeValidator(digits_only), PathParam(ge=1, le=MAX_ID, description="an indexed photo's id")]
 JobId = Annotated[int, BeforeValidator(digits_only), PathParam(ge=1, le=MAX_ID, description="an index job's id")]
+M = TypeVar("M", bound=BaseModel)
 
 
 class SearchParams(BaseModel):
@@ -394,7 +396,7 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
                                                              "same_object", "object_confidence", "object_region")},
         }  # fmt: skip
 
-    def validated(model: type[BaseModel], data: dict) -> BaseModel:
+    def validated(model: type[M], data: dict) -> M:
         try:
             return model.model_validate(data)
         except ValidationError as exc:
@@ -422,9 +424,9 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
             if not isinstance(upload, UploadFile):
                 raise Problem(422, "Invalid parameters", "multipart field 'image' with the photo is required")
             upload_bytes(upload)
-            fields = {k: v for k, v in form.items() if isinstance(v, str) and v != ""}
-            if "box" in fields:
-                fields["box"] = [p for p in fields["box"].replace(" ", "").split(",") if p]
+            fields: dict[str, str | list[str]] = {k: v for k, v in form.items() if isinstance(v, str) and v != ""}
+            if isinstance(box := fields.get("box"), str):
+                fields["box"] = [p for p in box.replace(" ", "").split(",") if p]
             params = validated(SearchParams, fields)
             query: bytes | str | int = await upload.read()
             kind = "upload"
@@ -443,8 +445,11 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
                 state.metrics.searches.labels("text").inc()
                 return {"query": result.query | {"kind": "text"}, "took_ms": round(result.seconds * 1000, 2),
                         "hits": [hit_json(h) for h in result.hits]}  # fmt: skip
-            query = params.url if params.url is not None else params.image_id
-            kind = "url" if params.url is not None else "image_id"
+            if params.url is not None:
+                query, kind = params.url, "url"
+            else:
+                assert params.image_id is not None  # SearchJson._one_query: exactly one of url, image_id, text
+                query, kind = params.image_id, "image_id"
         else:
             detail = "send multipart/form-data with an 'image' file, or JSON with 'url', 'image_id' or 'text'"
             raise Problem(415, "Unsupported media type", detail)
@@ -482,7 +487,8 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
         uploads = [v for k, v in form.multi_items() if k in ("images", "image", "file") and isinstance(v, UploadFile)]
         if not uploads:
             raise Problem(422, "Invalid parameters", "no files: send them in multipart field 'images'")
-        label = form.get("label") if isinstance(form.get("label"), str) and form.get("label") else None
+        label_field = form.get("label")
+        label = label_field if isinstance(label_field, str) and label_field else None
         if label is not None and len(label) > MAX_LABEL:
             raise Problem(422, "Invalid parameters", f"label: at most {MAX_LABEL} characters")
         objects = str(form.get("objects", "")).lower() in ("1", "true", "yes", "on")
@@ -494,7 +500,8 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
                 rejected.append({"name": up.filename, "reason": exc.detail})
                 continue
             files.append((up.filename or "photo", await up.read()))
-        added, duplicates = [], []
+        added: list[dict] = []
+        duplicates: list[dict] = []
         status = 201
         if files:
             # durable: the bytes go to the image store, then a job is queued; any worker runs it, and this
@@ -544,7 +551,7 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
     async def image_meta(image_id: ImageId, lib: Lib) -> dict:
         return image_json(await run_in_threadpool(lib.get, image_id))
 
-    def presigned(lib: Library, kind: str, sha256: str) -> Response | None:
+    def presigned(lib: Library, kind: Kind, sha256: str) -> Response | None:
         if settings.s3_presign and isinstance(lib.images, S3ImageStore) and lib.images.exists(kind, sha256):
             return RedirectResponse(lib.images.presigned_url(kind, sha256), status_code=307)
         return None
@@ -606,10 +613,14 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
         roots = [r for r in settings.source_roots if not r.startswith("s3://")]
         for p in body.paths:
             check_source(p, settings)  # before anything touches the path: outside the roots, one answer
+
+        def expand(p: str) -> None:
+            if not p.startswith(("http://", "https://")):
+                iter_expand(p, s3=lib.s3, roots=roots)
+
         for p in body.paths:  # fail fast on names that do not exist
             try:
-                await run_in_threadpool(lambda p=p: iter_expand(p, s3=lib.s3, roots=roots) if not p.startswith((
-                                        "http://", "https://")) else None)  # fmt: skip
+                await run_in_threadpool(expand, p)
             except SourceError as exc:
                 raise Problem(422, "Invalid parameters", str(exc)) from None
         params = {"paths": body.paths, "label": body.label, "prune": body.prune, "objects": body.objects,

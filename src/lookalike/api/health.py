@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
@@ -94,7 +94,9 @@ def install(app: FastAPI, state, api: str) -> None:
         return JSONResponse(body, status_code=status, headers=headers)
 
     documented = {"/healthz", f"{api}/healthz", f"{api}/healthz/live", f"{api}/healthz/ready"}
-    not_ready = {503: {"model": Health, "description": "not ready: loading, or a part unavailable (Retry-After)"}}
+    not_ready: dict[int | str, dict[str, Any]] = {
+        503: {"model": Health, "description": "not ready: loading, or a part unavailable (Retry-After)"}
+    }
     for path in ("/healthz/live", "/livez", f"{api}/healthz/live"):
         app.add_api_route(path, live, methods=["GET"], response_model=Health, include_in_schema=path in documented,
                           summary="Liveness: the process serves requests (open: no key needed)")  # fmt: skip

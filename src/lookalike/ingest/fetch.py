@@ -107,7 +107,7 @@ def resolve(url: httpx.URL, allow_private: bool) -> str:
         infos = socket.getaddrinfo(host, url.port or 443, proto=socket.IPPROTO_TCP)
     except (socket.gaierror, UnicodeError) as exc:
         raise FetchError(f"unreachable: cannot resolve {host} ({getattr(exc, 'strerror', None) or exc})") from None
-    addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+    addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]  # IPv4/IPv6: a str
     if not addresses:
         raise FetchError(f"unreachable: cannot resolve {host}")
     if not allow_private:

@@ -307,24 +307,26 @@ class Pipeline:
             store.put("thumbnail", p.sha256, p.thumbnail)
             if p.original is not None:
                 store.put("original", p.sha256, p.original)
-        rows = [
-            NewImage(
-                sha256=p.sha256,
-                source=p.item.source,
-                label=p.item.label,
-                width=p.width,
-                height=p.height,
-                format=p.format,
-                bytes=p.nbytes,
-                size=p.item.size,
-                mtime_ns=p.item.mtime_ns,
-                embedding=p.vector if p.known_id is None else None,
-                has_original=p.original is not None,
-                copy_vector=p.copy_vector if p.known_id is None else None,
-                part_vector=p.part_vector if p.known_id is None else None,
+        rows = []
+        for p in batch:
+            assert p.sha256 is not None  # in a batch only when read and hashed without error
+            rows.append(
+                NewImage(
+                    sha256=p.sha256,
+                    source=p.item.source,
+                    label=p.item.label,
+                    width=p.width,
+                    height=p.height,
+                    format=p.format,
+                    bytes=p.nbytes,
+                    size=p.item.size,
+                    mtime_ns=p.item.mtime_ns,
+                    embedding=p.vector if p.known_id is None else None,
+                    has_original=p.original is not None,
+                    copy_vector=p.copy_vector if p.known_id is None else None,
+                    part_vector=p.part_vector if p.known_id is None else None,
+                )
             )
-            for p in batch
-        ]
         written = self.lib.catalog.add_batch(rows, guard=self.guard)
         displaced += written.displaced
         detected = {p.item.source: p for p in batch if p.detections is not None}
@@ -332,6 +334,7 @@ class Pipeline:
         for row, image_id, is_new in written.rows:
             if row.source in detected:
                 p = detected.pop(row.source)
+                assert p.detections is not None and p.object_vectors is not None  # set together by _detect
                 objects = [(d.box, d.label, d.score, v) for d, v in zip(p.detections, p.object_vectors, strict=True)]
                 self.lib.catalog.set_objects(image_id, self.lib.detector.name, objects)
                 report.subjects += len(objects)

@@ -110,7 +110,7 @@ class JobQueue:
                 "INSERT INTO jobs(kind, state, params, created_at, listed, total, affinity) "
                 "VALUES (:k, 'queued', :p, :t, :l, :n, :a) RETURNING id"),
                 {"k": kind, "p": json.dumps(params), "t": time.time(), "l": int(items is not None),
-                 "n": None if items is None else len(items), "a": affinity}).scalar())  # fmt: skip
+                 "n": None if items is None else len(items), "a": affinity}).scalar_one())  # fmt: skip
             if items is None:
                 self._add_tasks(conn, job_id, [(0, "list", [])])
             else:
@@ -163,10 +163,12 @@ class JobQueue:
             got = conn.execute(sa.text(
                 "UPDATE job_tasks SET state = 'running', lease_until = :until, worker = :w, attempts = attempts + 1,"
                 " started_at = :now WHERE id = :id RETURNING id, job_id, seq, kind, items, attempts"),
-                {"until": now + self.lease, "w": worker, "now": now, "id": row[0]}).fetchone()  # fmt: skip
+                {"until": now + self.lease, "w": worker, "now": now, "id": row[0]}).one()  # fmt: skip
             conn.execute(sa.text("UPDATE jobs SET state = 'running', started_at = COALESCE(started_at, :now) "
                                  "WHERE id = :j AND state = 'queued'"), {"now": now, "j": got[1]})  # fmt: skip
-            params = json.loads(conn.execute(sa.text("SELECT params FROM jobs WHERE id = :j"), {"j": got[1]}).scalar())
+            params = json.loads(
+                conn.execute(sa.text("SELECT params FROM jobs WHERE id = :j"), {"j": got[1]}).scalar_one()
+            )
             return Task(int(got[0]), int(got[1]), int(got[2]), got[3], json.loads(got[4]), int(got[5]), worker, params)
 
         return self.db.retrying(write)
@@ -246,7 +248,7 @@ class JobQueue:
 
         def write(conn: Connection) -> None:
             q = "SELECT COUNT(*), MIN(result), COALESCE(SUM(n), 0) FROM job_tasks WHERE job_id = :j AND state='failed'"
-            chunks, result, owed = conn.execute(sa.text(q), {"j": task.job_id}).fetchone()
+            chunks, result, owed = conn.execute(sa.text(q), {"j": task.job_id}).one()
             error = None
             if chunks:
                 error = (f"{chunks} chunk(s) failed after {MAX_ATTEMPTS} attempts: {json.loads(result)['error']}; "
@@ -287,7 +289,7 @@ class JobQueue:
                 "SELECT COALESCE(SUM(CASE WHEN state = 'done' AND kind = 'index' THEN n ELSE 0 END), 0), "
                 "COALESCE(SUM(added), 0), COALESCE(SUM(duplicates), 0), COALESCE(SUM(unchanged), 0), "
                 "COALESCE(SUM(rejected), 0), COALESCE(SUM(CASE WHEN state = 'failed' AND kind = 'index' THEN n "
-                "ELSE 0 END), 0) FROM job_tasks WHERE job_id = :j"), {"j": job_id}).fetchone()  # fmt: skip
+                "ELSE 0 END), 0) FROM job_tasks WHERE job_id = :j"), {"j": job_id}).one()  # fmt: skip
             job.done, job.added, job.duplicates, job.unchanged, job.rejected, job.owed = (int(v) for v in sums)
             job.workers = sorted({w for (w,) in conn.execute(sa.text(
                 "SELECT worker FROM job_tasks WHERE job_id = :j AND state = 'running'"), {"j": job_id})})  # fmt: skip

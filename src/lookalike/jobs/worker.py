@@ -267,7 +267,7 @@ class Worker:
             states = self.lib.catalog.source_states([i.source for i in uploads])
             new = set(report.added)
             near = {d.source: d.of for d in report.near_duplicates}
-            outcome = {}
+            outcome: dict[str, dict] = {}
             for item in uploads:
                 if item.source in rejected:
                     outcome[item.source] = {"rejected": rejected[item.source]}

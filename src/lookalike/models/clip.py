@@ -84,7 +84,9 @@ class ClipTextEncoder:
         ids = self.token_ids(texts)
         feeds = {self._ids.name: ids}
         if self._mask is not None:
-            feeds[self._mask] = (ids != self.tokenizer.padding["pad_id"]).astype(self._dtype)
+            padding = self.tokenizer.padding
+            assert padding is not None  # enabled in __init__
+            feeds[self._mask] = (ids != padding["pad_id"]).astype(self._dtype)
         if self._batched:
             raw = self.session.run(None, feeds)[0]
         else:

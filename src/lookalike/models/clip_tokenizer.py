@@ -34,13 +34,19 @@ def bytes_to_unicode() -> dict[int, str]:
     return dict(zip(bs, [chr(c) for c in cs], strict=True))
 
 
+def _pair(line: str) -> tuple[str, str]:
+    """One merge rule of the vocabulary: two symbols."""
+    first, second = line.split()
+    return first, second
+
+
 def build(vocab_gz: Path):
     """A ``tokenizers.Tokenizer`` equal to open_clip's SimpleTokenizer for the vocabulary ``vocab_gz``."""
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
     with gzip.open(vocab_gz) as fh:
         lines = fh.read().decode("utf-8").split("\n")
-    merges = [tuple(line.split()) for line in lines[1 : 49152 - 256 - 2 + 1]]
+    merges = [_pair(line) for line in lines[1 : 49152 - 256 - 2 + 1]]
     chars = list(bytes_to_unicode().values())
     vocab = chars + [c + "</w>" for c in chars] + ["".join(m) for m in merges] + [SOT, EOT]
     ids = {token: i for i, token in enumerate(vocab)}

@@ -35,6 +35,15 @@ class Embedder(Protocol):
         ...
 
 
+@runtime_checkable
+class TextEmbedder(Embedder, Protocol):
+    """The embedder of a CLIP-style model (``ModelSpec.text``): descriptions land in the photos' space."""
+
+    def embed_text(self, texts: list[str]) -> np.ndarray:
+        """Descriptions -> (n, dim) float32 unit vectors; ValueError for an empty or too long one."""
+        ...
+
+
 _STDERR_LOCK = threading.Lock()
 
 

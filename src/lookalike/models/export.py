@@ -118,7 +118,9 @@ def export_open_clip(arch: str, pretrained: str | None, folder: Path, random_wei
         "fill_color": pre.get("fill_color", 0),
     }
     (folder / "visual" / "preprocess_cfg.json").write_text(json.dumps(preprocess, indent=2) + "\n")
-    vocab = Path(importlib.util.find_spec("open_clip").submodule_search_locations[0]) / "bpe_simple_vocab_16e6.txt.gz"
+    spec = importlib.util.find_spec("open_clip")
+    assert spec is not None and spec.submodule_search_locations  # a package: imported above
+    vocab = Path(spec.submodule_search_locations[0]) / "bpe_simple_vocab_16e6.txt.gz"
     clip_tokenizer.write(vocab, folder / "textual")
     extras = {
         "description": f"OpenCLIP {arch} {pretrained or ''}".strip()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 from lookalike.config import Settings
 from lookalike.models import files, folders
@@ -189,11 +190,17 @@ def load_embedder(settings: Settings) -> Embedder:
     return get_spec(settings.model, settings).load(settings)
 
 
+class _DetectorOptions(TypedDict):
+    score_threshold: float
+    iou_threshold: float
+    max_detections: int
+
+
 def load_detector(settings: Settings):
     """The configured subject detector, its files resolved and verified like the embedders'."""
     from lookalike.models.detectors import NanoDetDetector, YoloOnnxDetector
 
-    common = {
+    common: _DetectorOptions = {
         "score_threshold": settings.detect_threshold,
         "iou_threshold": settings.detect_iou,
         "max_detections": settings.max_objects,

@@ -367,7 +367,9 @@ def _convex(quad: np.ndarray) -> bool:
     return bool(np.all(turns > 0) or np.all(turns < 0))
 
 
-def _frame_in(transform: np.ndarray, width: int, height: int, into_w: int, into_h: int) -> tuple[float, ...]:
+def _frame_in(
+    transform: np.ndarray, width: int, height: int, into_w: int, into_h: int
+) -> tuple[float, float, float, float]:
     corners = np.array([[0, 0], [width, 0], [0, height], [width, height]], dtype=np.float64)
     mapped = corners @ transform[:, :2].T + transform[:, 2]
     return _box(mapped, into_w, into_h)

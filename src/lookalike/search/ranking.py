@@ -69,12 +69,12 @@ def rank(
         object_where = dict(where or {}) | ({"detected_label": detected_label} if detected_label else {})
         # several objects of one photo can rank high: ask for more to fill k photos
         ids, scores = space.objects.search(query[None], 4 * (k + extra), where=object_where or None)
-        for vid, rank_score, score in scored(space.objects, ids[0], scores[0]):
-            image_id = split_object_vector_id(vid)[0]
+        for vector_id, rank_score, score in scored(space.objects, ids[0], scores[0]):
+            image_id = split_object_vector_id(vector_id)[0]
             if image_id not in best or best[image_id][0] < rank_score:
-                best[image_id] = (rank_score, score, vid)
-    ranked = sorted(best.items(), key=lambda kv: -kv[1][0])
-    order = [(i, rank_score, score, vid) for i, (rank_score, score, vid) in ranked
+                best[image_id] = (rank_score, score, vector_id)
+    best_first = sorted(best.items(), key=lambda kv: -kv[1][0])
+    order = [(i, rank_score, score, vid) for i, (rank_score, score, vid) in best_first
              if i != exclude and (min_score is None or score >= min_score)]  # fmt: skip
     order = order[: 2 * k]  # a few spares for photos deleted since the index was last brought up to date
     found = records.get_many([o[0] for o in order])

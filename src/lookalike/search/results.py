@@ -50,10 +50,11 @@ class Hit:
             "copy": self.copy,
             "copy_confidence": round(v.confidence, 4) if v is not None else None,
             "copy_region": {"query": _box(v.query_box), "match": _box(v.match_box), "mirrored": v.mirrored}
-            if self.copy else None,
+            if v is not None and self.copy else None,
             "same_object": self.same_object,
-            "object_confidence": round(v.confidence, 4) if self.same_object else None,
-            "object_region": {"query": _box(v.query_box), "match": _box(v.match_box)} if self.same_object else None,
+            "object_confidence": round(v.confidence, 4) if v is not None and self.same_object else None,
+            "object_region": {"query": _box(v.query_box), "match": _box(v.match_box)}
+            if v is not None and self.same_object else None,
         }  # fmt: skip
 
 

@@ -101,6 +101,7 @@ def judge(query: CopyQuery, candidates: list[Hit], cosines: dict[int, float],
     wanted = unsure + (sure[:REGION_CHECKS] if regions else [])
     geometry = _geometry(query, wanted, thumbnail) if wanted else {}
     out: dict[int, copies.Verdict] = {}
+    cosine: float | None  # of the copy descriptors: None when the candidate has none
     for h in sure:
         cosine = cosines[h.id]
         seen = geometry.get(h.id, copies.NO_MATCH)
@@ -145,7 +146,7 @@ def _geometry(query: CopyQuery, hits: list[Hit], thumbnail: Callable[[Hit], byte
 def order(hits: list[Hit], verdicts: dict[int, copies.Verdict]) -> list[Hit]:
     """Copies first (most confident first), then same-object photos, then the rest in their order."""
     judged = [dataclasses.replace(h, verdict=verdicts[h.id]) for h in hits if h.id in verdicts]
-    judged.sort(key=lambda h: -h.verdict.confidence)
-    copied = [dataclasses.replace(h, score=1.0 + h.verdict.confidence) for h in judged if h.copy]
-    same = [dataclasses.replace(h, score=1.0 + h.verdict.confidence / 2) for h in judged if h.same_object]
+    judged.sort(key=lambda h: -verdicts[h.id].confidence)
+    copied = [dataclasses.replace(h, score=1.0 + verdicts[h.id].confidence) for h in judged if h.copy]
+    same = [dataclasses.replace(h, score=1.0 + verdicts[h.id].confidence / 2) for h in judged if h.same_object]
     return copied + same + [h for h in hits if h.id not in verdicts]

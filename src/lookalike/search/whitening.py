@@ -58,15 +58,17 @@ class Whitening:
         ``dim`` caps the dimensions kept; with ``variance`` the leading directions that explain that share of
         the variance are kept (at most ``dim``). ``shrink`` adds that multiple of the mean eigenvalue to each
         one before the power (regularised whitening: small directions are not blown up)."""
-        total, sums, outer = 0, None, None
+        total = 0
+        sums: np.ndarray | None = None
+        outer: np.ndarray | None = None
         for chunk in chunks:
             x = np.asarray(chunk, dtype=np.float64)
-            if sums is None:
+            if sums is None or outer is None:
                 sums, outer = np.zeros(x.shape[1]), np.zeros((x.shape[1], x.shape[1]))
             total += len(x)
             sums += x.sum(axis=0)
             outer += x.T @ x
-        if not total:
+        if not total or sums is None or outer is None:
             raise ValueError("no vectors to learn a whitening from")
         mean = sums / total
         cov = outer / total - np.outer(mean, mean)

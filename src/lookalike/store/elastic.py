@@ -195,7 +195,7 @@ class ElasticsearchIndex:
         ids = _as_ids(ids)
         if len(ids) == 0:
             return []
-        docs = self.es.mget(index=self.index, ids=[str(i) for i in ids.tolist()], _source_excludes=["vector"])["docs"]
+        docs = self.es.mget(index=self.index, ids=[str(i) for i in ids.tolist()], source_excludes=["vector"])["docs"]
         return [{**d["_source"], "box": tuple(d["_source"]["box"])} if d.get("found") else None for d in docs]
 
     @guarded

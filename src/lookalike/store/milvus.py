@@ -197,7 +197,7 @@ class MilvusIndex:
         return int(rows[0]["count(*)"])
 
     def ids(self) -> np.ndarray:
-        out = []
+        out: list[int] = []
         iterator = self.client.query_iterator(self.collection, batch_size=4096, filter="id >= 0", output_fields=["id"],
                                               consistency_level=SESSION)  # fmt: skip
         while batch := iterator.next():

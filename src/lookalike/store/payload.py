@@ -131,7 +131,8 @@ class PayloadTable:
                 self.free.append(row)
 
     def get(self, ids: np.ndarray) -> list[dict[str, Any] | None]:
-        c, out = self.cols, []
+        c = self.cols
+        out: list[dict[str, Any] | None] = []
         for vector_id in ids.tolist():
             row = self.rows.get(vector_id)
             if row is None:
@@ -164,8 +165,10 @@ class PayloadTable:
 
     def save(self, path: Path) -> None:
         keep = self.cols["id"] >= 0
+        # Any: mypy matches **columns against savez's allow_pickle: bool too (no column has that name)
+        columns: dict[str, Any] = {k: v[keep] for k, v in self.cols.items()}
         with open(path, "wb") as fh:
-            np.savez(fh, names=np.array(json.dumps(self.names)), **{k: v[keep] for k, v in self.cols.items()})
+            np.savez(fh, names=np.array(json.dumps(self.names)), **columns)
 
     @classmethod
     def load(cls, path: Path) -> PayloadTable:

@@ -61,7 +61,8 @@ def wait_until(probe: Callable[[], None], stop: Callable[[], bool], patience: fl
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception_type(Unavailable),
         wait=tenacity.wait_random_exponential(multiplier=4 * BACKOFF_FIRST, max=BACKOFF_MAX),
-        stop=tenacity.stop_any(tenacity.stop_after_delay(patience), lambda _state: stop()),
+        # stop_any calls any stop condition, a plain callable too (tenacity's StopBaseT); its annotation says stop_base
+        stop=tenacity.stop_any(tenacity.stop_after_delay(patience), lambda _state: stop()),  # type: ignore[arg-type]
         before_sleep=_log_retry,
         retry_error_callback=lambda _state: False,
     )

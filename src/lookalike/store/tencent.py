@@ -30,6 +30,7 @@ CI); the requests it makes are unit-tested at the SDK's HTTP layer (tests/store/
 from __future__ import annotations
 
 import json
+from typing import Literal
 
 import numpy as np
 
@@ -229,7 +230,7 @@ class _SdkErrors:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type, exc, tb) -> Literal[False]:
         if exc is None or isinstance(exc, (EngineError, ValueError)):
             return False
         import requests

@@ -15,13 +15,16 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, overload, runtime_checkable
 
 import numpy as np
 
 from lookalike.rwlock import RWLock
 from lookalike.store import folders
 from lookalike.store.payload import PayloadTable, check_where, payload_list
+
+if TYPE_CHECKING:
+    import faiss
 
 MISSING = -1
 
@@ -35,7 +38,10 @@ class VectorIndex(Protocol):
     """
 
     dim: int
-    kind: str
+    dirty: bool  # written since the last save
+
+    @property
+    def kind(self) -> str: ...
 
     def add(self, ids: np.ndarray, vectors: np.ndarray, payloads: list[dict] | None = None) -> None:
         """Insert or replace vectors (and their payloads)."""
@@ -64,9 +70,17 @@ class VectorIndex(Protocol):
 
     def vectors(self, ids: np.ndarray) -> np.ndarray: ...
 
-    def save(self) -> None: ...
+    def load(self) -> bool:
+        """Open what is stored; False when there is nothing usable (then it is filled from the catalog)."""
+        ...
+
+    def save(self) -> bool | None:
+        """Persist (the embedded index: returns whether its files were written; engines write as they go)."""
+        ...
 
     def drop(self) -> None: ...
+
+    def disk_bytes(self) -> int: ...
 
 
 def no_hits(queries: int, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -348,13 +362,15 @@ class IvfIndex:
 
         self.nlist = nlist
         quantizer, ip = faiss.IndexFlatIP(self.dim), faiss.METRIC_INNER_PRODUCT
+        self._index: faiss.IndexIVF
         if self.storage == "float32":
             self._index = faiss.IndexIVFFlat(quantizer, self.dim, nlist, ip)
         else:  # float16 halves the memory at the same recall (bench/RESULTS.md); int8 quarters it, -0.02 recall
             kind = faiss.ScalarQuantizer.QT_fp16 if self.storage == "float16" else faiss.ScalarQuantizer.QT_8bit
             self._index = faiss.IndexIVFScalarQuantizer(quantizer, self.dim, nlist, kind, ip)
         self._quantizer = quantizer  # faiss does not own it when built from Python: keep it alive
-        self._index.set_direct_map_type(faiss.DirectMap.Hashtable)  # vectors by id, removal by id
+        # vectors by id, removal by id (faiss has DirectMap; the stubs it ships leave it out)
+        self._index.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
         self._index.nprobe = self.nprobe
 
     @staticmethod
@@ -440,7 +456,8 @@ class IvfIndex:
         import faiss
 
         index = cls.__new__(cls)
-        index._index = faiss.read_index(str(path))  # keeps its id -> vector hashtable
+        # keeps its id -> vector hashtable; read_index returns the IVF subclass (its stubs say Index)
+        index._index = faiss.read_index(str(path))  # type: ignore[assignment]
         index.dim, index.nlist, index.nprobe = dim, index._index.nlist, nprobe
         sq = getattr(faiss.downcast_index(index._index), "sq", None)
         fp16 = sq is not None and sq.qtype == faiss.ScalarQuantizer.QT_fp16
@@ -609,12 +626,13 @@ class EmbeddedIndex:
             new = self._fill(self._new(tier, len(ids)), ids, vecs, threads)
             # replay the writes made meanwhile in rounds, outside the lock (only this thread touches
             # ``new``; writers only append to the list), until few are left to replay under it
-            replayed = 0
-            while len(pending := self._pending[replayed:]) > 64:
+            replayed, writes = 0, self._pending
+            assert writes is not None  # set before this thread starts; only this thread clears it
+            while len(pending := writes[replayed:]) > 64:
                 self._replay(new, pending)
                 replayed += len(pending)
             with self._lock.write():
-                self._replay(new, self._pending[replayed:])
+                self._replay(new, writes[replayed:])
                 self.inner, self._pending, self._builder = new, None, None
                 self.switches += 1
                 self.dirty = True
@@ -654,6 +672,12 @@ class EmbeddedIndex:
             builder.join(timeout)
             if timeout is not None:
                 return
+
+    @overload
+    def _new(self, tier: type[IvfIndex], n: int) -> IvfIndex: ...
+
+    @overload
+    def _new(self, tier: type, n: int) -> FlatIndex | HnswIndex | IvfIndex: ...
 
     def _new(self, tier: type, n: int) -> FlatIndex | HnswIndex | IvfIndex:
         if tier is IvfIndex:
@@ -728,6 +752,7 @@ class EmbeddedIndex:
                 if manifest.get("dim") != self.dim or manifest.get("tag", "") != self.tag:
                     return False  # built for another vector transform or library: rebuilt from the catalog
                 path = self.directory / manifest["file"]
+                inner: FlatIndex | HnswIndex | IvfIndex
                 if manifest["kind"] == "hnsw":
                     inner = HnswIndex.load(path, self.dim, **self.hnsw_params)
                 elif manifest["kind"] == "ivf":

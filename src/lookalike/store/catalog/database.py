@@ -132,6 +132,7 @@ class Database:
         self.patience = patience
         self.dialect = "postgresql" if self.url.startswith("postgresql") else "sqlite"
         self.schema = schema
+        self.path: Path | None  # the SQLite file
         if self.dialect == "sqlite":
             self.path = Path(self.url.removeprefix("sqlite:///"))
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -250,6 +251,7 @@ class Database:
             finally:
                 conn.close()
             return
+        assert self.path is not None  # SQLite
         folder = self.path.with_name(self.path.name + "-locks")
         folder.mkdir(exist_ok=True)
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:100] + "-" + hashlib.sha1(name.encode()).hexdigest()[:8]
@@ -275,7 +277,9 @@ class Database:
         with self.read() as conn:
             for table in tables:
                 if self.dialect == "postgresql":
-                    out[table] = int(conn.execute(sa.text("SELECT pg_total_relation_size(:t)"), {"t": table}).scalar())
+                    out[table] = int(
+                        conn.execute(sa.text("SELECT pg_total_relation_size(:t)"), {"t": table}).scalar_one()
+                    )
                 else:
                     rows = conn.execute(
                         sa.text(
@@ -284,13 +288,14 @@ class Database:
                         ),
                         {"t": table},
                     )
-                    out[table] = int(rows.scalar())
+                    out[table] = int(rows.scalar_one())
         return out
 
     def disk_bytes(self) -> int:
         if self.dialect == "postgresql":
             with self.read() as conn:
-                return int(conn.execute(sa.text("SELECT pg_database_size(current_database())")).scalar())
+                return int(conn.execute(sa.text("SELECT pg_database_size(current_database())")).scalar_one())
+        assert self.path is not None  # SQLite
         return sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file())
 
 

@@ -127,7 +127,7 @@ def _convert_legacy_sqlite(conn: Connection) -> None:
         last = rows[-1][0]
     # AUTOINCREMENT continues after the highest id ever used, as before
     high = max(q("SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name IN ('images', 'legacy_images')")
-               .scalar(), last)  # fmt: skip
+               .scalar_one(), last)  # fmt: skip
     if high and not q("UPDATE sqlite_sequence SET seq = ? WHERE name = 'images'", (high,)).rowcount:
         q("INSERT INTO sqlite_sequence(name, seq) VALUES ('images', ?)", (high,))
     dirs: dict[str, int] = {}
@@ -137,7 +137,7 @@ def _convert_legacy_sqlite(conn: Connection) -> None:
     ).fetchall():
         folder, name = split_source(source)
         if folder not in dirs:
-            dirs[folder] = q("INSERT INTO dirs(path) VALUES (?) RETURNING id", (folder,)).scalar()
+            dirs[folder] = q("INSERT INTO dirs(path) VALUES (?) RETURNING id", (folder,)).scalar_one()
         q("INSERT INTO sources(dir_id, name, image_id, label, size, mtime_ns, added_at) VALUES (?,?,?,?,?,?,?)",
           (dirs[folder], name, image_id, label, size, mtime_ns, added_at))  # fmt: skip
     if _has_table(conn, "legacy_objects"):
@@ -282,7 +282,7 @@ LATEST = MIGRATIONS[-1][0]
 def applied_version(conn: Connection) -> int:
     if not _has_table(conn, "schema_migrations"):
         return 0
-    return int(conn.exec_driver_sql("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").scalar())
+    return int(conn.exec_driver_sql("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").scalar_one())
 
 
 def migrate(db: Database) -> int:

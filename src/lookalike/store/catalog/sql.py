@@ -114,7 +114,7 @@ class Catalog:
         with self.db.write() as conn:
             conn.execute(sa.text("INSERT INTO meta(key, value) VALUES (:k, :v) ON CONFLICT(key) DO NOTHING"),
                          {"k": key, "v": value})  # fmt: skip
-            return conn.execute(sa.text("SELECT value FROM meta WHERE key = :k"), {"k": key}).scalar()
+            return conn.execute(sa.text("SELECT value FROM meta WHERE key = :k"), {"k": key}).scalar_one()
 
     def meta_items(self, prefix: str) -> dict[str, str]:
         with self.db.read() as conn:
@@ -128,12 +128,12 @@ class Catalog:
     # photos: reads ---------------------------------------------------------------------------------
     def count(self) -> int:
         with self.db.read() as conn:
-            return int(conn.execute(sa.text("SELECT COUNT(*) FROM images")).scalar())
+            return int(conn.execute(sa.text("SELECT COUNT(*) FROM images")).scalar_one())
 
     def counts(self) -> dict[str, int]:
         """Photos, sources, detected subjects and photos with subjects."""
         with self.db.read() as conn:
-            one = lambda sql: int(conn.execute(sa.text(sql)).scalar())  # noqa: E731
+            one = lambda sql: int(conn.execute(sa.text(sql)).scalar_one())  # noqa: E731
             return {"images": one("SELECT COUNT(*) FROM images"), "sources": one("SELECT COUNT(*) FROM sources"),
                     "objects": one("SELECT COUNT(*) FROM objects"),
                     "photos_with_objects": one("SELECT COUNT(DISTINCT image_id) FROM objects"),
@@ -240,7 +240,7 @@ class Catalog:
         order = {"newest": "i.id DESC", "oldest": "i.id", "name": "n, i.id"}[sort]
         name = "(SELECT MIN(s.name) FROM sources s WHERE s.image_id = i.id)" if sort == "name" else "NULL"
         with self.db.read() as conn:
-            total = int(conn.execute(sa.text(f"SELECT COUNT(*) FROM images i {where}"), args).scalar())
+            total = int(conn.execute(sa.text(f"SELECT COUNT(*) FROM images i {where}"), args).scalar_one())
             q = sa.text(f"SELECT i.id, {name} AS n FROM images i {where} ORDER BY {order} LIMIT :lim OFFSET :off")
             ids = [int(r[0]) for r in conn.execute(q, args | {"lim": int(limit), "off": int(offset)})]
         records = self.get_many(ids)
@@ -327,7 +327,8 @@ class Catalog:
             return self._dirs[folder]
         if folder not in learned:
             conn.execute(sa.text("INSERT INTO dirs(path) VALUES (:p) ON CONFLICT(path) DO NOTHING"), {"p": folder})
-            learned[folder] = int(conn.execute(sa.text("SELECT id FROM dirs WHERE path = :p"), {"p": folder}).scalar())
+            found = conn.execute(sa.text("SELECT id FROM dirs WHERE path = :p"), {"p": folder}).scalar_one()
+            learned[folder] = int(found)
         return learned[folder]
 
     # subjects --------------------------------------------------------------------------------------------
@@ -424,7 +425,7 @@ class Catalog:
                          "bytes": item.bytes, "at": now, "orig": int(item.has_original),
                          "emb": blobs[id(item)]}).scalar()  # fmt: skip
                 is_new = image_id is not None
-                if is_new:
+                if image_id is not None:
                     changes.append((int(image_id), PHOTO))
                     if id(item) in copy_blobs:
                         conn.execute(sa.text("INSERT INTO copy_vectors(image_id, data, part) VALUES (:i, :d, :p)"),
@@ -600,7 +601,7 @@ class Catalog:
     def count_without_copy_vector(self) -> int:
         with self.db.read() as conn:
             q = f"SELECT COUNT(*) FROM images i WHERE NOT EXISTS ({self._COMPLETE.format(table='i')})"
-            return int(conn.execute(sa.text(q)).scalar())
+            return int(conn.execute(sa.text(q)).scalar_one())
 
     def set_copy_vectors(self, vectors: dict[int, np.ndarray], parts: dict[int, np.ndarray] | None = None) -> int:
         """Store copy descriptors (and their centres') of existing photos (the backfill); photos deleted meanwhile
@@ -661,7 +662,7 @@ class Catalog:
 
     def last_seq(self) -> int:
         with self.db.read() as conn:
-            return int(conn.execute(sa.text("SELECT COALESCE(MAX(seq), 0) FROM changes")).scalar())
+            return int(conn.execute(sa.text("SELECT COALESCE(MAX(seq), 0) FROM changes")).scalar_one())
 
     def changes_since(self, seq: int, limit: int = 10_000) -> list[Change]:
         with self.db.read() as conn:
@@ -678,12 +679,12 @@ class Catalog:
         change always stays (it carries the feed's high-water mark)."""
 
         def write(conn: Connection) -> int:
-            last = int(conn.execute(sa.text("SELECT COALESCE(MAX(seq), 0) FROM changes")).scalar())
+            last = int(conn.execute(sa.text("SELECT COALESCE(MAX(seq), 0) FROM changes")).scalar_one())
             upto = min(int(keep_from), last)
             cutoff = time.time() - older_than
             gone = conn.execute(sa.text("DELETE FROM changes WHERE seq < :u AND at < :c"), {"u": upto, "c": cutoff})
             if gone.rowcount:
-                first = conn.execute(sa.text("SELECT MIN(seq) FROM changes")).scalar()
+                first = conn.execute(sa.text("SELECT MIN(seq) FROM changes")).scalar_one()
                 self._set_meta(conn, "changes_pruned_upto", str(int(first)))
             return int(gone.rowcount)
 
@@ -695,7 +696,7 @@ class Catalog:
             return int(conn.execute(sa.text(
                 "INSERT INTO transforms(kind, dim, fitted_on, created_at, data) "
                 "VALUES (:k, :d, :f, :t, :data) RETURNING version"),
-                {"k": kind, "d": dim, "f": fitted_on, "t": time.time(), "data": data}).scalar())  # fmt: skip
+                {"k": kind, "d": dim, "f": fitted_on, "t": time.time(), "data": data}).scalar_one())  # fmt: skip
 
         return self.db.retrying(write)
 
