@@ -405,3 +405,21 @@ def test_keyboard_only_opens_a_photo_and_reaches_its_actions(page) -> None:
     page.once("dialog", lambda d: d.accept())  # "Delete ...?" confirmation
     page.keyboard.press("Enter")
     expect(page.locator("#gallery .hit")).to_have_count(23)
+
+
+def test_a_phone_is_not_told_to_drop_or_paste(page) -> None:
+    """Issue #28, item 11: at phone width, on a touch screen, the drop zone offers what works there (choose a photo),
+    not dropping files or Ctrl+V; a desktop keeps both."""
+    from playwright.sync_api import expect
+
+    expect(page.locator("#drop .desktop-only")).to_be_visible()
+    phone = page.context.browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    try:
+        mobile = phone.new_page()
+        mobile.goto(page.url)
+        expect(mobile.locator("#drop .linklike")).to_be_visible()
+        expect(mobile.locator("#drop .desktop-only")).to_be_hidden()
+        assert "Ctrl+V" not in mobile.locator("#drop").inner_text()
+        mobile.screenshot(path=str(ARTIFACTS / "30-phone-drop-zone.png"))
+    finally:
+        phone.close()
