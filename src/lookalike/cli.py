@@ -193,10 +193,9 @@ def _print_report(r: IndexReport) -> None:
                                                                else "")  # fmt: skip
         out.print(f"[dim]left out {len(r.excluded)} file(s) removed before with `lookalike remove` ({shown}); "
                   "`index --include-removed` adds them back", highlight=False)  # fmt: skip
-    if r.total == 0 and r.excluded:
-        return
     if r.total == 0:
-        console.print("nothing to index: no files there (hidden files and folders are skipped)")
+        if not r.excluded:  # files were there: they were removed before, as said above
+            console.print("nothing to index: no files there (hidden files and folders are skipped)")
         return
     out.print(
         f"[bold]{len(r.added)}[/] added, {r.updated} updated, {len(r.duplicates)} duplicates, "
@@ -209,17 +208,17 @@ def _print_report(r: IndexReport) -> None:
     )
     if r.near_duplicates:
         out.print(f"[dim]near-duplicates (the same picture as a photo already indexed): {len(r.near_duplicates)}")
-        for d in r.near_duplicates[:20]:
+        for d in r.near_duplicates[:SHOWN]:
             out.print(f"  {plain(d.source)} (image {d.image_id}): the same picture as image {d.of} (copy confidence "
                       f"{d.confidence:.2f}; `lookalike duplicates` says which to keep)", highlight=False)  # fmt: skip
-        if len(r.near_duplicates) > 20:
-            out.print(f"  ... and {len(r.near_duplicates) - 20} more (--json lists all; `lookalike duplicates`)")
+        if len(r.near_duplicates) > SHOWN:
+            out.print(f"  ... and {len(r.near_duplicates) - SHOWN} more (--json lists all; `lookalike duplicates`)")
     if r.duplicates:
         out.print(f"[dim]duplicates (stored once): {len(r.duplicates)}")
-        for dup in r.duplicates[:20]:
+        for dup in r.duplicates[:SHOWN]:
             out.print(f"  {plain(dup.source)} = image {dup.image_id}", highlight=False)
-        if len(r.duplicates) > 20:
-            out.print(f"  ... and {len(r.duplicates) - 20} more (--json lists all)")
+        if len(r.duplicates) > SHOWN:
+            out.print(f"  ... and {len(r.duplicates) - SHOWN} more (--json lists all)")
     if r.rejected:
         table = Table(title="rejected (skipped)", title_justify="left")
         table.add_column("source", overflow="fold")
@@ -300,7 +299,7 @@ def search(
     try:
         empty = lib.catalog.count() == 0
         if label is not None and not empty and label not in (known := lib.catalog.labels()):
-            shown = ", ".join(sorted(known)[:20]) + (" ..." if len(known) > 20 else "")
+            shown = ", ".join(sorted(known)[:SHOWN]) + (" ..." if len(known) > SHOWN else "")
             fail(f"no photo has the label {label!r}; labels: {shown or 'none'} (`lookalike stats`)")
         if text is not None:
             result = lib.search_text(text, k=k, min_score=min_score, label=label)
@@ -608,10 +607,10 @@ def copies(
     finally:
         lib.close()
     out.print(f"copy descriptors stored for {report.done} photos ({report.from_thumbnail} from their thumbnail)")
-    for image_id, reason in report.failed[:20]:
+    for image_id, reason in report.failed[:SHOWN]:
         out.print(f"  [red]skipped[/] {image_id}: {reason}")
-    if len(report.failed) > 20:
-        out.print(f"  ... and {len(report.failed) - 20} more")
+    if len(report.failed) > SHOWN:
+        out.print(f"  ... and {len(report.failed) - SHOWN} more")
 
 
 @app.command()

@@ -36,7 +36,7 @@ GRID = 4  # the overlap is judged in GRID x GRID cells
 DETAIL = 4.0  # grey levels of standard deviation a cell needs in both photos to be judged
 MIN_CELLS = 4  # cells with detail needed for a verdict
 QUANTILE = 0.5  # the cells' median: an overlay may spoil up to half of a copy's cells
-SMALL = 96  # the long side of the grey picture whose pixels a copy must agree with once aligned (see _agreement)
+SMALL = 96  # the long side of the grey picture whose pixels a copy must agree with once aligned (see agreement)
 # ORB finds this many times the keypoints kept, and the grid spread keeps the strongest of each cell. A candidate's
 # thumbnail gives 800 of 1,600: more of them come from coarse pyramid levels, which a photo of the same object taken
 # from further away needs; a query keeps 800 of 3,200: a caption's or a frame's strong corners cannot crowd out the

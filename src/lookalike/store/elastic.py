@@ -17,7 +17,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from lookalike.store.errors import EngineUnavailable
+from lookalike.store.errors import engine_outage
 from lookalike.store.payload import check_where, payload_list
 from lookalike.store.vectors import _as_ids, _as_matrix, cut_below, no_hits, sync_index
 
@@ -115,12 +115,8 @@ def guarded(method: F) -> F:
 
     @functools.wraps(method)
     def call(self, *args, **kwargs):
-        try:
+        with engine_outage(is_unreachable, f"Elasticsearch is unreachable ({method.__name__})"):
             return method(self, *args, **kwargs)
-        except Exception as exc:
-            if is_unreachable(exc):
-                raise EngineUnavailable(f"Elasticsearch is unreachable ({method.__name__}): {exc}") from exc
-            raise
 
     return call  # type: ignore[return-value]
 

@@ -7,6 +7,9 @@ again later, and the service answers 503 with ``Retry-After`` (``Unavailable``) 
 own (``CatalogUnavailable``) is in lookalike.store.catalog.database.
 """
 
+import contextlib
+from collections.abc import Callable, Iterator
+
 RETRY_AFTER = 5  # seconds a client is told to wait when a part is unavailable
 
 
@@ -32,3 +35,18 @@ class EngineUnavailable(Unavailable, EngineError):
 
 class StoreUnavailable(Unavailable):
     part = "the image store"
+
+
+@contextlib.contextmanager
+def engine_outage(is_unreachable: Callable[[BaseException], bool], what: str) -> Iterator[None]:
+    """An engine client's error that means the server cannot serve right now (``is_unreachable``: refused, timed
+    out, 5xx) becomes ``EngineUnavailable`` naming ``what``; every other error (a bad request, a bug) goes on as it
+    was. The one translation the Milvus and Elasticsearch adapters share."""
+    try:
+        yield
+    except EngineUnavailable:
+        raise
+    except Exception as exc:
+        if is_unreachable(exc):
+            raise EngineUnavailable(f"{what}: {exc}") from exc
+        raise

@@ -15,11 +15,12 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from lookalike.store.errors import EngineUnavailable
+from lookalike.store.errors import engine_outage
 from lookalike.store.payload import check_where, payload_list
 from lookalike.store.vectors import _as_ids, _as_matrix, _top_k_rows, cut_below, no_hits, sync_index
 
@@ -78,24 +79,23 @@ class GuardedClient:
 
     def __init__(self, client, where: str) -> None:
         self._client, self._where = client, where
+        self._calls: dict[str, Callable] = {}  # each method wrapped once: its signature is read once, not per call
 
     def __getattr__(self, name: str):
+        if name in self._calls:
+            return self._calls[name]
         method = getattr(self._client, name)
         if not callable(method):
             return method
-
         timed = "timeout" in inspect.signature(method).parameters
 
         def call(*args, **kwargs):
             if timed:
                 kwargs.setdefault("timeout", CALL_TIMEOUT)
-            try:
+            with engine_outage(is_unreachable, f"Milvus at {self._where} is unreachable ({name})"):
                 return method(*args, **kwargs)
-            except Exception as exc:
-                if is_unreachable(exc):
-                    raise EngineUnavailable(f"Milvus at {self._where} is unreachable ({name}): {exc}") from exc
-                raise
 
+        self._calls[name] = call
         return call
 
 
@@ -131,12 +131,8 @@ class MilvusIndex:
             path.parent.mkdir(parents=True, exist_ok=True)
             uri = str(path)
         self.lite = not uri.startswith(("http://", "https://", "tcp://", "unix:"))
-        try:
+        with engine_outage(is_unreachable, f"Milvus at {uri} is unreachable"):
             client = MilvusClient(uri=uri, token=token or "", timeout=CALL_TIMEOUT)
-        except Exception as exc:
-            if is_unreachable(exc):
-                raise EngineUnavailable(f"Milvus at {uri} is unreachable: {exc}") from exc
-            raise
         self.client = GuardedClient(client, uri)
         self.collection, self.dim, self.ef_search = collection, dim, ef_search
         self.index_type, self.nprobe = index_type, nprobe

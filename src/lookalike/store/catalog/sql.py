@@ -52,6 +52,15 @@ def _chunks(values: list, size: int = CHUNK) -> Iterator[list]:
         yield values[start : start + size]
 
 
+def _by_folder(sources: Iterable[str]) -> dict[str, set[str]]:
+    """Sources grouped by folder (folder -> file names): the catalog is asked once per folder, not per source."""
+    out: dict[str, set[str]] = {}
+    for source in sources:
+        folder, name = split_source(source)
+        out.setdefault(folder, set()).add(name)
+    return out
+
+
 def _ints(ids: Iterable) -> list[int]:
     return [int(i) for i in (ids.tolist() if isinstance(ids, np.ndarray) else ids)]
 
@@ -258,10 +267,7 @@ class Catalog:
 
     def source_states(self, sources: Iterable[str]) -> dict[str, tuple[int, int | None, int | None, str | None]]:
         """What is recorded for many sources at once, a query per folder (an index run asks for thousands)."""
-        by_folder: dict[str, set[str]] = {}
-        for source in sources:
-            folder, name = split_source(source)
-            by_folder.setdefault(folder, set()).add(name)
+        by_folder = _by_folder(sources)
         out = {}
         with self.db.read() as conn:
             for folder, names in by_folder.items():
@@ -276,10 +282,7 @@ class Catalog:
 
     def removed_among(self, sources: Iterable[str]) -> set[str]:
         """The sources among these that a user removed (``remove_images(remember=True)``), a query per folder."""
-        by_folder: dict[str, set[str]] = {}
-        for source in sources:
-            folder, name = split_source(source)
-            by_folder.setdefault(folder, set()).add(name)
+        by_folder = _by_folder(sources)
         out = set()
         with self.db.read() as conn:
             for folder, names in by_folder.items():
