@@ -40,6 +40,9 @@ def run_in_private_network(pytest_args: list[str], timeout: float = 900) -> subp
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+SESSION_TTL = 120  # seconds
+
+
 def start(directory: Path, timeout: float = 120) -> tuple[subprocess.Popen, str]:
     """Start `milvus-server --data DIR`; returns (wrapper process, URI) once a client can list collections."""
     if not only_loopback():
@@ -51,8 +54,11 @@ def start(directory: Path, timeout: float = 120) -> tuple[subprocess.Popen, str]
 
     directory.mkdir(parents=True, exist_ok=True)
     log = (directory / "milvus-server.log").open("wb")
-    proc = subprocess.Popen([binary, "--data", str(directory)], stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)  # fmt: skip
+    # a frozen server (tests/api/test_outage.py) must outlive its freeze: with Milvus's default 30 s session lease
+    # a 20 s freeze on a loaded machine expired the lease, and the server then answered "service not ready:
+    # Abnormal" until restarted (its own supervisor's job, not Lookalike's)
+    proc = subprocess.Popen([binary, "--data", str(directory), "--extra-config", f"common.session.ttl={SESSION_TTL}"],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     uri = f"http://127.0.0.1:{PORT}"
     deadline = time.time() + timeout
     while time.time() < deadline:

@@ -327,7 +327,9 @@ def test_a_job_rides_out_a_frozen_milvus_server_milvus_server(milvus_server_uri:
         deadline = time.time() + 120
         while (r := status(search)) is None or r.status_code != 200:
             answers.append(None if r is None else r.status_code)
-            assert time.time() < deadline, "searches did not answer 200 within 120 s of the engine's return"
+            assert time.time() < deadline, ("searches did not answer 200 within 120 s of the job's end: "
+                                            f"{None if r is None else (r.status_code, r.text[:300])}\n"
+                                            f"{service.log()[-4000:]}")  # fmt: skip
             time.sleep(1)
         assert set(answers) <= {200, 503}, sorted(set(answers), key=str)  # never a 500, never no answer
         assert all(w.poll() is None for w in workers), "a worker exited"

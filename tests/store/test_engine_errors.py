@@ -24,7 +24,7 @@ def closed_port() -> int:
 
 def test_an_unreachable_milvus_server_is_unavailable(monkeypatch) -> None:
     pytest.importorskip("pymilvus")
-    from pymilvus.exceptions import ParamError
+    from pymilvus.exceptions import MilvusException, ParamError
 
     from lookalike.store import milvus
 
@@ -34,6 +34,9 @@ def test_an_unreachable_milvus_server_is_unavailable(monkeypatch) -> None:
         milvus.MilvusIndex(f"http://127.0.0.1:{closed_port()}", "photos", 8)
     assert time.monotonic() - started < 30  # bounded by the call timeout, not pymilvus's minutes of retries
     assert not milvus.is_unreachable(ParamError(message="bad metric"))  # a bad request is not an outage
+    # what a standalone server answers once its session lease expired (seen after a long freeze): an outage, a 503
+    assert milvus.is_unreachable(MilvusException(1, "service not ready[standalone=1]: Abnormal"))
+    assert not milvus.is_unreachable(MilvusException(1100, "invalid parameter: limit must be positive"))
 
 
 def test_an_unreachable_elasticsearch_is_unavailable() -> None:

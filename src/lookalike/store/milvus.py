@@ -52,6 +52,10 @@ def payload_of(row: dict) -> dict:
             "score": float(row["score"])}  # fmt: skip
 
 
+# what Milvus's messages say when the server is up but cannot serve: "service unavailable", "service not ready"
+# (also what a standalone server answers, "Abnormal", once its session lease expired); read from the text because
+# the numeric codes collide with pymilvus's own client-side errors (a ParamError is code 1 too)
+OUTAGE_WORDS = ("unavailable", "not ready", "connect", "deadline", "timeout")
 CALL_TIMEOUT = 10.0  # seconds a call (with pymilvus's own retries) may take before the engine counts as unavailable
 
 
@@ -69,7 +73,7 @@ def is_unreachable(exc: BaseException) -> bool:
         return exc.code() in transient if hasattr(exc, "code") else True
     if isinstance(exc, MilvusException):
         text = str(exc).lower()
-        return exc.code in transient or any(w in text for w in ("unavailable", "connect", "deadline", "timeout"))
+        return exc.code in transient or any(w in text for w in OUTAGE_WORDS)
     return isinstance(exc, ConnectionError | TimeoutError)
 
 
