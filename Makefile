@@ -11,6 +11,10 @@ export LOOKALIKE_MODELS_DIR ?= $(SHARED)/models
 endif
 # the demo has a library of its own: it never touches the user's (~/.local/share/lookalike)
 DEMO_HOME ?= $(CURDIR)/.demo-library
+# the demo's photos: the shared Towhee set when it is beside the checkout, else fetched (pinned, checked) once
+DEMO_PHOTOS ?= $(CURDIR)/.demo-photos
+DEMO_URL ?= https://raw.githubusercontent.com/meetjeff/reverse-image-search/b5b483309410be3dc6c803cd367d1688ce768230/images
+DEMO_SET := $(if $(wildcard $(TOWHEE)/train),$(TOWHEE),$(DEMO_PHOTOS))
 
 .PHONY: install system-deps demo test lint bench clean
 
@@ -27,9 +31,12 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: install
-	$(BIN)/lookalike --home $(DEMO_HOME) index $(TOWHEE)/train
-	$(BIN)/lookalike --home $(DEMO_HOME) search $(TOWHEE)/test/goldfish/n01443537_3883.JPEG -k 10
-	$(BIN)/lookalike --home $(DEMO_HOME) eval $(TOWHEE)
+ifeq ($(wildcard $(TOWHEE)/train),)
+	$(PY) -m lookalike.demo $(DEMO_PHOTOS) --url $(DEMO_URL)
+endif
+	$(BIN)/lookalike --home $(DEMO_HOME) index $(DEMO_SET)/train
+	$(BIN)/lookalike --home $(DEMO_HOME) search $(DEMO_SET)/test/goldfish/n01443537_3883.JPEG -k 10
+	$(BIN)/lookalike --home $(DEMO_HOME) eval $(DEMO_SET)
 	@echo "demo library: $(DEMO_HOME) (yours stays untouched); browse it: $(BIN)/lookalike --home $(DEMO_HOME) serve"
 
 system-deps:
