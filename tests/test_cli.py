@@ -87,6 +87,22 @@ def test_iphone_heic_photos_are_indexed_and_searched(run, photo_dir: Path, tmp_p
     assert {Path(h["sources"][0]).name for h in hits if h["copy"]} == {original.name, "IMG_0001.HEIC"}
 
 
+def test_camera_raw_photos_are_indexed_and_searched(run, photo_dir: Path, tmp_path: Path) -> None:
+    """A camera's DNG in a folder is indexed like any photo, and searching with a DNG finds its JPEG original."""
+    from PIL import Image
+
+    from tests import rawfiles
+
+    original = sorted((photo_dir / "goldfish").iterdir())[0]
+    (photo_dir / "goldfish" / "DSC_0001.DNG").write_bytes(rawfiles.dng(Image.open(original), preview=True))
+    report = json.loads(run("index", str(photo_dir), "--json").output)
+    assert report["added"] == 13 and report["rejected"] == []
+    query = tmp_path / "DSC_0002.dng"
+    query.write_bytes(rawfiles.dng(Image.open(original).resize((200, 150))))
+    hits = json.loads(run("search", str(query), "-k", "3", "--json").output)["hits"]
+    assert {Path(h["sources"][0]).name for h in hits if h["copy"]} == {original.name, "DSC_0001.DNG"}
+
+
 def test_models_lists_registry(run) -> None:
     rows = {r["name"]: r for r in json.loads(run("models", "--json").output)}
     assert rows["mobilenet_v2"]["status"] == "ready" and rows["mobilenet_v2"]["default"]

@@ -6,9 +6,11 @@ import io
 
 import numpy as np
 import pytest
+import tifffile
 from PIL import Image
 
 from lookalike.imaging import BadImage, decode, thumbnail_jpeg, to_rgb
+from tests import rawfiles
 from tests.badfiles import bomb_png, real_jpeg
 from tests.conftest import photo
 
@@ -159,3 +161,46 @@ def test_bad_heic_files_are_refused_with_a_reason() -> None:
         decode(encode(Image.new("RGB", (4000, 3000)), "HEIF", quality=10), 10_000_000)
     with pytest.raises(BadImage):
         decode(data[:12] + b"\0" * 200, MAX)  # an ftyp box and nothing after it
+
+
+def grey_correlation(a: Image.Image, b: Image.Image) -> float:
+    x = np.asarray(a.convert("L").resize((64, 48)), dtype=np.float64).ravel()
+    y = np.asarray(b.convert("L").resize((64, 48)), dtype=np.float64).ravel()
+    return float(np.corrcoef(x, y)[0, 1])
+
+
+@pytest.mark.parametrize("preview", [False, True], ids=["bare", "with-preview"])
+def test_a_camera_raw_photo_decodes(preview: bool) -> None:
+    """A DNG (LibRaw through rawpy): the sensor's picture at its full size, not the small preview Pillow would
+    open; the camera's orientation applied; reduced like any photo when asked."""
+    im = base()
+    got = decode(rawfiles.dng(im, preview=preview), MAX)
+    assert got.format == "RAW" and (got.width, got.height) == (im.width // 2 * 2, im.height // 2 * 2)
+    assert got.image.mode == "RGB" and grey_correlation(got.image, im) > 0.95
+    turned = decode(rawfiles.dng(im, orientation=6, preview=preview), MAX)
+    assert (turned.width, turned.height) == (got.height, got.width)
+    assert grey_correlation(turned.image, im.transpose(Image.Transpose.ROTATE_270)) > 0.95
+    big = decode(rawfiles.dng(im.resize((im.width * 4, im.height * 4)), preview=preview), MAX, min_side=64)
+    assert big.width == im.width * 4 and min(big.image.size) < min(big.width, big.height) // 2
+
+
+def test_bad_raw_files_are_refused_with_a_reason() -> None:
+    data = rawfiles.dng(base())
+    with pytest.raises(BadImage, match="RAW"):
+        decode(data[: len(data) // 3], MAX)  # truncated mid-mosaic
+    with pytest.raises(BadImage, match="too many pixels"):
+        decode(rawfiles.dng(Image.new("RGB", (4000, 3000))), 10_000_000)
+    with pytest.raises(BadImage, match="not an image"):
+        decode(data[:8] + b"\0" * 400, MAX)  # a TIFF header and nothing a decoder knows
+    lying = io.BytesIO()  # a preview first and the mosaic's filter tags on the preview: LibRaw makes a 1x1 picture
+    with tifffile.TiffWriter(lying) as tif:
+        tif.write(np.zeros((48, 64, 3), np.uint8), photometric="rgb", subfiletype=1, subifds=1, metadata=None,
+                  extratags=rawfiles.container_tags() + rawfiles.MOSAIC_TAGS)  # fmt: skip
+        tif.write(rawfiles.mosaic(base()), photometric=rawfiles.CFA, subfiletype=0, metadata=None)
+    with pytest.raises(BadImage, match="RAW"):
+        decode(lying.getvalue(), MAX)
+
+
+def test_a_plain_tiff_is_still_read_by_pillow() -> None:
+    got = decode(encode(base(), "TIFF"), MAX)
+    assert got.format == "TIFF" and (got.width, got.height) == base().size

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pillow_heif
+import rawpy
 from PIL import Image, UnidentifiedImageError
 
 # We do our own pixel-count check with a clear message; Pillow's own limit stays as a backstop.
@@ -32,6 +33,12 @@ Image.MAX_IMAGE_PIXELS = None
 # (its EXIF orientation then reads 1), so the checks below hold for it too.
 pillow_heif.register_heif_opener(thumbnails=False)
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF")
+
+
+# Camera RAW files are read by LibRaw through rawpy (its wheels bundle it): every format LibRaw knows, told by
+# content; TIFF containers (DNG, NEF, CR2, ARW...) that Pillow would open at their small preview are recognised by
+# these tags of their first image
+NEW_SUBFILE_TYPE, SUB_IFDS, DNG_VERSION = 254, 330, 50706
 
 
 class BadImage(ValueError):
@@ -114,10 +121,17 @@ def decode(data: bytes, max_pixels: int, min_side: int = 0) -> Decoded:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             im: Image.Image = Image.open(io.BytesIO(data), formats=FORMATS)
     except UnidentifiedImageError:
-        raise BadImage(f"not an image in a supported format ({', '.join(FORMATS)})") from None
+        raw = decode_raw(data, max_pixels, min_side)
+        if raw is not None:
+            return raw
+        raise BadImage(f"not an image in a supported format ({', '.join(FORMATS)}, camera RAW)") from None
     except Exception as exc:  # Pillow raises many types on garbage headers
         raise BadImage(f"unreadable image header: {exc}") from None
     fmt = im.format or "unknown"
+    if fmt == "TIFF" and holds_raw(im):
+        raw = decode_raw(data, max_pixels, min_side)  # a camera's TIFF container: its IFD0 is only a preview
+        if raw is not None:
+            return raw
     width, height = im.size
     if width <= 0 or height <= 0:
         raise BadImage(f"invalid dimensions {width}x{height}")
@@ -145,6 +159,50 @@ def decode(data: bytes, max_pixels: int, min_side: int = 0) -> Decoded:
     if orientation in (5, 6, 7, 8):
         width, height = height, width
     return Decoded(rgb, width, height, fmt)
+
+
+def holds_raw(im: Image.Image) -> bool:
+    """Whether a TIFF is a camera's RAW container (DNG, NEF, CR2, ARW, PEF, SRW...): a DNG version, sub-images,
+    or a first image marked as a reduced-resolution preview."""
+    tags = getattr(im, "tag_v2", {})
+    return DNG_VERSION in tags or SUB_IFDS in tags or bool(int(tags.get(NEW_SUBFILE_TYPE, 0) or 0) & 1)
+
+
+def decode_raw(data: bytes, max_pixels: int, min_side: int = 0) -> Decoded | None:
+    """A camera RAW file decoded by LibRaw (rawpy): demosaiced at half size when that is still far more than the
+    model and the thumbnail need (a camera's photo always is), the camera's white balance, 8 bits, its orientation
+    applied.
+    None when LibRaw does not know the bytes either. Sizes and memory are checked before any pixel is decoded."""
+    try:
+        raw = rawpy.imread(io.BytesIO(data))
+    except rawpy.LibRawFileUnsupportedError:
+        return None
+    except (rawpy.LibRawError, OSError, ValueError, MemoryError) as exc:
+        raise BadImage(f"truncated or corrupt RAW data: {exc}") from None
+    with raw:
+        sizes = raw.sizes
+        width, height = int(sizes.width), int(sizes.height)
+        if width <= 0 or height <= 0:
+            raise BadImage(f"invalid dimensions {width}x{height}")
+        if width * height > max_pixels:
+            raise BadImage(f"too many pixels: {width}x{height} exceeds max_pixels={max_pixels} "
+                           "(decompression bomb guard)")  # fmt: skip
+        half = min(width, height) >= 4 * max(min_side, 256)  # a quarter of the pixels is still plenty
+        # the unpacked sensor data (16 bits a photosite), LibRaw's image (4 x 16 bits a pixel), the 8-bit output
+        need = int(sizes.raw_width) * int(sizes.raw_height) * 2 + width * height * 11 // (4 if half else 1)
+        if need > DECODE_MEMORY.total:
+            raise BadImage(f"too many pixels: the RAW photo {width}x{height} takes {need >> 20} MB to decode, more "
+                           f"than max_decode_memory={DECODE_MEMORY.total >> 20} MB")  # fmt: skip
+        try:
+            with DECODE_MEMORY.hold(need):
+                pixels = raw.postprocess(half_size=half, use_camera_wb=True, output_bps=8)
+        except (rawpy.LibRawError, OSError, ValueError, MemoryError) as exc:
+            raise BadImage(f"truncated or corrupt RAW data: {exc}") from None
+        turned = int(sizes.flip) in (5, 6)  # LibRaw's codes for a quarter turn
+    if pixels.ndim != 3 or pixels.shape[2] != 3 or min(pixels.shape[:2]) < 2:  # seen: a DNG whose tags lie
+        raise BadImage(f"corrupt RAW data: LibRaw made a picture of shape {pixels.shape} from it")
+    image = reduced(Image.fromarray(np.ascontiguousarray(pixels), mode="RGB"), min_side)
+    return Decoded(image, height if turned else width, width if turned else height, "RAW")
 
 
 def reduced(im: Image.Image, min_side: int) -> Image.Image:

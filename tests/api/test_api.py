@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 import threading
 import time
@@ -66,6 +67,27 @@ def test_search_by_upload_finds_the_class(client: TestClient) -> None:
     assert len(body["hits"]) == 5 and body["hits"][0]["label"] == "goldfish"
     hit = body["hits"][0]
     assert hit["thumbnail_url"] == f"{API}/images/{hit['id']}/thumbnail" and hit["source"].endswith(".JPEG")
+
+
+def test_phone_and_camera_photos_are_searched_by_upload(client: TestClient) -> None:
+    """An iPhone's HEIC and a camera's DNG as uploads find the photo they show; a truncated DNG is a clear 400/422,
+    never a 500."""
+    from PIL import Image
+
+    import lookalike.imaging  # noqa: F401 - registers pillow-heif's HEIF plugin with Pillow (to write the HEIC)
+    from tests import rawfiles
+
+    picture = Image.open(photo("goldfish", 0)).convert("RGB")
+    heic = io.BytesIO()
+    picture.save(heic, format="HEIF", quality=80)
+    for name, data, kind in (("IMG_0001.HEIC", heic.getvalue(), "image/heic"),
+                             ("DSC_0001.DNG", rawfiles.dng(picture, preview=True), "image/x-adobe-dng")):  # fmt: skip
+        r = client.post(f"{API}/search", files={"image": (name, data, kind)}, data={"k": "3"})
+        assert r.status_code == 200, r.text
+        assert r.json()["hits"][0]["copy"] and r.json()["hits"][0]["label"] == "goldfish", name
+    data = rawfiles.dng(picture)
+    r = client.post(f"{API}/search", files={"image": ("DSC_0002.DNG", data[: len(data) // 3], "image/x-adobe-dng")})
+    assert r.status_code in (400, 422) and "RAW" in r.json()["detail"], r.text
 
 
 def test_search_by_url_and_by_id(client: TestClient, http_server: str, http_root: Path) -> None:

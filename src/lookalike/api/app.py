@@ -51,8 +51,8 @@ DOCS_ASSETS = Path(str(resources.files("fastapi_offline") / "static"))  # Swagge
 MIME = {
     "JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp", "BMP": "image/bmp",
     "TIFF": "image/tiff", "MPO": "image/jpeg", "ICO": "image/x-icon", "HEIF": "image/heic",
-}  # fmt: skip
-IMAGE_TYPES = "JPEG, PNG, WebP, GIF, BMP, TIFF or HEIC"
+}  # fmt: skip (a camera RAW original is sent as application/octet-stream: browsers do not show them)
+IMAGE_TYPES = "JPEG, PNG, WebP, GIF, BMP, TIFF, HEIC or a camera RAW file"
 CHUNK = 2**20  # photos larger than this are sent in pieces of this size (the event loop serves others between)
 
 
