@@ -409,7 +409,8 @@ def test_keyboard_only_opens_a_photo_and_reaches_its_actions(page) -> None:
 
 def test_a_phone_is_not_told_to_drop_or_paste(page) -> None:
     """Issue #28, item 11: at phone width, on a touch screen, the drop zone offers what works there (choose a photo),
-    not dropping files or Ctrl+V; a desktop keeps both."""
+    not dropping files or Ctrl+V (a desktop keeps both), and a search's results are on the screen, not two screens
+    down below the controls and the query photo."""
     from playwright.sync_api import expect
 
     expect(page.locator("#drop .desktop-only")).to_be_visible()
@@ -421,5 +422,10 @@ def test_a_phone_is_not_told_to_drop_or_paste(page) -> None:
         expect(mobile.locator("#drop .desktop-only")).to_be_hidden()
         assert "Ctrl+V" not in mobile.locator("#drop").inner_text()
         mobile.screenshot(path=str(ARTIFACTS / "30-phone-drop-zone.png"))
+        # a search from the phone: the results are on the screen without scrolling, the first card whole
+        mobile.set_input_files("#file-input", str(photo("goldfish", 0, "test")))
+        expect(mobile.locator("#status")).to_contain_text("similar photos")
+        expect(mobile.locator("#results .hit").first).to_be_in_viewport(ratio=1)
+        mobile.screenshot(path=str(ARTIFACTS / "31-phone-results.png"))
     finally:
         phone.close()

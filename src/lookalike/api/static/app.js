@@ -304,6 +304,8 @@ function renderResults(result) {
   setStatus(`${same}${similar.length} ${what}${object} in ${Math.round(result.took_ms)} ms.`, "muted");
   for (const hit of copies) strip.appendChild(hitCard(hit));
   for (const hit of similar) grid.appendChild(hitCard(hit));
+  // on a phone the results begin below the query panel: bring them into view
+  if (window.matchMedia("(max-width: 600px)").matches) $("results-panel").scrollIntoView({ block: "start" });
 }
 
 function regionBox(box, hit, className) {
