@@ -36,7 +36,7 @@ def test_index_search_stats_remove(run, photo_dir: Path) -> None:
     hits = json.loads(run("search", str(photo("goldfish", 0, "test")), "-k", "3", "--json").output)["hits"]
     assert len(hits) == 3 and hits[0]["label"] == "goldfish" and hits[0]["sources"]
     table = run("search", str(photo("goldfish", 0, "test")), "-k", "2").output
-    assert "goldfish" in table and "score" in table
+    assert "goldfish" in table and "similarity" in table
 
     by_id = json.loads(run("search", str(hits[0]["id"]), "--json").output)["hits"]
     assert hits[0]["id"] not in [h["id"] for h in by_id]

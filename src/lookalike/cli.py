@@ -244,10 +244,12 @@ def _box(text: str | None) -> tuple[float, float, float, float] | None:
 
 
 def _hits_table(title: str, hits) -> Table:
+    """Hits in the ranking's order; the one number shown is the similarity (what --min-score filters on), as on the
+    page; a verdict is a word with how sure it is (the ranking's own score is in --json)."""
     table = Table(title=title, title_justify="left")
     columns: tuple[tuple[str, JustifyMethod], ...] = (
-        ("#", "right"), ("id", "right"), ("score", "right"), ("similarity", "right"), ("label", "left"),
-        ("matched", "left"), ("source", "left"))  # fmt: skip
+        ("#", "right"), ("id", "right"), ("similarity", "right"), ("label", "left"), ("matched", "left"),
+        ("source", "left"))  # fmt: skip
     for col, just in columns:
         table.add_column(col, justify=just, overflow="fold")
     for rank, hit in enumerate(hits, 1):
@@ -255,13 +257,13 @@ def _hits_table(title: str, hits) -> Table:
         if hit.copy:
             region = [round(v) for v in hit.verdict.match_box]
             mirrored = ", mirrored" if hit.verdict.mirrored else ""
-            matched = f"SAME PHOTO ({hit.verdict.confidence:.2f}{mirrored}) at {region}"
+            matched = f"SAME PHOTO ({hit.verdict.confidence:.0%} sure{mirrored}) at {region}"
         elif hit.same_object:
             region = [round(v) for v in hit.verdict.match_box]
-            matched = f"SAME OBJECT ({hit.verdict.confidence:.2f}) at {region}"
+            matched = f"SAME OBJECT ({hit.verdict.confidence:.0%} sure) at {region}"
         source = hit.sources[0] if hit.sources else ""
-        table.add_row(str(rank), str(hit.id), f"{hit.score:.3f}", f"{hit.similarity:.3f}", plain(hit.label or ""),
-                      plain(matched), plain(source))  # fmt: skip
+        table.add_row(str(rank), str(hit.id), f"{hit.similarity:.2f}", plain(hit.label or ""), plain(matched),
+                      plain(source))  # fmt: skip
     return table
 
 

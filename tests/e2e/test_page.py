@@ -229,12 +229,20 @@ def test_cards_show_scores_in_order_and_file_names(page) -> None:
 
     page.set_input_files("#file-input", str(photo("goldfish", 0, "test")))
     expect(page.locator("#results .hit")).to_have_count(12)
-    scores = [float(t) for t in page.locator("#results .hit .score").all_inner_texts()]
-    assert scores == sorted(scores, reverse=True) and len(scores) == 12
+    texts = page.locator("#results .hit .score").all_inner_texts()
+    shown = [float(t) for t in texts]  # one number per card: the similarity, two decimals, as the CLI prints it
+    assert len(shown) == 12 and all(0 <= v <= 1 for v in shown) and all(len(t.split(".")[1]) == 2 for t in texts)
     names = page.locator("#results .hit .source").all_inner_texts()
     assert all(n and "/" not in n and n.lower().endswith((".jpeg", ".jpg")) for n in names), names
-    assert "similarity" in page.locator("#results .hit .score").first.get_attribute("title")
+    assert "Min similarity filters on" in page.locator("#results .hit .score").first.get_attribute("title")
     shot(page, "08-result-cards")
+    # the slider filters on the number the cards show: above the 7th lowest, only cards at or above it remain
+    threshold = sorted(shown)[6]
+    page.fill("#min-score", f"{threshold:.2f}")
+    page.dispatch_event("#min-score", "change")
+    expect(page.locator("#results .hit")).not_to_have_count(12)
+    after = [float(t) for t in page.locator("#results .hit .score").all_inner_texts()]
+    assert after and all(v >= threshold - 0.005 for v in after), (threshold, after)
 
 
 def test_the_library_gallery_pages_sorts_filters_opens_and_deletes(page) -> None:
@@ -303,7 +311,7 @@ def test_same_photo_strip_shows_an_edited_copy_with_its_region(page, tmp_path: P
     expect(page.locator("#copies-section")).to_be_visible()
     expect(page.locator("#copies .hit")).to_have_count(1)
     expect(page.locator("#copies .hit .box.region")).to_have_count(1)
-    expect(page.locator("#copies .hit .score")).to_contain_text("same photo")
+    expect(page.locator("#copies .hit .verdict")).to_contain_text("same photo")
     expect(page.locator("#similar-heading")).to_be_visible()
     expect(page.locator("#status")).to_contain_text("1 copy of your photo")
     assert page.locator("#copies .hit").get_attribute("data-label") == "goldfish"
@@ -355,7 +363,7 @@ def test_a_phone_photo_of_a_cover_finds_the_scan_as_the_same_object(dvd_server, 
     page.set_input_files("#file-input", str(cover / f"{cover.name}_Droid.jpg"))
     first = page.locator("#results .hit").first
     expect(first).to_have_class("hit same-object")
-    expect(first.locator(".score")).to_contain_text("same object")
+    expect(first.locator(".verdict")).to_contain_text("same object")
     expect(first.locator(".box.region")).to_have_count(1)  # where the cover is in the scan
     assert first.get_attribute("data-label") == cover.name
     expect(page.locator("#status")).to_contain_text("showing the same object")

@@ -292,7 +292,7 @@ function renderResults(result) {
   $("copies-section").hidden = !copies.length;
   $("similar-heading").hidden = !copies.length || !similar.length;
   if (!result.hits.length) {
-    const why = $("label").value || parseFloat($("min-score").value) > 0 ? " Try lowering the minimum score or clearing the label filter." : " The library may be empty: add photos below.";
+    const why = $("label").value || parseFloat($("min-score").value) > 0 ? " Try lowering the minimum similarity or clearing the label filter." : " The library may be empty: add photos below.";
     setStatus(`No similar photos found.${why}`, "muted");
     return;
   }
@@ -319,6 +319,18 @@ function regionBox(box, hit, className) {
   return el;
 }
 
+// One rule for the number on every card, in the viewer and in the CLI: the similarity (the cosine of the two
+// photos' vectors, 0 to 1), which is what "Min similarity" filters on. The order is the ranking's: the same photo
+// first, then the same object, then the rest, re-ranked by the library's neighbours (so it can differ a little from
+// the similarity). A verdict is a word with how sure it is, never a second number in the same place.
+const SIMILARITY = "similarity to your photo (0 to 1): what Min similarity filters on";
+
+function verdictText(hit) {
+  if (hit.copy) return `same photo · ${Math.round(100 * hit.copy_confidence)}% sure`;
+  if (hit.same_object) return `same object · ${Math.round(100 * hit.object_confidence)}% sure`;
+  return "";
+}
+
 function hitCard(hit) {
   const fig = document.createElement("figure");
   fig.className = hit.copy ? "hit copy" : hit.same_object ? "hit same-object" : "hit";
@@ -343,9 +355,8 @@ function hitCard(hit) {
   const cap = document.createElement("figcaption");
   const score = document.createElement("span");
   score.className = "score";
-  score.textContent = hit.copy ? `same photo ${Math.round(100 * hit.copy_confidence)}%`
-    : hit.same_object ? `same object ${Math.round(100 * hit.object_confidence)}%` : hit.score.toFixed(3);
-  score.title = `similarity to your photo ${hit.similarity.toFixed(3)}`;
+  score.textContent = hit.similarity.toFixed(2);
+  score.title = SIMILARITY;
   const label = document.createElement("span");
   label.className = "label";
   label.textContent = hit.label || "";
@@ -354,6 +365,14 @@ function hitCard(hit) {
   source.textContent = fileName(hit.source); // the file name always shows; the whole path on hover
   source.title = hit.source || "";
   cap.append(score, label);
+  const verdict = verdictText(hit);
+  if (verdict) {
+    const badge = document.createElement("span");
+    badge.className = "verdict";
+    badge.textContent = verdict;
+    badge.title = "how sure the check of the two pictures is that they show the same photo (or the same object)";
+    cap.append(badge);
+  }
   if (hit.copy && hit.copy_region && hit.copy_region.mirrored) {
     const note = document.createElement("span");
     note.className = "matched";
@@ -388,7 +407,8 @@ function openViewer(hit) {
   state.viewing = hit;
   state.opener = document.activeElement;  // focus goes back there when the viewer closes
   $("viewer-img").src = hit.original_url;
-  const scores = hit.score === undefined ? "" : ` · score ${hit.score.toFixed(3)} · similarity ${hit.similarity.toFixed(3)}`;
+  const verdict = verdictText(hit);
+  const scores = hit.similarity === undefined ? "" : ` · similarity ${hit.similarity.toFixed(2)}${verdict ? " · " + verdict : ""}`;
   $("viewer-meta").textContent = `#${hit.id}${scores}${hit.label ? " · " + hit.label : ""} · ${hit.width}×${hit.height} · ${hit.source || ""}`;
   $("viewer-result").textContent = "";
   $("viewer-result").className = "";
