@@ -253,7 +253,10 @@ def _hits_table(title: str, hits) -> Table:
     for col, just in columns:
         table.add_column(col, justify=just, overflow="fold")
     for rank, hit in enumerate(hits, 1):
-        matched = f"{hit.detected_label} {[round(v) for v in hit.box]}" if hit.box else "whole photo"
+        matched = "whole photo"
+        if hit.box:  # the detector's guess of the subject's class, with how sure it was: never read as a label
+            sure = f", {hit.detected_score:.0%} sure" if hit.detected_score is not None else ""
+            matched = f"subject ({hit.detected_label}?{sure}) at {[round(v) for v in hit.box]}"
         if hit.copy:
             region = [round(v) for v in hit.verdict.match_box]
             mirrored = ", mirrored" if hit.verdict.mirrored else ""
@@ -451,10 +454,10 @@ def detect(
                                    "objects": [d.as_dict() for d in detections]}))  # fmt: skip
         return
     table = Table(title=f"{len(detections)} subjects in {decoded.width}x{decoded.height}", title_justify="left")
-    for col in ("label", "score", "x1", "y1", "x2", "y2"):
-        table.add_column(col, justify="left" if col == "label" else "right")
+    for col in ("class (the detector's guess)", "sure", "x1", "y1", "x2", "y2"):
+        table.add_column(col, justify="left" if col.startswith("class") else "right")
     for d in detections:
-        table.add_row(d.label, f"{d.score:.2f}", *(f"{v:.0f}" for v in d.box))
+        table.add_row(d.label, f"{d.score:.0%}", *(f"{v:.0f}" for v in d.box))
     out.print(table)
     if draw is not None:
         out.print(f"drawn to {draw}")

@@ -20,7 +20,7 @@ def draw_boxes(data: bytes, detections: list[Detection], max_pixels: int):
     for i, det in enumerate(detections):
         colour = PALETTE[i % len(PALETTE)]
         pen.rectangle(det.box, outline=colour, width=width)
-        text = f"{det.label} {det.score:.2f}"
+        text = f"{det.label}? {det.score:.0%} sure"  # the detector's guess, said as one (as on the page)
         x, y = det.box[0], max(0, det.box[1] - size - 4)
         left, top, right, bottom = pen.textbbox((x, y), text, font=font)
         pen.rectangle((left - 2, top - 2, right + 2, bottom + 2), fill=colour)

@@ -305,6 +305,7 @@ def test_detect_and_match_objects_over_http(make_client) -> None:
     )
     hits = r.json()["hits"]
     assert len(hits) == 2 and all(h["detected_label"] == "truck" and len(h["box"]) == 4 for h in hits)
+    assert all(0.5 <= h["detected_score"] <= 1 for h in hits)  # how sure the detector's guess was, with the guess
     problem(client.post(f"{API}/search", json={"image_id": 1, "match": "sideways"}), 422, "match")
 
 

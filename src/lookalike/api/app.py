@@ -125,7 +125,9 @@ class HitOut(BaseModel):
     original_url: str
     thumbnail_url: str
     box: list[float] | None = Field(description="the matched subject (x1, y1, x2, y2), when one matched best")
-    detected_label: str | None
+    detected_label: str | None = Field(description="the class the detector guessed for the matched subject (COCO); "
+                                      "a guess, not the photo's label")
+    detected_score: float | None = Field(default=None, description="how sure the detector was of that guess (0..1)")
     is_copy: bool = Field(  # "copy" itself would shadow BaseModel.copy
         alias="copy",
         description="the same picture as the query (an exact or edited copy), by its copy descriptor or local features",
@@ -392,8 +394,9 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
             "sources": list(hit.sources), "width": hit.width, "height": hit.height,
             "original_url": f"{API}/images/{hit.id}/original", "thumbnail_url": f"{API}/images/{hit.id}/thumbnail",
             "box": [round(v, 1) for v in hit.box] if hit.box else None, "detected_label": hit.detected_label,
-            **{key: d[key] for d in (hit.as_dict(),) for key in ("copy", "copy_confidence", "copy_region",
-                                                             "same_object", "object_confidence", "object_region")},
+            **{key: d[key] for d in (hit.as_dict(),) for key in ("detected_score", "copy", "copy_confidence",
+                                                             "copy_region", "same_object", "object_confidence",
+                                                             "object_region")},
         }  # fmt: skip
 
     def validated(model: type[M], data: dict) -> M:

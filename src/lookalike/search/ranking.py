@@ -87,7 +87,7 @@ def rank(
         obj = objects.get(vid) if vid is not None else None
         box, det_label = (obj.box, obj.label) if obj is not None else (None, None)
         hits.append(Hit(i, float(rank_score), rec.label, rec.sources, rec.width, rec.height, rec.sha256, box, det_label,
-                        float(score)))  # fmt: skip
+                        float(score), detected_score=obj.score if obj is not None else None))  # fmt: skip
         if len(hits) == k:
             break
     return hits

@@ -25,6 +25,7 @@ class Hit:
     detected_label: str | None = None
     similarity: float = 0.0
     verdict: Verdict | None = None  # the copy check, when this hit was checked (the top candidates are)
+    detected_score: float | None = None  # how sure the detector was of ``detected_label`` (a guess, not a label)
 
     @property
     def copy(self) -> bool:
@@ -47,6 +48,7 @@ class Hit:
             "height": self.height,
             "box": [round(v, 1) for v in self.box] if self.box else None,
             "detected_label": self.detected_label,
+            "detected_score": round(self.detected_score, 4) if self.detected_score is not None else None,
             "copy": self.copy,
             "copy_confidence": round(v.confidence, 4) if v is not None else None,
             "copy_region": {"query": _box(v.query_box), "match": _box(v.match_box), "mirrored": v.mirrored}

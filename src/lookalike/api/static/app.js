@@ -140,6 +140,12 @@ function sizeCanvas() {
   canvas.height = img.clientHeight;
 }
 
+// A detected class is the detector's guess (80 COCO classes: a daffodil can come out as a "teddy bear"), never
+// shown like a label: always with a question mark and how sure the detector was.
+function guess(label, score) {
+  return score === undefined || score === null ? `${label}?` : `${label}? ${Math.round(100 * score)}% sure`;
+}
+
 function drawDetections(ctx, sx, sy) {
   ctx.save();
   ctx.setLineDash([6, 4]);
@@ -149,7 +155,7 @@ function drawDetections(ctx, sx, sy) {
     const [x1, y1, x2, y2] = det.box;
     ctx.strokeStyle = "#ffd400";
     ctx.strokeRect(x1 * sx, y1 * sy, (x2 - x1) * sx, (y2 - y1) * sy);
-    const text = `${det.label} ${det.score.toFixed(2)}`;
+    const text = guess(det.label, det.score);  // the detector's guess, with how sure it is
     ctx.fillStyle = "rgba(0,0,0,0.65)";
     ctx.fillRect(x1 * sx, y1 * sy, ctx.measureText(text).width + 8, 16);
     ctx.fillStyle = "#ffd400";
@@ -382,7 +388,8 @@ function hitCard(hit) {
   if (hit.detected_label) {
     const matched = document.createElement("span");
     matched.className = "matched";
-    matched.textContent = `matched: ${hit.detected_label}`;
+    matched.textContent = `matched a subject: ${guess(hit.detected_label, hit.detected_score)}`;
+    matched.title = "the subject of this photo that matched best; its class is the detector's guess (COCO classes), not the photo's label";
     cap.append(matched);
   }
   cap.append(source);
