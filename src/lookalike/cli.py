@@ -363,11 +363,9 @@ def duplicates(
     try:
         with progress_bar("duplicates") as bar:
             task = bar.add_task("checking neighbours", total=lib.catalog.count(), rate="")
-            groups = dup.near_duplicates(lib, threshold, lambda d, t: bar.update(task, completed=d, total=t))
-        exact = list(dup.exact_duplicates(lib))
-        records = lib.catalog.get_many([i for g in groups for i in g.ids])
-        rows = dup.as_rows(groups, records)
-        doomed = [i for g in groups for i in g.ids[1:]]
+            found = dup.report(lib, threshold, lambda d, t: bar.update(task, completed=d, total=t))
+        rows, exact = found["groups"], [(e["id"], e["sources"]) for e in found["exact"]]
+        doomed = [i for r in rows for i in r["remove"]]
         removed = []
         if remove and yes and doomed:
             removed = [r.id for r in lib.remove(doomed)]
@@ -390,16 +388,12 @@ def duplicates(
                 writer.writerow(["exact", image_id, 1, source, "", ""])
         return
     for r in rows:
-        sure: dict[int, float] = {}  # each photo's best copy confidence with another of its group
-        for pair in r["pairs"]:
-            for i in (pair["a"], pair["b"]):
-                sure[i] = max(sure.get(i, 0.0), pair["confidence"])
         table = Table(title=f"group {r['group']}: {len(r['photos'])} copies of one picture", title_justify="left")
         for col in ("id", "keep", "size", "confidence", "source"):
             table.add_column(col, overflow="fold")
         for p in r["photos"]:
-            table.add_row(str(p["id"]), "keep" if p["id"] == r["keep"] else "remove", f"{p['width']}x{p['height']}",
-                          f"{sure.get(p['id'], 0.0):.2f}", plain(p["source"] or ""))  # fmt: skip
+            table.add_row(str(p["id"]), "keep" if p["keep"] else "remove", f"{p['width']}x{p['height']}",
+                          f"{p['confidence']:.0%} sure", plain(p["source"] or ""))  # fmt: skip
         out.print(table)
     if exact:
         table = Table(title="the same bytes under several paths (stored once)", title_justify="left")

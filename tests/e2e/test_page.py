@@ -351,7 +351,25 @@ def test_duplicates_view_shows_the_copies_side_by_side(server, page) -> None:
     expect(page.locator("#dup-groups .dup-group .hit")).to_have_count(2)
     expect(page.locator("#dup-groups .keep")).to_have_count(1)
     expect(page.locator("#dup-groups")).to_contain_text("pizza_repost.jpg")
+    # each photo says whether it is kept and how sure the check is; the same bytes under another path are listed
+    expect(page.locator("#dup-groups .keep .verdict")).to_contain_text("keep · ")
+    expect(page.locator("#dup-groups .hit:not(.keep) .verdict")).to_contain_text("% sure")
+    assert page.locator("#dup-groups .hit:not(.keep) .verdict").inner_text().startswith("remove · ")
+    again = httpx.post(f"{server}/api/v1/images", files={"images": ("pizza_again.jpg", photo("pizza", 1).read_bytes(),
+                                                                    "image/jpeg")})  # fmt: skip
+    assert again.status_code == 200 and again.json()["duplicates"], again.text
+    page.click("#tab-search")
+    page.click("#tab-duplicates")
+    expect(page.locator("#dup-status")).to_contain_text("1 file is found under several paths")
+    expect(page.locator(".dup-exact li")).to_have_count(1)
+    expect(page.locator(".dup-exact li")).to_contain_text("pizza_again.jpg")
     shot(page, "22-duplicates")
+    # the group's button removes the copies marked "remove", after asking
+    page.once("dialog", lambda d: d.accept())
+    page.locator("#dup-groups .dup-group button.danger").click()
+    expect(page.locator("#dup-status")).to_contain_text("No duplicates")
+    expect(page.locator("#dup-groups .dup-group")).to_have_count(0)
+    expect(page.locator("#stats")).to_contain_text("24 photos indexed")  # 24 and the repost, which is gone
     page.click("#tab-search")
     expect(page.locator("#duplicates-panel")).to_be_hidden()
 

@@ -240,9 +240,11 @@ class UploadOut(BaseModel):
 
 class DuplicatesOut(BaseModel):
     groups: list[dict] = Field(
-        description="each: group, keep (id), remove (ids), photos (id, source, width, height, thumbnail_url, "
-        "original_url), pairs (a, b, confidence)"
+        description="the same picture held as several photos, each group: group, keep (id), remove (ids), photos "
+        "(id, keep, confidence: how sure the check is that it is a copy of another of its group, source, width, "
+        "height, thumbnail_url, original_url), pairs (a, b, confidence)"
     )
+    exact: list[dict] = Field(default=[], description="the same bytes under several paths (stored once): id, sources")
 
 
 class JobList(BaseModel):
@@ -667,14 +669,12 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
         from lookalike.search import duplicates as dup
 
         def report() -> dict:
-            groups = dup.near_duplicates(lib, min_confidence)
-            records = lib.catalog.get_many([i for g in groups for i in g.ids])
-            rows = dup.as_rows(groups, records)
-            for row in rows:
+            found = dup.report(lib, min_confidence)
+            for row in found["groups"]:
                 for photo in row["photos"]:
                     photo["thumbnail_url"] = f"{API}/images/{photo['id']}/thumbnail"
                     photo["original_url"] = f"{API}/images/{photo['id']}/original"
-            return {"groups": rows}
+            return found
 
         def one_at_a_time() -> dict:  # a whole-library pass: a second caller waits for nothing, it retries
             if not state.duplicates_lock.acquire(blocking=False):

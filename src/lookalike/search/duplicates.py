@@ -98,10 +98,25 @@ def exact_duplicates(lib) -> Iterator[tuple[int, tuple[str, ...]]]:
 
 
 def as_rows(groups: list[Group], records: dict) -> list[dict]:
-    return [
-        {"group": n, "keep": g.ids[0], "remove": g.ids[1:],
-         "photos": [{"id": i, "source": records[i].sources[0] if records[i].sources else None,
-                     "width": records[i].width, "height": records[i].height} for i in g.ids],
-         "pairs": [{"a": a, "b": b, "confidence": round(c, 3)} for a, b, c in g.pairs]}
-        for n, g in enumerate(groups, 1)
-    ]  # fmt: skip
+    """Groups as rows: each photo with whether it is kept, and how sure the check is that it is a copy of another
+    photo of its group (its best pair's confidence)."""
+    rows = []
+    for n, g in enumerate(groups, 1):
+        sure: dict[int, float] = {}
+        for a, b, c in g.pairs:
+            sure[a], sure[b] = max(sure.get(a, 0.0), c), max(sure.get(b, 0.0), c)
+        photos = [{"id": i, "keep": i == g.ids[0], "confidence": round(sure.get(i, 0.0), 3),
+                   "source": records[i].sources[0] if records[i].sources else None, "width": records[i].width,
+                   "height": records[i].height} for i in g.ids]  # fmt: skip
+        rows.append({"group": n, "keep": g.ids[0], "remove": g.ids[1:], "photos": photos,
+                     "pairs": [{"a": a, "b": b, "confidence": round(c, 3)} for a, b, c in g.pairs]})  # fmt: skip
+    return rows
+
+
+def report(lib, min_confidence: float = 0.0, on_progress: Callable[[int, int], None] | None = None) -> dict:
+    """The whole duplicates report, as the CLI prints it and the API returns it: the near-duplicate groups (``groups``:
+    keep, remove, photos with their confidence) and the exact ones (``exact``: a photo's several paths)."""
+    groups = near_duplicates(lib, min_confidence, on_progress)
+    records = lib.catalog.get_many([i for g in groups for i in g.ids])
+    exact = [{"id": i, "sources": list(sources)} for i, sources in exact_duplicates(lib)]
+    return {"groups": as_rows(groups, records), "exact": exact}

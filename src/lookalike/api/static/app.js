@@ -424,7 +424,7 @@ function openViewer(hit) {
 
 async function deleteViewed() {
   const hit = state.viewing;
-  if (!hit || !confirm(`Delete photo #${hit.id} (${fileName(hit.source)}) from the library? Its file stays where it is.`)) return;
+  if (!hit || !confirm(`Delete photo #${hit.id} (${fileName(hit.source)}) from the library? Its file stays where it is, and later index runs leave it out.`)) return;
   const r = await fetch(`${API}/images/${hit.id}`, { method: "DELETE", headers: apiKeyHeaders() });
   if (r.status !== 204) {
     $("viewer-result").className = "error";
@@ -514,33 +514,89 @@ async function loadDuplicates() {
   try {
     const r = await fetch(`${API}/duplicates`, { headers: apiKeyHeaders() });
     if (!r.ok) { $("dup-status").textContent = await problemText(r); return; }
-    const { groups } = await r.json();
+    const { groups, exact } = await r.json();
     const extra = groups.reduce((n, g) => n + g.remove.length, 0);
-    $("dup-status").textContent = groups.length
+    const paths = exact.length ? ` ${exact.length} ${exact.length === 1 ? "file is" : "files are"} found under several paths (stored once, listed below).` : "";
+    $("dup-status").textContent = (groups.length
       ? `${groups.length} ${groups.length === 1 ? "picture" : "pictures"} held more than once (${extra} ${extra === 1 ? "photo" : "photos"} beyond the first). The largest of each is marked “keep”.`
-      : "No duplicates: every picture is in the library once.";
-    for (const g of groups) {
-      const row = document.createElement("div");
-      row.className = "dup-group";
-      for (const p of g.photos) {
-        const fig = document.createElement("figure");
-        fig.className = p.id === g.keep ? "hit keep" : "hit";
-        fig.dataset.id = p.id;
-        const img = document.createElement("img");
-        img.src = p.thumbnail_url;
-        img.alt = fileName(p.source) || `photo ${p.id}`;
-        const cap = document.createElement("figcaption");
-        cap.textContent = `${p.id === g.keep ? "keep · " : ""}${p.width}×${p.height} · ${fileName(p.source)}`;
-        cap.title = p.source || "";
-        fig.append(img, cap);
-        fig.addEventListener("click", () => openViewer({ ...p, label: null }));
-        row.appendChild(fig);
-      }
-      box.appendChild(row);
-    }
+      : "No duplicates: every picture is in the library once.") + paths;
+    for (const g of groups) box.appendChild(duplicateGroup(g));
+    if (exact.length) box.appendChild(exactList(exact));
   } catch (e) {
     $("dup-status").textContent = "Cannot reach the Lookalike server.";
   }
+}
+
+// A group of copies of one picture: each photo kept or to remove, with how sure the check is that it is a copy,
+// and one button that removes those marked "remove" (after asking; later index runs leave their files out).
+function duplicateGroup(g) {
+  const row = document.createElement("div");
+  row.className = "dup-group";
+  for (const p of g.photos) {
+    const fig = document.createElement("figure");
+    fig.className = p.keep ? "hit keep" : "hit";
+    fig.dataset.id = p.id;
+    fig.tabIndex = 0;
+    const img = document.createElement("img");
+    img.src = p.thumbnail_url;
+    img.alt = fileName(p.source) || `photo ${p.id}`;
+    const cap = document.createElement("figcaption");
+    const verdict = document.createElement("span");
+    verdict.className = "verdict";
+    verdict.textContent = `${p.keep ? "keep" : "remove"} · ${Math.round(100 * p.confidence)}% sure`;
+    verdict.title = "how sure the check of the two pictures is that this photo is a copy of another in its group";
+    const about = document.createElement("span");
+    about.className = "source";
+    about.textContent = `${p.width}×${p.height} · ${fileName(p.source)}`;
+    about.title = p.source || "";
+    cap.append(verdict, about);
+    fig.append(img, cap);
+    fig.addEventListener("click", () => openViewer({ ...p, label: null }));
+    onActivate(fig, () => openViewer({ ...p, label: null }));
+    row.appendChild(fig);
+  }
+  if (g.remove.length) {
+    const act = document.createElement("button");
+    act.type = "button";
+    act.className = "danger";
+    act.textContent = `Remove the ${g.remove.length === 1 ? "copy" : g.remove.length + " copies"} marked “remove”…`;
+    act.addEventListener("click", () => removeCopies(g, act));
+    row.appendChild(act);
+  }
+  return row;
+}
+
+async function removeCopies(g, button) {
+  const names = g.photos.filter((p) => !p.keep).map((p) => fileName(p.source) || `#${p.id}`).join(", ");
+  if (!confirm(`Remove ${names} from the library? The files stay where they are, and later index runs leave them out.`)) return;
+  button.disabled = true;
+  const failed = [];
+  for (const id of g.remove) {
+    const r = await fetch(`${API}/images/${id}`, { method: "DELETE", headers: apiKeyHeaders() });
+    if (r.status !== 204 && r.status !== 404) failed.push(`#${id}: ${await problemText(r)}`);
+  }
+  if (failed.length) {
+    $("dup-status").textContent = `Could not remove ${failed.join("; ")}`;
+    button.disabled = false;
+    return;
+  }
+  loadStats();
+  loadDuplicates();
+}
+
+function exactList(exact) {
+  const section = document.createElement("section");
+  section.className = "dup-exact";
+  const heading = document.createElement("h2");
+  heading.textContent = "The same file under several paths (stored once)";
+  const list = document.createElement("ul");
+  for (const e of exact) {
+    const item = document.createElement("li");
+    item.textContent = `#${e.id}: ${e.sources.join("  ·  ")}`;
+    list.appendChild(item);
+  }
+  section.append(heading, list);
+  return section;
 }
 
 // --- adding photos ------------------------------------------------------------------------------------
