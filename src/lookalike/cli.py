@@ -292,6 +292,9 @@ def search(
     copies_only: Annotated[
         bool, typer.Option("--copies", help="only the same picture (exact or edited copies), with the matched region")
     ] = False,
+    hide_copies: Annotated[
+        bool, typer.Option("--hide-copies", help="one result per picture: leave out copies of a better result")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print results as JSON")] = False,
 ) -> None:
     """Find the indexed photos most similar to QUERY, or matching --text (one result per photo, best entry wins).
@@ -317,7 +320,8 @@ def search(
                 groups = lib.search_objects(q, k=k, min_score=min_score, label=label, match=match or "both")
             else:
                 result = lib.search(q, k=k, min_score=min_score, label=label, box=_box(box), match=match,
-                                    detected_label=detected_label, copies_only=copies_only)  # fmt: skip
+                                    detected_label=detected_label, copies_only=copies_only,
+                                    hide_copies=hide_copies)  # fmt: skip
     except user_errors() as exc:
         fail(str(exc))
     finally:

@@ -529,6 +529,7 @@ class Library:
         match: str | None = None,
         detected_label: str | None = None,
         copies_only: bool = False,
+        hide_copies: bool = False,
     ) -> SearchResult:
         """Search by photo bytes, a file path or URL, or an indexed image id (more like this).
 
@@ -586,13 +587,40 @@ class Library:
             info |= {"width": decoded.width, "height": decoded.height}
             if box is not None:
                 info["box"] = list(box)
-        hits = self.search_vector(vec, max(k, depth) if depth else k, min_score, label, exclude, match,
+        want = 2 * k if hide_copies else k  # spares for the copies left out
+        hits = self.search_vector(vec, max(want, depth) if depth else want, min_score, label, exclude, match,
                                   detected_label)  # fmt: skip
         if copy_query is not None:
             hits = self._copies_first(hits, copy_query, vec, depth, min_score, label, exclude)
         if copies_only:
             hits = [h for h in hits if h.copy]
+        if hide_copies:
+            hits = self._one_per_picture(hits)
         return SearchResult(hits[:k], time.perf_counter() - started, info)
+
+    def _one_per_picture(self, hits: list[Hit]) -> list[Hit]:
+        """The hits with the copies of a better hit's picture left out, so a library holding a photo several times
+        (resized, recompressed, captioned) shows it once: of the query's own copies (verified by the copy stage) the
+        first; of the other hits, those whose copy descriptor is a copy's of a better one (cosine >= COPY_SURE,
+        where the descriptor alone calls a copy). Photos without a copy descriptor are kept."""
+        copies = self.space.copies
+        ids = np.asarray([h.id for h in hits], np.int64)
+        held = ids[[p is not None for p in copies.payloads(ids)]] if len(ids) else ids
+        vectors = dict(zip(held.tolist(), copies.vectors(held), strict=True)) if len(held) else {}
+        kept: list[Hit] = []
+        seen: list[np.ndarray] = []
+        query_copy = False
+        for hit in hits:
+            vector = vectors.get(hit.id)
+            if hit.copy and query_copy:
+                continue
+            if vector is not None and seen and float(np.max(np.stack(seen) @ vector)) >= verification.COPY_SURE:
+                continue
+            query_copy = query_copy or hit.copy
+            kept.append(hit)
+            if vector is not None:
+                seen.append(vector)
+        return kept
 
     def _stored_copy_query(self, image_id: int) -> verification.CopyQuery:
         """An indexed photo as a copy query: its stored copy descriptor, and for geometry (when it is needed) its

@@ -5,6 +5,7 @@ Screenshots of the main states go to tests/e2e/artifacts/ (git-ignored) so a per
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -458,3 +459,77 @@ def test_a_phone_is_not_told_to_drop_or_paste(page) -> None:
         mobile.screenshot(path=str(ARTIFACTS / "31-phone-results.png"))
     finally:
         phone.close()
+
+
+def test_what_people_reach_for_in_the_first_hour(server, page) -> None:
+    """Issue #28, item 14: the original opened or downloaded from the viewer, many photos dropped on the page added to
+    the library, copies of one picture hidden, results in another order and exported, the Library searched by name."""
+    import csv
+    import io
+
+    from PIL import Image
+    from playwright.sync_api import expect
+
+    # two copies of a picture in the library (the photo and a repost), so that hiding copies has something to hide
+    repost = io.BytesIO()
+    Image.open(photo("pizza", 0)).convert("RGB").resize((300, 225)).save(repost, "JPEG", quality=70)
+    r = httpx.post(f"{server}/api/v1/images", files={"images": ("pizza_repost.jpg", repost.getvalue(), "image/jpeg")})
+    assert r.status_code == 201, r.text
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.set_input_files("#file-input", str(photo("pizza", 0)))
+    expect(page.locator("#status")).to_contain_text("similar photos")
+    assert not errors, errors  # a second copy has no region (only the surest is checked by geometry): drawn without
+    expect(page.locator("#copies .hit")).to_have_count(2)
+    expect(page.locator("#results-tools")).to_be_visible()
+    page.check("#hide-copies")
+    expect(page.locator("#copies .hit")).to_have_count(1)
+    expect(page.locator("#results .hit")).to_have_count(11)  # the place left is filled by another photo
+    page.uncheck("#hide-copies")
+    expect(page.locator("#copies .hit")).to_have_count(2)
+
+    # another order: by file name, newest added first (the copies stay first, in their strip)
+    page.select_option("#result-order", "name")
+    names = page.locator("#results .hit .source").all_inner_texts()
+    assert names == page.evaluate("(n) => [...n].sort((a, b) => a.localeCompare(b))", names)
+    page.select_option("#result-order", "newest")
+    ids = [int(i) for i in page.locator("#results .hit").evaluate_all("(els) => els.map((e) => e.dataset.id)")]
+    assert ids == sorted(ids, reverse=True)
+
+    # export what is shown: CSV and JSON, every hit, the copies first
+    with page.expect_download() as download:
+        page.click("#export-csv")
+    rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text())))
+    assert len(rows) == 12 and rows[0]["copy"] == "true" and float(rows[0]["similarity"]) > 0.9
+    assert rows[0]["original_url"].startswith(server) and download.value.suggested_filename == "lookalike-results.csv"
+    with page.expect_download() as download:
+        page.click("#export-json")
+    exported = json.loads(Path(download.value.path()).read_text())
+    assert [h["id"] for h in exported["hits"]] == [int(r["id"]) for r in rows]
+
+    # the viewer opens and downloads the original
+    page.locator("#copies .hit").first.click()
+    expect(page.locator("#viewer")).to_be_visible()
+    href = page.locator("#viewer-open").get_attribute("href")
+    assert href.endswith("/original") and page.locator("#viewer-download").get_attribute("download").endswith(".JPEG")
+    assert httpx.get(f"{server}{href}").content == photo("pizza", 0).read_bytes()
+    page.keyboard.press("Escape")
+
+    # many photos dropped on the page are added to the library (one dropped photo is searched with)
+    files = [{"name": p.name, "data": list(p.read_bytes())} for p in (photo("castle", 6), photo("castle", 7))]
+    page.evaluate("""(files) => {
+        const transfer = new DataTransfer();
+        for (const f of files) transfer.items.add(new File([new Uint8Array(f.data)], f.name, { type: "image/jpeg" }));
+        document.getElementById("drop").dispatchEvent(new DragEvent("drop", { dataTransfer: transfer, bubbles: true }));
+    }""", files)  # fmt: skip
+    expect(page.locator("#add-result")).to_contain_text("2 added")
+    expect(page.locator("#stats")).to_contain_text("27 photos indexed")
+
+    # the Library view searched by file name
+    page.click("#tab-library")
+    page.fill("#lib-name", photo("castle", 6).stem[-5:])
+    expect(page.locator("#gallery .hit")).to_have_count(1)
+    expect(page.locator("#gallery .hit .source")).to_have_text(photo("castle", 6).name)
+    page.fill("#lib-name", "no such name")
+    expect(page.locator("#lib-status")).to_contain_text("No photo's file name contains this")
+    shot(page, "32-first-hour")

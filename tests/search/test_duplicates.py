@@ -132,3 +132,24 @@ def test_a_mirrored_cropped_scaled_captioned_copy_is_grouped_with_its_original(t
     copies = sorted(Path(h["sources"][0]).name for h in hits if h["copy"])
     assert copies == sorted([photo("goldfish", 2).name, "copy.jpg"])
     assert Path(hits[0]["sources"][0]).name == photo("goldfish", 2).name
+
+
+def test_hide_copies_shows_each_picture_once(folder: Path, monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """A library that holds a picture three times (the photo and two edited reposts): a search with the photo shows
+    all three, one with --hide-copies shows it once (the best of them) and fills the rest with other photos."""
+    monkeypatch.setenv("LOOKALIKE_HOME", str(tmp_path / "lib"))
+    assert CliRunner().invoke(app, ["index", str(folder)]).exit_code == 0
+    query = io.BytesIO()
+    Image.open(photo("pizza", 1)).convert("RGB").save(query, "JPEG", quality=80)
+    (tmp_path / "q.jpg").write_bytes(query.getvalue())
+
+    def names(*extra: str) -> list[str]:
+        out = CliRunner().invoke(app, ["search", str(tmp_path / "q.jpg"), "-k", "6", "--json", *extra]).output
+        return [Path(h["sources"][0]).name for h in json.loads(out)["hits"]]
+
+    pizza = {photo("pizza", 1).name, "repost_0_0.jpg", "repost_0_1.jpg"}
+    every = names()
+    assert pizza <= set(every[:3]), every
+    once = names("--hide-copies")
+    assert len(once) == 6 and len(pizza & set(once)) == 1 and once[0] in pizza, once
+    assert set(once[1:]) - pizza == set(once[1:]) and len(set(once) - pizza) == 5

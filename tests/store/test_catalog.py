@@ -69,6 +69,24 @@ def test_batch_insert_and_read_back(catalog) -> None:
     assert catalog.get(2**63) is None and catalog.get(-1) is None and catalog.embedding(2**64) is None
 
 
+def test_the_library_is_searched_by_file_name(catalog) -> None:
+    """Any case, any part of the name, under any of a photo's paths; LIKE's wildcards are plain characters."""
+    rows = catalog.add_batch([item("a" * 64, "/x/IMG_0042.JPG"), item("b" * 64, "/x/beach_day.jpg"),
+                              item("c" * 64, "/x/beach%day.jpg"), item("a" * 64, "/y/holiday_img.jpg", vec=None),
+                              item("d" * 64, "/x/folder_img/other.jpg", label="b")]).rows  # fmt: skip
+    photo_a, beach, percent = rows[0][1], rows[1][1], rows[2][1]
+
+    def named(name: str, **kw) -> list[int]:
+        total, records = catalog.list_images("oldest", name=name, **kw)
+        assert total == len(records)
+        return [r.id for r in records]
+
+    assert named("img_") == [photo_a]  # both of its names match; once; the folder's name does not count
+    assert named("BEACH") == [beach, percent] and named("%") == [percent] and named("h_d") == [beach]
+    assert named("other", label="b") == [rows[4][1]] and named("other", label="a") == []
+    assert named("") == [r[1] for r in rows if r[2]]  # no filter
+
+
 def test_same_bytes_twice_is_one_image_with_two_sources(catalog) -> None:
     first = catalog.add_batch([item("a" * 64, "/x/1.jpg"), item("a" * 64, "/y/copy.jpg", vec=None)]).rows
     assert first[0][1] == first[1][1] and [r[2] for r in first] == [True, False]

@@ -77,6 +77,9 @@ class SearchParams(BaseModel):
         default="similar",
         description="similar: copies of the query first, then similar photos; copies: only the same picture",
     )
+    hide_copies: bool = Field(
+        default=False, description="one hit per picture: photos that are copies of a better hit's picture are left out"
+    )
 
 
 class SearchJson(SearchParams):
@@ -460,7 +463,7 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
             raise Problem(415, "Unsupported media type", detail)
         result = await run_in_threadpool(
             lib.search, query, params.k, params.min_score, params.label, params.box, params.match,
-            params.detected_label, params.mode == "copies",
+            params.detected_label, params.mode == "copies", params.hide_copies,
         )  # fmt: skip
         state.metrics.searches.labels(kind).inc()
         info = result.query | {"kind": kind}
@@ -538,8 +541,9 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
         label: str | None = Query(None, max_length=200),
         limit: int = Query(48, ge=1, le=500),
         offset: int = Query(0, ge=0, le=2**31),
+        name: str | None = Query(None, max_length=200, description="only photos whose file name contains this"),
     ) -> dict:
-        total, records = await run_in_threadpool(lib.catalog.list_images, sort, label, limit, offset)
+        total, records = await run_in_threadpool(lib.catalog.list_images, sort, label, limit, offset, name)
         return {"total": total, "offset": offset, "images": [image_json(r) for r in records]}
 
     def image_json(rec) -> dict:

@@ -238,6 +238,7 @@ function searchParams() {
   if ($("label").value) params.label = $("label").value;
   if (state.box) params.box = state.box;
   if ($("match").value) params.match = $("match").value;
+  if ($("hide-copies").checked) params.hide_copies = true;
   if (!state.box) params.detect = true;  // subjects of the whole photo, drawn for clicking
   return params;
 }
@@ -277,7 +278,9 @@ async function search() {
   } catch (e) {
     if (seq === state.searchSeq) {
       clearResults();
-      setStatus("Search failed: the server could not be reached.", "error");
+      console.error(e);  // the page's own error, if it was not the network: in the browser's console
+      setStatus(e instanceof TypeError && /fetch|network/i.test(e.message) ? "Search failed: the server could not be reached."
+        : `Search failed: ${e.message}`, "error");
     }
   } finally {
     $("results").removeAttribute("aria-busy");
@@ -285,16 +288,46 @@ async function search() {
 }
 
 function clearResults() {
+  state.result = null;
+  $("results-tools").hidden = true;
   $("results").innerHTML = "";
   $("copies").innerHTML = "";
   $("copies-section").hidden = true;
   $("similar-heading").hidden = true;
 }
 
+// The order a person picks: the ranking's (best match), by file name, or the newest added first (ids grow as
+// photos are added). Copies of the query stay in their strip, first.
+function ordered(hits) {
+  const how = $("result-order").value;
+  if (how === "name") return [...hits].sort((a, b) => fileName(a.source).localeCompare(fileName(b.source)));
+  if (how === "newest") return [...hits].sort((a, b) => b.id - a.id);
+  return hits;
+}
+
+function exportResults(kind) {
+  const hits = state.result ? ordered(state.result.hits) : [];
+  const columns = ["rank", "id", "similarity", "copy", "copy_confidence", "same_object", "object_confidence", "label",
+                   "source", "width", "height", "original_url"];
+  const cell = (v) => (v === null || v === undefined ? "" : /[",\n]/.test(String(v)) ? `"${String(v).replace(/"/g, '""')}"` : String(v));
+  const text = kind === "json" ? JSON.stringify({ query: state.result?.query, hits }, null, 2)
+    : [columns.join(","), ...hits.map((h, i) => columns.map((c) => cell(c === "rank" ? i + 1 : c === "original_url"
+      ? new URL(h.original_url, location.href).href : h[c])).join(","))].join("\n") + "\n";
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(new Blob([text], { type: kind === "json" ? "application/json" : "text/csv" }));
+  link.download = `lookalike-results.${kind}`;
+  document.body.appendChild(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(link.href), 1000);
+}
+
 function renderResults(result) {
   const grid = $("results"), strip = $("copies");
   clearResults();
-  const copies = result.hits.filter((h) => h.copy), similar = result.hits.filter((h) => !h.copy);
+  state.result = result;
+  $("results-tools").hidden = !result.hits.length;
+  const copies = result.hits.filter((h) => h.copy), similar = ordered(result.hits.filter((h) => !h.copy));
   $("copies-section").hidden = !copies.length;
   $("similar-heading").hidden = !copies.length || !similar.length;
   if (!result.hits.length) {
@@ -354,8 +387,9 @@ function hitCard(hit) {
   img.alt = hit.label ? `photo labelled ${hit.label}` : "similar photo";
   img.src = hit.thumbnail_url;
   frame.appendChild(img);
-  if (hit.copy && hit.copy_region) frame.appendChild(regionBox(hit.copy_region.match, hit, "box region"));  // what matched
-  else if (hit.same_object && hit.object_region) frame.appendChild(regionBox(hit.object_region.match, hit, "box region"));
+  // what matched (a copy decided by its descriptor alone has no region: only the surest is checked by geometry)
+  if (hit.copy && hit.copy_region?.match) frame.appendChild(regionBox(hit.copy_region.match, hit, "box region"));
+  else if (hit.same_object && hit.object_region?.match) frame.appendChild(regionBox(hit.object_region.match, hit, "box region"));
   else if (hit.box) frame.appendChild(regionBox(hit.box, hit, "box"));  // the subject that matched best
   thumb.appendChild(frame);
   const cap = document.createElement("figcaption");
@@ -414,6 +448,9 @@ function openViewer(hit) {
   state.viewing = hit;
   state.opener = document.activeElement;  // focus goes back there when the viewer closes
   $("viewer-img").src = hit.original_url;
+  $("viewer-open").href = hit.original_url;
+  $("viewer-download").href = hit.original_url;
+  $("viewer-download").download = fileName(hit.source) || `photo-${hit.id}`;
   const verdict = verdictText(hit);
   const scores = hit.similarity === undefined ? "" : ` · similarity ${hit.similarity.toFixed(2)}${verdict ? " · " + verdict : ""}`;
   $("viewer-meta").textContent = `#${hit.id}${scores}${hit.label ? " · " + hit.label : ""} · ${hit.width}×${hit.height} · ${hit.source || ""}`;
@@ -445,6 +482,7 @@ state.page = 0;
 async function loadGallery() {
   const params = new URLSearchParams({ sort: $("lib-sort").value, limit: PAGE, offset: state.page * PAGE });
   if ($("lib-label").value) params.set("label", $("lib-label").value);
+  if ($("lib-name").value.trim()) params.set("name", $("lib-name").value.trim());
   const status = $("lib-status");
   status.className = "muted loading";
   status.textContent = "Loading…";
@@ -460,7 +498,8 @@ async function loadGallery() {
   $("lib-next").disabled = state.page + 1 >= pages;
   status.className = "muted";
   status.textContent = body.total ? `${body.total.toLocaleString()} photos` :
-    ($("lib-label").value ? "No photo has this label." : "The library is empty: add photos below, or run `lookalike index FOLDER`.");
+    ($("lib-name").value.trim() ? "No photo's file name contains this." : $("lib-label").value ? "No photo has this label."
+      : "The library is empty: add photos below, or run `lookalike index FOLDER`.");
   const grid = $("gallery");
   grid.innerHTML = "";
   for (const photo of body.images) {
@@ -602,7 +641,29 @@ function exactList(exact) {
 // --- adding photos ------------------------------------------------------------------------------------
 function upload(event) {
   event.preventDefault();
-  const files = $("add-files").files;
+  uploadFiles([...$("add-files").files]);
+}
+
+// Photos dropped on the page, many at once or whole folders, are added to the library (one photo is searched with)
+async function droppedFiles(dataTransfer) {
+  const entries = [...dataTransfer.items].map((item) => item.webkitGetAsEntry && item.webkitGetAsEntry()).filter(Boolean);
+  if (!entries.some((e) => e.isDirectory)) return [...dataTransfer.files];
+  const files = [];
+  const walk = async (entry) => {
+    if (entry.isFile) { files.push(await new Promise((ok, fail) => entry.file(ok, fail))); return; }
+    const reader = entry.createReader();
+    for (;;) {  // readEntries hands a folder over in batches
+      const batch = await new Promise((ok, fail) => reader.readEntries(ok, fail));
+      if (!batch.length) break;
+      for (const child of batch) await walk(child);
+    }
+  };
+  for (const entry of entries) await walk(entry);
+  return files.filter((f) => !f.name.startsWith("."));
+}
+
+function uploadFiles(files) {
+  $("add-panel").open = true;
   const result = $("add-result");
   result.className = "";
   if (!files.length) { result.textContent = "Choose one or more photos first."; return; }
@@ -674,7 +735,9 @@ function setup() {
   document.addEventListener("drop", (e) => {
     e.preventDefault();
     drop.classList.remove("over");
-    if (e.dataTransfer.files.length) setFileQuery(e.dataTransfer.files[0]);
+    const folder = [...e.dataTransfer.items].some((i) => i.webkitGetAsEntry && i.webkitGetAsEntry()?.isDirectory);
+    if (folder || e.dataTransfer.files.length > 1) droppedFiles(e.dataTransfer).then(uploadFiles);
+    else if (e.dataTransfer.files.length) setFileQuery(e.dataTransfer.files[0]);
     else {
       const url = e.dataTransfer.getData("text/uri-list") || e.dataTransfer.getData("text/plain");
       if (url && /^https?:\/\//.test(url)) setUrlQuery(url.trim());
@@ -714,6 +777,12 @@ function setup() {
   $("tab-duplicates").addEventListener("click", () => showView("duplicates"));
   $("lib-sort").addEventListener("change", () => { state.page = 0; loadGallery(); });
   $("lib-label").addEventListener("change", () => { state.page = 0; loadGallery(); });
+  let typing;
+  $("lib-name").addEventListener("input", () => { clearTimeout(typing); typing = setTimeout(() => { state.page = 0; loadGallery(); }, 250); });
+  $("result-order").addEventListener("change", () => { if (state.result) renderResults(state.result); });
+  $("hide-copies").addEventListener("change", search);
+  $("export-csv").addEventListener("click", () => exportResults("csv"));
+  $("export-json").addEventListener("click", () => exportResults("json"));
   $("lib-prev").addEventListener("click", () => { state.page = Math.max(0, state.page - 1); loadGallery(); });
   $("lib-next").addEventListener("click", () => { state.page += 1; loadGallery(); });
   $("add-form").addEventListener("submit", upload);

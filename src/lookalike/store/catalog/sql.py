@@ -242,15 +242,26 @@ class Catalog:
             return np.fromiter((r[0] for r in rows), dtype=np.int64)
 
     def list_images(self, sort: str = "newest", label: str | None = None, limit: int = 50,
-                    offset: int = 0) -> tuple[int, list[ImageRecord]]:  # fmt: skip
+                    offset: int = 0, name: str | None = None) -> tuple[int, list[ImageRecord]]:  # fmt: skip
         """A page of the library: (how many match, their records). ``sort``: newest, oldest or name (the
-        file name of the photo's first source)."""
-        where, args = ("WHERE i.label = :l", {"l": label}) if label is not None else ("", {})
+        file name of the photo's first source); ``name``: only photos with a file name containing it (any case)."""
+        conditions: list[str] = []
+        args: dict[str, str] = {}
+        if label is not None:
+            conditions.append("i.label = :l")
+            args["l"] = label
+        if name:
+            pattern = "%" + name.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            conditions.append("EXISTS (SELECT 1 FROM sources f WHERE f.image_id = i.id AND LOWER(f.name) LIKE :p "
+                              "ESCAPE '\\')")  # fmt: skip
+            args["p"] = pattern
+        where = ("WHERE " + " AND ".join(conditions)) if conditions else ""
         order = {"newest": "i.id DESC", "oldest": "i.id", "name": "n, i.id"}[sort]
-        name = "(SELECT MIN(s.name) FROM sources s WHERE s.image_id = i.id)" if sort == "name" else "NULL"
+        first_name = "(SELECT MIN(s.name) FROM sources s WHERE s.image_id = i.id)" if sort == "name" else "NULL"
         with self.db.read() as conn:
             total = int(conn.execute(sa.text(f"SELECT COUNT(*) FROM images i {where}"), args).scalar_one())
-            q = sa.text(f"SELECT i.id, {name} AS n FROM images i {where} ORDER BY {order} LIMIT :lim OFFSET :off")
+            q = sa.text(f"SELECT i.id, {first_name} AS n FROM images i {where} ORDER BY {order} LIMIT :lim "
+                        "OFFSET :off")  # fmt: skip
             ids = [int(r[0]) for r in conn.execute(q, args | {"lim": int(limit), "off": int(offset)})]
         records = self.get_many(ids)
         return total, [records[i] for i in ids if i in records]
