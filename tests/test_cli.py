@@ -37,6 +37,8 @@ def test_index_search_stats_remove(run, photo_dir: Path) -> None:
     assert len(hits) == 3 and hits[0]["label"] == "goldfish" and hits[0]["sources"]
     table = run("search", str(photo("goldfish", 0, "test")), "-k", "2").output
     assert "goldfish" in table and "similarity" in table
+    rows = [line for line in table.splitlines() if line.startswith("│")]
+    assert len(rows) == 2 and all("…/goldfish/" in r for r in rows), table  # a row a hit at 80 columns
 
     by_id = json.loads(run("search", str(hits[0]["id"]), "--json").output)["hits"]
     assert hits[0]["id"] not in [h["id"] for h in by_id]
@@ -69,6 +71,17 @@ def test_a_removed_photo_stays_removed_until_asked_back(run, photo_dir: Path) ->
     assert back["added"] == 1 and back["excluded"] == []
     assert json.loads(run("index", str(photo_dir), "--json").output)["excluded"] == []  # forgotten for good
     assert json.loads(run("stats", "--json").output)["images"] == 12
+
+
+def test_long_work_without_a_terminal_prints_progress_lines(run, photo_dir: Path, monkeypatch) -> None:
+    """In a log or a pipe there is no bar to draw: plain lines on stderr instead (every 10 s; every update here)."""
+    from lookalike import cli
+
+    monkeypatch.setattr(cli.LogProgress, "PERIOD", 0.0)
+    out = run("index", str(photo_dir)).output
+    lines = [line for line in out.splitlines() if line.startswith("indexing: ")]
+    assert lines and lines[-1].startswith("indexing: 12/12 (100%), ") and " s" in lines[-1], out
+    assert "\x1b[" not in out  # no bar drawn, no cursor movement
 
 
 def test_iphone_heic_photos_are_indexed_and_searched(run, photo_dir: Path, tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -122,7 +123,50 @@ def _open_when_reachable() -> Library:
         raise AssertionError from exc  # unreachable; fail raises
 
 
+class LogProgress(Progress):
+    """Progress where there is no terminal to draw a bar on (a log, a pipe, CI): a plain line on stderr every
+    ``PERIOD`` seconds and at the end, so long work never runs silent."""
+
+    PERIOD = 10.0
+
+    def __init__(self, description: str) -> None:
+        super().__init__(console=console, disable=True)  # the tasks are kept; nothing is drawn
+        self.description, self.last = description, time.monotonic()
+
+    def update(self, task_id: TaskID, **kwargs) -> None:
+        super().update(task_id, **kwargs)
+        if time.monotonic() - self.last >= self.PERIOD:
+            self.report(task_id)
+
+    def advance(self, task_id: TaskID, advance: float = 1) -> None:
+        super().advance(task_id, advance)
+        if time.monotonic() - self.last >= self.PERIOD:
+            self.report(task_id)
+
+    def report(self, task_id: TaskID) -> None:
+        self.last = time.monotonic()
+        task = self._tasks[task_id]
+        done, total, elapsed = int(task.completed), task.total, task.elapsed or 0.0
+        share = f" ({done / total:.0%})" if total else ""
+        rate = f", {done / elapsed:.1f}/s" if elapsed > 0 and done else ""
+        left = f", about {task.time_remaining:.0f} s left" if task.time_remaining else ""
+        what = self.description
+        if task.description not in ("", self.description):
+            what += f", {task.description}"
+        console.print(f"{what}: {done}{f'/{int(total)}' if total else ''}{share}{rate}, {elapsed:.0f} s{left}",
+                      highlight=False, soft_wrap=True)  # fmt: skip
+
+    def stop(self) -> None:
+        super().stop()
+        for task_id in self.task_ids:  # where the work was long enough to have said something: how it ended
+            task = self._tasks[task_id]
+            if task.completed and (task.elapsed or 0.0) >= self.PERIOD:
+                self.report(task_id)
+
+
 def progress_bar(description: str) -> Progress:
+    if not console.is_terminal:
+        return LogProgress(description)
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -134,7 +178,7 @@ def progress_bar(description: str) -> Progress:
         TimeRemainingColumn(),
         console=console,
         transient=False,
-        disable=not console.is_terminal,
+        disable=False,
     )
 
 
@@ -243,6 +287,15 @@ def _box(text: str | None) -> tuple[float, float, float, float] | None:
     return x1, y1, x2, y2
 
 
+def short_path(source: str, longest: int = 40) -> str:
+    """A path for a table cell: its folder and file name when it is long (``--json`` has the whole of it), so a
+    row stays one line at 80 columns instead of a path folded over several."""
+    if len(source) <= longest or "://" in source:
+        return source
+    parts = source.replace("\\", "/").rstrip("/").split("/")
+    return "…/" + "/".join(parts[-2:]) if len(parts) > 2 else source
+
+
 def _hits_table(title: str, hits) -> Table:
     """Hits in the ranking's order; the one number shown is the similarity (what --min-score filters on), as on the
     page; a verdict is a word with how sure it is (the ranking's own score is in --json)."""
@@ -250,10 +303,13 @@ def _hits_table(title: str, hits) -> Table:
     columns: tuple[tuple[str, JustifyMethod], ...] = (
         ("#", "right"), ("id", "right"), ("similarity", "right"), ("label", "left"), ("matched", "left"),
         ("source", "left"))  # fmt: skip
-    for col, just in columns:
-        table.add_column(col, justify=just, overflow="fold")
+    for col, just in columns:  # the source on one line (shortened), the verdict in words that fold whole
+        if col == "source":
+            table.add_column(col, justify=just, overflow="ellipsis", no_wrap=True, max_width=34)
+        else:
+            table.add_column(col, justify=just, overflow="fold", min_width=16 if col == "matched" else None)
     for rank, hit in enumerate(hits, 1):
-        matched = "whole photo"
+        matched = "whole"  # the whole photo (one word: a row stays one line)
         if hit.box:  # the detector's guess of the subject's class, with how sure it was: never read as a label
             sure = f", {hit.detected_score:.0%} sure" if hit.detected_score is not None else ""
             matched = f"subject ({hit.detected_label}?{sure}) at {[round(v) for v in hit.box]}"
@@ -264,7 +320,7 @@ def _hits_table(title: str, hits) -> Table:
         elif hit.same_object:
             region = [round(v) for v in hit.verdict.match_box]
             matched = f"SAME OBJECT ({hit.verdict.confidence:.0%} sure) at {region}"
-        source = hit.sources[0] if hit.sources else ""
+        source = short_path(hit.sources[0]) if hit.sources else ""
         table.add_row(str(rank), str(hit.id), f"{hit.similarity:.2f}", plain(hit.label or ""), plain(matched),
                       plain(source))  # fmt: skip
     return table
