@@ -102,7 +102,7 @@ def run(args) -> None:
             queries.append(describe(model, jpeg(edited(picture, edit))))
             truth.append(index)
     queries_m = np.stack(queries)
-    table = Table(title=f"copy collection, embedded index: {len(queries)} edited queries (half positives)",
+    table = Table(title=f"copy collection: {len(queries)} edited queries (half positives)",
                   title_justify="left")  # fmt: skip
     for col in ("photos", "index", "build s", "copy top-1", "micro-AP", "same first as exact", "exact's top-1",
                 "search p50 ms", "p95 ms"):  # fmt: skip
