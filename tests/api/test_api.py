@@ -93,7 +93,8 @@ def test_phone_and_camera_photos_are_searched_by_upload(client: TestClient) -> N
 def test_search_by_url_and_by_id(client: TestClient, http_server: str, http_root: Path) -> None:
     shutil.copy(photo("tiger_cat", 0, "test"), http_root / "cat.jpg")
     r = client.post(f"{API}/search", json={"url": f"{http_server}/cat.jpg", "k": 3})
-    assert r.status_code == 200, r.text and r.json()["hits"][0]["label"] == "tiger_cat"
+    assert r.status_code == 200, r.text
+    assert r.json()["hits"][0]["label"] == "tiger_cat"
     first = r.json()["hits"][0]["id"]
     r = client.post(f"{API}/search", json={"image_id": first, "k": 3, "label": "tiger_cat"})
     hits = r.json()["hits"]

@@ -9,6 +9,7 @@ import pytest
 
 from lookalike.jobs.queue import FINISH_SEQ, MAX_ATTEMPTS, JobQueue
 from lookalike.store.catalog import Catalog
+from tests.jobs.clock import Clock
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -60,11 +61,14 @@ def test_a_job_lists_then_indexes_then_finishes(catalog) -> None:
 
 
 def test_a_lost_lease_hands_the_task_to_another_worker(catalog) -> None:
-    q = queue(catalog, lease=0.3)
+    clock = Clock()
+    q = JobQueue(catalog.db, lease=30.0, chunk=2, clock=clock)
     job_id = q.submit("upload", {}, items(1))
     task = q.claim("dead")
     assert q.heartbeat(task)
-    time.sleep(0.5)  # the worker died: nobody renews
+    clock.advance(29)
+    assert q.claim("alive") is None  # within the lease: nobody else takes it
+    clock.advance(2)  # the worker died: nobody renewed
     again = q.claim("alive")
     assert again.id == task.id and again.attempts == 2
     assert not q.heartbeat(task) and not q.complete(task, {"added": 1})  # the dead one's result is refused

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from lookalike.jobs.queue import MAX_ATTEMPTS, TaskLost
 from lookalike.jobs.worker import item_from_json
 from lookalike.library import Library
 from tests.conftest import photo
+from tests.jobs.clock import Clock
 
 
 @pytest.fixture
@@ -54,7 +54,8 @@ def test_a_prune_job_removes_what_vanished_and_reports_bad_files(lib: Library, p
 
 def test_a_chunk_run_twice_doubles_nothing(lib: Library, photo_dir: Path) -> None:
     """A worker that dies after committing part of a chunk: the next one runs the whole chunk again."""
-    q = JobQueue(lib.catalog.db, lease=0.2, chunk=12)
+    clock = Clock()
+    q = JobQueue(lib.catalog.db, lease=30.0, chunk=12, clock=clock)
     job_id = q.submit("index", {"paths": [str(photo_dir)]})
     worker = Worker(lib, q, name="first")
     worker.run_task(q.claim("first"))  # the listing
@@ -62,7 +63,7 @@ def test_a_chunk_run_twice_doubles_nothing(lib: Library, photo_dir: Path) -> Non
     items = [item_from_json(d) for d in chunk.items]
     Pipeline(lib).run([SourceSet(items)])  # it committed its photos, then died before reporting the chunk
     assert lib.catalog.count() == 12
-    time.sleep(0.3)  # its lease runs out
+    clock.advance(31)  # its lease runs out
     Worker(lib, q, name="second").run(once=True)
     job = q.get(job_id)
     assert job.state == "done" and lib.catalog.count() == 12 and job.unchanged == 12 and job.added == 0
@@ -81,11 +82,12 @@ def test_a_job_over_an_unreadable_source_fails_with_the_reason(lib: Library, tmp
 def test_a_worker_that_lost_its_lease_writes_nothing_more(lib: Library, photo_dir: Path) -> None:
     """The lease is checked in the transaction that writes each batch: once another worker took the chunk (the
     first one paused past its lease, or was cut off by a database outage), the first one's batch is not written."""
-    q = JobQueue(lib.catalog.db, lease=0.2, chunk=12)
+    clock = Clock()
+    q = JobQueue(lib.catalog.db, lease=30.0, chunk=12, clock=clock)
     q.submit("index", {"paths": [str(photo_dir)]})
     Worker(lib, q, name="first").run_task(q.claim("first"))  # the listing
     slow = q.claim("slow")
-    time.sleep(0.3)  # its lease runs out
+    clock.advance(31)  # its lease runs out
     other = q.claim("other")
     assert other.id == slow.id
     items = [item_from_json(d) for d in slow.items]

@@ -418,21 +418,21 @@ def test_local_image_store_roundtrip(tmp_path) -> None:
 def test_writes_wait_for_each_other_instead_of_failing(url) -> None:
     """A long write transaction in one process makes another writer wait, not error (SQLite busy, PG locks)."""
     a, b = Catalog.open(url), Catalog.open(url)
-    done = threading.Event()
+    inside, ending = threading.Event(), threading.Event()
 
     def slow_write() -> None:
         with a.db.write() as conn:
             a._feed(conn, [(1, PHOTO)])
-            time.sleep(1.0)
-        done.set()
+            inside.set()  # the transaction holds its write now
+            time.sleep(1.0)  # a long transaction
+            ending.set()  # set before the commit: a write that waited for it can only end after this
 
     t = threading.Thread(target=slow_write)
     t.start()
-    time.sleep(0.2)
-    b.add_batch([item(sha(1), "/w/1.jpg")])
-    assert b.count() == 1
+    assert inside.wait(30)
+    b.add_batch([item(sha(1), "/w/1.jpg")])  # waits for a's transaction, then succeeds
+    assert ending.is_set() and b.count() == 1
     t.join()
-    assert done.is_set()
     a.close()
     b.close()
 

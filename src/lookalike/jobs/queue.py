@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -97,8 +98,11 @@ class Job:
 class JobQueue:
     """The job table's API; the same code on SQLite and PostgreSQL (one conformance suite)."""
 
-    def __init__(self, db: Database, lease: float = 60.0, chunk: int = 256) -> None:
-        self.db, self.lease, self.chunk = db, lease, chunk
+    def __init__(self, db: Database, lease: float = 60.0, chunk: int = 256,
+                 clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+        """``clock``: seconds since the epoch, the same for every process sharing the catalog (the wall clock;
+        tests pass one they move, to expire a lease without waiting for it)."""
+        self.db, self.lease, self.chunk, self.clock = db, lease, chunk, clock
 
     # submitting --------------------------------------------------------------------------------
     def submit(self, kind: str, params: dict, items: list[dict] | None = None, affinity: str | None = None) -> int:
@@ -109,7 +113,7 @@ class JobQueue:
             job_id = int(conn.execute(sa.text(
                 "INSERT INTO jobs(kind, state, params, created_at, listed, total, affinity) "
                 "VALUES (:k, 'queued', :p, :t, :l, :n, :a) RETURNING id"),
-                {"k": kind, "p": json.dumps(params), "t": time.time(), "l": int(items is not None),
+                {"k": kind, "p": json.dumps(params), "t": self.clock(), "l": int(items is not None),
                  "n": None if items is None else len(items), "a": affinity}).scalar_one())  # fmt: skip
             if items is None:
                 self._add_tasks(conn, job_id, [(0, "list", [])])
@@ -150,7 +154,7 @@ class JobQueue:
         skip_locked = " FOR UPDATE OF t SKIP LOCKED" if self.db.dialect == "postgresql" else ""
 
         def write(conn: Connection) -> Task | None:
-            now = time.time()
+            now = self.clock()
             q = sa.text(
                 "SELECT t.id FROM job_tasks t JOIN jobs j ON j.id = t.job_id "
                 "WHERE j.state IN ('queued', 'running') AND (t.state = 'queued' OR "
@@ -181,7 +185,7 @@ class JobQueue:
         renewed = conn.execute(sa.text(
             "UPDATE job_tasks SET lease_until = :until WHERE id = :id AND worker = :w AND state = 'running' "
             "AND job_id IN (SELECT id FROM jobs WHERE state IN ('queued', 'running'))"),
-            {"until": time.time() + self.lease, "id": task.id, "w": task.worker})  # fmt: skip
+            {"until": self.clock() + self.lease, "id": task.id, "w": task.worker})  # fmt: skip
         return renewed.rowcount == 1
 
     def guard(self, task: Task):
@@ -205,7 +209,7 @@ class JobQueue:
             done = conn.execute(sa.text(
                 "UPDATE job_tasks SET state = 'done', finished_at = :now, result = :r, added = :a, "
                 "duplicates = :d, unchanged = :u, rejected = :x WHERE id = :id AND worker = :w AND state = 'running'"),
-                {"now": time.time(), "r": json.dumps(details or {}), "a": counts.get("added", 0),
+                {"now": self.clock(), "r": json.dumps(details or {}), "a": counts.get("added", 0),
                  "d": counts.get("duplicates", 0), "u": counts.get("unchanged", 0), "x": counts.get("rejected", 0),
                  "id": task.id, "w": task.worker})  # fmt: skip
             if done.rowcount != 1:
@@ -234,7 +238,7 @@ class JobQueue:
             conn.execute(sa.text(
                 "UPDATE job_tasks SET state = :s, lease_until = NULL, result = :r, finished_at = :now "
                 "WHERE id = :id AND worker = :w AND state = 'running'"),
-                {"s": "failed" if final else "queued", "r": json.dumps({"error": error}), "now": time.time(),
+                {"s": "failed" if final else "queued", "r": json.dumps({"error": error}), "now": self.clock(),
                  "id": task.id, "w": task.worker})  # fmt: skip
             if task.kind == "list" and final:  # nothing to index when the sources cannot be listed
                 self._close(conn, task.job_id, "failed", error)
@@ -258,16 +262,15 @@ class JobQueue:
         self.db.retrying(write)
         self.complete(task, {})
 
-    @staticmethod
-    def _close(conn: Connection, job_id: int, state: str, error: str | None) -> None:
+    def _close(self, conn: Connection, job_id: int, state: str, error: str | None) -> None:
         q = "UPDATE jobs SET state = :s, error = :e, finished_at = :now WHERE id = :j AND state IN ('queued','running')"
-        conn.execute(sa.text(q), {"s": state, "e": error, "now": time.time(), "j": job_id})
+        conn.execute(sa.text(q), {"s": state, "e": error, "now": self.clock(), "j": job_id})
 
     def cancel(self, job_id: int) -> bool:
         """Stop a job: no task of it is claimed any more, and running ones stop at their next heartbeat."""
         return self.db.retrying(lambda conn: conn.execute(sa.text(
             "UPDATE jobs SET state = 'cancelled', finished_at = :now WHERE id = :j AND state IN ('queued', 'running')"),
-            {"now": time.time(), "j": job_id}).rowcount == 1)  # fmt: skip
+            {"now": self.clock(), "j": job_id}).rowcount == 1)  # fmt: skip
 
     def vanished(self, job_id: int) -> list[str]:
         with self.db.read() as conn:
