@@ -573,16 +573,17 @@ class Library:
             with self.decoding():
                 decoded = decode(data, self.settings.max_pixels, self.decode_side())
                 picture = crop_box(decoded, box) if box is not None else decoded.image
-                size = (box[2] - box[0], box[3] - box[1]) if box is not None else (decoded.width, decoded.height)
                 # the copy descriptor runs in a helper thread while the similarity model embeds the photo: both
                 # release the GIL (bench/copies.py: latency)
+                # a region is judged for copies with its whole photo (verification.within_region)
                 model = self.copy_model if depth else None
-                described = self._side_work().submit(model.describe_views, picture) if model is not None else None
+                whole = decoded.image
+                described = self._side_work().submit(model.describe_views, whole) if model is not None else None
                 vec = self.embedder.embed(self.embedder.prepare(picture)[None])[0]
                 if described is not None:
                     views = described.result()
                     parts = views[1:] if len(views) > 1 and self.settings.copy_views else None
-                    copy_query = verification.CopyQuery(views[0], lambda: picture, int(size[0]), int(size[1]),
+                    copy_query = verification.CopyQuery(views[0], lambda: whole, decoded.width, decoded.height,
                                                         views=parts)  # fmt: skip
             info |= {"width": decoded.width, "height": decoded.height}
             if box is not None:
@@ -591,7 +592,7 @@ class Library:
         hits = self.search_vector(vec, max(want, depth) if depth else want, min_score, label, exclude, match,
                                   detected_label)  # fmt: skip
         if copy_query is not None:
-            hits = self._copies_first(hits, copy_query, vec, depth, min_score, label, exclude)
+            hits = self._copies_first(hits, copy_query, vec, depth, min_score, label, exclude, box)
         if copies_only:
             hits = [h for h in hits if h.copy]
         if hide_copies:
@@ -651,7 +652,8 @@ class Library:
         return views[1:] if len(views) > 1 else None
 
     def _copies_first(self, hits: list[Hit], query: verification.CopyQuery, vec: np.ndarray, depth: int,
-                      min_score: float | None, label: str | None, exclude: int | None) -> list[Hit]:  # fmt: skip
+                      min_score: float | None, label: str | None, exclude: int | None,
+                      region: Box | None = None) -> list[Hit]:  # fmt: skip
         """The copy collection's nearest photos and the global search's first hits judged (search.verification):
         copies first, then photos of the same object, then the rest of the global search's hits."""
         space = self.space
@@ -689,6 +691,8 @@ class Library:
         extra = self._candidate_hits(wanted, hits, vec, min_score, label)
         verdicts = verification.judge(query, top + extra, cosines, self._thumbnail_of,
                                       reach=reach if query.views is not None else None)  # fmt: skip
+        if region is not None:
+            verdicts = verification.within_region(verdicts, region)
         shown = {h.id for h in hits}
         return verification.order(hits + [h for h in extra if h.id in verdicts and h.id not in shown], verdicts)
 

@@ -143,6 +143,33 @@ def _geometry(query: CopyQuery, hits: list[Hit], thumbnail: Callable[[Hit], byte
     return verdicts
 
 
+REGION_COVER = 0.5  # of a region query's box that a copy's matched region must cover (see within_region)
+
+
+def within_region(verdicts: dict[int, copies.Verdict], box: tuple[float, float, float, float]
+                  ) -> dict[int, copies.Verdict]:  # fmt: skip
+    """A region query is judged with its whole photo (a small crop has too few pixels for the descriptor or for
+    geometry): a photo is the same picture as the region when the whole query is a copy of it and the box lies in
+    the part that matched (at least ``REGION_COVER`` of it); its matched region is then the box carried over into
+    the photo. A copy the descriptor alone decided (no region: the whole photo is the same) keeps its verdict."""
+    kept = {}
+    for image_id, v in verdicts.items():
+        if v.query_box is None or v.match_box is None:
+            kept[image_id] = v
+            continue
+        qx1, qy1, qx2, qy2 = v.query_box
+        ix1, iy1, ix2, iy2 = max(box[0], qx1), max(box[1], qy1), min(box[2], qx2), min(box[3], qy2)
+        area = max(box[2] - box[0], 1e-9) * max(box[3] - box[1], 1e-9)
+        if max(0.0, ix2 - ix1) * max(0.0, iy2 - iy1) < REGION_COVER * area:
+            continue  # the box shows something the two photos do not share
+        mx1, my1, mx2, my2 = v.match_box
+        sx, sy = (mx2 - mx1) / max(qx2 - qx1, 1e-9), (my2 - my1) / max(qy2 - qy1, 1e-9)
+        xs = sorted(mx2 - (x - qx1) * sx if v.mirrored else mx1 + (x - qx1) * sx for x in (ix1, ix2))
+        match = (xs[0], my1 + (iy1 - qy1) * sy, xs[1], my1 + (iy2 - qy1) * sy)
+        kept[image_id] = dataclasses.replace(v, query_box=(ix1, iy1, ix2, iy2), match_box=match)
+    return kept
+
+
 def order(hits: list[Hit], verdicts: dict[int, copies.Verdict]) -> list[Hit]:
     """Copies first (most confident first), then same-object photos, then the rest in their order."""
     judged = [dataclasses.replace(h, verdict=verdicts[h.id]) for h in hits if h.id in verdicts]
