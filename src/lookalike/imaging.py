@@ -39,6 +39,10 @@ FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF")
 # content; TIFF containers (DNG, NEF, CR2, ARW...) that Pillow would open at their small preview are recognised by
 # these tags of their first image
 NEW_SUBFILE_TYPE, SUB_IFDS, DNG_VERSION = 254, 330, 50706
+# how RAW files begin (TIFF containers; Fuji RAF; Olympus ORF; Panasonic RW2; Minolta MRW; Sigma X3F; Canon CRW);
+# Canon's CR3 is an ISO box file of brand "crx "
+RAW_SIGNATURES = (b"II*\0", b"MM\0*", b"FUJIFILMCCD-RAW", b"IIRO", b"IIRS", b"MMOR", b"IIU\0", b"\0MRM", b"FOVb",
+                  b"II\x1a\0\0\0HEAPCCDR")  # fmt: skip
 
 
 class BadImage(ValueError):
@@ -178,7 +182,10 @@ def decode_raw(data: bytes, max_pixels: int, min_side: int = 0) -> Decoded | Non
     except rawpy.LibRawFileUnsupportedError:
         return None
     except (rawpy.LibRawError, OSError, ValueError, MemoryError) as exc:
-        raise BadImage(f"truncated or corrupt RAW data: {exc}") from None
+        if not data.startswith(RAW_SIGNATURES) and data[4:12] != b"ftypcrx ":
+            return None  # LibRaw could not read it, and it does not begin like a RAW file: not one (a text file)
+        what = "TIFF or camera RAW" if data.startswith((b"II*\0", b"MM\0*")) else "camera RAW"
+        raise BadImage(f"truncated or corrupt {what} data: {exc}") from None
     with raw:
         sizes = raw.sizes
         width, height = int(sizes.width), int(sizes.height)
