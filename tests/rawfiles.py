@@ -58,3 +58,19 @@ def dng(picture: Image.Image, orientation: int = 1, preview: bool = False) -> by
             tif.write(mosaic(picture), photometric=CFA, subfiletype=0,
                       extratags=container_tags(orientation) + MOSAIC_TAGS, metadata=None)  # fmt: skip
     return out.getvalue()
+
+
+def claiming(data: bytes, width: int, height: int) -> bytes:
+    """The DNG with its first image's width and height replaced (the pixels stay few): a file that lies."""
+    import struct
+
+    out = bytearray(data)
+    (offset,) = struct.unpack_from("<I", out, 4)
+    (count,) = struct.unpack_from("<H", out, offset)
+    for n in range(count):
+        at = offset + 2 + 12 * n
+        tag, kind = struct.unpack_from("<HH", out, at)
+        if tag in (256, 257):
+            value = width if tag == 256 else height
+            struct.pack_into("<H" if kind == 3 else "<I", out, at + 8, value)
+    return bytes(out)

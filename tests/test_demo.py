@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -128,3 +129,44 @@ def test_make_demo_offline_says_so_in_one_line(tmp_path: Path) -> None:
                     f"DEMO_URL={closed_url()}")  # fmt: skip
     assert run.returncode != 0
     assert "could not be fetched" in run.stderr and "Traceback" not in run.stderr + run.stdout
+
+
+class Misbehaving(SimpleHTTPRequestHandler):
+    """Claims a gigabyte, then sends it fast (``flood``) or a byte at a time (``drip``)."""
+
+    mode = "flood"
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        self.send_response(200)
+        self.send_header("Content-Length", str(1 << 30))
+        self.end_headers()
+        try:
+            for _ in range(1 << 14):
+                self.wfile.write(b"x" * (1 << 16) if self.mode == "flood" else b"x")
+                self.wfile.flush()
+                if self.mode == "drip":
+                    time.sleep(0.2)
+        except OSError:
+            pass  # the client gave up, as it should
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002
+        pass
+
+
+@pytest.mark.parametrize("mode", ["flood", "drip"])
+def test_a_server_that_sends_too_much_or_too_slowly_is_left(tmp_path: Path, mode: str, monkeypatch) -> None:
+    """Never more bytes than the manifest pins (a flood would fill the memory), never longer than the deadline (a
+    drip passes every per-read timeout); nothing is left in place."""
+    monkeypatch.setattr(demo, "FILE_DEADLINE", 2.0)
+    handler = type("Handler", (Misbehaving,), {"mode": mode})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    photo = demo.manifest()[0]
+    started = time.monotonic()
+    try:
+        with pytest.raises(demo.DemoFetchError, match="longer than"):
+            demo.fetch(tmp_path, [photo], f"http://127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert time.monotonic() - started < 20 and not (tmp_path / photo.path).exists()

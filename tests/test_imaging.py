@@ -204,3 +204,32 @@ def test_bad_raw_files_are_refused_with_a_reason() -> None:
 def test_a_plain_tiff_is_still_read_by_pillow() -> None:
     got = decode(encode(base(), "TIFF"), MAX)
     assert got.format == "TIFF" and (got.width, got.height) == base().size
+
+
+def test_hostile_raw_and_heic_headers_are_refused_quickly() -> None:
+    """Found by a hostile probe: each raised something other than BadImage (a 500), or cost seconds and most of
+    a gigabyte for a few kilobytes."""
+    import struct
+    import time
+
+    small = base().resize((64, 48))
+    started = time.monotonic()
+    with pytest.raises(BadImage, match="claimed in only"):  # 65 megapixels claimed by a few kilobytes
+        decode(rawfiles.claiming(rawfiles.dng(small), 1023, 64000), MAX)
+    assert time.monotonic() - started < 5
+    odd = io.BytesIO()  # a TIFF whose NewSubfileType is text: read as the TIFF it is, not as a crash
+    tifffile.imwrite(odd, np.zeros((48, 64, 3), np.uint8), photometric="rgb", extratags=[(254, "s", 0, "abc", True)],
+                     metadata=None)  # fmt: skip
+    assert decode(odd.getvalue(), MAX).image.size == (64, 48)
+    heic = bytearray(encode(base(), "HEIF", quality=80))  # its header claims 1x1 pixels
+    at = heic.find(b"ispe")
+    struct.pack_into(">II", heic, at + 8, 1, 1)
+    with pytest.raises(BadImage):
+        decode(bytes(heic), MAX)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_raw_orientation_gives_the_size_of_the_picture(orientation: int) -> None:
+    got = decode(rawfiles.dng(base().resize((128, 96)), orientation=orientation), MAX)
+    assert (got.width, got.height) in ((128, 96), (96, 128))
+    assert got.image.size == (got.width, got.height)  # the size reported is the picture's, turned or not

@@ -16,6 +16,7 @@ import hashlib
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,7 +29,8 @@ from rich.text import Text
 
 COMMIT = "b5b483309410be3dc6c803cd367d1688ce768230"
 BASE_URL = f"https://raw.githubusercontent.com/meetjeff/reverse-image-search/{COMMIT}/images"
-TIMEOUT = 30.0  # seconds per file
+TIMEOUT = 30.0  # seconds a connection or a read may take
+FILE_DEADLINE = 60.0  # seconds a whole photo may take (the largest is under 1 MB)
 THREADS = 8  # files fetched at once: small files, so round trips dominate
 
 
@@ -57,17 +59,27 @@ def _present(folder: Path, photo: DemoPhoto) -> bool:
 
 
 def _fetch_one(client: httpx.Client, base_url: str, folder: Path, photo: DemoPhoto) -> None:
+    """One photo, streamed: never more bytes than the manifest says it has, never longer than ``FILE_DEADLINE``
+    (a server dripping a byte at a time passes every per-read timeout)."""
     url = f"{base_url}/{photo.path}"
-    response = client.get(url)
-    response.raise_for_status()
-    if hashlib.sha256(response.content).hexdigest() != photo.sha256:
+    started, body = time.monotonic(), bytearray()
+    with client.stream("GET", url) as response:
+        if response.status_code != 200:
+            raise DemoFetchError(f"{url}: HTTP {response.status_code}")
+        for chunk in response.iter_bytes():  # as it arrives: a chunk size would wait for 64 KiB of a drip
+            body += chunk
+            if len(body) > photo.size:
+                raise DemoFetchError(f"{url} is longer than the pinned {photo.size} bytes: refusing to use it")
+            if time.monotonic() - started > FILE_DEADLINE:
+                raise DemoFetchError(f"{url} took longer than {FILE_DEADLINE:.0f} s: the server is too slow")
+    if hashlib.sha256(body).hexdigest() != photo.sha256:
         raise DemoFetchError(f"{url} does not match its pinned sha256 {photo.sha256}: refusing to use it")
     target = folder / photo.path
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as out:
-            out.write(response.content)
+            out.write(body)
         os.replace(tmp, target)  # a photo is there whole or not at all
     finally:
         if os.path.exists(tmp):
@@ -84,7 +96,10 @@ def fetch(folder: Path, photos: list[DemoPhoto], base_url: str = BASE_URL,
     """Fetch ``photos`` into ``folder``, each checked against its sha256 before it is put in place."""
     transport = httpx.HTTPTransport(retries=2)  # connection retries; a wrong file is never retried into place
     try:
-        with httpx.Client(transport=transport, timeout=TIMEOUT) as client, ThreadPoolExecutor(THREADS) as pool:
+        with (
+            httpx.Client(transport=transport, timeout=TIMEOUT, follow_redirects=True) as client,
+            ThreadPoolExecutor(THREADS) as pool,
+        ):
 
             def one(photo: DemoPhoto) -> None:
                 _fetch_one(client, base_url, folder, photo)

@@ -41,6 +41,7 @@ FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF")
 NEW_SUBFILE_TYPE, SUB_IFDS, DNG_VERSION = 254, 330, 50706
 # how RAW files begin (TIFF containers; Fuji RAF; Olympus ORF; Panasonic RW2; Minolta MRW; Sigma X3F; Canon CRW);
 # Canon's CR3 is an ISO box file of brand "crx "
+PIXELS_PER_BYTE = 32  # a camera's RAW holds at least a bit or so per pixel (lossy DNGs ~4 bits): far fewer is a lie
 RAW_SIGNATURES = (b"II*\0", b"MM\0*", b"FUJIFILMCCD-RAW", b"IIRO", b"IIRS", b"MMOR", b"IIU\0", b"\0MRM", b"FOVb",
                   b"II\x1a\0\0\0HEAPCCDR")  # fmt: skip
 
@@ -158,7 +159,7 @@ def decode(data: bytes, max_pixels: int, min_side: int = 0) -> Decoded:
             rgb = to_rgb(im)
     except BadImage:
         raise
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError, RuntimeError) as exc:  # pillow-heif: RuntimeError
         raise BadImage(f"truncated or corrupt {fmt} data: {exc}") from None
     if orientation in (5, 6, 7, 8):
         width, height = height, width
@@ -169,7 +170,11 @@ def holds_raw(im: Image.Image) -> bool:
     """Whether a TIFF is a camera's RAW container (DNG, NEF, CR2, ARW, PEF, SRW...): a DNG version, sub-images,
     or a first image marked as a reduced-resolution preview."""
     tags = getattr(im, "tag_v2", {})
-    return DNG_VERSION in tags or SUB_IFDS in tags or bool(int(tags.get(NEW_SUBFILE_TYPE, 0) or 0) & 1)
+    try:
+        preview = bool(int(tags.get(NEW_SUBFILE_TYPE, 0) or 0) & 1)
+    except (TypeError, ValueError, OverflowError):  # a hostile value ("abc", NaN, 1/0): not a camera's mark
+        preview = False
+    return DNG_VERSION in tags or SUB_IFDS in tags or preview
 
 
 def decode_raw(data: bytes, max_pixels: int, min_side: int = 0) -> Decoded | None:
@@ -194,18 +199,22 @@ def decode_raw(data: bytes, max_pixels: int, min_side: int = 0) -> Decoded | Non
         if width * height > max_pixels:
             raise BadImage(f"too many pixels: {width}x{height} exceeds max_pixels={max_pixels} "
                            "(decompression bomb guard)")  # fmt: skip
-        half = min(width, height) >= 4 * max(min_side, 256)  # a quarter of the pixels is still plenty
-        # the unpacked sensor data (16 bits a photosite), LibRaw's image (4 x 16 bits a pixel), the 8-bit output
-        need = int(sizes.raw_width) * int(sizes.raw_height) * 2 + width * height * 11 // (4 if half else 1)
+        if width * height > PIXELS_PER_BYTE * len(data):  # 6 KB claiming 65 megapixels: LibRaw would invent them
+            raise BadImage(f"corrupt RAW data: {width}x{height} pixels claimed in only {len(data)} bytes")
+        # the unpacked sensor data (16 bits a sample; 4 samples a pixel for LinearRaw, known only once unpacked),
+        # LibRaw's image (4 x 16 bits a pixel) and the 8-bit output: counted whole, though half size needs less
+        need = int(sizes.raw_width) * int(sizes.raw_height) * 2 * 4 + width * height * 11
         if need > DECODE_MEMORY.total:
-            raise BadImage(f"too many pixels: the RAW photo {width}x{height} takes {need >> 20} MB to decode, more "
-                           f"than max_decode_memory={DECODE_MEMORY.total >> 20} MB")  # fmt: skip
+            raise BadImage(f"too many pixels: the RAW photo {width}x{height} takes up to {need >> 20} MB to decode, "
+                           f"more than max_decode_memory={DECODE_MEMORY.total >> 20} MB")  # fmt: skip
         try:
             with DECODE_MEMORY.hold(need):
+                stacked = raw.raw_type == rawpy.RawType.Stack  # LinearRaw and the like: whole pixels, no half size
+                half = not stacked and min(width, height) >= 4 * max(min_side, 256)  # a quarter of the pixels: plenty
                 pixels = raw.postprocess(half_size=half, use_camera_wb=True, output_bps=8)
         except (rawpy.LibRawError, OSError, ValueError, MemoryError) as exc:
-            raise BadImage(f"truncated or corrupt RAW data: {exc}") from None
-        turned = int(sizes.flip) in (5, 6)  # LibRaw's codes for a quarter turn
+            raise BadImage(f"truncated or corrupt camera RAW data: {exc}") from None
+        turned = bool(int(sizes.flip) & 4)  # LibRaw's flip codes with a quarter turn (5, 6, and 4, 7 transposed)
     if pixels.ndim != 3 or pixels.shape[2] != 3 or min(pixels.shape[:2]) < 2:  # seen: a DNG whose tags lie
         raise BadImage(f"corrupt RAW data: LibRaw made a picture of shape {pixels.shape} from it")
     image = reduced(Image.fromarray(np.ascontiguousarray(pixels), mode="RGB"), min_side)

@@ -73,7 +73,8 @@ def test_the_library_is_searched_by_file_name(catalog) -> None:
     """Any case, any part of the name, under any of a photo's paths; LIKE's wildcards are plain characters."""
     rows = catalog.add_batch([item("a" * 64, "/x/IMG_0042.JPG"), item("b" * 64, "/x/beach_day.jpg"),
                               item("c" * 64, "/x/beach%day.jpg"), item("a" * 64, "/y/holiday_img.jpg", vec=None),
-                              item("d" * 64, "/x/folder_img/other.jpg", label="b")]).rows  # fmt: skip
+                              item("d" * 64, "/x/folder_img/other.jpg", label="b"),
+                              item("e" * 64, "/x/Été_Straße.jpg")]).rows  # fmt: skip
     photo_a, beach, percent = rows[0][1], rows[1][1], rows[2][1]
 
     def named(name: str, **kw) -> list[int]:
@@ -85,6 +86,8 @@ def test_the_library_is_searched_by_file_name(catalog) -> None:
     assert named("BEACH") == [beach, percent] and named("%") == [percent] and named("h_d") == [beach]
     assert named("other", label="b") == [rows[4][1]] and named("other", label="a") == []
     assert named("") == [r[1] for r in rows if r[2]]  # no filter
+    assert named("été") == named("ÉTÉ") == named("Straße") == [rows[5][1]]  # any case beyond ASCII (SQLite too)
+    assert named("\0") == [] and named("a\0b") == []  # SQLite's LIKE would stop reading at the NUL: all photos
 
 
 def test_same_bytes_twice_is_one_image_with_two_sources(catalog) -> None:

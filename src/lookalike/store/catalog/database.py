@@ -305,6 +305,12 @@ def _sqlite_connect(dbapi_conn, _record) -> None:
     dbapi_conn.execute("PRAGMA synchronous=NORMAL")
     dbapi_conn.execute("PRAGMA foreign_keys=ON")
     dbapi_conn.execute("PRAGMA busy_timeout=60000")
+    # SQLite's LOWER knows ASCII only: "Été" would never match "été" (PostgreSQL's follows the database's locale)
+    dbapi_conn.create_function("lower", 1, _lower, deterministic=True)
+
+
+def _lower(value):
+    return value.lower() if isinstance(value, str) else value
 
 
 def _sqlite_begin(conn: Connection) -> None:

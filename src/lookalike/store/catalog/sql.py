@@ -250,6 +250,8 @@ class Catalog:
         if label is not None:
             conditions.append("i.label = :l")
             args["l"] = label
+        if name and "\0" in name:  # no file name holds a NUL (and SQLite's LIKE would stop reading there)
+            return 0, []
         if name:
             pattern = "%" + name.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             conditions.append("EXISTS (SELECT 1 FROM sources f WHERE f.image_id = i.id AND LOWER(f.name) LIKE :p "
