@@ -66,6 +66,9 @@ def test_fetch_puts_checked_photos_in_place_and_resumes(tmp_path: Path) -> None:
     assert first.read_bytes() == (TOWHEE / photos[0].path).read_bytes()
     first.write_bytes(first.read_bytes()[:-10])  # damaged: fetched again, the others kept
     assert demo.missing(tmp_path, photos) == [photos[0]]
+    with serving(TOWHEE) as url:
+        demo.fetch(tmp_path, demo.missing(tmp_path, photos), url)
+    assert demo.missing(tmp_path, photos) == [] and first.read_bytes() == (TOWHEE / photos[0].path).read_bytes()
 
 
 def test_a_photo_that_does_not_match_its_checksum_is_refused(tmp_path: Path) -> None:

@@ -204,6 +204,13 @@ def test_bad_raw_files_are_refused_with_a_reason() -> None:
 def test_a_plain_tiff_is_still_read_by_pillow() -> None:
     got = decode(encode(base(), "TIFF"), MAX)
     assert got.format == "TIFF" and (got.width, got.height) == base().size
+    pyramid = io.BytesIO()  # a scanner's 16-bit pyramid: sub-images, but no camera maker: Pillow's, untouched tones
+    ramp = np.tile(np.linspace(0, 65535, 256).astype(np.uint16), (64, 1))
+    with tifffile.TiffWriter(pyramid) as tif:
+        tif.write(ramp, subifds=1, metadata=None)
+        tif.write(ramp[::2, ::2], subfiletype=1, metadata=None)
+    got = decode(pyramid.getvalue(), MAX)
+    assert got.format == "TIFF" and abs(np.asarray(got.image).mean() - 127.5) < 2
 
 
 def test_hostile_raw_and_heic_headers_are_refused_quickly() -> None:

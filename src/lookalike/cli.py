@@ -313,13 +313,13 @@ def _hits_table(title: str, hits) -> Table:
         if hit.box:  # the detector's guess of the subject's class, with how sure it was: never read as a label
             sure = f", {hit.detected_score:.0%} sure" if hit.detected_score is not None else ""
             matched = f"subject ({hit.detected_label}?{sure}) at {[round(v) for v in hit.box]}"
+        box = hit.verdict.match_box if hit.verdict is not None else None  # only the surest copy has a region
+        at = f" at {[round(v) for v in box]}" if box is not None else ""
         if hit.copy:
-            region = [round(v) for v in hit.verdict.match_box]
             mirrored = ", mirrored" if hit.verdict.mirrored else ""
-            matched = f"SAME PHOTO ({hit.verdict.confidence:.0%} sure{mirrored}) at {region}"
+            matched = f"SAME PHOTO ({hit.verdict.confidence:.0%} sure{mirrored}){at}"
         elif hit.same_object:
-            region = [round(v) for v in hit.verdict.match_box]
-            matched = f"SAME OBJECT ({hit.verdict.confidence:.0%} sure) at {region}"
+            matched = f"SAME OBJECT ({hit.verdict.confidence:.0%} sure){at}"
         source = short_path(hit.sources[0]) if hit.sources else ""
         table.add_row(str(rank), str(hit.id), f"{hit.similarity:.2f}", plain(hit.label or ""), plain(matched),
                       plain(source))  # fmt: skip

@@ -38,7 +38,7 @@ FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF")
 # Camera RAW files are read by LibRaw through rawpy (its wheels bundle it): every format LibRaw knows, told by
 # content; TIFF containers (DNG, NEF, CR2, ARW...) that Pillow would open at their small preview are recognised by
 # these tags of their first image
-NEW_SUBFILE_TYPE, SUB_IFDS, DNG_VERSION = 254, 330, 50706
+NEW_SUBFILE_TYPE, MAKE, SUB_IFDS, DNG_VERSION = 254, 271, 330, 50706
 # how RAW files begin (TIFF containers; Fuji RAF; Olympus ORF; Panasonic RW2; Minolta MRW; Sigma X3F; Canon CRW);
 # Canon's CR3 is an ISO box file of brand "crx "
 PIXELS_PER_BYTE = 32  # a camera's RAW holds at least a bit or so per pixel (lossy DNGs ~4 bits): far fewer is a lie
@@ -167,14 +167,15 @@ def decode(data: bytes, max_pixels: int, min_side: int = 0) -> Decoded:
 
 
 def holds_raw(im: Image.Image) -> bool:
-    """Whether a TIFF is a camera's RAW container (DNG, NEF, CR2, ARW, PEF, SRW...): a DNG version, sub-images,
-    or a first image marked as a reduced-resolution preview."""
+    """Whether a TIFF is a camera's RAW container (DNG, NEF, CR2, ARW, PEF, SRW...): a DNG version, or a camera
+    maker with sub-images or a first image marked as a reduced-resolution preview."""
     tags = getattr(im, "tag_v2", {})
     try:
         preview = bool(int(tags.get(NEW_SUBFILE_TYPE, 0) or 0) & 1)
     except (TypeError, ValueError, OverflowError):  # a hostile value ("abc", NaN, 1/0): not a camera's mark
         preview = False
-    return DNG_VERSION in tags or SUB_IFDS in tags or preview
+    # a scanner's or a microscope's pyramid TIFF has sub-images too, but no camera maker (Make) or DNG version
+    return DNG_VERSION in tags or (MAKE in tags and (SUB_IFDS in tags or preview))
 
 
 def decode_raw(data: bytes, max_pixels: int, min_side: int = 0) -> Decoded | None:
@@ -212,6 +213,8 @@ def decode_raw(data: bytes, max_pixels: int, min_side: int = 0) -> Decoded | Non
                 stacked = raw.raw_type == rawpy.RawType.Stack  # LinearRaw and the like: whole pixels, no half size
                 half = not stacked and min(width, height) >= 4 * max(min_side, 256)  # a quarter of the pixels: plenty
                 pixels = raw.postprocess(half_size=half, use_camera_wb=True, output_bps=8)
+        except BadImage:  # DecodeBusy: the budget is held by others (503, retry), not a corrupt file
+            raise
         except (rawpy.LibRawError, OSError, ValueError, MemoryError) as exc:
             raise BadImage(f"truncated or corrupt camera RAW data: {exc}") from None
         turned = bool(int(sizes.flip) & 4)  # LibRaw's flip codes with a quarter turn (5, 6, and 4, 7 transposed)

@@ -33,7 +33,7 @@ from lookalike.ingest.sources import SourceSet, expand, is_url
 from lookalike.models import copy_descriptor
 from lookalike.models.embedder import Embedder, TextEmbedder
 from lookalike.models.registry import get_spec, load_detector
-from lookalike.search import ranking, verification
+from lookalike.search import copies, ranking, verification
 from lookalike.search.results import Box, Hit, SearchResult
 from lookalike.search.whitening import Whitening
 from lookalike.store.catalog import Catalog, ImageRecord
@@ -70,6 +70,10 @@ def limit_blas_threads(threads: int) -> None:
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(limits=threads, user_api="blas")
+
+
+def _given(picture: Image.Image) -> Callable[[], Image.Image | None]:
+    return lambda: picture
 
 
 def crop_box(decoded: Decoded, box: Box) -> Image.Image:
@@ -552,7 +556,7 @@ class Library:
         if cropped_from is not None:  # a region of an indexed photo: searched as a photo, reported as that id
             query = self.original_bytes(cropped_from)
         depth = self.settings.copy_candidates if match != "objects" and detected_label is None else 0
-        copy_query: verification.CopyQuery | None = None
+        copy_queries: list[tuple[verification.CopyQuery, Box | None]] = []
         if isinstance(query, int):
             vec = self.catalog.embedding(query)
             if vec is None:
@@ -560,7 +564,7 @@ class Library:
             info: dict = {"image_id": query}
             exclude = query
             if depth:
-                copy_query = self._stored_copy_query(query)
+                copy_queries.append((self._stored_copy_query(query), None))
         else:
             if isinstance(query, bytes):
                 data, info = query, ({"source": "upload"} if cropped_from is None else {"image_id": cropped_from})
@@ -575,24 +579,27 @@ class Library:
                 picture = crop_box(decoded, box) if box is not None else decoded.image
                 # the copy descriptor runs in a helper thread while the similarity model embeds the photo: both
                 # release the GIL (bench/copies.py: latency)
-                # a region is judged for copies with its whole photo (verification.within_region)
+                # a region is judged as itself and with its whole photo (see _copies_first)
                 model = self.copy_model if depth else None
                 whole = decoded.image
-                described = self._side_work().submit(model.describe_views, whole) if model is not None else None
+                shown = [(picture, None)] + ([(whole, box)] if box is not None else [])
+                described = [self._side_work().submit(model.describe_views, p) for p, _ in shown] if model else []
                 vec = self.embedder.embed(self.embedder.prepare(picture)[None])[0]
-                if described is not None:
-                    views = described.result()
+                for (image, region), future in zip(shown, described, strict=False):
+                    views = future.result()
                     parts = views[1:] if len(views) > 1 and self.settings.copy_views else None
-                    copy_query = verification.CopyQuery(views[0], lambda: whole, decoded.width, decoded.height,
-                                                        views=parts)  # fmt: skip
+                    w, h = ((box[2] - box[0], box[3] - box[1]) if region is None and box is not None
+                            else (decoded.width, decoded.height))  # fmt: skip
+                    copy_queries.append((verification.CopyQuery(views[0], _given(image), int(w), int(h),
+                                                                views=parts), region))  # fmt: skip
             info |= {"width": decoded.width, "height": decoded.height}
             if box is not None:
                 info["box"] = list(box)
         want = 2 * k if hide_copies else k  # spares for the copies left out
         hits = self.search_vector(vec, max(want, depth) if depth else want, min_score, label, exclude, match,
                                   detected_label)  # fmt: skip
-        if copy_query is not None:
-            hits = self._copies_first(hits, copy_query, vec, depth, min_score, label, exclude, box)
+        if copy_queries:
+            hits = self._copies_first(hits, copy_queries, vec, depth, min_score, label, exclude)
         if copies_only:
             hits = [h for h in hits if h.copy]
         if hide_copies:
@@ -604,10 +611,10 @@ class Library:
         (resized, recompressed, captioned) shows it once: of the query's own copies (verified by the copy stage) the
         first; of the other hits, those whose copy descriptor is a copy's of a better one (cosine >= COPY_SURE,
         where the descriptor alone calls a copy). Photos without a copy descriptor are kept."""
-        copies = self.space.copies
+        collection = self.space.copies
         ids = np.asarray([h.id for h in hits], np.int64)
-        held = ids[[p is not None for p in copies.payloads(ids)]] if len(ids) else ids
-        vectors = dict(zip(held.tolist(), copies.vectors(held), strict=True)) if len(held) else {}
+        held = ids[[p is not None for p in collection.payloads(ids)]] if len(ids) else ids
+        vectors = dict(zip(held.tolist(), collection.vectors(held), strict=True)) if len(held) else {}
         kept: list[Hit] = []
         seen: list[np.ndarray] = []
         query_copy = False
@@ -651,11 +658,33 @@ class Library:
         views = model.describe_views(picture)
         return views[1:] if len(views) > 1 else None
 
-    def _copies_first(self, hits: list[Hit], query: verification.CopyQuery, vec: np.ndarray, depth: int,
-                      min_score: float | None, label: str | None, exclude: int | None,
-                      region: Box | None = None) -> list[Hit]:  # fmt: skip
+    def _copies_first(self, hits: list[Hit], queries: list[tuple[verification.CopyQuery, Box | None]],
+                      vec: np.ndarray, depth: int, min_score: float | None, label: str | None,
+                      exclude: int | None) -> list[Hit]:  # fmt: skip
         """The copy collection's nearest photos and the global search's first hits judged (search.verification):
-        copies first, then photos of the same object, then the rest of the global search's hits."""
+        copies first, then photos of the same object, then the rest of the global search's hits. A region query
+        is judged twice: as the crop (a photo shown inside a collage or a screenshot) and with its whole photo
+        where the box lies (a small region of a copy: verification.within_region); the crop's verdict stands
+        unless only the whole photo's found a copy."""
+        verdicts: dict[int, copies.Verdict] = {}
+        extra: dict[int, Hit] = {}
+        for query, region in queries:
+            found, judged = self._judged(hits, query, vec, depth, min_score, label, exclude)
+            if region is not None:
+                judged = verification.within_region(judged, region)
+            for image_id, verdict in judged.items():
+                if image_id not in verdicts or (verdict.copy and not verdicts[image_id].copy):
+                    verdicts[image_id] = verdict
+            extra |= {h.id: h for h in found if h.id not in extra}
+        shown = {h.id for h in hits}
+        more = [h for h in extra.values() if h.id in verdicts and h.id not in shown]
+        return verification.order(hits + more, verdicts)
+
+    def _judged(self, hits: list[Hit], query: verification.CopyQuery, vec: np.ndarray, depth: int,
+                min_score: float | None, label: str | None, exclude: int | None
+                ) -> tuple[list[Hit], dict[int, copies.Verdict]]:  # fmt: skip
+        """One copy query's candidates beyond the global search's hits, and the verdicts on them and on the global
+        search's first hits."""
         space = self.space
         cosines: dict[int, float] = {}
         reach: dict[int, float] = {}  # the best cosine of any view of the query (the whole photo or a part)
@@ -691,10 +720,7 @@ class Library:
         extra = self._candidate_hits(wanted, hits, vec, min_score, label)
         verdicts = verification.judge(query, top + extra, cosines, self._thumbnail_of,
                                       reach=reach if query.views is not None else None)  # fmt: skip
-        if region is not None:
-            verdicts = verification.within_region(verdicts, region)
-        shown = {h.id for h in hits}
-        return verification.order(hits + [h for h in extra if h.id in verdicts and h.id not in shown], verdicts)
+        return extra, verdicts
 
     def _candidate_hits(self, candidates: list[int], hits: list[Hit], vec: np.ndarray, min_score: float | None,
                         label: str | None) -> list[Hit]:  # fmt: skip

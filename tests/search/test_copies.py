@@ -3,6 +3,7 @@ region; a different photo of the same class is never called a copy. Real photos,
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -101,6 +102,33 @@ def test_a_region_of_an_edited_copy_finds_the_original_as_the_same_photo(library
                            for a, b in (mirrored, straight)), (original.name, x1, x2)  # fmt: skip
                 assert abs(y1 / image.height - top) < 0.08 and abs(y2 / image.height - top - 0.35) < 0.08
     assert tried >= 40 and found >= 0.9 * tried, (found, tried)
+
+
+def test_a_region_that_is_a_whole_photo_in_a_collage_finds_it(library: Library) -> None:
+    """The other kind of region (found by a review): a photo shown whole inside a larger picture (a collage, a
+    screenshot) is judged as the crop, where the whole picture is no copy of it; and a CLI table lists several
+    copies, only the surest with a region (it raised on the second)."""
+    from rich.console import Console
+
+    from lookalike.cli import _hits_table
+
+    tiles = [Image.open(photo(label, 3)).convert("RGB").resize((240, 180)) for label in CLASSES[:4]]
+    collage = Image.new("RGB", (480, 360))
+    for n, tile in enumerate(tiles):
+        collage.paste(tile, ((n % 2) * 240, (n // 2) * 180))
+    found = 0
+    for n, label in enumerate(CLASSES[:4]):
+        box = ((n % 2) * 240, (n // 2) * 180, (n % 2) * 240 + 240, (n // 2) * 180 + 180)
+        hits = library.search(jpeg(collage), k=10, box=box).hits
+        found += any(h.copy and Path(h.sources[0]).name == photo(label, 3).name for h in hits)
+    assert found >= 3, found
+    copies = [h for h in library.search(jpeg(Image.open(photo("pizza", 3))), k=5).hits if h.copy]
+    second = dataclasses.replace(copies[0], id=copies[0].id + 10**6,
+                                 verdict=dataclasses.replace(copies[0].verdict, query_box=None, match_box=None))
+    console = Console(width=200, record=True)
+    console.print(_hits_table("t", [copies[0], second]))
+    text = console.export_text()
+    assert text.count("SAME PHOTO") == 2 and text.count(" at [") == 1
 
 
 def test_another_photo_of_the_same_class_is_not_a_copy(library: Library) -> None:

@@ -111,8 +111,8 @@ class SearchJson(SearchParams):
             raise ValueError("give exactly one of 'url', 'image_id' or 'text' (or upload a photo as multipart)")
         if self.text is not None and (self.box or self.match or self.detected_label or self.detect):
             raise ValueError("a text search compares whole photos: drop box, match, detected_label and detect")
-        if self.text is not None and self.mode == "copies":
-            raise ValueError("mode 'copies' needs a photo: a text has no copies")
+        if self.text is not None and (self.mode == "copies" or self.hide_copies):
+            raise ValueError("mode 'copies' and hide_copies need a photo: a text search does not judge copies")
         return self
 
 

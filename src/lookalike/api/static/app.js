@@ -238,7 +238,7 @@ function searchParams() {
   if ($("label").value) params.label = $("label").value;
   if (state.box) params.box = state.box;
   if ($("match").value) params.match = $("match").value;
-  if ($("hide-copies").checked) params.hide_copies = true;
+  if ($("hide-copies").checked && state.query?.kind !== "text") params.hide_copies = true;
   if (!state.box) params.detect = true;  // subjects of the whole photo, drawn for clicking
   return params;
 }
@@ -309,7 +309,12 @@ function exportResults(kind) {
   const hits = state.result ? ordered(state.result.hits) : [];
   const columns = ["rank", "id", "similarity", "copy", "copy_confidence", "same_object", "object_confidence", "label",
                    "source", "width", "height", "original_url"];
-  const cell = (v) => (v === null || v === undefined ? "" : /[",\n]/.test(String(v)) ? `"${String(v).replace(/"/g, '""')}"` : String(v));
+  // a cell that begins like a formula (a file name "=HYPERLINK(...)") is text, not a formula, in a spreadsheet
+  const cell = (v) => {
+    if (v === null || v === undefined) return "";
+    const text = /^[=+\-@\t\r]/.test(String(v)) ? `'${v}` : String(v);
+    return /[",\n]/.test(text) ? `"${text.replace(/"/g, '""')}"` : text;
+  };
   const text = kind === "json" ? JSON.stringify({ query: state.result?.query, hits }, null, 2)
     : [columns.join(","), ...hits.map((h, i) => columns.map((c) => cell(c === "rank" ? i + 1 : c === "original_url"
       ? new URL(h.original_url, location.href).href : h[c])).join(","))].join("\n") + "\n";
@@ -327,6 +332,7 @@ function renderResults(result) {
   clearResults();
   state.result = result;
   $("results-tools").hidden = !result.hits.length;
+  $("hide-copies").parentElement.hidden = state.query?.kind === "text";  // a text search judges no copies
   const copies = result.hits.filter((h) => h.copy), similar = ordered(result.hits.filter((h) => !h.copy));
   $("copies-section").hidden = !copies.length;
   $("similar-heading").hidden = !copies.length || !similar.length;
@@ -611,8 +617,12 @@ async function removeCopies(g, button) {
   button.disabled = true;
   const failed = [];
   for (const id of g.remove) {
-    const r = await fetch(`${API}/images/${id}`, { method: "DELETE", headers: apiKeyHeaders() });
-    if (r.status !== 204 && r.status !== 404) failed.push(`#${id}: ${await problemText(r)}`);
+    try {
+      const r = await fetch(`${API}/images/${id}`, { method: "DELETE", headers: apiKeyHeaders() });
+      if (r.status !== 204 && r.status !== 404) failed.push(`#${id}: ${await problemText(r)}`);
+    } catch (e) {
+      failed.push(`#${id}: the server could not be reached`);
+    }
   }
   if (failed.length) {
     $("dup-status").textContent = `Could not remove ${failed.join("; ")}`;
@@ -736,7 +746,13 @@ function setup() {
     e.preventDefault();
     drop.classList.remove("over");
     const folder = [...e.dataTransfer.items].some((i) => i.webkitGetAsEntry && i.webkitGetAsEntry()?.isDirectory);
-    if (folder || e.dataTransfer.files.length > 1) droppedFiles(e.dataTransfer).then(uploadFiles);
+    if (folder || e.dataTransfer.files.length > 1) {
+      droppedFiles(e.dataTransfer).then(uploadFiles).catch((err) => {
+        $("add-panel").open = true;
+        $("add-result").className = "error";
+        $("add-result").textContent = `Could not read the dropped files: ${err.message || err}`;
+      });
+    }
     else if (e.dataTransfer.files.length) setFileQuery(e.dataTransfer.files[0]);
     else {
       const url = e.dataTransfer.getData("text/uri-list") || e.dataTransfer.getData("text/plain");

@@ -52,6 +52,11 @@ def _chunks(values: list, size: int = CHUNK) -> Iterator[list]:
         yield values[start : start + size]
 
 
+def _like_escape(text: str) -> str:
+    """``text`` as itself in a LIKE pattern with ESCAPE '\\': its %, _ and \\ are plain characters."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def _by_folder(sources: Iterable[str]) -> dict[str, set[str]]:
     """Sources grouped by folder (folder -> file names): the catalog is asked once per folder, not per source."""
     out: dict[str, set[str]] = {}
@@ -253,7 +258,7 @@ class Catalog:
         if name and "\0" in name:  # no file name holds a NUL (and SQLite's LIKE would stop reading there)
             return 0, []
         if name:
-            pattern = "%" + name.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            pattern = "%" + _like_escape(name.lower()) + "%"
             conditions.append("EXISTS (SELECT 1 FROM sources f WHERE f.image_id = i.id AND LOWER(f.name) LIKE :p "
                               "ESCAPE '\\')")  # fmt: skip
             args["p"] = pattern
@@ -324,7 +329,7 @@ class Catalog:
 
     def sources_under(self, prefix: str) -> list[str]:
         """Sources recorded below a folder (prefix ends with the path separator)."""
-        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        escaped = _like_escape(prefix)
         with self.db.read() as conn:
             rows = conn.execute(sa.text("SELECT d.path || s.name FROM dirs d JOIN sources s ON s.dir_id = d.id "
                                         "WHERE d.path LIKE :p ESCAPE '\\'"), {"p": escaped + "%"})  # fmt: skip
