@@ -135,11 +135,13 @@ class LogProgress(Progress):
 
     def update(self, task_id: TaskID, **kwargs) -> None:
         super().update(task_id, **kwargs)
-        if time.monotonic() - self.last >= self.PERIOD:
-            self.report(task_id)
+        self._due(task_id)
 
     def advance(self, task_id: TaskID, advance: float = 1) -> None:
         super().advance(task_id, advance)
+        self._due(task_id)
+
+    def _due(self, task_id: TaskID) -> None:
         if time.monotonic() - self.last >= self.PERIOD:
             self.report(task_id)
 

@@ -39,11 +39,12 @@ FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF")
 # content; TIFF containers (DNG, NEF, CR2, ARW...) that Pillow would open at their small preview are recognised by
 # these tags of their first image
 NEW_SUBFILE_TYPE, MAKE, SUB_IFDS, DNG_VERSION = 254, 271, 330, 50706
+PIXELS_PER_BYTE = 32  # a camera's RAW holds at least a bit or so per pixel (lossy DNGs ~4 bits): far fewer is a lie
 # how RAW files begin (TIFF containers; Fuji RAF; Olympus ORF; Panasonic RW2; Minolta MRW; Sigma X3F; Canon CRW);
 # Canon's CR3 is an ISO box file of brand "crx "
-PIXELS_PER_BYTE = 32  # a camera's RAW holds at least a bit or so per pixel (lossy DNGs ~4 bits): far fewer is a lie
 RAW_SIGNATURES = (b"II*\0", b"MM\0*", b"FUJIFILMCCD-RAW", b"IIRO", b"IIRS", b"MMOR", b"IIU\0", b"\0MRM", b"FOVb",
                   b"II\x1a\0\0\0HEAPCCDR")  # fmt: skip
+RAW_ERRORS = (rawpy.LibRawError, OSError, ValueError, MemoryError)  # what LibRaw raises on a file it cannot read
 
 
 class BadImage(ValueError):
@@ -187,7 +188,7 @@ def decode_raw(data: bytes, max_pixels: int, min_side: int = 0) -> Decoded | Non
         raw = rawpy.imread(io.BytesIO(data))
     except rawpy.LibRawFileUnsupportedError:
         return None
-    except (rawpy.LibRawError, OSError, ValueError, MemoryError) as exc:
+    except RAW_ERRORS as exc:
         if not data.startswith(RAW_SIGNATURES) and data[4:12] != b"ftypcrx ":
             return None  # LibRaw could not read it, and it does not begin like a RAW file: not one (a text file)
         what = "TIFF or camera RAW" if data.startswith((b"II*\0", b"MM\0*")) else "camera RAW"
@@ -215,7 +216,7 @@ def decode_raw(data: bytes, max_pixels: int, min_side: int = 0) -> Decoded | Non
                 pixels = raw.postprocess(half_size=half, use_camera_wb=True, output_bps=8)
         except BadImage:  # DecodeBusy: the budget is held by others (503, retry), not a corrupt file
             raise
-        except (rawpy.LibRawError, OSError, ValueError, MemoryError) as exc:
+        except RAW_ERRORS as exc:
             raise BadImage(f"truncated or corrupt camera RAW data: {exc}") from None
         turned = bool(int(sizes.flip) & 4)  # LibRaw's flip codes with a quarter turn (5, 6, and 4, 7 transposed)
     if pixels.ndim != 3 or pixels.shape[2] != 3 or min(pixels.shape[:2]) < 2:  # seen: a DNG whose tags lie
