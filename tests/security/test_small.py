@@ -73,3 +73,22 @@ def test_public_addresses_stay_public(address: str) -> None:
 def test_a_trailing_slash_is_not_redirected_to_the_callers_host(client: TestClient) -> None:
     r = client.get(f"{API}/stats/", headers={"host": "evil.example"}, follow_redirects=False)
     assert r.status_code == 404 and "evil.example" not in r.headers.get("location", "") + r.text
+
+
+def test_the_name_search_and_hide_copies_take_hostile_values_without_a_500(client: TestClient) -> None:
+    """The inputs this stop added to the API: a file-name filter and hide_copies."""
+    assert client.get(f"{API}/images", params={"name": "05"}).json()["total"] == 1
+    for name in ("%", "_", "\\", "'; DROP TABLE images; --", "\u00c9t\u00e9", "\u202e", "a\u0000b", "\u0000"):
+        r = client.get(f"{API}/images", params={"name": name})
+        assert r.status_code == 200 and r.json()["total"] == 0, (name, r.text)
+    r = client.get(f"{API}/images", params={"name": "x" * 201})
+    assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json")
+    data = photo("tiger_cat", 0).read_bytes()
+    for value in ("yes", "2", "", "[]"):
+        r = client.post(f"{API}/search", files={"image": ("q.jpg", data, "image/jpeg")}, data={"hide_copies": value})
+        assert r.status_code in (200, 422), (value, r.status_code)
+    for value in (2, None, [], {}, "maybe"):
+        r = client.post(f"{API}/search", json={"image_id": 1, "hide_copies": value})
+        assert r.status_code in (200, 422), (value, r.status_code)
+    r = client.post(f"{API}/search", json={"text": "a cat", "hide_copies": True})
+    assert r.status_code == 422  # a text search judges no copies
