@@ -33,6 +33,7 @@ from rich.table import Table
 from lookalike.config import Settings
 from lookalike.library import Library
 from lookalike.store.catalog import Catalog, NewImage, codec
+from lookalike.tuning import tune_process
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -222,4 +223,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    tune_process(Settings())  # as the CLI and the service do (lookalike.tuning)
     main()

@@ -50,6 +50,7 @@ from lookalike.config import Settings
 from lookalike.copyedits import EDITS, edited
 from lookalike.library import Library
 from lookalike.store.vectors import MISSING
+from lookalike.tuning import tune_process
 
 SHARED = Path(os.environ.get("LOOKALIKE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 DATA = SHARED / "datasets"
@@ -211,4 +212,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    tune_process(Settings())  # as the CLI and the service do (lookalike.tuning)
     main()

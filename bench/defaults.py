@@ -32,6 +32,7 @@ from lookalike.ingest.sources import walk_folder
 from lookalike.library import Library
 from lookalike.search.rerank import expand_query, k_reciprocal_order
 from lookalike.search.whitening import Whitening
+from lookalike.tuning import tune_process
 from quality import DATA, SETS  # the shared sets and each one's metric, as bench/quality.py reports them
 
 K = 10
@@ -256,4 +257,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    tune_process(Settings())  # as the CLI and the service do (lookalike.tuning)
     main()

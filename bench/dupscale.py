@@ -32,6 +32,7 @@ from lookalike.copyedits import EDITS, edited
 from lookalike.library import Library
 from lookalike.search.duplicates import near_duplicates
 from lookalike.store.catalog import NewImage
+from lookalike.tuning import tune_process
 
 CHOSEN_EDITS = ("resized 30 % + JPEG 40", "mirrored", "crop + text + JPEG 50")
 
@@ -99,7 +100,7 @@ def filler(lib: Library, n: int) -> None:
 
 def measure(lib: Library, pairs: set[tuple[int, int]]) -> tuple[float, float, float, int]:
     started = time.perf_counter()
-    groups = near_duplicates(lib)
+    groups = near_duplicates(lib.space.copies, lib.catalog, lib.images)
     took = time.perf_counter() - started
     found = {tuple(sorted((a, b))) for g in groups for a in g.ids for b in g.ids if a < b}
     recall = len(found & pairs) / max(1, len(pairs))
@@ -142,4 +143,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    tune_process(Settings())  # as the CLI and the service do (lookalike.tuning)
     main()

@@ -32,6 +32,7 @@ from lookalike.imaging import decode
 from lookalike.ingest.sources import walk_folder
 from lookalike.library import Library
 from lookalike.models.registry import load_detector, load_embedder
+from lookalike.tuning import tune_process
 
 SHARED = Path(os.environ.get("LOOKALIKE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 TRAIN = SHARED / "datasets" / "towhee_reverse_image_search" / "train"
@@ -133,4 +134,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    tune_process(Settings())  # as the CLI and the service do (lookalike.tuning)
     main()

@@ -27,6 +27,7 @@ from lookalike.config import Settings
 from lookalike.evaluate import evaluate
 from lookalike.library import Library
 from lookalike.store.vectors import MISSING
+from lookalike.tuning import tune_process
 
 SHARED = Path(os.environ.get("LOOKALIKE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 DATA = SHARED / "datasets"
@@ -100,4 +101,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    tune_process(Settings())  # as the CLI and the service do (lookalike.tuning)
     main()

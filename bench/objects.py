@@ -22,6 +22,7 @@ from rich.table import Table
 
 from lookalike.config import Settings
 from lookalike.library import Library
+from lookalike.tuning import tune_process
 
 SHARED = Path(os.environ.get("LOOKALIKE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 TRAIN = SHARED / "datasets" / "towhee_reverse_image_search" / "train"
@@ -62,4 +63,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    tune_process(Settings())  # as the CLI and the service do (lookalike.tuning)
     main()

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lookalike import doctor
 from lookalike.config import Settings
 from lookalike.library import Library, LibraryError
 from lookalike.store.catalog import codec
@@ -127,13 +126,13 @@ def test_opening_never_deletes_and_doctor_repairs_a_shared_engine(embedder, phot
         lib.space.parts.remove(ids[6:8])  # and the photos' centres' collection
     with open_lib(conf, embedder) as lib:
         assert 999_999 in lib.vectors.ids().tolist()  # opening did not "sync" it away
-        found = doctor.check(lib)
+        found = lib.check()
         assert found.photos_extra == [999_999] and found.photos_missing == ids[:2].tolist()
         assert found.photos_payload == [int(ids[2])] and found.thumbnails_missing == [int(ids[3])]
         assert found.copies_missing == [int(ids[4])] and found.copies_extra == [888_888]
         assert found.parts_missing == ids[6:8].tolist() and not found.parts_extra
-        doctor.fix(lib, found)
-        after = doctor.check(lib)
+        lib.repair(found)
+        after = lib.check()
         assert after.problems == 0, after.as_dict()
         assert sorted(lib.vectors.ids().tolist()) == ids.tolist() == sorted(lib.space.copies.ids().tolist())
         assert sorted(lib.space.parts.ids().tolist()) == ids.tolist()

@@ -7,7 +7,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 import typer.core
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
     from lookalike.config import Settings
     from lookalike.ingest.pipeline import IndexReport
-    from lookalike.library import Library
+    from lookalike.library import Library, Role
 
 
 def user_errors() -> tuple[type[Exception], ...]:
@@ -94,30 +94,36 @@ def main(
     }
 
 
-def fail(message: str, code: int = 1) -> None:
+def fail(message: str, code: int = 1) -> NoReturn:
     console.print(f"[bold red]error:[/] {plain(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
-def open_library() -> Library:
+def _tuned(role: Role = "cli") -> Library:
+    """A library for this process, the process tuned first (lookalike.tuning: the CLI is an entry point)."""
     from lookalike.library import Library
+    from lookalike.tuning import tune_process
 
+    tune_process(settings())
+    return Library(settings(), role=role)
+
+
+def open_library() -> Library:
     try:
-        return Library(settings())
+        return _tuned()
     except user_errors() as exc:
         fail(str(exc))
         raise AssertionError from exc  # unreachable; fail raises
 
 
-def _open_when_reachable() -> Library:
+def _open_when_reachable(role: Role = "cli") -> Library:
     """The library, once the catalog (and the image store) answer: a long-running process started during an
     outage, or before its database, waits for them with capped backoff instead of exiting."""
-    from lookalike.library import Library
     from lookalike.store import retry
     from lookalike.store.errors import Unavailable
 
     try:
-        return retry.again(lambda: Library(settings()), lambda exc: isinstance(exc, Unavailable), float("inf"))
+        return retry.again(lambda: _tuned(role), lambda exc: isinstance(exc, Unavailable), float("inf"))
     except user_errors() as exc:
         fail(str(exc))
         raise AssertionError from exc  # unreachable; fail raises
@@ -419,13 +425,11 @@ def duplicates(
     as_csv: Annotated[bool, typer.Option("--csv", help="print one row per photo: group,id,keep,source")] = False,
 ) -> None:
     """Group the library's duplicates: the same bytes under several paths, and the same picture edited."""
-    from lookalike.search import duplicates as dup
-
     lib = open_library()
     try:
         with progress_bar("duplicates") as bar:
             task = bar.add_task("checking neighbours", total=lib.catalog.count(), rate="")
-            found = dup.report(lib, threshold, lambda d, t: bar.update(task, completed=d, total=t))
+            found = lib.duplicates(threshold, lambda d, t: bar.update(task, completed=d, total=t))
         rows, exact = found["groups"], [(e["id"], e["sources"]) for e in found["exact"]]
         doomed = [i for r in rows for i in r["remove"]]
         removed = []
@@ -683,14 +687,12 @@ def doctor(
 
     Exits with 1 when differences remain (none found is 0), so it can run from a health check.
     """
-    from lookalike import doctor as checks
-
     lib = open_library()
     try:
-        found = checks.check(lib)
+        found = lib.check()
         if fix and found.problems:
-            found = checks.fix(lib, found)
-            after = checks.check(lib)
+            found = lib.repair(found)
+            after = lib.check()
     except Exception as exc:  # an engine or store that cannot be reached
         fail(f"doctor failed: {type(exc).__name__}: {exc}")
     finally:
@@ -733,7 +735,9 @@ def evaluate_cmd(
     Uses its own library under HOME/eval/, so your photo library is never touched.
     """
     from lookalike.evaluate import evaluate
+    from lookalike.tuning import tune_process
 
+    tune_process(settings())
     with progress_bar("eval") as bar:
         tasks: dict[str, TaskID] = {}
 
@@ -779,16 +783,14 @@ def worker(
     import logging
     import signal
 
-    from lookalike.jobs import Worker
     from lookalike.memory import return_freed_memory
 
     return_freed_memory()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if threads:
         State.overrides |= {"workers": threads, "threads": 1}
-    lib = _open_when_reachable()
-    lib.follows_index = False  # processes that search follow the change feed; a worker only writes
-    runner = Worker(lib, lib.jobs, name=name)
+    lib = _open_when_reachable(role="worker")  # processes that search follow the change feed; a worker only writes
+    runner = lib.worker(name)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: runner.stop())
     console.print(f"worker {runner.name} on {lib.where}: waiting for index jobs")
@@ -895,8 +897,10 @@ def serve(
     from lookalike.api import server
     from lookalike.api.app import create_app
     from lookalike.api.security import anonymous_refusal, is_loopback, weak_key
+    from lookalike.tuning import tune_process
 
     s = settings()
+    tune_process(s)
     refusal = weak_key(s) or anonymous_refusal(host, s, allow_anonymous or s.allow_anonymous)
     if refusal:
         fail(refusal)

@@ -10,12 +10,17 @@ any of this: only this explicit command repairs wholesale.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
 from lookalike.imaging import decode, thumbnail_jpeg
+from lookalike.ingest.reading import Reader
+from lookalike.spaces import Spaces
 from lookalike.store.catalog import OBJECT_BITS
+from lookalike.store.images import ImageStore
 from lookalike.store.vectors import VectorIndex
 
 CHUNK = 4096
@@ -45,11 +50,12 @@ class Findings:
     def problems(self) -> int:
         return sum(len(v) for k, v in asdict(self).items() if isinstance(v, list) and k != "unfixable")
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"problems": self.problems, **asdict(self)}
 
 
-def _compare(index: VectorIndex, truth: np.ndarray, payloads_of, found: Findings, kind: str) -> None:
+def _compare(index: VectorIndex, truth: np.ndarray, payloads_of: Callable[[np.ndarray], list[dict[str, Any]]],
+             found: Findings, kind: str) -> None:  # fmt: skip
     have = index.ids()
     getattr(found, f"{kind}_missing").extend(np.setdiff1d(truth, have).tolist())
     getattr(found, f"{kind}_extra").extend(np.setdiff1d(have, truth).tolist())
@@ -63,14 +69,14 @@ def _compare(index: VectorIndex, truth: np.ndarray, payloads_of, found: Findings
                 getattr(found, f"{kind}_payload").append(vid)
 
 
-def check(lib) -> Findings:
+def check(spaces: Spaces, images: ImageStore) -> Findings:
     """What differs between the catalog, the active space and the image store (after catching up)."""
-    catalog = lib.catalog
-    space = lib.refresh()
+    catalog = spaces.catalog
+    space = spaces.refresh()
     found = Findings()
     _compare(space.photos, catalog.ids(), lambda ids: catalog.vectors(ids).payloads, found, "photos")
 
-    def object_payloads(vids: np.ndarray) -> list[dict]:
+    def object_payloads(vids: np.ndarray) -> list[dict[str, Any]]:
         rows = catalog.object_vectors(sorted({int(v) >> OBJECT_BITS for v in vids.tolist()}))
         by_id = dict(zip(rows.ids.tolist(), rows.payloads, strict=True))
         return [by_id[int(v)] for v in vids.tolist()]
@@ -82,16 +88,16 @@ def check(lib) -> Findings:
     ids = catalog.ids().tolist()
     for start in range(0, len(ids), CHUNK):
         for image_id, rec in catalog.get_many(ids[start : start + CHUNK]).items():
-            if not lib.images.exists("thumbnail", rec.sha256):
+            if not images.exists("thumbnail", rec.sha256):
                 found.thumbnails_missing.append(image_id)
-            if rec.has_original and not lib.images.exists("original", rec.sha256):
+            if rec.has_original and not images.exists("original", rec.sha256):
                 found.originals_missing.append(image_id)
     return found
 
 
-def fix(lib, found: Findings) -> Findings:
+def fix(spaces: Spaces, images: ImageStore, reader: Reader, found: Findings) -> Findings:
     """Repair what ``check`` found, the catalog being the truth."""
-    catalog, space = lib.catalog, lib.space
+    catalog, space, settings = spaces.catalog, spaces.space, spaces.settings
     lock = catalog.lock(f"apply:{space.names[0]}") if space.shared else _NoLock()
     with lock:
         if found.photos_extra:
@@ -124,19 +130,20 @@ def fix(lib, found: Findings) -> Findings:
                    + written}  # fmt: skip
     thumbs = 0
     for image_id in found.thumbnails_missing:
+        rec = catalog.get(image_id)
+        if rec is None:  # removed meanwhile: nothing to make
+            continue
         try:
-            decoded = decode(lib.original_bytes(image_id), lib.settings.max_pixels, lib.settings.thumbnail_size)
+            decoded = decode(reader.original_bytes(rec), settings.max_pixels, settings.thumbnail_size)
         except Exception as exc:  # the photo's bytes are gone: report, do not guess
             found.unfixable.append(f"thumbnail of image {image_id}: {exc}")
             continue
-        rec = catalog.get(image_id)
-        if rec is not None:
-            thumb = thumbnail_jpeg(decoded.image, lib.settings.thumbnail_size, lib.settings.thumbnail_quality)
-            lib.images.put("thumbnail", rec.sha256, thumb)
-            thumbs += 1
+        thumb = thumbnail_jpeg(decoded.image, settings.thumbnail_size, settings.thumbnail_quality)
+        images.put("thumbnail", rec.sha256, thumb)
+        thumbs += 1
     found.fixed["thumbnails_made"] = thumbs
     found.unfixable += [f"original of image {i} (an upload or URL: no other copy)" for i in found.originals_missing]
-    lib.save_index()
+    spaces.save()
     return found
 
 
@@ -144,5 +151,5 @@ class _NoLock:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         return None

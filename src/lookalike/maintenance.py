@@ -22,19 +22,23 @@ import logging
 import shutil
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
+from lookalike.config import Settings
 from lookalike.search.whitening import Whitening
+from lookalike.spaces import Spaces
 from lookalike.store.errors import Unavailable
 from lookalike.vectorspace import IDENTITY, WHITENING, SpaceKey
 
 log = logging.getLogger("lookalike")
 
 
-def whitening_wanted(lib, n: int) -> bool:
-    return bool(lib.settings.whiten) and n >= lib.settings.whiten_min_photos
+def whitening_wanted(settings: Settings, n: int) -> bool:
+    return bool(settings.whiten) and n >= settings.whiten_min_photos
 
 
-def recipe(settings) -> str:
+def recipe(settings: Settings) -> str:
     """What a whitening is learned with; a transform learned with other settings (or by an earlier version,
     under the old n/8 rule) is re-learned by the automatic rule, within its size limit."""
     s = settings
@@ -42,26 +46,25 @@ def recipe(settings) -> str:
                        "shrink": s.whiten_shrink}, sort_keys=True)  # fmt: skip
 
 
-def relearn_due(lib) -> bool:
+def relearn_due(spaces: Spaces) -> bool:
     """Whether the automatic rule asks for a new transform now."""
-    n = lib.catalog.count()
-    space = lib.space
-    current = space.transform
-    if not whitening_wanted(lib, n):
+    n = spaces.catalog.count()
+    current = spaces.space.transform
+    if not whitening_wanted(spaces.settings, n):
         return current is not None  # whitening switched off, or the library shrank below the minimum
     if current is None:
         return True
-    if n > lib.settings.whiten_auto_max:
+    if n > spaces.settings.whiten_auto_max:
         return False
-    return n >= 2 * current.fitted_on or 2 * n <= current.fitted_on or current.recipe != recipe(lib.settings)
+    return n >= 2 * current.fitted_on or 2 * n <= current.fitted_on or current.recipe != recipe(spaces.settings)
 
 
-def learn_transform(lib) -> int:
+def learn_transform(spaces: Spaces) -> int:
     """Fit the transform the rule asks for on a bounded sample; store it; return its version."""
-    s, catalog = lib.settings, lib.catalog
+    s, catalog = spaces.settings, spaces.catalog
     n = catalog.count()
-    if not whitening_wanted(lib, n):
-        return catalog.add_transform(IDENTITY, lib.spec.dim, n, b"")
+    if not whitening_wanted(s, n):
+        return catalog.add_transform(IDENTITY, spaces.model_dim, n, b"")
     ids = catalog.sample_ids(s.whiten_sample, seed=n)
     chunks = (catalog.vectors(ids[i : i + 4096]).matrix for i in range(0, len(ids), 4096))
     fitted = Whitening.fit(chunks, s.whiten_max_dim, s.whiten_power, s.whiten_variance, s.whiten_shrink)
@@ -69,36 +72,36 @@ def learn_transform(lib) -> int:
     return catalog.add_transform(WHITENING, fitted.dim, n, fitted.to_bytes())
 
 
-def rebuild(lib, backend: str | None = None, force: bool = False, wait: bool = True) -> SpaceKey | None:
+def rebuild(spaces: Spaces, backend: str | None = None, force: bool = False, wait: bool = True) -> SpaceKey | None:
     """Learn a new transform when due (always with ``force``), build its space in ``backend`` (default:
     the active one), switch every process to it. Returns the new key, or None when nothing was due or
     another process is re-learning (``wait`` off)."""
-    with lib.catalog.lock("relearn", wait=wait) as got:
+    with spaces.catalog.lock("relearn", wait=wait) as got:
         if not got:
             return None
-        lib.refresh()
-        active = lib.space.key
+        spaces.refresh()
+        active = spaces.space.key
         target = backend or active.backend
-        if not force and target == active.backend and not relearn_due(lib):
+        if not force and target == active.backend and not relearn_due(spaces):
             return None
         started = time.perf_counter()
-        key = SpaceKey(target, learn_transform(lib))
-        space = lib.build_space(key)
-        lib.activate(space)
+        key = SpaceKey(target, learn_transform(spaces))
+        space = spaces.build_space(key)
+        spaces.activate(space)
         log.info("built space %s in %.1f s", space.names[0], time.perf_counter() - started)
         return key
 
 
-def tidy(lib) -> dict:
+def tidy(spaces: Spaces) -> dict[str, Any]:
     """Prune the change feed, drop replaced collections after their grace period, delete unused transforms
     and stale embedded index folders of this library directory."""
-    s, catalog = lib.settings, lib.catalog
+    s, catalog = spaces.settings, spaces.catalog
     dropped: list[str] = []  # the retired spaces whose collections were dropped
     done = {"changes_pruned": 0, "dropped": dropped}
-    active = lib.active_key()
+    active = spaces.active_key()
     keep_from = catalog.last_seq()
     if active.shared:
-        keep_from = min(keep_from, int(catalog.get_meta(lib.space.cursor_key) or 0))
+        keep_from = min(keep_from, int(catalog.get_meta(spaces.space.cursor_key) or 0))
     done["changes_pruned"] = catalog.prune_changes(keep_from, s.change_retention)
     now = time.time()
     keep_versions = {active.version}
@@ -109,8 +112,8 @@ def tidy(lib) -> dict:
             continue
         if key.shared and key != active:
             try:
-                for name in lib.names_for(key):
-                    lib.open_engine(key.backend, name, 1).drop()
+                for name in spaces.names_for(key):
+                    spaces.open_engine(key.backend, name, 1).drop()
                 dropped.append(key.to_json())
             except Exception as exc:  # an engine that is gone or unreachable: try again next time
                 log.warning("could not drop retired collections of %s: %s", key.to_json(), exc)
@@ -118,9 +121,9 @@ def tidy(lib) -> dict:
                 continue
         catalog.delete_meta(meta_key)
     catalog.delete_transforms(keep_versions)
-    folder = lib.home / "vectors"
+    folder = spaces.home / "vectors"
     if folder.is_dir():
-        current = set(lib.names_for(active)) if not active.shared else set()
+        current = set(spaces.names_for(active)) if not active.shared else set()
         for child in folder.iterdir():
             manifest = child / "index.json"
             if child.is_dir() and child.name not in current:
@@ -132,14 +135,14 @@ def tidy(lib) -> dict:
     return done
 
 
-def describe(lib) -> dict:
+def describe(spaces: Spaces) -> dict[str, Any]:
     """The active space, for stats: transform, engine, collections."""
-    space = lib.space
+    space = spaces.space
     t = space.transform
     return {
         "space": json.loads(space.key.to_json()),
         "collections": list(space.names),
-        "whitening": f"{lib.spec.dim} -> {t.dim}, learned from {t.fitted_on} photos" if t is not None else "off",
+        "whitening": f"{spaces.model_dim} -> {t.dim}, learned from {t.fitted_on} photos" if t is not None else "off",
     }
 
 
@@ -154,12 +157,16 @@ class Background:
     the service answers 503 at once then (its index may be behind), and again once a look worked.
     """
 
-    def __init__(self, lib, save_every: float = 30.0, maintain_every: float = 60.0) -> None:
-        self.lib, self.save_every, self.maintain_every = lib, save_every, maintain_every
+    def __init__(self, spaces: Spaces, due: threading.Event, maintain: Callable[[], None], save_every: float = 30.0,
+                 maintain_every: float = 60.0) -> None:  # fmt: skip
+        """``due`` is set after writes; ``maintain`` re-learns when the rule says so and tidies."""
+        self.spaces, self.due, self.maintain = spaces, due, maintain
+        self.save_every, self.maintain_every = save_every, maintain_every
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lookalike-follow", daemon=True)
         self.away: str | None = None  # why the last look at the catalog failed (an outage), None when it worked
-        lib.background = True
+        if not spaces.following:  # its searches would refresh too, beside this thread
+            raise ValueError("a library followed in the background is opened with role='service'")
 
     def start(self) -> Background:
         self._thread.start()
@@ -170,24 +177,24 @@ class Background:
         self._thread.join(timeout)
 
     def _run(self) -> None:
-        lib = self.lib
+        spaces, interval = self.spaces, self.spaces.settings.sync_interval
         last_save = last_maintain = time.monotonic()
         save_took = 0.0
-        while not self._stop.wait(lib.settings.sync_interval):
+        while not self._stop.wait(interval):
             try:
-                lib.refresh(wait=False)
+                spaces.refresh(wait=False)
                 now = time.monotonic()
                 since = now - last_maintain
-                if (lib.maintenance_due.is_set() and since > 5) or since > self.maintain_every:
-                    lib.maintenance_due.clear()
+                if (self.due.is_set() and since > 5) or since > self.maintain_every:
+                    self.due.clear()
                     last_maintain = now
-                    lib.maintain(wait=False)
+                    self.maintain()
                 if now - last_save > max(self.save_every, 20 * save_took):
-                    lib.save_index()  # a large index is written less often: at most 5 % of the time
+                    spaces.save()  # a large index is written less often: at most 5 % of the time
                     save_took, last_save = time.monotonic() - now, time.monotonic()
             except Unavailable as exc:  # a database, engine or store briefly away: try again next round
                 if self.away is None:
-                    log.warning("following the catalog: %s; trying again every %.1f s", exc, lib.settings.sync_interval)
+                    log.warning("following the catalog: %s; trying again every %.1f s", exc, interval)
                 self.away = f"{exc.part} is unavailable: {exc}"
                 continue
             except Exception:

@@ -29,6 +29,7 @@ import logging
 import re
 import threading
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,7 @@ import numpy as np
 from lookalike.config import Settings
 from lookalike.search.whitening import Whitening
 from lookalike.store.catalog import COPY, OBJECTS, PHOTO, Catalog, Change
-from lookalike.store.vectors import EmbeddedIndex, IvfIndex, VectorIndex
+from lookalike.store.vectors import EmbeddedIndex, VectorIndex
 
 log = logging.getLogger("lookalike")
 
@@ -80,8 +81,7 @@ def load_transform(catalog: Catalog, version: int) -> Whitening | None:
     found = catalog.transform(version)
     if found is None:
         raise LookupError(f"transform version {version} is not in the catalog")
-    kind, _dim, _fitted_on, data = found
-    return Whitening.from_bytes(data) if kind == WHITENING else None
+    return Whitening.from_bytes(found.data) if found.kind == WHITENING else None
 
 
 class Space:
@@ -124,8 +124,7 @@ class Space:
 
     def wait(self) -> None:
         for index in self.indexes():
-            if hasattr(index, "wait"):
-                index.wait()
+            index.wait()
 
     def save(self) -> None:
         """Embedded: write the files if they changed (another process may already have newer ones)."""
@@ -191,8 +190,7 @@ class Follower:
                 if start > space.seen:
                     # another process applied changes: make its writes visible to this client's reads
                     for index in space.indexes():
-                        if hasattr(index, "refresh_reads"):
-                            index.refresh_reads()
+                        index.refresh_reads()
                 end = self._apply_from(space, start)
                 if end != start:
                     self.catalog.set_meta(space.cursor_key, str(end))
@@ -248,8 +246,8 @@ class Follower:
         start = self.catalog.last_seq()
         counts = self.catalog.counts()
         for objects, index in ((False, space.photos), (True, space.objects)):
-            if isinstance(index, EmbeddedIndex):
-                self._preset_tier(space, index, counts["objects" if objects else "images"], objects)
+            if isinstance(index, EmbeddedIndex):  # the engines size their own indexes
+                index.preset(counts["objects" if objects else "images"], partial(self._sample, space, objects=objects))
             for chunk in self.catalog.iter_vectors(objects=objects):
                 index.add(chunk.ids, space.apply_transform(chunk.matrix), chunk.payloads)
         self.fill_copies(space)
@@ -263,19 +261,11 @@ class Follower:
                 for chunk in self.catalog.iter_copy_vectors(parts=parts):
                     index.add(chunk.ids, chunk.matrix, chunk.payloads)
 
-    def _preset_tier(self, space: Space, index: EmbeddedIndex, total: int, objects: bool) -> None:
-        """Start a large embedded index in its final tier instead of climbing (and converting) tier by tier."""
-        tier = index._tier(total)
-        if tier is IvfIndex:  # cells learned from a sample of the catalog
-            inner = index._new(IvfIndex, total)
-            ids = self.catalog.sample_ids(64 * inner.nlist)
-            sample = self.catalog.object_vectors(ids) if objects else self.catalog.vectors(ids)
-            if len(sample):
-                inner.train(space.apply_transform(sample.matrix))
-                inner.built_for = total
-                index.inner = inner
-        elif tier is not type(index.inner):
-            index.inner = index._new(tier, total)
+    def _sample(self, space: Space, n: int, objects: bool) -> np.ndarray:
+        """About ``n`` of the catalog's vectors (photos, or their subjects), as ``space`` holds them."""
+        ids = self.catalog.sample_ids(n)
+        sample = self.catalog.object_vectors(ids) if objects else self.catalog.vectors(ids)
+        return space.apply_transform(sample.matrix) if len(sample) else np.empty((0, space.dim), np.float32)
 
     def resync(self, space: Space) -> int:
         """Compare the collections with the whole catalog: add what is missing, remove what the catalog

@@ -54,8 +54,8 @@ def test_second_run_skips_everything_without_decoding(lib: Library, photo_dir: P
     def no_decode(*a, **k):
         raise AssertionError("an unchanged file was decoded")
 
-    monkeypatch.setattr("lookalike.library.decode", no_decode)
-    monkeypatch.setattr("lookalike.ingest.pipeline.read_file", no_decode)
+    monkeypatch.setattr("lookalike.models.loaded.decode", no_decode)
+    monkeypatch.setattr("lookalike.ingest.reading.read_file", no_decode)
     again = lib.index([str(photo_dir)])
     assert again.unchanged == 12 and not again.added and not again.rejected and not again.duplicates
 
@@ -283,8 +283,8 @@ def test_a_catalog_outage_mid_run_rejects_no_photo(settings: Settings, embedder,
     with Library(s, embedder=embedder) as lib:
         try:
             with pytest.raises(CatalogUnavailable):
-                Pipeline(lib, stop_once).run([chunk])
+                Pipeline(lib.indexing_parts(), stop_once).run([chunk])
         finally:
             own_pg.resume()
-        report = Pipeline(lib).run([chunk])
+        report = Pipeline(lib.indexing_parts()).run([chunk])
         assert len(report.added) == 12 and report.rejected == [] and lib.catalog.count() == 12

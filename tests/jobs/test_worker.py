@@ -25,7 +25,7 @@ def lib(settings, embedder):
 
 
 def run_all(lib: Library) -> Worker:
-    worker = Worker(lib, lib.jobs, name="test")
+    worker = lib.worker("test")
     worker.run(once=True)
     return worker
 
@@ -57,14 +57,15 @@ def test_a_chunk_run_twice_doubles_nothing(lib: Library, photo_dir: Path) -> Non
     clock = Clock()
     q = JobQueue(lib.catalog.db, lease=30.0, chunk=12, clock=clock)
     job_id = q.submit("index", {"paths": [str(photo_dir)]})
-    worker = Worker(lib, q, name="first")
+    worker = lib.worker("first", q)
     worker.run_task(q.claim("first"))  # the listing
     chunk = q.claim("dying")
     items = [item_from_json(d) for d in chunk.items]
-    Pipeline(lib).run([SourceSet(items)])  # it committed its photos, then died before reporting the chunk
+    # it committed its photos, then died before reporting the chunk
+    Pipeline(lib.indexing_parts()).run([SourceSet(items)])
     assert lib.catalog.count() == 12
     clock.advance(31)  # its lease runs out
-    Worker(lib, q, name="second").run(once=True)
+    lib.worker("second", q).run(once=True)
     job = q.get(job_id)
     assert job.state == "done" and lib.catalog.count() == 12 and job.unchanged == 12 and job.added == 0
 
@@ -85,16 +86,16 @@ def test_a_worker_that_lost_its_lease_writes_nothing_more(lib: Library, photo_di
     clock = Clock()
     q = JobQueue(lib.catalog.db, lease=30.0, chunk=12, clock=clock)
     q.submit("index", {"paths": [str(photo_dir)]})
-    Worker(lib, q, name="first").run_task(q.claim("first"))  # the listing
+    lib.worker("first", q).run_task(q.claim("first"))  # the listing
     slow = q.claim("slow")
     clock.advance(31)  # its lease runs out
     other = q.claim("other")
     assert other.id == slow.id
     items = [item_from_json(d) for d in slow.items]
     with pytest.raises(TaskLost):
-        Pipeline(lib, guard=q.guard(slow)).run([SourceSet(items)])
+        Pipeline(lib.indexing_parts(), guard=q.guard(slow)).run([SourceSet(items)])
     assert lib.catalog.count() == 0
-    report = Pipeline(lib, guard=q.guard(other)).run([SourceSet(items)])
+    report = Pipeline(lib.indexing_parts(), guard=q.guard(other)).run([SourceSet(items)])
     assert len(report.added) == 12 and lib.catalog.count() == 12
 
 
@@ -105,7 +106,7 @@ def test_a_chunk_failing_for_good_fails_its_job_with_the_photos_owed_and_a_rerun
     every attempt (its image store away, say) leaves the job failed, saying how many photos are owed."""
     q = JobQueue(lib.catalog.db, chunk=5)
     job_id = q.submit("index", {"paths": [str(photo_dir)]})
-    worker = Worker(lib, q, name="w")
+    worker = lib.worker("w", q)
     worker.run_task(q.claim("w"))  # the listing: chunks of 5, 5 and 2
     for _ in range(MAX_ATTEMPTS):
         task = q.claim("w")

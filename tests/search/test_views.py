@@ -66,7 +66,7 @@ def test_a_photo_small_in_a_scene_reaches_its_original_through_the_views(tmp_pat
         found = next(h for h in lib.search(query, k=10).hits if Path(h.sources[0]).name == original.name)
         # its whole descriptor is far (a quarter of the scene): shown as the same object, never as an edited copy
         assert found.same_object and not found.copy and found.verdict.cosine < 0.30
-        monkeypatch.setattr(lib, "settings", lib.settings.model_copy(update={"copy_views": False}))
+        monkeypatch.setattr(lib.searcher, "settings", lib.settings.model_copy(update={"copy_views": False}))
         assert original.name not in judged()  # the whole photo's descriptor alone does not reach it
     finally:
         lib.close()

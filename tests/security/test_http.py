@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,10 +32,12 @@ def lib(settings: Settings, embedder, photo_dir: Path):
         yield library
 
 
-def client_for(lib: Library, **overrides) -> TestClient:
+@contextlib.contextmanager
+def client_for(lib: Library, **overrides) -> Iterator[TestClient]:
+    """A client of the service of ``lib``'s library opened with these settings (the parts take theirs when opened)."""
     s = Settings(**{**lib.settings.model_dump(), **overrides})
-    lib.settings = s
-    return TestClient(create_app(s, library=lib))
+    with Library(s, embedder=lib.embedder) as served, TestClient(create_app(s, library=served)) as client:
+        yield client
 
 
 def body_without_instance(r) -> tuple[int, dict]:
@@ -181,15 +185,15 @@ def test_the_docs_are_served_from_the_package(lib) -> None:
 def test_a_flood_of_decodes_waits_then_gets_503(lib) -> None:
     """At most max_concurrent_decodes query photos are decoded at once; the rest wait, then 503."""
     with client_for(lib, max_concurrent_decodes=1, decode_wait=0.3) as c:
-        lib._decodes = threading.BoundedSemaphore(1)  # as a library opened with these settings has it
-        held = lib._decodes.acquire()  # another request is decoding
+        served = c.app.state.lookalike.library  # opened with these settings: one decode at a time
+        held = served.reader.decodes.acquire()  # another request is decoding
         assert held
         try:
             r = c.post(f"{API}/search", files={"image": ("q.jpg", photo("goldfish", 0).read_bytes())})
             assert r.status_code == 503 and r.headers["retry-after"] == "2"
             assert "LOOKALIKE_MAX_CONCURRENT_DECODES" in r.json()["detail"]
         finally:
-            lib._decodes.release()
+            served.reader.decodes.release()
         assert c.post(f"{API}/search", files={"image": ("q.jpg", photo("goldfish", 0).read_bytes())}).status_code == 200
 
 

@@ -3,8 +3,10 @@ links and CSV rows say, and a URL must never become a server path."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,10 +26,12 @@ def lib(settings: Settings, embedder):
         yield library
 
 
-def client_for(lib: Library, **overrides) -> TestClient:
+@contextlib.contextmanager
+def client_for(lib: Library, **overrides) -> Iterator[TestClient]:
+    """A client of the service of ``lib``'s library opened with these settings (the parts take theirs when opened)."""
     s = Settings(**{**lib.settings.model_dump(), **overrides})
-    lib.settings = s
-    return TestClient(create_app(s, library=lib))
+    with Library(s, embedder=lib.embedder) as served, TestClient(create_app(s, library=served)) as client:
+        yield client
 
 
 def finished(c: TestClient, job: dict, within: float = 120) -> dict:

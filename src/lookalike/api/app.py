@@ -296,10 +296,13 @@ class State:
 
     def _opened(self, library: Library) -> None:
         self.library = library
-        # photos that other processes add or remove are found (or gone) within sync_interval
-        self.follow = Background(library).start()
+        # photos that other processes add or remove are found (or gone) within sync_interval. A library passed in
+        # opened for another role (a test's, a tool's) is served as it is: it refreshes on its searches and
+        # maintains after its runs, as the CLI does
+        if library.role == "service":
+            self.follow = Background(library.spaces, library.maintenance_due, library.maintain).start()
         if self.settings.serve_worker:  # the embedded default needs no extra process to run index jobs
-            self.worker = Worker(library, library.jobs, name=f"serve:{worker_name()}")
+            self.worker = library.worker(f"serve:{worker_name()}")
             self.worker.start_thread()
         self.metrics.images.set_function(lambda: library.catalog.count())
         self.ready.set()
@@ -318,7 +321,7 @@ class State:
     def _open_once(self) -> Library:
         library = None
         try:
-            library = Library(self.settings)
+            library = Library(self.settings, role="service")
             _ = library.space, library.embedder  # the slow part: load index and model before serving
             try:
                 health.warm_up(library)  # what the first search needs, loaded before saying ready
@@ -518,6 +521,7 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
             if state.worker is not None:
                 state.worker.wake.set()
             job = await run_in_threadpool(lib.jobs.wait, job_id, settings.upload_wait)
+            assert job is not None  # queued just now: jobs are not deleted
             if not job.finished:
                 body = {"added": [], "duplicates": [], "rejected": rejected, "job": job.as_dict()}
                 return JSONResponse(body, status_code=202, headers={"Location": f"{API}/jobs/{job_id}"})
@@ -638,7 +642,9 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
         job_id = await run_in_threadpool(lib.jobs.submit, "index", params, None, host_affinity() if local else None)
         if state.worker is not None:
             state.worker.wake.set()
-        return (await run_in_threadpool(lib.jobs.get, job_id)).as_dict()
+        job = await run_in_threadpool(lib.jobs.get, job_id)
+        assert job is not None  # queued just now: jobs are not deleted
+        return job.as_dict()
 
     @app.get(f"{API}/jobs", dependencies=read, summary="Index jobs, newest first", response_model=JobList)
     async def list_jobs(lib: Lib, limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0, le=2**31),
@@ -660,7 +666,9 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
         if await run_in_threadpool(lib.jobs.get, job_id, False) is None:
             raise NotFoundError(f"no job with id {job_id}")
         await run_in_threadpool(lib.jobs.cancel, job_id)
-        return (await run_in_threadpool(lib.jobs.get, job_id)).as_dict()
+        job = await run_in_threadpool(lib.jobs.get, job_id)
+        assert job is not None  # found a moment ago: jobs are not deleted
+        return job.as_dict()
 
     # --- information ----------------------------------------------------------------------------
     @app.get(f"{API}/stats", dependencies=read, summary="What the library holds", response_model=StatsOut)
@@ -670,10 +678,8 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
     @app.get(f"{API}/duplicates", dependencies=read, response_model=DuplicatesOut,
              summary="Groups of photos that are the same picture (the largest first: the one to keep)")  # fmt: skip
     async def duplicates(lib: Lib, min_confidence: Annotated[float, Query(ge=0.0, le=1.0)] = 0.0) -> dict:
-        from lookalike.search import duplicates as dup
-
         def report() -> dict:
-            found = dup.report(lib, min_confidence)
+            found = lib.duplicates(min_confidence)
             for row in found["groups"]:
                 for photo in row["photos"]:
                     photo["thumbnail_url"] = f"{API}/images/{photo['id']}/thumbnail"
@@ -740,7 +746,7 @@ def _queue_uploads(lib: Library, files: list[tuple[str, bytes]], label: str | No
         source = f"upload:{digest}/{Path(name).name or 'photo'}"
         sources.append(source)
         items.append(item_json(SourceItem(source, label, stored=digest)))
-    return lib.jobs.submit("upload", {"label": label, "objects": objects}, items, store_affinity(lib)), sources
+    return lib.jobs.submit("upload", {"label": label, "objects": objects}, items, store_affinity(lib.images)), sources
 
 
 def _query_bytes(lib: Library, query: str | int) -> bytes:

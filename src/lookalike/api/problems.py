@@ -15,9 +15,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lookalike.api.limits import TrackedSend
+from lookalike.errors import BusyError, LibraryError, ModelMismatchError, NotFoundError
 from lookalike.imaging import BadImage, DecodeBusy
 from lookalike.ingest.fetch import FetchError
-from lookalike.library import BusyError, LibraryError, ModelMismatchError, NotFoundError
 from lookalike.store.catalog.database import unreachable
 from lookalike.store.errors import RETRY_AFTER, EngineError, Unavailable
 

@@ -19,17 +19,22 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
 
-from lookalike.imaging import BadImage, thumbnail_jpeg
-from lookalike.ingest.fetch import FetchError, read_file
+from lookalike.config import Settings
+from lookalike.imaging import BadImage, Decoded, thumbnail_jpeg
+from lookalike.ingest.fetch import FetchError
+from lookalike.ingest.reading import Reader
 from lookalike.ingest.sources import SourceItem, SourceSet
+from lookalike.models.detectors import Detection
+from lookalike.models.loaded import Models
 from lookalike.search.verification import CopyQuery
-from lookalike.store.catalog import NewImage
+from lookalike.store.catalog import Catalog, ImageRecord, NewImage
 from lookalike.store.errors import DependencyError, EngineError
-from lookalike.store.s3 import read as s3_read
+from lookalike.store.images import ImageStore
 
 
 @dataclass(frozen=True)
@@ -74,7 +79,7 @@ class IndexReport:
         processed = len(self.added) + len(self.duplicates) + self.updated
         return processed / self.seconds if self.seconds > 0 else 0.0
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "total": self.total,
             "added": len(self.added),
@@ -107,7 +112,7 @@ class _Prepared:
     format: str = ""
     nbytes: int = 0
     error: str | None = None
-    detections: list | None = None  # None: detection not run for this item
+    detections: list[Detection] | None = None  # None: detection not run for this item
     object_vectors: np.ndarray | None = None
     copy_vector: np.ndarray | None = None  # the copy descriptor (lookalike.models.copy_descriptor)
     part_vector: np.ndarray | None = None  # that of the photo's centre
@@ -136,16 +141,31 @@ def not_the_photo(part: str, kinds: tuple[type[BaseException], ...] = (Exception
         raise DependencyError(f"{part}: {type(exc).__name__}: {exc}") from exc
 
 
+@dataclass(frozen=True)
+class IndexingParts:
+    """What indexing needs of a library (``Library.indexing_parts``): where photos are read from and written to,
+    the models, the copy check of new photos against the library, and what to do after writing or deleting."""
+
+    settings: Settings
+    catalog: Catalog
+    images: ImageStore
+    reader: Reader
+    models: Models
+    copy_of: Callable[[CopyQuery], tuple[int, float] | None]
+    after_write: Callable[[], None]
+    delete_images: Callable[[list[int]], list[ImageRecord]]
+
+
 class Pipeline:
     """Runs one indexing job against a library's catalog, image store, index and embedder."""
 
-    def __init__(self, library, on_progress: ProgressFn | None = None, objects: bool = False,
+    def __init__(self, parts: IndexingParts, on_progress: ProgressFn | None = None, objects: bool = False,
                  guard: GuardFn | None = None, include_removed: bool = False) -> None:  # fmt: skip
         """``guard`` runs in each batch's catalog transaction before it writes (a worker checks it still holds
         its task there, so a worker that lost its lease writes nothing more). Sources a user removed are left
         out (and reported) unless ``include_removed``."""
-        self.lib = library
-        self.settings = library.settings
+        self.parts = parts
+        self.settings = parts.settings
         self.on_progress = on_progress
         self.objects = objects
         self.guard = guard
@@ -164,38 +184,35 @@ class Pipeline:
                     raise BadImage("empty file (0 bytes)")
             elif item.stored is not None:  # a queued upload: its bytes were put in the image store first
                 with not_the_photo("the image store"):
-                    data = self.lib.images.get("original", item.stored)
-                if data is None:
+                    stored = self.parts.images.get("original", item.stored)
+                if stored is None:
                     raise FetchError("the uploaded bytes are no longer in the image store")
+                data = stored
                 if not data:
                     raise BadImage("empty file (0 bytes)")
-            elif item.is_url:
-                data = self.lib.url_fetcher().fetch(item.source)
-            elif item.source.startswith("s3://"):
-                data = s3_read(self.lib.s3(), item.source, self.settings.max_file_bytes)
             else:
-                data = read_file(item.source, self.settings.max_file_bytes)
+                data = self.parts.reader.read_source(item.source)
             out.nbytes = len(data)
             out.sha256 = hashlib.sha256(data).hexdigest()
-            catalog = self.lib.catalog
+            catalog = self.parts.catalog
             with not_the_photo("the catalog"):
                 out.known_id = catalog.id_for_sha(out.sha256)
                 undetected = self.objects and out.known_id is not None and catalog.detected_with(out.known_id) is None
             if out.known_id is not None:
                 if undetected:
-                    self._detect(out, self.lib.decode_for_model(data))  # known photo, objects still missing
+                    self._detect(out, self.parts.models.decode(data))  # known photo, objects still missing
                 return out  # exact duplicate: no embedding needed
-            decoded, pixels = self.lib.prepare_pixels(data)
+            decoded, pixels = self.parts.models.prepare_pixels(data)
             # embedding here, in the worker, spreads inference over all cores (one interpreter per worker)
-            out.vector = self.lib.embedder.embed(pixels[None])[0]
+            out.vector = self.parts.models.embedder.embed(pixels[None])[0]
             out.width, out.height, out.format = decoded.width, decoded.height, decoded.format
             out.thumbnail = thumbnail_jpeg(decoded.image, self.settings.thumbnail_size, self.settings.thumbnail_quality)
-            copy_model = self.lib.copy_model
+            copy_model = self.parts.models.copy_model
             if copy_model is not None:
                 out.copy_vector, out.part_vector = copy_model.describe_stored(decoded.image)
                 query = CopyQuery(out.copy_vector, lambda: decoded.image, decoded.width, decoded.height)
                 with not_the_photo("the copy check (vector engine, image store)", DEPENDENCY_ERRORS):
-                    out.near = self.lib.copy_of(query)
+                    out.near = self.parts.copy_of(query)
             if item.is_url or item.is_upload or self.settings.keep_originals:
                 out.original = data
             if self.objects:
@@ -208,9 +225,9 @@ class Pipeline:
             out.error = f"unexpected error: {type(exc).__name__}: {exc}"
         return out
 
-    def _detect(self, out: _Prepared, decoded) -> None:
-        out.detections = self.lib.detect_decoded(decoded)
-        out.object_vectors = self.lib.embed_objects(decoded, out.detections)
+    def _detect(self, out: _Prepared, decoded: Decoded) -> None:
+        out.detections = self.parts.models.detect_decoded(decoded)
+        out.object_vectors = self.parts.models.embed_objects(decoded, out.detections)
 
     # --- main side ---------------------------------------------------------------
     def run(self, sets: Iterable[SourceSet], prune: bool = False) -> IndexReport:
@@ -221,7 +238,7 @@ class Pipeline:
         for s in sets:
             for it in s.items:
                 items.setdefault(it.source, it)
-        catalog = self.lib.catalog
+        catalog = self.parts.catalog
         removed = catalog.removed_among(s for s, it in items.items() if not it.is_upload)  # an upload is explicit
         if removed and self.include_removed:
             catalog.forget_removed(removed)
@@ -237,23 +254,23 @@ class Pipeline:
         relabel: dict[str, str | None] = {}  # unchanged sources whose label the rule now gives differently
         for it in items.values():
             state = known.get(it.source)
-            if state is not None and state[3] != it.label and not it.error and not (it.is_url or it.is_upload):
+            if state is not None and state.label != it.label and not it.error and not (it.is_url or it.is_upload):
                 relabel[it.source] = it.label  # files, bucket keys: the rule decides
             if state is not None and not it.is_url and it.size is not None:
-                if state[1] == it.size and state[2] == it.mtime_ns:
-                    if self.objects and catalog.detected_with(state[0]) is None:
+                if state.size == it.size and state.mtime_ns == it.mtime_ns:
+                    if self.objects and catalog.detected_with(state.image_id) is None:
                         todo.append(it)  # unchanged, but its subjects were never detected
                         self._redetect.add(it.source)
                         continue
                     report.unchanged += 1
                     continue
-                changed_from[it.source] = state[0]
+                changed_from[it.source] = state.image_id
             elif state is not None and (it.is_url or it.is_upload):
                 report.unchanged += 1  # URLs are content-addressed once fetched; re-fetch with --force later
                 continue
             todo.append(it)
-        if relabel and self.lib.catalog.relabel_sources(relabel):
-            self.lib.after_write()
+        if relabel and self.parts.catalog.relabel_sources(relabel):
+            self.parts.after_write()
         done = report.unchanged
         self._progress(done, report)
         batch: list[_Prepared] = []
@@ -302,8 +319,9 @@ class Pipeline:
     def _commit(self, batch: list[_Prepared], report: IndexReport, changed_from: dict[str, int],
                 displaced: list[int]) -> int:  # fmt: skip
         fresh = [p for p in batch if p.known_id is None]
-        store = self.lib.images
+        store = self.parts.images
         for p in fresh:
+            assert p.sha256 is not None and p.thumbnail is not None  # a fresh photo was read and decoded
             store.put("thumbnail", p.sha256, p.thumbnail)
             if p.original is not None:
                 store.put("original", p.sha256, p.original)
@@ -327,7 +345,7 @@ class Pipeline:
                     part_vector=p.part_vector if p.known_id is None else None,
                 )
             )
-        written = self.lib.catalog.add_batch(rows, guard=self.guard)
+        written = self.parts.catalog.add_batch(rows, guard=self.guard)
         displaced += written.displaced
         detected = {p.item.source: p for p in batch if p.detections is not None}
         prepared = {p.item.source: p for p in batch if p.near is not None}
@@ -336,7 +354,7 @@ class Pipeline:
                 p = detected.pop(row.source)
                 assert p.detections is not None and p.object_vectors is not None  # set together by _detect
                 objects = [(d.box, d.label, d.score, v) for d, v in zip(p.detections, p.object_vectors, strict=True)]
-                self.lib.catalog.set_objects(image_id, self.lib.detector.name, objects)
+                self.parts.catalog.set_objects(image_id, self.parts.models.detector.name, objects)
                 report.subjects += len(objects)
                 if row.source in self._redetect:
                     report.detected += 1
@@ -351,24 +369,24 @@ class Pipeline:
                     report.near_duplicates.append(NearDuplicate(row.source, image_id, near[0], round(near[1], 3)))
             elif row.source not in changed_from:
                 report.duplicates.append(Duplicate(row.source, image_id))
-        self.lib.after_write()  # searchable (in this process, and in a shared engine) before it counts as done
+        self.parts.after_write()  # searchable (in this process, and in a shared engine) before it counts as done
         return len(batch)
 
     def _remove_orphans(self, candidates: list[int]) -> None:
-        orphans = self.lib.catalog.orphans(candidates) if candidates else []
+        orphans = self.parts.catalog.orphans(candidates) if candidates else []
         if orphans:
-            self.lib.delete_images(orphans)
+            self.parts.delete_images(orphans)
 
     def _vanished(self, sets: list[SourceSet], items: dict[str, SourceItem], report: IndexReport, prune: bool) -> None:
         for s in sets:
             if s.root is None:
                 continue
-            gone = [src for src in self.lib.catalog.sources_under(s.root) if src not in items]
+            gone = [src for src in self.parts.catalog.sources_under(s.root) if src not in items]
             report.vanished.extend(gone)
         if prune and report.vanished:
-            touched = self.lib.catalog.remove_sources(report.vanished)
-            orphans = self.lib.catalog.orphans(touched)
-            report.pruned = len(self.lib.delete_images(orphans))
+            touched = self.parts.catalog.remove_sources(report.vanished)
+            orphans = self.parts.catalog.orphans(touched)
+            report.pruned = len(self.parts.delete_images(orphans))
 
     def _progress(self, done: int, report: IndexReport) -> None:
         if self.on_progress is not None:

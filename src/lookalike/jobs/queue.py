@@ -315,8 +315,9 @@ class JobQueue:
 
     @staticmethod
     def _job(row) -> Job:
-        return Job(int(row[0]), row[1], row[2], json.loads(row[3]), float(row[4]), row[5], row[6], bool(row[7]),
-                   None if row[8] is None else int(row[8]), row[9])  # fmt: skip
+        return Job(int(row.id), row.kind, row.state, json.loads(row.params), float(row.created_at), row.started_at,
+                   row.finished_at, bool(row.listed), None if row.total is None else int(row.total),
+                   row.error)  # fmt: skip
 
     def wait(self, job_id: int, timeout: float, poll: float = 0.05) -> Job | None:
         """The job once finished, or as it is when ``timeout`` runs out."""

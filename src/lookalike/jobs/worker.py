@@ -23,12 +23,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
-from lookalike.ingest.pipeline import IndexReport, Pipeline
+from lookalike.ingest.pipeline import IndexingParts, IndexReport, Pipeline
 from lookalike.ingest.sources import SourceItem, SourceSet, iter_expand
 from lookalike.jobs.queue import JobQueue, Task, TaskLost
 from lookalike.store import retry
 from lookalike.store.errors import StoreUnavailable, Unavailable
+from lookalike.store.images import ImageStore, LocalImageStore
 from lookalike.store.s3 import is_s3
 
 log = logging.getLogger("lookalike")
@@ -37,12 +39,12 @@ OUTAGE_WAIT = 300.0  # seconds a worker holds a chunk while a part it needs is a
 OUTAGE_ROUNDS = 20  # runs of one chunk cut short by outages, before that counts as an attempt (a flapping part)
 
 
-def item_json(item: SourceItem) -> dict:
+def item_json(item: SourceItem) -> dict[str, Any]:
     return {k: v for k, v in {"s": item.source, "l": item.label, "z": item.size, "m": item.mtime_ns, "e": item.error,
                               "h": item.stored}.items() if v is not None}  # fmt: skip
 
 
-def item_from_json(data: dict) -> SourceItem:
+def item_from_json(data: dict[str, Any]) -> SourceItem:
     return SourceItem(data["s"], data.get("l"), data.get("z"), data.get("m"), data.get("e"), stored=data.get("h"))
 
 
@@ -55,19 +57,23 @@ def host_affinity() -> str:
     return f"host:{socket.gethostname()}"
 
 
-def store_affinity(lib) -> str | None:
+def store_affinity(images: ImageStore) -> str | None:
     """Uploads kept in a local image store run where that store is; in a bucket, anywhere."""
-    root = getattr(lib.images, "root", None)
+    root = images.root if isinstance(images, LocalImageStore) else None
     return f"store:{socket.gethostname()}:{root}" if root is not None else None
 
 
-def affinities(lib) -> tuple[str, ...]:
-    return tuple(a for a in (host_affinity(), store_affinity(lib)) if a)
+def affinities(images: ImageStore) -> tuple[str, ...]:
+    return tuple(a for a in (host_affinity(), store_affinity(images)) if a)
 
 
 class Worker:
-    def __init__(self, lib, queue: JobQueue, name: str | None = None, poll: float = 0.5) -> None:
-        self.lib, self.queue, self.poll = lib, queue, poll
+    """Runs index jobs' chunks from ``queue`` into the library whose ``parts`` it is given. ``maintain`` (re-learn when
+    due, tidy) runs once a minute; None where another thread of the process maintains (the service)."""
+
+    def __init__(self, parts: IndexingParts, queue: JobQueue, maintain: Callable[[], None] | None = None,
+                 name: str | None = None, poll: float = 0.5) -> None:  # fmt: skip
+        self.parts, self.queue, self.maintain, self.poll = parts, queue, maintain, poll
         self.name = name or worker_name()
         self.wake = threading.Event()  # set when work was queued in this process: no need to wait a poll
         self.stopping = threading.Event()
@@ -79,7 +85,7 @@ class Worker:
         last_maintain = time.monotonic()
         while not self.stopping.is_set():
             try:
-                task = self.queue.claim(self.name, affinities(self.lib))
+                task = self.queue.claim(self.name, affinities(self.parts.images))
             except Unavailable as exc:
                 log.warning("cannot claim a task: %s; waiting for it to come back", exc)
                 self.queue.db.wait_reachable(self.stopping.is_set, OUTAGE_WAIT)
@@ -95,10 +101,10 @@ class Worker:
                 self.wake.clear()
                 continue
             self.run_task(task)
-            if not self.lib.background and time.monotonic() - last_maintain > 60:
+            if self.maintain is not None and time.monotonic() - last_maintain > 60:
                 last_maintain = time.monotonic()
                 try:
-                    self.lib.maintain()  # re-learn when due, tidy: once a minute, not once per chunk
+                    self.maintain()  # re-learn when due, tidy: once a minute, not once per chunk
                 except Exception:  # maintenance waits for the next minute; the work goes on
                     log.exception("maintenance failed")
 
@@ -205,7 +211,7 @@ class Worker:
             return db.ping
 
         def store_and_catalog() -> None:
-            self.lib.images.ping()
+            self.parts.images.ping()
             db.ping()
 
         return store_and_catalog
@@ -225,7 +231,7 @@ class Worker:
         p = task.params
         seq, total, chunk, chunks, vanished = 1, 0, [], [], []
         for path in p.get("paths", []):
-            root, items = iter_expand(path, p.get("label"), s3=self.lib.s3 if is_s3(path) else None,
+            root, items = iter_expand(path, p.get("label"), s3=self.parts.reader.s3 if is_s3(path) else None,
                                       roots=p.get("roots"))  # fmt: skip  # an HTTP caller's job: its roots
             seen: set[str] | None = set() if p.get("prune") and root else None
             for item in items:
@@ -241,40 +247,42 @@ class Worker:
                         raise TaskLost
                     self.queue.add_chunks(task.job_id, seq, chunks)
                     seq, chunks = seq + len(chunks), []
-            if seen is not None:
-                vanished += [s for s in self.lib.catalog.sources_under(root) if s not in seen]
+            if seen is not None and root:
+                vanished += [s for s in self.parts.catalog.sources_under(root) if s not in seen]
         if chunk:
             chunks.append(chunk)
         self.queue.add_chunks(task.job_id, seq, chunks)
         self.queue.finish_listing(task, total, vanished)
         self.queue.complete(task, {})
 
-    def _index(self, task: Task, lost: threading.Event) -> tuple[dict, dict]:
+    def _index(self, task: Task, lost: threading.Event) -> tuple[dict[str, int], dict[str, Any]]:
         items = [item_from_json(d) for d in task.items]
 
         def check(done: int, total: int, report: IndexReport) -> None:
             if lost.is_set():
                 raise TaskLost
 
-        pipeline = Pipeline(self.lib, check, objects=bool(task.params.get("objects")), guard=self.queue.guard(task))
+        pipeline = Pipeline(self.parts, check, objects=bool(task.params.get("objects")),
+                            guard=self.queue.guard(task))  # fmt: skip
         report = pipeline.run([SourceSet(items)])
         counts = {"added": len(report.added) + report.updated, "duplicates": len(report.duplicates),
                   "unchanged": report.unchanged, "rejected": len(report.rejected)}  # fmt: skip
-        details: dict = {"rejected": [{"source": r.source, "reason": r.reason} for r in report.rejected]}
+        details: dict[str, Any] = {"rejected": [{"source": r.source, "reason": r.reason} for r in report.rejected]}
         uploads = [i for i in items if i.stored]
         if uploads:  # each upload's outcome, for the request waiting on it; a rejected one's bytes go
             rejected = {r.source: r.reason for r in report.rejected}
-            states = self.lib.catalog.source_states([i.source for i in uploads])
+            states = self.parts.catalog.source_states([i.source for i in uploads])
             new = set(report.added)
             near = {d.source: d.of for d in report.near_duplicates}
-            outcome: dict[str, dict] = {}
+            outcome: dict[str, dict[str, Any]] = {}
             for item in uploads:
+                stored = item.stored or ""  # every upload's bytes are in the image store (``uploads`` above)
                 if item.source in rejected:
                     outcome[item.source] = {"rejected": rejected[item.source]}
-                    if self.lib.catalog.id_for_sha(item.stored) is None:
-                        self.lib.images.delete("original", item.stored)
+                    if self.parts.catalog.id_for_sha(stored) is None:
+                        self.parts.images.delete("original", stored)
                 elif item.source in states:
-                    image_id = states[item.source][0]
+                    image_id = states[item.source].image_id
                     outcome[item.source] = {"id": image_id, "new": image_id in new,
                                             "near_duplicate_of": near.get(item.source)}  # fmt: skip
                 else:  # its twin was deleted while it was indexed
@@ -286,6 +294,6 @@ class Worker:
         if task.params.get("prune"):
             vanished = self.queue.vanished(task.job_id)
             if vanished:
-                touched = self.lib.catalog.remove_sources(vanished)
-                self.lib.delete_images(self.lib.catalog.orphans(touched))
+                touched = self.parts.catalog.remove_sources(vanished)
+                self.parts.delete_images(self.parts.catalog.orphans(touched))
         self.queue.close(task)

@@ -12,10 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
 
 from lookalike.search import verification
+from lookalike.search.copies import Verdict
 from lookalike.search.results import Hit
-from lookalike.store.vectors import MISSING
+from lookalike.store.catalog import Catalog, ImageRecord
+from lookalike.store.images import ImageStore
+from lookalike.store.vectors import MISSING, VectorIndex
 
 PER_PHOTO = 5  # neighbours judged per photo
 
@@ -33,49 +39,48 @@ def _find(parent: dict[int, int], i: int) -> int:
     return i
 
 
-def near_duplicates(
-    lib, min_confidence: float = 0.0, on_progress: Callable[[int, int], None] | None = None
-) -> list[Group]:
-    """Groups of two or more photos that are the same picture."""
-    space = lib.space
-    total = len(space.copies)
+def near_duplicates(copies: VectorIndex, catalog: Catalog, images: ImageStore, min_confidence: float = 0.0,
+                    on_progress: Callable[[int, int], None] | None = None) -> list[Group]:  # fmt: skip
+    """Groups of two or more photos that are the same picture: ``copies`` is the active space's copy collection."""
+    total = len(copies)
     parent: dict[int, int] = {}
     pairs: list[tuple[int, int, float]] = []
     done = 0
-    for chunk in lib.catalog.iter_copy_vectors(chunk=256):
-        found, scores = space.copies.search(chunk.matrix, PER_PHOTO + 1)
+    for chunk in catalog.iter_copy_vectors(chunk=256):
+        found, scores = copies.search(chunk.matrix, PER_PHOTO + 1)
         near = {int(i) for row in found for i in row if i != MISSING}
-        records = lib.catalog.get_many(sorted(near | set(chunk.ids.tolist())))
+        records = catalog.get_many(sorted(near | set(chunk.ids.tolist())))
         for image_id, vec, row, cos in zip(chunk.ids.tolist(), chunk.matrix, found, scores, strict=True):
             cosines = {int(i): float(c) for i, c in zip(row, cos, strict=True)
                        if i != MISSING and int(i) != image_id and c >= verification.CHECK_FLOOR and int(i) in records}
             if not cosines or image_id not in records:
                 continue
-            for other, verdict in _judge(lib, records, image_id, vec, cosines).items():
+            for other, verdict in _judge(images, records, image_id, vec, cosines).items():
                 if verdict.copy and verdict.confidence >= min_confidence:
                     pairs.append((min(image_id, other), max(image_id, other), verdict.confidence))
                     parent[_find(parent, image_id)] = _find(parent, other)
         done += len(chunk)
         if on_progress:
             on_progress(min(done, total), total)
-    return _groups(lib, parent, pairs)
+    return _groups(catalog, parent, pairs)
 
 
-def _judge(lib, records: dict, image_id: int, vec, cosines: dict[int, float]) -> dict:
+def _judge(images: ImageStore, records: dict[int, ImageRecord], image_id: int, vec: np.ndarray,
+           cosines: dict[int, float]) -> dict[int, Verdict]:  # fmt: skip
     rec = records[image_id]
     hits = [Hit(i, cosines[i], records[i].label, records[i].sources, records[i].width, records[i].height,
                 records[i].sha256) for i in cosines]  # fmt: skip
     # its thumbnail, for geometry on the undecided pairs and the matched regions the duplicates view shows
-    query = verification.CopyQuery(vec, lambda: verification.thumbnail_picture(lib.images.get("thumbnail", rec.sha256)),
+    query = verification.CopyQuery(vec, lambda: verification.thumbnail_picture(images.get("thumbnail", rec.sha256)),
                                    rec.width, rec.height)  # fmt: skip
-    return verification.judge(query, hits, cosines, lambda h: lib.images.get("thumbnail", h.sha256))
+    return verification.judge(query, hits, cosines, lambda h: images.get("thumbnail", h.sha256))
 
 
-def _groups(lib, parent: dict[int, int], pairs: list[tuple[int, int, float]]) -> list[Group]:
+def _groups(catalog: Catalog, parent: dict[int, int], pairs: list[tuple[int, int, float]]) -> list[Group]:
     members: dict[int, list[int]] = {}
     for i in parent:
         members.setdefault(_find(parent, i), []).append(i)
-    records = lib.catalog.get_many([i for m in members.values() for i in m])
+    records = catalog.get_many([i for m in members.values() for i in m])
     groups = []
     for group in members.values():
         if len(group) < 2:
@@ -88,16 +93,16 @@ def _groups(lib, parent: dict[int, int], pairs: list[tuple[int, int, float]]) ->
     return groups
 
 
-def exact_duplicates(lib) -> Iterator[tuple[int, tuple[str, ...]]]:
+def exact_duplicates(catalog: Catalog) -> Iterator[tuple[int, tuple[str, ...]]]:
     """Photos stored once but found under several paths: (id, its paths)."""
-    ids = lib.catalog.ids().tolist()
+    ids = catalog.ids().tolist()
     for start in range(0, len(ids), 1000):
-        for image_id, rec in sorted(lib.catalog.get_many(ids[start : start + 1000]).items()):
+        for image_id, rec in sorted(catalog.get_many(ids[start : start + 1000]).items()):
             if len(rec.sources) > 1:
                 yield image_id, rec.sources
 
 
-def as_rows(groups: list[Group], records: dict) -> list[dict]:
+def as_rows(groups: list[Group], records: dict[int, ImageRecord]) -> list[dict[str, Any]]:
     """Groups as rows: each photo with whether it is kept, and how sure the check is that it is a copy of another
     photo of its group (its best pair's confidence)."""
     rows = []
@@ -113,10 +118,11 @@ def as_rows(groups: list[Group], records: dict) -> list[dict]:
     return rows
 
 
-def report(lib, min_confidence: float = 0.0, on_progress: Callable[[int, int], None] | None = None) -> dict:
+def report(copies: VectorIndex, catalog: Catalog, images: ImageStore, min_confidence: float = 0.0,
+           on_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:  # fmt: skip
     """The whole duplicates report, as the CLI prints it and the API returns it: the near-duplicate groups (``groups``:
     keep, remove, photos with their confidence) and the exact ones (``exact``: a photo's several paths)."""
-    groups = near_duplicates(lib, min_confidence, on_progress)
-    records = lib.catalog.get_many([i for g in groups for i in g.ids])
-    exact = [{"id": i, "sources": list(sources)} for i, sources in exact_duplicates(lib)]
+    groups = near_duplicates(copies, catalog, images, min_confidence, on_progress)
+    records = catalog.get_many([i for g in groups for i in g.ids])
+    exact = [{"id": i, "sources": list(sources)} for i, sources in exact_duplicates(catalog)]
     return {"groups": as_rows(groups, records), "exact": exact}

@@ -7,6 +7,8 @@ taken beyond the index's own short read lock per call.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from lookalike.config import Settings
@@ -14,28 +16,35 @@ from lookalike.search.rerank import expand_query, k_reciprocal_order
 from lookalike.search.results import Hit
 from lookalike.store.catalog import Catalog, ObjectRecord, split_object_vector_id
 from lookalike.store.catalog.cache import RecordCache
-from lookalike.store.vectors import MISSING
+from lookalike.store.vectors import MISSING, VectorIndex
 from lookalike.vectorspace import Space
 
 MATCHES = ("whole", "objects", "both")
 
 
-def rank(
-    space: Space,
-    catalog: Catalog,
-    records: RecordCache,
-    settings: Settings,
-    vec: np.ndarray,
-    k: int,
-    min_score: float | None,
-    label: str | None,
-    exclude: int | None,
-    match: str,
-    detected_label: str | None,
-    plain: bool = False,
-) -> list[Hit]:
-    """``plain``: the engine's order as it is, without query expansion or re-ranking, for queries whose
-    neighbourhood is not a photo's (a text): both steps assume the query is one of the photos' kind."""
+@dataclass(frozen=True)
+class RankRequest:
+    """What a ranking asks besides the query vector.
+
+    ``exclude``: the photo searched from (more like this), never its own neighbour. ``match``: which entries compete
+    (``MATCHES``). ``detected_label``: only subjects of that label. ``plain``: the engine's order as it is, without
+    query expansion or re-ranking, for queries whose neighbourhood is not a photo's (a text): both steps assume the
+    query is one of the photos' kind."""
+
+    k: int = 10
+    min_score: float | None = None
+    label: str | None = None
+    exclude: int | None = None
+    match: str = "whole"
+    detected_label: str | None = None
+    plain: bool = False
+
+
+def rank(space: Space, catalog: Catalog, records: RecordCache, settings: Settings, vec: np.ndarray,
+         request: RankRequest) -> list[Hit]:  # fmt: skip
+    """The query's hits in ``space``, best first, one per photo."""
+    k, min_score, label, exclude = request.k, request.min_score, request.label, request.exclude
+    match, detected_label, plain = request.match, request.detected_label, request.plain
     original = space.apply_transform(vec[None])[0]
     # query expansion helps "photos like this" (whole photos) but pulls an instance query (a subject,
     # a region) towards whole-photo neighbours: bench/objects.py top-1 0.94 with it, 0.99 without
@@ -49,7 +58,7 @@ def rank(
     best: dict[int, tuple[float, float, int | None]] = {}
     extra = 1 if exclude is not None else 0
 
-    def scored(index, ids: np.ndarray, scores: np.ndarray) -> list[tuple[int, float, float]]:
+    def scored(index: VectorIndex, ids: np.ndarray, scores: np.ndarray) -> list[tuple[int, float, float]]:
         found = ids != MISSING
         ids, scores = ids[found], scores[found]
         given = scores if query is original else index.vectors(ids) @ original

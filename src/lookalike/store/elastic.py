@@ -19,7 +19,7 @@ import numpy as np
 
 from lookalike.store.errors import engine_outage
 from lookalike.store.payload import check_where, payload_list
-from lookalike.store.vectors import _as_ids, _as_matrix, cut_below, no_hits, sync_index
+from lookalike.store.vectors import as_ids, as_matrix, cut_below, no_hits, sync_index
 
 PAYLOAD_MAPPING = {
     "photo_id": {"type": "long"},
@@ -53,7 +53,7 @@ def index_body(dim: int, m: int = 16, ef_construction: int = 256) -> dict:
 
 def bulk_body(index: str, ids: np.ndarray, vectors: np.ndarray, payloads: list[dict] | None = None) -> list[dict]:
     """Bulk upsert actions: the document id is the vector id, so re-adding replaces."""
-    ids = _as_ids(ids)
+    ids = as_ids(ids)
     actions: list[dict] = []
     for i, v, p in zip(ids.tolist(), np.asarray(vectors, dtype=np.float32), payload_list(payloads, ids), strict=True):
         actions.append({"index": {"_index": index, "_id": str(i)}})
@@ -81,7 +81,7 @@ def knn_body(
     }
     filters: list[dict] = [{"term": {key: value}} for key, value in check_where(where).items()]
     if allowed is not None:
-        filters.append({"ids": {"values": [str(i) for i in _as_ids(allowed).tolist()]}})
+        filters.append({"ids": {"values": [str(i) for i in as_ids(allowed).tolist()]}})
     if filters:
         knn["filter"] = filters[0] if len(filters) == 1 else {"bool": {"filter": filters}}
     body = {"knn": knn, "size": k, "_source": False}
@@ -160,6 +160,12 @@ class ElasticsearchIndex:
         self.dirty = False
 
     @guarded
+    def wait(self) -> None:
+        """Nothing runs in the background here: the engine builds its own index."""
+
+    def refresh_reads(self) -> None:
+        """Nothing to do: every write is searchable once acknowledged."""
+
     def disk_bytes(self) -> int:
         stats = self.es.indices.stats(index=self.index, metric="store")
         return int(stats["_all"]["primaries"]["store"]["size_in_bytes"])
@@ -180,7 +186,7 @@ class ElasticsearchIndex:
 
     @guarded
     def vectors(self, ids: np.ndarray) -> np.ndarray:
-        ids = _as_ids(ids)
+        ids = as_ids(ids)
         if len(ids) == 0:
             return np.empty((0, self.dim), dtype=np.float32)
         docs = self.es.mget(index=self.index, ids=[str(i) for i in ids.tolist()])["docs"]
@@ -188,7 +194,7 @@ class ElasticsearchIndex:
 
     @guarded
     def payloads(self, ids: np.ndarray) -> list[dict | None]:
-        ids = _as_ids(ids)
+        ids = as_ids(ids)
         if len(ids) == 0:
             return []
         docs = self.es.mget(index=self.index, ids=[str(i) for i in ids.tolist()], source_excludes=["vector"])["docs"]
@@ -198,7 +204,7 @@ class ElasticsearchIndex:
     def add(self, ids, vectors, payloads=None) -> None:
         from elasticsearch.helpers import bulk
 
-        ids, vecs = _as_ids(ids), _as_matrix(vectors, self.dim)
+        ids, vecs = as_ids(ids), as_matrix(vectors, self.dim)
         if len(ids) != len(vecs):
             raise ValueError("ids and vectors differ in length")
         if len(ids):
@@ -212,7 +218,7 @@ class ElasticsearchIndex:
     def remove(self, ids) -> None:
         from elasticsearch.helpers import bulk
 
-        ids = _as_ids(ids)
+        ids = as_ids(ids)
         if len(ids):
             ops = [{"_op_type": "delete", "_index": self.index, "_id": str(i)} for i in ids.tolist()]
             bulk(self.es, ops, refresh="wait_for", raise_on_error=False)
@@ -220,7 +226,7 @@ class ElasticsearchIndex:
 
     @guarded
     def remove_photos(self, photo_ids) -> None:
-        photo_ids = _as_ids(photo_ids)
+        photo_ids = as_ids(photo_ids)
         if len(photo_ids):
             self.es.delete_by_query(index=self.index, query={"terms": {"photo_id": photo_ids.tolist()}},
                                     refresh=True, conflicts="proceed")  # fmt: skip
@@ -228,9 +234,9 @@ class ElasticsearchIndex:
 
     @guarded
     def search(self, queries, k, allowed=None, where=None, min_score=None):
-        q = _as_matrix(queries, self.dim)
+        q = as_matrix(queries, self.dim)
         keys, scores = no_hits(len(q), k)
-        if allowed is not None and len(_as_ids(allowed)) == 0:
+        if allowed is not None and len(as_ids(allowed)) == 0:
             return keys, scores
         for row, vec in enumerate(q):
             body = knn_body(vec, k, allowed, self.ef_search, where, min_score)

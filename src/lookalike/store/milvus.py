@@ -22,7 +22,7 @@ import numpy as np
 
 from lookalike.store.errors import engine_outage
 from lookalike.store.payload import check_where, payload_list
-from lookalike.store.vectors import _as_ids, _as_matrix, _top_k_rows, cut_below, no_hits, sync_index
+from lookalike.store.vectors import as_ids, as_matrix, cut_below, no_hits, sync_index, top_k_rows
 
 INDEX_TYPES = ("HNSW", "IVF_FLAT", "IVF_SQ8")
 SESSION = "Session"  # read-your-writes for this client, without Strong's wait on every read
@@ -35,7 +35,7 @@ def filter_expression(where: dict | None, allowed: np.ndarray | None) -> str:
     for key, value in check_where(where).items():
         parts.append(f"{key} == {json.dumps(value)}")  # JSON string literals are valid Milvus literals
     if allowed is not None:
-        parts.append(f"id in [{','.join(map(str, _as_ids(allowed).tolist()))}]")
+        parts.append(f"id in [{','.join(map(str, as_ids(allowed).tolist()))}]")
     return " and ".join(parts)
 
 
@@ -184,6 +184,9 @@ class MilvusIndex:
     def save(self) -> None:
         self.dirty = False  # every write is already durable in Milvus
 
+    def wait(self) -> None:
+        """Nothing runs in the background here: the engine builds its own index."""
+
     def disk_bytes(self) -> int:
         return 0  # held by the Milvus server
 
@@ -206,7 +209,7 @@ class MilvusIndex:
         return np.asarray(sorted(out), dtype=np.int64)
 
     def vectors(self, ids: np.ndarray) -> np.ndarray:
-        ids = _as_ids(ids)
+        ids = as_ids(ids)
         if len(ids) == 0:
             return np.empty((0, self.dim), dtype=np.float32)
         got = self.client.get(self.collection, ids=ids.tolist(), consistency_level=SESSION)
@@ -214,7 +217,7 @@ class MilvusIndex:
         return np.asarray([rows[i] for i in ids.tolist()], dtype=np.float32)
 
     def add(self, ids, vectors, payloads=None) -> None:
-        ids, vecs = _as_ids(ids), _as_matrix(vectors, self.dim)
+        ids, vecs = as_ids(ids), as_matrix(vectors, self.dim)
         if len(ids) != len(vecs):
             raise ValueError("ids and vectors differ in length")
         if len(ids):
@@ -225,7 +228,7 @@ class MilvusIndex:
             self.dirty = True
 
     def payloads(self, ids: np.ndarray) -> list[dict | None]:
-        ids = _as_ids(ids)
+        ids = as_ids(ids)
         if len(ids) == 0:
             return []
         got = self.client.get(self.collection, ids=ids.tolist(), output_fields=list(SCALARS), consistency_level=SESSION)
@@ -233,14 +236,14 @@ class MilvusIndex:
         return [payload_of(rows[i]) if i in rows else None for i in ids.tolist()]
 
     def remove(self, ids) -> None:
-        ids = _as_ids(ids)
+        ids = as_ids(ids)
         if len(ids):
             self.client.delete(self.collection, ids=ids.tolist())
             self.refresh_reads()  # pymilvus 2.4 does not advance the session timestamp on delete
             self.dirty = True
 
     def remove_photos(self, photo_ids) -> None:
-        photo_ids = _as_ids(photo_ids)
+        photo_ids = as_ids(photo_ids)
         if len(photo_ids):
             self.client.delete(self.collection, filter=f"photo_id in [{','.join(map(str, photo_ids.tolist()))}]")
             self.refresh_reads()
@@ -251,9 +254,9 @@ class MilvusIndex:
         self.client.query(self.collection, filter="id >= 0", output_fields=["count(*)"], consistency_level="Strong")
 
     def search(self, queries, k, allowed=None, where=None, min_score=None):
-        q = _as_matrix(queries, self.dim)
-        if allowed is not None and len(_as_ids(allowed)) == 0:
-            return _top_k_rows(np.full((len(q), 0), -np.inf, np.float32), np.zeros((len(q), 0), np.int64), k)
+        q = as_matrix(queries, self.dim)
+        if allowed is not None and len(as_ids(allowed)) == 0:
+            return top_k_rows(np.full((len(q), 0), -np.inf, np.float32), np.zeros((len(q), 0), np.int64), k)
         expr = filter_expression(where, allowed)
         params = {"metric_type": "IP", "params": self._search_params(k)}
         results = self.client.search(self.collection, q.tolist(), limit=min(k, 16384), filter=expr,

@@ -36,7 +36,7 @@ import numpy as np
 
 from lookalike.store.errors import EngineError
 from lookalike.store.payload import check_where, payload_list
-from lookalike.store.vectors import _as_ids, _as_matrix, cut_below, no_hits
+from lookalike.store.vectors import as_ids, as_matrix, cut_below, no_hits
 
 DATABASE = "lookalike"
 MAX_UPSERT = 1000
@@ -55,7 +55,7 @@ def filter_expression(where: dict | None, allowed: np.ndarray | None = None) -> 
     for key, value in check_where(where).items():
         parts.append(f"{key} = {quoted(value) if isinstance(value, str) else int(value)}")
     if allowed is not None:
-        parts.append(f"id in ({','.join(quoted(str(i)) for i in _as_ids(allowed).tolist())})")
+        parts.append(f"id in ({','.join(quoted(str(i)) for i in as_ids(allowed).tolist())})")
     return " and ".join(parts) if parts else None
 
 
@@ -130,6 +130,12 @@ class TencentVectorIndex:
     def save(self) -> None:
         self.dirty = False
 
+    def wait(self) -> None:
+        """Nothing runs in the background here: the engine builds its own index."""
+
+    def refresh_reads(self) -> None:
+        """Nothing to do: reads are strongly consistent (the module docstring)."""
+
     def disk_bytes(self) -> int:
         return 0  # held by the service
 
@@ -150,7 +156,7 @@ class TencentVectorIndex:
 
     def _get(self, ids: np.ndarray, retrieve_vector: bool, fields: list[str]) -> dict[int, dict]:
         found: dict[int, dict] = {}
-        ids = _as_ids(ids)
+        ids = as_ids(ids)
         with self._errors("read"):
             for start in range(0, len(ids), MAX_PER_REQUEST):
                 chunk = [str(i) for i in ids[start : start + MAX_PER_REQUEST].tolist()]
@@ -160,19 +166,19 @@ class TencentVectorIndex:
         return found
 
     def vectors(self, ids: np.ndarray) -> np.ndarray:
-        ids = _as_ids(ids)
+        ids = as_ids(ids)
         if len(ids) == 0:
             return np.empty((0, self.dim), dtype=np.float32)
         docs = self._get(ids, True, ["id", "vector"])
         return np.asarray([docs[i]["vector"] for i in ids.tolist()], dtype=np.float32)
 
     def payloads(self, ids: np.ndarray) -> list[dict | None]:
-        ids = _as_ids(ids)
+        ids = as_ids(ids)
         docs = self._get(ids, False, ["id", *FIELDS]) if len(ids) else {}
         return [payload_of(docs[i]) if i in docs else None for i in ids.tolist()]
 
     def add(self, ids, vectors, payloads=None) -> None:
-        ids, vecs = _as_ids(ids), _as_matrix(vectors, self.dim)
+        ids, vecs = as_ids(ids), as_matrix(vectors, self.dim)
         if len(ids) != len(vecs):
             raise ValueError("ids and vectors differ in length")
         docs = [document(i, v, p) for i, v, p in zip(ids.tolist(), vecs, payload_list(payloads, ids), strict=True)]
@@ -183,7 +189,7 @@ class TencentVectorIndex:
         self.dirty = self.dirty or bool(docs)
 
     def remove(self, ids) -> None:
-        ids = _as_ids(ids)
+        ids = as_ids(ids)
         with self._errors("delete"):
             for start in range(0, len(ids), MAX_PER_REQUEST):
                 chunk = [str(i) for i in ids[start : start + MAX_PER_REQUEST].tolist()]
@@ -191,7 +197,7 @@ class TencentVectorIndex:
         self.dirty = self.dirty or bool(len(ids))
 
     def remove_photos(self, photo_ids) -> None:
-        photo_ids = _as_ids(photo_ids)
+        photo_ids = as_ids(photo_ids)
         with self._errors("delete"):
             for start in range(0, len(photo_ids), 1000):
                 chunk = photo_ids[start : start + 1000].tolist()
@@ -200,9 +206,9 @@ class TencentVectorIndex:
     def search(self, queries, k, allowed=None, where=None, min_score=None):
         from tcvectordb.model.document import HNSWSearchParams
 
-        q = _as_matrix(queries, self.dim)
+        q = as_matrix(queries, self.dim)
         keys, scores = no_hits(len(q), k)
-        if allowed is not None and len(_as_ids(allowed)) == 0:
+        if allowed is not None and len(as_ids(allowed)) == 0:
             return keys, scores
         with self._errors("search"):
             results = self.client.search(DATABASE, self.collection, vectors=q.tolist(),

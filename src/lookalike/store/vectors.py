@@ -14,6 +14,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, overload, runtime_checkable
 
@@ -82,6 +83,14 @@ class VectorIndex(Protocol):
 
     def disk_bytes(self) -> int: ...
 
+    def wait(self) -> None:
+        """Finish background work on the collection (the embedded index's tier switch) before it is saved."""
+        ...
+
+    def refresh_reads(self) -> None:
+        """Make writes another process made visible to this client's reads (a session-consistent engine)."""
+        ...
+
 
 def no_hits(queries: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(ids, scores) of ``queries`` rows of ``k`` empty slots, for an engine to fill best first."""
@@ -97,11 +106,11 @@ def cut_below(ids: np.ndarray, scores: np.ndarray, min_score: float | None) -> t
     return ids, scores
 
 
-def _as_ids(ids: np.ndarray | list[int]) -> np.ndarray:
+def as_ids(ids: np.ndarray | list[int]) -> np.ndarray:
     return np.asarray(ids, dtype=np.int64).reshape(-1)
 
 
-def _as_matrix(vectors: np.ndarray, dim: int) -> np.ndarray:
+def as_matrix(vectors: np.ndarray, dim: int) -> np.ndarray:
     mat = np.ascontiguousarray(vectors, dtype=np.float32)
     if mat.ndim == 1:
         mat = mat[None]
@@ -152,6 +161,33 @@ def _atomic_write(path: Path, write) -> None:
             os.unlink(tmp)
 
 
+class Tier(Protocol):
+    """What the embedded index's tiers (flat, HNSW, IVF) share: the index itself, with neither payloads nor locks
+    (``EmbeddedIndex`` holds the tier that suits its size and switches between them)."""
+
+    kind: str
+    dim: int
+
+    def __len__(self) -> int: ...
+
+    def ids(self) -> np.ndarray: ...
+
+    def has(self, ids: np.ndarray) -> np.ndarray:
+        """A mask: which of ``ids`` the tier holds."""
+        ...
+
+    def vectors(self, ids: np.ndarray) -> np.ndarray: ...
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None: ...
+
+    def remove(self, ids: np.ndarray) -> None: ...
+
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]: ...  # fmt: skip
+
+    def save(self, path: Path) -> None: ...
+
+
 class FlatIndex:
     """Exact search over a dense matrix: 100% recall, fine up to tens of thousands of photos."""
 
@@ -171,13 +207,13 @@ class FlatIndex:
         return self._ids[: self._n].copy()
 
     def vectors(self, ids: np.ndarray) -> np.ndarray:
-        return self._vecs[[self._pos[int(i)] for i in _as_ids(ids)]].copy()
+        return self._vecs[[self._pos[int(i)] for i in as_ids(ids)]].copy()
 
     def has(self, ids: np.ndarray) -> np.ndarray:
-        return np.fromiter((int(i) in self._pos for i in _as_ids(ids)), dtype=bool, count=len(ids))
+        return np.fromiter((int(i) in self._pos for i in as_ids(ids)), dtype=bool, count=len(ids))
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        ids, vecs = _as_ids(ids), _as_matrix(vectors, self.dim)
+        ids, vecs = as_ids(ids), as_matrix(vectors, self.dim)
         if len(ids) != len(vecs):
             raise ValueError("ids and vectors differ in length")
         for i, v in zip(ids.tolist(), vecs, strict=True):
@@ -200,7 +236,7 @@ class FlatIndex:
         self._ids, self._vecs = ids, vecs
 
     def remove(self, ids: np.ndarray) -> None:
-        for i in _as_ids(ids).tolist():
+        for i in as_ids(ids).tolist():
             pos = self._pos.pop(i, None)
             if pos is None:
                 continue
@@ -212,10 +248,10 @@ class FlatIndex:
             self._n = last
 
     def search(self, queries, k, allowed=None):
-        q = _as_matrix(queries, self.dim)
+        q = as_matrix(queries, self.dim)
         ids, vecs = self._ids[: self._n], self._vecs[: self._n]
         if allowed is not None:
-            mask = np.isin(ids, _as_ids(allowed))
+            mask = np.isin(ids, as_ids(allowed))
             ids, vecs = ids[mask], vecs[mask]
         return _top_k(q @ vecs.T, ids, k)
 
@@ -232,7 +268,7 @@ class FlatIndex:
         index = cls(dim)
         with open(path, "rb") as fh:
             ids, vecs = np.load(fh), np.load(fh)
-        index._ids, index._vecs, index._n = ids, _as_matrix(vecs, dim) if len(vecs) else index._vecs, len(ids)
+        index._ids, index._vecs, index._n = ids, as_matrix(vecs, dim) if len(vecs) else index._vecs, len(ids)
         index._pos = {int(i): p for p, i in enumerate(ids.tolist())}
         return index
 
@@ -265,16 +301,16 @@ class HnswIndex:
         return np.fromiter(sorted(self._live), dtype=np.int64, count=len(self._live))
 
     def has(self, ids: np.ndarray) -> np.ndarray:
-        return np.fromiter((int(i) in self._live for i in _as_ids(ids)), dtype=bool, count=len(ids))
+        return np.fromiter((int(i) in self._live for i in as_ids(ids)), dtype=bool, count=len(ids))
 
     def vectors(self, ids: np.ndarray) -> np.ndarray:
-        ids = _as_ids(ids)
+        ids = as_ids(ids)
         if len(ids) == 0:
             return np.empty((0, self.dim), dtype=np.float32)
         return np.asarray(self._index.get_items(ids.tolist(), return_type="numpy"), dtype=np.float32)
 
     def add(self, ids, vectors, threads: int = -1):
-        ids, vecs = _as_ids(ids), _as_matrix(vectors, self.dim)
+        ids, vecs = as_ids(ids), as_matrix(vectors, self.dim)
         if len(ids) != len(vecs):
             raise ValueError("ids and vectors differ in length")
         if len(ids) == 0:
@@ -288,19 +324,19 @@ class HnswIndex:
         self._live.update(ids.tolist())
 
     def remove(self, ids):
-        for i in _as_ids(ids).tolist():
+        for i in as_ids(ids).tolist():
             if i in self._live:
                 self._index.mark_deleted(i)
                 self._live.discard(i)
 
     def search(self, queries, k, allowed=None):
-        q = _as_matrix(queries, self.dim)
+        q = as_matrix(queries, self.dim)
         n = len(self._live)
         if n == 0:
             return _top_k(np.empty((len(q), 0), np.float32), np.empty(0, np.int64), k)
         filt = None
         if allowed is not None:
-            allowed = np.asarray([i for i in _as_ids(allowed).tolist() if i in self._live], dtype=np.int64)
+            allowed = np.asarray([i for i in as_ids(allowed).tolist() if i in self._live], dtype=np.int64)
             if len(allowed) <= 50_000:
                 # a small subset: exact search over its vectors beats filtering a graph walk
                 return _top_k(q @ self.vectors(allowed).T, allowed, k)
@@ -316,7 +352,7 @@ class HnswIndex:
                 if want == 1:
                     return _top_k(np.empty((len(q), 0), np.float32), np.empty(0, np.int64), k)
                 want = max(1, want // 2)
-        return _top_k_rows(1.0 - distances.astype(np.float32), labels.astype(np.int64), k)
+        return top_k_rows(1.0 - distances.astype(np.float32), labels.astype(np.int64), k)
 
     def save(self, path: Path) -> None:
         """Writes ``path`` and ``path.ids`` (hnswlib keeps deleted slots, so live ids are stored beside)."""
@@ -382,7 +418,7 @@ class IvfIndex:
         """Learn the cells (k-means, at most 64 vectors per cell, enough for stable centroids)."""
         import faiss
 
-        sample = _as_matrix(sample, self.dim)
+        sample = as_matrix(sample, self.dim)
         if len(sample) < self.nlist:  # too few vectors for that many cells
             self._make(max(1, len(sample)))
         if len(sample) > 64 * self.nlist:
@@ -397,16 +433,16 @@ class IvfIndex:
         return np.fromiter(sorted(self._live), dtype=np.int64, count=len(self._live))
 
     def has(self, ids: np.ndarray) -> np.ndarray:
-        return np.fromiter((int(i) in self._live for i in _as_ids(ids)), dtype=bool, count=len(ids))
+        return np.fromiter((int(i) in self._live for i in as_ids(ids)), dtype=bool, count=len(ids))
 
     def vectors(self, ids: np.ndarray) -> np.ndarray:
-        ids = _as_ids(ids)
+        ids = as_ids(ids)
         if len(ids) == 0:
             return np.empty((0, self.dim), dtype=np.float32)
         return self._index.reconstruct_batch(ids).astype(np.float32, copy=False)
 
     def add(self, ids, vectors):
-        ids, vecs = _as_ids(ids), _as_matrix(vectors, self.dim)
+        ids, vecs = as_ids(ids), as_matrix(vectors, self.dim)
         if len(ids) != len(vecs):
             raise ValueError("ids and vectors differ in length")
         if len(ids) == 0:
@@ -421,7 +457,7 @@ class IvfIndex:
     def remove(self, ids):
         import faiss
 
-        present = np.asarray([i for i in _as_ids(ids).tolist() if i in self._live], dtype=np.int64)
+        present = np.asarray([i for i in as_ids(ids).tolist() if i in self._live], dtype=np.int64)
         if len(present):
             self._index.remove_ids(faiss.IDSelectorArray(present))
             self._live.difference_update(present.tolist())
@@ -429,19 +465,19 @@ class IvfIndex:
     def search(self, queries, k, allowed=None):
         import faiss
 
-        q = _as_matrix(queries, self.dim)
+        q = as_matrix(queries, self.dim)
         if not self._live:
             return _top_k(np.empty((len(q), 0), np.float32), np.empty(0, np.int64), k)
         params = faiss.SearchParametersIVF(nprobe=self.nprobe)
         if allowed is not None:
-            allowed = np.asarray([i for i in _as_ids(allowed).tolist() if i in self._live], dtype=np.int64)
+            allowed = np.asarray([i for i in as_ids(allowed).tolist() if i in self._live], dtype=np.int64)
             if len(allowed) <= 50_000:  # a small subset: exact search over its vectors
                 return _top_k(q @ self.vectors(allowed).T, allowed, k)
             selector = faiss.IDSelectorBatch(allowed)
             params = faiss.SearchParametersIVF(nprobe=self.nprobe, sel=selector)
         faiss.omp_set_num_threads(1)  # one query at a time is the service's shape; threads only add overhead
         scores, labels = self._index.search(q, k, params=params)
-        return _top_k_rows(scores.astype(np.float32), labels.astype(np.int64), k)
+        return top_k_rows(scores.astype(np.float32), labels.astype(np.int64), k)
 
     def save(self, path: Path) -> None:
         import faiss
@@ -469,7 +505,7 @@ class IvfIndex:
         return index
 
 
-def _top_k_rows(scores: np.ndarray, keys: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def top_k_rows(scores: np.ndarray, keys: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Like _top_k, but each row has its own candidate ids."""
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     ids = np.take_along_axis(keys, order, axis=1)
@@ -509,7 +545,7 @@ class EmbeddedIndex:
         self.hnsw_params = hnsw or {}
         self.ivf_threshold, self.ivf_nprobe, self.ivf_storage = ivf_threshold, ivf_nprobe, ivf_storage
         self.background = background
-        self.inner: FlatIndex | HnswIndex | IvfIndex = FlatIndex(dim)
+        self.inner: Tier = FlatIndex(dim)
         self.table = PayloadTable()
         self.dirty = False
         self.cursor = 0  # the change-feed position these vectors reflect (kept by the follower)
@@ -535,9 +571,9 @@ class EmbeddedIndex:
             return self.inner.vectors(ids)
 
     def add(self, ids, vectors, payloads=None):
-        ids = _as_ids(ids)
+        ids = as_ids(ids)
         rows = payload_list(payloads, ids)
-        vecs = _as_matrix(vectors, self.dim)
+        vecs = as_matrix(vectors, self.dim)
         with self._lock.write():
             self.inner.add(ids, vecs)
             self.table.put(ids, rows)
@@ -547,7 +583,7 @@ class EmbeddedIndex:
             self._maybe_switch()
 
     def remove(self, ids):
-        ids = _as_ids(ids)
+        ids = as_ids(ids)
         with self._lock.write():
             self._remove(ids)
 
@@ -561,7 +597,7 @@ class EmbeddedIndex:
 
     def remove_photos(self, photo_ids) -> None:
         """Remove every vector whose payload belongs to these photos (all subjects of a photo at once)."""
-        photo_ids = _as_ids(photo_ids)
+        photo_ids = as_ids(photo_ids)
         with self._lock.write():
             ids = self.table.select_photos(photo_ids)
             if len(ids):
@@ -569,14 +605,14 @@ class EmbeddedIndex:
 
     def payloads(self, ids: np.ndarray) -> list[dict | None]:
         with self._lock.read():
-            return self.table.get(_as_ids(ids))
+            return self.table.get(as_ids(ids))
 
     def search(self, queries, k, allowed=None, where=None, min_score=None):
         where = check_where(where)
         with self._lock.read():
             if where:
                 selected = self.table.select(where)
-                allowed = selected if allowed is None else np.intersect1d(selected, _as_ids(allowed))
+                allowed = selected if allowed is None else np.intersect1d(selected, as_ids(allowed))
             found = self.inner.search(queries, k, allowed)
         return cut_below(*found, min_score)
 
@@ -672,6 +708,24 @@ class EmbeddedIndex:
             builder.join(timeout)
             if timeout is not None:
                 return
+
+    def refresh_reads(self) -> None:
+        """Nothing to do: this process applies every write itself (lookalike.vectorspace.Follower)."""
+
+    def preset(self, total: int, sample: Callable[[int], np.ndarray]) -> None:
+        """Start an empty index in the tier that ``total`` vectors will need, instead of climbing (and converting)
+        tier by tier while it is filled; an IVF tier learns its cells from ``sample(n)``, n vectors like those
+        to come."""
+        tier = self._tier(total)
+        if tier is IvfIndex:
+            inner = self._new(IvfIndex, total)
+            vectors = sample(64 * inner.nlist)
+            if len(vectors):
+                inner.train(vectors)
+                inner.built_for = total
+                self.inner = inner
+        elif tier is not type(self.inner):
+            self.inner = self._new(tier, total)
 
     @overload
     def _new(self, tier: type[IvfIndex], n: int) -> IvfIndex: ...

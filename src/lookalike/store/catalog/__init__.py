@@ -14,6 +14,8 @@ from lookalike.store.catalog.records import (
     ImageRecord,
     NewImage,
     ObjectRecord,
+    SourceState,
+    StoredTransform,
     Vectors,
     object_vector_id,
     split_object_vector_id,
@@ -22,6 +24,6 @@ from lookalike.store.catalog.sql import Catalog
 
 __all__ = [
     "COPY", "OBJECT_BITS", "OBJECTS", "PHOTO", "SOURCES", "BatchResult", "Catalog", "Change", "Database",
-    "DatabaseError", "ImageRecord", "NewImage", "ObjectRecord", "Vectors", "object_vector_id",
-    "split_object_vector_id",
+    "DatabaseError", "ImageRecord", "NewImage", "ObjectRecord", "SourceState", "StoredTransform", "Vectors",
+    "object_vector_id", "split_object_vector_id",
 ]  # fmt: skip

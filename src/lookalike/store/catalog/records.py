@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -21,6 +22,24 @@ def object_vector_id(image_id: int, idx: int) -> int:
 
 def split_object_vector_id(vector_id: int) -> tuple[int, int]:
     return vector_id >> OBJECT_BITS, vector_id & ((1 << OBJECT_BITS) - 1)
+
+
+class SourceState(NamedTuple):
+    """What the catalog recorded of a source when it was last indexed: an unchanged file is not read again."""
+
+    image_id: int
+    size: int | None
+    mtime_ns: int | None
+    label: str | None
+
+
+class StoredTransform(NamedTuple):
+    """A transform (whitening, or the identity) as the catalog keeps it, versioned."""
+
+    kind: str
+    dim: int
+    fitted_on: int
+    data: bytes
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,8 @@ from lookalike.store.catalog.records import (
     ImageRecord,
     NewImage,
     ObjectRecord,
+    SourceState,
+    StoredTransform,
     Vectors,
     object_vector_id,
     split_object_vector_id,
@@ -40,6 +42,8 @@ from lookalike.store.payload import whole_photo
 
 CHUNK = 5000  # ids per IN list: well under SQLite's and PostgreSQL's parameter limits
 IMAGE_COLS = "id, sha256, label, width, height, format, bytes, added_at, has_original"
+# a subject and its photo's label (the payload's label: filters apply to both kinds of vectors alike)
+OBJECT_COLS = "o.image_id, o.idx, o.x1, o.y1, o.x2, o.y2, o.label, o.score, i.label AS image_label"
 
 
 def _sql(text: str, *expanding: str) -> sa.TextClause:
@@ -70,15 +74,29 @@ def _ints(ids: Iterable) -> list[int]:
     return [int(i) for i in (ids.tolist() if isinstance(ids, np.ndarray) else ids)]
 
 
-def _record(row, sources: tuple[str, ...] = ()) -> ImageRecord:
-    return ImageRecord(int(row[0]), bytes(row[1]).hex(), row[2], int(row[3]), int(row[4]), row[5], int(row[6]),
-                       float(row[7]), bool(row[8]), sources)  # fmt: skip
+def _record(row: sa.Row, sources: tuple[str, ...] = ()) -> ImageRecord:
+    """A row of ``IMAGE_COLS`` -> its record."""
+    return ImageRecord(int(row.id), bytes(row.sha256).hex(), row.label, int(row.width), int(row.height), row.format,
+                       int(row.bytes), float(row.added_at), bool(row.has_original), sources)  # fmt: skip
 
 
-def _object_payload(row) -> dict:
-    """(image_id, idx, x1, y1, x2, y2, label, score, image label) -> the object's index payload."""
-    return {"photo_id": int(row[0]), "object": int(row[1]), "label": row[8] or "", "detected_label": row[6],
-            "box": (float(row[2]), float(row[3]), float(row[4]), float(row[5])), "score": float(row[7])}  # fmt: skip
+def _object_payload(row: sa.Row) -> dict:
+    """A row of ``OBJECT_COLS`` -> the object's index payload."""
+    return {"photo_id": int(row.image_id), "object": int(row.idx), "label": row.image_label or "",
+            "detected_label": row.label, "box": (float(row.x1), float(row.y1), float(row.x2), float(row.y2)),
+            "score": float(row.score)}  # fmt: skip
+
+
+def _object_record(row: sa.Row) -> ObjectRecord:
+    """A row of (image_id, idx, x1, y1, x2, y2, label, score) of ``objects`` -> its record."""
+    return ObjectRecord(int(row.image_id), int(row.idx), (row.x1, row.y1, row.x2, row.y2), row.label, float(row.score))
+
+
+def _vectors(ids: list[int], rows: dict[int, sa.Row]) -> Vectors:
+    """Rows of (id, label, vector) -> the vectors of the ids that have one, in the order asked."""
+    present = [i for i in ids if i in rows]
+    return Vectors(np.asarray(present, dtype=np.int64), codec.decode_many([rows[i].vector for i in present]),
+                   [whole_photo(i, rows[i].label) for i in present])  # fmt: skip
 
 
 class Catalog:
@@ -163,7 +181,7 @@ class Catalog:
         with self.db.read() as conn:
             for chunk in _chunks(ids):
                 rows = conn.execute(_sql(f"SELECT {IMAGE_COLS} FROM images WHERE id IN :ids", "ids"), {"ids": chunk})
-                found = {int(r[0]): r for r in rows}
+                found = {int(r.id): r for r in rows}
                 sources: dict[int, list[str]] = {i: [] for i in found}
                 if found:
                     for image_id, source in conn.execute(_sql(
@@ -190,26 +208,23 @@ class Catalog:
     def vectors(self, ids: Iterable[int]) -> Vectors:
         """Whole-photo embeddings and payloads of the ids that exist (in the order asked)."""
         ids = _ints(ids)
-        rows: dict[int, tuple] = {}
+        rows: dict[int, sa.Row] = {}
         with self.db.read() as conn:
             for chunk in _chunks(ids):
-                q = _sql("SELECT id, label, embedding FROM images WHERE id IN :ids", "ids")
-                rows.update({int(r[0]): r for r in conn.execute(q, {"ids": chunk})})
-        present = [i for i in ids if i in rows]
-        return Vectors(np.asarray(present, dtype=np.int64), codec.decode_many([rows[i][2] for i in present]),
-                       [whole_photo(i, rows[i][1]) for i in present])  # fmt: skip
+                q = _sql("SELECT id, label, embedding AS vector FROM images WHERE id IN :ids", "ids")
+                rows.update({int(r.id): r for r in conn.execute(q, {"ids": chunk})})
+        return _vectors(ids, rows)
 
     def object_vectors(self, image_ids: Iterable[int]) -> Vectors:
         """Detected-subject embeddings and payloads of these photos."""
         ids, vecs, payloads = [], [], []
         with self.db.read() as conn:
             for chunk in _chunks(_ints(image_ids)):
-                q = _sql("SELECT o.image_id, o.idx, o.x1, o.y1, o.x2, o.y2, o.label, o.score, i.label, o.embedding "
-                         "FROM objects o JOIN images i ON i.id = o.image_id WHERE o.image_id IN :ids "
-                         "ORDER BY o.image_id, o.idx", "ids")  # fmt: skip
+                q = _sql(f"SELECT {OBJECT_COLS}, o.embedding FROM objects o JOIN images i ON i.id = o.image_id "
+                         "WHERE o.image_id IN :ids ORDER BY o.image_id, o.idx", "ids")  # fmt: skip
                 for r in conn.execute(q, {"ids": chunk}):
-                    ids.append(object_vector_id(int(r[0]), int(r[1])))
-                    vecs.append(r[9])
+                    ids.append(object_vector_id(int(r.image_id), int(r.idx)))
+                    vecs.append(r.embedding)
                     payloads.append(_object_payload(r))
         return Vectors(np.asarray(ids, dtype=np.int64), codec.decode_many(vecs), payloads)
 
@@ -279,11 +294,11 @@ class Catalog:
             return {label: int(n) for label, n in rows}
 
     # sources ------------------------------------------------------------------------------------------
-    def source_state(self, source: str) -> tuple[int, int | None, int | None, str | None] | None:
-        """(image_id, size, mtime_ns, label) recorded for a source, or None if unknown."""
+    def source_state(self, source: str) -> SourceState | None:
+        """What is recorded for a source, or None if unknown."""
         return self.source_states([source]).get(source)
 
-    def source_states(self, sources: Iterable[str]) -> dict[str, tuple[int, int | None, int | None, str | None]]:
+    def source_states(self, sources: Iterable[str]) -> dict[str, SourceState]:
         """What is recorded for many sources at once, a query per folder (an index run asks for thousands)."""
         by_folder = _by_folder(sources)
         out = {}
@@ -295,7 +310,7 @@ class Catalog:
                 q = sa.text("SELECT name, image_id, size, mtime_ns, label FROM sources WHERE dir_id = :d")
                 for name, image_id, size, mtime_ns, label in conn.execute(q, {"d": dir_id}):
                     if name in names:
-                        out[folder + name] = (int(image_id), size, mtime_ns, label)
+                        out[folder + name] = SourceState(int(image_id), size, mtime_ns, label)
         return out
 
     def removed_among(self, sources: Iterable[str]) -> set[str]:
@@ -362,7 +377,7 @@ class Catalog:
         with self.db.read() as conn:
             rows = conn.execute(sa.text("SELECT image_id, idx, x1, y1, x2, y2, label, score FROM objects "
                                         "WHERE image_id = :i ORDER BY idx"), {"i": int(image_id)})  # fmt: skip
-            return [ObjectRecord(int(r[0]), int(r[1]), (r[2], r[3], r[4], r[5]), r[6], float(r[7])) for r in rows]
+            return [_object_record(r) for r in rows]
 
     def object_records(self, vector_ids: Iterable[int]) -> dict[int, ObjectRecord]:
         wanted = _ints(vector_ids)
@@ -374,8 +389,7 @@ class Catalog:
                     "SELECT image_id, idx, x1, y1, x2, y2, label, score FROM objects WHERE image_id IN :ids", "ids"
                 )
                 for r in conn.execute(q, {"ids": chunk}):
-                    vid = object_vector_id(int(r[0]), int(r[1]))
-                    found[vid] = ObjectRecord(int(r[0]), int(r[1]), (r[2], r[3], r[4], r[5]), r[6], float(r[7]))
+                    found[object_vector_id(int(r.image_id), int(r.idx))] = _object_record(r)
         return {v: found[v] for v in wanted if v in found}
 
     def object_record(self, vector_id: int) -> ObjectRecord | None:
@@ -581,15 +595,13 @@ class Catalog:
         the descriptors of the photos' centres instead (photos stored before them have none)."""
         ids = _ints(ids)
         column = "c.part" if parts else "c.data"
-        rows: dict[int, tuple] = {}
+        rows: dict[int, sa.Row] = {}
         with self.db.read() as conn:
             for chunk in _chunks(ids):
-                q = _sql(f"SELECT i.id, i.label, {column} FROM copy_vectors c JOIN images i ON i.id = c.image_id "
-                         f"WHERE c.image_id IN :ids AND {column} IS NOT NULL", "ids")  # fmt: skip
-                rows.update({int(r[0]): r for r in conn.execute(q, {"ids": chunk})})
-        present = [i for i in ids if i in rows]
-        return Vectors(np.asarray(present, dtype=np.int64), codec.decode_many([rows[i][2] for i in present]),
-                       [whole_photo(i, rows[i][1]) for i in present])  # fmt: skip
+                q = _sql(f"SELECT i.id, i.label, {column} AS vector FROM copy_vectors c JOIN images i "
+                         f"ON i.id = c.image_id WHERE c.image_id IN :ids AND {column} IS NOT NULL", "ids")  # fmt: skip
+                rows.update({int(r.id): r for r in conn.execute(q, {"ids": chunk})})
+        return _vectors(ids, rows)
 
     def iter_copy_vectors(self, chunk: int = 4096, parts: bool = False) -> Iterator[Vectors]:
         """Every copy descriptor (or centre's, ``parts``) in id order, in chunks: for building the collection."""
@@ -721,12 +733,12 @@ class Catalog:
 
         return self.db.retrying(write)
 
-    def transform(self, version: int) -> tuple[str, int, int, bytes] | None:
-        """(kind, dim, fitted_on, data) of a stored transform."""
+    def transform(self, version: int) -> StoredTransform | None:
+        """A stored transform, or None when that version is gone."""
         with self.db.read() as conn:
             row = conn.execute(sa.text("SELECT kind, dim, fitted_on, data FROM transforms WHERE version = :v"),
                                {"v": int(version)}).fetchone()  # fmt: skip
-        return None if row is None else (row[0], int(row[1]), int(row[2]), bytes(row[3]))
+        return None if row is None else StoredTransform(row.kind, int(row.dim), int(row.fitted_on), bytes(row.data))
 
     def delete_transforms(self, keep: Iterable[int]) -> int:
         keep = _ints(keep) or [0]

@@ -1,0 +1,96 @@
+"""Where a library's photo bytes come from: query files and URLs, S3 objects, an indexed photo's original.
+
+The URL fetcher (SSRF-checked, capped) and the S3 client are made on first use and shared by every thread; the
+decode gate bounds how many photos a process holds decoded at once, so a flood of huge uploads waits (then gets a
+503) instead of filling memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from lookalike.config import Settings
+from lookalike.errors import BusyError, NotFoundError
+from lookalike.ingest.fetch import FetchError, UrlFetcher, read_file
+from lookalike.ingest.sources import is_url
+from lookalike.store.catalog import ImageRecord
+from lookalike.store.images import ImageStore
+from lookalike.store.s3 import is_s3, s3_client
+from lookalike.store.s3 import read as s3_read
+
+
+class Reader:
+    """Reads photo bytes for a library: its settings' limits, its image store for kept originals."""
+
+    def __init__(self, settings: Settings, images: ImageStore, s3: Any = None) -> None:
+        self.settings, self.images = settings, images
+        self._lock = threading.Lock()
+        self._s3 = s3
+        self._fetcher: UrlFetcher | None = None
+        self.decodes = threading.BoundedSemaphore(settings.resolved_decodes)
+
+    def s3(self) -> Any:
+        """One boto3 client (thread-safe) for S3 sources and the S3 image store."""
+        with self._lock:
+            if self._s3 is None:
+                self._s3 = s3_client(self.settings)
+            return self._s3
+
+    def url_fetcher(self) -> UrlFetcher:
+        with self._lock:
+            if self._fetcher is None:
+                s = self.settings
+                self._fetcher = UrlFetcher(s.url_timeout, s.url_max_bytes, s.url_max_redirects, s.url_allow_private)
+            return self._fetcher
+
+    def read_query(self, query: str | Path) -> bytes:
+        """A query photo's bytes from a file path or a URL."""
+        text = str(query)
+        if is_url(text):
+            return self.url_fetcher().fetch(text)
+        return read_file(text, self.settings.max_file_bytes)
+
+    def read_source(self, source: str) -> bytes:
+        """An indexed source's bytes (a file, a URL or an S3 object)."""
+        if is_url(source):
+            return self.url_fetcher().fetch(source)
+        if is_s3(source):
+            return s3_read(self.s3(), source, self.settings.max_file_bytes)
+        return read_file(source, self.settings.max_file_bytes)
+
+    @contextlib.contextmanager
+    def decoding(self) -> Iterator[None]:
+        """At most ``max_concurrent_decodes`` query photos are decoded at once: a flood of huge photos waits
+        here (then gets 503) instead of holding a decoded photo each in memory."""
+        if not self.decodes.acquire(timeout=self.settings.decode_wait):
+            raise BusyError(f"too many photos being decoded at once; retry (LOOKALIKE_MAX_CONCURRENT_DECODES="
+                            f"{self.settings.resolved_decodes})")  # fmt: skip
+        try:
+            yield
+        finally:
+            self.decodes.release()
+
+    def original_bytes(self, rec: ImageRecord) -> bytes:
+        """The photo's bytes: the kept original, else the first source file still holding the same bytes."""
+        data = self.images.get("original", rec.sha256) if rec.has_original else None
+        if data is not None:
+            return data
+        for src in rec.sources:
+            if is_url(src) or src.startswith("upload:"):
+                continue
+            try:
+                data = self.read_source(src)
+            except FetchError:
+                continue
+            if hashlib.sha256(data).hexdigest() == rec.sha256:
+                return data
+        raise NotFoundError(f"the original of image {rec.id} is no longer available (its files moved or changed)")
+
+    def close(self) -> None:
+        if self._fetcher is not None:
+            self._fetcher.close()

@@ -1,0 +1,61 @@
+"""The package's shape, checked: no import cycles between modules, and the core parts never import the facade.
+
+A cycle hidden behind a function-local import, or a part reaching back into ``lookalike.library``, is how a hub
+grows again; both are read here from the source (module-level imports only, as Python runs them).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import networkx as nx
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "lookalike"
+ENTRY_POINTS = {"lookalike.cli", "lookalike.__main__", "lookalike.api.app", "lookalike.api.server", "lookalike.demo",
+                "lookalike.evaluate"}  # fmt: skip
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path, local_too: bool = False) -> set[str]:
+    """The lookalike modules a file imports at module level (``local_too``: inside functions as well), as names
+    of modules that exist (``from lookalike.x import y`` counts ``lookalike.x.y`` when that is a module)."""
+    tree = ast.parse(path.read_text())
+    nodes = ast.walk(tree) if local_too else iter(tree.body)
+    found = set()
+    for node in nodes:
+        if isinstance(node, ast.If):  # TYPE_CHECKING blocks are not run
+            continue
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("lookalike")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("lookalike"):
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names}
+    return found
+
+
+def graph(local_too: bool = False) -> nx.DiGraph:
+    modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    g = nx.DiGraph()
+    for name, path in modules.items():
+        g.add_node(name)
+        for target in imports(path, local_too):
+            if target in modules and target != name and not name.startswith(target + "."):
+                g.add_edge(name, target)
+    return g
+
+
+def test_no_import_cycles_between_modules() -> None:
+    cycles = [c for c in nx.simple_cycles(graph()) if not all(m == "lookalike" for m in c)]
+    assert not cycles, f"import cycles: {cycles[:5]}"
+
+
+def test_the_core_parts_never_import_the_library_facade() -> None:
+    """Only entry points (the CLI, the service, tools) hold a ``Library``; the parts get what they need."""
+    g = graph(local_too=True)
+    reaching = {m for m in g.predecessors("lookalike.library")} - ENTRY_POINTS - {"lookalike"}
+    assert not reaching, f"modules below the facade that import it: {sorted(reaching)}"
