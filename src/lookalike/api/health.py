@@ -5,7 +5,7 @@ this fails. ``/healthz/ready`` (also ``/readyz``) answers 200 only when a search
 the library is open, the model and the index are loaded and warmed by a first search (``warm_up``), and the
 catalog database, the vector engine and the image store answer; otherwise 503 with ``Retry-After`` and what is
 missing, so a load balancer sends no traffic here until it is back. ``/healthz`` is readiness, as before (older
-deployments probe it), and so are the ``/api/v1/`` forms.
+deployments probe it), and so are the ``/api/v1/`` forms. The checks are here; routes/health.py serves them.
 """
 
 from __future__ import annotations
@@ -13,16 +13,12 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Literal
 
-from fastapi import FastAPI
-from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
 from PIL import Image
 from pydantic import BaseModel, Field
 
 from lookalike import __version__
-from lookalike.store.errors import RETRY_AFTER
 
 log = logging.getLogger("lookalike")
 
@@ -69,7 +65,7 @@ def checks(library) -> dict[str, str]:
 
 
 def readiness(state) -> tuple[int, dict]:
-    """(status code, body) of the readiness check for the service's state (api.app.State)."""
+    """(status code, body) of the readiness check for the service's state (api.deps.State)."""
     if state.error:
         return 503, {"status": "error", "detail": state.error}
     if not state.ready.is_set() or state.library is None:
@@ -80,27 +76,3 @@ def readiness(state) -> tuple[int, dict]:
         detail = "; ".join(f"{k}: {v}" for k, v in bad.items())
         return 503, {"status": "unavailable", "version": __version__, "detail": detail, "checks": found}
     return 200, {"status": "ok", "version": __version__, "checks": found}
-
-
-def install(app: FastAPI, state, api: str) -> None:
-    """The health routes: open (no key), left out of the API document's operations but for /healthz."""
-
-    async def live() -> JSONResponse:
-        return JSONResponse({"status": "ok", "version": __version__})
-
-    async def ready() -> JSONResponse:
-        status, body = await run_in_threadpool(readiness, state)
-        headers = {"Retry-After": str(RETRY_AFTER)} if status == 503 else None
-        return JSONResponse(body, status_code=status, headers=headers)
-
-    documented = {"/healthz", f"{api}/healthz", f"{api}/healthz/live", f"{api}/healthz/ready"}
-    not_ready: dict[int | str, dict[str, Any]] = {
-        503: {"model": Health, "description": "not ready: loading, or a part unavailable (Retry-After)"}
-    }
-    for path in ("/healthz/live", "/livez", f"{api}/healthz/live"):
-        app.add_api_route(path, live, methods=["GET"], response_model=Health, include_in_schema=path in documented,
-                          summary="Liveness: the process serves requests (open: no key needed)")  # fmt: skip
-    for path in ("/healthz/ready", "/readyz", "/healthz", f"{api}/healthz/ready", f"{api}/healthz"):
-        app.add_api_route(path, ready, methods=["GET"], response_model=Health, responses=not_ready,
-                          include_in_schema=path in documented,
-                          summary="Readiness: catalog, engine and store reachable, models loaded (open)")  # fmt: skip

@@ -1,0 +1,106 @@
+"""The library's photos: browsed a page at a time, their metadata, thumbnails and originals, and removal.
+
+Thumbnails and originals never change under their ETag (the photo's sha256), so browsers keep them for a
+year and ask again with If-None-Match; with S3 presigning on, they are fetched from the bucket instead.
+"""
+
+from collections.abc import Callable
+from typing import Literal
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import RedirectResponse, StreamingResponse
+
+from lookalike.api import API
+from lookalike.api.deps import READ, WRITE, Lib, Service
+from lookalike.api.schemas import ImageId, ImageOut, ImagePage
+from lookalike.config import Settings
+from lookalike.errors import NotFoundError
+from lookalike.library import Library
+from lookalike.store.images import Kind
+from lookalike.store.s3 import S3ImageStore
+
+router = APIRouter(prefix=API)
+
+MIME = {
+    "JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp", "BMP": "image/bmp",
+    "TIFF": "image/tiff", "MPO": "image/jpeg", "ICO": "image/x-icon", "HEIF": "image/heic",
+}  # fmt: skip (a camera RAW original is sent as application/octet-stream: browsers do not show them)
+CHUNK = 2**20  # photos larger than this are sent in pieces of this size (the event loop serves others between)
+
+
+@router.get("/images", dependencies=READ, summary="Browse the library, a page at a time",
+            response_model=ImagePage)  # fmt: skip
+def list_images(
+    lib: Lib,
+    sort: Literal["newest", "oldest", "name"] = "newest",
+    label: str | None = Query(None, max_length=200),
+    limit: int = Query(48, ge=1, le=500),
+    offset: int = Query(0, ge=0, le=2**31),
+    name: str | None = Query(None, max_length=200, description="only photos whose file name contains this"),
+) -> ImagePage:
+    total, records = lib.catalog.list_images(sort, label, limit, offset, name)
+    return ImagePage(total=total, offset=offset, images=[ImageOut.from_record(r) for r in records])
+
+
+@router.get("/images/{image_id}", dependencies=READ, summary="Metadata of an indexed photo",
+            response_model=ImageOut)  # fmt: skip
+def image_meta(image_id: ImageId, lib: Lib) -> ImageOut:
+    return ImageOut.from_record(lib.get(image_id))
+
+
+@router.get("/images/{image_id}/thumbnail", dependencies=READ, summary="JPEG thumbnail",
+            response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})  # fmt: skip
+def thumbnail(image_id: ImageId, request: Request, lib: Lib, state: Service) -> Response:
+    rec = lib.get(image_id)
+    if (redirect := presigned(lib, state.settings, "thumbnail", rec.sha256)) is not None:
+        return redirect
+
+    def data() -> bytes:
+        blob = lib.images.get("thumbnail", rec.sha256)
+        if blob is None:
+            raise NotFoundError(f"thumbnail of image {image_id} is missing")
+        return blob
+
+    return cached(request, state.settings, f"{rec.sha256}-t", data, "image/jpeg")
+
+
+@router.get("/images/{image_id}/original", dependencies=READ, summary="The original photo",
+            response_class=Response, responses={200: {"content": {"image/*": {}}}})  # fmt: skip
+def original(image_id: ImageId, request: Request, lib: Lib, state: Service) -> Response:
+    rec = lib.get(image_id)
+    redirect = presigned(lib, state.settings, "original", rec.sha256) if rec.has_original else None
+    if redirect is not None:
+        return redirect
+    return cached(request, state.settings, rec.sha256, lambda: lib.original_bytes(image_id),
+                  MIME.get(rec.format, "application/octet-stream"))  # fmt: skip
+
+
+@router.delete("/images/{image_id}", dependencies=WRITE, status_code=204, summary="Remove a photo")
+def delete_image(image_id: ImageId, lib: Lib) -> Response:
+    removed = lib.remove([image_id])
+    if not removed:
+        raise NotFoundError(f"no image with id {image_id}")
+    return Response(status_code=204)
+
+
+def presigned(lib: Library, settings: Settings, kind: Kind, sha256: str) -> Response | None:
+    """A redirect to the bucket (LOOKALIKE_S3_PRESIGN), when the photo is stored there."""
+    if settings.s3_presign and isinstance(lib.images, S3ImageStore) and lib.images.exists(kind, sha256):
+        return RedirectResponse(lib.images.presigned_url(kind, sha256), status_code=307)
+    return None
+
+
+def cached(request: Request, settings: Settings, etag: str, data_fn: Callable[[], bytes], media_type: str) -> Response:
+    """The photo's bytes under its ETag, or 304 when the caller holds them already."""
+    # behind a read key, shared caches must not keep (and hand out) the photos
+    visibility = "private" if settings.api_key is not None and settings.api_key_for_reads else "public"
+    headers = {"ETag": f'"{etag}"', "Cache-Control": f"{visibility}, max-age=31536000, immutable"}
+    if request.headers.get("if-none-match", "").strip() in (f'"{etag}"', etag, "*"):
+        return Response(status_code=304, headers=headers)
+    # read in a worker thread (these handlers are plain functions), sent a MiB at a time: a 75 MB original read
+    # and written in one piece on the event loop stalled every other request
+    data = data_fn()
+    if len(data) <= CHUNK:
+        return Response(data, media_type=media_type, headers=headers)
+    chunks = (memoryview(data)[i : i + CHUNK] for i in range(0, len(data), CHUNK))
+    return StreamingResponse(chunks, media_type=media_type, headers=headers | {"Content-Length": str(len(data))})
