@@ -78,6 +78,25 @@ def test_a_lost_lease_hands_the_task_to_another_worker(catalog) -> None:
     assert job.state == "done" and job.added == 1 and job.items == {"/p/0.jpg": {"id": 7, "new": True}}
 
 
+def test_a_running_jobs_elapsed_time_and_rate_follow_the_queues_clock(catalog) -> None:
+    """Progress is read on the clock the queue runs on (the catalog's processes share it), not the reader's."""
+    clock = Clock()
+    q = JobQueue(catalog.db, lease=30.0, chunk=2, clock=clock)
+    job_id = q.submit("upload", {}, items(4))
+    first = q.claim("w")
+    clock.advance(10)
+    assert q.complete(first, {"added": 2})
+    running = q.get(job_id).as_dict()
+    assert running["state"] == "running" and running["elapsed"] == 10.0 and running["rate"] == 0.2
+    clock.advance(10)
+    assert q.get(job_id).as_dict()["elapsed"] == 20.0  # still running: the time runs on
+    q.complete(q.claim("w"), {"added": 2})
+    q.close(q.claim("w"))
+    clock.advance(100)
+    done = q.get(job_id).as_dict()
+    assert done["state"] == "done" and done["elapsed"] == 20.0  # finished: its time stops
+
+
 def test_concurrent_workers_never_claim_one_task_twice(url) -> None:
     catalogs = [Catalog.open(url) for _ in range(4)]
     q0 = queue(catalogs[0], chunk=1)

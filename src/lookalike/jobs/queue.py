@@ -73,13 +73,14 @@ class Job:
     errors: list[dict] = field(default_factory=list)
     workers: list[str] = field(default_factory=list)
     items: dict = field(default_factory=dict)  # per source outcome (uploads)
+    as_of: float = 0.0  # when it was read, on the queue's clock: a running job's elapsed time runs to here
 
     @property
     def finished(self) -> bool:
         return self.state in FINISHED
 
     def as_dict(self) -> dict:
-        end = self.finished_at or time.time()
+        end = self.finished_at or self.as_of
         elapsed = end - self.started_at if self.started_at else 0.0
         processed = self.done - self.unchanged
         return {
@@ -287,7 +288,7 @@ class JobQueue:
             row = conn.execute(sa.text(f"SELECT {self._JOB_COLS} FROM jobs WHERE id = :j"), {"j": job_id}).fetchone()
             if row is None:
                 return None
-            job = self._job(row)
+            job = self._job(row, self.clock())
             sums = conn.execute(sa.text(
                 "SELECT COALESCE(SUM(CASE WHEN state = 'done' AND kind = 'index' THEN n ELSE 0 END), 0), "
                 "COALESCE(SUM(added), 0), COALESCE(SUM(duplicates), 0), COALESCE(SUM(unchanged), 0), "
@@ -314,10 +315,10 @@ class JobQueue:
         return [job for i in ids if (job := self.get(i, details=False)) is not None]
 
     @staticmethod
-    def _job(row) -> Job:
+    def _job(row: sa.Row, now: float) -> Job:
         return Job(int(row.id), row.kind, row.state, json.loads(row.params), float(row.created_at), row.started_at,
                    row.finished_at, bool(row.listed), None if row.total is None else int(row.total),
-                   row.error)  # fmt: skip
+                   row.error, as_of=now)  # fmt: skip
 
     def wait(self, job_id: int, timeout: float, poll: float = 0.05) -> Job | None:
         """The job once finished, or as it is when ``timeout`` runs out."""
