@@ -16,7 +16,7 @@ DEMO_PHOTOS ?= $(CURDIR)/.demo-photos
 DEMO_URL ?= https://raw.githubusercontent.com/meetjeff/reverse-image-search/b5b483309410be3dc6c803cd367d1688ce768230/images
 DEMO_SET := $(if $(wildcard $(TOWHEE)/train),$(TOWHEE),$(DEMO_PHOTOS))
 
-.PHONY: install system-deps demo test lint bench clean
+.PHONY: install system-deps demo test test-slow lint bench clean
 
 install: $(VENV)/.installed
 
@@ -45,7 +45,10 @@ system-deps:
 test: install system-deps
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not slow"
+
+test-slow: install system-deps
+	$(PY) -m pytest -m slow
 
 lint: install
 	$(BIN)/ruff check src tests bench

@@ -56,6 +56,7 @@ def test_shared_towhee_set_reaches_the_quality_bar(settings, embedder) -> None:
     assert result["query_timing"] == "decode + embed + search"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("folder", "metric"), [("corel1k_wang", "precision@10"), ("smvs_dvd_covers", "mAP@10")])
 def test_the_defaults_never_hurt_the_raw_model(settings, embedder, folder: str, metric: str) -> None:
     """On the two shared sets where the defaults once lost (an easy category set, and instance groups of 5):

@@ -61,6 +61,7 @@ def test_the_export_gives_the_torch_models_vectors(models_dir: Path) -> None:
     assert np.allclose(onnx.embed(pixels[:1]), a[:1], atol=1e-5)  # a batch of one and of four agree
 
 
+@pytest.mark.slow
 def test_towhee_precision_matches_the_torch_path(models_dir: Path, tmp_path: Path) -> None:
     """The issue's bar: the ONNX export reaches the torch path's precision@10 on the Towhee set (0.005)."""
     results = {}

@@ -17,6 +17,7 @@ import pytest
 from tests import milvusserver
 
 
+@pytest.mark.slow
 def test_conformance_and_migration_against_a_milvus_standalone_server() -> None:
     if os.environ.get(milvusserver.INSIDE):
         pytest.skip("this is the run inside the namespace")
