@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 
+import numpy  # noqa: F401  # loads its BLAS: threadpoolctl limits only the libraries already loaded
 from threadpoolctl import threadpool_limits
 
 from lookalike.config import Settings
@@ -22,7 +23,8 @@ def set_switch_interval(seconds: float) -> None:
 
 def limit_blas_threads(threads: int) -> None:
     """Exact search multiplies one query by the index in numpy; OpenBLAS would spread that over every core,
-    where the model runtime and the decoders already work (bench/RESULTS.md, "Threads")."""
+    where the model runtime and the decoders already work, and its idle threads spin (bench/RESULTS.md,
+    "Threads"). numpy is imported above so that its BLAS is loaded when this runs: the CLI imports numpy later."""
     if threads:
         threadpool_limits(limits=threads, user_api="blas")
 
