@@ -59,3 +59,22 @@ def test_an_altered_model_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / copy_descriptor.SSCD_DISTILLED.name).write_bytes(b"not the model")
     with pytest.raises(ModelFileError, match="sha256"):
         copy_descriptor.model_path(tmp_path)
+
+
+def test_a_views_descriptor_is_the_models_own_pooling_of_that_part_of_its_feature_map(model) -> None:
+    """Pooling the whole map reproduces the model's descriptor; each view is GeM over its box (checked against a
+    box-by-box mean), projected and normalised as the model does."""
+    picture = Image.open(photo("castle", 2)).convert("RGB")
+    outputs = model.session.run(None, {model.input: model.prepare(picture)[None]})
+    whole, feature_map = outputs[0][0], outputs[1][0]
+    pooling = model.pooling
+    assert pooling is not None
+    everything = pooling.views(feature_map, ((0.0, 0.0, 1.0, 1.0),))[0]
+    assert float(everything @ (whole / np.linalg.norm(whole))) > 0.9999
+    cubed = np.maximum(feature_map, pooling.eps) ** 3
+    _, h, w = cubed.shape
+    for box, got in zip(copy_descriptor.VIEWS, pooling.views(feature_map), strict=True):
+        y0, x0 = round(box[1] * h), round(box[0] * w)
+        y1, x1 = max(round(box[3] * h), y0 + 1), max(round(box[2] * w), x0 + 1)
+        want = np.cbrt(cubed[:, y0:y1, x0:x1].mean(axis=(1, 2))) @ pooling.weight + pooling.bias
+        assert np.allclose(got, want / np.linalg.norm(want), atol=1e-5), box

@@ -21,6 +21,7 @@ map as a second output in memory; the file itself is used unmodified.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -144,17 +145,30 @@ class RegionPooling:
         self.bias = bias.astype(np.float32)
 
     def views(self, feature_map: np.ndarray, boxes: tuple = VIEWS) -> np.ndarray:
-        """(C, H, W) map -> (len(boxes), DIM) unit vectors."""
-        clipped = np.clip(feature_map, self.eps, None)
+        """(C, H, W) map -> (len(boxes), DIM) unit vectors. Every box's mean is one row of a single matrix product
+        (2.5x faster than a mean per box: bench/RESULTS.md, "Regional views")."""
+        clipped = np.maximum(feature_map, np.float32(self.eps))
         powered = clipped * clipped * clipped if self.power == 3.0 else clipped**self.power
-        _, height, width = powered.shape
-        pooled = []
-        for left, top, right, bottom in boxes:
-            y0, y1 = int(round(top * height)), max(int(round(bottom * height)), int(round(top * height)) + 1)
-            x0, x1 = int(round(left * width)), max(int(round(right * width)), int(round(left * width)) + 1)
-            pooled.append(powered[:, y0:y1, x0:x1].mean(axis=(1, 2)))
-        out = (np.stack(pooled) ** (1.0 / self.power)) @ self.weight + self.bias
+        channels, height, width = powered.shape
+        pooled = box_means(height, width, boxes) @ powered.reshape(channels, height * width).T
+        rooted = np.cbrt(pooled) if self.power == 3.0 else pooled ** (1.0 / self.power)
+        out = rooted @ self.weight + self.bias
         return (out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+@lru_cache(maxsize=64)
+def box_means(height: int, width: int, boxes: tuple) -> np.ndarray:
+    """(len(boxes), height * width): row i averages box i of a height x width map (fractions rounded to cells, at
+    least one cell). Cached: a photo's map size depends only on its aspect ratio."""
+    out = np.zeros((len(boxes), height * width), np.float32)
+    for row, (left, top, right, bottom) in enumerate(boxes):
+        y0, y1 = int(round(top * height)), max(int(round(bottom * height)), int(round(top * height)) + 1)
+        x0, x1 = int(round(left * width)), max(int(round(right * width)), int(round(left * width)) + 1)
+        cells = np.zeros((height, width), np.float32)
+        cells[y0:y1, x0:x1] = 1.0 / ((y1 - y0) * (x1 - x0))
+        out[row] = cells.ravel()
+    out.setflags(write=False)  # shared by every caller
+    return out
 
 
 def _with_feature_map(path: Path) -> tuple[bytes | str, RegionPooling | None]:
