@@ -156,21 +156,6 @@ class Library:
     def detect(self, query: str | Path | bytes) -> tuple[list[Detection], Decoded]:
         return self.searcher.detect(query)
 
-    def detect_decoded(self, decoded: Decoded) -> list[Detection]:
-        return self.models.detect_decoded(decoded)
-
-    def embed_objects(self, decoded: Decoded, detections: list[Detection]) -> np.ndarray:
-        return self.models.embed_objects(decoded, detections)
-
-    def decode_side(self) -> int:
-        return self.models.decode_side()
-
-    def decode_for_model(self, data: bytes) -> Decoded:
-        return self.models.decode(data)
-
-    def prepare_pixels(self, data: bytes) -> tuple[Decoded, np.ndarray]:
-        return self.models.prepare_pixels(data)
-
     def embed_bytes(self, data: bytes, box: Box | None = None) -> tuple[np.ndarray, Decoded]:
         """Embed a photo, or the ``box`` (x1, y1, x2, y2 in original pixels) of it."""
         with self.reader.decoding():
@@ -190,24 +175,12 @@ class Library:
     def names_for(self, key: SpaceKey) -> tuple[str, str, str, str]:
         return self.spaces.names_for(key)
 
-    def open_engine(self, backend: str, name: str, dim: int) -> VectorIndex:
-        return self.spaces.open_engine(backend, name, dim)
-
     @property
     def space(self) -> Space:
         return self.spaces.space
 
-    def build_space(self, key: SpaceKey) -> Space:
-        return self.spaces.build_space(key)
-
-    def activate(self, space: Space) -> None:
-        self.spaces.activate(space)
-
     def refresh(self, wait: bool = True) -> Space:
         return self.spaces.refresh(wait)
-
-    def transform(self, vectors: np.ndarray) -> np.ndarray:
-        return self.spaces.transform(vectors)
 
     @property
     def vectors(self) -> VectorIndex:
