@@ -55,7 +55,11 @@ def test_objects_are_stored_with_boxes_labels_and_scores(lib: Library) -> None:
 
 def test_rerun_keeps_ids_and_does_not_detect_again(lib: Library, subject_dir: Path, monkeypatch) -> None:
     before = lib.catalog.object_vector_ids().tolist()
-    monkeypatch.setattr(type(lib.models), "detect_decoded", lambda *a: (_ for _ in ()).throw(AssertionError("detected")))
+
+    def detected(*_):
+        raise AssertionError("detected")
+
+    monkeypatch.setattr(type(lib.models), "detect_decoded", detected)
     report = lib.index([str(subject_dir)], objects=True)
     assert report.unchanged == 18 and lib.catalog.object_vector_ids().tolist() == before
     lib.reindex()

@@ -63,8 +63,8 @@ class Library:
     def __init__(self, settings: Settings | None = None, embedder: Embedder | None = None, role: Role = "cli") -> None:
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
-        self.settings = settings or Settings()
-        self.role = role
+        self._settings = settings or Settings()
+        self._role: Role = role
         self.home = self.settings.home
         self.home.mkdir(parents=True, exist_ok=True)
         self.catalog = Catalog.open(self.settings.catalog_url, self.settings.database_schema)
@@ -91,6 +91,16 @@ class Library:
         self.maintenance_due = threading.Event()  # set after writes, for the service's maintenance thread
         self.active_key()  # a new library gets its first space now, not in the middle of maintenance
         self._check_backend()
+
+    @property
+    def settings(self) -> Settings:
+        """What the parts were built with: read-only, since each part keeps the settings it was given (open another
+        library to serve other settings)."""
+        return self._settings
+
+    @property
+    def role(self) -> Role:
+        return self._role
 
     @property
     def background(self) -> bool:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
 
-from lookalike.store.elastic import bulk_body, cosine_from_score, index_body, knn_body
+from lookalike.store.elastic import ElasticsearchIndex, bulk_body, cosine_from_score, index_body, knn_body
 from lookalike.store.milvus import filter_expression
 
 
@@ -63,3 +65,13 @@ def test_milvus_filter_expression_quotes_strings() -> None:
 
 def test_scores_map_back_to_cosine() -> None:
     assert cosine_from_score(1.0) == 1.0 and cosine_from_score(0.5) == 0.0 and cosine_from_score(0.0) == -1.0
+
+
+def test_every_method_that_calls_the_cluster_is_guarded() -> None:
+    """An unreachable cluster must become EngineUnavailable (503) in every call, never a 500: each method whose body
+    talks to the cluster goes through ``guarded`` (disk_bytes once lost it when a method was inserted above it)."""
+    talking = [name for name, fn in vars(ElasticsearchIndex).items()
+               if inspect.isfunction(fn) and name != "__init__" and "self.es." in inspect.getsource(fn)]  # fmt: skip
+    assert "disk_bytes" in talking and "search" in talking
+    unguarded = [name for name in talking if not hasattr(vars(ElasticsearchIndex)[name], "__wrapped__")]
+    assert not unguarded, unguarded

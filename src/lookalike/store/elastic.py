@@ -159,13 +159,13 @@ class ElasticsearchIndex:
         self.es.indices.refresh(index=self.index)
         self.dirty = False
 
-    @guarded
     def wait(self) -> None:
         """Nothing runs in the background here: the engine builds its own index."""
 
     def refresh_reads(self) -> None:
         """Nothing to do: every write is searchable once acknowledged."""
 
+    @guarded
     def disk_bytes(self) -> int:
         stats = self.es.indices.stats(index=self.index, metric="store")
         return int(stats["_all"]["primaries"]["store"]["size_in_bytes"])
