@@ -26,68 +26,28 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from serve import SHARED, TOWHEE, ready, start  # bench/serve.py, beside this script
+from serve import SHARED, TOWHEE, Send, drive, ready, start, uploads  # bench/serve.py, beside this script
 
 API = "/api/v1"
 
 
-async def thumbnails(base: str, ids: list[int], clients: int, seconds: float) -> tuple[list[float], int]:
-    """Latencies of thumbnail loads by ``clients`` clients, each walking its own stride of ``ids``."""
-    latencies: list[float] = []
-    errors = 0
-    deadline = time.perf_counter() + seconds
-
-    async def client(i: int) -> None:
-        nonlocal errors
-        async with httpx.AsyncClient(base_url=base, timeout=60) as http:
-            n = i
-            while time.perf_counter() < deadline:
-                image_id = ids[n % len(ids)]
-                n += clients
-                t = time.perf_counter()
-                r = await http.get(f"{API}/images/{image_id}/thumbnail")
-                if r.status_code == 200 and r.content:
-                    latencies.append(time.perf_counter() - t)
-                else:
-                    errors += 1
-
-    await asyncio.gather(*(client(i) for i in range(clients)))
-    return latencies, errors
-
-
-async def searches(base: str, queries: list[bytes], clients: int, seconds: float) -> tuple[int, int]:
-    """(searches answered, failed) by ``clients`` clients uploading the query photos in turn."""
-    done = errors = 0
-    deadline = time.perf_counter() + seconds
-
-    async def client(i: int) -> None:
-        nonlocal done, errors
-        async with httpx.AsyncClient(base_url=base, timeout=60) as http:
-            n = i
-            while time.perf_counter() < deadline:
-                data = queries[n % len(queries)]
-                n += clients
-                r = await http.post(f"{API}/search", files={"image": ("q.jpg", data, "image/jpeg")}, data={"k": "10"})
-                if r.status_code == 200:
-                    done += 1
-                else:
-                    errors += 1
-
-    await asyncio.gather(*(client(i) for i in range(clients)))
-    return done, errors
+def thumbnails(ids: list[int]) -> Send:
+    """GET a thumbnail, each request a different photo (no If-None-Match: every one is read and sent)."""
+    return lambda http, n: http.get(f"{API}/images/{ids[n % len(ids)]}/thumbnail")
 
 
 async def phase(base: str, ids: list[int], queries: list[bytes], args, thumbs: bool, search: bool) -> dict:
     started = time.perf_counter()
     jobs = []
     if thumbs:
-        jobs.append(thumbnails(base, ids, args.thumbnail_clients, args.seconds))
+        jobs.append(drive(base, thumbnails(ids), args.thumbnail_clients, args.seconds))
     if search:
-        jobs.append(searches(base, queries, args.search_clients, args.seconds))
+        jobs.append(drive(base, uploads(queries), args.search_clients, args.seconds))
     results = await asyncio.gather(*jobs)
     elapsed = time.perf_counter() - started
     latencies, thumb_errors = results[0] if thumbs else ([], 0)
-    searched, search_errors = results[-1] if search else (0, 0)
+    answered, search_errors = results[-1] if search else ([], 0)
+    searched = len(answered)
     if thumb_errors or search_errors:
         print(f"failed: {thumb_errors} thumbnails, {search_errors} searches", file=sys.stderr)
     return {"latencies": latencies, "searches": searched, "elapsed": elapsed}

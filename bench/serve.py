@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -41,7 +42,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def load(base: str, queries: list[bytes], clients: int, seconds: float, stop_when=None) -> tuple[list, float]:
+Send = Callable[[httpx.AsyncClient, int], Awaitable[httpx.Response]]
+
+
+async def drive(base: str, send: Send, clients: int, seconds: float,
+                stop_when: Callable[[], bool] | None = None) -> tuple[list[float], int]:  # fmt: skip
+    """(latencies of the answered requests, failed ones): ``clients`` clients for ``seconds``, client i making
+    requests i, i + clients, i + 2 clients ... with ``send(http, n)``; a 200 with a body counts as answered."""
     latencies: list[float] = []
     errors = 0
     deadline = time.perf_counter() + seconds
@@ -51,17 +58,31 @@ async def load(base: str, queries: list[bytes], clients: int, seconds: float, st
         async with httpx.AsyncClient(base_url=base, timeout=60) as http:
             n = i
             while time.perf_counter() < deadline and not (stop_when and stop_when()):
-                data = queries[n % len(queries)]
-                n += clients
                 t = time.perf_counter()
-                r = await http.post("/api/v1/search", files={"image": ("q.jpg", data, "image/jpeg")}, data={"k": "10"})
-                if r.status_code == 200:
+                r = await send(http, n)
+                n += clients
+                if r.status_code == 200 and r.content:
                     latencies.append(time.perf_counter() - t)
                 else:
                     errors += 1
 
-    started = time.perf_counter()
     await asyncio.gather(*(client(i) for i in range(clients)))
+    return latencies, errors
+
+
+def uploads(queries: list[bytes]) -> Send:
+    """POST /api/v1/search with the query photos in turn."""
+
+    def send(http: httpx.AsyncClient, n: int) -> Awaitable[httpx.Response]:
+        data = queries[n % len(queries)]
+        return http.post("/api/v1/search", files={"image": ("q.jpg", data, "image/jpeg")}, data={"k": "10"})
+
+    return send
+
+
+async def load(base: str, queries: list[bytes], clients: int, seconds: float, stop_when=None) -> tuple[list, float]:
+    started = time.perf_counter()
+    latencies, errors = await drive(base, uploads(queries), clients, seconds, stop_when)
     if errors:
         print(f"{errors} failed requests", file=sys.stderr)
     return latencies, time.perf_counter() - started
