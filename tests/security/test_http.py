@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import json
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import uvicorn
-from fastapi.testclient import TestClient
 
 from lookalike.api.app import create_app
 from lookalike.api.security import anonymous_refusal, is_loopback
 from lookalike.config import Settings
 from lookalike.library import Library
 from tests.conftest import photo
+from tests.security.serving import client_for
 from tests.services import cli, free_port
 
 API = "/api/v1"
@@ -31,13 +29,6 @@ def lib(settings: Settings, embedder, photo_dir: Path):
         library.index([str(photo_dir)])
         yield library
 
-
-@contextlib.contextmanager
-def client_for(lib: Library, **overrides) -> Iterator[TestClient]:
-    """A client of the service of ``lib``'s library opened with these settings (the parts take theirs when opened)."""
-    s = Settings(**{**lib.settings.model_dump(), **overrides})
-    with Library(s, embedder=lib.embedder) as served, TestClient(create_app(s, library=served)) as client:
-        yield client
 
 
 def body_without_instance(r) -> tuple[int, dict]:

@@ -3,19 +3,17 @@ links and CSV rows say, and a URL must never become a server path."""
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
-from lookalike.api.app import create_app
 from lookalike.config import Settings
 from lookalike.library import Library
 from tests.conftest import photo
+from tests.security.serving import client_for
 
 API = "/api/v1"
 
@@ -25,13 +23,6 @@ def lib(settings: Settings, embedder):
     with Library(settings, embedder=embedder) as library:
         yield library
 
-
-@contextlib.contextmanager
-def client_for(lib: Library, **overrides) -> Iterator[TestClient]:
-    """A client of the service of ``lib``'s library opened with these settings (the parts take theirs when opened)."""
-    s = Settings(**{**lib.settings.model_dump(), **overrides})
-    with Library(s, embedder=lib.embedder) as served, TestClient(create_app(s, library=served)) as client:
-        yield client
 
 
 def finished(c: TestClient, job: dict, within: float = 120) -> dict:
