@@ -632,6 +632,10 @@ def stage_rows(p: Profile) -> list[list[str]]:
         ]
         rows.append(cells + gil_cells(p, gil))
 
+    def outside(label: str, side: str, key: str, parent: str | None) -> None:
+        """The part of ``key``'s time outside every stage measured inside it."""
+        row(label, side, seq.of(key, parent) - seq.under(key), real.of(key, parent) - real.under(key))
+
     worker = ["read", "sha256", "lookup", "decode", "prepare", "embed", "thumbnail", "describe", "copy_of"]
     labels = {
         "read": "read the file (fetch.read_file)",
@@ -660,12 +664,7 @@ def stage_rows(p: Profile) -> list[list[str]]:
             rest = p.steps["decode"] - sum(p.steps[k] for k, _, _ in steps)
             row("  · rest of imaging.decode (checks, memory budget; by difference)", "worker", rest, None)
             row("  (a turn, had every photo needed one: not in the sums)", "", p.steps["turn_if"], None, share=False)
-    row(
-        "rest of Pipeline._prepare",
-        "worker",
-        seq.of("worker", None) - seq.under("worker"),
-        real.of("worker", None) - real.under("worker"),
-    )
+    outside("rest of Pipeline._prepare", "worker", "worker", None)
     row("**worker side (Pipeline._prepare)**", "worker", seq.of("worker", None), real.of("worker", None), "worker")
     row("list the folder (sources.expand)", "main", seq.of("list", None), real.of("list", None))
     row(
@@ -699,18 +698,8 @@ def stage_rows(p: Profile) -> list[list[str]]:
         ("index_add", "vector index adds (photos, copies, parts)"),
     ):
         row(f"  · {label}", "main", seq.of(key, "after_write"), real.of(key, "after_write"))
-    row(
-        "  · rest of after_write (refresh, records cache, catalog meta)",
-        "main",
-        seq.of("after_write", "commit") - seq.under("after_write"),
-        real.of("after_write", "commit") - real.under("after_write"),
-    )
-    row(
-        "rest of Pipeline._commit (catalog rows, report)",
-        "main",
-        seq.of("commit", None) - seq.under("commit"),
-        real.of("commit", None) - real.under("commit"),
-    )
+    outside("  · rest of after_write (refresh, records cache, catalog meta)", "main", "after_write", "commit")
+    outside("rest of Pipeline._commit (catalog rows, report)", "main", "commit", None)
     row("**main side (Pipeline._commit)**", "main", seq.of("commit", None), real.of("commit", None), "commit")
     row(
         "after the run: Library.maintain (whitening learned, its space built)",
