@@ -7,6 +7,9 @@ grows again; both are read here from the source (module-level imports only, as P
 from __future__ import annotations
 
 import ast
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import networkx as nx
@@ -38,12 +41,25 @@ def imports(path: Path, local_too: bool = False) -> set[str]:
     return found
 
 
+def all_imports(local_too: bool) -> dict[str, list[str]]:
+    """``imports`` of every module, read in a fresh interpreter: CPython 3.11's parser keeps its recursion count
+    per process, and a traceback printed by another thread at the same moment (3.11 parses source lines to
+    place its carets) made ``ast.parse`` here fail with "AST constructor recursion depth mismatch" in CI."""
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import test_architecture as t; "
+            "local = sys.argv[2] == '1'; "
+            "print(json.dumps({str(p): sorted(t.imports(p, local)) for p in t.PACKAGE.rglob('*.py')}))")
+    out = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent), "1" if local_too else "0"],
+                         capture_output=True, text=True, check=True, timeout=120)  # fmt: skip
+    return json.loads(out.stdout)
+
+
 def graph(local_too: bool = False) -> nx.DiGraph:
     modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    found = all_imports(local_too)
     g = nx.DiGraph()
     for name, path in modules.items():
         g.add_node(name)
-        for target in imports(path, local_too):
+        for target in found[str(path)]:
             if target in modules and target != name and not name.startswith(target + "."):
                 g.add_edge(name, target)
     return g

@@ -72,3 +72,7 @@ def test_the_service_waits_for_an_unreachable_engine_and_answers_503(settings: S
         with open(photo("goldfish", 0), "rb") as fh:
             r = client.post("/api/v1/search", files={"file": ("q.jpg", fh, "image/jpeg")})
         assert r.status_code == 503 and r.headers["retry-after"].isdigit(), r.text
+    # the service's end stops the opener's waiting too (it once retried for the rest of the process's life)
+    opener = app.state.lookalike.opener
+    opener.join(timeout=60)
+    assert not opener.is_alive()

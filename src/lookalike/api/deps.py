@@ -38,6 +38,9 @@ class State:
         self.error: str | None = None
         self.waiting: str | None = None  # why the library is not open yet (a part it needs is unavailable)
         self.ready = threading.Event()
+        self.stopping = threading.Event()  # the service is ending: the opener stops waiting for its parts
+        self.opener: threading.Thread | None = None
+        self.lifetime = threading.Lock()  # the opener's last step and the service's end, one after the other
         self.duplicates_lock = threading.Lock()
         self.metrics = Metrics()
         if library is not None:
@@ -59,10 +62,14 @@ class State:
     def start(self) -> None:
         """At the service's start: open the library in a thread of its own, unless it was given open."""
         if not self.ready.is_set():
-            threading.Thread(target=self.open, name="lookalike-open", daemon=True).start()
+            self.opener = threading.Thread(target=self.open, name="lookalike-open", daemon=True)
+            self.opener.start()
 
     def stop(self) -> None:
-        """At the service's end: stop the worker and the follower, and close the library if it opened it."""
+        """At the service's end: stop the opener, the worker and the follower, and close the library if it
+        opened it."""
+        with self.lifetime:
+            self.stopping.set()
         if self.worker is not None:
             self.worker.stop()
         if self.follow is not None:
@@ -74,12 +81,20 @@ class State:
         """Open the library in the background; while the catalog, engine or store is unavailable, try again
         with capped backoff (readiness says why it waits); any other error is final (shown by /healthz)."""
         try:
-            library = retry.again(self._open_once, lambda exc: isinstance(exc, Unavailable), float("inf"))
-            self.waiting = None
-            self._opened(library)
+            library = retry.again(self._open_once, lambda exc: isinstance(exc, Unavailable), float("inf"),
+                                  until=self.stopping.is_set)  # fmt: skip
+        except Unavailable:  # only when the service ended while its parts were down: nothing to open any more
+            return
         except Exception as exc:  # shown by /healthz and 503s, without paths or messages: those are logged
             problems.log.exception("the library could not be opened")
             self.error = public_error(exc)
+            return
+        with self.lifetime:
+            if self.stopping.is_set():  # opened just as the service ended: nobody else will close it
+                library.close()
+                return
+            self.waiting = None
+            self._opened(library)
 
     def _open_once(self) -> Library:
         library = None

@@ -30,13 +30,15 @@ def _log_retry(state: tenacity.RetryCallState) -> None:
                 state.seconds_since_start or 0.0)  # fmt: skip
 
 
-def again(fn: Callable[[], T], retry_if: Callable[[BaseException], bool], patience: float) -> T:
-    """``fn()``, run again while it raises an error ``retry_if`` accepts, for up to ``patience`` seconds; then
-    that error is raised."""
+def again(fn: Callable[[], T], retry_if: Callable[[BaseException], bool], patience: float,
+          until: Callable[[], bool] = lambda: False) -> T:  # fmt: skip
+    """``fn()``, run again while it raises an error ``retry_if`` accepts, for up to ``patience`` seconds or
+    until ``until()`` turns true (a service shutting down); then that error is raised."""
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception(retry_if),
         wait=tenacity.wait_random_exponential(multiplier=BACKOFF_FIRST, max=BACKOFF_MAX),
-        stop=tenacity.stop_after_delay(patience),
+        # stop_any calls any stop condition, a plain callable too (tenacity's StopBaseT); its annotation says stop_base
+        stop=tenacity.stop_any(tenacity.stop_after_delay(patience), lambda _state: until()),  # type: ignore[arg-type]
         before_sleep=_log_retry,
         reraise=True,
     )
