@@ -233,3 +233,21 @@ def test_copies_gives_photos_indexed_without_the_copy_stage_their_descriptor(tmp
     ImageOps.mirror(Image.open(photo("goldfish", 0)).convert("RGB")).save(query, quality=90)
     hits = json.loads(runner.invoke(app, [*home, "search", str(query), "--copies", "--json"]).output)["hits"]
     assert len(hits) == 1 and hits[0]["copy"] and hits[0]["label"] == "goldfish"
+
+
+def test_a_product_csvs_records_in_the_table_and_set_by_hand(run, tmp_path: Path) -> None:
+    from tests.shop import product_rows, write_csv
+
+    rows = product_rows(skus=2, per_sku=3)
+    csv_path = write_csv(tmp_path / "shop.csv", rows)
+    run("index", str(csv_path), "--field", "price:str", "--field", "tags:list")
+    hits = json.loads(run("search", rows[0]["path"], "-k", "1", "--json").output)["hits"]
+    assert hits[0]["fields"]["price"] == rows[0]["price"] and hits[0]["fields"]["tags"] == ["dairy", "shelf0"]
+    table = run("search", rows[0]["path"], "-k", "2", "--show", "brand,price").output
+    assert "brand" in table and rows[0]["brand"] in table and rows[0]["price"] in table
+    image_id = str(hits[0]["id"])
+    shown = json.loads(run("set", image_id, "price=3.5", "title=Sour milk", "tags=", "--json").output)
+    assert shown["fields"]["price"] == 3.5 and shown["fields"]["title"] == "Sour milk" and "tags" not in shown["fields"]
+    assert "field name" in run("set", image_id, "bad key=1", code=1).output
+    assert "no image with id" in run("set", "999999", "a=1", code=1).output
+    assert "NAME:TYPE" in run("index", str(csv_path), "--field", "price:money", code=1).output

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 def user_errors() -> tuple[type[Exception], ...]:
     """The errors that mean "tell the user" (evaluated only when an exception is being matched)."""
+    from lookalike.fields import FieldError
     from lookalike.imaging import BadImage
     from lookalike.ingest.sources import SourceError
     from lookalike.library import LibraryError
@@ -47,7 +48,7 @@ def user_errors() -> tuple[type[Exception], ...]:
     from lookalike.store.errors import DependencyError, EngineError
 
     return (LibraryError, ModelFileError, BadImage, SourceError, UnknownModelError, EngineError, DatabaseError,
-            DependencyError)  # fmt: skip
+            DependencyError, FieldError)  # fmt: skip
 
 
 class _Commands(typer.core.TyperGroup):
@@ -191,7 +192,7 @@ def progress_bar(description: str) -> Progress:
 
 
 def _run_index(lib: Library, paths: list[str], label: str | None, prune: bool, quiet: bool, objects: bool = False,
-               include_removed: bool = False) -> IndexReport:  # fmt: skip
+               include_removed: bool = False, kinds: dict[str, str] | None = None) -> IndexReport:  # fmt: skip
     with progress_bar("indexing") as bar:
         task = bar.add_task("indexing", total=None, rate="")
 
@@ -202,13 +203,16 @@ def _run_index(lib: Library, paths: list[str], label: str | None, prune: bool, q
             bar.update(task, completed=done, total=total, rate=rate)
 
         return lib.index(paths, label=label, prune=prune, on_progress=None if quiet else update, objects=objects,
-                         include_removed=include_removed)  # fmt: skip
+                         include_removed=include_removed, kinds=kinds)  # fmt: skip
 
 
 @app.command()
 def index(
-    paths: Annotated[list[str], typer.Argument(help="folders, CSV files (id,path,label), URL lists, files or URLs")],
+    paths: Annotated[list[str], typer.Argument(
+        help="folders, CSV files (path,label + any field columns), JSON-lines manifests, URL lists, files or URLs")],
     label: Annotated[str | None, typer.Option(help="label for every photo (default: CSV label or folder name)")] = None,
+    field: Annotated[list[str] | None, typer.Option(
+        "--field", help="a CSV field column's type, NAME:TYPE (str, int, float, bool, list); else inferred")] = None,
     prune: Annotated[bool, typer.Option(help="remove photos whose files vanished from the named folders")] = False,
     objects: Annotated[bool, typer.Option("--objects", help="also index each detected subject of each photo")] = False,
     include_removed: Annotated[
@@ -223,9 +227,11 @@ def index(
     """Index photos (incremental: unchanged files are skipped, duplicates stored once, removed files left out)."""
     if model is not None:
         State.overrides["model"] = model
+    kinds = _kinds(field)
     lib = open_library()
     try:
-        report = _run_index(lib, paths, label, prune, quiet=as_json, objects=objects, include_removed=include_removed)
+        report = _run_index(lib, paths, label, prune, quiet=as_json, objects=objects, include_removed=include_removed,
+                            kinds=kinds)  # fmt: skip
     except user_errors() as exc:
         fail(str(exc))
     except KeyboardInterrupt:
@@ -237,6 +243,15 @@ def index(
         out.print_json(json.dumps(report.as_dict()))
         return
     _print_report(report)
+
+
+def _kinds(specs: list[str] | None) -> dict[str, str] | None:
+    from lookalike.fields import FieldError, parse_kinds
+
+    try:
+        return parse_kinds(specs) if specs else None
+    except FieldError as exc:
+        fail(str(exc))
 
 
 def _print_report(r: IndexReport) -> None:
@@ -304,16 +319,22 @@ def short_path(source: str, longest: int = 40) -> str:
     return "…/" + "/".join(parts[-2:]) if len(parts) > 2 else source
 
 
-def _hits_table(title: str, hits) -> Table:
+def _hits_table(title: str, hits, show: list[str] | None = None) -> Table:
     """Hits in the ranking's order; the one number shown is the similarity (what --min-score filters on), as on the
-    page; a verdict is a word with how sure it is (the ranking's own score is in --json)."""
+    page; a verdict is a word with how sure it is (the ranking's own score is in --json). ``show``: fields of the
+    photos' records as columns before the source (empty where a photo has no such field)."""
+    from lookalike.fields import render
+
     table = Table(title=title, title_justify="left")
+    show = show or []
     columns: tuple[tuple[str, JustifyMethod], ...] = (
         ("#", "right"), ("id", "right"), ("similarity", "right"), ("label", "left"), ("matched", "left"),
-        ("source", "left"))  # fmt: skip
+        *((name, "left") for name in show), ("source", "left"))  # fmt: skip
     for col, just in columns:  # the source on one line (shortened), the verdict in words that fold whole
-        if col == "source":
-            table.add_column(col, justify=just, overflow="ellipsis", no_wrap=True, max_width=34)
+        if col == "source":  # narrower when fields take room: a record says more than a path
+            table.add_column(col, justify=just, overflow="ellipsis", no_wrap=True, max_width=20 if show else 34)
+        elif col in show:
+            table.add_column(col, justify=just, overflow="ellipsis", no_wrap=True, min_width=len(col))
         else:
             table.add_column(col, justify=just, overflow="fold", min_width=16 if col == "matched" else None)
     for rank, hit in enumerate(hits, 1):
@@ -329,8 +350,9 @@ def _hits_table(title: str, hits) -> Table:
         elif hit.same_object:
             matched = f"SAME OBJECT ({hit.verdict.confidence:.0%} sure){at}"
         source = short_path(hit.sources[0]) if hit.sources else ""
+        shown = [plain(render(hit.fields[name])) if name in hit.fields else "" for name in show]
         table.add_row(str(rank), str(hit.id), f"{hit.similarity:.2f}", plain(hit.label or ""), plain(matched),
-                      plain(source))  # fmt: skip
+                      *shown, plain(source))  # fmt: skip
     return table
 
 
@@ -359,6 +381,7 @@ def search(
     hide_copies: Annotated[
         bool, typer.Option("--hide-copies", help="one result per picture: leave out copies of a better result")
     ] = False,
+    show: Annotated[str | None, typer.Option(help="fields to show as columns, e.g. title,price")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print results as JSON")] = False,
 ) -> None:
     """Find the indexed photos most similar to QUERY, or matching --text (one result per photo, best entry wins).
@@ -367,6 +390,7 @@ def search(
         fail('give a photo (file, URL or image id) or --text "a description", one of the two')
     if text is not None and (objects or box or match or detected_label or copies_only):
         fail("--text searches whole photos: drop --objects, --box, --match, --detected-label and --copies")
+    columns = [c.strip() for c in show.split(",") if c.strip()] if show else []
     lib = open_library()
     try:
         empty = lib.catalog.count() == 0
@@ -399,12 +423,12 @@ def search(
             out.print("no subjects detected in the query photo (try without --objects)")
         for det, hits in groups:
             title = f"{det.label} ({det.score:.2f}) at {[round(v) for v in det.box]}: {len(hits)} results"
-            out.print(_hits_table(title, hits))
+            out.print(_hits_table(title, hits, columns))
         return
     if as_json:
         out.print_json(json.dumps(result.as_dict()))
         return
-    out.print(_hits_table(f"{len(result.hits)} results in {result.seconds * 1000:.0f} ms", result.hits))
+    out.print(_hits_table(f"{len(result.hits)} results in {result.seconds * 1000:.0f} ms", result.hits, columns))
     if not result.hits and copies_only and not empty:
         console.print("no copy of this photo in the library (drop --copies for similar photos)")
     elif not result.hits:
@@ -538,6 +562,39 @@ def remove(ids: Annotated[list[int], typer.Argument(help="image ids to remove")]
                   "(--include-removed adds them back)")  # fmt: skip
     if unknown:
         fail(f"no image with id {', '.join(map(str, unknown))}")
+
+
+@app.command("set")
+def set_fields(
+    image_id: Annotated[int, typer.Argument(help="image id")],
+    assignments: Annotated[list[str], typer.Argument(help='NAME=VALUE ... (a JSON value or text; NAME= removes)')],
+    as_json: Annotated[bool, typer.Option("--json", help="print the photo's fields as JSON")] = False,
+) -> None:
+    """Change a photo's fields (its record: title, url, price...) without re-indexing it."""
+    from lookalike.fields import FieldError, parse_assignment
+
+    try:
+        changes = dict(parse_assignment(a) for a in assignments)
+    except FieldError as exc:
+        fail(str(exc))
+    lib = open_library()
+    try:
+        rec = lib.set_fields(image_id, changes)
+    except user_errors() as exc:
+        fail(str(exc))
+    finally:
+        lib.close()
+    if as_json:
+        out.print_json(json.dumps({"id": rec.id, "fields": dict(rec.fields)}))
+        return
+    from lookalike.fields import render
+
+    table = Table(title=f"image {rec.id}", title_justify="left")
+    table.add_column("field")
+    table.add_column("value", overflow="fold")
+    for name, value in sorted(rec.fields.items()):
+        table.add_row(plain(name), plain(render(value)))
+    out.print(table)
 
 
 @app.command()
@@ -838,6 +895,8 @@ def jobs_add(
     label: Annotated[str | None, typer.Option(help="label for every photo")] = None,
     prune: Annotated[bool, typer.Option(help="remove photos whose files vanished from the named folders")] = False,
     objects: Annotated[bool, typer.Option("--objects", help="also index each detected subject")] = False,
+    field: Annotated[list[str] | None, typer.Option(
+        "--field", help="a CSV field column's type, NAME:TYPE (str, int, float, bool, list); else inferred")] = None,
 ) -> None:
     """Queue an index job for `lookalike worker` processes (or the service's worker) to run."""
     from lookalike.ingest.sources import iter_expand
@@ -845,11 +904,12 @@ def jobs_add(
 
     lib = open_library()
     try:
-        for p in paths:  # names that do not exist fail now, not in a worker
-            iter_expand(p, s3=lib.s3)
+        kinds = _kinds(field)
+        for p in paths:  # names that do not exist (or a CSV --field does not fit) fail now, not in a worker
+            iter_expand(p, s3=lib.s3, kinds=kinds)
         local = any(not p.startswith(("http://", "https://", "s3://")) for p in paths)
         params = {"paths": [p if "://" in p else str(Path(p).expanduser().resolve()) for p in paths],
-                  "label": label, "prune": prune, "objects": objects}  # fmt: skip
+                  "label": label, "prune": prune, "objects": objects, "kinds": kinds}  # fmt: skip
         job_id = lib.jobs.submit("index", params, affinity=host_affinity() if local else None)
     except user_errors() as exc:
         fail(str(exc))

@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,6 +29,7 @@ import numpy as np
 from lookalike import doctor, maintenance
 from lookalike.config import Settings
 from lookalike.errors import BusyError, LibraryError, ModelMismatchError, NotFoundError, TextSearchError
+from lookalike.fields import FieldValue
 from lookalike.imaging import Decoded
 from lookalike.ingest.backfill import BackfillReport, backfill
 from lookalike.ingest.pipeline import IndexingParts, IndexReport, Pipeline, ProgressFn
@@ -250,13 +251,15 @@ class Library:
         on_progress: ProgressFn | None = None,
         objects: bool = False,
         include_removed: bool = False,
+        kinds: dict[str, str] | None = None,
     ) -> IndexReport:
-        """Index folders, CSVs, URL lists, files and URLs; incremental and safe to interrupt.
+        """Index folders, CSVs, manifests, URL lists, files and URLs; incremental and safe to interrupt.
 
         With ``objects`` each photo is also indexed as each subject the detector finds. Files a user removed
-        (``remove``) stay out unless ``include_removed``.
+        (``remove``) stay out unless ``include_removed``. ``kinds`` gives the types of CSV field columns
+        (``{"price": "float"}``; else inferred).
         """
-        sets: list[SourceSet] = [expand(p, label, s3=self.s3 if is_s3(p) else None) for p in paths]
+        sets: list[SourceSet] = [expand(p, label, s3=self.s3 if is_s3(p) else None, kinds=kinds) for p in paths]
         _ = self.embedder  # a missing model fails here, once, not as one rejection per photo
         _ = self.copy_model  # likewise
         if self.settings.copy_candidates and self.follows_index:
@@ -283,6 +286,15 @@ class Library:
         if removed:
             self.after_write()
         return removed
+
+    def set_fields(self, image_id: int, changes: Mapping[str, FieldValue | None]) -> ImageRecord:
+        """Change a photo's fields without touching its vectors (a None removes a field): FieldError when the
+        result is not a valid record, NotFoundError when there is no such photo."""
+        rec = self.catalog.set_fields(image_id, changes)
+        if rec is None:
+            raise NotFoundError(f"no image with id {image_id}")
+        self.after_write()
+        return rec
 
     def remove(self, ids: list[int]) -> list[ImageRecord]:
         """Delete images by id, for good: their files stay out of later index runs (``index(include_removed=True)``

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import threading
 import time
@@ -318,3 +319,33 @@ def test_scores_come_in_the_order_of_the_hits(client: TestClient) -> None:
         assert scores == sorted(scores, reverse=True) and all(-1 <= h["similarity"] <= 1 for h in hits)
     same = client.post(f"{API}/search", files={"image": jpeg(photo("goldfish", 0))}, data={"k": "1"}).json()["hits"][0]
     assert same["similarity"] == pytest.approx(1.0, abs=1e-4)
+
+
+def test_records_travel_with_uploads_hits_and_patches(make_client) -> None:
+    """A shop uploads a product photo with its record, finds it by a customer's photo with the record on the hit,
+    corrects the price with PATCH; bad records are 422 naming the problem, and nothing is written."""
+    client = make_client(api_key=KEY)
+    auth = {"X-API-Key": KEY}
+    record = {"title": "Pizza Margherita", "price": 8.5, "url": "https://shop.example/p/pizza", "tags": ["hot"]}
+    r = client.post(f"{API}/images", files=[("images", jpeg(photo("pizza", 0)))], data={"fields": json.dumps(record)},
+                    headers=auth)  # fmt: skip
+    assert r.status_code == 201, r.text
+    image_id = r.json()["added"][0]["id"]
+    hits = client.post(f"{API}/search", files={"image": jpeg(photo("pizza", 0))}).json()["hits"]
+    assert hits[0]["id"] == image_id and hits[0]["fields"] == record
+    assert all(h["fields"] == {} for h in hits[1:])  # the folder's photos have no record
+    problem(client.patch(f"{API}/images/{image_id}", json={"fields": {"price": 7}}), 401, "X-API-Key")
+    patched = client.patch(f"{API}/images/{image_id}", json={"fields": {"price": 7.25, "tags": None}}, headers=auth)
+    assert patched.status_code == 200 and patched.json()["fields"] == {"title": "Pizza Margherita", "price": 7.25,
+                                                                       "url": record["url"]}  # fmt: skip
+    assert client.get(f"{API}/images/{image_id}").json()["fields"]["price"] == 7.25
+    for bad, fragment in (({"fields": {"bad key": 1}}, "field name"), ({"fields": {"price": [1, 2]}}, "strings only"),
+                          ({"fields": {"t": "x" * 3000}}, "at most"), ({"title": "x"}, "fields"),
+                          ({"fields": {"n": {"deep": {"er": 1}}}}, "not dict")):  # fmt: skip
+        problem(client.patch(f"{API}/images/{image_id}", json=bad, headers=auth), 422, fragment)
+    problem(client.patch(f"{API}/images/999999", json={"fields": {"a": 1}}, headers=auth), 404)
+    assert client.get(f"{API}/images/{image_id}").json()["fields"]["price"] == 7.25  # nothing written
+    for text, fragment in (("{oops", "not JSON"), ('["a"]', "object"), ('{"a b": 1}', "field name")):
+        r = client.post(f"{API}/images", files=[("images", jpeg(photo("pizza", 1)))], data={"fields": text},
+                        headers=auth)  # fmt: skip
+        problem(r, 422, fragment)

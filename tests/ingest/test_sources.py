@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -75,3 +77,56 @@ def test_single_file_and_url(photo_dir: Path) -> None:
 def test_missing_path_is_an_error() -> None:
     with pytest.raises(SourceError, match="no such file"):
         expand("/definitely/not/here")
+
+
+def test_a_csvs_extra_columns_are_the_photos_fields_typed_per_column(tmp_path: Path) -> None:
+    from tests.shop import price, product_rows, write_csv
+
+    rows = product_rows(skus=2, per_sku=3)
+    items = expand(str(write_csv(tmp_path / "shop.csv", rows))).items
+    assert len(items) == 6 and not any(i.error for i in items)
+    first = items[0]
+    sku = rows[0]["label"]
+    assert first.label == sku
+    assert first.fields == {"id": 1, "title": sku.replace("-", " "), "brand": sku.split("-")[0],
+                            "category": rows[0]["category"], "price": price(sku), "url": rows[0]["url"],
+                            "organic": False, "tags": "dairy|shelf0"}  # fmt: skip
+    # types given: the id as text, the tags as a list
+    typed = expand(str(tmp_path / "shop.csv"), kinds={"id": "str", "tags": "list"}).items[0].fields
+    assert typed is not None and typed["id"] == "1" and typed["tags"] == ["dairy", "shelf0"]
+    with pytest.raises(SourceError, match="does not have: colour"):
+        expand(str(tmp_path / "shop.csv"), kinds={"colour": "str"})
+
+
+def test_a_cell_that_does_not_fit_its_type_rejects_its_row_only(tmp_path: Path) -> None:
+    from tests.shop import product_rows, write_csv
+
+    rows = product_rows(skus=1, per_sku=3)
+    rows[1]["price"] = "cheap"
+    items = expand(str(write_csv(tmp_path / "shop.csv", rows)), kinds={"price": "float"}).items
+    assert [i.error for i in items] == [None, "field 'price': 'cheap' is not a float", None]
+    # inferred instead: the column is text, every row kept
+    assert {type(i.fields["price"]) for i in expand(str(tmp_path / "shop.csv")).items if i.fields} == {str}
+    (tmp_path / "bad.csv").write_text("path,label,my column\nx.jpg,a,1\n")
+    with pytest.raises(SourceError, match="column 'my column'"):
+        expand(str(tmp_path / "bad.csv"))
+
+
+def test_a_json_lines_manifest_gives_paths_labels_and_fields(tmp_path: Path) -> None:
+    goldfish = TOWHEE / "train" / "goldfish"
+    photos = sorted(goldfish.iterdir())[:2]
+    lines = [json.dumps({"path": str(photos[0]), "label": "fish", "fields": {"title": "Goldfish", "price": 3}}),
+             "", json.dumps({"path": os.path.relpath(photos[1], tmp_path), "fields": {"tags": ["orange"]}}),
+             "{not json", json.dumps({"label": "no path"}), json.dumps({"path": "x.jpg", "fields": {"a b": 1}}),
+             json.dumps(["a", "list"])]  # fmt: skip
+    (tmp_path / "photos.jsonl").write_text("\n".join(lines) + "\n")
+    items = expand(str(tmp_path / "photos.jsonl")).items
+    assert [(Path(i.source).name, i.label, i.fields, i.error) for i in items[:2]] == [
+        (photos[0].name, "fish", {"title": "Goldfish", "price": 3}, None),
+        (photos[1].name, None, {"tags": ["orange"]}, None)]  # fmt: skip
+    errors = [(i.source.rsplit(":", 1)[-1] if ".jsonl:" in i.source else Path(i.source).name, i.error)
+              for i in items[2:]]  # fmt: skip
+    assert errors[0][0] == "4" and "not a JSON object" in errors[0][1]
+    assert errors[1] == ("5", 'a manifest line needs "path": a file or URL')
+    assert errors[2][0] == "x.jpg" and "letters, digits" in errors[2][1]
+    assert errors[3] == ("7", 'a manifest line needs "path": a file or URL')

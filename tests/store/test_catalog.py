@@ -195,7 +195,7 @@ def test_sources_states_and_prefixes(catalog) -> None:
     assert catalog.sources_under("s3://bucket/") == ["s3://bucket/a/3.jpg"]
     states = catalog.source_states(["/data/my_photos/1.jpg", "/data/my_photos/nope.jpg", "https://example.com/4.jpg"])
     assert set(states) == {"/data/my_photos/1.jpg", "https://example.com/4.jpg"}
-    assert states["/data/my_photos/1.jpg"][1:] == (123, 1, "a")
+    assert states["/data/my_photos/1.jpg"][1:] == (123, 1, "a", None)
     touched = catalog.remove_sources(["/data/my_photos/1.jpg", "/unknown/x.jpg"])
     assert touched == [catalog.id_for_sha(sha(1))] and catalog.orphans(touched) == touched
 
@@ -374,6 +374,8 @@ def test_a_catalog_with_local_features_migrates_to_copy_descriptors(tmp_path) ->
         c.execute("CREATE TABLE features (image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE, "
                   "data BLOB NOT NULL)")  # fmt: skip
         c.execute("INSERT INTO features VALUES (?, ?)", (image_id, b"\x01" * 10_000))
+        c.execute("ALTER TABLE images DROP COLUMN fields")  # version 7's
+        c.execute("ALTER TABLE sources DROP COLUMN fields")
         c.execute("DELETE FROM schema_migrations WHERE version >= 4")
     cat = Catalog.open(f"sqlite:///{path}")
     with sqlite3.connect(path) as c:
@@ -464,3 +466,36 @@ def test_sources_a_user_removed_are_remembered_until_forgotten(catalog) -> None:
     assert catalog.forget_removed(["/f/a.jpg", "/h/new.jpg"]) == 1
     assert catalog.removed_among(asked) == {"/g/a-again.jpg"}
     assert catalog.source_states(asked).keys() == {"/g/c.jpg"}
+
+
+def test_fields_are_stored_merged_from_sources_and_changed_in_place(catalog) -> None:
+    """A photo's record: its first source's fields; another source's merge in key by key; a source whose fields
+    changed (a corrected CSV row) replaces what it gave before; ``set_fields`` changes it by hand. Every change is
+    in the feed (payloads change), the embedding never."""
+    first = dataclasses.replace(item(sha(70), "/shop/a.jpg"), fields={"title": "Mug", "price": 12.5, "tags": ["red"]})
+    image_id = catalog.add_batch([first]).rows[0][1]
+    assert catalog.get(image_id).fields == {"title": "Mug", "price": 12.5, "tags": ["red"]}
+    assert catalog.source_state("/shop/a.jpg").fields == '{"price":12.5,"tags":["red"],"title":"Mug"}'
+    seq = catalog.last_seq()
+    # the same bytes from a second source, with a record of its own: merged, the newer value wins
+    other = dataclasses.replace(item(sha(70), "/other/b.jpg", vec=None), fields={"price": 11.0, "brand": "Acme"})
+    catalog.add_batch([other])
+    assert catalog.get(image_id).fields == {"title": "Mug", "price": 11.0, "tags": ["red"], "brand": "Acme"}
+    assert [(c.image_id, c.flags) for c in catalog.changes_since(seq)] == [(image_id, PHOTO | OBJECTS)]
+    # the first source's row corrected: the tag it no longer gives goes, the price it gives now is set
+    assert catalog.refield_sources({"/shop/a.jpg": {"title": "Mug", "price": 9.0}}) == [image_id]
+    assert catalog.get(image_id).fields == {"title": "Mug", "price": 9.0, "brand": "Acme"}
+    assert catalog.refield_sources({"/shop/a.jpg": {"title": "Mug", "price": 9.0}}) == []  # the same: no change
+    # by hand: a null removes, a new key is added; a bad record is refused whole
+    seq = catalog.last_seq()
+    assert catalog.set_fields(image_id, {"brand": None, "stock": 3}).fields == {"title": "Mug", "price": 9.0,
+                                                                                "stock": 3}  # fmt: skip
+    assert [c.flags for c in catalog.changes_since(seq)] == [PHOTO | OBJECTS]
+    with pytest.raises(ValueError, match="field name"):
+        catalog.set_fields(image_id, {"bad name": 1})
+    assert catalog.get(image_id).fields == {"title": "Mug", "price": 9.0, "stock": 3}
+    assert catalog.set_fields(10**9, {"a": 1}) is None
+    assert np.allclose(catalog.embedding(image_id), unit(1.0), atol=0.01)
+    # a photo without fields has an empty record
+    plain = catalog.add_batch([item(sha(71), "/shop/c.jpg")]).rows[0][1]
+    assert catalog.get(plain).fields == {} and catalog.source_state("/shop/c.jpg").fields is None

@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lookalike.api.limits import TrackedSend
 from lookalike.errors import BusyError, LibraryError, ModelMismatchError, NotFoundError
+from lookalike.fields import FieldError
 from lookalike.imaging import BadImage, DecodeBusy
 from lookalike.ingest.fetch import FetchError
 from lookalike.store.catalog.database import unreachable
@@ -103,6 +104,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(ModelMismatchError)
     async def _model(request: Request, exc: ModelMismatchError):
         return problem_response(409, "Model mismatch", str(exc), request.url.path)
+
+    @app.exception_handler(FieldError)
+    async def _fields(request: Request, exc: FieldError):
+        return problem_response(422, "Invalid fields", str(exc), request.url.path)
 
     @app.exception_handler(LibraryError)
     async def _library(request: Request, exc: LibraryError):

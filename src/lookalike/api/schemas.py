@@ -20,6 +20,7 @@ MAX_LABEL = 200  # characters in a label (searches filter by labels of this leng
 MAX_ID = 2**63 - 1  # ids are 64-bit in the catalog: larger ones are refused before any lookup
 ImageId = Annotated[int, BeforeValidator(digits_only), PathParam(ge=1, le=MAX_ID, description="an indexed photo's id")]
 JobId = Annotated[int, BeforeValidator(digits_only), PathParam(ge=1, le=MAX_ID, description="an index job's id")]
+FIELDS = "the photo's record (a CSV's extra columns, a manifest's or an upload's fields): name: value"
 
 
 def original_url(image_id: int) -> str:
@@ -89,6 +90,7 @@ class HitOut(BaseModel):
     score: float = Field(description="what the hits are ordered by (after query expansion and re-ranking)")
     similarity: float = Field(description="cosine of the query photo and this photo (1.0: the same picture)")
     label: str | None
+    fields: dict[str, Any] = Field(default_factory=dict, description=FIELDS)
     source: str | None
     sources: list[str]
     width: int
@@ -163,6 +165,7 @@ class ImageOut(BaseModel):
     id: int
     sha256: str
     label: str | None
+    fields: dict[str, Any] = Field(default_factory=dict, description=FIELDS)
     width: int
     height: int
     format: str
@@ -176,10 +179,18 @@ class ImageOut(BaseModel):
     @classmethod
     def from_record(cls, rec: ImageRecord) -> Self:
         return cls(
-            id=rec.id, sha256=rec.sha256, label=rec.label, width=rec.width, height=rec.height, format=rec.format,
+            id=rec.id, sha256=rec.sha256, label=rec.label, fields=dict(rec.fields), width=rec.width,
+            height=rec.height, format=rec.format,
             bytes=rec.bytes, added_at=rec.added_at, source=rec.sources[0] if rec.sources else None,
             sources=list(rec.sources), original_url=original_url(rec.id), thumbnail_url=thumbnail_url(rec.id),
         )  # fmt: skip
+
+
+class FieldsPatch(BaseModel):
+    """PATCH /images/{id}: fields to set (a null removes one); the others stay."""
+
+    model_config = ConfigDict(extra="forbid")
+    fields: dict[str, Any] = Field(description="name: value (string, number, boolean, list of strings) or null")
 
 
 class ImagePage(BaseModel):
@@ -191,7 +202,9 @@ class ImagePage(BaseModel):
 UPLOAD_FORM = {
     "type": "object", "required": ["images"],
     "properties": {"images": {"type": "array", "items": {"type": "string", "format": "binary"}},
-                   "label": {"type": "string"}, "objects": {"type": "boolean"}},
+                   "label": {"type": "string"}, "objects": {"type": "boolean"},
+                   "fields": {"type": "string", "description": "the photos' record as a JSON object, e.g. "
+                              '{"title": "Blue mug", "price": 12.5, "url": "https://shop.example/mug"}'}},
 }  # fmt: skip
 
 

@@ -25,6 +25,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from lookalike.config import Settings
+from lookalike.fields import Fields, dumps
 from lookalike.imaging import BadImage, Decoded, thumbnail_jpeg
 from lookalike.ingest.fetch import FetchError
 from lookalike.ingest.reading import Reader
@@ -252,10 +253,13 @@ class Pipeline:
         known = catalog.source_states(items)
         displaced: list[int] = []  # images some source stopped pointing at: removed if nothing else does
         relabel: dict[str, str | None] = {}  # unchanged sources whose label the rule now gives differently
+        refield: dict[str, Fields | None] = {}  # sources whose record (a CSV row, a manifest line) changed
         for it in items.values():
             state = known.get(it.source)
             if state is not None and state.label != it.label and not it.error and not (it.is_url or it.is_upload):
                 relabel[it.source] = it.label  # files, bucket keys: the rule decides
+            if state is not None and it.fields is not None and not it.error and state.fields != dumps(it.fields):
+                refield[it.source] = it.fields
             if state is not None and not it.is_url and it.size is not None:
                 if state.size == it.size and state.mtime_ns == it.mtime_ns:
                     if self.objects and catalog.detected_with(state.image_id) is None:
@@ -269,7 +273,8 @@ class Pipeline:
                 report.unchanged += 1  # URLs are content-addressed once fetched; re-fetch with --force later
                 continue
             todo.append(it)
-        if relabel and self.parts.catalog.relabel_sources(relabel):
+        relabelled = bool(relabel) and bool(self.parts.catalog.relabel_sources(relabel))
+        if (refield and self.parts.catalog.refield_sources(refield)) or relabelled:
             self.parts.after_write()
         done = report.unchanged
         self._progress(done, report)
@@ -343,6 +348,7 @@ class Pipeline:
                     has_original=p.original is not None,
                     copy_vector=p.copy_vector if p.known_id is None else None,
                     part_vector=p.part_vector if p.known_id is None else None,
+                    fields=p.item.fields,
                 )
             )
         written = self.parts.catalog.add_batch(rows, guard=self.guard)

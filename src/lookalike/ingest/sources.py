@@ -1,8 +1,9 @@
-"""Turn what the user names (folders, CSVs, URL lists, files, URLs) into source items.
+"""Turn what the user names (folders, CSVs, JSON-lines manifests, URL lists, files, URLs) into source items.
 
 A source item is one photo to consider: its canonical source string (absolute
-path or URL), a label if one is known, and for local files the size and mtime
-that make re-runs incremental without reading the file.
+path or URL), a label if one is known, the fields of its record (a CSV's extra
+columns, a manifest's ``fields``), and for local files the size and mtime that
+make re-runs incremental without reading the file.
 """
 
 from __future__ import annotations
@@ -11,13 +12,17 @@ import csv
 import errno
 import io
 import itertools
+import json
 import os
 import stat
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from lookalike.fields import FieldError, Fields, check_fields, infer_kind, parse_cell
+
 CSV_SUFFIXES = {".csv"}
+MANIFEST_SUFFIXES = {".jsonl", ".ndjson"}
 URL_LIST_SUFFIXES = {".txt", ".urls", ".list"}
 
 
@@ -34,6 +39,7 @@ class SourceItem:
     error: str | None = None  # set when the item is known bad before reading (unreadable entry)
     data: bytes | None = field(default=None, repr=False)  # inline bytes (uploads): nothing to read
     stored: str | None = None  # sha256 of an upload whose bytes wait in the image store (queued uploads)
+    fields: Fields | None = None  # the photo's record from this source (None: the source says nothing of it)
 
     @property
     def is_upload(self) -> bool:
@@ -188,30 +194,104 @@ def bounded_lines(path: Path, fh: io.BufferedReader) -> Iterator[str]:
             raise SourceError(f"{path}: line {number} is not UTF-8 text") from None
 
 
-def read_csv(path: Path, label: str | None = None) -> Iterator[SourceItem]:
-    """The seed CSV format: a header with ``path`` (and optional ``label``), paths relative to the CSV."""
+def read_csv(path: Path, label: str | None = None, kinds: Mapping[str, str] | None = None) -> Iterator[SourceItem]:
+    """The seed CSV format: a header with ``path`` (and optional ``label``), paths relative to the CSV. Every other
+    column is a field of the photo's record, typed per column (``lookalike.fields``; ``kinds`` overrides), so the
+    file is read twice: once for the columns' types, once for the photos."""
+    columns = _csv_kinds(path, kinds or {})
+    with open_list(path) as fh:
+        reader = csv.DictReader(bounded_lines(path, fh))
+        try:
+            for row in reader:
+                yield from _csv_row(path, row, label, columns)
+        except csv.Error as exc:
+            raise SourceError(f"{path}: malformed CSV at line {reader.line_num}: {exc}") from None
+
+
+def _csv_kinds(path: Path, kinds: Mapping[str, str]) -> dict[str, str]:
+    """The type of each field column: as given in ``kinds``, else inferred from all its cells."""
     with open_list(path) as fh:
         reader = csv.DictReader(bounded_lines(path, fh))
         try:
             if not reader.fieldnames or "path" not in reader.fieldnames:
                 raise SourceError(f"{path}: CSV needs a header with a 'path' column (id,path,label)")
+            names = [n for n in reader.fieldnames if n not in ("path", "label")]
+            for name in names:
+                try:
+                    check_fields({name: ""})
+                except FieldError as exc:
+                    raise SourceError(f"{path}: column {name!r}: {exc}") from None
+            unknown = set(kinds) - set(names)
+            if unknown:
+                raise SourceError(f"{path}: --field names columns it does not have: {', '.join(sorted(unknown))}")
+            seen: dict[str, set[str]] = {n: set() for n in names if n not in kinds}
             for row in reader:
-                yield from _csv_row(path, row, label)
+                for name, found in seen.items():
+                    cell = row.get(name) or ""
+                    if cell.strip() and len(found) < 3:  # int, float, str: more says nothing new
+                        found.add(infer_kind([cell]))
         except csv.Error as exc:
             raise SourceError(f"{path}: malformed CSV at line {reader.line_num}: {exc}") from None
+    return {n: kinds.get(n) or infer_kind_of(seen[n]) for n in names}
 
 
-def _csv_row(path: Path, row: dict, label: str | None) -> Iterator[SourceItem]:
+def infer_kind_of(kinds: set[str]) -> str:
+    """A column's kind from the kinds of its cells (see ``lookalike.fields.infer_kind``)."""
+    if len(kinds) == 1:
+        return next(iter(kinds))
+    return "float" if kinds == {"int", "float"} else "str"
+
+
+def _csv_row(path: Path, row: dict, label: str | None, columns: Mapping[str, str]) -> Iterator[SourceItem]:
     ref = (row.get("path") or "").strip()
     if not ref:
         return
     row_label = label if label is not None else (row.get("label") or "").strip() or None
+    error = None
+    try:
+        fields = check_fields({name: parse_cell(name, row[name], kind) for name, kind in columns.items()
+                               if isinstance(row.get(name), str) and row[name].strip()})  # fmt: skip
+    except FieldError as exc:
+        fields, error = {}, str(exc)
+    yield from _item(path, ref, row_label, fields, error)
+
+
+def _item(path: Path, ref: str, label: str | None, fields: Fields, error: str | None) -> Iterator[SourceItem]:
+    """The photo a list names (a URL, or a path relative to the list), with its record."""
     if is_url(ref):
-        yield SourceItem(ref, row_label)
+        yield SourceItem(ref, label, fields=fields, error=error)
     elif "\x00" in ref:
-        yield SourceItem(ref.replace("\x00", "\\0"), row_label, error="a NUL character in the path")
+        yield SourceItem(ref.replace("\x00", "\\0"), label, error="a NUL character in the path")
     else:
-        yield _file_item((path.parent / ref).resolve(), row_label)
+        item = replace(_file_item((path.parent / ref).resolve(), label), fields=fields)
+        yield item if error is None else replace(item, error=error)
+
+
+def read_manifest(path: Path, label: str | None = None) -> Iterator[SourceItem]:
+    """A JSON-lines manifest: one object per line, ``{"path": ..., "label": ..., "fields": {...}}`` (``label``
+    and ``fields`` optional; paths relative to the manifest, or URLs). A line that is not such an object is
+    reported (as its line) and skipped."""
+    with open_list(path) as fh:
+        for number, line in enumerate(bounded_lines(path, fh), 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                entry = json.loads(line)
+            except ValueError as exc:
+                yield SourceItem(where, label, error=f"not a JSON object: {exc}")
+                continue
+            ref = entry.get("path") if isinstance(entry, dict) else None
+            if not isinstance(ref, str) or not ref.strip():
+                yield SourceItem(where, label, error='a manifest line needs "path": a file or URL')
+                continue
+            own = entry.get("label")
+            row_label = label if label is not None else (own.strip() or None if isinstance(own, str) else None)
+            try:
+                fields, error = check_fields(entry.get("fields") or {}), None
+            except FieldError as exc:
+                fields, error = {}, str(exc)
+            yield from _item(path, ref.strip(), row_label, fields, error)
 
 
 def read_url_list(path: Path, label: str | None = None) -> Iterator[SourceItem]:
@@ -238,9 +318,10 @@ def _looks_like_url_list(path: Path) -> bool:
     return bool(head) and is_url(head[0])
 
 
-def expand(arg: str, label: str | None = None, s3=None) -> SourceSet:
-    """One command-line argument -> the photos it names; ``s3`` gives a boto3 client for s3:// ones."""
-    root, items = iter_expand(arg, label, s3)
+def expand(arg: str, label: str | None = None, s3=None, kinds: Mapping[str, str] | None = None) -> SourceSet:
+    """One command-line argument -> the photos it names; ``s3`` gives a boto3 client for s3:// ones, ``kinds``
+    the types of a CSV's field columns (else inferred)."""
+    root, items = iter_expand(arg, label, s3, kinds=kinds)
     return SourceSet(list(items), root=root)
 
 
@@ -252,16 +333,18 @@ def _checked(items: Iterator[SourceItem]) -> Iterator[SourceItem]:
 
 
 def iter_expand(
-    arg: str, label: str | None = None, s3=None, roots: list[str] | None = None
+    arg: str, label: str | None = None, s3=None, roots: list[str] | None = None,
+    kinds: Mapping[str, str] | None = None,
 ) -> tuple[str | None, Iterator[SourceItem]]:
     """Like ``expand``, streamed: (the folder prefix it covers, the photos one by one). A folder or a bucket
     of millions is listed without holding the listing in memory (index jobs cut it into chunks). With
     ``roots`` (an HTTP caller's job), every local photo must resolve inside one of them."""
-    root, items = _iter_expand(arg, label, s3)
+    root, items = _iter_expand(arg, label, s3, kinds)
     return root, (items if roots is None else within_roots(items, roots))
 
 
-def _iter_expand(arg: str, label: str | None, s3) -> tuple[str | None, Iterator[SourceItem]]:
+def _iter_expand(arg: str, label: str | None, s3,
+                 kinds: Mapping[str, str] | None) -> tuple[str | None, Iterator[SourceItem]]:  # fmt: skip
     if arg.startswith("s3://"):
         from lookalike.store.s3 import S3Location, list_photos
 
@@ -293,7 +376,9 @@ def _iter_expand(arg: str, label: str | None, s3) -> tuple[str | None, Iterator[
     if path.is_dir():
         return str(path) + os.sep, walk_folder(path, label)
     if path.suffix.lower() in CSV_SUFFIXES:
-        return None, _checked(read_csv(path, label))
+        return None, _checked(read_csv(path, label, kinds))
+    if path.suffix.lower() in MANIFEST_SUFFIXES:
+        return None, _checked(read_manifest(path, label))
     if _looks_like_url_list(path):
         return None, read_url_list(path, label)
     return None, iter([_file_item(path, label)])  # a single file: labelled only when asked

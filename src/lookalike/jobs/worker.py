@@ -41,11 +41,12 @@ OUTAGE_ROUNDS = 20  # runs of one chunk cut short by outages, before that counts
 
 def item_json(item: SourceItem) -> dict[str, Any]:
     return {k: v for k, v in {"s": item.source, "l": item.label, "z": item.size, "m": item.mtime_ns, "e": item.error,
-                              "h": item.stored}.items() if v is not None}  # fmt: skip
+                              "h": item.stored, "f": item.fields}.items() if v is not None}  # fmt: skip
 
 
 def item_from_json(data: dict[str, Any]) -> SourceItem:
-    return SourceItem(data["s"], data.get("l"), data.get("z"), data.get("m"), data.get("e"), stored=data.get("h"))
+    return SourceItem(data["s"], data.get("l"), data.get("z"), data.get("m"), data.get("e"), stored=data.get("h"),
+                      fields=data.get("f"))  # fmt: skip
 
 
 def worker_name() -> str:
@@ -232,7 +233,7 @@ class Worker:
         seq, total, chunk, chunks, vanished = 1, 0, [], [], []
         for path in p.get("paths", []):
             root, items = iter_expand(path, p.get("label"), s3=self.parts.reader.s3 if is_s3(path) else None,
-                                      roots=p.get("roots"))  # fmt: skip  # an HTTP caller's job: its roots
+                                      roots=p.get("roots"), kinds=p.get("kinds"))  # fmt: skip  # roots: an HTTP job's
             seen: set[str] | None = set() if p.get("prune") and root else None
             for item in items:
                 chunk.append(item_json(item))

@@ -96,7 +96,8 @@ def rank(space: Space, catalog: Catalog, records: RecordCache, settings: Setting
         obj = objects.get(vid) if vid is not None else None
         box, det_label = (obj.box, obj.label) if obj is not None else (None, None)
         hits.append(Hit(i, float(rank_score), rec.label, rec.sources, rec.width, rec.height, rec.sha256, box, det_label,
-                        float(score), detected_score=obj.score if obj is not None else None))  # fmt: skip
+                        float(score), detected_score=obj.score if obj is not None else None,
+                        fields=rec.fields))  # fmt: skip
         if len(hits) == k:
             break
     return hits

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from lookalike.search.copies import Verdict
 
@@ -26,6 +28,7 @@ class Hit:
     similarity: float = 0.0
     verdict: Verdict | None = None  # the copy check, when this hit was checked (the top candidates are)
     detected_score: float | None = None  # how sure the detector was of ``detected_label`` (a guess, not a label)
+    fields: Mapping[str, Any] = field(default_factory=dict)  # the photo's record (lookalike.fields)
 
     @property
     def copy(self) -> bool:
@@ -43,6 +46,7 @@ class Hit:
             "score": round(self.score, 6),
             "similarity": round(self.similarity, 6),
             "label": self.label,
+            "fields": dict(self.fields),
             "sources": list(self.sources),
             "width": self.width,
             "height": self.height,

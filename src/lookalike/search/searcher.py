@@ -300,7 +300,7 @@ class Searcher:
             ):
                 rec = records[i]
                 out.append(Hit(i, similarity[i], rec.label, rec.sources, rec.width, rec.height, rec.sha256,
-                               similarity=similarity[i]))  # fmt: skip
+                               similarity=similarity[i], fields=rec.fields))  # fmt: skip
         return out
 
     def copy_of(self, query: verification.CopyQuery) -> tuple[int, float] | None:

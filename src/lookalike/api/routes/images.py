@@ -12,7 +12,7 @@ from fastapi.responses import RedirectResponse, StreamingResponse
 
 from lookalike.api import API
 from lookalike.api.deps import READ, WRITE, Lib, Service
-from lookalike.api.schemas import ImageId, ImageOut, ImagePage
+from lookalike.api.schemas import FieldsPatch, ImageId, ImageOut, ImagePage
 from lookalike.config import Settings
 from lookalike.errors import NotFoundError
 from lookalike.library import Library
@@ -46,6 +46,12 @@ def list_images(
             response_model=ImageOut)  # fmt: skip
 def image_meta(image_id: ImageId, lib: Lib) -> ImageOut:
     return ImageOut.from_record(lib.get(image_id))
+
+
+@router.patch("/images/{image_id}", dependencies=WRITE, summary="Change a photo's fields (no re-indexing)",
+              response_model=ImageOut)  # fmt: skip
+def patch_image(image_id: ImageId, body: FieldsPatch, lib: Lib) -> ImageOut:
+    return ImageOut.from_record(lib.set_fields(image_id, body.fields))
 
 
 @router.get("/images/{image_id}/thumbnail", dependencies=READ, summary="JPEG thumbnail",

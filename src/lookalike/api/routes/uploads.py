@@ -6,6 +6,7 @@ it is still running. A crash after the job is queued loses nothing.
 """
 
 import hashlib
+import json
 from pathlib import Path
 
 from fastapi import APIRouter, Request
@@ -18,6 +19,7 @@ from lookalike.api.deps import WRITE, Lib, Service
 from lookalike.api.forms import check_photo_type
 from lookalike.api.problems import Problem
 from lookalike.api.schemas import MAX_LABEL, UPLOAD_FORM, JobOut, Rejection, UploadItem, UploadOut
+from lookalike.fields import MAX_BYTES, Fields, check_fields
 from lookalike.ingest.sources import SourceItem
 from lookalike.jobs.worker import item_json, store_affinity
 from lookalike.library import Library
@@ -43,6 +45,7 @@ async def upload_images(request: Request, lib: Lib, state: Service) -> JSONRespo
     if label is not None and len(label) > MAX_LABEL:
         raise Problem(422, "Invalid parameters", f"label: at most {MAX_LABEL} characters")
     objects = str(form.get("objects", "")).lower() in ("1", "true", "yes", "on")
+    fields = given_fields(form.get("fields"))
     files: list[tuple[str, bytes]] = []
     rejected: list[Rejection] = []
     for up in uploads:
@@ -57,7 +60,7 @@ async def upload_images(request: Request, lib: Lib, state: Service) -> JSONRespo
     if files:
         # durable: the bytes go to the image store, then a job is queued; any worker runs it, and this
         # request waits for it (LOOKALIKE_UPLOAD_WAIT), so a crash after this point loses nothing
-        job_id, sources = await run_in_threadpool(queue_uploads, lib, files, label, objects)
+        job_id, sources = await run_in_threadpool(queue_uploads, lib, files, label, objects, fields)
         if state.worker is not None:
             state.worker.wake.set()
         job = await run_in_threadpool(lib.jobs.wait, job_id, state.settings.upload_wait)
@@ -78,8 +81,21 @@ async def upload_images(request: Request, lib: Lib, state: Service) -> JSONRespo
     return JSONResponse(out.body(), status_code=201 if added else 200)
 
 
+def given_fields(text: object) -> Fields | None:
+    """The ``fields`` form field: a JSON object of the photos' record, checked (422 naming the problem)."""
+    if text is None or text == "":
+        return None
+    if not isinstance(text, str) or len(text) > 4 * MAX_BYTES:
+        raise Problem(422, "Invalid fields", f"fields: a JSON object of at most {MAX_BYTES} bytes")
+    try:
+        parsed = json.loads(text)
+    except ValueError as exc:
+        raise Problem(422, "Invalid fields", f"fields: not JSON ({exc})") from None
+    return check_fields(parsed)
+
+
 def queue_uploads(lib: Library, files: list[tuple[str, bytes]], label: str | None,
-                  objects: bool) -> tuple[int, list[str]]:  # fmt: skip
+                  objects: bool, fields: Fields | None = None) -> tuple[int, list[str]]:  # fmt: skip
     """Put each upload's bytes in the image store, then queue one job for them; returns (job, sources)."""
     items, sources = [], []
     for name, data in files:
@@ -87,5 +103,5 @@ def queue_uploads(lib: Library, files: list[tuple[str, bytes]], label: str | Non
         lib.images.put("original", digest, data)
         source = f"upload:{digest}/{Path(name).name or 'photo'}"
         sources.append(source)
-        items.append(item_json(SourceItem(source, label, stored=digest)))
+        items.append(item_json(SourceItem(source, label, stored=digest, fields=fields)))
     return lib.jobs.submit("upload", {"label": label, "objects": objects}, items, store_affinity(lib.images)), sources

@@ -268,6 +268,18 @@ def _v6(conn: Connection, dialect: str) -> None:
     _run_ddl(conn, V6, dialect)
 
 
+# Version 7: the user's record of each photo (title, link, price...: lookalike.fields), as JSON text: the photo's
+# current fields, and what each source last said (so a re-run notices a corrected CSV row without re-reading photos).
+V7 = """
+ALTER TABLE images ADD COLUMN fields TEXT;
+ALTER TABLE sources ADD COLUMN fields TEXT;
+"""
+
+
+def _v7(conn: Connection, dialect: str) -> None:
+    _run_ddl(conn, V7, dialect)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection, str], None]]] = [
     (1, "shared catalog: compact embeddings, folders, change feed, versioned transforms", _v1),
     (2, "durable index jobs: jobs and their leased tasks", _v2),
@@ -275,6 +287,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection, str], None]]] = [
     (4, "copy descriptors instead of local features", _v4),
     (5, "copy descriptors of the photos' centres", _v5),
     (6, "sources removed by the user stay out of the index", _v6),
+    (7, "fields: the user's record of each photo", _v7),
 ]
 LATEST = MIGRATIONS[-1][0]
 

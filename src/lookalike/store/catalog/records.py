@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
+
+from lookalike.fields import FieldValue
 
 OBJECT_BITS = 10  # object vector id = image_id << 10 | idx: stable across re-runs, up to 1023 objects a photo
 
@@ -31,6 +34,7 @@ class SourceState(NamedTuple):
     size: int | None
     mtime_ns: int | None
     label: str | None
+    fields: str | None = None  # the source's fields as the catalog keeps them (lookalike.fields.dumps)
 
 
 class StoredTransform(NamedTuple):
@@ -63,6 +67,7 @@ class ImageRecord:
     added_at: float
     has_original: bool
     sources: tuple[str, ...] = ()
+    fields: Mapping[str, FieldValue] = field(default_factory=dict)  # the user's record (lookalike.fields)
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,7 @@ class NewImage:
     has_original: bool = False
     copy_vector: np.ndarray | None = None  # the copy descriptor (lookalike.models.copy_descriptor), when on
     part_vector: np.ndarray | None = None  # that of the photo's centre (copy_descriptor.PART)
+    fields: Mapping[str, FieldValue] | None = None  # what this source says of the photo's record (None: nothing)
 
 
 @dataclass

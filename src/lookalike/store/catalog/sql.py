@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from lookalike import fields
+from lookalike.fields import FieldValue
 from lookalike.store.catalog import codec
 from lookalike.store.catalog.database import Database
 from lookalike.store.catalog.migrations import migrate, split_source
@@ -41,7 +43,7 @@ from lookalike.store.catalog.records import (
 from lookalike.store.payload import whole_photo
 
 CHUNK = 5000  # ids per IN list: well under SQLite's and PostgreSQL's parameter limits
-IMAGE_COLS = "id, sha256, label, width, height, format, bytes, added_at, has_original"
+IMAGE_COLS = "id, sha256, label, width, height, format, bytes, added_at, has_original, fields"
 # a subject and its photo's label (the payload's label: filters apply to both kinds of vectors alike)
 OBJECT_COLS = "o.image_id, o.idx, o.x1, o.y1, o.x2, o.y2, o.label, o.score, i.label AS image_label"
 
@@ -77,7 +79,8 @@ def _ints(ids: Iterable) -> list[int]:
 def _record(row: sa.Row, sources: tuple[str, ...] = ()) -> ImageRecord:
     """A row of ``IMAGE_COLS`` -> its record."""
     return ImageRecord(int(row.id), bytes(row.sha256).hex(), row.label, int(row.width), int(row.height), row.format,
-                       int(row.bytes), float(row.added_at), bool(row.has_original), sources)  # fmt: skip
+                       int(row.bytes), float(row.added_at), bool(row.has_original), sources,
+                       fields.loads(row.fields))  # fmt: skip
 
 
 def _object_payload(row: sa.Row) -> dict:
@@ -307,10 +310,10 @@ class Catalog:
                 dir_id = self._dir_id(conn, folder)
                 if dir_id is None:
                     continue
-                q = sa.text("SELECT name, image_id, size, mtime_ns, label FROM sources WHERE dir_id = :d")
-                for name, image_id, size, mtime_ns, label in conn.execute(q, {"d": dir_id}):
+                q = sa.text("SELECT name, image_id, size, mtime_ns, label, fields FROM sources WHERE dir_id = :d")
+                for name, image_id, size, mtime_ns, label, given in conn.execute(q, {"d": dir_id}):
                     if name in names:
-                        out[folder + name] = SourceState(int(image_id), size, mtime_ns, label)
+                        out[folder + name] = SourceState(int(image_id), size, mtime_ns, label, given)
         return out
 
     def removed_among(self, sources: Iterable[str]) -> set[str]:
@@ -454,11 +457,11 @@ class Catalog:
                 if item.embedding is not None:
                     image_id = conn.execute(sa.text(
                         "INSERT INTO images(sha256, label, width, height, format, bytes, added_at, has_original, "
-                        "embedding) VALUES (:sha, :label, :w, :h, :fmt, :bytes, :at, :orig, :emb) "
+                        "embedding, fields) VALUES (:sha, :label, :w, :h, :fmt, :bytes, :at, :orig, :emb, :fields) "
                         "ON CONFLICT(sha256) DO NOTHING RETURNING id"),
                         {"sha": sha, "label": item.label, "w": item.width, "h": item.height, "fmt": item.format,
                          "bytes": item.bytes, "at": now, "orig": int(item.has_original),
-                         "emb": blobs[id(item)]}).scalar()  # fmt: skip
+                         "emb": blobs[id(item)], "fields": fields.dumps(item.fields)}).scalar()  # fmt: skip
                 is_new = image_id is not None
                 if image_id is not None:
                     changes.append((int(image_id), PHOTO))
@@ -473,14 +476,12 @@ class Catalog:
                     if item.has_original:
                         conn.execute(sa.text("UPDATE images SET has_original = 1 WHERE id = :i AND has_original = 0"),
                                      {"i": image_id})  # fmt: skip
-                    if (
-                        item.label is not None
-                        and conn.execute(
-                            sa.text("UPDATE images SET label = :l WHERE id = :i AND label IS NULL"),
-                            {"l": item.label, "i": image_id},
-                        ).rowcount
-                    ):
-                        changes.append((int(image_id), PHOTO | OBJECTS))  # a first label: payloads change
+                    relabelled = item.label is not None and conn.execute(
+                        sa.text("UPDATE images SET label = :l WHERE id = :i AND label IS NULL"),
+                        {"l": item.label, "i": image_id},
+                    ).rowcount
+                    if self._merge_fields(conn, int(image_id), None, item.fields) or relabelled:
+                        changes.append((int(image_id), PHOTO | OBJECTS))  # a first label, new fields: payloads
                     else:
                         changes.append((int(image_id), SOURCES))  # one more path to the same photo
                 attach.append((item, int(image_id)))
@@ -521,13 +522,13 @@ class Catalog:
                 if name in old and old[name] != image_id:
                     displaced.append(old[name])
                 rows.append({"d": dir_id, "n": name, "i": image_id, "l": item.label, "s": item.size,
-                             "m": item.mtime_ns, "at": now})  # fmt: skip
+                             "m": item.mtime_ns, "at": now, "f": fields.dumps(item.fields)})  # fmt: skip
         if rows:
             conn.execute(sa.text(
-                "INSERT INTO sources(dir_id, name, image_id, label, size, mtime_ns, added_at) "
-                "VALUES (:d, :n, :i, :l, :s, :m, :at) ON CONFLICT(dir_id, name) DO UPDATE SET "
+                "INSERT INTO sources(dir_id, name, image_id, label, size, mtime_ns, added_at, fields) "
+                "VALUES (:d, :n, :i, :l, :s, :m, :at, :f) ON CONFLICT(dir_id, name) DO UPDATE SET "
                 "image_id = excluded.image_id, label = excluded.label, size = excluded.size, "
-                "mtime_ns = excluded.mtime_ns"), rows)  # fmt: skip
+                "mtime_ns = excluded.mtime_ns, fields = excluded.fields"), rows)  # fmt: skip
         return displaced
 
     def relabel_sources(self, labels: dict[str, str | None]) -> list[int]:
@@ -557,6 +558,64 @@ class Catalog:
             return changed
 
         return self.db.retrying(write)
+
+    @staticmethod
+    def _merge_fields(conn: Connection, image_id: int, before: str | None,
+                      given: Mapping[str, FieldValue] | None) -> bool:  # fmt: skip
+        """A source's fields into its photo's, key by key, the last written winning; keys the source gave
+        ``before`` (its earlier fields) and no longer gives are removed where the photo still holds that value.
+        True when the photo's fields changed."""
+        earlier = fields.loads(before)
+        if given is None and not earlier:
+            return False
+        old_text = conn.execute(sa.text("SELECT fields FROM images WHERE id = :i"), {"i": image_id}).scalar()
+        old = fields.loads(old_text)
+        now = {k: v for k, v in old.items() if k not in earlier or (given and k in given) or earlier[k] != v}
+        new = fields.check_fields(now | dict(given or {}))
+        if fields.dumps(new) == old_text:
+            return False
+        conn.execute(sa.text("UPDATE images SET fields = :f WHERE id = :i"), {"f": fields.dumps(new), "i": image_id})
+        return True
+
+    def refield_sources(self, given: Mapping[str, Mapping[str, FieldValue] | None]) -> list[int]:
+        """Sources whose record changed while their photo did not (a corrected CSV row): each source keeps its new
+        fields, merged into its photo's (see ``_merge_fields``). Returns the photos whose fields changed."""
+
+        def write(conn: Connection) -> list[int]:
+            changed = set()
+            for source, new in given.items():
+                folder, name = split_source(source)
+                dir_id = self._dir_id(conn, folder)
+                if dir_id is None:
+                    continue
+                row = conn.execute(sa.text("SELECT image_id, fields FROM sources WHERE dir_id = :d AND name = :n"),
+                                   {"d": dir_id, "n": name}).fetchone()  # fmt: skip
+                if row is None:
+                    continue
+                conn.execute(sa.text("UPDATE sources SET fields = :f WHERE dir_id = :d AND name = :n"),
+                             {"f": fields.dumps(new), "d": dir_id, "n": name})  # fmt: skip
+                if self._merge_fields(conn, int(row.image_id), row.fields, new or {}):
+                    changed.add(int(row.image_id))
+            self._feed(conn, [(i, PHOTO | OBJECTS) for i in sorted(changed)])
+            return sorted(changed)
+
+        return self.db.retrying(write)
+
+    def set_fields(self, image_id: int, changes: Mapping[str, FieldValue | None]) -> ImageRecord | None:
+        """Change a photo's fields (a None removes one), checked as a whole (``lookalike.fields``); None when
+        there is no such photo. The next index run keeps them unless a source's own fields change."""
+
+        def write(conn: Connection) -> bool:
+            text = conn.execute(sa.text("SELECT fields FROM images WHERE id = :i"), {"i": int(image_id)}).fetchone()
+            if text is None:
+                return False
+            new = fields.dumps(fields.merged(fields.loads(text[0]), changes))
+            if new != text[0]:
+                conn.execute(sa.text("UPDATE images SET fields = :f WHERE id = :i"), {"f": new, "i": int(image_id)})
+                self._feed(conn, [(int(image_id), PHOTO | OBJECTS)])
+            return True
+
+        return self.get(image_id) if self.db.retrying(write) else None
 
     def remove_sources(self, sources: Iterable[str]) -> list[int]:
         """Forget sources; returns the images they pointed at (they may now be orphans)."""
