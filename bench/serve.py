@@ -136,7 +136,7 @@ async def copy_stage(args, env: dict, tmp: Path) -> None:
     cpu: dict[str, list[float]] = {"on": [], "whole photo only": [], "off": []}
     try:
         for _ in range(2):
-            for stage, extra in (("on", {}), ("whole photo only", {"INLINE": "1"}),
+            for stage, extra in (("on", {}), ("whole photo only", {"LOOKALIKE_COPY_VIEWS": "false"}),
                                  ("off", {"LOOKALIKE_COPY_CANDIDATES": "0"})):
                 server, base = start({**env, **extra})
                 try:
