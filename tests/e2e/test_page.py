@@ -63,6 +63,20 @@ def dvd_server(settings, embedder, tmp_path: Path):
     yield from serve(settings, lib)
 
 
+@pytest.fixture
+def shop_server(settings, embedder, tmp_path: Path):
+    """A shop's library: grocery product photos from a CSV with their records; one record is hostile (markup in
+    its title, a javascript: link)."""
+    from tests.shop import product_rows, write_csv
+
+    rows = product_rows(skus=3, per_sku=3)
+    rows[2]["title"] = '<img src=x onerror="window.pwned=1">Evil'
+    rows[2]["url"] = "javascript:window.pwned=1"
+    lib = Library(settings, embedder=embedder)
+    lib.index([str(write_csv(tmp_path / "shop.csv", rows))])
+    yield from serve(settings, lib)
+
+
 def serve(settings, lib: Library):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -91,7 +105,7 @@ def page(request):
     """The page in Chromium, on the server fixture the test names (``server`` unless it asks for another)."""
     from playwright.sync_api import sync_playwright
 
-    named = [name for name in ("clip_server", "dvd_server") if name in request.fixturenames]
+    named = [name for name in ("clip_server", "dvd_server", "shop_server") if name in request.fixturenames]
     server = request.getfixturevalue(named[0] if named else "server")
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
@@ -533,3 +547,37 @@ def test_what_people_reach_for_in_the_first_hour(server, page) -> None:
     page.fill("#lib-name", "no such name")
     expect(page.locator("#lib-status")).to_contain_text("No photo's file name contains this")
     shot(page, "32-first-hour")
+
+
+def test_a_shops_hits_show_their_titles_links_and_prices_and_fields_are_edited(shop_server, page) -> None:
+    from playwright.sync_api import expect
+
+    from tests.shop import product_rows
+
+    rows = product_rows(skus=3, per_sku=3)
+    page.set_input_files("#file-input", rows[0]["path"])
+    expect(page.locator("#results .hit").first).to_be_visible()
+    card = page.locator(".hit", has=page.locator(".record a.title", has_text=rows[0]["title"])).first
+    link = card.locator(".record a.title")
+    assert link.get_attribute("href") == rows[0]["url"] and link.get_attribute("rel") == "noopener noreferrer"
+    expect(card.locator(".record .price")).to_have_text(f"{float(rows[0]['price']):.2f}")
+    # the hostile record: its markup is text, its javascript: address no link, nothing ran
+    evil = page.locator(".hit .record .title", has_text="Evil")
+    expect(evil).to_have_count(1)
+    assert evil.evaluate("e => e.tagName") == "SPAN" and "<img" in evil.inner_text()
+    assert page.evaluate("window.pwned") is None
+    shot(page, "20-shop-records")
+    # the viewer edits the record: a new price is saved, and a bad record is refused with the reason
+    page.locator("#results .hit").nth(1).click()
+    page.locator("#viewer-fields summary").click()
+    text = page.locator("#fields-text")
+    record = __import__("json").loads(text.input_value())
+    assert record["brand"] == rows[0]["brand"]
+    text.fill(__import__("json").dumps(record | {"price": 1.25, "on_sale": True}))
+    page.click("#save-fields")
+    expect(page.locator("#viewer-result")).to_have_text("Fields saved.")
+    expect(page.locator("#viewer-record .price")).to_have_text("1.25")
+    text.fill('{"bad key": 1}')
+    page.click("#save-fields")
+    expect(page.locator("#viewer-result")).to_contain_text("field name")
+    shot(page, "21-fields-editor")

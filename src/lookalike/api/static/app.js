@@ -376,6 +376,40 @@ function verdictText(hit) {
   return "";
 }
 
+// A photo's record on its card and in the viewer: its title (else nothing: the file name shows below), linked to
+// its url field when that is an http(s) address, and its price. Built from text nodes only: a record is the user's
+// data, never markup, and a link never runs script (javascript: and data: addresses are not links).
+function safeLink(url) {
+  if (typeof url !== "string") return null;
+  try {
+    const parsed = new URL(url);
+    return parsed.protocol === "http:" || parsed.protocol === "https:" ? parsed.href : null;
+  } catch { return null; }
+}
+
+function recordLine(fields, className) {
+  fields = fields || {};
+  const line = document.createElement("span");
+  line.className = className;
+  const title = typeof fields.title === "string" ? fields.title : typeof fields.name === "string" ? fields.name : "";
+  const href = safeLink(fields.url) || safeLink(fields.link);
+  if (title || href) {
+    const el = document.createElement(href ? "a" : "span");
+    el.className = "title";
+    el.textContent = title || "link";
+    el.title = href ? `${title} (${href})` : title;
+    if (href) { el.href = href; el.target = "_blank"; el.rel = "noopener noreferrer"; el.addEventListener("click", (e) => e.stopPropagation()); }
+    line.append(el);
+  }
+  if (typeof fields.price === "number" || (typeof fields.price === "string" && fields.price)) {
+    const price = document.createElement("span");
+    price.className = "price";
+    price.textContent = typeof fields.price === "number" ? fields.price.toFixed(2) : fields.price;
+    line.append(price);
+  }
+  return line;
+}
+
 function hitCard(hit) {
   const fig = document.createElement("figure");
   fig.className = hit.copy ? "hit copy" : hit.same_object ? "hit same-object" : "hit";
@@ -411,6 +445,7 @@ function hitCard(hit) {
   source.textContent = fileName(hit.source); // the file name always shows; the whole path on hover
   source.title = hit.source || "";
   cap.append(score, label);
+  if (hit.fields && Object.keys(hit.fields).length) cap.append(recordLine(hit.fields, "record"));
   const verdict = verdictText(hit);
   if (verdict) {
     const badge = document.createElement("span");
@@ -462,7 +497,51 @@ function openViewer(hit) {
   $("viewer-meta").textContent = `#${hit.id}${scores}${hit.label ? " · " + hit.label : ""} · ${hit.width}×${hit.height} · ${hit.source || ""}`;
   $("viewer-result").textContent = "";
   $("viewer-result").className = "";
+  showRecord(hit.fields || {});
   $("viewer").showModal();
+  if (!hit.fields) loadRecord(hit.id);  // a duplicates pair or an older answer: ask for it
+}
+
+function showRecord(fields) {
+  $("viewer-record").replaceChildren(recordLine(fields, "record"));
+  $("fields-text").value = JSON.stringify(fields, null, 2);
+}
+
+async function loadRecord(id) {
+  const r = await fetch(`${API}/images/${id}`, { headers: apiKeyHeaders() });
+  if (r.ok && state.viewing && state.viewing.id === id) showRecord((await r.json()).fields || {});
+}
+
+// Saving sends only what changed: new and changed names with their values, removed names as null (PATCH merges).
+async function saveFields() {
+  const hit = state.viewing;
+  if (!hit) return;
+  let wanted;
+  try {
+    wanted = JSON.parse($("fields-text").value || "{}");
+    if (wanted === null || typeof wanted !== "object" || Array.isArray(wanted)) throw new Error("not an object");
+  } catch (e) {
+    $("viewer-result").className = "error";
+    $("viewer-result").textContent = `The fields are not a JSON object (${e.message}).`;
+    return;
+  }
+  const before = hit.fields || {};
+  const changes = {};
+  for (const [k, v] of Object.entries(wanted)) if (JSON.stringify(before[k]) !== JSON.stringify(v)) changes[k] = v;
+  for (const k of Object.keys(before)) if (!(k in wanted)) changes[k] = null;
+  const r = await fetch(`${API}/images/${hit.id}`, {
+    method: "PATCH", headers: { ...apiKeyHeaders(), "Content-Type": "application/json" },
+    body: JSON.stringify({ fields: changes }),
+  });
+  if (!r.ok) {
+    $("viewer-result").className = "error";
+    $("viewer-result").textContent = await problemText(r);
+    return;
+  }
+  hit.fields = (await r.json()).fields;
+  showRecord(hit.fields);
+  $("viewer-result").className = "";
+  $("viewer-result").textContent = "Fields saved.";
 }
 
 async function deleteViewed() {
@@ -531,6 +610,7 @@ async function loadGallery() {
     label.className = "label";
     label.textContent = photo.label || "";
     cap.append(label, name);
+    if (photo.fields && Object.keys(photo.fields).length) cap.append(recordLine(photo.fields, "record"));
     fig.append(thumb, cap);
     fig.addEventListener("click", () => openViewer(photo));
     onActivate(fig, () => openViewer(photo));
@@ -786,6 +866,7 @@ function setup() {
     if (state.opener && state.opener.isConnected) state.opener.focus();
     state.opener = null;
   });
+  $("save-fields").addEventListener("click", saveFields);
   $("more-like-this").addEventListener("click", () => { $("viewer").close(); if (state.viewing) { showView("search"); setIdQuery(state.viewing); } });
   $("delete-photo").addEventListener("click", deleteViewed);
   $("tab-search").addEventListener("click", () => showView("search"));
