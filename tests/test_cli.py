@@ -251,3 +251,14 @@ def test_a_product_csvs_records_in_the_table_and_set_by_hand(run, tmp_path: Path
     assert "field name" in run("set", image_id, "bad key=1", code=1).output
     assert "no image with id" in run("set", "999999", "a=1", code=1).output
     assert "NAME:TYPE" in run("index", str(csv_path), "--field", "price:money", code=1).output
+
+
+def test_search_where_filters_on_fields(run, tmp_path: Path) -> None:
+    from tests.shop import product_rows, write_csv
+
+    rows = product_rows(skus=3, per_sku=4)
+    run("index", str(write_csv(tmp_path / "shop.csv", rows)))
+    title = rows[-1]["title"]  # another product than the query's
+    hits = json.loads(run("search", rows[0]["path"], "-k", "12", "--where", f'title = "{title}"', "--json").output)
+    assert len(hits["hits"]) == 4 and {h["fields"]["title"] for h in hits["hits"]} == {title}
+    assert "cannot read the filter" in run("search", rows[0]["path"], "--where", "brand =", code=1).output

@@ -83,3 +83,33 @@ def test_a_shops_csv_puts_its_records_on_every_hit(settings, embedder, tmp_path)
         assert lib.search(rows[0]["path"], k=1).hits[0].fields["price"] == 1.99  # the search's cache follows
         with pytest.raises(FieldError):
             lib.set_fields(image_id, {"price": float("inf")})
+
+
+def test_a_filter_on_fields_returns_every_match_and_nothing_else(settings, embedder, tmp_path) -> None:
+    """Filters run inside the engine before it ranks: a filter matching a few photos of 60 returns all of them
+    (no post-filtering that would leave fewer), the query's own copy included only if it passes, and the engine
+    keeps the records across a restart."""
+    from lookalike.filters import matches, parse
+    from lookalike.library import Library
+    from tests.shop import product_rows, write_csv
+
+    rows = product_rows(skus=6, per_sku=10)
+    csv_path = write_csv(tmp_path / "shop.csv", rows)
+    query = rows[0]["path"]
+    with Library(settings, embedder=embedder) as lib:
+        lib.index([str(csv_path)], kinds={"tags": "list"})
+        records = lib.catalog.get_many(lib.catalog.ids().tolist())
+        for text in (f'brand = "{rows[-1]["brand"]}" and price > 0', "id in [3, 47] or id = 60",
+                     'tags contains "shelf2"', f'not title = "{rows[0]["title"]}" and id <= 20', "organic = true",
+                     'price >= 20 and not brand = "Arla"'):  # fmt: skip
+            f = parse(text)
+            exact = {i for i, rec in records.items() if matches(f, rec.fields)}
+            found = {h.id for h in lib.search(query, k=60, where=f).hits}
+            assert found == exact, text
+            top = lib.search(query, k=3, where=f).hits
+            assert len(top) == min(3, len(exact)) and all(matches(f, h.fields) for h in top), text
+        own = lib.search(query, k=1).hits[0]
+        assert own.copy and own.fields["id"] == 1
+        assert 1 not in {h.fields["id"] for h in lib.search(query, k=5, where=parse("id > 1")).hits}
+    with Library(settings, embedder=embedder) as lib:  # the engine's columns were saved with it
+        assert {h.fields["id"] for h in lib.search(query, k=60, where=parse("id in [3, 47]")).hits} == {3, 47}

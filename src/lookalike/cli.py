@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 def user_errors() -> tuple[type[Exception], ...]:
     """The errors that mean "tell the user" (evaluated only when an exception is being matched)."""
     from lookalike.fields import FieldError
+    from lookalike.filters import FilterError
     from lookalike.imaging import BadImage
     from lookalike.ingest.sources import SourceError
     from lookalike.library import LibraryError
@@ -46,9 +47,10 @@ def user_errors() -> tuple[type[Exception], ...]:
     from lookalike.models.registry import UnknownModelError
     from lookalike.store.catalog.database import DatabaseError
     from lookalike.store.errors import DependencyError, EngineError
+    from lookalike.store.payload import UnsupportedFilter
 
     return (LibraryError, ModelFileError, BadImage, SourceError, UnknownModelError, EngineError, DatabaseError,
-            DependencyError, FieldError)  # fmt: skip
+            DependencyError, FieldError, FilterError, UnsupportedFilter)  # fmt: skip
 
 
 class _Commands(typer.core.TyperGroup):
@@ -381,6 +383,8 @@ def search(
     hide_copies: Annotated[
         bool, typer.Option("--hide-copies", help="one result per picture: leave out copies of a better result")
     ] = False,
+    where: Annotated[str | None, typer.Option(
+        help='only photos whose fields pass this filter, e.g. \'brand = "acme" and price < 100\'')] = None,
     show: Annotated[str | None, typer.Option(help="fields to show as columns, e.g. title,price")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print results as JSON")] = False,
 ) -> None:
@@ -391,6 +395,12 @@ def search(
     if text is not None and (objects or box or match or detected_label or copies_only):
         fail("--text searches whole photos: drop --objects, --box, --match, --detected-label and --copies")
     columns = [c.strip() for c in show.split(",") if c.strip()] if show else []
+    from lookalike.filters import FilterError, parse
+
+    try:
+        condition = parse(where) if where is not None else None
+    except FilterError as exc:
+        fail(str(exc))
     lib = open_library()
     try:
         empty = lib.catalog.count() == 0
@@ -398,18 +408,19 @@ def search(
             shown = ", ".join(sorted(known)[:SHOWN]) + (" ..." if len(known) > SHOWN else "")
             fail(f"no photo has the label {label!r}; labels: {shown or 'none'} (`lookalike stats`)")
         if text is not None:
-            result = lib.search_text(text, k=k, min_score=min_score, label=label)
+            result = lib.search_text(text, k=k, min_score=min_score, label=label, where=condition)
         else:
             assert query is not None
             q: str | int | bytes = int(query) if query.isdigit() and not Path(query).exists() else query
             if objects:
                 if isinstance(q, int):
                     q = lib.original_bytes(q)
-                groups = lib.search_objects(q, k=k, min_score=min_score, label=label, match=match or "both")
+                groups = lib.search_objects(q, k=k, min_score=min_score, label=label, match=match or "both",
+                                            where=condition)  # fmt: skip
             else:
                 result = lib.search(q, k=k, min_score=min_score, label=label, box=_box(box), match=match,
                                     detected_label=detected_label, copies_only=copies_only,
-                                    hide_copies=hide_copies)  # fmt: skip
+                                    hide_copies=hide_copies, where=condition)  # fmt: skip
     except user_errors() as exc:
         fail(str(exc))
     finally:

@@ -30,6 +30,7 @@ from lookalike import doctor, maintenance
 from lookalike.config import Settings
 from lookalike.errors import BusyError, LibraryError, ModelMismatchError, NotFoundError, TextSearchError
 from lookalike.fields import FieldValue
+from lookalike.filters import Filter
 from lookalike.imaging import Decoded
 from lookalike.ingest.backfill import BackfillReport, backfill
 from lookalike.ingest.pipeline import IndexingParts, IndexReport, Pipeline, ProgressFn
@@ -313,15 +314,17 @@ class Library:
         detected_label: str | None = None,
         copies_only: bool = False,
         hide_copies: bool = False,
+        where: Filter | None = None,
     ) -> SearchResult:
         """Search by photo bytes, a file path or URL, or an indexed image id: ``Searcher.search``."""
-        request = SearchRequest(k, min_score, label, box, match, detected_label, copies_only, hide_copies)
+        request = SearchRequest(k, min_score, label, box, match, detected_label, copies_only, hide_copies, where)
         return self.searcher.search(query, request)
 
     def search_text(
-        self, text: str, k: int = 10, min_score: float | None = None, label: str | None = None
+        self, text: str, k: int = 10, min_score: float | None = None, label: str | None = None,
+        where: Filter | None = None,
     ) -> SearchResult:
-        return self.searcher.search_text(text, k, min_score, label)
+        return self.searcher.search_text(text, k, min_score, label, where)
 
     def search_vector(self, vec: np.ndarray, k: int = 10, min_score: float | None = None, label: str | None = None,
                       exclude: int | None = None, match: str = "whole", detected_label: str | None = None,
@@ -329,8 +332,9 @@ class Library:
         return self.searcher.search_vector(vec, k, min_score, label, exclude, match, detected_label, plain)
 
     def search_objects(self, query: str | Path | bytes, k: int = 10, min_score: float | None = None,
-                       label: str | None = None, match: str = "both") -> list[tuple[Detection, list[Hit]]]:  # fmt: skip
-        return self.searcher.search_objects(query, k, min_score, label, match)
+                       label: str | None = None, match: str = "both",
+                       where: Filter | None = None) -> list[tuple[Detection, list[Hit]]]:  # fmt: skip
+        return self.searcher.search_objects(query, k, min_score, label, match, where)
 
     def check(self) -> doctor.Findings:
         """What differs between the catalog, the vector engine and the image store (lookalike.doctor)."""

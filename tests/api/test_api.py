@@ -349,3 +349,30 @@ def test_records_travel_with_uploads_hits_and_patches(make_client) -> None:
         r = client.post(f"{API}/images", files=[("images", jpeg(photo("pizza", 1)))], data={"fields": text},
                         headers=auth)  # fmt: skip
         problem(r, 422, fragment)
+
+
+def test_searches_filter_on_fields_as_text_or_json_and_bad_filters_are_422(make_client) -> None:
+    client = make_client(api_key=KEY)
+    auth = {"X-API-Key": KEY}
+    for n, price in ((0, 8.5), (1, 12.0), (2, 30.0)):
+        record = json.dumps({"title": f"Pizza {n}", "price": price, "tags": ["hot"] if n else ["cold"]})
+        r = client.post(f"{API}/images", files=[("images", jpeg(photo("pizza", n)))], data={"fields": record},
+                        headers=auth)  # fmt: skip
+        assert r.status_code == 201, r.text
+    upload = {"image": jpeg(photo("pizza", 0))}
+    hits = client.post(f"{API}/search", files=upload, data={"where": "price < 20 and tags contains 'hot'"}).json()
+    assert [h["fields"]["title"] for h in hits["hits"]] == ["Pizza 1"]
+    as_json = {"and": [{"field": "price", "op": ">=", "value": 8.5}, {"not": {"field": "title", "op": "=",
+                                                                              "value": "Pizza 2"}}]}  # fmt: skip
+    by_id = client.post(f"{API}/search", json={"image_id": 1, "k": 20, "where": as_json}).json()["hits"]
+    assert {h["fields"]["title"] for h in by_id} <= {"Pizza 0", "Pizza 1"} and by_id
+    form_json = client.post(f"{API}/search", files=upload, data={"where": json.dumps(as_json)}).json()["hits"]
+    assert {h["fields"]["title"] for h in form_json} == {"Pizza 0", "Pizza 1"}
+    for bad, fragment in (("price <", "column"), ('{"field": "a", "op": "~"}', "op"),
+                          ("title = '\" or 1=1 --'", ""), ("(" * 20 + "a = 1" + ")" * 20, "nests")):  # fmt: skip
+        r = client.post(f"{API}/search", files=upload, data={"where": bad})
+        if fragment:
+            problem(r, 422, fragment)
+        else:  # an injection attempt is a value like any other: it matches nothing
+            assert r.status_code == 200 and r.json()["hits"] == []
+    problem(client.post(f"{API}/search", json={"image_id": 1, "where": {"and": [{"not": {"x": 1}}]}}), 422)

@@ -65,7 +65,7 @@ def test_batch_insert_and_read_back(catalog) -> None:
     found = catalog.vectors([result.rows[1][1], 999, rec.id])
     assert found.ids.tolist() == [result.rows[1][1], rec.id] and found.matrix.shape == (2, 4)
     assert found.payloads[0] == {"photo_id": result.rows[1][1], "object": 0, "label": "b", "detected_label": "",
-                                 "box": (0.0, 0.0, 0.0, 0.0), "score": 0.0}  # fmt: skip
+                                 "box": (0.0, 0.0, 0.0, 0.0), "score": 0.0, "fields": {}}  # fmt: skip
     assert catalog.get(2**63) is None and catalog.get(-1) is None and catalog.embedding(2**64) is None
 
 
@@ -242,7 +242,7 @@ def test_objects_round_trip_with_payloads(catalog) -> None:
     found = catalog.object_vectors([image_id])
     assert found.ids.tolist() == [object_vector_id(image_id, 1), object_vector_id(image_id, 2)]
     assert found.payloads[0] == {"photo_id": image_id, "object": 1, "label": "street", "detected_label": "dog",
-                                 "box": (1.5, 2.0, 30.0, 40.0), "score": pytest.approx(0.9)}  # fmt: skip
+                                 "box": (1.5, 2.0, 30.0, 40.0), "score": pytest.approx(0.9), "fields": {}}  # fmt: skip
     assert np.allclose(found.matrix[1], unit(3.0), atol=1e-6)
     assert catalog.object_record(object_vector_id(image_id, 2)).label == "cat"
     assert catalog.object_labels() == {"dog": 1, "cat": 1}

@@ -17,10 +17,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from lookalike.api.limits import TrackedSend
 from lookalike.errors import BusyError, LibraryError, ModelMismatchError, NotFoundError
 from lookalike.fields import FieldError
+from lookalike.filters import FilterError
 from lookalike.imaging import BadImage, DecodeBusy
 from lookalike.ingest.fetch import FetchError
 from lookalike.store.catalog.database import unreachable
 from lookalike.store.errors import RETRY_AFTER, EngineError, Unavailable
+from lookalike.store.payload import UnsupportedFilter
 
 PROBLEM = "application/problem+json"
 log = logging.getLogger("lookalike")
@@ -108,6 +110,14 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(FieldError)
     async def _fields(request: Request, exc: FieldError):
         return problem_response(422, "Invalid fields", str(exc), request.url.path)
+
+    @app.exception_handler(FilterError)
+    async def _filter(request: Request, exc: FilterError):
+        return problem_response(422, "Invalid filter", str(exc), request.url.path)
+
+    @app.exception_handler(UnsupportedFilter)
+    async def _unsupported(request: Request, exc: UnsupportedFilter):
+        return problem_response(422, "Filter not supported", str(exc), request.url.path)
 
     @app.exception_handler(LibraryError)
     async def _library(request: Request, exc: LibraryError):

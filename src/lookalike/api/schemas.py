@@ -5,13 +5,16 @@ Responses are built with the models' constructors (``HitOut.from_hit``, ``ImageO
 tests see the same field names, values and rounding.
 """
 
+import json
 from typing import Annotated, Any, Literal, Self
 
 from fastapi import Path as PathParam
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from lookalike import filters
 from lookalike.api import API
 from lookalike.api.security import digits_only, safe_url
+from lookalike.filters import Filter, FilterError
 from lookalike.jobs.queue import Job
 from lookalike.search.results import Hit
 from lookalike.store.catalog import ImageRecord
@@ -49,6 +52,25 @@ class SearchParams(BaseModel):
     hide_copies: bool = Field(
         default=False, description="one hit per picture: photos that are copies of a better hit's picture are left out"
     )
+    where: str | dict[str, Any] | None = Field(
+        default=None,
+        description='only photos whose fields pass this filter: text (brand = "acme" and price < 100 and tags '
+        'contains "red") or JSON ({"and": [{"field": "price", "op": "<", "value": 100}, ...]}; ops: =, !=, <, <=, '
+        ">, >=, contains, in, exists); in a multipart form, either as a string",
+        examples=['brand = "acme" and price < 100'],
+    )
+
+    def filter(self) -> Filter | None:
+        """``where`` read (lookalike.filters); FilterError when it cannot be."""
+        w = self.where
+        if w is None or w == "":
+            return None
+        if isinstance(w, str) and w.lstrip().startswith("{"):
+            try:
+                w = json.loads(w)
+            except ValueError as exc:
+                raise FilterError(f"the filter is not JSON: {exc}") from None
+        return filters.parse(w) if isinstance(w, str) else filters.from_json(w)
 
 
 class SearchJson(SearchParams):
@@ -156,6 +178,7 @@ SEARCH_FORM = {
         "detected_label": {"type": "string", "maxLength": 100},
         "detect": {"type": "boolean"},
         "mode": {"type": "string", "enum": ["similar", "copies"], "default": "similar"},
+        "where": {"type": "string", "maxLength": 4096, "description": "a filter on the photos' fields (text or JSON)"},
     },
 }
 

@@ -8,10 +8,12 @@ taken beyond the index's own short read lock per call.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from lookalike.config import Settings
+from lookalike.filters import Filter
 from lookalike.search.rerank import expand_query, k_reciprocal_order
 from lookalike.search.results import Hit
 from lookalike.store.catalog import Catalog, ObjectRecord, split_object_vector_id
@@ -38,6 +40,17 @@ class RankRequest:
     match: str = "whole"
     detected_label: str | None = None
     plain: bool = False
+    where: Filter | None = None  # on the photos' fields, run inside the engine
+
+
+def engine_where(label: str | None, where: Filter | None) -> dict[str, Any] | None:
+    """The engine's payload filter for a label and a fields filter (None: no filter)."""
+    out: dict[str, Any] = {}
+    if label is not None:
+        out["label"] = label
+    if where is not None:
+        out["fields"] = where
+    return out or None
 
 
 def rank(space: Space, catalog: Catalog, records: RecordCache, settings: Settings, vec: np.ndarray,
@@ -65,7 +78,7 @@ def rank(space: Space, catalog: Catalog, records: RecordCache, settings: Setting
         return list(zip(ids.tolist(), scores.tolist(), np.asarray(given).tolist(), strict=True))
 
     # filters run inside the vector backend, on the payload written from the catalog
-    where = {"label": label} if label is not None else None
+    where = engine_where(label, request.where)
     if match in ("whole", "both"):
         depth = settings.rerank_depth if match == "whole" and not plain else 0
         ids, scores = space.photos.search(query[None], max(k, depth) + extra, where=where)

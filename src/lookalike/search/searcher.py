@@ -21,8 +21,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from lookalike import filters
 from lookalike.config import Settings
 from lookalike.errors import LibraryError, NotFoundError, TextSearchError
+from lookalike.filters import Filter
 from lookalike.imaging import BadImage, Decoded
 from lookalike.ingest.fetch import FetchError
 from lookalike.ingest.reading import Reader
@@ -52,6 +54,7 @@ class SearchRequest:
     detected_label: str | None = None
     copies_only: bool = False
     hide_copies: bool = False
+    where: Filter | None = None  # on the photos' fields (lookalike.filters), run inside the engine
 
 
 def _given(picture: Image.Image) -> Callable[[], Image.Image | None]:
@@ -133,9 +136,9 @@ class Searcher:
                 info["box"] = list(box)
         want = 2 * r.k if r.hide_copies else r.k  # spares for the copies left out
         hits = self.search_vector(vec, max(want, depth) if depth else want, r.min_score, r.label, exclude, match,
-                                  r.detected_label)  # fmt: skip
+                                  r.detected_label, where=r.where)  # fmt: skip
         if copy_queries:
-            hits = self._copies_first(hits, copy_queries, vec, depth, r.min_score, r.label, exclude)
+            hits = self._copies_first(hits, copy_queries, vec, depth, r, exclude)
         if r.copies_only:
             hits = [h for h in hits if h.copy]
         if r.hide_copies:
@@ -215,7 +218,7 @@ class Searcher:
         return views[1:] if len(views) > 1 else None
 
     def _copies_first(self, hits: list[Hit], queries: list[tuple[verification.CopyQuery, Box | None]],
-                      vec: np.ndarray, depth: int, min_score: float | None, label: str | None,
+                      vec: np.ndarray, depth: int, request: SearchRequest,
                       exclude: int | None) -> list[Hit]:  # fmt: skip
         """The copy collection's nearest photos and the global search's first hits judged (search.verification):
         copies first, then photos of the same object, then the rest of the global search's hits. A region query
@@ -225,7 +228,7 @@ class Searcher:
         verdicts: dict[int, copies.Verdict] = {}
         extra: dict[int, Hit] = {}
         for query, region in queries:
-            found, judged = self._judged(hits, query, vec, depth, min_score, label, exclude)
+            found, judged = self._judged(hits, query, vec, depth, request, exclude)
             if region is not None:
                 judged = verification.within_region(judged, region)
             for image_id, verdict in judged.items():
@@ -237,8 +240,8 @@ class Searcher:
         return verification.order(hits + more, verdicts)
 
     def _judged(self, hits: list[Hit], query: verification.CopyQuery, vec: np.ndarray, depth: int,
-                min_score: float | None, label: str | None, exclude: int | None
-                ) -> tuple[list[Hit], dict[int, copies.Verdict]]:  # fmt: skip
+                request: SearchRequest,
+                exclude: int | None) -> tuple[list[Hit], dict[int, copies.Verdict]]:  # fmt: skip
         """One copy query's candidates beyond the global search's hits, and the verdicts on them and on the global
         search's first hits."""
         space = self.spaces.space
@@ -246,7 +249,7 @@ class Searcher:
         reach: dict[int, float] = {}  # the best cosine of any view of the query (the whole photo or a part)
         top = hits[: verification.GLOBAL_CANDIDATES]
         if query.vector is not None:
-            where = {"label": label} if label is not None else None
+            where = ranking.engine_where(request.label, request.where)
             views = query.vector[None] if query.views is None else np.vstack([query.vector[None], query.views])
             # the query's views against the photos' whole descriptors and their centres' (the parts collection)
             for index in (space.copies, space.parts) if query.views is not None else (space.copies,):
@@ -273,17 +276,18 @@ class Searcher:
         floor = verification.VIEW_FLOOR if query.views is not None else verification.CHECK_FLOOR
         best = sorted((i for i in reach if i not in known), key=lambda i: -reach[i])[:depth]
         wanted = [i for i in best if reach[i] >= floor]
-        extra = self._candidate_hits(wanted, hits, vec, min_score, label)
+        extra = self._candidate_hits(wanted, hits, vec, request)
         verdicts = verification.judge(query, top + extra, cosines, self._thumbnail_of,
                                       reach=reach if query.views is not None else None)  # fmt: skip
         return extra, verdicts
 
-    def _candidate_hits(self, candidates: list[int], hits: list[Hit], vec: np.ndarray, min_score: float | None,
-                        label: str | None) -> list[Hit]:  # fmt: skip
+    def _candidate_hits(self, candidates: list[int], hits: list[Hit], vec: np.ndarray,
+                        request: SearchRequest) -> list[Hit]:  # fmt: skip
         """Hits for the copy collection's candidates, with the search's filters applied; those the global search
         returned keep their hit. Their similarity is read from the index the global search used: a photo newer
         than it is skipped (the global search could not have found it either)."""
         known = {h.id: h for h in hits}
+        label, min_score, where = request.label, request.min_score, request.where
         wanted = [i for i in candidates if i not in known]
         records = self.records.get_many(wanted) if wanted else {}
         space = self.spaces.space
@@ -297,7 +301,7 @@ class Searcher:
                 out.append(known[i])
             elif i in similarity and (label is None or records[i].label == label) and (
                 min_score is None or similarity[i] >= min_score
-            ):
+            ) and (where is None or filters.matches(where, records[i].fields)):
                 rec = records[i]
                 out.append(Hit(i, similarity[i], rec.label, rec.sources, rec.width, rec.height, rec.sha256,
                                similarity=similarity[i], fields=rec.fields))  # fmt: skip
@@ -334,7 +338,8 @@ class Searcher:
 
     # --- other searches --------------------------------------------------------------
     def search_text(
-        self, text: str, k: int = 10, min_score: float | None = None, label: str | None = None
+        self, text: str, k: int = 10, min_score: float | None = None, label: str | None = None,
+        where: Filter | None = None,
     ) -> SearchResult:
         """Photos that match a description, with a CLIP-style model (photos and text in one space)."""
         spec = self.models.spec
@@ -354,7 +359,7 @@ class Searcher:
             vec = embedder.embed_text([text])[0]
         except ValueError as exc:
             raise LibraryError(str(exc)) from None
-        hits = self.search_vector(vec, k, min_score, label, plain=True)
+        hits = self.search_vector(vec, k, min_score, label, plain=True, where=where)
         return SearchResult(hits, time.perf_counter() - started, {"text": text})
 
     def search_vector(
@@ -367,8 +372,9 @@ class Searcher:
         match: str = "whole",
         detected_label: str | None = None,
         plain: bool = False,
+        where: Filter | None = None,
     ) -> list[Hit]:
-        """Nearest photos to ``vec``, one hit per photo.
+        """Nearest photos to ``vec``, one hit per photo (``where``: only photos whose fields pass it).
 
         ``match`` says which entries compete: whole photos, detected objects, or both (the best
         entry of a photo wins and its box is reported). ``detected_label`` keeps only photos with
@@ -379,7 +385,7 @@ class Searcher:
         if detected_label is not None:
             match = "objects"
         space = self.spaces.fresh()  # one transform and one pair of collections for the whole search
-        request = ranking.RankRequest(k, min_score, label, exclude, match, detected_label, plain)
+        request = ranking.RankRequest(k, min_score, label, exclude, match, detected_label, plain, where)
         return ranking.rank(space, self.catalog, self.records, self.settings, vec, request)
 
     def detect(self, query: str | Path | bytes) -> tuple[list[Detection], Decoded]:
@@ -396,6 +402,7 @@ class Searcher:
         min_score: float | None = None,
         label: str | None = None,
         match: str = "both",
+        where: Filter | None = None,
     ) -> list[tuple[Detection, list[Hit]]]:
         """Detect the subjects of the query photo and search with each: [(detection, hits), ...]."""
         data = query if isinstance(query, bytes) else self.reader.read_query(query)
@@ -404,7 +411,7 @@ class Searcher:
             detections = self.models.detect_decoded(decoded)
             vectors = self.models.embed_objects(decoded, detections)
         return [
-            (det, self.search_vector(vec, k, min_score, label, match=match))
+            (det, self.search_vector(vec, k, min_score, label, match=match, where=where))
             for det, vec in zip(detections, vectors, strict=True)
         ]
 

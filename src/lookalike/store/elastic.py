@@ -57,7 +57,9 @@ def bulk_body(index: str, ids: np.ndarray, vectors: np.ndarray, payloads: list[d
     actions: list[dict] = []
     for i, v, p in zip(ids.tolist(), np.asarray(vectors, dtype=np.float32), payload_list(payloads, ids), strict=True):
         actions.append({"index": {"_index": index, "_id": str(i)}})
-        actions.append({**p, "box": list(p["box"]), "vector": [float(x) for x in v]})
+        # the photo's fields stay out until this engine filters on them (lookalike.store.payload.check_where)
+        document = {k: value for k, value in p.items() if k != "fields"}
+        actions.append({**document, "box": list(p["box"]), "vector": [float(x) for x in v]})
     return actions
 
 
@@ -79,7 +81,7 @@ def knn_body(
         "k": k,
         "num_candidates": max(num_candidates or 10 * k, k),
     }
-    filters: list[dict] = [{"term": {key: value}} for key, value in check_where(where).items()]
+    filters: list[dict] = [{"term": {key: value}} for key, value in check_where(where, "Elasticsearch").items()]
     if allowed is not None:
         filters.append({"ids": {"values": [str(i) for i in as_ids(allowed).tolist()]}})
     if filters:

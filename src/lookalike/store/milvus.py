@@ -32,7 +32,7 @@ SCALARS = ("photo_id", "object", "label", "detected_label", "x1", "y1", "x2", "y
 def filter_expression(where: dict | None, allowed: np.ndarray | None) -> str:
     """A Milvus boolean expression for payload equality filters and an id set."""
     parts = []
-    for key, value in check_where(where).items():
+    for key, value in check_where(where, "Milvus").items():
         parts.append(f"{key} == {json.dumps(value)}")  # JSON string literals are valid Milvus literals
     if allowed is not None:
         parts.append(f"id in [{','.join(map(str, as_ids(allowed).tolist()))}]")

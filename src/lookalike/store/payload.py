@@ -4,7 +4,9 @@ Every backend stores the same payload so that filters run inside the engine (a M
 expression, an Elasticsearch filter, a numpy mask in the embedded index) instead of shipping long id
 lists: the photo's id, which entry of the photo this is (0 = the whole photo, 1.. = a detected subject),
 the photo's label, and for subjects the detector's label, box (x1, y1, x2, y2 in original pixels) and
-score. The catalog stays the source of truth; payloads are written from it.
+score; and the photo's fields (lookalike.fields), which the embedded index filters on (``where["fields"]``,
+a lookalike.filters filter) and the server engines do not yet. The catalog stays the source of truth;
+payloads are written from it.
 """
 
 from __future__ import annotations
@@ -16,14 +18,21 @@ from typing import Any
 
 import numpy as np
 
-FIELDS = ("photo_id", "object", "label", "detected_label", "box", "score")
+from lookalike.filters import And, Compare, Not, Or
+from lookalike.store.fieldcolumns import FieldColumns
+
+FIELDS = ("photo_id", "object", "label", "detected_label", "box", "score", "fields")
 FILTERABLE = {"photo_id": int, "object": int, "label": str, "detected_label": str}
 NO_BOX = (0.0, 0.0, 0.0, 0.0)
 
 
-def whole_photo(photo_id: int, label: str | None = None) -> dict[str, Any]:
+class UnsupportedFilter(ValueError):
+    """A filter this engine cannot run (filters on fields, in a server engine for now): said, never ignored."""
+
+
+def whole_photo(photo_id: int, label: str | None = None, fields: Mapping[str, Any] | None = None) -> dict[str, Any]:
     return {"photo_id": int(photo_id), "object": 0, "label": label or "", "detected_label": "", "box": NO_BOX,
-            "score": 0.0}  # fmt: skip
+            "score": 0.0, "fields": dict(fields or {})}  # fmt: skip
 
 
 def normalise(payload: Mapping[str, Any] | None, vector_id: int) -> dict[str, Any]:
@@ -36,6 +45,7 @@ def normalise(payload: Mapping[str, Any] | None, vector_id: int) -> dict[str, An
         out.update({k: v for k, v in payload.items() if v is not None})
     out["photo_id"], out["object"], out["score"] = int(out["photo_id"]), int(out["object"]), float(out["score"])
     out["label"], out["detected_label"] = str(out["label"]), str(out["detected_label"])
+    out["fields"] = dict(out["fields"] or {})
     box = tuple(float(x) for x in out["box"])
     if len(box) != 4:
         raise ValueError("a payload box has 4 numbers: x1, y1, x2, y2")
@@ -49,12 +59,22 @@ def payload_list(payloads: Iterable[Mapping[str, Any] | None] | None, ids: np.nd
     return [normalise(p, int(i)) for p, i in zip(payloads, ids.tolist(), strict=True)]
 
 
-def check_where(where: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Validate an equality filter {field: value}; only the filterable fields, with their types."""
+def check_where(where: Mapping[str, Any] | None, engine: str | None = None) -> dict[str, Any]:
+    """Validate an equality filter {field: value}; only the filterable fields, with their types; and under
+    ``"fields"`` a filter on the photos' fields, which only the embedded index runs (``engine`` names another,
+    which says it cannot)."""
     if not where:
         return {}
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in where.items():
+        if key == "fields":
+            if engine is not None:
+                raise UnsupportedFilter(f"{engine} cannot filter on fields yet (only the embedded index can): "
+                                        "search without the filter, or serve from the embedded index")  # fmt: skip
+            if not isinstance(value, (Compare, And, Or, Not)):
+                raise ValueError("a fields filter is a lookalike.filters filter")
+            out[key] = value
+            continue
         if key not in FILTERABLE:
             raise ValueError(f"cannot filter on {key!r}: one of {', '.join(FILTERABLE)}")
         kind = FILTERABLE[key]
@@ -73,6 +93,7 @@ class PayloadTable:
         self.names: list[str] = [""]
         self.codes: dict[str, int] = {"": 0}
         self.cols = self._empty(0)
+        self.fields = FieldColumns()
 
     @staticmethod
     def _empty(n: int) -> dict[str, np.ndarray]:
@@ -105,6 +126,7 @@ class PayloadTable:
             for key, col in self.cols.items():
                 grown[key][:size] = col
             self.cols = grown
+            self.fields.grow(len(grown["id"]))
             self.free = list(range(len(grown["id"]) - 1, size - 1, -1))
         row = self.free.pop()
         self.rows[vector_id] = row
@@ -122,12 +144,15 @@ class PayloadTable:
         c["detected_label"][rows] = [self._code(p["detected_label"]) for p in payloads]
         c["box"][rows] = [p["box"] for p in payloads]
         c["score"][rows] = [p["score"] for p in payloads]
+        for row, p in zip(rows.tolist(), payloads, strict=True):
+            self.fields.put(row, p.get("fields"))
 
     def remove(self, ids: np.ndarray) -> None:
         for vector_id in ids.tolist():
             row = self.rows.pop(vector_id, None)
             if row is not None:
                 self.cols["id"][row] = -1
+                self.fields.clear(row)
                 self.free.append(row)
 
     def get(self, ids: np.ndarray) -> list[dict[str, Any] | None]:
@@ -140,7 +165,8 @@ class PayloadTable:
                 continue
             out.append({"photo_id": int(c["photo_id"][row]), "object": int(c["object"][row]),
                         "label": self.names[c["label"][row]], "detected_label": self.names[c["detected_label"][row]],
-                        "box": tuple(float(x) for x in c["box"][row]), "score": float(c["score"][row])})  # fmt: skip
+                        "box": tuple(float(x) for x in c["box"][row]), "score": float(c["score"][row]),
+                        "fields": dict(self.fields.rows.get(row, {}))})  # fmt: skip
         return out
 
     def select(self, where: Mapping[str, Any]) -> np.ndarray:
@@ -148,6 +174,8 @@ class PayloadTable:
         c = self.cols
         mask = c["id"] >= 0
         for key, value in where.items():
+            if key == "fields":
+                continue  # last, on the rows the equalities left
             if key in ("label", "detected_label"):
                 code = self.codes.get(value)
                 if code is None:
@@ -155,6 +183,8 @@ class PayloadTable:
                 mask &= c[key] == code
             else:
                 mask &= c[key] == value
+        if "fields" in where:
+            mask = self.fields.mask(where["fields"], mask)
         return np.sort(c["id"][mask])
 
     def select_photos(self, photo_ids: np.ndarray) -> np.ndarray:
@@ -167,8 +197,11 @@ class PayloadTable:
         keep = self.cols["id"] >= 0
         # Any: mypy matches **columns against savez's allow_pickle: bool too (no column has that name)
         columns: dict[str, Any] = {k: v[keep] for k, v in self.cols.items()}
+        rows = np.flatnonzero(keep)  # saved rows are renumbered 0..n-1 in this order
+        held = self.fields.rows
+        renumbered = {str(new): held[old] for new, old in enumerate(rows.tolist()) if old in held}
         with open(path, "wb") as fh:
-            np.savez(fh, names=np.array(json.dumps(self.names)), **columns)
+            np.savez(fh, names=np.array(json.dumps(self.names)), fields=np.array(json.dumps(renumbered)), **columns)
 
     @classmethod
     def load(cls, path: Path) -> PayloadTable:
@@ -177,5 +210,7 @@ class PayloadTable:
             table.names = json.loads(str(data["names"]))
             table.codes = {name: i for i, name in enumerate(table.names)}
             table.cols = {k: data[k].copy() for k in table.cols}
+            given = str(data["fields"]) if "fields" in data else "{}"  # saved before fields: none
+        table.fields = FieldColumns.loads(given, len(table.cols["id"]))
         table.rows = {int(i): row for row, i in enumerate(table.cols["id"].tolist())}
         return table

@@ -52,7 +52,7 @@ def quoted(value: str) -> str:
 def filter_expression(where: dict | None, allowed: np.ndarray | None = None) -> str | None:
     """A filter expression for payload equality filters and an id set (None: no filter)."""
     parts = []
-    for key, value in check_where(where).items():
+    for key, value in check_where(where, "Tencent VectorDB").items():
         parts.append(f"{key} = {quoted(value) if isinstance(value, str) else int(value)}")
     if allowed is not None:
         parts.append(f"id in ({','.join(quoted(str(i)) for i in as_ids(allowed).tolist())})")

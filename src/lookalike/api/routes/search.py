@@ -50,7 +50,8 @@ async def search(request: Request, lib: Lib, state: Service) -> SearchOut:
             raise Problem(422, "Invalid parameters", "the JSON body must be an object")
         params = validated(SearchJson, body)
         if params.text is not None:
-            result = await run_in_threadpool(lib.search_text, params.text, params.k, params.min_score, params.label)
+            result = await run_in_threadpool(lib.search_text, params.text, params.k, params.min_score, params.label,
+                                             params.filter())  # fmt: skip
             state.metrics.searches.labels("text").inc()
             return SearchOut.of(result.query | {"kind": "text"}, result.seconds, result.hits)
         if params.url is not None:
@@ -63,7 +64,7 @@ async def search(request: Request, lib: Lib, state: Service) -> SearchOut:
         raise Problem(415, "Unsupported media type", detail)
     result = await run_in_threadpool(
         lib.search, query, params.k, params.min_score, params.label, params.box, params.match,
-        params.detected_label, params.mode == "copies", params.hide_copies,
+        params.detected_label, params.mode == "copies", params.hide_copies, params.filter(),
     )  # fmt: skip
     state.metrics.searches.labels(kind).inc()
     info = result.query | {"kind": kind}

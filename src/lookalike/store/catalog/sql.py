@@ -45,7 +45,8 @@ from lookalike.store.payload import whole_photo
 CHUNK = 5000  # ids per IN list: well under SQLite's and PostgreSQL's parameter limits
 IMAGE_COLS = "id, sha256, label, width, height, format, bytes, added_at, has_original, fields"
 # a subject and its photo's label (the payload's label: filters apply to both kinds of vectors alike)
-OBJECT_COLS = "o.image_id, o.idx, o.x1, o.y1, o.x2, o.y2, o.label, o.score, i.label AS image_label"
+OBJECT_COLS = ("o.image_id, o.idx, o.x1, o.y1, o.x2, o.y2, o.label, o.score, i.label AS image_label, "
+               "i.fields AS image_fields")
 
 
 def _sql(text: str, *expanding: str) -> sa.TextClause:
@@ -87,7 +88,7 @@ def _object_payload(row: sa.Row) -> dict:
     """A row of ``OBJECT_COLS`` -> the object's index payload."""
     return {"photo_id": int(row.image_id), "object": int(row.idx), "label": row.image_label or "",
             "detected_label": row.label, "box": (float(row.x1), float(row.y1), float(row.x2), float(row.y2)),
-            "score": float(row.score)}  # fmt: skip
+            "score": float(row.score), "fields": fields.loads(row.image_fields)}  # fmt: skip
 
 
 def _object_record(row: sa.Row) -> ObjectRecord:
@@ -96,10 +97,10 @@ def _object_record(row: sa.Row) -> ObjectRecord:
 
 
 def _vectors(ids: list[int], rows: dict[int, sa.Row]) -> Vectors:
-    """Rows of (id, label, vector) -> the vectors of the ids that have one, in the order asked."""
+    """Rows of (id, label, fields, vector) -> the vectors of the ids that have one, in the order asked."""
     present = [i for i in ids if i in rows]
     return Vectors(np.asarray(present, dtype=np.int64), codec.decode_many([rows[i].vector for i in present]),
-                   [whole_photo(i, rows[i].label) for i in present])  # fmt: skip
+                   [whole_photo(i, rows[i].label, fields.loads(rows[i].fields)) for i in present])  # fmt: skip
 
 
 class Catalog:
@@ -214,7 +215,7 @@ class Catalog:
         rows: dict[int, sa.Row] = {}
         with self.db.read() as conn:
             for chunk in _chunks(ids):
-                q = _sql("SELECT id, label, embedding AS vector FROM images WHERE id IN :ids", "ids")
+                q = _sql("SELECT id, label, fields, embedding AS vector FROM images WHERE id IN :ids", "ids")
                 rows.update({int(r.id): r for r in conn.execute(q, {"ids": chunk})})
         return _vectors(ids, rows)
 
@@ -657,7 +658,7 @@ class Catalog:
         rows: dict[int, sa.Row] = {}
         with self.db.read() as conn:
             for chunk in _chunks(ids):
-                q = _sql(f"SELECT i.id, i.label, {column} AS vector FROM copy_vectors c JOIN images i "
+                q = _sql(f"SELECT i.id, i.label, i.fields, {column} AS vector FROM copy_vectors c JOIN images i "
                          f"ON i.id = c.image_id WHERE c.image_id IN :ids AND {column} IS NOT NULL", "ids")  # fmt: skip
                 rows.update({int(r.id): r for r in conn.execute(q, {"ids": chunk})})
         return _vectors(ids, rows)
