@@ -567,6 +567,18 @@ def test_a_shops_hits_show_their_titles_links_and_prices_and_fields_are_edited(s
     assert evil.evaluate("e => e.tagName") == "SPAN" and "<img" in evil.inner_text()
     assert page.evaluate("window.pwned") is None
     shot(page, "20-shop-records")
+    # a filter on the fields: only the product named, every card saying so; a bad filter says why
+    page.fill("#where", f'title = "{rows[4]["title"]}"')
+    page.dispatch_event("#where", "change")
+    expect(page.locator("#results .hit .record .title").first).to_have_text(rows[4]["title"])
+    titles = page.locator(".hit .record .title").all_inner_texts()
+    assert titles and set(titles) == {rows[4]["title"]}, titles
+    page.fill("#where", "price <")
+    page.dispatch_event("#where", "change")
+    expect(page.locator("#status")).to_contain_text("cannot read the filter")
+    page.fill("#where", "")
+    page.dispatch_event("#where", "change")
+    expect(page.locator(".hit .record .title", has_text="Evil")).to_have_count(1)
     # the viewer edits the record: a new price is saved, and a bad record is refused with the reason
     page.locator("#results .hit").nth(1).click()
     page.locator("#viewer-fields summary").click()

@@ -414,6 +414,35 @@ def test_payloads_round_trip_and_filter_inside_the_engine(backend, tmp_path, dat
     assert index.payloads(ids[1:3])[0] is None and index.payloads(ids[1:3])[1] is not None
 
 
+def test_filters_on_fields_run_inside_the_engine_or_are_refused(backend, tmp_path, data) -> None:
+    """The embedded index filters on the photos' fields before it ranks (every match within k found, also after
+    a reload and a replaced record); a server engine cannot yet and says so instead of ignoring the filter."""
+    from lookalike.filters import matches, parse
+    from lookalike.store.payload import UnsupportedFilter
+
+    ids, vecs = data
+    index = make(backend, tmp_path)
+    given = payloads_for(ids)
+    for n, p in enumerate(given):
+        p["fields"] = {"price": float(n % 50), "brand": ["acme", "bolt", "cord"][n % 3], "tags": [f"t{n % 7}"]}
+    index.add(ids, vecs, given)
+    f = parse('price < 20 and brand = "acme" and tags contains "t1"')
+    if not backend.startswith("embedded"):
+        with pytest.raises(UnsupportedFilter, match="cannot filter on fields"):
+            index.search(vecs[:1], 5, where={"fields": f})
+        return
+    expected = {int(i) for i, p in zip(ids, given, strict=True) if matches(f, p["fields"])}
+    assert 0 < len(expected) <= 10
+    hits, _ = index.search(vecs[:2], 10, where={"fields": f})
+    assert set(hits[0][hits[0] != MISSING].tolist()) == expected
+    assert index.payloads(ids[:1])[0]["fields"] == given[0]["fields"]
+    changed = sorted(expected)[0]  # a replaced record no longer matches
+    index.add(np.array([changed]), vecs[[list(ids).index(changed)]], [{"photo_id": 1, "fields": {"price": 99.0}}])
+    loaded = reload(index, backend, tmp_path)
+    hits, _ = loaded.search(vecs[:1], 10, where={"fields": f})
+    assert set(hits[0][hits[0] != MISSING].tolist()) == expected - {changed}
+
+
 def test_payloads_survive_reload(backend, tmp_path, data) -> None:
     ids, vecs = data
     index = make(backend, tmp_path)

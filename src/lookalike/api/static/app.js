@@ -236,6 +236,7 @@ function searchParams() {
   const minScore = parseFloat($("min-score").value);
   if (minScore > 0) params.min_score = minScore;
   if ($("label").value) params.label = $("label").value;
+  if ($("where").value.trim()) params.where = $("where").value.trim();
   if (state.box) params.box = state.box;
   if ($("match").value) params.match = $("match").value;
   if ($("hide-copies").checked && state.query?.kind !== "text") params.hide_copies = true;
@@ -257,6 +258,7 @@ async function search() {
     const body = { text: state.query.text, k: params.k };
     if (params.min_score !== undefined) body.min_score = params.min_score;
     if (params.label) body.label = params.label;
+    if (params.where) body.where = params.where;
     init = { method: "POST", body: JSON.stringify(body), headers: { "Content-Type": "application/json", ...apiKeyHeaders() } };
   } else {
     const body = state.query.kind === "url" ? { url: state.query.url, ...params } : { image_id: state.query.id, ...params };
@@ -337,7 +339,7 @@ function renderResults(result) {
   $("copies-section").hidden = !copies.length;
   $("similar-heading").hidden = !copies.length || !similar.length;
   if (!result.hits.length) {
-    const why = $("label").value || parseFloat($("min-score").value) > 0 ? " Try lowering the minimum similarity or clearing the label filter." : " The library may be empty: add photos below.";
+    const why = $("label").value || $("where").value.trim() || parseFloat($("min-score").value) > 0 ? " Try lowering the minimum similarity or clearing the label and fields filters." : " The library may be empty: add photos below.";
     setStatus(`No similar photos found.${why}`, "muted");
     return;
   }
@@ -860,6 +862,7 @@ function setup() {
   $("min-score").addEventListener("change", search);
   $("k").addEventListener("change", search);
   $("label").addEventListener("change", search);
+  $("where").addEventListener("change", search);  // Enter or leaving the box: one search, not one per key
   $("match").addEventListener("change", search);
   $("clear-box").addEventListener("click", () => { state.box = null; $("clear-box").hidden = true; drawBox(); search(); });
   $("viewer").addEventListener("close", () => {
