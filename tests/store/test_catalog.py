@@ -499,3 +499,19 @@ def test_fields_are_stored_merged_from_sources_and_changed_in_place(catalog) -> 
     # a photo without fields has an empty record
     plain = catalog.add_batch([item(sha(71), "/shop/c.jpg")]).rows[0][1]
     assert catalog.get(plain).fields == {} and catalog.source_state("/shop/c.jpg").fields is None
+
+
+def test_the_field_summary_says_what_a_filter_bar_offers(catalog) -> None:
+    records = [{"brand": "Arla", "price": 12.5, "tags": ["milk", "organic"], "organic": True},
+               {"brand": "Valio", "price": 3, "tags": ["milk"]},
+               {"brand": "Arla", "price": "n/a", "title": "x"},
+               {"title": "y", "code": 7}]  # fmt: skip
+    catalog.add_batch([dataclasses.replace(item(sha(80 + n), f"/s/{n}.jpg"), fields=r) for n, r in enumerate(records)])
+    catalog.add_batch([item(sha(90), "/s/none.jpg")])  # no record
+    got = {f.name: f.as_dict() for f in catalog.field_summary()}
+    assert got["brand"] == {"name": "brand", "photos": {"text": 3}, "min": None, "max": None,
+                            "values": {"Arla": 2, "Valio": 1}}  # fmt: skip
+    assert got["price"]["photos"] == {"num": 2, "text": 1} and (got["price"]["min"], got["price"]["max"]) == (3, 12.5)
+    assert got["tags"]["photos"] == {"list": 2} and got["tags"]["values"] == {"milk": 2, "organic": 1}
+    assert got["organic"]["photos"] == {"flag": 1} and got["code"]["min"] == got["code"]["max"] == 7
+    assert sorted(got) == ["brand", "code", "organic", "price", "tags", "title"]

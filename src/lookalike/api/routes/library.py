@@ -37,6 +37,13 @@ def duplicates(
     return DuplicatesOut.model_validate(found)
 
 
+@router.get("/fields", dependencies=READ, summary="The photos' fields: kinds, counts, ranges and few values")
+def fields(lib: Lib) -> list[dict]:
+    """What a filter bar offers: each field's kinds with how many photos hold them, the range of its numbers,
+    and its strings with their counts when there are at most 20."""
+    return [f.as_dict() for f in lib.catalog.field_summary()]
+
+
 @router.get("/labels", dependencies=READ, summary="Labels with photo counts", response_model=dict[str, int])
 def labels(lib: Lib) -> dict[str, int]:
     return lib.catalog.labels()

@@ -63,7 +63,54 @@ async function loadStats() {
   }
 }
 
+// The filter bar: each field of the library with its values (when few) or its range, as buttons that add a
+// condition to the Fields box and search again. Values are quoted as the filter language quotes strings.
+function quoted(text) { return `"${String(text).replace(/\\/g, "\\\\").replace(/"/g, '\\"')}"`; }
+
+function addCondition(condition) {
+  const box = $("where");
+  box.value = box.value.trim() ? `${box.value.trim()} and ${condition}` : condition;
+  search();
+}
+
+async function loadFields() {
+  try {
+    const r = await fetch(`${API}/fields`, { headers: apiKeyHeaders() });
+    if (!r.ok) return;
+    const fields = await r.json();
+    const bar = $("field-bar");
+    bar.replaceChildren();
+    bar.hidden = fields.length === 0;
+    for (const f of fields) {
+      const group = document.createElement("span");
+      group.className = "field-group";
+      const name = document.createElement("span");
+      name.className = "field-name";
+      name.textContent = f.name;
+      group.append(name);
+      if (f.values) {
+        for (const [value, count] of Object.entries(f.values)) {
+          const chip = document.createElement("button");
+          chip.type = "button";
+          chip.className = "chip";
+          chip.textContent = `${value} (${count})`;
+          chip.addEventListener("click", () => addCondition(f.photos.list ? `${f.name} contains ${quoted(value)}` : `${f.name} = ${quoted(value)}`));
+          group.append(chip);
+        }
+      } else if (f.min !== null && f.max !== null) {
+        const range = document.createElement("span");
+        range.className = "range";
+        range.textContent = `${f.min} – ${f.max}`;
+        range.title = `numbers from ${f.min} to ${f.max}: type e.g. ${f.name} < ${f.max} in the Fields box`;
+        group.append(range);
+      }
+      bar.append(group);
+    }
+  } catch (e) { /* the stats line already says the server is unreachable */ }
+}
+
 async function loadLabels() {
+  loadFields();
   try {
     const r = await fetch(`${API}/labels`, { headers: apiKeyHeaders() });
     if (!r.ok) return;

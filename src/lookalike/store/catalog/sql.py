@@ -21,8 +21,9 @@ from sqlalchemy.engine import Connection
 
 from lookalike import fields
 from lookalike.fields import FieldValue
-from lookalike.store.catalog import codec
+from lookalike.store.catalog import codec, fieldsummary
 from lookalike.store.catalog.database import Database
+from lookalike.store.catalog.fieldsummary import FieldInfo
 from lookalike.store.catalog.migrations import migrate, split_source
 from lookalike.store.catalog.records import (
     COPY,
@@ -291,6 +292,10 @@ class Catalog:
             ids = [int(r[0]) for r in conn.execute(q, args | {"lim": int(limit), "off": int(offset)})]
         records = self.get_many(ids)
         return total, [records[i] for i in ids if i in records]
+
+    def field_summary(self) -> list[FieldInfo]:
+        """The photos' fields: kinds, counts, number ranges, the strings of fields with few (fieldsummary)."""
+        return fieldsummary.summary(self.db)
 
     def labels(self) -> dict[str, int]:
         with self.db.read() as conn:
