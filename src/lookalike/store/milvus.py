@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
+from lookalike.filters import And, Filter, Not, Or
 from lookalike.store.errors import engine_outage
-from lookalike.store.payload import check_where, payload_list
+from lookalike.store.payload import UnsupportedFilter, check_where, payload_list
 from lookalike.store.vectors import as_ids, as_matrix, cut_below, no_hits, sync_index, top_k_rows
 
 INDEX_TYPES = ("HNSW", "IVF_FLAT", "IVF_SQ8")
@@ -29,27 +30,67 @@ SESSION = "Session"  # read-your-writes for this client, without Strong's wait o
 SCALARS = ("photo_id", "object", "label", "detected_label", "x1", "y1", "x2", "y2", "score")
 
 
-def filter_expression(where: dict | None, allowed: np.ndarray | None) -> str:
-    """A Milvus boolean expression for payload equality filters and an id set."""
+def literal(value: object) -> str:
+    """A value as a Milvus literal: JSON's strings are Milvus's, but written as UTF-8 (Milvus does not read \\u
+    escapes: a label or field of other scripts would match nothing), numbers as they are, true/false."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def fields_expression(f: Filter) -> str:
+    """A filter on the photos' fields (lookalike.filters) as a Milvus expression on the JSON field ``fields``: the
+    same answers as ``lookalike.filters.matches`` (Milvus compares a JSON value only with one of its own type, as
+    the filter language does). ``!=`` is written as < or > (Milvus's != also matches photos without the field);
+    ``not`` and ``exists`` have no equivalent Milvus runs on JSON fields, so they are refused, never approximated."""
+    if isinstance(f, (And, Or)):
+        joined = (" and " if isinstance(f, And) else " or ").join(fields_expression(p) for p in f.parts)
+        return f"({joined})"
+    if isinstance(f, Not) or f.op == "exists":
+        raise UnsupportedFilter(f"Milvus cannot run '{'not' if isinstance(f, Not) else 'exists'}' on fields: write "
+                                "the filter without it, or serve from the embedded index")  # fmt: skip
+    ref = f"fields[{literal(f.field)}]"
+    if f.op == "contains":
+        return f"json_contains({ref}, {literal(f.value)})"
+    if f.op == "in":
+        assert isinstance(f.value, tuple)
+        return f"{ref} in [{', '.join(literal(v) for v in f.value)}]"
+    if f.op == "!=":
+        if isinstance(f.value, bool):
+            return f"{ref} == {literal(not f.value)}"
+        return f"({ref} < {literal(f.value)} or {ref} > {literal(f.value)})"
+    return f"{ref} {'==' if f.op == '=' else f.op} {literal(f.value)}"
+
+
+def filter_expression(where: dict | None, allowed: np.ndarray | None, fields: bool = False) -> str:
+    """A Milvus boolean expression for payload equality filters, a filter on fields (``fields``: the collection
+    holds them) and an id set."""
     parts = []
-    for key, value in check_where(where, "Milvus").items():
-        parts.append(f"{key} == {json.dumps(value)}")  # JSON string literals are valid Milvus literals
+    checked = check_where({k: v for k, v in (where or {}).items() if k != "fields"}, "Milvus")
+    if where and "fields" in where:
+        if not fields:
+            raise UnsupportedFilter("this Milvus collection was made before photos' fields were stored: `lookalike "
+                                    "reindex` into a new one to filter on them")  # fmt: skip
+        parts.append(fields_expression(where["fields"]))
+    for key, value in checked.items():
+        parts.append(f"{key} == {literal(value)}")
     if allowed is not None:
         parts.append(f"id in [{','.join(map(str, as_ids(allowed).tolist()))}]")
     return " and ".join(parts)
 
 
-def row_of(vector_id: int, vector: np.ndarray, payload: dict) -> dict:
+def row_of(vector_id: int, vector: np.ndarray, payload: dict, fields: bool = False) -> dict:
     x1, y1, x2, y2 = payload["box"]
-    return {"id": int(vector_id), "vector": vector.tolist(), "photo_id": payload["photo_id"],
-            "object": payload["object"], "label": payload["label"], "detected_label": payload["detected_label"],
-            "x1": x1, "y1": y1, "x2": x2, "y2": y2, "score": payload["score"]}  # fmt: skip
+    row = {"id": int(vector_id), "vector": vector.tolist(), "photo_id": payload["photo_id"],
+           "object": payload["object"], "label": payload["label"], "detected_label": payload["detected_label"],
+           "x1": x1, "y1": y1, "x2": x2, "y2": y2, "score": payload["score"]}  # fmt: skip
+    if fields:
+        row["fields"] = payload.get("fields") or {}
+    return row
 
 
 def payload_of(row: dict) -> dict:
     return {"photo_id": int(row["photo_id"]), "object": int(row["object"]), "label": row["label"],
             "detected_label": row["detected_label"], "box": tuple(float(row[k]) for k in ("x1", "y1", "x2", "y2")),
-            "score": float(row["score"])}  # fmt: skip
+            "score": float(row["score"]), "fields": dict(row.get("fields") or {})}  # fmt: skip
 
 
 # what Milvus's messages say when the server is up but cannot serve: "service unavailable", "service not ready"
@@ -156,6 +197,7 @@ class MilvusIndex:
             schema.add_field("detected_label", DataType.VARCHAR, max_length=256)
             for name in ("x1", "y1", "x2", "y2", "score"):
                 schema.add_field(name, DataType.FLOAT)
+            schema.add_field("fields", DataType.JSON)  # the photo's record, for filters (fields_expression)
             index = self.client.prepare_index_params()
             if self.lite:  # Milvus Lite builds FLAT, IVF_FLAT or AUTOINDEX only
                 index.add_index("vector", index_type="FLAT", metric_type="IP")
@@ -166,6 +208,8 @@ class MilvusIndex:
                 index.add_index("vector", index_type=index_type, metric_type="IP", params={"nlist": nlist})
             self.client.create_collection(collection, schema=schema, index_params=index, consistency_level=SESSION)
         self.client.load_collection(collection)
+        # a collection made before records were stored has no "fields": it serves everything but filters on them
+        self.has_fields = "fields" in {f["name"] for f in self.client.describe_collection(collection)["fields"]}
         # one Strong read makes everything written before (by any client) visible; after that each read is
         # Session: it sees this client's own writes without waiting for the server's time tick (Strong
         # costs ~200-300 ms per search on a standalone server, Session ~2 ms; bench/RESULTS.md)
@@ -221,7 +265,8 @@ class MilvusIndex:
         if len(ids) != len(vecs):
             raise ValueError("ids and vectors differ in length")
         if len(ids):
-            rows = [row_of(i, v, p) for i, v, p in zip(ids.tolist(), vecs, payload_list(payloads, ids), strict=True)]
+            rows = [row_of(i, v, p, self.has_fields)
+                    for i, v, p in zip(ids.tolist(), vecs, payload_list(payloads, ids), strict=True)]  # fmt: skip
             step = max(1, 2_000_000 // self.dim)  # about 8 MB a request, under gRPC's message limit
             for start in range(0, len(rows), step):
                 self.client.upsert(self.collection, rows[start : start + step])
@@ -231,7 +276,8 @@ class MilvusIndex:
         ids = as_ids(ids)
         if len(ids) == 0:
             return []
-        got = self.client.get(self.collection, ids=ids.tolist(), output_fields=list(SCALARS), consistency_level=SESSION)
+        wanted = [*SCALARS, "fields"] if self.has_fields else list(SCALARS)
+        got = self.client.get(self.collection, ids=ids.tolist(), output_fields=wanted, consistency_level=SESSION)
         rows = {int(r["id"]): r for r in got}
         return [payload_of(rows[i]) if i in rows else None for i in ids.tolist()]
 
@@ -257,7 +303,7 @@ class MilvusIndex:
         q = as_matrix(queries, self.dim)
         if allowed is not None and len(as_ids(allowed)) == 0:
             return top_k_rows(np.full((len(q), 0), -np.inf, np.float32), np.zeros((len(q), 0), np.int64), k)
-        expr = filter_expression(where, allowed)
+        expr = filter_expression(where, allowed, self.has_fields)
         params = {"metric_type": "IP", "params": self._search_params(k)}
         results = self.client.search(self.collection, q.tolist(), limit=min(k, 16384), filter=expr,
                                      search_params=params, consistency_level=SESSION)  # fmt: skip
