@@ -262,3 +262,7 @@ def test_search_where_filters_on_fields(run, tmp_path: Path) -> None:
     hits = json.loads(run("search", rows[0]["path"], "-k", "12", "--where", f'title = "{title}"', "--json").output)
     assert len(hits["hits"]) == 4 and {h["fields"]["title"] for h in hits["hits"]} == {title}
     assert "cannot read the filter" in run("search", rows[0]["path"], "--where", "brand =", code=1).output
+    summary = {f["name"]: f for f in json.loads(run("fields", "--json").output)}
+    assert summary["title"]["values"] == {r["title"]: 4 for r in rows[::4]}
+    assert summary["price"]["photos"] == {"num": 12}
+    assert "title" in run("fields").output

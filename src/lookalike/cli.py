@@ -608,6 +608,33 @@ def set_fields(
     out.print(table)
 
 
+@app.command("fields")
+def fields_cmd(as_json: Annotated[bool, typer.Option("--json", help="print as JSON")] = False) -> None:
+    """The fields of the library's photos: their kinds, how many photos hold them, ranges and few values."""
+    lib = open_library()
+    try:
+        found = [f.as_dict() for f in lib.catalog.field_summary()]
+    except user_errors() as exc:
+        fail(str(exc))
+    finally:
+        lib.close()
+    if as_json:
+        out.print_json(json.dumps(found))
+        return
+    if not found:
+        out.print("no photo has fields: index a CSV with columns besides path and label (`lookalike index --help`)")
+        return
+    table = Table(title="fields (filter with `lookalike search PHOTO --where ...`)", title_justify="left")
+    for col in ("field", "photos", "range", "values"):
+        table.add_column(col, overflow="fold", justify="right" if col == "photos" else "left")
+    for f in found:
+        kinds = ", ".join(f"{n} {kind}" for kind, n in f["photos"].items())
+        span = f"{f['min']:g} to {f['max']:g}" if f["min"] is not None else ""
+        values = ", ".join(f"{v} ({n})" for v, n in (f["values"] or {}).items())
+        table.add_row(plain(f["name"]), kinds, span, plain(values))
+    out.print(table)
+
+
 @app.command()
 def stats(as_json: Annotated[bool, typer.Option("--json", help="print as JSON")] = False) -> None:
     """What the library holds: photos, model, index type, disk use."""
