@@ -30,6 +30,7 @@ def test_text_and_json_say_the_same_filter() -> None:
 @pytest.mark.parametrize("text, fragment", [
     ("", "empty"), ("price <", "column"), ("price < cheap", "column"), ("a = 1 b = 2", "column"),
     ("x < true", "no order"), ("1x = 2", "column"), ("a = 99999999999999999999", "out of range"),
+    ("a = 9007199254740993", "integers up to"),
     ("(" * 9 + "a = 1" + ")" * 9, "nests"), ("not " * 2000 + "a = 1", "at most 4096 characters"),
     ("not " * 900 + "a = 1", "nests"), (" or ".join(f"a = {i}" for i in range(70)), "at most 64"),
     ("a in [" + ",".join(["1"] * 101) + "]", "1 to 100"), ('a = "' + "x" * 2001 + '"', "at most 2000"),

@@ -26,6 +26,9 @@ MAX_KEY = 64  # characters of a field's name
 MAX_TEXT = 2000  # characters of a string value, and of each string in a list
 MAX_LIST = 100  # strings in a list
 MAX_BYTES = 16_384  # a photo's fields as JSON
+MAX_INT = 2**53  # integers beyond this are not exact as the float64 a filter compares (lookalike.store.fieldcolumns)
+INT = re.compile(r"-?(0|[1-9][0-9]*)")  # a cell read as an int: no leading zeros (a code, an EAN stays text), no +, _
+FLOAT = re.compile(r"-?(0|[1-9][0-9]*)?\.[0-9]+([eE][-+]?[0-9]+)?|-?(0|[1-9][0-9]*)[eE][-+]?[0-9]+")
 KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 RESERVED = frozenset({"path", "label", "fields"})  # what a CSV row or a manifest line says besides fields
 KINDS = ("str", "int", "float", "bool", "list")
@@ -51,8 +54,8 @@ def check_value(key: str, value: object) -> FieldValue:
     if isinstance(value, bool):
         return value
     if isinstance(value, int):
-        if abs(value) >= 2**63:
-            raise FieldError(f"field {key!r}: integer out of range")
+        if abs(value) > MAX_INT:
+            raise FieldError(f"field {key!r}: integers up to {MAX_INT} (a longer code is text: quote it)")
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -122,24 +125,22 @@ def kind_of(cell: str) -> str:
     text = cell.strip()
     if text.lower() in TRUE | FALSE:
         return "bool"
-    try:
-        int(text)
-        return "int"
-    except ValueError:
-        pass
-    try:
-        return "float" if math.isfinite(float(text)) else "str"
-    except ValueError:
-        return "str"
+    if INT.fullmatch(text):
+        return "int" if abs(int(text)) <= MAX_INT else "str"
+    if FLOAT.fullmatch(text) and math.isfinite(float(text)):
+        return "float"
+    return "str"
 
 
 def infer_kind(cells: Iterable[str]) -> str:
     """A column's kind from its non-empty cells: the narrowest that reads every one (int < float < str)."""
-    kinds = {kind_of(c) for c in cells if c.strip()}
-    if not kinds:
-        return "str"
+    return common_kind({kind_of(c) for c in cells if c.strip()})
+
+
+def common_kind(kinds: set[str]) -> str:
+    """The narrowest kind that reads cells of all these kinds."""
     if len(kinds) == 1:
-        return kinds.pop()
+        return next(iter(kinds))
     return "float" if kinds == {"int", "float"} else "str"
 
 

@@ -21,12 +21,13 @@ comparison (``not`` of it does). JSON: ``{"and": [...]}``, ``{"or": [...]}``, ``
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import operator
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from lookalike.fields import KEY, MAX_LIST, MAX_TEXT, FieldValue
+from lookalike.fields import KEY, MAX_INT, MAX_LIST, MAX_TEXT, FieldValue
 
 OPS = ("=", "!=", "<", "<=", ">", ">=", "contains", "in", "exists")
 MAX_NODES = 64  # comparisons and connectives in one filter
@@ -259,8 +260,8 @@ def _value(value: object) -> Scalar:
     if isinstance(value, bool):
         return value
     if isinstance(value, int):
-        if abs(value) >= 2**63:
-            raise FilterError("a number in a filter is out of range")
+        if abs(value) > MAX_INT:
+            raise FilterError(f"a number in a filter is out of range (integers up to {MAX_INT})")
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -294,6 +295,9 @@ def _unquote(token: str) -> str:
 
 
 # --- evaluation -----------------------------------------------------------------------------------------------
+# the comparisons, for Python values and numpy columns alike (lookalike.store.fieldcolumns)
+COMPARE: dict[str, Callable[[Any, Any], Any]] = {
+    "=": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 def kind(value: object) -> str:
     """The column a value is kept in: "num", "text", "flag" or "list"."""
     if isinstance(value, bool):
@@ -323,9 +327,7 @@ def matches(f: Filter, fields: Mapping[str, FieldValue]) -> bool:
         return any(_same_kind(have, v) and have == v for v in f.value)
     if not _same_kind(have, f.value):
         return False
-    ops = {"=": lambda a, b: a == b, "!=": lambda a, b: a != b, "<": lambda a, b: a < b,
-           "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b}  # fmt: skip
-    return bool(ops[f.op](have, f.value))
+    return bool(COMPARE[f.op](have, f.value))
 
 
 def _same_kind(have: object, value: object) -> bool:

@@ -345,7 +345,8 @@ def test_records_travel_with_uploads_hits_and_patches(make_client) -> None:
         problem(client.patch(f"{API}/images/{image_id}", json=bad, headers=auth), 422, fragment)
     problem(client.patch(f"{API}/images/999999", json={"fields": {"a": 1}}, headers=auth), 404)
     assert client.get(f"{API}/images/{image_id}").json()["fields"]["price"] == 7.25  # nothing written
-    for text, fragment in (("{oops", "not JSON"), ('["a"]', "object"), ('{"a b": 1}', "field name")):
+    for text, fragment in (("{oops", "not JSON"), ('["a"]', "object"), ('{"a b": 1}', "field name"),
+                           ("[" * 20000 + "]" * 20000, "fields")):  # fmt: skip
         r = client.post(f"{API}/images", files=[("images", jpeg(photo("pizza", 1)))], data={"fields": text},
                         headers=auth)  # fmt: skip
         problem(r, 422, fragment)
@@ -369,7 +370,9 @@ def test_searches_filter_on_fields_as_text_or_json_and_bad_filters_are_422(make_
     form_json = client.post(f"{API}/search", files=upload, data={"where": json.dumps(as_json)}).json()["hits"]
     assert {h["fields"]["title"] for h in form_json} == {"Pizza 0", "Pizza 1"}
     for bad, fragment in (("price <", "column"), ('{"field": "a", "op": "~"}', "op"),
-                          ("title = '\" or 1=1 --'", ""), ("(" * 20 + "a = 1" + ")" * 20, "nests")):  # fmt: skip
+                          ("title = '\" or 1=1 --'", ""), ("(" * 20 + "a = 1" + ")" * 20, "nests"),
+                          ('{"not": ' * 400 + "1" + "}" * 400, "nests"),
+                          ("a = 1 or " * 600 + "a = 2", "4096")):  # fmt: skip
         r = client.post(f"{API}/search", files=upload, data={"where": bad})
         if fragment:
             problem(r, 422, fragment)

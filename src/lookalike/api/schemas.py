@@ -65,11 +65,13 @@ class SearchParams(BaseModel):
         w = self.where
         if w is None or w == "":
             return None
+        if isinstance(w, str) and len(w) > filters.MAX_CHARS:
+            raise FilterError(f"a filter has at most {filters.MAX_CHARS} characters")
         if isinstance(w, str) and w.lstrip().startswith("{"):
             try:
                 w = json.loads(w)
-            except ValueError as exc:
-                raise FilterError(f"the filter is not JSON: {exc}") from None
+            except (ValueError, RecursionError) as exc:
+                raise FilterError(f"the filter is not JSON: {str(exc)[:200] or 'nested too deeply'}") from None
         return filters.parse(w) if isinstance(w, str) else filters.from_json(w)
 
 

@@ -14,12 +14,22 @@ import io
 import itertools
 import json
 import os
+import re
 import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from lookalike.fields import FieldError, Fields, check_fields, infer_kind, parse_cell
+from lookalike.fields import (
+    MAX_KEY,
+    RESERVED,
+    FieldError,
+    Fields,
+    check_fields,
+    common_kind,
+    infer_kind,
+    parse_cell,
+)
 
 CSV_SUFFIXES = {".csv"}
 MANIFEST_SUFFIXES = {".jsonl", ".ndjson"}
@@ -208,23 +218,19 @@ def read_csv(path: Path, label: str | None = None, kinds: Mapping[str, str] | No
             raise SourceError(f"{path}: malformed CSV at line {reader.line_num}: {exc}") from None
 
 
-def _csv_kinds(path: Path, kinds: Mapping[str, str]) -> dict[str, str]:
-    """The type of each field column: as given in ``kinds``, else inferred from all its cells."""
+def _csv_kinds(path: Path, kinds: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """Each field column's field name and type: as given in ``kinds``, else inferred from all its cells."""
     with open_list(path) as fh:
         reader = csv.DictReader(bounded_lines(path, fh))
         try:
             if not reader.fieldnames or "path" not in reader.fieldnames:
                 raise SourceError(f"{path}: CSV needs a header with a 'path' column (id,path,label)")
             names = [n for n in reader.fieldnames if n not in ("path", "label")]
-            for name in names:
-                try:
-                    check_fields({name: ""})
-                except FieldError as exc:
-                    raise SourceError(f"{path}: column {name!r}: {exc}") from None
-            unknown = set(kinds) - set(names)
+            columns = field_names(names)
+            unknown = set(kinds) - set(columns.values())
             if unknown:
                 raise SourceError(f"{path}: --field names columns it does not have: {', '.join(sorted(unknown))}")
-            seen: dict[str, set[str]] = {n: set() for n in names if n not in kinds}
+            seen: dict[str, set[str]] = {n: set() for n, key in columns.items() if key not in kinds}
             for row in reader:
                 for name, found in seen.items():
                     cell = row.get(name) or ""
@@ -232,24 +238,31 @@ def _csv_kinds(path: Path, kinds: Mapping[str, str]) -> dict[str, str]:
                         found.add(infer_kind([cell]))
         except csv.Error as exc:
             raise SourceError(f"{path}: malformed CSV at line {reader.line_num}: {exc}") from None
-    return {n: kinds.get(n) or infer_kind_of(seen[n]) for n in names}
+    return {n: (key, kinds.get(key) or common_kind(seen[n])) for n, key in columns.items()}
 
 
-def infer_kind_of(kinds: set[str]) -> str:
-    """A column's kind from the kinds of its cells (see ``lookalike.fields.infer_kind``)."""
-    if len(kinds) == 1:
-        return next(iter(kinds))
-    return "float" if kinds == {"int", "float"} else "str"
+def field_names(columns: list[str]) -> dict[str, str]:
+    """CSV column -> the field it fills: its name with every character other than a letter, digit or _ made _
+    ("Product Name" -> Product_Name, "image-url" -> image_url), _ before a leading digit; columns left without a
+    name (a spreadsheet's unnamed index), reserved or taken by an earlier column are left out."""
+    out: dict[str, str] = {}
+    for column in columns:
+        key = re.sub(r"[^A-Za-z0-9_]", "_", column.strip())[:MAX_KEY]
+        key = "_" + key[: MAX_KEY - 1] if key[:1].isdigit() else key
+        if key.strip("_") and key not in RESERVED and key not in out.values():
+            out[column] = key
+    return out
 
 
-def _csv_row(path: Path, row: dict, label: str | None, columns: Mapping[str, str]) -> Iterator[SourceItem]:
+def _csv_row(path: Path, row: dict, label: str | None,
+             columns: Mapping[str, tuple[str, str]]) -> Iterator[SourceItem]:  # fmt: skip
     ref = (row.get("path") or "").strip()
     if not ref:
         return
     row_label = label if label is not None else (row.get("label") or "").strip() or None
     error = None
     try:
-        fields = check_fields({name: parse_cell(name, row[name], kind) for name, kind in columns.items()
+        fields = check_fields({key: parse_cell(key, row[name], kind) for name, (key, kind) in columns.items()
                                if isinstance(row.get(name), str) and row[name].strip()})  # fmt: skip
     except FieldError as exc:
         fields, error = {}, str(exc)
@@ -278,8 +291,8 @@ def read_manifest(path: Path, label: str | None = None) -> Iterator[SourceItem]:
             where = f"{path}:{number}"
             try:
                 entry = json.loads(line)
-            except ValueError as exc:
-                yield SourceItem(where, label, error=f"not a JSON object: {exc}")
+            except (ValueError, RecursionError) as exc:
+                yield SourceItem(where, label, error=f"not a JSON object: {str(exc)[:200] or 'nested too deeply'}")
                 continue
             ref = entry.get("path") if isinstance(entry, dict) else None
             if not isinstance(ref, str) or not ref.strip():

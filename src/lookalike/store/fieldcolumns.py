@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from lookalike.filters import COMPARE as _OPS
 from lookalike.filters import And, Compare, Filter, Not, Or, kind
 
 
@@ -160,18 +161,11 @@ class FieldColumns:
         return np.isin(col, passing) & (col >= 0)
 
     # --- persistence -------------------------------------------------------------------------------------------
-    def dumps(self) -> str:
-        """The rows' fields as JSON text (the columns are rebuilt from it on load)."""
-        return json.dumps({str(row): fields for row, fields in self.rows.items()}, separators=(",", ":"))
-
     @classmethod
     def loads(cls, text: str, size: int) -> FieldColumns:
+        """Columns for ``size`` rows from the rows' fields as saved (JSON: row -> fields)."""
         columns = cls()
         columns.grow(size)
         for row, fields in json.loads(text).items():
             columns.put(int(row), fields)
         return columns
-
-
-_OPS = {"=": lambda a, b: a == b, "!=": lambda a, b: a != b, "<": lambda a, b: a < b, "<=": lambda a, b: a <= b,
-        ">": lambda a, b: a > b, ">=": lambda a, b: a >= b}  # fmt: skip

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lookalike.filters import And, Filter, Not, Or
+from lookalike.filters import And, Filter, Not, Or, kind
 from lookalike.store.errors import engine_outage
 from lookalike.store.payload import UnsupportedFilter, check_where, payload_list
 from lookalike.store.vectors import as_ids, as_matrix, cut_below, no_hits, sync_index, top_k_rows
@@ -50,9 +50,13 @@ def fields_expression(f: Filter) -> str:
     ref = f"fields[{literal(f.field)}]"
     if f.op == "contains":
         return f"json_contains({ref}, {literal(f.value)})"
-    if f.op == "in":
+    if f.op == "in":  # one list per kind of value: Milvus fails on a list mixing booleans with others
         assert isinstance(f.value, tuple)
-        return f"{ref} in [{', '.join(literal(v) for v in f.value)}]"
+        by_kind: dict[str, list] = {}
+        for v in f.value:
+            by_kind.setdefault(kind(v), []).append(v)
+        lists = [f"{ref} in [{', '.join(literal(v) for v in vs)}]" for vs in by_kind.values()]
+        return lists[0] if len(lists) == 1 else f"({' or '.join(lists)})"
     if f.op == "!=":
         if isinstance(f.value, bool):
             return f"{ref} == {literal(not f.value)}"
@@ -88,9 +92,12 @@ def row_of(vector_id: int, vector: np.ndarray, payload: dict, fields: bool = Fal
 
 
 def payload_of(row: dict) -> dict:
-    return {"photo_id": int(row["photo_id"]), "object": int(row["object"]), "label": row["label"],
-            "detected_label": row["detected_label"], "box": tuple(float(row[k]) for k in ("x1", "y1", "x2", "y2")),
-            "score": float(row["score"]), "fields": dict(row.get("fields") or {})}  # fmt: skip
+    payload = {"photo_id": int(row["photo_id"]), "object": int(row["object"]), "label": row["label"],
+               "detected_label": row["detected_label"], "box": tuple(float(row[k]) for k in ("x1", "y1", "x2", "y2")),
+               "score": float(row["score"])}  # fmt: skip
+    if "fields" in row:  # a collection made before records were stored has none
+        payload["fields"] = dict(row["fields"] or {})
+    return payload
 
 
 # what Milvus's messages say when the server is up but cannot serve: "service unavailable", "service not ready"

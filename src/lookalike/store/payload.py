@@ -201,7 +201,9 @@ class PayloadTable:
         held = self.fields.rows
         renumbered = {str(new): held[old] for new, old in enumerate(rows.tolist()) if old in held}
         with open(path, "wb") as fh:
-            np.savez(fh, names=np.array(json.dumps(self.names)), fields=np.array(json.dumps(renumbered)), **columns)
+            # the records as UTF-8 bytes: a numpy string array would hold them as UTF-32, four times the size
+            records = np.frombuffer(json.dumps(renumbered, ensure_ascii=False).encode(), dtype=np.uint8)
+            np.savez(fh, names=np.array(json.dumps(self.names)), fields=records, **columns)
 
     @classmethod
     def load(cls, path: Path) -> PayloadTable:
@@ -210,7 +212,7 @@ class PayloadTable:
             table.names = json.loads(str(data["names"]))
             table.codes = {name: i for i, name in enumerate(table.names)}
             table.cols = {k: data[k].copy() for k in table.cols}
-            given = str(data["fields"]) if "fields" in data else "{}"  # saved before fields: none
+            given = data["fields"].tobytes().decode() if "fields" in data else "{}"  # saved before fields: none
         table.fields = FieldColumns.loads(given, len(table.cols["id"]))
         table.rows = {int(i): row for row, i in enumerate(table.cols["id"].tolist())}
         return table

@@ -89,8 +89,8 @@ def given_fields(text: object) -> Fields | None:
         raise Problem(422, "Invalid fields", f"fields: a JSON object of at most {MAX_BYTES} bytes")
     try:
         parsed = json.loads(text)
-    except ValueError as exc:
-        raise Problem(422, "Invalid fields", f"fields: not JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:
+        raise Problem(422, "Invalid fields", f"fields: not JSON ({str(exc)[:200] or 'nested too deeply'})") from None
     return check_fields(parsed)
 
 

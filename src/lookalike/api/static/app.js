@@ -577,7 +577,7 @@ async function saveFields() {
   const before = hit.fields || {};
   const changes = Object.create(null);  // a field named __proto__ is a field here, not the prototype
   for (const [k, v] of Object.entries(wanted)) if (JSON.stringify(before[k]) !== JSON.stringify(v)) changes[k] = v;
-  for (const k of Object.keys(before)) if (!(k in wanted)) changes[k] = null;
+  for (const k of Object.keys(before)) if (!Object.hasOwn(wanted, k)) changes[k] = null;
   const r = await fetch(`${API}/images/${hit.id}`, {
     method: "PATCH", headers: { ...apiKeyHeaders(), "Content-Type": "application/json" },
     body: JSON.stringify({ fields: changes }),

@@ -11,6 +11,7 @@ batch or none of it.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -43,6 +44,7 @@ from lookalike.store.catalog.records import (
 )
 from lookalike.store.payload import whole_photo
 
+log = logging.getLogger("lookalike")
 CHUNK = 5000  # ids per IN list: well under SQLite's and PostgreSQL's parameter limits
 IMAGE_COLS = "id, sha256, label, width, height, format, bytes, added_at, has_original, fields"
 # a subject and its photo's label (the payload's label: filters apply to both kinds of vectors alike)
@@ -486,7 +488,7 @@ class Catalog:
                         sa.text("UPDATE images SET label = :l WHERE id = :i AND label IS NULL"),
                         {"l": item.label, "i": image_id},
                     ).rowcount
-                    if self._merge_fields(conn, int(image_id), None, item.fields) or relabelled:
+                    if self._merge_fields(conn, int(image_id), None, item.fields, item.source) or relabelled:
                         changes.append((int(image_id), PHOTO | OBJECTS))  # a first label, new fields: payloads
                     else:
                         changes.append((int(image_id), SOURCES))  # one more path to the same photo
@@ -565,19 +567,29 @@ class Catalog:
 
         return self.db.retrying(write)
 
-    @staticmethod
-    def _merge_fields(conn: Connection, image_id: int, before: str | None,
-                      given: Mapping[str, FieldValue] | None) -> bool:  # fmt: skip
+    def _locked_fields(self, conn: Connection, image_id: int) -> sa.Row | None:
+        """The photo's fields row, locked until the transaction ends (PostgreSQL: two writers merging into one
+        photo's record at once would otherwise lose one's keys; SQLite has one writer at a time already)."""
+        lock = " FOR UPDATE" if self.dialect == "postgresql" else ""
+        return conn.execute(sa.text(f"SELECT fields FROM images WHERE id = :i{lock}"), {"i": image_id}).fetchone()
+
+    def _merge_fields(self, conn: Connection, image_id: int, before: str | None,
+                      given: Mapping[str, FieldValue] | None, source: str = "") -> bool:  # fmt: skip
         """A source's fields into its photo's, key by key, the last written winning; keys the source gave
         ``before`` (its earlier fields) and no longer gives are removed where the photo still holds that value.
         True when the photo's fields changed."""
         earlier = fields.loads(before)
         if given is None and not earlier:
             return False
-        old_text = conn.execute(sa.text("SELECT fields FROM images WHERE id = :i"), {"i": image_id}).scalar()
+        row = self._locked_fields(conn, image_id)
+        old_text = row[0] if row is not None else None
         old = fields.loads(old_text)
         now = {k: v for k, v in old.items() if k not in earlier or (given and k in given) or earlier[k] != v}
-        new = fields.check_fields(now | dict(given or {}))
+        try:
+            new = fields.check_fields(now | dict(given or {}))
+        except fields.FieldError as exc:  # this source's record does not fit beside the others': the photo keeps its
+            log.warning("photo %d keeps its fields: those of %s do not fit with them (%s)", image_id, source, exc)
+            return False
         if fields.dumps(new) == old_text:
             return False
         conn.execute(sa.text("UPDATE images SET fields = :f WHERE id = :i"), {"f": fields.dumps(new), "i": image_id})
@@ -600,7 +612,7 @@ class Catalog:
                     continue
                 conn.execute(sa.text("UPDATE sources SET fields = :f WHERE dir_id = :d AND name = :n"),
                              {"f": fields.dumps(new), "d": dir_id, "n": name})  # fmt: skip
-                if self._merge_fields(conn, int(row.image_id), row.fields, new or {}):
+                if self._merge_fields(conn, int(row.image_id), row.fields, new or {}, source):
                     changed.add(int(row.image_id))
             self._feed(conn, [(i, PHOTO | OBJECTS) for i in sorted(changed)])
             return sorted(changed)
@@ -612,7 +624,7 @@ class Catalog:
         there is no such photo. The next index run keeps them unless a source's own fields change."""
 
         def write(conn: Connection) -> bool:
-            text = conn.execute(sa.text("SELECT fields FROM images WHERE id = :i"), {"i": int(image_id)}).fetchone()
+            text = self._locked_fields(conn, int(image_id))
             if text is None:
                 return False
             new = fields.dumps(fields.merged(fields.loads(text[0]), changes))
