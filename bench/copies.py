@@ -106,6 +106,7 @@ class Tally:
     correct: list[bool] = field(default_factory=list)
     latency: list[float] = field(default_factory=list)
     cosines: tuple[list[float], list[float]] = field(default_factory=lambda: ([], []))  # copies, outsiders' nearest
+    reach: tuple[list[float], list[float]] = field(default_factory=lambda: ([], []))  # the same, best of any view
 
     def add(self, edit: str, positive: bool, answers: list[str], score: float, name: str, seconds: float) -> None:
         right = positive and answers[:1] == [name]
@@ -130,7 +131,7 @@ def run_set(name: str, n: int, console: Console) -> None:
         by_id = {i: Path(src).name for i, src in sources.items()}
         ids = list(by_id)
         hashes = np.array([imagehash.phash(Image.open(sources[i])).hash.ravel() for i in ids])
-        model, copies_index = lib.copy_model, lib.space.copies
+        model, copies_index, centres = lib.copy_model, lib.space.copies, lib.space.parts
         tallies = {p: Tally() for p in PIPELINES}
         verdicts = {"tp": 0, "fp": 0, "fn": 0, "same": 0}
         queries = [(p, True) for p in originals] + [(p, False) for p in outsiders]
@@ -157,10 +158,14 @@ def run_set(name: str, n: int, console: Console) -> None:
                 tallies["descriptor"].add(edit, positive, answers, float(cos[0, 0]), path.name,
                                           time.perf_counter() - started)  # fmt: skip
                 own = [i for i, n in by_id.items() if n == path.name]
+                # every row of the query against both collections: each photo's best cosine (its reach)
+                reached = reach(model.describe_views(picture), (copies_index, centres))
                 if positive and own:
                     tallies["descriptor"].cosines[0].append(float(copies_index.vectors(own[:1])[0] @ vector))
+                    tallies["descriptor"].reach[0].append(reached.get(own[0], -1.0))
                 elif not positive:
                     tallies["descriptor"].cosines[1].append(float(cos[0, 0]))
+                    tallies["descriptor"].reach[1].append(max(reached.values()))
                 distance = (hashes != imagehash.phash(picture).hash.ravel()).sum(axis=1)
                 order = np.argsort(distance, kind="stable")[:10]
                 tallies["phash"].add(edit, positive, [by_id[ids[i]] for i in order], -float(distance[order[0]]),
@@ -168,6 +173,20 @@ def run_set(name: str, n: int, console: Console) -> None:
         report(name, len(ids), len(originals), tallies, verdicts, console)
         plain.close()
         lib.close()
+
+
+def reach(rows: np.ndarray, indexes: tuple, k: int = 10) -> dict[int, float]:
+    """Each photo's best cosine to any query row in any collection (what a search's candidates are ranked by and
+    the copy stage's VIEW_FLOOR applies to), among each row's ``k`` nearest."""
+    best: dict[int, float] = {}
+    for index in indexes:
+        if not len(index):
+            continue
+        ids, scores = index.search(rows, k)
+        for i, c in zip(ids.ravel().tolist(), scores.ravel().tolist(), strict=True):
+            if i != MISSING and c > best.get(i, -1.0):
+                best[i] = c
+    return best
 
 
 def report(name: str, size: int, per_edit: int, tallies: dict[str, Tally], verdicts: dict, console: Console) -> None:
@@ -196,6 +215,11 @@ def report(name: str, size: int, per_edit: int, tallies: dict[str, Tally], verdi
     high = " / ".join(f"{v:.2f}" for v in np.percentile(outsiders, [50, 95, 99, 100]))
     console.print(f"calibration, copy cosine: copies to their original 1/5/10/50 %: {low}; outsiders to their "
                   f"nearest 50/95/99/100 %: {high}")  # fmt: skip
+    copied, outsiders = (np.asarray(c) for c in tallies["descriptor"].reach)
+    shares = ", ".join(f"{f:.2f}: {np.mean(outsiders >= f):.3f} / {np.mean(copied < f):.4f}"
+                       for f in (0.30, 0.35, 0.40, 0.45, 0.50))  # fmt: skip
+    console.print(f"calibration, the best cosine of any of the query's rows to a photo's whole or centre (VIEW_FLOOR "
+                  f"applies to it), floor: outsiders above / copies below: {shares}")  # fmt: skip
     glob, ours = (np.median(tallies[p].latency) * 1000 for p in ("global", "ours"))
     console.print(f"search p50: global {glob:.1f} ms, ours {ours:.1f} ms ({ours / glob:.2f}x); descriptor alone "
                   f"(embed + search) {np.median(tallies['descriptor'].latency) * 1000:.1f} ms\n")  # fmt: skip

@@ -94,7 +94,7 @@ def test_collections_are_named_by_library_model_and_version_not_by_path(embedder
         photos, objects, copies, parts = lib.space.names
         assert photos.startswith(f"lk_{lib.library_id[:12]}_mobilenet_v2_photos_v") and "objects" in objects
         assert copies == photos.replace("_photos_", "_copies_") and len(lib.space.copies) == len(lib.vectors) > 0
-        assert parts == photos.replace("_photos_", "_parts_") and len(lib.space.parts) == len(lib.vectors)
+        assert parts == photos.replace("_photos_", "_centres_") and len(lib.space.parts) == len(lib.vectors)
         assert str(tmp_path) not in photos
     for name in (photos, copies, parts):
         assert (tmp_path / "one" / "vectors" / name / "index.json").exists()  # saved on close

@@ -123,7 +123,8 @@ class Settings(BaseSettings):
     copy_views: bool = Field(
         default=True,
         description="also look for photos near parts of the query (its corners and centre, pooled from the copy "
-        "model's one pass), so that a photo of an object in clutter reaches the object's clean photo",
+        "model's pass, and its centre in pixels with a pass of its own) among the photos' whole and centre "
+        "descriptors, so that a photo of an object in clutter reaches the object's clean photo",
     )
     copy_side: int = Field(
         default=160, ge=64, le=1024,

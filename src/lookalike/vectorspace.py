@@ -70,11 +70,12 @@ class SpaceKey:
 def collection_names(library_id: str, model: str, version: int) -> tuple[str, str, str, str]:
     """Named by library, model and transform version, never by a local path: every process that shares
     the catalog finds the same collections, and two libraries on one server never meet. Photos, subjects,
-    copy descriptors, copy descriptors of the photos' centres."""
+    copy descriptors, copy descriptors of the photos' centres (in pixels: "centres"; the "parts" before schema
+    version 8 were pooled)."""
     slug = re.sub(r"[^a-z0-9]+", "_", model.lower()).strip("_")
     base = f"lk_{library_id[:12]}_{slug}"
     return (f"{base}_photos_v{version}", f"{base}_objects_v{version}", f"{base}_copies_v{version}",
-            f"{base}_parts_v{version}")  # fmt: skip
+            f"{base}_centres_v{version}")  # fmt: skip
 
 
 def load_transform(catalog: Catalog, version: int) -> Whitening | None:

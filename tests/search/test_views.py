@@ -32,19 +32,30 @@ def model() -> copy_descriptor.CopyDescriptor:
     return copy_descriptor.load(MODELS, 160)
 
 
-def test_the_views_come_from_one_pass_and_row_0_is_the_whole_photo(model) -> None:
+def test_the_query_rows_are_the_whole_photo_its_views_its_centre_and_the_centre_views(model) -> None:
     image = Image.open(photo("castle", 2)).convert("RGB")
-    views = model.describe_views(image)
-    assert views.shape == (1 + len(copy_descriptor.VIEWS), copy_descriptor.DIM)
-    assert np.allclose(np.linalg.norm(views, axis=1), 1.0, atol=1e-5)
-    assert float(views[0] @ model.describe(image)) > 0.9999
-    whole, part = model.describe_stored(image)
-    assert float(whole @ views[0]) > 0.9999 and part is not None
-    assert float(part @ views[1 + copy_descriptor.PART]) > 0.9999
-    # a view describes its part of the photo: the centre view is nearer the centre's own crop than the whole is
-    w, h = image.size
-    centre = model.describe(image.crop((w // 4, h // 4, 3 * w // 4, 3 * h // 4)))
-    assert float(centre @ part) > float(centre @ whole) + 0.1
+    rows = model.describe_views(image)
+    per_pass = 1 + len(copy_descriptor.VIEWS)
+    assert rows.shape == (2 * per_pass, copy_descriptor.DIM)
+    assert np.allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-5)
+    assert float(rows[0] @ model.describe(image)) > 0.9999  # row 0: the whole photo, as stored
+    centre = copy_descriptor.centre_crop(image)
+    assert centre.size == (round(0.7 * image.width) - round(0.3 * image.width),
+                           round(0.7 * image.height) - round(0.3 * image.height))  # fmt: skip
+    query_centre = model.embed(model.prepare(centre, copy_descriptor.QUERY_CENTRE_SIDE))
+    assert float(rows[per_pass] @ query_centre) > 0.9999
+    whole, stored_centre = model.describe_stored(image)
+    assert float(whole @ rows[0]) > 0.9999
+    # the stored centre is the same pixels at a smaller side: near the query's centre, far nearer than the whole is
+    assert float(stored_centre @ rows[per_pass]) > 0.7
+    assert float(stored_centre @ rows[per_pass]) > float(stored_centre @ whole) + 0.1
+
+
+def test_a_centre_of_a_tiny_photo_is_still_a_picture(model) -> None:
+    tiny = Image.new("RGB", (2, 1), (200, 30, 30))
+    assert copy_descriptor.centre_crop(tiny).size == (1, 1)
+    whole, centre = model.describe_stored(tiny)
+    assert np.isfinite(whole).all() and np.isfinite(centre).all()
 
 
 def test_a_photo_small_in_a_scene_reaches_its_original_through_the_views(tmp_path, embedder, monkeypatch) -> None:

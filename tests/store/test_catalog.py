@@ -385,6 +385,24 @@ def test_a_catalog_with_local_features_migrates_to_copy_descriptors(tmp_path) ->
     cat.close()
 
 
+def test_centres_pooled_before_version_8_are_dropped_for_the_backfill(tmp_path) -> None:
+    """Version 8 describes a photo's centre from its pixels: the pooled centres stored before are dropped (the whole
+    photo's descriptor stays), so the photos are incomplete until `lookalike copies` describes their centres again."""
+    path = tmp_path / "c.sqlite"
+    cat = Catalog.open(f"sqlite:///{path}")
+    vec, part = unit(3.0, 512), unit(4.0, 512)
+    image_id = cat.add_batch([dataclasses.replace(item(sha(1), "/f/1.jpg"), copy_vector=vec, part_vector=part)]
+                             ).rows[0][1]  # fmt: skip
+    assert cat.count_without_copy_vector() == 0
+    cat.close()
+    with sqlite3.connect(path) as c:  # back to version 7, as the last Lookalike left it
+        c.execute("DELETE FROM schema_migrations WHERE version >= 8")
+    cat = Catalog.open(f"sqlite:///{path}")
+    assert cat.without_copy_vector() == [image_id] and cat.copy_vector_ids(parts=True).tolist() == []
+    assert float(cat.copy_vectors([image_id]).matrix[0] @ vec) > 0.999
+    cat.close()
+
+
 def test_a_newer_schema_is_refused(tmp_path) -> None:
     url = f"sqlite:///{tmp_path / 'c.sqlite'}"
     Catalog.open(url).close()

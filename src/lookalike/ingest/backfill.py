@@ -59,7 +59,7 @@ def backfill(catalog: Catalog, model: CopyDescriptor, original: Reader, thumbnai
         if data is None:
             return rec.id, None, "neither the original nor the thumbnail can be read", thumb
         try:
-            decoded = decode(data, max_pixels, model.side)
+            decoded = decode(data, max_pixels, model.decode_side)
         except BadImage as exc:
             return rec.id, None, str(exc), thumb
         return rec.id, model.describe_stored(decoded.image), None, thumb

@@ -17,10 +17,17 @@ of that map instead of all of it gives the descriptor of a part of the photo for
 product, from the same pass. A search looks for the photos nearest any of its views, so a phone photo of a cover in
 clutter reaches the clean scan (bench/RESULTS.md, "Regional views"). The graph is read with ``onnx`` and given the
 map as a second output in memory; the file itself is used unmodified.
+
+The centre in pixels: pooled views see a part of the photo through features computed with the whole of it in view;
+the centre of a phone photo (where its subject usually is) cropped in pixels and given its own pass looks like the
+object's own photo far more often. Every photo stores its centre's descriptor from a small pass (``STORED_CENTRE_SIDE``)
+and a query adds its centre from a larger one (``QUERY_CENTRE_SIDE``), with that pass's pooled views: one more pass on
+each side, against seven for pixel crops of every view (bench/RESULTS.md, "The centre in pixels").
 """
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from pathlib import Path
 
@@ -37,9 +44,12 @@ PROJECTION = "embeddings.project.weight_fp16", "embeddings.project.bias_fp16"
 # the four corners and the centre at 70 % of each side, the centre at 50 %
 VIEWS = ((0.0, 0.0, 0.7, 0.7), (0.3, 0.0, 1.0, 0.7), (0.0, 0.3, 0.7, 1.0), (0.3, 0.3, 1.0, 1.0),
          (0.15, 0.15, 0.85, 0.85), (0.25, 0.25, 0.75, 0.75))  # fmt: skip
-# the view every photo stores beside its whole descriptor (the parts collection): the centre at 50 %, where a phone
-# photo's subject usually is
-PART = 5
+# the centre every photo stores beside its whole descriptor (the parts collection), cropped in pixels: 40 % of each
+# side, where a phone photo's subject usually is; described at a small side when stored (a photo's centre is matched
+# by a query's centre or views, which are larger), at a larger one in a query
+CENTRE = (0.3, 0.3, 0.7, 0.7)
+STORED_CENTRE_SIDE = 96
+QUERY_CENTRE_SIDE = 112
 
 SSCD_DISTILLED = ModelFile(
     "sscd_distilled.onnx",
@@ -102,9 +112,14 @@ class CopyDescriptor:
         self.output = self.session.get_outputs()[0].name
         self.side = side
 
-    def prepare(self, image: Image.Image) -> np.ndarray:
-        """RGB photo -> uint8 HWC pixels, shorter side ``side`` (bilinear, as SSCD was trained)."""
-        size = input_size(image.width, image.height, self.side)
+    @property
+    def decode_side(self) -> int:
+        return decode_side(self.side)
+
+    def prepare(self, image: Image.Image, side: int | None = None) -> np.ndarray:
+        """RGB photo -> uint8 HWC pixels, shorter side ``side`` (the model's by default; bilinear, as SSCD was
+        trained)."""
+        size = input_size(image.width, image.height, side or self.side)
         picture = image if image.mode == "RGB" else image.convert("RGB")
         return np.asarray(picture.resize(size, Image.Resampling.BILINEAR), dtype=np.uint8)
 
@@ -116,24 +131,43 @@ class CopyDescriptor:
     def describe(self, image: Image.Image) -> np.ndarray:
         return self.embed(self.prepare(image))
 
-    def describe_stored(self, image: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
-        """What a photo stores: its descriptor and its centre's (None when the graph has no map to pool)."""
-        whole, views = self._run(image, (VIEWS[PART],))
-        return whole, (views[0] if views is not None else None)
+    def describe_stored(self, image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
+        """What a photo stores: its descriptor and its centre's (``CENTRE``, in pixels, at ``STORED_CENTRE_SIDE``)."""
+        whole, _ = self._run(self.prepare(image), ())
+        centre, _ = self._run(self.prepare(centre_crop(image), STORED_CENTRE_SIDE), ())
+        return whole, centre
 
     def describe_views(self, image: Image.Image) -> np.ndarray:
-        """The photo's descriptor (row 0, the same as ``describe``) and those of its parts (``VIEWS``), from one
-        pass; only row 0 when the graph has no feature map to pool."""
-        whole, views = self._run(image, VIEWS)
-        return whole[None] if views is None else np.concatenate([whole[None], views])
+        """The query's rows: the photo's descriptor (row 0, the same as ``describe``), its pooled ``VIEWS``, its
+        centre's descriptor (``CENTRE`` in pixels, at ``QUERY_CENTRE_SIDE``) and that centre's pooled ``VIEWS``;
+        without the pooled rows when the graph has no feature map to pool."""
+        rows = []
+        for pixels in (self.prepare(image), self.prepare(centre_crop(image), QUERY_CENTRE_SIDE)):
+            whole, views = self._run(pixels, VIEWS)
+            rows += [whole[None]] + ([views] if views is not None else [])
+        return np.concatenate(rows)
 
-    def _run(self, image: Image.Image, boxes: tuple) -> tuple[np.ndarray, np.ndarray | None]:
-        outputs = self.session.run(None, {self.input: self.prepare(image)[None]})
+    def _run(self, pixels: np.ndarray, boxes: tuple) -> tuple[np.ndarray, np.ndarray | None]:
+        outputs = self.session.run(None, {self.input: pixels[None]})
         whole = outputs[0][0].astype(np.float32)
         whole /= np.float32(max(float(np.linalg.norm(whole)), 1e-12))
-        if self.pooling is None or len(outputs) < 2:
+        if not boxes or self.pooling is None or len(outputs) < 2:
             return whole, None
         return whole, self.pooling.views(outputs[1][0], boxes)
+
+
+def decode_side(side: int) -> int:
+    """The shorter side a photo must be decoded at, at least, for what it stores: its whole and its centre."""
+    return max(side, math.ceil(STORED_CENTRE_SIDE / (CENTRE[2] - CENTRE[0])))
+
+
+def centre_crop(image: Image.Image) -> Image.Image:
+    """The photo's ``CENTRE`` in pixels (at least one pixel each way)."""
+    left, top, right, bottom = CENTRE
+    x0, y0 = int(round(left * image.width)), int(round(top * image.height))
+    x1 = max(int(round(right * image.width)), x0 + 1)
+    y1 = max(int(round(bottom * image.height)), y0 + 1)
+    return image.crop((x0, y0, x1, y1))
 
 
 class RegionPooling:

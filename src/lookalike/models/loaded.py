@@ -78,8 +78,10 @@ class Models:
 
     # --- photos into model inputs ------------------------------------------------------
     def decode_side(self) -> int:
-        """JPEGs are decoded at the smallest scale that still serves the model and the thumbnail."""
-        return max(self.embedder.input_size, self.settings.thumbnail_size)
+        """JPEGs are decoded at the smallest scale that still serves the model, the thumbnail and the copy
+        descriptor's centre."""
+        copies = copy_descriptor.decode_side(self.settings.copy_side) if self.settings.copy_candidates else 0
+        return max(self.embedder.input_size, self.settings.thumbnail_size, copies)
 
     def decode(self, data: bytes) -> Decoded:
         return decode(data, self.settings.max_pixels, self.decode_side())

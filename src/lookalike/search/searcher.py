@@ -207,7 +207,7 @@ class Searcher:
 
     def _stored_views(self, rec: ImageRecord, vector: np.ndarray | None) -> np.ndarray | None:
         """The descriptors of an indexed photo's parts, for candidates: from its thumbnail (one small decode and
-        pass of the copy model; its original is read only if geometry needs it)."""
+        two passes of the copy model, the whole and the centre; its original is read only if geometry needs it)."""
         model = self.models.copy_model
         if vector is None or model is None or not self.settings.copy_views:
             return None

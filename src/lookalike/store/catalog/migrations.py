@@ -280,6 +280,19 @@ def _v7(conn: Connection, dialect: str) -> None:
     _run_ddl(conn, V7, dialect)
 
 
+# Version 8: a photo's centre is described from its pixels (lookalike.models.copy_descriptor, CENTRE), no longer pooled
+# from its whole photo's features: the old centres are dropped, so `lookalike copies` (the backfill) describes every
+# photo's centre again, resumably, from its original or thumbnail; until then a photo is found through its whole
+# descriptor only. The collection that holds them has a new name (lookalike.vectorspace.collection_names).
+V8 = """
+UPDATE copy_vectors SET part = NULL;
+"""
+
+
+def _v8(conn: Connection, dialect: str) -> None:
+    _run_ddl(conn, V8, dialect)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection, str], None]]] = [
     (1, "shared catalog: compact embeddings, folders, change feed, versioned transforms", _v1),
     (2, "durable index jobs: jobs and their leased tasks", _v2),
@@ -288,6 +301,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection, str], None]]] = [
     (5, "copy descriptors of the photos' centres", _v5),
     (6, "sources removed by the user stay out of the index", _v6),
     (7, "fields: the user's record of each photo", _v7),
+    (8, "photos' centres described from their pixels", _v8),
 ]
 LATEST = MIGRATIONS[-1][0]
 
