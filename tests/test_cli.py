@@ -223,10 +223,12 @@ def test_copies_gives_photos_indexed_without_the_copy_stage_their_descriptor(tmp
     off = runner.invoke(app, [*home, "copies"])
     assert off.exit_code == 1 and "LOOKALIKE_COPY_CANDIDATES=0" in off.output
     monkeypatch.delenv("LOOKALIKE_COPY_CANDIDATES")
+    assert "12 (`lookalike copies` describes them)" in runner.invoke(app, [*home, "stats"]).output
     done = runner.invoke(app, [*home, "copies"])
     assert done.exit_code == 0 and "copy descriptors stored for 12 photos (0 from their thumbnail)" in done.output
     assert "stored for 0 photos" in runner.invoke(app, [*home, "copies"]).output
-    assert json.loads(runner.invoke(app, [*home, "stats", "--json"]).output)["copy_vectors"] == 12
+    stats = json.loads(runner.invoke(app, [*home, "stats", "--json"]).output)
+    assert stats["copy_vectors"] == stats["part_vectors"] == 12 and stats["copies_to_describe"] == 0
     from PIL import Image, ImageOps
 
     query = tmp_path / "mirrored.jpg"

@@ -650,6 +650,8 @@ def stats(as_json: Annotated[bool, typer.Option("--json", help="print as JSON")]
     for key, value in info.items():
         if key == "disk_bytes":
             value = ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in value.items())
+        elif key == "copies_to_describe" and value:
+            value = f"{value} (`lookalike copies` describes them)"
         table.add_row(key.replace("_", " "), plain(readable(value)))
     out.print(table)
 

@@ -383,6 +383,9 @@ class Library:
             "copy_candidates": self.settings.copy_candidates,
             "copy_vectors": len(space.copies),
             "part_vectors": len(space.parts),
+            # photos whose copy descriptors are missing or incomplete (indexed before them, or before the centres of
+            # schema version 8): what `lookalike copies` would describe
+            "copies_to_describe": self.catalog.count_without_copy_vector() if self.settings.copy_candidates else 0,
             "disk_bytes": {
                 "catalog": self.catalog.disk_bytes(),
                 "images": self.images.disk_bytes(),
