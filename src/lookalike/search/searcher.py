@@ -154,11 +154,13 @@ class Searcher:
         # a region is judged as itself and with its whole photo (see _copies_first)
         model = self.models.copy_model if depth else None
         shown = [(picture, None)] + ([(decoded.image, box)] if box is not None else [])
-        described = [self._side_work().submit(model.describe_views, p) for p, _ in shown] if model else []
+        # without views the whole photo's descriptor alone (one pass, not the centre's too)
+        describe = (model.describe_views if self.settings.copy_views else model.describe) if model else None
+        described = [self._side_work().submit(describe, p) for p, _ in shown] if describe else []
         vec = self.models.embed(picture)
         for (image, region), future in zip(shown, described, strict=False):
-            views = future.result()
-            parts = views[1:] if len(views) > 1 and self.settings.copy_views else None
+            views = np.atleast_2d(future.result())
+            parts = views[1:] if len(views) > 1 else None
             w, h = ((box[2] - box[0], box[3] - box[1]) if region is None and box is not None
                     else (decoded.width, decoded.height))  # fmt: skip
             copy_queries.append((verification.CopyQuery(views[0], _given(image), int(w), int(h),
