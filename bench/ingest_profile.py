@@ -3,10 +3,11 @@
 Two photo sets: the shared Towhee train photos (~500x375 JPEGs), and 12-megapixel JPEGs made here from them
 (upscaled to 4000x3000, or 3000x4000 for an upright photo, JPEG quality 90, in a temporary folder). Per set:
 
-- the stages one by one, on one thread: ``Pipeline._prepare`` (the worker side) called on each photo in turn and
-  ``Pipeline._commit`` (the main side) on each batch, on a fresh library, with the functions they call wrapped
-  (at run time, in this process only) to add up their CPU time (``time.process_time``). The decode is split into
-  its steps by a step-by-step copy of ``imaging.decode`` (checked to give the same pixels), run on its own;
+- the stages one by one, on one thread: ``Pipeline._prepare_many`` (the worker side) called on each chunk of
+  photos (as a worker takes them) in turn and ``Pipeline._commit`` (the main side) on each batch, on a fresh
+  library, with the functions they call wrapped (at run time, in this process only) to add up their CPU time
+  (``time.process_time``). The decode is split into its steps by a step-by-step copy of ``imaging.decode``
+  (checked to give the same pixels), run on its own;
 - a real ``Library.index`` run of the same photos on another fresh library (worker threads and the main thread),
   the same functions wrapped with ``time.thread_time`` (the CPU of the thread that made each call), beside the
   whole run's process CPU: what no wrapped call accounts for is the rest (thread pool, futures, pipeline loop);
@@ -168,12 +169,12 @@ def pipeline_for(lib: Library, objects: bool = False) -> Pipeline:
 def instrument(lib: Library, meter: Meter) -> Patches:
     """Wrap what the pipeline calls, on this library (and the shared embedder), with ``meter``."""
     p = Patches(meter)
-    p.method(Pipeline, "_prepare", "worker")
+    p.method(Pipeline, "_prepare_many", "worker")
     p.method(Pipeline, "_commit", "commit")
     # worker side
     p.function(fetch.read_file, "read")
     p.replace(pipeline_module, "hashlib", SimpleNamespace(sha256=meter.wrap("sha256", hashlib.sha256)))
-    p.method(lib.catalog, "id_for_sha", "lookup")
+    p.method(lib.catalog, "ids_for_shas", "lookup")
     p.function(imaging.decode, "decode")
     p.method(lib.embedder, "prepare", "prepare")
     p.method(lib.embedder, "embed", "embed")
@@ -416,7 +417,7 @@ def gil_tests(
     tests: dict[str, tuple] = {
         "read": (lambda _, i: fetch.read_file(paths[i], settings.max_file_bytes), n),
         "sha256": (lambda _, i: hashlib.sha256(datas[i]).hexdigest(), n),
-        "lookup": (lambda _, i: lib.catalog.id_for_sha(shas[i]), n),
+        "lookup": (lambda _, i: lib.catalog.ids_for_shas([shas[i]]), n),
         "decode": (lambda _, i: imaging.decode(datas[i], settings.max_pixels, side), n),
         "orientation": (
             lambda _, i: Image.open(io.BytesIO(datas[i]), formats=imaging.FORMATS).getexif().get(0x0112),
@@ -510,7 +511,7 @@ def profile(
         todo = sources.expand(str(root)).items
         lib.catalog.removed_among(it.source for it in todo)
         lib.catalog.source_states({it.source: it for it in todo})
-        report, batch = IndexReport(), []
+        report, batch, chunk = IndexReport(), [], []
         for i, item in enumerate(todo):
             if i == n - sample_size and sample_size:  # the sample: photos the library does not hold yet
                 meter.active = False
@@ -522,12 +523,16 @@ def profile(
                 paused_wall += time.perf_counter() - w
                 ticks, resumed = system_ticks(), time.perf_counter()
                 meter.active = True
-            prepared = pipe._prepare(item)
-            assert prepared.error is None, (item.source, prepared.error)
-            batch.append(prepared)
-            if len(batch) >= settings.batch_size:
-                pipe._commit(batch, report, {}, [])
-                batch = []
+            chunk.append(item)  # the photos a worker takes at once (one catalog query for them)
+            if len(chunk) < pipeline_module.CHUNK and i + 1 < n and i + 1 != n - sample_size:
+                continue
+            for prepared in pipe._prepare_many(chunk):
+                assert prepared.error is None, (prepared.item.source, prepared.error)
+                batch.append(prepared)
+                if len(batch) >= settings.batch_size:
+                    pipe._commit(batch, report, {}, [])
+                    batch = []
+            chunk = []
         if batch:
             pipe._commit(batch, report, {}, [])
         lib.maintain(wait=False)
@@ -640,7 +645,7 @@ def stage_rows(p: Profile) -> list[list[str]]:
     labels = {
         "read": "read the file (fetch.read_file)",
         "sha256": "sha256 of the bytes",
-        "lookup": "known bytes? (Catalog.id_for_sha)",
+        "lookup": "known bytes? (Catalog.ids_for_shas, a query per worker chunk)",
         "decode": "decode, orientation included (imaging.decode)",
         "prepare": "model input (embedder.prepare)",
         "embed": "embedding (embedder.embed)",
@@ -664,8 +669,8 @@ def stage_rows(p: Profile) -> list[list[str]]:
             rest = p.steps["decode"] - sum(p.steps[k] for k, _, _ in steps)
             row("  · rest of imaging.decode (checks, memory budget; by difference)", "worker", rest, None)
             row("  (a turn, had every photo needed one: not in the sums)", "", p.steps["turn_if"], None, share=False)
-    outside("rest of Pipeline._prepare", "worker", "worker", None)
-    row("**worker side (Pipeline._prepare)**", "worker", seq.of("worker", None), real.of("worker", None), "worker")
+    outside("rest of Pipeline._prepare_many", "worker", "worker", None)
+    row("**worker side (Pipeline._prepare_many)**", "worker", seq.of("worker", None), real.of("worker", None), "worker")
     row("list the folder (sources.expand)", "main", seq.of("list", None), real.of("list", None))
     row(
         "catalog checks before the run (removed_among, source_states)",
@@ -735,7 +740,7 @@ def total_rows(p: Profile) -> list[list[str]]:
     near = f", {len(report.near_duplicates)} near-duplicates" if report.near_duplicates else ""
     rows = [
         row(f"Library.index ({len(report.added)} added, {len(report.duplicates)} exact duplicates{near})", p.real, p.n),
-        row("stage by stage, one thread (Pipeline._prepare, _commit)", p.seq, p.n),
+        row("stage by stage, one thread (Pipeline._prepare_many, _commit)", p.seq, p.n),
     ]
     embed = p.gil.get("embed")
     if embed is not None:
@@ -779,7 +784,7 @@ def object_rows(p: Profile) -> list[list[str]]:
         ]
     )
     for key, label in (
-        ("worker", "worker side (Pipeline._prepare)"),
+        ("worker", "worker side (Pipeline._prepare_many)"),
         ("commit", "main side (Pipeline._commit)"),
         ("maintain", "after the run: Library.maintain"),
     ):

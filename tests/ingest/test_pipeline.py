@@ -87,6 +87,41 @@ def test_exact_duplicates_are_stored_once_and_reported(lib: Library, photo_dir: 
     consistent(lib)
 
 
+def test_known_bytes_are_asked_once_per_chunk_of_photos(settings, embedder, photo_dir: Path, monkeypatch) -> None:
+    """The catalog is asked which photos it holds once per chunk a worker takes (issue #29), not once per photo;
+    and never for more than ``GROUP_BYTES`` of photos at once (what a worker holds in memory)."""
+    from lookalike.ingest import pipeline
+    from lookalike.store.catalog import Catalog
+
+    asked: list[int] = []
+    real = Catalog.ids_for_shas
+
+    def counted(self, shas):
+        shas = list(shas)
+        asked.append(len(shas))
+        return real(self, shas)
+
+    monkeypatch.setattr(Catalog, "ids_for_shas", counted)
+    src = next((photo_dir / "goldfish").iterdir())
+    shutil.copy(src, photo_dir / "goldfish" / "same.jpg")  # 13 photos; the copy's bytes are known by the rerun
+    one = settings.model_copy(update={"workers": 1})
+    with Library(one, embedder=embedder) as lib:
+        report = lib.index([str(photo_dir)])
+        assert len(report.added) + len(report.duplicates) == 13 and len(report.duplicates) == 1
+        assert asked == [3, 3, 3, 3, 1]  # chunks of 13 // 4 photos
+        asked.clear()
+        (photo_dir / "goldfish" / "same.jpg").unlink()
+        shutil.copy(src, photo_dir / "goldfish" / "again.jpg")  # a new path to known bytes: not embedded again
+        monkeypatch.setattr(pipeline, "GROUP_BYTES", 1)
+        monkeypatch.setattr(lib.models, "prepare_pixels", lambda data: pytest.fail("known bytes were decoded"))
+        report = lib.index([str(photo_dir)])
+        assert asked == [1] and [d.image_id for d in report.duplicates] == [lib.catalog.source_state(str(src))[0]]
+    monkeypatch.setattr(pipeline, "GROUP_BYTES", 1)
+    asked.clear()
+    with Library(one.model_copy(update={"home": settings.home.parent / "other"}), embedder=embedder) as lib:
+        assert len(lib.index([str(photo_dir)]).added) == 12 and asked == [1] * 13  # one photo at a time
+
+
 def test_vanished_files_are_reported_and_pruned_on_request(lib: Library, photo_dir: Path) -> None:
     lib.index([str(photo_dir)])
     gone = sorted((photo_dir / "tiger_cat").iterdir())[:2]

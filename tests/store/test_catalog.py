@@ -186,6 +186,15 @@ def test_re_pointed_source_displaces_its_old_image(catalog) -> None:
     assert catalog.orphans([old, moved.rows[0][1]]) == [old] and catalog.orphans() == [old]
 
 
+def test_ids_for_shas_finds_the_held_bytes_in_one_call(catalog) -> None:
+    rows = catalog.add_batch([item(sha(1), "/k/1.jpg"), item(sha(2), "/k/2.jpg", vec=2.0)]).rows
+    ids = {row[0].sha256: row[1] for row in rows}
+    assert catalog.ids_for_shas([sha(2), sha(9), sha(1), sha(2)]) == ids  # unknown left out, repeats once
+    assert catalog.ids_for_shas([]) == {} and catalog.ids_for_shas(iter([sha(9)])) == {}
+    assert catalog.ids_for_shas(sha(n) for n in range(3, 6001)) == {}  # more than one IN list (CHUNK)
+    assert catalog.ids_for_shas([sha(n) for n in range(3, 6001)] + [sha(1)]) == {sha(1): ids[sha(1)]}
+
+
 def test_sources_states_and_prefixes(catalog) -> None:
     catalog.add_batch([item(sha(1), "/data/my_photos/1.jpg"), item(sha(2), "/data/myXphotos/2.jpg"),
                        item(sha(3), "s3://bucket/a/3.jpg"), item(sha(4), "https://example.com/4.jpg"),

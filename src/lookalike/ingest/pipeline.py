@@ -121,6 +121,8 @@ class _Prepared:
 
 
 ProgressFn = Callable[[int, int, IndexReport], None]
+CHUNK = 8  # photos a worker takes at once (one catalog query for all of them)
+GROUP_BYTES = 32 << 20  # a worker holds at most this many bytes of read photos (plus one file) before it decodes them
 GuardFn = Callable[[object], None]  # runs inside each batch's catalog transaction; raises to keep it unwritten
 
 
@@ -175,6 +177,31 @@ class Pipeline:
 
     # --- worker side -----------------------------------------------------------
     def _prepare(self, item: SourceItem) -> _Prepared:
+        """One photo, start to end (``_prepare_many`` of one)."""
+        return self._prepare_many([item])[0]
+
+    def _prepare_many(self, items: list[SourceItem]) -> list[_Prepared]:
+        """A worker's chunk of photos: read and hashed in turn, then asked of the catalog together (one query
+        for up to ``GROUP_BYTES`` of photos instead of one per photo: it holds the interpreter lock), then each
+        decoded, embedded and described unless the catalog holds its bytes already."""
+        out: list[_Prepared] = []
+        group: list[tuple[_Prepared, bytes]] = []
+        held = 0
+        for n, item in enumerate(items):
+            prepared, data = self._read(item)
+            out.append(prepared)
+            if data is not None:
+                group.append((prepared, data))
+                held += len(data)
+            if group and (held >= GROUP_BYTES or n == len(items) - 1):
+                self._known(group)
+                for prepared, data in group:
+                    self._finish(prepared, data)
+                group, held = [], 0
+        return out
+
+    def _read(self, item: SourceItem) -> tuple[_Prepared, bytes | None]:
+        """The photo's bytes and their sha256; None (and the reason in ``error``) when they cannot be had."""
         out = _Prepared(item)
         try:
             if item.error:
@@ -195,14 +222,32 @@ class Pipeline:
                 data = self.parts.reader.read_source(item.source)
             out.nbytes = len(data)
             out.sha256 = hashlib.sha256(data).hexdigest()
+            return out, data
+        except (FetchError, BadImage) as exc:
+            out.error = str(exc)
+        except DependencyError:  # the catalog, engine or store failed: the photo is run again, not rejected
+            raise
+        except Exception as exc:  # a bug or an exotic reader failure must not end the batch
+            out.error = f"unexpected error: {type(exc).__name__}: {exc}"
+        return out, None
+
+    def _known(self, group: list[tuple[_Prepared, bytes]]) -> None:
+        """Which photos of the group the catalog holds already (by their bytes), in one query."""
+        with not_the_photo("the catalog"):
+            known = self.parts.catalog.ids_for_shas(p.sha256 for p, _ in group if p.sha256 is not None)
+        for prepared, _ in group:
+            prepared.known_id = known.get(prepared.sha256 or "")
+
+    def _finish(self, out: _Prepared, data: bytes) -> None:
+        """A read photo whose ``known_id`` is settled: embedded, described and thumbnailed unless it is known."""
+        try:
             catalog = self.parts.catalog
             with not_the_photo("the catalog"):
-                out.known_id = catalog.id_for_sha(out.sha256)
                 undetected = self.objects and out.known_id is not None and catalog.detected_with(out.known_id) is None
             if out.known_id is not None:
                 if undetected:
                     self._detect(out, self.parts.models.decode(data))  # known photo, objects still missing
-                return out  # exact duplicate: no embedding needed
+                return  # exact duplicate: no embedding needed
             decoded, pixels = self.parts.models.prepare_pixels(data)
             # embedding here, in the worker, spreads inference over all cores (one interpreter per worker)
             out.vector = self.parts.models.embedder.embed(pixels[None])[0]
@@ -214,7 +259,7 @@ class Pipeline:
                 query = CopyQuery(out.copy_vector, lambda: decoded.image, decoded.width, decoded.height)
                 with not_the_photo("the copy check (vector engine, image store)", DEPENDENCY_ERRORS):
                     out.near = self.parts.copy_of(query)
-            if item.is_url or item.is_upload or self.settings.keep_originals:
+            if out.item.is_url or out.item.is_upload or self.settings.keep_originals:
                 out.original = data
             if self.objects:
                 self._detect(out, decoded)
@@ -224,7 +269,6 @@ class Pipeline:
             raise
         except Exception as exc:  # a bug or an exotic decoder failure must not end the batch
             out.error = f"unexpected error: {type(exc).__name__}: {exc}"
-        return out
 
     def _detect(self, out: _Prepared, decoded: Decoded) -> None:
         out.detections = self.parts.models.detect_decoded(decoded)
@@ -280,32 +324,39 @@ class Pipeline:
         self._progress(done, report)
         batch: list[_Prepared] = []
         workers = self.settings.resolved_workers
-        window = max(workers * 4, self.settings.batch_size * 2)
+        window = max(workers * 4, self.settings.batch_size * 2)  # photos read ahead of the commits
+        # photos go to the workers in chunks (one catalog query each), small enough that every worker gets some
+        size = max(1, min(CHUNK, len(todo) // (workers * 4)))
+        chunks = (todo[i : i + size] for i in range(0, len(todo), size))
         pool = ThreadPoolExecutor(workers, thread_name_prefix="lookalike-decode")
-        pending: deque[Future[_Prepared]] = deque()
+        pending: deque[tuple[int, Future[list[_Prepared]]]] = deque()
         try:
-            queue = iter(todo)
-            exhausted = False
+            exhausted, ahead = False, 0
             while pending or not exhausted:
-                while not exhausted and len(pending) < window:
-                    nxt = next(queue, None)
+                while not exhausted and ahead < window:
+                    nxt = next(chunks, None)
                     if nxt is None:
                         exhausted = True
                     else:
-                        pending.append(pool.submit(self._prepare, nxt))
+                        pending.append((len(nxt), pool.submit(self._prepare_many, nxt)))
+                        ahead += len(nxt)
                 if not pending:
                     break
-                prepared = pending.popleft().result()
-                if prepared.error is not None:
-                    report.rejected.append(Rejected(prepared.item.source, prepared.error))
-                    done += 1
-                    self._progress(done, report)
-                    continue
-                batch.append(prepared)
-                if len(batch) >= self.settings.batch_size or (exhausted and not pending):
-                    done += self._commit(batch, report, changed_from, displaced)
-                    batch = []
-                    self._progress(done, report)
+                count, future = pending.popleft()
+                ahead -= count
+                results = future.result()
+                for n, prepared in enumerate(results):
+                    if prepared.error is not None:
+                        report.rejected.append(Rejected(prepared.item.source, prepared.error))
+                        done += 1
+                        self._progress(done, report)
+                        continue
+                    batch.append(prepared)
+                    last = exhausted and not pending and n == len(results) - 1
+                    if len(batch) >= self.settings.batch_size or last:
+                        done += self._commit(batch, report, changed_from, displaced)
+                        batch = []
+                        self._progress(done, report)
             if batch:
                 done += self._commit(batch, report, changed_from, displaced)
                 self._progress(done, report)

@@ -205,6 +205,19 @@ class Catalog:
                 sa.text("SELECT id FROM images WHERE sha256 = :s"), {"s": bytes.fromhex(sha256)}
             ).scalar()
 
+    def ids_for_shas(self, shas: Iterable[str]) -> dict[str, int]:
+        """The photos holding these bytes (sha256 hex -> id), in one query per ``CHUNK``; unknown ones left out.
+        Indexing asks once per group of photos instead of once per photo (bench/RESULTS.md, issue #29)."""
+        wanted = sorted({bytes.fromhex(s) for s in shas})
+        out: dict[str, int] = {}
+        if not wanted:
+            return out
+        with self.db.read() as conn:
+            for chunk in _chunks(wanted):
+                q = _sql("SELECT sha256, id FROM images WHERE sha256 IN :shas", "shas")
+                out.update({bytes(sha).hex(): int(image_id) for sha, image_id in conn.execute(q, {"shas": chunk})})
+        return out
+
     def embedding(self, image_id: int) -> np.ndarray | None:
         if not 0 < int(image_id) < 2**63:
             return None
