@@ -98,6 +98,11 @@ def test_collections_are_named_by_library_model_and_version_not_by_path(embedder
         assert str(tmp_path) not in photos
     for name in (photos, copies, parts):
         assert (tmp_path / "one" / "vectors" / name / "index.json").exists()  # saved on close
+    # the pooled centres an earlier version kept go when the library is next opened (schema version 8)
+    legacy = tmp_path / "one" / "vectors" / parts.replace("_centres_", "_parts_")
+    shutil.copytree(tmp_path / "one" / "vectors" / parts, legacy)
+    with open_lib({"home": tmp_path / "one"}, embedder) as lib:
+        assert len(lib.space.parts) == len(lib.vectors) and not legacy.exists()
 
 
 def test_a_setting_that_disagrees_with_the_catalog_is_refused(embedder, photo_dir, tmp_path) -> None:

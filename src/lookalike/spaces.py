@@ -10,6 +10,7 @@ own (``following``); a CLI process refreshes on the search that finds its view o
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -99,6 +100,8 @@ class Spaces:
         copies_index, parts = (self.open_engine(key.backend, name, copy_descriptor.DIM) for name in names[2:])
         space = Space(key, names, transform, photos, objects, copies_index, parts)
         if not key.shared:
+            # the pooled centres of a library indexed before schema version 8 (a collection nothing reads any more)
+            shutil.rmtree(self.home / "vectors" / names[3].replace("_centres_v", "_parts_v"), ignore_errors=True)
             embedded = [index for index in space.indexes() if isinstance(index, EmbeddedIndex)]
             assert len(embedded) == len(space.indexes())  # a space that is not shared is embedded
             loaded = all([index.load() for index in embedded])
