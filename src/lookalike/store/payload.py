@@ -4,8 +4,8 @@ Every backend stores the same payload so that filters run inside the engine (a M
 expression, an Elasticsearch filter, a numpy mask in the embedded index) instead of shipping long id
 lists: the photo's id, which entry of the photo this is (0 = the whole photo, 1.. = a detected subject),
 the photo's label, and for subjects the detector's label, box (x1, y1, x2, y2 in original pixels) and
-score; and the photo's fields (lookalike.fields), which the embedded index and Milvus filter on
-(``where["fields"]``, a lookalike.filters filter) and the other server engines do not yet. The catalog stays
+score; and the photo's fields (lookalike.fields), which the embedded index, Milvus and Elasticsearch filter on
+(``where["fields"]``, a lookalike.filters filter) and Tencent VectorDB does not yet. The catalog stays
 the source of truth; payloads are written from it.
 """
 
@@ -62,15 +62,17 @@ def payload_list(payloads: Iterable[Mapping[str, Any] | None] | None, ids: np.nd
 def check_where(where: Mapping[str, Any] | None, engine: str | None = None) -> dict[str, Any]:
     """Validate an equality filter {field: value}; only the filterable fields, with their types; and under
     ``"fields"`` a filter on the photos' fields, which only the embedded index runs here (``engine`` names
-    another, which says it cannot; Milvus translates it before, lookalike.store.milvus.fields_expression)."""
+    another, which says it cannot; Milvus and Elasticsearch translate it before: lookalike.store.milvus.
+    fields_expression, lookalike.store.elastic.fields_query)."""
     if not where:
         return {}
     out: dict[str, Any] = {}
     for key, value in where.items():
         if key == "fields":
             if engine is not None:
-                raise UnsupportedFilter(f"{engine} cannot filter on fields yet (the embedded index and Milvus can): "
-                                        "search without the filter, or serve from one of them")  # fmt: skip
+                raise UnsupportedFilter(f"{engine} cannot filter on fields yet (the embedded index, Milvus and "
+                                        "Elasticsearch can): search without the filter, or serve from one of "
+                                        "them")  # fmt: skip
             if not isinstance(value, (Compare, And, Or, Not)):
                 raise ValueError("a fields filter is a lookalike.filters filter")
             out[key] = value
