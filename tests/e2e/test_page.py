@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import threading
@@ -583,7 +584,36 @@ def test_a_shops_hits_show_their_titles_links_and_prices_and_fields_are_edited(s
     expect(page.locator("#where")).to_have_value(f'title = "{rows[7]["title"]}"')
     expect(page.locator(".hit .record .title").filter(has_not_text=rows[7]["title"])).to_have_count(0)
     assert page.locator(".hit .record .title").count() >= 1
-    assert page.locator("#field-bar .field-group", has_text="price").locator(".range").inner_text()
+    # a number field's range: from/to inputs write price >= x and price <= y; the hits are the products in it
+    price = float(rows[4]["price"])
+    written = str(int(price)) if price.is_integer() else repr(price)  # as JavaScript writes the number
+    page.fill("#where", "")
+    prices = page.locator("#field-bar .field-group", has_text="price").locator(".range")
+    assert prices.locator(".range-min").get_attribute("placeholder") == f"{min(float(r['price']) for r in rows):g}"
+    prices.locator(".range-min").fill(str(price))
+    prices.locator(".range-max").fill(str(price))
+    prices.locator("button").click()
+    expect(page.locator("#where")).to_have_value(f"price >= {written} and price <= {written}")
+    in_range = [r for r in rows if float(r["price"]) == price]
+    expect(page.locator(".hit .record .price")).to_have_count(len(in_range))
+    expect(page.locator(".hit .record .price").filter(has_not_text=f"{price:.2f}")).to_have_count(0)
+    # a field that is text in some photos (the CSV's tags: "dairy|shelf1") and a list in another: a string that is
+    # both finds both (= or contains), a string that is only text is =
+    listed = httpx.get(f"{shop_server}/api/v1/images", params={"limit": 1}).json()["images"][0]
+    both = "dairy|shelf1"
+    assert httpx.patch(f"{shop_server}/api/v1/images/{listed['id']}", json={"fields": {"tags": [both, "x"]}}).is_success
+    page.fill("#where", "")
+    page.reload()
+    tags = page.locator("#field-bar .field-group", has_text="tags")
+    tags.locator(".chip", has_text=re.compile(rf"^{re.escape(both)} \(")).click()
+    expect(page.locator("#where")).to_have_value(f'(tags = "{both}" or tags contains "{both}")')
+    page.set_input_files("#file-input", rows[0]["path"])
+    found = len([r for r in rows if r["tags"] == both]) + (listed["fields"]["tags"] != both)
+    expect(page.locator(".hit .record .title")).to_have_count(found)
+    only_text = next(r["tags"] for r in rows if r["tags"] != both)
+    page.fill("#where", "")
+    tags.locator(".chip", has_text=re.compile(rf"^{re.escape(only_text)} \(")).click()
+    expect(page.locator("#where")).to_have_value(f'tags = "{only_text}"')
     # the viewer edits the record: a new price is saved, and a bad record is refused with the reason
     page.locator("#results .hit").nth(1).click()
     page.locator("#viewer-fields summary").click()

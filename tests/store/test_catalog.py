@@ -532,14 +532,17 @@ def test_the_field_summary_says_what_a_filter_bar_offers(catalog) -> None:
     records = [{"brand": "Arla", "price": 12.5, "tags": ["milk", "organic"], "organic": True},
                {"brand": "Valio", "price": 3, "tags": ["milk"]},
                {"brand": "Arla", "price": "n/a", "title": "x"},
-               {"title": "y", "code": 7}]  # fmt: skip
+               {"title": "y", "code": 7},
+               {"tags": "milk", "price": 20}]  # text where the others have lists  # fmt: skip
     catalog.add_batch([dataclasses.replace(item(sha(80 + n), f"/s/{n}.jpg"), fields=r) for n, r in enumerate(records)])
     catalog.add_batch([item(sha(90), "/s/none.jpg")])  # no record
     got = {f.name: f.as_dict() for f in catalog.field_summary()}
     assert got["brand"] == {"name": "brand", "photos": {"text": 3}, "min": None, "max": None,
-                            "values": {"Arla": 2, "Valio": 1}}  # fmt: skip
-    assert got["price"]["photos"] == {"num": 2, "text": 1} and (got["price"]["min"], got["price"]["max"]) == (3, 12.5)
-    assert got["tags"]["photos"] == {"list": 2} and got["tags"]["values"] == {"milk": 2, "organic": 1}
+                            "values": {"Arla": 2, "Valio": 1}, "items": [], "texts": ["Arla", "Valio"]}  # fmt: skip
+    assert got["price"]["photos"] == {"num": 3, "text": 1} and (got["price"]["min"], got["price"]["max"]) == (3, 20)
+    # a field that is a list in some photos and text in others: which strings are which (the bar's = or contains)
+    assert got["tags"]["photos"] == {"list": 2, "text": 1} and got["tags"]["values"] == {"milk": 3, "organic": 1}
+    assert got["tags"]["items"] == ["milk", "organic"] and got["tags"]["texts"] == ["milk"]
     assert got["organic"]["photos"] == {"flag": 1} and got["code"]["min"] == got["code"]["max"] == 7
     assert sorted(got) == ["brand", "code", "organic", "price", "tags", "title"]
 

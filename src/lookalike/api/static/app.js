@@ -73,6 +73,51 @@ function addCondition(condition) {
   search();
 }
 
+// A string of the bar: a list holds it (contains), a text field is it (=), or, in a field that is a list in some
+// photos and text in others, either (the summary's items and texts say which).
+function valueCondition(f, value) {
+  const inList = (f.items || []).includes(value), inText = (f.texts || []).includes(value);
+  const contains = `${f.name} contains ${quoted(value)}`, equals = `${f.name} = ${quoted(value)}`;
+  if (inList && inText) return `(${equals} or ${contains})`;
+  return inList ? contains : equals;
+}
+
+// A number field's range: from/to inputs (the library's min and max as hints) that add name >= x and name <= y.
+function rangeInputs(f) {
+  const form = document.createElement("form");
+  form.className = "range";
+  form.title = `numbers from ${f.min} to ${f.max}`;
+  const input = (bound, hint) => {
+    const box = document.createElement("input");
+    box.type = "number";
+    box.step = "any";
+    box.placeholder = String(hint);
+    box.className = `range-${bound}`;
+    box.setAttribute("aria-label", `${f.name} ${bound === "min" ? "from" : "to"}`);
+    return box;
+  };
+  const low = input("min", f.min), high = input("max", f.max);
+  const apply = document.createElement("button");
+  apply.type = "submit";
+  apply.className = "chip";
+  apply.textContent = "filter";
+  form.append(low, "–", high, apply);
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const parts = [];
+    for (const [box, op] of [[low, ">="], [high, "<="]]) {
+      const text = box.value.trim();
+      if (text === "") continue;
+      const n = Number(text);
+      if (!Number.isFinite(n)) { box.setCustomValidity("a number"); box.reportValidity(); return; }
+      box.setCustomValidity("");
+      parts.push(`${f.name} ${op} ${n}`);
+    }
+    if (parts.length) addCondition(parts.join(" and "));
+  });
+  return form;
+}
+
 async function loadFields() {
   try {
     const r = await fetch(`${API}/fields`, { headers: apiKeyHeaders() });
@@ -94,16 +139,11 @@ async function loadFields() {
           chip.type = "button";
           chip.className = "chip";
           chip.textContent = `${value} (${count})`;
-          chip.addEventListener("click", () => addCondition(f.photos.list ? `${f.name} contains ${quoted(value)}` : `${f.name} = ${quoted(value)}`));
+          chip.addEventListener("click", () => addCondition(valueCondition(f, value)));
           group.append(chip);
         }
-      } else if (f.min !== null && f.max !== null) {
-        const range = document.createElement("span");
-        range.className = "range";
-        range.textContent = `${f.min} – ${f.max}`;
-        range.title = `numbers from ${f.min} to ${f.max}: type e.g. ${f.name} < ${f.max} in the Fields box`;
-        group.append(range);
       }
+      if (f.min !== null && f.max !== null) group.append(rangeInputs(f));
       bar.append(group);
     }
   } catch (e) { /* the stats line already says the server is unreachable */ }

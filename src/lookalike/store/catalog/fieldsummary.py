@@ -59,9 +59,12 @@ class FieldInfo:
     low: float | None = None  # of its numbers
     high: float | None = None
     values: dict[str, int] | None = None  # its strings (or its lists' strings) -> photos, when at most FEW
+    items: set[str] = field(default_factory=set)  # which of ``values`` are strings in lists (``contains`` finds them)
+    texts: set[str] = field(default_factory=set)  # which of ``values`` are strings on their own (``=`` finds them)
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "photos": self.photos, "min": self.low, "max": self.high, "values": self.values}
+        return {"name": self.name, "photos": self.photos, "min": self.low, "max": self.high, "values": self.values,
+                "items": sorted(self.items), "texts": sorted(self.texts)}  # fmt: skip
 
 
 def summary(db: Database) -> list[FieldInfo]:
@@ -78,13 +81,22 @@ def summary(db: Database) -> list[FieldInfo]:
                 info.low = float(row.lo) if info.low is None else min(info.low, float(row.lo))
                 info.high = float(row.hi) if info.high is None else max(info.high, float(row.hi))
             if kind == "text" and int(row.distinct_n) <= FEW:
-                info.values = (info.values or {}) | _counts(conn, TEXTS[db.dialect], row.name)
+                texts = _counts(conn, TEXTS[db.dialect], row.name)
+                info.values, info.texts = _add(info.values, texts), set(texts)
         for info in found.values():
             if "list" in info.photos:
                 items = _counts(conn, ITEMS[db.dialect], info.name, FEW + 1)
                 if len(items) <= FEW:
-                    info.values = (info.values or {}) | items
+                    info.values, info.items = _add(info.values, items), set(items)
     return sorted(found.values(), key=lambda f: f.name)
+
+
+def _add(counts: dict[str, int] | None, more: dict[str, int]) -> dict[str, int]:
+    """Photos per string: a string that is a field's text in some photos and in its lists in others counts both."""
+    out = dict(counts or {})
+    for value, n in more.items():
+        out[value] = out.get(value, 0) + n
+    return out
 
 
 def _counts(conn: sa.Connection, query: str, name: str, few: int = FEW) -> dict[str, int]:
