@@ -547,6 +547,32 @@ def test_the_field_summary_says_what_a_filter_bar_offers(catalog) -> None:
     assert sorted(got) == ["brand", "code", "organic", "price", "tags", "title"]
 
 
+def test_a_key_one_source_stops_giving_stays_while_another_source_gives_it(catalog) -> None:
+    """The record is rebuilt from the photo's sources: a key a corrected row no longer gives takes another source's
+    value (the newest source's) and goes only when no source gives it; a value that is not the corrected source's
+    (another source's, a hand edit) stays."""
+    a = dataclasses.replace(item(sha(100), "/m/a.jpg"), fields={"brand": "Acme", "color": "red", "size": 1})
+    image_id = catalog.add_batch([a]).rows[0][1]
+    b = dataclasses.replace(item(sha(100), "/n/b.jpg", vec=None), fields={"brand": "Acme", "color": "blue"})
+    c = dataclasses.replace(item(sha(100), "/o/c.jpg", vec=None), fields={"color": "green"})
+    catalog.add_batch([b])
+    catalog.add_batch([c])
+    assert catalog.get(image_id).fields == {"brand": "Acme", "color": "green", "size": 1}
+    # c's row stops giving color: the newest other source that gives it (b, after a) decides
+    assert catalog.refield_sources({"/o/c.jpg": {}}) == [image_id]
+    assert catalog.get(image_id).fields == {"brand": "Acme", "color": "blue", "size": 1}
+    # a's row stops giving brand and color: b still gives brand, so it stays; the photo's color is not a's: it stays
+    assert catalog.refield_sources({"/m/a.jpg": {"size": 1}}) == []
+    assert catalog.get(image_id).fields == {"brand": "Acme", "color": "blue", "size": 1}
+    # b stops giving both: no source gives them any more, they go
+    assert catalog.refield_sources({"/n/b.jpg": {}}) == [image_id]
+    assert catalog.get(image_id).fields == {"size": 1}
+    # a hand edit wins over the sources until that source's row changes
+    catalog.set_fields(image_id, {"size": 5})
+    assert catalog.refield_sources({"/m/a.jpg": {}}) == []  # 5 is not a's earlier 1: it stays
+    assert catalog.get(image_id).fields == {"size": 5}
+
+
 def test_concurrent_edits_of_one_record_lose_nothing(catalog) -> None:
     """Writers merging into one photo's record at once (two PATCHes, a worker's re-run beside a hand edit) each
     read it under a lock: on PostgreSQL, without one, a writer's keys were lost between another's read and write."""

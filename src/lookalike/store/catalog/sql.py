@@ -588,16 +588,23 @@ class Catalog:
 
     def _merge_fields(self, conn: Connection, image_id: int, before: str | None,
                       given: Mapping[str, FieldValue] | None, source: str = "") -> bool:  # fmt: skip
-        """A source's fields into its photo's, key by key, the last written winning; keys the source gave
-        ``before`` (its earlier fields) and no longer gives are removed where the photo still holds that value.
-        True when the photo's fields changed."""
+        """A source's fields into its photo's, key by key, the last written winning; a key the source gave
+        ``before`` (its earlier fields) and no longer gives, where the photo still holds that value, takes the value
+        the photo's other sources give (the newest source's), or goes when none gives it. A value that is not the
+        source's earlier one (set by hand, or by another source since) stays. True when the photo's fields changed."""
         earlier = fields.loads(before)
         if given is None and not earlier:
             return False
         row = self._locked_fields(conn, image_id)
         old_text = row[0] if row is not None else None
         old = fields.loads(old_text)
-        now = {k: v for k, v in old.items() if k not in earlier or (given and k in given) or earlier[k] != v}
+        dropped = {k for k, v in old.items() if k in earlier and not (given and k in given) and earlier[k] == v}
+        now = {k: v for k, v in old.items() if k not in dropped}
+        if dropped:  # what the other sources still give (this one's row holds what it gives now, none of these)
+            others = conn.execute(sa.text("SELECT fields FROM sources WHERE image_id = :i AND fields IS NOT NULL "
+                                          "ORDER BY added_at, dir_id, name"), {"i": image_id})  # fmt: skip
+            for (text,) in others:
+                now |= {k: v for k, v in fields.loads(text).items() if k in dropped}
         try:
             new = fields.check_fields(now | dict(given or {}))
         except fields.FieldError as exc:  # this source's record does not fit beside the others': the photo keeps its
