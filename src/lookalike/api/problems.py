@@ -55,6 +55,22 @@ def unavailable_response(detail: str, instance: str, part: str = "a part the lib
     return response
 
 
+# errors that say the request cannot be served as asked (422), with the title each gets; the message is the detail
+UNPROCESSABLE: dict[type[Exception], str] = {
+    FieldError: "Invalid fields",
+    FilterError: "Invalid filter",
+    UnsupportedFilter: "Filter not supported",
+    LibraryError: "Request cannot be served",
+}
+
+
+def _unprocessable(title: str):
+    async def handler(request: Request, exc: Exception) -> JSONResponse:
+        return problem_response(422, title, str(exc), request.url.path)
+
+    return handler
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem):
@@ -107,21 +123,8 @@ def install(app: FastAPI) -> None:
     async def _model(request: Request, exc: ModelMismatchError):
         return problem_response(409, "Model mismatch", str(exc), request.url.path)
 
-    @app.exception_handler(FieldError)
-    async def _fields(request: Request, exc: FieldError):
-        return problem_response(422, "Invalid fields", str(exc), request.url.path)
-
-    @app.exception_handler(FilterError)
-    async def _filter(request: Request, exc: FilterError):
-        return problem_response(422, "Invalid filter", str(exc), request.url.path)
-
-    @app.exception_handler(UnsupportedFilter)
-    async def _unsupported(request: Request, exc: UnsupportedFilter):
-        return problem_response(422, "Filter not supported", str(exc), request.url.path)
-
-    @app.exception_handler(LibraryError)
-    async def _library(request: Request, exc: LibraryError):
-        return problem_response(422, "Request cannot be served", str(exc), request.url.path)
+    for error, title in UNPROCESSABLE.items():
+        app.add_exception_handler(error, _unprocessable(title))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
