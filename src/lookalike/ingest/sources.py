@@ -27,7 +27,7 @@ from lookalike.fields import (
     Fields,
     check_fields,
     common_kind,
-    infer_kind,
+    kind_of,
     parse_cell,
 )
 
@@ -235,7 +235,7 @@ def _csv_kinds(path: Path, kinds: Mapping[str, str]) -> dict[str, tuple[str, str
                 for name, found in seen.items():
                     cell = row.get(name) or ""
                     if cell.strip() and len(found) < 3:  # int, float, str: more says nothing new
-                        found.add(infer_kind([cell]))
+                        found.add(kind_of(cell))
         except csv.Error as exc:
             raise SourceError(f"{path}: malformed CSV at line {reader.line_num}: {exc}") from None
     return {n: (key, kinds.get(key) or common_kind(seen[n])) for n, key in columns.items()}
