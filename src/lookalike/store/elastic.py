@@ -17,6 +17,8 @@ only; ``field_names`` (keyword) lists the names a photo has, for ``exists`` (an 
 That translation is checked at the body level only (tests/store/test_elastic_bodies.py evaluates the emitted
 queries with a small interpreter of the query subset on random records and filters); no server runs here.
 An index made before fields were stored serves everything but filters on fields, which it refuses (reindex).
+Order comparisons on text are range queries on keyword fields: a cluster with ``search.allow_expensive_queries``
+off refuses those (a 400 from the cluster, not a wrong answer).
 """
 
 from __future__ import annotations
