@@ -78,3 +78,11 @@ def test_a_views_descriptor_is_the_models_own_pooling_of_that_part_of_its_featur
         y1, x1 = max(round(box[3] * h), y0 + 1), max(round(box[2] * w), x0 + 1)
         want = np.cbrt(cubed[:, y0:y1, x0:x1].mean(axis=(1, 2))) @ pooling.weight + pooling.bias
         assert np.allclose(got, want / np.linalg.norm(want), atol=1e-5), box
+
+
+def test_a_very_elongated_photo_is_squeezed_not_made_a_huge_input() -> None:
+    """A 1 x 3000 picture would be a 160 x 480,000 input (seconds and gigabytes a pass): the longer side stops at
+    MAX_ASPECT times the shorter."""
+    assert copy_descriptor.input_size(1, 3000, 160) == (160, 640)
+    assert copy_descriptor.input_size(3000, 1, 96) == (384, 96)
+    assert copy_descriptor.input_size(400, 300, 160) == (213, 160)  # ordinary photos keep their proportions

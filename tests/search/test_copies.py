@@ -8,6 +8,7 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
@@ -170,6 +171,29 @@ def test_photos_without_a_copy_descriptor_are_checked_from_their_thumbnail_then_
     first = library.search(query, k=5).hits[0]
     assert Path(first.sources[0]).name == original.name and first.copy and first.verdict.cosine > 0.5
     assert library.backfill_copies().done == 0  # nothing left to do: a second run is free
+
+
+def test_the_backfill_describes_only_the_centre_of_a_photo_that_has_its_whole_descriptor(library: Library) -> None:
+    """After schema version 8 every photo lacks its centre in pixels: `lookalike copies` adds it and leaves each
+    whole descriptor as indexing computed it (from the original, never again from a thumbnail)."""
+    ids = library.catalog.ids()
+    with library.catalog.db.engine.begin() as conn:
+        kept = conn.execute(sa.text("SELECT image_id, data FROM copy_vectors")).fetchall()
+    # marked whole descriptors (rolled: no photo's own) and no centres, as schema version 8 leaves a library
+    marked = np.roll(library.catalog.copy_vectors(ids).matrix, 7, axis=1)
+    library.catalog.set_copy_vectors(dict(zip(ids.tolist(), marked, strict=True)))
+    library.refresh()
+    assert library.catalog.count_without_copy_vector() == len(ids) and len(library.space.parts) == 0
+    report = library.backfill_copies()
+    assert report.done == len(ids) and not report.failed
+    after = library.catalog.copy_vectors(ids).matrix
+    assert np.allclose(after, marked, atol=0.01)  # the whole descriptors untouched (int8 in the catalog)
+    assert library.catalog.count_without_copy_vector() == 0 and len(library.space.parts) == len(ids)
+    with library.catalog.db.engine.begin() as conn:  # the fixture's library as it was, for the tests after this one
+        conn.execute(sa.text("UPDATE copy_vectors SET data = :d WHERE image_id = :i"),
+                     [{"i": i, "d": d} for i, d in kept])  # fmt: skip
+    library.catalog.touch(ids, COPY)
+    library.refresh()
 
 
 def test_api_and_cli_say_copy_and_take_copies_mode(library: Library, monkeypatch: pytest.MonkeyPatch) -> None:

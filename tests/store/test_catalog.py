@@ -404,11 +404,19 @@ def test_centres_pooled_before_version_8_are_dropped_for_the_backfill(tmp_path) 
                              ).rows[0][1]  # fmt: skip
     assert cat.count_without_copy_vector() == 0
     cat.close()
-    with sqlite3.connect(path) as c:  # back to version 7, as the last Lookalike left it
+    with sqlite3.connect(path) as c:  # back to version 7, as the last Lookalike left it: the pooled centre in 'part'
+        c.execute("UPDATE copy_vectors SET part = centre")
+        c.execute("ALTER TABLE copy_vectors DROP COLUMN centre")
         c.execute("DELETE FROM schema_migrations WHERE version >= 8")
     cat = Catalog.open(f"sqlite:///{path}")
     assert cat.without_copy_vector() == [image_id] and cat.copy_vector_ids(parts=True).tolist() == []
     assert float(cat.copy_vectors([image_id]).matrix[0] @ vec) > 0.999
+    with sqlite3.connect(path) as c:  # the pooled centre's bytes are freed
+        assert c.execute("SELECT part FROM copy_vectors").fetchall() == [(None,)]
+    # the backfill gives the centre alone: the whole descriptor stays as it was
+    assert cat.set_copy_vectors({}, {image_id: unit(7.0, 512)}) == 1
+    assert cat.count_without_copy_vector() == 0 and float(cat.copy_vectors([image_id]).matrix[0] @ vec) > 0.999
+    assert float(cat.copy_vectors([image_id], parts=True).matrix[0] @ unit(7.0, 512)) > 0.999
     cat.close()
 
 

@@ -52,7 +52,8 @@ def backfill(catalog: Catalog, model: CopyDescriptor, original: Reader, thumbnai
     report = BackfillReport()
     total = catalog.count() if recompute else catalog.count_without_copy_vector()
 
-    def describe(rec: ImageRecord) -> tuple[int, tuple[np.ndarray, np.ndarray | None] | None, str | None, bool]:
+    def describe(rec: ImageRecord, centre_only: bool) -> tuple[int, tuple[np.ndarray | None, np.ndarray] | None,
+                                                               str | None, bool]:  # fmt: skip
         data, thumb = original(rec), False
         if data is None:
             data, thumb = thumbnail(rec), True
@@ -62,21 +63,25 @@ def backfill(catalog: Catalog, model: CopyDescriptor, original: Reader, thumbnai
             decoded = decode(data, max_pixels, model.decode_side)
         except BadImage as exc:
             return rec.id, None, str(exc), thumb
+        if centre_only:  # a photo described before schema version 8: its whole descriptor stays as it was computed
+            return rec.id, (None, model.describe_centre(decoded.image)), None, thumb
         return rec.id, model.describe_stored(decoded.image), None, thumb
 
     with ThreadPoolExecutor(max(1, workers), thread_name_prefix="lookalike-backfill") as pool:
         for batch in _todo(catalog, recompute):
             records = catalog.get_many(batch)
+            held = set() if recompute else set(catalog.copy_vectors(batch).ids.tolist())
+            todo = [records[i] for i in batch if i in records]
             vectors, parts = {}, {}
-            for image_id, found, error, thumb in pool.map(describe, [records[i] for i in batch if i in records]):
+            for image_id, found, error, thumb in pool.map(describe, todo, [r.id in held for r in todo]):
                 if found is None:
                     report.failed.append((image_id, error or "unknown"))
                     continue
-                vectors[image_id] = found[0]
-                if found[1] is not None:
-                    parts[image_id] = found[1]
+                if found[0] is not None:
+                    vectors[image_id] = found[0]
+                parts[image_id] = found[1]
                 report.from_thumbnail += thumb
-            report.done += catalog.set_copy_vectors(vectors, parts) if vectors else 0
+            report.done += catalog.set_copy_vectors(vectors, parts) if parts else 0
             if on_progress:
                 on_progress(report.done + len(report.failed), total)
     return report

@@ -85,11 +85,17 @@ def model_path(models_dir: Path) -> Path:
     )
 
 
+# the longer side at most this many times the shorter: a 1 x 3000 photo would otherwise make a 160 x 480,000 input
+# (20 s and 4.6 GB for one pass); a panorama longer than this is squeezed to it
+MAX_ASPECT = 4
+
+
 def input_size(width: int, height: int, side: int) -> tuple[int, int]:
-    """The model's input size: the shorter side scaled to ``side`` (SSCD's recipe), the longer in proportion."""
+    """The model's input size: the shorter side scaled to ``side`` (SSCD's recipe), the longer in proportion, up to
+    ``MAX_ASPECT`` times it."""
     if width <= height:
-        return side, max(1, int(side * height / max(width, 1)))
-    return max(1, int(side * width / max(height, 1))), side
+        return side, min(MAX_ASPECT * side, max(1, int(side * height / max(width, 1))))
+    return min(MAX_ASPECT * side, max(1, int(side * width / max(height, 1)))), side
 
 
 class CopyDescriptor:
@@ -132,10 +138,14 @@ class CopyDescriptor:
         return self.embed(self.prepare(image))
 
     def describe_stored(self, image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
-        """What a photo stores: its descriptor and its centre's (``CENTRE``, in pixels, at ``STORED_CENTRE_SIDE``)."""
+        """What a photo stores: its descriptor and its centre's."""
         whole, _ = self._run(self.prepare(image), ())
+        return whole, self.describe_centre(image)
+
+    def describe_centre(self, image: Image.Image) -> np.ndarray:
+        """The descriptor of the photo's ``CENTRE``, in pixels, at ``STORED_CENTRE_SIDE``: what a photo stores."""
         centre, _ = self._run(self.prepare(centre_crop(image), STORED_CENTRE_SIDE), ())
-        return whole, centre
+        return centre
 
     def describe_views(self, image: Image.Image) -> np.ndarray:
         """The query's rows: the photo's descriptor (row 0, the same as ``describe``), its pooled ``VIEWS``, its

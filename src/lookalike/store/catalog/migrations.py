@@ -281,10 +281,13 @@ def _v7(conn: Connection, dialect: str) -> None:
 
 
 # Version 8: a photo's centre is described from its pixels (lookalike.models.copy_descriptor, CENTRE), no longer pooled
-# from its whole photo's features: the old centres are dropped, so `lookalike copies` (the backfill) describes every
-# photo's centre again, resumably, from its original or thumbnail; until then a photo is found through its whole
-# descriptor only. The collection that holds them has a new name (lookalike.vectorspace.collection_names).
+# from its whole photo's features: a new column holds it (a process of the earlier version still running writes its
+# pooled centre to ``part``, which nothing reads any more), the pooled ones are dropped to free their space, and
+# `lookalike copies` (the backfill) describes every photo's centre, resumably, from its original or thumbnail; until
+# then a photo is found through its whole descriptor. The collection that holds them has a new name
+# (lookalike.vectorspace.collection_names).
 V8 = """
+ALTER TABLE copy_vectors ADD COLUMN centre {BLOB};
 UPDATE copy_vectors SET part = NULL;
 """
 

@@ -86,7 +86,7 @@ class NewImage:
     embedding: np.ndarray | None  # None when the bytes are already in the catalog
     has_original: bool = False
     copy_vector: np.ndarray | None = None  # the copy descriptor (lookalike.models.copy_descriptor), when on
-    part_vector: np.ndarray | None = None  # that of the photo's centre (copy_descriptor.PART)
+    part_vector: np.ndarray | None = None  # that of the photo's centre (copy_descriptor.CENTRE)
     fields: Mapping[str, FieldValue] | None = None  # what this source says of the photo's record (None: nothing)
 
 

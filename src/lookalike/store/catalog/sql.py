@@ -487,7 +487,7 @@ class Catalog:
                 if image_id is not None:
                     changes.append((int(image_id), PHOTO))
                     if id(item) in copy_blobs:
-                        conn.execute(sa.text("INSERT INTO copy_vectors(image_id, data, part) VALUES (:i, :d, :p)"),
+                        conn.execute(sa.text("INSERT INTO copy_vectors(image_id, data, centre) VALUES (:i, :d, :p)"),
                                      {"i": image_id, "d": copy_blobs[id(item)],
                                       "p": part_blobs.get(id(item))})  # fmt: skip
                 else:
@@ -691,7 +691,7 @@ class Catalog:
         """Copy descriptors and whole-photo payloads of the ids that have one (in the order asked); with ``parts``,
         the descriptors of the photos' centres instead (photos stored before them have none)."""
         ids = _ints(ids)
-        column = "c.part" if parts else "c.data"
+        column = "c.centre" if parts else "c.data"
         rows: dict[int, sa.Row] = {}
         with self.db.read() as conn:
             for chunk in _chunks(ids):
@@ -702,7 +702,7 @@ class Catalog:
 
     def iter_copy_vectors(self, chunk: int = 4096, parts: bool = False) -> Iterator[Vectors]:
         """Every copy descriptor (or centre's, ``parts``) in id order, in chunks: for building the collection."""
-        column = "part" if parts else "data"
+        column = "centre" if parts else "data"
         q = f"SELECT image_id FROM copy_vectors WHERE image_id > :last AND {column} IS NOT NULL ORDER BY image_id " \
             "LIMIT :n"
         for ids in self._id_chunks(q, chunk):
@@ -711,14 +711,14 @@ class Catalog:
                 yield found
 
     def copy_vector_ids(self, parts: bool = False) -> np.ndarray:
-        column = "part" if parts else "data"
+        column = "centre" if parts else "data"
         with self.db.read() as conn:
             rows = conn.execute(sa.text(f"SELECT image_id FROM copy_vectors WHERE {column} IS NOT NULL "
                                         "ORDER BY image_id"))  # fmt: skip
             return np.asarray([int(r[0]) for r in rows], dtype=np.int64)
 
     # a photo's copy descriptors are complete with its centre's (photos stored before schema version 5 lack it)
-    _COMPLETE = "SELECT 1 FROM copy_vectors c WHERE c.image_id = {table}.id AND c.part IS NOT NULL"
+    _COMPLETE = "SELECT 1 FROM copy_vectors c WHERE c.image_id = {table}.id AND c.centre IS NOT NULL"
 
     def without_copy_vector(self, after: int = 0, limit: int = 256) -> list[int]:
         """Photos whose copy descriptors are missing or incomplete (indexed before version 4 or 5, or with the copy
@@ -734,20 +734,27 @@ class Catalog:
             return int(conn.execute(sa.text(q)).scalar_one())
 
     def set_copy_vectors(self, vectors: dict[int, np.ndarray], parts: dict[int, np.ndarray] | None = None) -> int:
-        """Store copy descriptors (and their centres') of existing photos (the backfill); photos deleted meanwhile
-        are skipped."""
+        """Store copy descriptors and their centres' of existing photos (the backfill); photos deleted meanwhile are
+        skipped. A photo in ``parts`` only keeps its whole descriptor and gets its centre's (schema version 8)."""
         blobs = {int(i): codec.encode_int8(v) for i, v in vectors.items()}
         part_blobs = {int(i): codec.encode_int8(v) for i, v in (parts or {}).items()}
+        wanted = sorted(set(blobs) | set(part_blobs))
 
         def write(conn: Connection) -> int:
             present = []
-            for chunk in _chunks(sorted(blobs)):
+            for chunk in _chunks(wanted):
                 present += [int(r[0]) for r in conn.execute(_sql("SELECT id FROM images WHERE id IN :ids", "ids"),
                                                             {"ids": chunk})]  # fmt: skip
-            if present:
-                conn.execute(sa.text("INSERT INTO copy_vectors(image_id, data, part) VALUES (:i, :d, :p) "
-                                     "ON CONFLICT(image_id) DO UPDATE SET data = excluded.data, part = excluded.part"),
-                             [{"i": i, "d": blobs[i], "p": part_blobs.get(i)} for i in present])  # fmt: skip
+            whole = [i for i in present if i in blobs]
+            centre_only = [i for i in present if i not in blobs]
+            if whole:
+                conn.execute(sa.text("INSERT INTO copy_vectors(image_id, data, centre) VALUES (:i, :d, :p) "
+                                     "ON CONFLICT(image_id) DO UPDATE SET data = excluded.data, "
+                                     "centre = excluded.centre"),
+                             [{"i": i, "d": blobs[i], "p": part_blobs.get(i)} for i in whole])  # fmt: skip
+            if centre_only:
+                conn.execute(sa.text("UPDATE copy_vectors SET centre = :p WHERE image_id = :i"),
+                             [{"i": i, "p": part_blobs[i]} for i in centre_only])  # fmt: skip
             self._feed(conn, [(i, COPY) for i in present])
             return len(present)
 
