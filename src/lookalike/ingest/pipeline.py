@@ -144,6 +144,21 @@ def not_the_photo(part: str, kinds: tuple[type[BaseException], ...] = (Exception
         raise DependencyError(f"{part}: {type(exc).__name__}: {exc}") from exc
 
 
+@contextlib.contextmanager
+def rejected_alone(out: _Prepared) -> Iterator[None]:
+    """A failure of the photo itself (unreadable, undecodable, or a bug it triggers) becomes its ``error``, so the
+    batch goes on; a ``DependencyError`` (the catalog, engine or store failed) is raised: the photo is run again,
+    not rejected."""
+    try:
+        yield
+    except (FetchError, BadImage) as exc:
+        out.error = str(exc)
+    except DependencyError:
+        raise
+    except Exception as exc:  # a bug or an exotic reader or decoder failure must not end the batch
+        out.error = f"unexpected error: {type(exc).__name__}: {exc}"
+
+
 @dataclass(frozen=True)
 class IndexingParts:
     """What indexing needs of a library (``Library.indexing_parts``): where photos are read from and written to,
@@ -203,7 +218,7 @@ class Pipeline:
     def _read(self, item: SourceItem) -> tuple[_Prepared, bytes | None]:
         """The photo's bytes and their sha256; None (and the reason in ``error``) when they cannot be had."""
         out = _Prepared(item)
-        try:
+        with rejected_alone(out):
             if item.error:
                 raise FetchError(item.error)
             if item.data is not None:
@@ -223,12 +238,6 @@ class Pipeline:
             out.nbytes = len(data)
             out.sha256 = hashlib.sha256(data).hexdigest()
             return out, data
-        except (FetchError, BadImage) as exc:
-            out.error = str(exc)
-        except DependencyError:  # the catalog, engine or store failed: the photo is run again, not rejected
-            raise
-        except Exception as exc:  # a bug or an exotic reader failure must not end the batch
-            out.error = f"unexpected error: {type(exc).__name__}: {exc}"
         return out, None
 
     def _known(self, group: list[tuple[_Prepared, bytes]]) -> None:
@@ -240,7 +249,7 @@ class Pipeline:
 
     def _finish(self, out: _Prepared, data: bytes) -> None:
         """A read photo whose ``known_id`` is settled: embedded, described and thumbnailed unless it is known."""
-        try:
+        with rejected_alone(out):
             catalog = self.parts.catalog
             with not_the_photo("the catalog"):
                 undetected = self.objects and out.known_id is not None and catalog.detected_with(out.known_id) is None
@@ -263,12 +272,6 @@ class Pipeline:
                 out.original = data
             if self.objects:
                 self._detect(out, decoded)
-        except (FetchError, BadImage) as exc:
-            out.error = str(exc)
-        except DependencyError:  # the catalog, engine or store failed: the photo is run again, not rejected
-            raise
-        except Exception as exc:  # a bug or an exotic decoder failure must not end the batch
-            out.error = f"unexpected error: {type(exc).__name__}: {exc}"
 
     def _detect(self, out: _Prepared, decoded: Decoded) -> None:
         out.detections = self.parts.models.detect_decoded(decoded)
