@@ -489,3 +489,20 @@ def test_drop_empties_the_backend(backend, tmp_path, data) -> None:
     assert len(fresh) == 0
     fresh.add(ids[:2], vecs[:2])
     assert len(fresh) == 2
+
+
+def test_milvus_lite_names_it_cannot_index_get_the_same_next_name_in_every_process(tmp_path, data) -> None:
+    """milvus-lite#250: Milvus Lite 2.4 fails to index this collection name (deterministically; it cost a CI run)."""
+    pytest.importorskip("milvus_lite")
+    from lookalike.store.milvus import MilvusIndex
+
+    uri, broken = f"milvus-lite://{tmp_path}/milvus.db", "lk_cf18e8e73c50_mobilenet_v2_objects_v2"
+    first = MilvusIndex(uri, broken, DIM)
+    assert first.collection == f"{broken}_1" and not first.client.has_collection(broken)
+    ids, vectors = data
+    first.add(ids[:20], vectors[:20])
+    first.client.close()
+    again = MilvusIndex(uri, broken, DIM)  # another process: the same name, the same photos
+    assert again.collection == f"{broken}_1" and len(again) == 20
+    got, _ = again.search(vectors[3:4], 1)
+    assert got[0, 0] == ids[3]

@@ -151,6 +151,9 @@ class GuardedClient:
         return call
 
 
+LITE_RENAMES = 3  # names tried after a collection's own in Milvus Lite (MilvusIndex._open)
+
+
 def collection_name(name: str, dim: int, tag: str) -> str:
     """One collection per index and vector transform, so a re-learned whitening never mixes spaces."""
     digest = hashlib.sha256(tag.encode()).hexdigest()[:10]
@@ -173,7 +176,7 @@ class MilvusIndex:
         nlist: int = 4096,
         nprobe: int = 32,
     ) -> None:
-        from pymilvus import DataType, MilvusClient
+        from pymilvus import MilvusClient
 
         if index_type not in INDEX_TYPES:
             raise ValueError(f"Milvus index type must be one of {', '.join(INDEX_TYPES)}")
@@ -189,31 +192,7 @@ class MilvusIndex:
         self.collection, self.dim, self.ef_search = collection, dim, ef_search
         self.index_type, self.nprobe = index_type, nprobe
         self.dirty = False
-        if self.client.has_collection(collection) and not self._has_payload_fields():
-            raise ValueError(
-                f"Milvus collection {collection} exists without Lookalike's payload fields: "
-                "not ours to change (drop it, or point LOOKALIKE_VECTOR_BACKEND elsewhere)"
-            )
-        if not self.client.has_collection(collection):
-            schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
-            schema.add_field("id", DataType.INT64, is_primary=True)
-            schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
-            schema.add_field("photo_id", DataType.INT64)
-            schema.add_field("object", DataType.INT32)
-            schema.add_field("label", DataType.VARCHAR, max_length=1024)
-            schema.add_field("detected_label", DataType.VARCHAR, max_length=256)
-            for name in ("x1", "y1", "x2", "y2", "score"):
-                schema.add_field(name, DataType.FLOAT)
-            schema.add_field("fields", DataType.JSON)  # the photo's record, for filters (fields_expression)
-            index = self.client.prepare_index_params()
-            if self.lite:  # Milvus Lite builds FLAT, IVF_FLAT or AUTOINDEX only
-                index.add_index("vector", index_type="FLAT", metric_type="IP")
-            elif index_type == "HNSW":
-                index.add_index("vector", index_type="HNSW", metric_type="IP",
-                                params={"M": m, "efConstruction": ef_construction})  # fmt: skip
-            else:  # IVF: exhaustive scan of the nearest cells, robust on dense collections (bench/RESULTS.md)
-                index.add_index("vector", index_type=index_type, metric_type="IP", params={"nlist": nlist})
-            self.client.create_collection(collection, schema=schema, index_params=index, consistency_level=SESSION)
+        self.collection = collection = self._open(collection, dim, m, ef_construction, index_type, nlist)
         self.client.load_collection(collection)
         # a collection made before records were stored has no "fields": it serves everything but filters on them
         self.has_fields = "fields" in {f["name"] for f in self.client.describe_collection(collection)["fields"]}
@@ -223,6 +202,54 @@ class MilvusIndex:
         self.refresh_reads()
         # the collection's own index decides the search parameters, whatever the settings say now
         self.built_type = "FLAT" if self.lite else str(self.client.describe_index(collection, "vector")["index_type"])
+
+    def _open(self, collection: str, dim: int, m: int, ef_construction: int, index_type: str, nlist: int) -> str:
+        """The collection's name, made if missing. Milvus Lite 2.4 fails to index a few names, deterministically
+        (milvus-lite#250: "unrecognized token", e.g. lk_cf18e8e73c50_mobilenet_v2_objects_v2): it gets the next
+        of a fixed series of names, which every process sharing the file reaches the same way."""
+        from pymilvus import MilvusException
+
+        names = [collection] + ([f"{collection}_{n}" for n in range(1, LITE_RENAMES + 1)] if self.lite else [])
+        for name in names:
+            self.collection = name
+            if self.client.has_collection(name):
+                if not self._has_payload_fields():
+                    raise ValueError(
+                        f"Milvus collection {name} exists without Lookalike's payload fields: "
+                        "not ours to change (drop it, or point LOOKALIKE_VECTOR_BACKEND elsewhere)"
+                    )
+                return name
+            try:
+                self._create(name, dim, m, ef_construction, index_type, nlist)
+                return name
+            except MilvusException:
+                if not self.lite or name == names[-1]:
+                    raise
+                self.client.drop_collection(name)  # made, but not indexed: never left for another process
+        raise AssertionError("unreachable")
+
+    def _create(self, collection: str, dim: int, m: int, ef_construction: int, index_type: str, nlist: int) -> None:
+        from pymilvus import DataType
+
+        schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+        schema.add_field("photo_id", DataType.INT64)
+        schema.add_field("object", DataType.INT32)
+        schema.add_field("label", DataType.VARCHAR, max_length=1024)
+        schema.add_field("detected_label", DataType.VARCHAR, max_length=256)
+        for name in ("x1", "y1", "x2", "y2", "score"):
+            schema.add_field(name, DataType.FLOAT)
+        schema.add_field("fields", DataType.JSON)  # the photo's record, for filters (fields_expression)
+        index = self.client.prepare_index_params()
+        if self.lite:  # Milvus Lite builds FLAT, IVF_FLAT or AUTOINDEX only
+            index.add_index("vector", index_type="FLAT", metric_type="IP")
+        elif index_type == "HNSW":
+            index.add_index("vector", index_type="HNSW", metric_type="IP",
+                            params={"M": m, "efConstruction": ef_construction})  # fmt: skip
+        else:  # IVF: exhaustive scan of the nearest cells, robust on dense collections (bench/RESULTS.md)
+            index.add_index("vector", index_type=index_type, metric_type="IP", params={"nlist": nlist})
+        self.client.create_collection(collection, schema=schema, index_params=index, consistency_level=SESSION)
 
     def _has_payload_fields(self) -> bool:
         fields = {f["name"] for f in self.client.describe_collection(self.collection)["fields"]}
