@@ -146,6 +146,30 @@ def test_opening_never_deletes_and_doctor_repairs_a_shared_engine(embedder, phot
         )
 
 
+def test_tidying_a_shared_engine_drops_the_pooled_centres_of_schema_7_after_the_grace(embedder, photo_dir,
+                                                                                      tmp_path) -> None:  # fmt: skip
+    """Before schema version 8 a space kept its photos' pooled centres in a collection nothing reads now: 2 GB of
+    vectors at a million photos, dropped once processes of the earlier version have had the grace period."""
+    pytest.importorskip("pymilvus")
+    from lookalike.store.milvus import MilvusIndex
+
+    uri = f"milvus-lite://{tmp_path}/m.db"
+    conf = {"home": tmp_path / "lib", "vector_backend": uri}
+    with open_lib(conf, embedder, retire_grace=3600.0) as lib:
+        lib.index([str(photo_dir)])
+        legacy = lib.space.names[3].replace("_centres_", "_parts_")
+        left = MilvusIndex(uri, legacy, 512)
+        left.add(lib.catalog.ids(), lib.space.parts.vectors(lib.catalog.ids()))
+        lib.maintain(wait=True)  # first seen: kept for the grace period
+        assert left.client.has_collection(legacy)
+    with open_lib(conf, embedder, retire_grace=0.0) as lib:
+        lib.maintain(wait=True)
+        assert not left.client.has_collection(legacy)
+        assert len(lib.space.parts) == len(lib.vectors) == 12  # the centres' own collection untouched
+        lib.maintain(wait=True)  # once: not made again to be dropped again
+        assert not left.client.has_collection(legacy)
+
+
 def test_doctor_on_an_embedded_index_tampered_on_disk(embedder, photo_dir, tmp_path) -> None:
     conf = {"home": tmp_path / "lib"}
     with open_lib(conf, embedder) as lib:

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lookalike.config import Settings
+from lookalike.models import copy_descriptor
 from lookalike.search.whitening import Whitening
 from lookalike.spaces import Spaces
 from lookalike.store.errors import Unavailable
@@ -112,7 +113,7 @@ def tidy(spaces: Spaces) -> dict[str, Any]:
             continue
         if key.shared and key != active:
             try:
-                for name in spaces.names_for(key):
+                for name in (*spaces.names_for(key), pooled_centres(spaces, key)):
                     spaces.open_engine(key.backend, name, 1).drop()
                 dropped.append(key.to_json())
             except Exception as exc:  # an engine that is gone or unreachable: try again next time
@@ -121,6 +122,8 @@ def tidy(spaces: Spaces) -> dict[str, Any]:
                 continue
         catalog.delete_meta(meta_key)
     catalog.delete_transforms(keep_versions)
+    if active.shared and _drop_pooled_centres(spaces, active, now):
+        dropped.append(pooled_centres(spaces, active))
     folder = spaces.home / "vectors"
     if folder.is_dir():
         current = set(spaces.names_for(active)) if not active.shared else set()
@@ -133,6 +136,35 @@ def tidy(spaces: Spaces) -> dict[str, Any]:
             elif child.is_file() and child.name.startswith("index"):  # files of versions before spaces
                 child.unlink(missing_ok=True)
     return done
+
+
+def pooled_centres(spaces: Spaces, key: SpaceKey) -> str:
+    """The collection of pooled centres a space kept before schema version 8, which nothing reads any more."""
+    return spaces.names_for(key)[3].replace("_centres_v", "_parts_v")
+
+
+def _drop_pooled_centres(spaces: Spaces, key: SpaceKey, now: float) -> bool:
+    """Drop the active shared space's pooled centres once (an embedded library deletes its folder on open), a grace
+    period after tidying first saw it: a process of the earlier version still running writes to it until then.
+    At a million photos it holds 2 GB of vectors in the engine."""
+    catalog = spaces.catalog
+    name = pooled_centres(spaces, key)
+    meta = f"pooled-centres:{name}"
+    seen = catalog.get_meta(meta)
+    if seen == "dropped":
+        return False
+    if seen is None:
+        catalog.set_metas({meta: str(now)})
+        seen = str(now)
+    if now - float(seen) < spaces.settings.retire_grace:
+        return False
+    try:
+        spaces.open_engine(key.backend, name, copy_descriptor.DIM).drop()  # made first when it was never there
+    except Exception as exc:  # an engine that is unreachable: try again next time
+        log.warning("could not drop the pooled centres %s: %s", name, exc)
+        return False
+    catalog.set_metas({meta: "dropped"})
+    return True
 
 
 def describe(spaces: Spaces) -> dict[str, Any]:
