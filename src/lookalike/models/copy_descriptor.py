@@ -166,9 +166,11 @@ class CopyDescriptor:
         return whole, self.pooling.views(outputs[1][0], boxes)
 
 
-def decode_side(side: int) -> int:
-    """The shorter side a photo must be decoded at, at least, for what it stores: its whole and its centre."""
-    return max(side, math.ceil(STORED_CENTRE_SIDE / (CENTRE[2] - CENTRE[0])))
+def decode_side(side: int, query: bool = False) -> int:
+    """The shorter side a photo must be decoded at, at least, for what it stores (its whole and its centre) or, as
+    a query, for its rows (its centre at ``QUERY_CENTRE_SIDE``: 280 px)."""
+    centre = QUERY_CENTRE_SIDE if query else STORED_CENTRE_SIDE
+    return max(side, math.ceil(round(centre / (CENTRE[2] - CENTRE[0]), 6)))  # 96 / 0.4 is 240.00000000000003
 
 
 def centre_crop(image: Image.Image) -> Image.Image:

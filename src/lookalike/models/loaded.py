@@ -77,14 +77,15 @@ class Models:
             return self._detector
 
     # --- photos into model inputs ------------------------------------------------------
-    def decode_side(self) -> int:
+    def decode_side(self, query: bool = False) -> int:
         """JPEGs are decoded at the smallest scale that still serves the model, the thumbnail and the copy
-        descriptor's centre."""
-        copies = copy_descriptor.decode_side(self.settings.copy_side) if self.settings.copy_candidates else 0
-        return max(self.embedder.input_size, self.settings.thumbnail_size, copies)
+        descriptor's centre (a query's is larger)."""
+        s = self.settings
+        copies = copy_descriptor.decode_side(s.copy_side, query) if s.copy_candidates else 0
+        return max(self.embedder.input_size, s.thumbnail_size, copies)
 
-    def decode(self, data: bytes) -> Decoded:
-        return decode(data, self.settings.max_pixels, self.decode_side())
+    def decode(self, data: bytes, query: bool = False) -> Decoded:
+        return decode(data, self.settings.max_pixels, self.decode_side(query))
 
     def decode_for_detector(self, data: bytes) -> Decoded:
         """Decoded for the detector (320 px) and drawing: the embedding model is not needed."""
