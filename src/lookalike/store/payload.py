@@ -4,9 +4,9 @@ Every backend stores the same payload so that filters run inside the engine (a M
 expression, an Elasticsearch filter, a numpy mask in the embedded index) instead of shipping long id
 lists: the photo's id, which entry of the photo this is (0 = the whole photo, 1.. = a detected subject),
 the photo's label, and for subjects the detector's label, box (x1, y1, x2, y2 in original pixels) and
-score; and the photo's fields (lookalike.fields), which the embedded index, Milvus and Elasticsearch filter on
-(``where["fields"]``, a lookalike.filters filter) and Tencent VectorDB does not yet. The catalog stays
-the source of truth; payloads are written from it.
+score; and the photo's fields (lookalike.fields), which every engine filters on (``where["fields"]``, a
+lookalike.filters filter; the server engines refuse what their filter language cannot say exactly). The catalog
+stays the source of truth; payloads are written from it.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ NO_BOX = (0.0, 0.0, 0.0, 0.0)
 
 
 class UnsupportedFilter(ValueError):
-    """A filter this engine cannot run (filters on fields, in a server engine for now): said, never ignored."""
+    """A filter this engine cannot run exactly (e.g. Milvus's 'not' on fields, Tencent's text order): said, never
+    ignored."""
 
 
 def whole_photo(photo_id: int, label: str | None = None, fields: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -62,17 +63,16 @@ def payload_list(payloads: Iterable[Mapping[str, Any] | None] | None, ids: np.nd
 def check_where(where: Mapping[str, Any] | None, engine: str | None = None) -> dict[str, Any]:
     """Validate an equality filter {field: value}; only the filterable fields, with their types; and under
     ``"fields"`` a filter on the photos' fields, which only the embedded index runs here (``engine`` names
-    another, which says it cannot; Milvus and Elasticsearch translate it before: lookalike.store.milvus.
-    fields_expression, lookalike.store.elastic.fields_query)."""
+    another, which says it cannot: each server engine translates it before, lookalike.store.milvus.
+    fields_expression, lookalike.store.elastic.fields_query, lookalike.store.tencent.fields_expression)."""
     if not where:
         return {}
     out: dict[str, Any] = {}
     for key, value in where.items():
         if key == "fields":
             if engine is not None:
-                raise UnsupportedFilter(f"{engine} cannot filter on fields yet (the embedded index, Milvus and "
-                                        "Elasticsearch can): search without the filter, or serve from one of "
-                                        "them")  # fmt: skip
+                raise UnsupportedFilter(f"{engine} cannot filter on fields here: its adapter translates the filter "
+                                        "before (a bug if this is seen)")  # fmt: skip
             if not isinstance(value, (Compare, And, Or, Not)):
                 raise ValueError("a fields filter is a lookalike.filters filter")
             out[key] = value
