@@ -102,3 +102,14 @@ def test_a_query_is_decoded_large_enough_for_its_centre(tmp_path: Path) -> None:
         stored, query = lib.models.decode(path.read_bytes()), lib.models.decode(path.read_bytes(), query=True)
     assert min(stored.image.size) == 256 and min(query.image.size) == 512
     assert (stored.width, stored.height) == (query.width, query.height) == (2048, 2048)
+
+
+def test_a_querys_rows_are_each_searched_once(model) -> None:
+    """On the centre's small feature map two views round to the same cells: the row is kept once, the whole photo's
+    descriptor first."""
+    picture = Image.open(photo("castle", 2)).convert("RGB").resize((400, 400))
+    rows = model.describe_views(picture)
+    assert len(rows) < 14 and len(np.unique(rows, axis=0)) == len(rows)
+    assert np.allclose(rows[0], model.describe(picture), atol=1e-6)
+    assert copy_descriptor.distinct_rows(np.array([[1.0, 0], [0, 1], [1, 0], [0, 1], [2, 2]])).tolist() == [
+        [1, 0], [0, 1], [2, 2]]

@@ -36,19 +36,21 @@ def test_the_query_rows_are_the_whole_photo_its_views_its_centre_and_the_centre_
     image = Image.open(photo("castle", 2)).convert("RGB")
     rows = model.describe_views(image)
     per_pass = 1 + len(copy_descriptor.VIEWS)
-    assert rows.shape == (2 * per_pass, copy_descriptor.DIM)
+    # each row once (two views of a small feature map can round to the same cells)
+    assert rows.shape[0] <= 2 * per_pass and rows.shape[1] == copy_descriptor.DIM
     assert np.allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-5)
     assert float(rows[0] @ model.describe(image)) > 0.9999  # row 0: the whole photo, as stored
     centre = copy_descriptor.centre_crop(image)
     assert centre.size == (round(0.7 * image.width) - round(0.3 * image.width),
                            round(0.7 * image.height) - round(0.3 * image.height))  # fmt: skip
     query_centre = model.embed(model.prepare(centre, copy_descriptor.QUERY_CENTRE_SIDE))
-    assert float(rows[per_pass] @ query_centre) > 0.9999
+    at = int(np.argmax(rows @ query_centre))
+    assert float(rows[at] @ query_centre) > 0.9999 and 1 < at <= per_pass  # after the whole photo's pooled views
     whole, stored_centre = model.describe_stored(image)
     assert float(whole @ rows[0]) > 0.9999
     # the stored centre is the same pixels at a smaller side: near the query's centre, far nearer than the whole is
-    assert float(stored_centre @ rows[per_pass]) > 0.7
-    assert float(stored_centre @ rows[per_pass]) > float(stored_centre @ whole) + 0.1
+    assert float(stored_centre @ rows[at]) > 0.7
+    assert float(stored_centre @ rows[at]) > float(stored_centre @ whole) + 0.1
 
 
 def test_a_centre_of_a_tiny_photo_is_still_a_picture(model) -> None:

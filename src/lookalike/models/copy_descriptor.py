@@ -155,7 +155,7 @@ class CopyDescriptor:
         for pixels in (self.prepare(image), self.prepare(centre_crop(image), QUERY_CENTRE_SIDE)):
             whole, views = self._run(pixels, VIEWS)
             rows += [whole[None]] + ([views] if views is not None else [])
-        return np.concatenate(rows)
+        return distinct_rows(np.concatenate(rows))
 
     def _run(self, pixels: np.ndarray, boxes: tuple) -> tuple[np.ndarray, np.ndarray | None]:
         outputs = self.session.run(None, {self.input: pixels[None]})
@@ -164,6 +164,13 @@ class CopyDescriptor:
         if not boxes or self.pooling is None or len(outputs) < 2:
             return whole, None
         return whole, self.pooling.views(outputs[1][0], boxes)
+
+
+def distinct_rows(rows: np.ndarray) -> np.ndarray:
+    """The rows in their order, each once: on a small feature map (the centre's pass has 4 x 5 cells) two views
+    round to the same cells, and a row searched twice costs twice and finds nothing new."""
+    _, first = np.unique(rows, axis=0, return_index=True)
+    return rows[np.sort(first)]
 
 
 def decode_side(side: int, query: bool = False) -> int:
