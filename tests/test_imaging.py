@@ -42,6 +42,19 @@ def test_draft_decodes_large_jpeg_at_reduced_scale() -> None:
     assert min(d.image.size) <= 2 * 375  # the smallest power-of-two scale still >= 256
 
 
+def test_a_region_is_decoded_at_the_scale_it_needs() -> None:
+    """A region query needs its region, not the whole photo, at the models' side: a 256 px box of a 2,048 px JPEG
+    drafted to 280 px would be 35 px; it is decoded whole instead, a 1,024 px box at half scale."""
+    buf = io.BytesIO()
+    Image.open(photo("castle", 2)).convert("RGB").resize((2048, 2048)).save(buf, "JPEG", quality=90)
+    data = buf.getvalue()
+    assert min(decode(data, 10**8, 280).image.size) == 512  # the whole photo: drafted to a quarter
+    small = decode(data, 10**8, 280, box=(896, 896, 1152, 1152))
+    assert min(small.image.size) == 2048 and (small.width, small.height) == (2048, 2048)
+    assert min(decode(data, 10**8, 280, box=(0, 0, 1024, 1024)).image.size) == 1024
+    assert min(decode(data, 10**8, 280, box=(5, 5, 1, 1)).image.size) == 2048  # a bad box is refused later, whole
+
+
 def test_exif_orientation_is_applied() -> None:
     im = base().resize((400, 200))
     exif = Image.Exif()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import threading
 import warnings
 from collections.abc import Iterator
@@ -118,8 +119,10 @@ class Decoded:
     format: str
 
 
-def decode(data: bytes, max_pixels: int, min_side: int = 0) -> Decoded:
-    """Decode ``data``; ``min_side`` lets JPEGs decode at the smallest scale still >= it."""
+def decode(data: bytes, max_pixels: int, min_side: int = 0,
+           box: tuple[float, float, float, float] | None = None) -> Decoded:  # fmt: skip
+    """Decode ``data``; ``min_side`` lets JPEGs decode at the smallest scale still >= it (that of ``box``, a region
+    in original pixels, when given: a region of a 12-megapixel photo drafted to 256 px would be a few dozen)."""
     if not data:
         raise BadImage("empty file (0 bytes)")
     try:
@@ -143,6 +146,9 @@ def decode(data: bytes, max_pixels: int, min_side: int = 0) -> Decoded:
         raise BadImage(f"invalid dimensions {width}x{height}")
     if width * height > max_pixels:
         raise BadImage(f"too many pixels: {width}x{height} exceeds max_pixels={max_pixels} (decompression bomb guard)")
+    if min_side and box is not None:
+        region = max(1.0, min(box[2] - box[0], box[3] - box[1]))
+        min_side = min(min(width, height), math.ceil(min_side * min(width, height) / region))
     need = decoded_bytes(im)
     if need > DECODE_MEMORY.total:
         raise BadImage(f"too many pixels: {width}x{height} in mode {im.mode} takes {need >> 20} MB to decode, more "

@@ -84,8 +84,9 @@ class Models:
         copies = copy_descriptor.decode_side(s.copy_side, query) if s.copy_candidates else 0
         return max(self.embedder.input_size, s.thumbnail_size, copies)
 
-    def decode(self, data: bytes, query: bool = False) -> Decoded:
-        return decode(data, self.settings.max_pixels, self.decode_side(query))
+    def decode(self, data: bytes, query: bool = False, box: Box | None = None) -> Decoded:
+        """A photo decoded for the models; for a region query, at the scale that serves the region."""
+        return decode(data, self.settings.max_pixels, self.decode_side(query), box)
 
     def decode_for_detector(self, data: bytes) -> Decoded:
         """Decoded for the detector (320 px) and drawing: the embedding model is not needed."""
