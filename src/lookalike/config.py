@@ -82,6 +82,20 @@ class Settings(BaseSettings):
     max_file_bytes: int = Field(default=100 * 2**20, ge=1, description="larger files are rejected")
     max_pixels: int = Field(default=80_000_000, ge=1, description="larger images are rejected (decompression bombs)")
 
+    # videos (lookalike.ingest.video): each is one item, its chosen frames indexed like photos
+    video_interval: float = Field(
+        default=10.0, gt=0, le=3600, description="seconds between kept frames inside one scene, at most one per"
+    )
+    video_max_seconds: float = Field(default=4 * 3600.0, gt=0, description="longer videos are rejected")
+    video_max_frames: int = Field(default=2000, ge=1, description="videos with more frames to keep are rejected")
+    video_max_pixels: int = Field(
+        default=7680 * 4320, ge=1, description="videos with larger frames are rejected (decoding bombs)"
+    )
+    video_max_decoded: int = Field(
+        default=2_000_000, ge=1, description="frames decoded per video, at most (absurd frame rates or counts)"
+    )
+    video_timeout: float = Field(default=1800.0, gt=0, description="wall-clock seconds one video may take to decode")
+
     # URLs
     url_timeout: float = Field(default=15.0, gt=0, description="seconds per URL fetch")
     url_max_bytes: int = Field(default=30 * 2**20, ge=1, description="larger downloads are aborted")

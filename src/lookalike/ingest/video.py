@@ -1,0 +1,193 @@
+"""Videos as sources: decode with PyAV under limits and choose the frames worth indexing.
+
+A frame is kept at each scene change (a small grey picture of it differs from the previous frame's by more than
+``CUT``), and at most one per ``interval`` seconds inside a long scene (a pan, a slow zoom), unless it is nearly the
+same as the last frame kept. Only what a frame choice needs is decoded: non-reference frames are skipped (about half
+of an H.264 stream), the codec runs its own threads, and each frame is compared as a 64 x 36 grey picture; only kept
+frames are converted to RGB, at most ``KEPT_SIDE`` pixels on their long side.
+
+Hostile files never hang or exhaust memory: the stream's declared duration, resolution and every decoded frame's
+size are checked before pixels are converted, and the decode stops at a wall-clock and a decoded-frame budget.
+Every problem is a ``VideoError`` whose message says what is wrong in words.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image
+
+from lookalike.config import Settings
+
+VIDEO_SUFFIXES = frozenset([".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi"])
+GREY = (64, 36)  # the picture frames are compared as: cheap, and blind to compression noise
+CUT = 20.0  # mean absolute grey difference (0..255) between consecutive frames that is a scene change
+NEAR = 6.0  # a frame closer than this to the last frame kept adds nothing
+KEPT_SIDE = 1024  # kept frames are reduced to this long side: more than the model, thumbnail and copy check need
+LUMA_FORMATS = frozenset(["yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12", "nv21", "gray"])
+IMAGE_FORMATS = ("_pipe", "image2")  # FFmpeg demuxers of single pictures: a photo under a video's name
+
+
+class VideoError(ValueError):
+    """The file is not a usable video; ``str(exc)`` says why in words."""
+
+
+def is_video(source: str) -> bool:
+    """Whether a source is indexed as a video (by its name: a video is read as a stream, never into memory)."""
+    return Path(source.split("?", 1)[0]).suffix.lower() in VIDEO_SUFFIXES
+
+
+@dataclass(frozen=True)
+class VideoLimits:
+    """What a video may cost (``Settings.video_*``)."""
+
+    max_seconds: float = 4 * 3600.0
+    max_frames: int = 2000  # frames kept
+    max_pixels: int = 7680 * 4320
+    max_decoded: int = 2_000_000  # frames decoded (an absurd frame rate or count)
+    timeout: float = 1800.0  # wall-clock seconds for one video
+    interval: float = 10.0  # at most one kept frame per this many seconds inside one scene
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> VideoLimits:
+        return cls(s.video_max_seconds, s.video_max_frames, s.video_max_pixels, s.video_max_decoded,
+                   s.video_timeout, s.video_interval)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    width: int
+    height: int
+    duration: float  # seconds, as the container declares it (0: unknown)
+    codec: str
+    format: str
+
+
+@dataclass(frozen=True)
+class Frame:
+    t: float  # seconds from the video's start
+    image: Image.Image  # RGB, at most KEPT_SIDE on its long side
+
+
+def _open(path: str | Path) -> av.container.InputContainer:
+    try:
+        return av.open(str(path), "r", metadata_errors="ignore")
+    except av.error.FFmpegError as exc:
+        raise VideoError(f"not a readable video: {_reason(exc)}") from None
+
+
+def _reason(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+def _info(container: av.container.InputContainer, limits: VideoLimits) -> VideoInfo:
+    """The first video stream's facts, refused before any pixel is decoded when they exceed the limits."""
+    fmt = container.format.name
+    if any(part in fmt for part in IMAGE_FORMATS):
+        raise VideoError(f"not a video: a single picture ({fmt}) under a video's name")
+    if not container.streams.video:
+        raise VideoError("no video stream")
+    stream = container.streams.video[0]
+    ctx = stream.codec_context
+    width, height = int(ctx.width or 0), int(ctx.height or 0)
+    if width <= 0 or height <= 0:
+        raise VideoError(f"invalid frame size {width}x{height}")
+    if width * height > limits.max_pixels:
+        raise VideoError(f"frames too large: {width}x{height} exceeds LOOKALIKE_VIDEO_MAX_PIXELS={limits.max_pixels}")
+    duration = 0.0
+    if stream.duration is not None and stream.time_base is not None:
+        duration = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        duration = container.duration / av.time_base
+    if duration > limits.max_seconds:
+        raise VideoError(f"too long: {duration:.0f} s exceeds LOOKALIKE_VIDEO_MAX_SECONDS={limits.max_seconds:g}")
+    return VideoInfo(width, height, max(0.0, duration), ctx.name, fmt)
+
+
+def probe(path: str | Path, limits: VideoLimits | None = None) -> VideoInfo:
+    """A video's size, duration and codec, checked against the limits; nothing decoded."""
+    with _open(path) as container:
+        return _info(container, limits or VideoLimits())
+
+
+def _grey(frame: av.VideoFrame) -> np.ndarray:
+    """The frame as a GREY grid of brightness: sampled straight from the luma plane of YUV frames (no conversion
+    of the whole frame: the most frequent step of all), else by FFmpeg's scaler."""
+    if frame.format.name in LUMA_FORMATS:
+        plane = frame.planes[0]
+        luma = np.frombuffer(memoryview(plane), np.uint8).reshape(plane.height, plane.line_size)
+        ys = np.linspace(0, frame.height - 1, 2 * GREY[1]).astype(np.intp)
+        xs = np.linspace(0, frame.width - 1, 2 * GREY[0]).astype(np.intp)
+        grid = luma[np.ix_(ys, xs)].astype(np.float32)
+        return grid.reshape(GREY[1], 2, GREY[0], 2).mean(axis=(1, 3))
+    return frame.reformat(width=GREY[0], height=GREY[1], format="gray").to_ndarray().astype(np.float32)
+
+
+def _rgb(frame: av.VideoFrame) -> Image.Image:
+    scale = min(1.0, KEPT_SIDE / max(frame.width, frame.height))
+    w, h = max(1, round(frame.width * scale)), max(1, round(frame.height * scale))
+    return frame.reformat(width=w, height=h, format="rgb24").to_image()
+
+
+def frames(path: str | Path, limits: VideoLimits | None = None) -> Iterator[Frame]:
+    """The frames worth indexing, in time order (see the module's docstring for the rule)."""
+    limits = limits or VideoLimits()
+    deadline = time.monotonic() + limits.timeout
+    with _open(path) as container:
+        info = _info(container, limits)
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        if stream.start_time is not None:  # a raw stream without timestamps: its frames are counted, none skipped
+            stream.codec_context.skip_frame = "NONREF"
+        base = stream.time_base
+        start = float(stream.start_time * base) if stream.start_time is not None and base is not None else None
+        rate = float(stream.guessed_rate or stream.average_rate or 25)
+        step = 1.0 / rate if math.isfinite(rate) and rate > 0 else 0.04
+        previous: np.ndarray | None = None
+        kept: np.ndarray | None = None
+        kept_t, t, decoded, count = -math.inf, -step, 0, 0
+        try:
+            for frame in container.decode(stream):
+                decoded += 1
+                if decoded > limits.max_decoded:
+                    raise VideoError(f"more than LOOKALIKE_VIDEO_MAX_DECODED={limits.max_decoded} frames")
+                if time.monotonic() > deadline:
+                    raise VideoError(f"decoding took longer than LOOKALIKE_VIDEO_TIMEOUT={limits.timeout:g} s")
+                if frame.width * frame.height > limits.max_pixels or frame.width <= 0 or frame.height <= 0:
+                    raise VideoError(f"a frame of {frame.width}x{frame.height} exceeds LOOKALIKE_VIDEO_MAX_PIXELS"
+                                     f"={limits.max_pixels}")  # fmt: skip
+                t = _time(frame, start, t, step)
+                if t > limits.max_seconds:
+                    raise VideoError(f"too long: frames past LOOKALIKE_VIDEO_MAX_SECONDS={limits.max_seconds:g}")
+                grey = _grey(frame)
+                cut = previous is None or float(np.abs(grey - previous).mean()) > CUT
+                previous = grey
+                due = cut or t - kept_t >= limits.interval
+                if not due or (kept is not None and float(np.abs(grey - kept).mean()) < NEAR):
+                    continue
+                count += 1
+                if count > limits.max_frames:
+                    raise VideoError(f"more than LOOKALIKE_VIDEO_MAX_FRAMES={limits.max_frames} frames to keep")
+                kept, kept_t = grey, t
+                yield Frame(round(t, 3), _rgb(frame))
+        except av.error.FFmpegError as exc:
+            raise VideoError(f"undecodable at {max(t, 0.0):.1f} s: {_reason(exc)}") from None
+        if decoded == 0:
+            raise VideoError("no decodable frame (an empty or truncated stream)")
+        if info.duration and t < info.duration * 0.95 - 1.0:
+            raise VideoError(f"truncated: its frames end at {t:.1f} s of the {info.duration:.1f} s it declares")
+
+
+def _time(frame: av.VideoFrame, start: float | None, last: float, step: float) -> float:
+    """Seconds from the stream's start; frames without a timestamp, or going back in time (a broken variable frame
+    rate), are put one frame after the last."""
+    if frame.time is None:
+        return last + step
+    t = float(frame.time) - (start or 0.0)
+    return t if t > last else last + step

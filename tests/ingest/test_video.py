@@ -1,0 +1,138 @@
+"""Frame choice and hostile videos, on videos made here from real shared photos (tests/videos.py)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from lookalike.config import Settings
+from lookalike.ingest.video import VideoError, VideoLimits, frames, is_video, probe
+from tests.conftest import photo
+from tests.videos import Shot, make_video
+
+LABELS = ("goldfish", "tiger_cat", "bullet_train", "Afghan_hound", "African_crocodile")
+
+
+def slideshow() -> list[Shot]:
+    """Cuts at 3, 5, 17 and 25 s; a 12 s pan from 5 to 17 s."""
+    p = [photo(label) for label in LABELS]
+    return [Shot(p[0], 3), Shot(p[1], 2), Shot(p[2], 12, pan=True), Shot(p[3], 8), Shot(p[4], 2)]
+
+
+def kept(path: Path, **limits: float) -> list[float]:
+    return [f.t for f in frames(path, VideoLimits(**limits))]  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("video") / "clip.mp4"
+    make_video(path, slideshow())
+    return path
+
+
+def near(got: list[float], want: list[float], slack: float = 0.25) -> bool:
+    return len(got) == len(want) and all(abs(g - w) <= slack for g, w in zip(got, want, strict=True))
+
+
+def test_a_frame_at_each_cut_and_one_per_interval_in_a_long_scene(clip: Path) -> None:
+    # cuts at 0, 3, 5, 17, 25; the pan from 5 to 17 s gets one more every 4 s; the still 8 s shot none
+    assert near(kept(clip, interval=4), [0, 3, 5, 9, 13, 17, 25])
+    assert near(kept(clip, interval=10), [0, 3, 5, 15, 17, 25])
+    kept_frames = list(frames(clip))
+    assert kept_frames[0].image.size == (320, 180) and kept_frames[0].image.mode == "RGB"
+
+
+def test_a_still_scene_keeps_one_frame_however_long(tmp_path: Path) -> None:
+    path = tmp_path / "still.mp4"
+    make_video(path, [Shot(photo("goldfish"), 30)])
+    assert kept(path, interval=2) == [0.0]  # the others are near-identical to it
+
+
+@pytest.mark.parametrize(
+    ("codec", "suffix", "bitrate", "vfr"),
+    [("libx264", ".mkv", 60_000, False), ("mpeg4", ".avi", 80_000, False), ("libvpx", ".webm", 150_000, False),
+     ("mpeg4", ".mov", 2_000_000, False), ("libx264", ".mkv", 300_000, True)],
+)  # fmt: skip
+def test_the_same_cuts_whatever_the_codec_bitrate_or_frame_rate(tmp_path: Path, codec: str, suffix: str,
+                                                                 bitrate: int, vfr: bool) -> None:  # fmt: skip
+    path = tmp_path / f"clip{suffix}"
+    starts = [start for start, _ in make_video(path, slideshow(), codec=codec, bitrate=bitrate, vfr=vfr)]
+    got = kept(path, interval=30)
+    assert near(got, starts, slack=0.2), (got, starts)  # a variable frame rate: the frames' own timestamps
+
+
+def test_probe_and_names(clip: Path) -> None:
+    info = probe(clip)
+    assert (info.width, info.height, info.codec) == (320, 180, "h264") and 26.5 < info.duration < 27.5
+    assert is_video("/a/B.MP4") and is_video("https://x/clip.webm?sig=1") and not is_video("/a/b.jpg")
+
+
+def test_limits_come_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LOOKALIKE_VIDEO_INTERVAL", "2.5")
+    monkeypatch.setenv("LOOKALIKE_VIDEO_MAX_FRAMES", "7")
+    limits = VideoLimits.from_settings(Settings())
+    assert (limits.interval, limits.max_frames) == (2.5, 7)
+
+
+# --- bad and hostile videos: each a clear error, never a hang --------------------------------------------
+
+
+def error(path: Path, **limits: float) -> str:
+    with pytest.raises(VideoError) as exc:
+        kept(path, **limits)
+    return str(exc.value)
+
+
+def test_truncated_videos(clip: Path, tmp_path: Path) -> None:
+    data = clip.read_bytes()
+    (tmp_path / "half.mp4").write_bytes(data[: len(data) // 2])  # the index (moov) comes last: lost
+    assert "not a readable video" in error(tmp_path / "half.mp4")
+    mkv = tmp_path / "clip.mkv"
+    make_video(mkv, slideshow())
+    data = mkv.read_bytes()
+    (tmp_path / "half.mkv").write_bytes(data[: len(data) // 2])  # frames until the cut, then nothing
+    assert "truncated" in error(tmp_path / "half.mkv")
+
+
+def test_not_videos(tmp_path: Path) -> None:
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    (tmp_path / "garbage.mp4").write_bytes(np.random.default_rng(0).bytes(200_000))
+    shutil.copy(photo("goldfish"), tmp_path / "photo.mp4")  # a wrong extension
+    assert "not a readable video" in error(tmp_path / "empty.mp4")
+    assert "not a readable video" in error(tmp_path / "garbage.mp4")
+    assert "a single picture" in error(tmp_path / "photo.mp4")
+
+
+def test_a_stream_without_video(tmp_path: Path) -> None:
+    path = tmp_path / "sound.mkv"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("pcm_s16le", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 8000), np.int16), format="s16", layout="mono")
+        frame.sample_rate, frame.pts = 8000, 0
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            out.mux(packet)
+    assert "no video stream" in error(path)
+
+
+def test_each_limit(clip: Path) -> None:
+    assert "LOOKALIKE_VIDEO_MAX_PIXELS" in error(clip, max_pixels=320 * 179)  # a decoding bomb's size, refused
+    assert "LOOKALIKE_VIDEO_MAX_SECONDS" in error(clip, max_seconds=20)  # declared: refused before decoding
+    assert "LOOKALIKE_VIDEO_MAX_FRAMES" in error(clip, max_frames=3)
+    assert "LOOKALIKE_VIDEO_MAX_DECODED" in error(clip, max_decoded=50)  # an absurd frame count
+    assert "LOOKALIKE_VIDEO_TIMEOUT" in error(clip, timeout=1e-6)  # the wall-clock budget
+
+
+def test_a_video_without_timestamps_is_timed_and_stopped_by_its_frames(tmp_path: Path) -> None:
+    """A raw H.264 stream declares no duration and no timestamps: its frames are counted at the stream's rate, so
+    it is timed right and stopped at the limit all the same."""
+    raw = tmp_path / "raw.h264"
+    make_video(raw, [Shot(photo("goldfish"), 4), Shot(photo("tiger_cat"), 4)])
+    renamed = tmp_path / "raw.mp4"  # under a container's name
+    raw.rename(renamed)
+    assert probe(renamed).duration == 0
+    assert near(kept(renamed), [0, 4], slack=0.15)
+    assert "LOOKALIKE_VIDEO_MAX_SECONDS" in error(renamed, max_seconds=6)

@@ -1,0 +1,64 @@
+"""Test videos made from real shared photos with PyAV: a slideshow with cuts, a slow pan and a chosen codec and
+bitrate, so tests know exactly at which second each photo is on screen."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class Shot:
+    """One photo on screen for ``seconds``; ``pan``: the view slides across it (a slow camera move)."""
+
+    photo: Path
+    seconds: float
+    pan: bool = False
+
+
+def _fit(photo: Path, width: int, height: int, pan: bool) -> Image.Image:
+    """The photo covering the frame (cropped to its aspect); a panned one 1.5x wider, to slide across."""
+    img = Image.open(photo).convert("RGB")
+    w = int(width * 1.5) if pan else width
+    scale = max(w / img.width, height / img.height)
+    img = img.resize((max(w, round(img.width * scale)), max(height, round(img.height * scale))), Image.BILINEAR)
+    left, top = (img.width - w) // 2, (img.height - height) // 2
+    return img.crop((left, top, left + w, top + height))
+
+
+def make_video(path: Path, shots: Sequence[Shot], size: tuple[int, int] = (320, 180), fps: int = 10,
+               codec: str = "libx264", bitrate: int = 400_000,
+               vfr: bool = False) -> list[tuple[float, float]]:  # fmt: skip
+    """Write a slideshow; returns each shot's (start, end) second. ``vfr``: a variable frame rate (frames last
+    half and one and a half frame times in turn), timestamps in milliseconds."""
+    width, height = size
+    times = []
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.bit_rate = bitrate
+        stream.time_base = Fraction(1, 1000)
+        ms, n = 0.0, 0
+        for shot in shots:
+            img = np.asarray(_fit(shot.photo, width, height, shot.pan))
+            frames = round(shot.seconds * fps)
+            begin = ms
+            for i in range(frames):
+                x = round((img.shape[1] - width) * i / max(1, frames - 1)) if shot.pan else 0
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img[:, x : x + width]), format="rgb24")
+                frame.pts = round(ms)
+                frame.time_base = Fraction(1, 1000)
+                ms += 1000 / fps * ((0.5 if n % 2 else 1.5) if vfr else 1.0)
+                n += 1
+                for packet in stream.encode(frame):
+                    out.mux(packet)
+            times.append((begin / 1000, ms / 1000))
+        for packet in stream.encode():
+            out.mux(packet)
+    return times
