@@ -18,7 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -30,10 +30,12 @@ from lookalike.imaging import BadImage, Decoded, thumbnail_jpeg
 from lookalike.ingest.fetch import FetchError
 from lookalike.ingest.reading import Reader
 from lookalike.ingest.sources import SourceItem, SourceSet
+from lookalike.ingest.video import VideoError, VideoLimits, file_sha256, is_video, probe
+from lookalike.ingest.video import frames as video_frames
 from lookalike.models.detectors import Detection
 from lookalike.models.loaded import Models
 from lookalike.search.verification import CopyQuery
-from lookalike.store.catalog import Catalog, ImageRecord, NewImage
+from lookalike.store.catalog import Catalog, ImageRecord, NewImage, NewVideo
 from lookalike.store.errors import DependencyError, EngineError
 from lookalike.store.images import ImageStore
 
@@ -70,6 +72,8 @@ class IndexReport:
     excluded: list[str] = field(default_factory=list)  # removed by the user before: left out (--include-removed)
     detected: int = 0  # indexed photos whose subjects were found in this run (``objects`` on an indexed folder)
     subjects: int = 0  # subjects stored in this run
+    videos: int = 0  # video files indexed in this run (each one item)
+    frames: int = 0  # their chosen frames, each stored and embedded like a photo
     pruned: int = 0
     total: int = 0
     seconds: float = 0.0
@@ -93,6 +97,8 @@ class IndexReport:
             "excluded": self.excluded,
             "detected": self.detected,
             "subjects": self.subjects,
+            "videos": self.videos,
+            "frames": self.frames,
             "pruned": self.pruned,
             "seconds": round(self.seconds, 3),
             "images_per_second": round(self.rate, 1),
@@ -118,6 +124,20 @@ class _Prepared:
     copy_vector: np.ndarray | None = None  # the copy descriptor (lookalike.models.copy_descriptor)
     part_vector: np.ndarray | None = None  # that of the photo's centre
     near: tuple[int, float] | None = None  # (photo already indexed that this one copies, confidence)
+    video: str | None = None  # a video's frame: the video file's sha256 (``item.source`` is video#t=second)
+    t: float = 0.0  # ... and its second
+    finished: NewVideo | None = None  # not a photo: the video whose frames precede it in the results is complete
+
+
+def frame_source(video: str, t: float) -> str:
+    """A frame's source: its video's, with its second (``clip.mp4#t=83.400``)."""
+    return f"{video}#t={t:.3f}"
+
+
+def video_of(source: str) -> str | None:
+    """The video a frame's source names (None for any other source)."""
+    video, sep, _ = source.rpartition("#t=")
+    return video if sep and is_video(video) else None
 
 
 ProgressFn = Callable[[int, int, IndexReport], None]
@@ -151,7 +171,7 @@ def rejected_alone(out: _Prepared) -> Iterator[None]:
     not rejected."""
     try:
         yield
-    except (FetchError, BadImage) as exc:
+    except (FetchError, BadImage, VideoError) as exc:
         out.error = str(exc)
     except DependencyError:
         raise
@@ -202,6 +222,9 @@ class Pipeline:
         out: list[_Prepared] = []
         group: list[tuple[_Prepared, bytes]] = []
         held = 0
+        for video in (item for item in items if is_video(item.source)):
+            out += self._prepare_video(video)
+        items = [item for item in items if not is_video(item.source)]
         for n, item in enumerate(items):
             prepared, data = self._read(item)
             out.append(prepared)
@@ -240,6 +263,35 @@ class Pipeline:
             return out, data
         return out, None
 
+    def _prepare_video(self, item: SourceItem) -> list[_Prepared]:
+        """A video file: its chosen frames, each embedded and described like a photo (a frame the catalog holds
+        already, from a run that was killed half-way, is not embedded again), then the marker that it is complete;
+        or one rejected entry with the reason, however far the video got (nothing of it is written then)."""
+        head = _Prepared(item)
+        out: list[_Prepared] = []
+        with rejected_alone(head):
+            if item.error:
+                raise FetchError(item.error)
+            if item.is_url or item.is_upload or item.source.startswith("s3://"):
+                raise VideoError("videos are indexed from files for now (not URLs, uploads or buckets)")
+            limits = VideoLimits.from_settings(self.settings)
+            sha = file_sha256(item.source)
+            info = probe(item.source, limits)
+            for frame in video_frames(item.source, limits):
+                source = frame_source(item.source, frame.t)
+                key = hashlib.sha256(f"lookalike video frame {sha} {frame.t:.3f}".encode()).hexdigest()
+                p = _Prepared(replace(item, source=source), sha256=key, video=sha, t=frame.t)
+                self._known([(p, b"")])
+                if p.known_id is None:
+                    self._describe(p, Decoded(frame.image, info.width, info.height, "VIDEO"), None)
+                    if p.error is not None:
+                        raise VideoError(f"frame at {frame.t:.1f} s: {p.error}")
+                out.append(p)
+            done = NewVideo(item.source, sha, item.size, item.mtime_ns, info.duration, info.width, info.height,
+                            tuple(p.item.source for p in out))  # fmt: skip
+            return [*out, _Prepared(item, sha256=sha, finished=done)]
+        return [head]
+
     def _known(self, group: list[tuple[_Prepared, bytes]]) -> None:
         """Which photos of the group the catalog holds already (by their bytes), in one query."""
         with not_the_photo("the catalog"):
@@ -257,7 +309,12 @@ class Pipeline:
                 if undetected:
                     self._detect(out, self.parts.models.decode(data))  # known photo, objects still missing
                 return  # exact duplicate: no embedding needed
-            decoded, pixels = self.parts.models.prepare_pixels(data)
+            self._describe(out, self.parts.models.decode(data), data)
+
+    def _describe(self, out: _Prepared, decoded: Decoded, data: bytes | None) -> None:
+        """A new photo (or a video's frame: no ``data``) embedded, described and thumbnailed."""
+        with rejected_alone(out):
+            pixels = self.parts.models.embedder.prepare(decoded.image)
             # embedding here, in the worker, spreads inference over all cores (one interpreter per worker)
             out.vector = self.parts.models.embedder.embed(pixels[None])[0]
             out.width, out.height, out.format = decoded.width, decoded.height, decoded.format
@@ -268,7 +325,7 @@ class Pipeline:
                 query = CopyQuery(out.copy_vector, lambda: decoded.image, decoded.width, decoded.height)
                 with not_the_photo("the copy check (vector engine, image store)", DEPENDENCY_ERRORS):
                     out.near = self.parts.copy_of(query)
-            if out.item.is_url or out.item.is_upload or self.settings.keep_originals:
+            if data is not None and (out.item.is_url or out.item.is_upload or self.settings.keep_originals):
                 out.original = data
             if self.objects:
                 self._detect(out, decoded)
@@ -298,10 +355,15 @@ class Pipeline:
         changed_from: dict[str, int] = {}
         self._redetect = set()
         known = catalog.source_states(items)
+        videos = catalog.video_states(s for s, it in items.items() if is_video(s) and it.size is not None)
         displaced: list[int] = []  # images some source stopped pointing at: removed if nothing else does
         relabel: dict[str, str | None] = {}  # unchanged sources whose label the rule now gives differently
         refield: dict[str, Fields | None] = {}  # sources whose record (a CSV row, a manifest line) changed
         for it in items.values():
+            video = videos.get(it.source)
+            if video is not None and not it.error and (video.size, video.mtime_ns) == (it.size, it.mtime_ns):
+                report.unchanged += 1  # a video whose frames were all written, its file unchanged
+                continue
             state = known.get(it.source)
             if state is not None and state.label != it.label and not it.error and not (it.is_url or it.is_upload):
                 relabel[it.source] = it.label  # files, bucket keys: the rule decides
@@ -354,6 +416,15 @@ class Pipeline:
                         done += 1
                         self._progress(done, report)
                         continue
+                    if prepared.finished is not None:  # its frames are in the batch: written first, then it
+                        if batch:
+                            done += self._commit(batch, report, changed_from, displaced)
+                            batch = []
+                        displaced += self.parts.catalog.finish_video(prepared.finished, self.guard)
+                        report.videos += 1
+                        done += 1
+                        self._progress(done, report)
+                        continue
                     batch.append(prepared)
                     last = exhausted and not pending and n == len(results) - 1
                     if len(batch) >= self.settings.batch_size or last:
@@ -403,6 +474,8 @@ class Pipeline:
                     copy_vector=p.copy_vector if p.known_id is None else None,
                     part_vector=p.part_vector if p.known_id is None else None,
                     fields=p.item.fields,
+                    video=p.video,
+                    t=p.t,
                 )
             )
         written = self.parts.catalog.add_batch(rows, guard=self.guard)
@@ -410,6 +483,9 @@ class Pipeline:
         detected = {p.item.source: p for p in batch if p.detections is not None}
         prepared = {p.item.source: p for p in batch if p.near is not None}
         for row, image_id, is_new in written.rows:
+            if row.video is not None:
+                report.frames += is_new
+                continue  # counted with its video
             if row.source in detected:
                 p = detected.pop(row.source)
                 assert p.detections is not None and p.object_vectors is not None  # set together by _detect
@@ -430,7 +506,7 @@ class Pipeline:
             elif row.source not in changed_from:
                 report.duplicates.append(Duplicate(row.source, image_id))
         self.parts.after_write()  # searchable (in this process, and in a shared engine) before it counts as done
-        return len(batch)
+        return sum(p.video is None for p in batch)  # frames count with their video
 
     def _remove_orphans(self, candidates: list[int]) -> None:
         orphans = self.parts.catalog.orphans(candidates) if candidates else []
@@ -438,13 +514,19 @@ class Pipeline:
             self.parts.delete_images(orphans)
 
     def _vanished(self, sets: list[SourceSet], items: dict[str, SourceItem], report: IndexReport, prune: bool) -> None:
+        videos: list[str] = []
         for s in sets:
             if s.root is None:
                 continue
-            gone = [src for src in self.parts.catalog.sources_under(s.root) if src not in items]
-            report.vanished.extend(gone)
+            for src in self.parts.catalog.sources_under(s.root):
+                video = video_of(src)
+                if video is None and src not in items:
+                    report.vanished.append(src)
+                elif video is not None and video not in items and video not in videos:
+                    videos.append(video)  # a video's frames: the video is reported once
+        report.vanished += videos
         if prune and report.vanished:
-            touched = self.parts.catalog.remove_sources(report.vanished)
+            touched = self.parts.catalog.remove_sources(report.vanished) + self.parts.catalog.forget_videos(videos)
             orphans = self.parts.catalog.orphans(touched)
             report.pruned = len(self.parts.delete_images(orphans))
 

@@ -13,7 +13,10 @@ Every problem is a ``VideoError`` whose message says what is wrong in words.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
+import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -73,6 +76,19 @@ class VideoInfo:
 class Frame:
     t: float  # seconds from the video's start
     image: Image.Image  # RGB, at most KEPT_SIDE on its long side
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a video file, read in pieces (a video is never held in memory); only a regular file is read
+    (opened non-blocking: a FIFO under a video's name is refused, not waited on)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (OSError, ValueError) as exc:
+        raise VideoError(f"cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise VideoError("not a regular file")
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def _open(path: str | Path) -> av.container.InputContainer:

@@ -13,10 +13,12 @@ from lookalike.store.catalog.records import (
     Change,
     ImageRecord,
     NewImage,
+    NewVideo,
     ObjectRecord,
     SourceState,
     StoredTransform,
     Vectors,
+    VideoState,
     object_vector_id,
     split_object_vector_id,
 )
@@ -24,6 +26,7 @@ from lookalike.store.catalog.sql import Catalog
 
 __all__ = [
     "COPY", "OBJECT_BITS", "OBJECTS", "PHOTO", "SOURCES", "BatchResult", "Catalog", "Change", "Database",
-    "DatabaseError", "ImageRecord", "NewImage", "ObjectRecord", "SourceState", "StoredTransform", "Vectors",
+    "DatabaseError", "ImageRecord", "NewImage", "NewVideo", "ObjectRecord", "SourceState", "StoredTransform", "Vectors",
+    "VideoState",
     "object_vector_id", "split_object_vector_id",
 ]  # fmt: skip

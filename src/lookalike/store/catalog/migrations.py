@@ -296,6 +296,37 @@ def _v8(conn: Connection, dialect: str) -> None:
     _run_ddl(conn, V8, dialect)
 
 
+# Version 9: videos (lookalike.ingest.video). Each video file is one item, recorded once all its chosen frames are
+# written (so a killed run leaves no record and indexes it again, finding the frames it wrote already); each frame is
+# an image like a photo (its source the video's with ``#t=`` and its second), and ``frames`` says which video (by the
+# sha256 of the file) and which second it is.
+V9 = """
+CREATE TABLE IF NOT EXISTS videos (
+    dir_id {REF} NOT NULL REFERENCES dirs(id),
+    name TEXT NOT NULL,
+    sha256 {BLOB} NOT NULL,
+    size {BIG},
+    mtime_ns {BIG},
+    duration {REAL} NOT NULL,
+    width {INT} NOT NULL,
+    height {INT} NOT NULL,
+    frames {INT} NOT NULL,
+    added_at {REAL} NOT NULL,
+    PRIMARY KEY (dir_id, name)
+) {NOROWID};
+CREATE TABLE IF NOT EXISTS frames (
+    image_id {REF} PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
+    video {BLOB} NOT NULL,
+    t {REAL} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS frames_video ON frames(video, t);
+"""
+
+
+def _v9(conn: Connection, dialect: str) -> None:
+    _run_ddl(conn, V9, dialect)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection, str], None]]] = [
     (1, "shared catalog: compact embeddings, folders, change feed, versioned transforms", _v1),
     (2, "durable index jobs: jobs and their leased tasks", _v2),
@@ -305,6 +336,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection, str], None]]] = [
     (6, "sources removed by the user stay out of the index", _v6),
     (7, "fields: the user's record of each photo", _v7),
     (8, "photos' centres described from their pixels", _v8),
+    (9, "videos: one item each, their chosen frames as images", _v9),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -88,6 +88,31 @@ class NewImage:
     copy_vector: np.ndarray | None = None  # the copy descriptor (lookalike.models.copy_descriptor), when on
     part_vector: np.ndarray | None = None  # that of the photo's centre (copy_descriptor.CENTRE)
     fields: Mapping[str, FieldValue] | None = None  # what this source says of the photo's record (None: nothing)
+    video: str | None = None  # a video's frame: the sha256 of the video file
+    t: float = 0.0  # ... and the frame's second
+
+
+class VideoState(NamedTuple):
+    """What the catalog recorded of a video file once all its frames were written: an unchanged one is skipped."""
+
+    sha256: str
+    size: int | None
+    mtime_ns: int | None
+    frames: int
+
+
+@dataclass(frozen=True)
+class NewVideo:
+    """A video file whose chosen frames are all written (``Catalog.finish_video``)."""
+
+    source: str
+    sha256: str
+    size: int | None
+    mtime_ns: int | None
+    duration: float
+    width: int
+    height: int
+    frames: tuple[str, ...]  # the sources of its frames (video#t=second)
 
 
 @dataclass

@@ -35,10 +35,12 @@ from lookalike.store.catalog.records import (
     Change,
     ImageRecord,
     NewImage,
+    NewVideo,
     ObjectRecord,
     SourceState,
     StoredTransform,
     Vectors,
+    VideoState,
     object_vector_id,
     split_object_vector_id,
 )
@@ -391,6 +393,85 @@ class Catalog:
             learned[folder] = int(found)
         return learned[folder]
 
+    # videos ----------------------------------------------------------------------------------------------
+    def video_states(self, sources: Iterable[str]) -> dict[str, VideoState]:
+        """What is recorded of these video files (only those whose frames were all written), a query per folder."""
+        out = {}
+        with self.db.read() as conn:
+            for folder, names in _by_folder(sources).items():
+                dir_id = self._dir_id(conn, folder)
+                if dir_id is None:
+                    continue
+                q = sa.text("SELECT name, sha256, size, mtime_ns, frames FROM videos WHERE dir_id = :d")
+                for name, sha, size, mtime_ns, count in conn.execute(q, {"d": dir_id}):
+                    if name in names:
+                        out[folder + name] = VideoState(bytes(sha).hex(), size, mtime_ns, int(count))
+        return out
+
+    def finish_video(self, video: NewVideo, guard: Callable[[Connection], None] | None = None) -> list[int]:
+        """Record a video whose chosen frames are all written, and forget the frames an earlier version of the file
+        had (its frame sources not among ``video.frames``), in one transaction (``guard`` as for ``add_batch``);
+        returns the images those pointed at (candidates for removal)."""
+        folder, name = split_source(video.source)
+        keep = {split_source(f)[1] for f in video.frames}
+        learned: dict[str, int] = {}
+
+        def write(conn: Connection) -> list[int]:
+            if guard is not None:
+                guard(conn)
+            dir_id = self._ensure_dir(conn, folder, learned)
+            conn.execute(sa.text(
+                "INSERT INTO videos(dir_id, name, sha256, size, mtime_ns, duration, width, height, frames, added_at) "
+                "VALUES (:d, :n, :sha, :s, :m, :dur, :w, :h, :f, :at) ON CONFLICT(dir_id, name) DO UPDATE SET "
+                "sha256 = excluded.sha256, size = excluded.size, mtime_ns = excluded.mtime_ns, "
+                "duration = excluded.duration, width = excluded.width, height = excluded.height, "
+                "frames = excluded.frames, added_at = excluded.added_at"),
+                {"d": dir_id, "n": name, "sha": bytes.fromhex(video.sha256), "s": video.size, "m": video.mtime_ns,
+                 "dur": video.duration, "w": video.width, "h": video.height, "f": len(video.frames),
+                 "at": time.time()})  # fmt: skip
+            return self._drop_frames(conn, dir_id, name, keep)
+
+        touched = self.db.retrying(write)
+        self._dirs.update(learned)
+        return touched
+
+    def _drop_frames(self, conn: Connection, dir_id: int, name: str, keep: set[str]) -> list[int]:
+        """Delete the frame sources (``name#t=...``) of a video but those in ``keep``; the images they pointed at."""
+        q = sa.text("SELECT name, image_id FROM sources WHERE dir_id = :d AND name LIKE :p ESCAPE '\\'")
+        stale = [(n, int(i)) for n, i in conn.execute(q, {"d": dir_id, "p": _like_escape(name + "#t=") + "%"})
+                 if n not in keep]  # fmt: skip
+        for chunk in _chunks([n for n, _ in stale]):
+            conn.execute(_sql("DELETE FROM sources WHERE dir_id = :d AND name IN :names", "names"),
+                         {"d": dir_id, "names": chunk})  # fmt: skip
+        touched = sorted({i for _, i in stale})
+        self._feed(conn, [(i, SOURCES) for i in touched])
+        return touched
+
+    def forget_videos(self, sources: Iterable[str]) -> list[int]:
+        """Forget video files (vanished and pruned) and their frames' sources; returns the images those pointed at."""
+        keys = [split_source(s) for s in sources]
+
+        def write(conn: Connection) -> list[int]:
+            touched: list[int] = []
+            for folder, name in keys:
+                dir_id = self._dir_id(conn, folder)
+                if dir_id is not None:
+                    conn.execute(sa.text("DELETE FROM videos WHERE dir_id = :d AND name = :n"),
+                                 {"d": dir_id, "n": name})  # fmt: skip
+                    touched += self._drop_frames(conn, dir_id, name, set())
+            return touched
+
+        return sorted(set(self.db.retrying(write))) if keys else []
+
+    def frame_times(self, image_ids: Iterable[int]) -> dict[int, float]:
+        """The second of each image that is a video's frame (the others are left out)."""
+        out: dict[int, float] = {}
+        with self.db.read() as conn:
+            for chunk in _chunks(_ints(image_ids)):
+                q = _sql("SELECT image_id, t FROM frames WHERE image_id IN :ids", "ids")
+                out.update({int(i): float(t) for i, t in conn.execute(q, {"ids": chunk})})
+        return out
+
     # subjects --------------------------------------------------------------------------------------------
     def detected_with(self, image_id: int) -> str | None:
         with self.db.read() as conn:
@@ -490,6 +571,9 @@ class Catalog:
                         conn.execute(sa.text("INSERT INTO copy_vectors(image_id, data, centre) VALUES (:i, :d, :p)"),
                                      {"i": image_id, "d": copy_blobs[id(item)],
                                       "p": part_blobs.get(id(item))})  # fmt: skip
+                    if item.video is not None:  # a video's frame: which video, which second, in the same commit
+                        conn.execute(sa.text("INSERT INTO frames(image_id, video, t) VALUES (:i, :v, :t)"),
+                                     {"i": image_id, "v": bytes.fromhex(item.video), "t": item.t})  # fmt: skip
                 else:
                     image_id = conn.execute(sa.text("SELECT id FROM images WHERE sha256 = :s"), {"s": sha}).scalar()
                     if image_id is None:

@@ -1,0 +1,99 @@
+"""Videos indexed from a folder beside photos: one item each, frames as images, incremental and crash-safe."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from lookalike.config import Settings
+from lookalike.library import Library
+from tests.conftest import photo
+from tests.videos import Shot, make_video
+
+SHOTS = ("goldfish", "tiger_cat", "bullet_train")  # on screen 0-4 s, 4-8 s, 8-12 s
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    root = tmp_path / "media"
+    (root / "clips").mkdir(parents=True)
+    make_video(root / "clips" / "clip.mp4", [Shot(photo(label, 1), 4) for label in SHOTS])
+    for label in ("Afghan_hound", "African_crocodile"):
+        shutil.copy(photo(label, 0), root / "clips" / f"{label}.jpg")
+    return root
+
+
+@pytest.fixture
+def lib(settings: Settings, embedder):
+    with Library(settings, embedder=embedder) as library:
+        yield library
+
+
+def frame_rows(lib: Library) -> list[tuple[float, str]]:
+    """(second, source) of every frame in the catalog."""
+    with lib.catalog.db.read() as conn:
+        rows = conn.execute(sa.text("SELECT f.t, d.path || s.name FROM frames f JOIN sources s ON "
+                                    "s.image_id = f.image_id JOIN dirs d ON d.id = s.dir_id ORDER BY f.t"))  # fmt: skip
+        return [(float(t), src) for t, src in rows]
+
+
+def test_a_video_is_one_item_and_its_frames_are_searchable_images(lib: Library, folder: Path) -> None:
+    report = lib.index([str(folder)])
+    assert (report.videos, report.frames, len(report.added), report.rejected) == (1, 3, 2, [])
+    clip = str(folder / "clips" / "clip.mp4")
+    assert frame_rows(lib) == [(0.0, f"{clip}#t=0.000"), (4.0, f"{clip}#t=4.000"), (8.0, f"{clip}#t=8.000")]
+    assert lib.catalog.labels() == {"clips": 5}  # the folder rule labels frames as it labels photos
+    assert len(lib.vectors.ids()) == 5
+    hit = lib.search(str(photo("tiger_cat", 1)), k=3).hits[0]  # the photo on screen from 4 to 8 s
+    assert hit.sources == (f"{clip}#t=4.000",) and lib.catalog.frame_times([hit.id]) == {hit.id: 4.0}
+    assert lib.images.exists("thumbnail", hit.sha256)
+
+
+def test_an_unchanged_video_is_skipped_and_a_changed_one_replaced(lib: Library, folder: Path) -> None:
+    lib.index([str(folder)])
+    again = lib.index([str(folder)])
+    assert (again.unchanged, again.videos, again.frames) == (3, 0, 0)
+    clip = folder / "clips" / "clip.mp4"
+    make_video(clip, [Shot(photo("goldfish", 1), 6), Shot(photo("Afghan_hound", 2), 3)])  # new cuts: 0 and 6 s
+    changed = lib.index([str(folder)])
+    assert (changed.videos, changed.frames, changed.unchanged) == (1, 2, 2)
+    assert [t for t, _ in frame_rows(lib)] == [0.0, 6.0]
+    assert lib.catalog.count() == 4 and len(lib.vectors.ids()) == 4  # the old frames at 4 and 8 s are gone
+
+
+def test_a_run_killed_half_way_through_a_video_resumes_without_doubles(lib: Library, folder: Path) -> None:
+    """What a kill leaves: some frames committed, the video not recorded. The re-run writes the rest, embeds only
+    what is missing, and records the video."""
+    lib.index([str(folder)])
+    with lib.catalog.db.write() as conn:
+        conn.execute(sa.text("DELETE FROM videos"))
+    lib.delete_images([lib.search(str(photo("bullet_train", 1)), k=1).hits[0].id])  # the frame at 8 s never written
+    resumed = lib.index([str(folder)])
+    assert (resumed.videos, resumed.frames, resumed.unchanged) == (1, 1, 2)
+    assert [t for t, _ in frame_rows(lib)] == [0.0, 4.0, 8.0] and lib.catalog.count() == 5
+    assert lib.index([str(folder)]).unchanged == 3
+
+
+def test_a_vanished_video_is_reported_once_and_pruned_with_its_frames(lib: Library, folder: Path) -> None:
+    lib.index([str(folder)])
+    os.remove(folder / "clips" / "clip.mp4")
+    report = lib.index([str(folder)], prune=True)
+    assert report.vanished == [str(folder / "clips" / "clip.mp4")] and report.pruned == 3
+    assert frame_rows(lib) == [] and lib.catalog.count() == 2
+
+
+def test_bad_videos_are_reported_and_the_rest_indexed(lib: Library, folder: Path, settings: Settings) -> None:
+    (folder / "clips" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(5000))
+    (folder / "clips" / "empty.webm").write_bytes(b"")
+    make_video(folder / "clips" / "long.mkv", [Shot(photo("goldfish", 3), 14)])
+    lib.settings.video_max_seconds = 13
+    report = lib.index([str(folder)])
+    reasons = {Path(r.source).name: r.reason for r in report.rejected}
+    assert set(reasons) == {"broken.mp4", "empty.webm", "long.mkv"}
+    assert "LOOKALIKE_VIDEO_MAX_SECONDS" in reasons["long.mkv"] and "not a readable video" in reasons["empty.webm"]
+    assert (report.videos, report.frames, len(report.added)) == (1, 3, 2)
+    assert [t for t, _ in frame_rows(lib)] == [0.0, 4.0, 8.0]
