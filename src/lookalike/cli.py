@@ -24,6 +24,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from lookalike.moments import clock
 from lookalike.terminal import SafeConsole, plain
 
 # the library and its dependencies (numpy, Pillow, SQLAlchemy, the model runtime) are imported by the
@@ -270,6 +271,7 @@ def _print_report(r: IndexReport) -> None:
         f"[bold]{len(r.added)}[/] added, {r.updated} updated, {len(r.duplicates)} duplicates, "
         f"{r.unchanged} unchanged, {len(r.rejected)} rejected, {len(r.vanished)} vanished"
         + (f" ({r.pruned} pruned)" if r.pruned else "")
+        + (f"; {r.videos} video(s) with {r.frames} new frames" if r.videos else "")
         + (f"; {r.subjects} subjects found" + (f" ({r.detected} indexed photos got theirs)" if r.detected else "")
            if r.subjects or r.detected else "")
         + f" in {r.seconds:.1f} s ({r.rate:.0f} img/s)",
@@ -352,6 +354,8 @@ def _hits_table(title: str, hits, show: list[str] | None = None) -> Table:
         elif hit.same_object:
             matched = f"SAME OBJECT ({hit.verdict.confidence:.0%} sure){at}"
         source = short_path(hit.sources[0]) if hit.sources else ""
+        if hit.video is not None and hit.t is not None:  # a video's frame: the video and the moment
+            source = f"{short_path(hit.video)} @ {clock(hit.t)}"
         shown = [plain(render(hit.fields[name])) if name in hit.fields else "" for name in show]
         table.add_row(str(rank), str(hit.id), f"{hit.similarity:.2f}", plain(hit.label or ""), plain(matched),
                       *shown, plain(source))  # fmt: skip

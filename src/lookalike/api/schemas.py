@@ -144,6 +144,12 @@ class HitOut(BaseModel):
         description="for a same-object match: where the object is in the query ('query') and in this photo "
         "('match'), x1, y1, x2, y2 in each photo's pixels"
     )
+    video: bool = Field(default=False, description="this hit is a frame of a video (the video's best frame)")
+    video_source: str | None = Field(default=None, description="the video the frame is from")
+    t: float | None = Field(default=None, description="the frame's second in its video")
+    frames: list[dict] = Field(
+        default_factory=list, description="the video's other frames the search found (id, t, similarity), best first"
+    )
 
     @classmethod
     def from_hit(cls, hit: Hit) -> Self:

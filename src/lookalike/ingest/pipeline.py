@@ -30,10 +30,11 @@ from lookalike.imaging import BadImage, Decoded, thumbnail_jpeg
 from lookalike.ingest.fetch import FetchError
 from lookalike.ingest.reading import Reader
 from lookalike.ingest.sources import SourceItem, SourceSet
-from lookalike.ingest.video import VideoError, VideoLimits, file_sha256, is_video, probe
+from lookalike.ingest.video import VideoError, VideoLimits, file_sha256, probe
 from lookalike.ingest.video import frames as video_frames
 from lookalike.models.detectors import Detection
 from lookalike.models.loaded import Models
+from lookalike.moments import frame_source, is_video, moment
 from lookalike.search.verification import CopyQuery
 from lookalike.store.catalog import Catalog, ImageRecord, NewImage, NewVideo
 from lookalike.store.errors import DependencyError, EngineError
@@ -128,16 +129,6 @@ class _Prepared:
     t: float = 0.0  # ... and its second
     finished: NewVideo | None = None  # not a photo: the video whose frames precede it in the results is complete
 
-
-def frame_source(video: str, t: float) -> str:
-    """A frame's source: its video's, with its second (``clip.mp4#t=83.400``)."""
-    return f"{video}#t={t:.3f}"
-
-
-def video_of(source: str) -> str | None:
-    """The video a frame's source names (None for any other source)."""
-    video, sep, _ = source.rpartition("#t=")
-    return video if sep and is_video(video) else None
 
 
 ProgressFn = Callable[[int, int, IndexReport], None]
@@ -519,7 +510,7 @@ class Pipeline:
             if s.root is None:
                 continue
             for src in self.parts.catalog.sources_under(s.root):
-                video = video_of(src)
+                video = (moment(src) or (None, 0.0))[0]
                 if video is None and src not in items:
                     report.vanished.append(src)
                 elif video is not None and video not in items and video not in videos:

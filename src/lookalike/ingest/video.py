@@ -27,8 +27,11 @@ import numpy as np
 from PIL import Image
 
 from lookalike.config import Settings
+from lookalike.moments import VIDEO_SUFFIXES, is_video
 
-VIDEO_SUFFIXES = frozenset([".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi"])
+__all__ = ["VIDEO_SUFFIXES", "Frame", "VideoError", "VideoInfo", "VideoLimits", "file_sha256", "frames", "is_video",
+           "probe"]  # fmt: skip
+
 GREY = (64, 36)  # the picture frames are compared as: cheap, and blind to compression noise
 CUT = 20.0  # mean absolute grey difference (0..255) between consecutive frames that is a scene change
 NEAR = 6.0  # a frame closer than this to the last frame kept adds nothing
@@ -39,11 +42,6 @@ IMAGE_FORMATS = ("_pipe", "image2")  # FFmpeg demuxers of single pictures: a pho
 
 class VideoError(ValueError):
     """The file is not a usable video; ``str(exc)`` says why in words."""
-
-
-def is_video(source: str) -> bool:
-    """Whether a source is indexed as a video (by its name: a video is read as a stream, never into memory)."""
-    return Path(source.split("?", 1)[0]).suffix.lower() in VIDEO_SUFFIXES
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from lookalike.moments import moment
 from lookalike.search.copies import Verdict
 
 Box = tuple[float, float, float, float]
@@ -29,6 +30,14 @@ class Hit:
     verdict: Verdict | None = None  # the copy check, when this hit was checked (the top candidates are)
     detected_score: float | None = None  # how sure the detector was of ``detected_label`` (a guess, not a label)
     fields: Mapping[str, Any] = field(default_factory=dict)  # the photo's record (lookalike.fields)
+    video: str | None = None  # a video's frame: the video (its source), at second ``t``
+    t: float | None = None
+    frames: tuple[Frame, ...] = ()  # the video's other frames among the results, in their order
+
+    @property
+    def moment(self) -> tuple[str, float] | None:
+        """(video, second) when this hit is a video's frame."""
+        return moment(self.sources[0]) if self.sources else None
 
     @property
     def copy(self) -> bool:
@@ -48,6 +57,10 @@ class Hit:
             "label": self.label,
             "fields": dict(self.fields),
             "sources": list(self.sources),
+            "video": self.video is not None,
+            "video_source": self.video,
+            "t": round(self.t, 3) if self.t is not None else None,
+            "frames": [{"id": f.id, "t": round(f.t, 3), "similarity": round(f.similarity, 6)} for f in self.frames],
             "width": self.width,
             "height": self.height,
             "box": [round(v, 1) for v in self.box] if self.box else None,
@@ -62,6 +75,35 @@ class Hit:
             "object_region": {"query": _box(v.query_box), "match": _box(v.match_box)}
             if v is not None and self.same_object else None,
         }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Frame:
+    """Another frame of a hit's video that the search found too (less well)."""
+
+    id: int
+    t: float
+    similarity: float
+
+
+def by_video(hits: list[Hit]) -> list[Hit]:
+    """One hit per video: its best frame, where that frame ranked, naming the video and the second, with the video's
+    other frames listed on it; photos are left as they are."""
+    out: list[Hit] = []
+    first: dict[str, int] = {}  # video -> position of its best frame in ``out``
+    for hit in hits:
+        found = hit.moment
+        if found is None:
+            out.append(hit)
+            continue
+        video, t = found
+        if video in first:
+            best = out[first[video]]
+            out[first[video]] = replace(best, frames=(*best.frames, Frame(hit.id, t, hit.similarity)))
+            continue
+        first[video] = len(out)
+        out.append(replace(hit, video=video, t=t))
+    return out
 
 
 def _box(box: Box | None) -> list[float] | None:

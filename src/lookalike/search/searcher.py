@@ -32,7 +32,7 @@ from lookalike.models.detectors import Detection
 from lookalike.models.embedder import TextEmbedder
 from lookalike.models.loaded import Models, crop_box
 from lookalike.search import copies, ranking, verification
-from lookalike.search.results import Box, Hit, SearchResult
+from lookalike.search.results import Box, Hit, SearchResult, by_video
 from lookalike.spaces import Spaces
 from lookalike.store.catalog import Catalog, ImageRecord
 from lookalike.store.catalog.cache import RecordCache
@@ -143,7 +143,7 @@ class Searcher:
             hits = [h for h in hits if h.copy]
         if r.hide_copies:
             hits = self._one_per_picture(hits)
-        return SearchResult(hits[: r.k], time.perf_counter() - started, info)
+        return SearchResult(by_video(hits)[: r.k], time.perf_counter() - started, info)
 
     def _embed_query(self, decoded: Decoded, box: Box | None, depth: int,
                      copy_queries: list[tuple[verification.CopyQuery, Box | None]]) -> np.ndarray:  # fmt: skip
@@ -362,7 +362,7 @@ class Searcher:
         except ValueError as exc:
             raise LibraryError(str(exc)) from None
         hits = self.search_vector(vec, k, min_score, label, plain=True, where=where)
-        return SearchResult(hits, time.perf_counter() - started, {"text": text})
+        return SearchResult(by_video(hits), time.perf_counter() - started, {"text": text})
 
     def search_vector(
         self,
