@@ -97,3 +97,22 @@ def test_bad_videos_are_reported_and_the_rest_indexed(lib: Library, folder: Path
     assert "LOOKALIKE_VIDEO_MAX_SECONDS" in reasons["long.mkv"] and "not a readable video" in reasons["empty.webm"]
     assert (report.videos, report.frames, len(report.added)) == (1, 3, 2)
     assert [t for t, _ in frame_rows(lib)] == [0.0, 4.0, 8.0]
+
+
+def test_frames_get_their_subjects_with_objects(lib: Library, folder: Path) -> None:
+    report = lib.index([str(folder)], objects=True)
+    assert report.frames == 3 and report.subjects > 0
+    with lib.catalog.db.read() as conn:
+        detected = conn.execute(sa.text("SELECT COUNT(*) FROM detections d JOIN frames f ON f.image_id = d.image_id"))
+        assert detected.scalar_one() == 3  # every frame was run through the detector, like every photo
+
+
+def test_another_sampling_interval_indexes_the_video_again(lib: Library, tmp_path: Path) -> None:
+    folder = tmp_path / "pan"
+    folder.mkdir()
+    make_video(folder / "pan.mp4", [Shot(photo("goldfish", 1), 9, pan=True)])
+    assert [t for t, _ in (lib.index([str(folder)]), frame_rows(lib))[1]] == [0.0]
+    lib.settings.video_interval = 4
+    again = lib.index([str(folder)])
+    assert (again.videos, again.frames, again.unchanged) == (1, 2, 0)
+    assert [t for t, _ in frame_rows(lib)] == [0.0, 4.0, 8.0]

@@ -36,7 +36,7 @@ def test_frames_and_their_video(catalog: Catalog) -> None:
     assert catalog.frame_times(ids) == {ids[0]: 0.0, ids[1]: 4.0, ids[2]: 8.0}
     assert catalog.video_states([CLIP]) == {}  # not recorded until its frames are all written
     assert catalog.finish_video(video(*frames)) == []
-    assert catalog.video_states([CLIP, "/media/clips/other.mp4"]) == {CLIP: VideoState(VIDEO_SHA, 10, 1, 3)}
+    assert catalog.video_states([CLIP, "/media/clips/other.mp4"]) == {CLIP: VideoState(VIDEO_SHA, 10, 1, 3, 10.0)}
     catalog.add_batch(frames)  # written again (a resumed run): nothing doubles
     assert catalog.count() == 3 and catalog.frame_times(ids) == {ids[0]: 0.0, ids[1]: 4.0, ids[2]: 8.0}
 

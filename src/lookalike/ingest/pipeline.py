@@ -273,13 +273,16 @@ class Pipeline:
                 key = hashlib.sha256(f"lookalike video frame {sha} {frame.t:.3f}".encode()).hexdigest()
                 p = _Prepared(replace(item, source=source), sha256=key, video=sha, t=frame.t)
                 self._known([(p, b"")])
+                decoded = Decoded(frame.image, info.width, info.height, "VIDEO")
                 if p.known_id is None:
-                    self._describe(p, Decoded(frame.image, info.width, info.height, "VIDEO"), None)
+                    self._describe(p, decoded, None)
                     if p.error is not None:
                         raise VideoError(f"frame at {frame.t:.1f} s: {p.error}")
+                elif self.objects and self.parts.catalog.detected_with(p.known_id) is None:
+                    self._detect(p, decoded)  # written by a run without --objects, or killed before its subjects
                 out.append(p)
             done = NewVideo(item.source, sha, item.size, item.mtime_ns, info.duration, info.width, info.height,
-                            tuple(p.item.source for p in out))  # fmt: skip
+                            tuple(p.item.source for p in out), limits.interval)  # fmt: skip
             return [*out, _Prepared(item, sha256=sha, finished=done)]
         return [head]
 
@@ -352,8 +355,9 @@ class Pipeline:
         refield: dict[str, Fields | None] = {}  # sources whose record (a CSV row, a manifest line) changed
         for it in items.values():
             video = videos.get(it.source)
-            if video is not None and not it.error and (video.size, video.mtime_ns) == (it.size, it.mtime_ns):
-                report.unchanged += 1  # a video whose frames were all written, its file unchanged
+            sampled = (it.size, it.mtime_ns, self.settings.video_interval)
+            if video is not None and not it.error and (video.size, video.mtime_ns, video.interval) == sampled:
+                report.unchanged += 1  # a video whose frames were all written, its file and the sampling unchanged
                 continue
             state = known.get(it.source)
             if state is not None and state.label != it.label and not it.error and not (it.is_url or it.is_upload):
@@ -474,9 +478,6 @@ class Pipeline:
         detected = {p.item.source: p for p in batch if p.detections is not None}
         prepared = {p.item.source: p for p in batch if p.near is not None}
         for row, image_id, is_new in written.rows:
-            if row.video is not None:
-                report.frames += is_new
-                continue  # counted with its video
             if row.source in detected:
                 p = detected.pop(row.source)
                 assert p.detections is not None and p.object_vectors is not None  # set together by _detect
@@ -486,6 +487,9 @@ class Pipeline:
                 if row.source in self._redetect:
                     report.detected += 1
                     continue  # not a duplicate of itself: the same photo, now with its subjects
+            if row.video is not None:
+                report.frames += is_new
+                continue  # counted with its video
             if row.source in changed_from:
                 report.updated += 1
             if is_new:

@@ -299,7 +299,8 @@ def _v8(conn: Connection, dialect: str) -> None:
 # Version 9: videos (lookalike.ingest.video). Each video file is one item, recorded once all its chosen frames are
 # written (so a killed run leaves no record and indexes it again, finding the frames it wrote already); each frame is
 # an image like a photo (its source the video's with ``#t=`` and its second), and ``frames`` says which video (by the
-# sha256 of the file) and which second it is.
+# sha256 of the file) and which second it is. ``sampling`` is the interval the frames were chosen with: another one
+# indexes the video again.
 V9 = """
 CREATE TABLE IF NOT EXISTS videos (
     dir_id {REF} NOT NULL REFERENCES dirs(id),
@@ -311,6 +312,7 @@ CREATE TABLE IF NOT EXISTS videos (
     width {INT} NOT NULL,
     height {INT} NOT NULL,
     frames {INT} NOT NULL,
+    sampling {REAL} NOT NULL,
     added_at {REAL} NOT NULL,
     PRIMARY KEY (dir_id, name)
 ) {NOROWID};

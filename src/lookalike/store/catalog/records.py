@@ -99,6 +99,7 @@ class VideoState(NamedTuple):
     size: int | None
     mtime_ns: int | None
     frames: int
+    interval: float  # LOOKALIKE_VIDEO_INTERVAL its frames were chosen with
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,7 @@ class NewVideo:
     width: int
     height: int
     frames: tuple[str, ...]  # the sources of its frames (video#t=second)
+    interval: float = 10.0  # LOOKALIKE_VIDEO_INTERVAL they were chosen with
 
 
 @dataclass

@@ -402,10 +402,10 @@ class Catalog:
                 dir_id = self._dir_id(conn, folder)
                 if dir_id is None:
                     continue
-                q = sa.text("SELECT name, sha256, size, mtime_ns, frames FROM videos WHERE dir_id = :d")
-                for name, sha, size, mtime_ns, count in conn.execute(q, {"d": dir_id}):
+                q = sa.text("SELECT name, sha256, size, mtime_ns, frames, sampling FROM videos WHERE dir_id = :d")
+                for name, sha, size, mtime_ns, count, interval in conn.execute(q, {"d": dir_id}):
                     if name in names:
-                        out[folder + name] = VideoState(bytes(sha).hex(), size, mtime_ns, int(count))
+                        out[folder + name] = VideoState(bytes(sha).hex(), size, mtime_ns, int(count), float(interval))
         return out
 
     def finish_video(self, video: NewVideo, guard: Callable[[Connection], None] | None = None) -> list[int]:
@@ -421,14 +421,15 @@ class Catalog:
                 guard(conn)
             dir_id = self._ensure_dir(conn, folder, learned)
             conn.execute(sa.text(
-                "INSERT INTO videos(dir_id, name, sha256, size, mtime_ns, duration, width, height, frames, added_at) "
-                "VALUES (:d, :n, :sha, :s, :m, :dur, :w, :h, :f, :at) ON CONFLICT(dir_id, name) DO UPDATE SET "
+                "INSERT INTO videos(dir_id, name, sha256, size, mtime_ns, duration, width, height, frames, sampling, "
+                "added_at) VALUES (:d, :n, :sha, :s, :m, :dur, :w, :h, :f, :i, :at) "
+                "ON CONFLICT(dir_id, name) DO UPDATE SET "
                 "sha256 = excluded.sha256, size = excluded.size, mtime_ns = excluded.mtime_ns, "
                 "duration = excluded.duration, width = excluded.width, height = excluded.height, "
-                "frames = excluded.frames, added_at = excluded.added_at"),
+                "frames = excluded.frames, sampling = excluded.sampling, added_at = excluded.added_at"),
                 {"d": dir_id, "n": name, "sha": bytes.fromhex(video.sha256), "s": video.size, "m": video.mtime_ns,
                  "dur": video.duration, "w": video.width, "h": video.height, "f": len(video.frames),
-                 "at": time.time()})  # fmt: skip
+                 "i": video.interval, "at": time.time()})  # fmt: skip
             return self._drop_frames(conn, dir_id, name, keep)
 
         touched = self.db.retrying(write)
