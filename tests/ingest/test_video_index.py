@@ -116,3 +116,11 @@ def test_another_sampling_interval_indexes_the_video_again(lib: Library, tmp_pat
     again = lib.index([str(folder)])
     assert (again.videos, again.frames, again.unchanged) == (1, 2, 0)
     assert [t for t, _ in frame_rows(lib)] == [0.0, 4.0, 8.0]
+
+
+def test_a_video_url_is_rejected_with_the_reason(lib: Library, http_root: Path, http_server: str) -> None:
+    make_video(http_root / "clip.mp4", [Shot(photo("goldfish", 1), 2)])
+    report = lib.index([f"{http_server}/clip.mp4"])
+    assert [r.reason for r in report.rejected] == [
+        "videos are indexed from files for now (not URLs, uploads or buckets)"
+    ]
