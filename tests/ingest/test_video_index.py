@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from lookalike.config import Settings
+from lookalike.ingest.video import VideoLimits, frames
 from lookalike.library import Library
-from tests.conftest import photo
+from tests.conftest import MODELS, photo
 from tests.videos import Shot, make_video
 
 SHOTS = ("goldfish", "tiger_cat", "bullet_train")  # on screen 0-4 s, 4-8 s, 8-12 s
@@ -124,3 +132,41 @@ def test_a_video_url_is_rejected_with_the_reason(lib: Library, http_root: Path, 
     assert [r.reason for r in report.rejected] == [
         "videos are indexed from files for now (not URLs, uploads or buckets)"
     ]
+
+
+def test_kill_9_while_indexing_videos_then_rerun_doubles_nothing(tmp_path: Path) -> None:
+    """A real `lookalike index` killed once some videos are recorded: the re-run indexes the rest, and every video
+    ends with exactly the frames a clean run chooses (nothing doubled, nothing lost)."""
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    labels = ("goldfish", "tiger_cat", "bullet_train", "Afghan_hound", "African_crocodile", "Airedale")
+    for n in range(12):
+        shots = [Shot(photo(labels[(n + i) % len(labels)], n % 5), 10, pan=True) for i in range(3)]
+        make_video(folder / f"v{n:02d}.mp4", shots)
+    want = {str(v): len(list(frames(v, VideoLimits(interval=1)))) for v in sorted(folder.iterdir())}
+    home = tmp_path / "home"
+    env = {**os.environ, "LOOKALIKE_HOME": str(home), "LOOKALIKE_MODELS_DIR": str(MODELS),
+           "LOOKALIKE_BATCH_SIZE": "4", "LOOKALIKE_VIDEO_INTERVAL": "1"}  # fmt: skip
+    cmd = [sys.executable, "-m", "lookalike", "index", str(folder), "--json"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    recorded, deadline = 0, time.time() + 120
+    while time.time() < deadline and proc.poll() is None and recorded < 2:
+        time.sleep(0.05)
+        if not (home / "catalog.sqlite").exists():
+            continue
+        with contextlib.suppress(sqlite3.OperationalError), sqlite3.connect(home / "catalog.sqlite", timeout=5) as c:
+            recorded = c.execute("SELECT COUNT(*) FROM videos").fetchone()[0]
+    assert proc.poll() is None, "indexing finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    rerun = subprocess.run(cmd, env=env, capture_output=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr.decode()
+    report = json.loads(rerun.stdout)
+    assert report["unchanged"] >= 2 and report["unchanged"] + report["videos"] == 12 and not report["rejected"]
+    with Library(Settings(home=home, models_dir=MODELS)) as lib:
+        got: dict[str, int] = {}
+        for _, source in frame_rows(lib):
+            video = source.rpartition("#t=")[0]
+            got[video] = got.get(video, 0) + 1
+        assert got == want
+        assert lib.catalog.count() == sum(want.values()) == len(lib.vectors.ids())
