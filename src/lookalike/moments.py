@@ -3,6 +3,7 @@ clock (``01:23.4``). Indexing writes these names, search reads them back; nothin
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 VIDEO_SUFFIXES = frozenset([".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi"])
@@ -17,6 +18,12 @@ def is_video(source: str) -> bool:
 def frame_source(video: str, t: float) -> str:
     """A frame's source: its video's, with its second to the millisecond."""
     return f"{video}{MARK}{t:.3f}"
+
+
+def frame_key(video_sha256: str, t: float) -> str:
+    """The sha256 a video's frame is stored under: of its video's bytes and its second (so the same video at two paths
+    shares its frames, and a re-run finds the frames it wrote before)."""
+    return hashlib.sha256(f"lookalike video frame {video_sha256} {t:.3f}".encode()).hexdigest()
 
 
 def moment(source: str) -> tuple[str, float] | None:

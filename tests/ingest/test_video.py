@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lookalike.config import Settings
-from lookalike.ingest.video import VideoError, VideoLimits, frames, is_video, probe
+from lookalike.ingest.video import VideoError, VideoLimits, frame_at, frames, is_video, probe
 from tests.conftest import photo
 from tests.videos import Shot, make_video
 
@@ -136,3 +136,14 @@ def test_a_video_without_timestamps_is_timed_and_stopped_by_its_frames(tmp_path:
     assert probe(renamed).duration == 0
     assert near(kept(renamed), [0, 4], slack=0.15)
     assert "LOOKALIKE_VIDEO_MAX_SECONDS" in error(renamed, max_seconds=6)
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv", ".webm"])
+def test_the_frame_at_a_second_is_the_frame_kept_there(tmp_path: Path, suffix: str) -> None:
+    path = tmp_path / f"clip{suffix}"
+    make_video(path, slideshow(), codec="libvpx" if suffix == ".webm" else "libx264")
+    for kept_frame in frames(path, VideoLimits(interval=4)):
+        again = np.asarray(frame_at(path, kept_frame.t), np.float32)
+        assert np.abs(again - np.asarray(kept_frame.image, np.float32)).mean() < 1.0, kept_frame.t
+    with pytest.raises(VideoError, match="no frame at"):
+        frame_at(path, 60.0)

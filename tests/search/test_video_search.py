@@ -10,10 +10,12 @@ from pathlib import Path
 
 import av
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from lookalike.cli import app
 from lookalike.config import Settings
+from lookalike.errors import NotFoundError
 from lookalike.library import Library
 from lookalike.moments import clock
 from tests.conftest import photo
@@ -90,3 +92,18 @@ def test_the_cli_prints_the_video_and_the_moment(indexed: tuple[Library, Path], 
 
 def test_clock() -> None:
     assert (clock(83.4), clock(0), clock(59.96), clock(3725.25)) == ("01:23.4", "00:00.0", "01:00.0", "1:02:05.2")
+
+
+def test_a_frames_original_is_decoded_again_from_its_video(indexed: tuple[Library, Path]) -> None:
+    """The page opens a hit large, and a region of it can be searched, from its original: a frame's is decoded again
+    from its video, as long as the file is the one indexed."""
+    lib, clip = indexed
+    with lib:
+        hit = lib.search(screenshot(clip, 12.4), k=1).hits[0]
+        original = Image.open(io.BytesIO(lib.original_bytes(hit.id)))
+        assert original.size == (480, 270) and original.format == "JPEG"
+        region = lib.search(hit.id, k=3, box=(0, 0, 240, 270)).hits  # the left half of the frame
+        assert region[0].video == str(clip)
+        make_video(clip, SHOTS[:2], size=(480, 270))  # the file changed: its frames are no longer in it
+        with pytest.raises(NotFoundError, match="no longer available"):
+            lib.original_bytes(hit.id)

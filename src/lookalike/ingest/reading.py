@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,8 @@ from lookalike.config import Settings
 from lookalike.errors import BusyError, NotFoundError
 from lookalike.ingest.fetch import FetchError, UrlFetcher, read_file
 from lookalike.ingest.sources import is_url
+from lookalike.ingest.video import VideoError, VideoLimits, file_sha256, frame_at
+from lookalike.moments import frame_key, moment
 from lookalike.store.catalog import ImageRecord
 from lookalike.store.images import ImageStore
 from lookalike.store.s3 import is_s3, s3_client
@@ -80,6 +83,8 @@ class Reader:
         data = self.images.get("original", rec.sha256) if rec.has_original else None
         if data is not None:
             return data
+        if any(moment(src) for src in rec.sources):
+            return self._frame_bytes(rec)
         for src in rec.sources:
             if is_url(src) or src.startswith("upload:"):
                 continue
@@ -90,6 +95,25 @@ class Reader:
             if hashlib.sha256(data).hexdigest() == rec.sha256:
                 return data
         raise NotFoundError(f"the original of image {rec.id} is no longer available (its files moved or changed)")
+
+    def _frame_bytes(self, rec: ImageRecord) -> bytes:
+        """A video frame's original: decoded again from the first of its videos that still holds the same file (its
+        sha256 names the frame's), as a JPEG."""
+        for src in rec.sources:
+            found = moment(src)
+            if found is None:
+                continue
+            video, t = found
+            try:
+                if frame_key(file_sha256(video), t) != rec.sha256:
+                    continue
+                image = frame_at(video, t, VideoLimits.from_settings(self.settings))
+            except VideoError:
+                continue
+            buf = io.BytesIO()
+            image.save(buf, "JPEG", quality=92)
+            return buf.getvalue()
+        raise NotFoundError(f"the video of frame {rec.id} is no longer available (it moved or changed)")
 
     def close(self) -> None:
         if self._fetcher is not None:

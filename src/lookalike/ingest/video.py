@@ -198,6 +198,32 @@ def frames(path: str | Path, limits: VideoLimits | None = None) -> Iterator[Fram
             raise VideoError(f"truncated: its frames end at {t:.1f} s of the {info.duration:.1f} s it declares")
 
 
+def frame_at(path: str | Path, t: float, limits: VideoLimits | None = None) -> Image.Image:
+    """The frame shown at second ``t`` (the first one at or after it), as ``frames`` reduces a kept one: a frame hit's
+    original. Seeks to the key frame before ``t`` and decodes from there, under the same limits."""
+    limits = limits or VideoLimits()
+    deadline = time.monotonic() + limits.timeout
+    with _open(path) as container:
+        _info(container, limits)
+        stream = container.streams.video[0]
+        base = stream.time_base
+        start = float(stream.start_time * base) if stream.start_time is not None and base is not None else 0.0
+        try:
+            if base is not None and stream.start_time is not None:
+                container.seek(int((t + start) / base), stream=stream, backward=True)
+            rate = float(stream.guessed_rate or stream.average_rate or 25)
+            step, last = 1.0 / rate, -math.inf
+            for decoded, frame in enumerate(container.decode(stream), 1):
+                if decoded > limits.max_decoded or time.monotonic() > deadline:
+                    raise VideoError("the frame is too far into the video to decode within the limits")
+                last = _time(frame, start, last, step)
+                if last >= t - step / 2:
+                    return _rgb(frame)
+        except av.error.FFmpegError as exc:
+            raise VideoError(f"undecodable near {t:.1f} s: {_reason(exc)}") from None
+    raise VideoError(f"no frame at {t:.1f} s")
+
+
 def _time(frame: av.VideoFrame, start: float | None, last: float, step: float) -> float:
     """Seconds from the stream's start; frames without a timestamp, or going back in time (a broken variable frame
     rate), are put one frame after the last."""
