@@ -17,6 +17,8 @@ catalog only: keeps no index of its own, so it never checks new photos against o
 
 from __future__ import annotations
 
+import os
+import stat
 import threading
 import time
 import uuid
@@ -42,6 +44,7 @@ from lookalike.models.detectors import Detection, Detector
 from lookalike.models.embedder import Embedder
 from lookalike.models.loaded import Models, crop_box
 from lookalike.models.registry import get_spec
+from lookalike.moments import moment
 from lookalike.search import duplicates, verification
 from lookalike.search.results import Box, Hit, SearchResult
 from lookalike.search.searcher import Searcher, SearchRequest
@@ -354,6 +357,23 @@ class Library:
 
     def original_bytes(self, image_id: int) -> bytes:
         return self.searcher.original_bytes(image_id)
+
+    def video_file(self, image_id: int) -> tuple[str, float]:
+        """(the video file a frame is from, the frame's second), for playing it from that second: the first of its
+        videos whose file is still the one indexed (its size and modification time as recorded)."""
+        rec = self.get(image_id)
+        for source in rec.sources:
+            found = moment(source)
+            state = self.catalog.video_states([found[0]]).get(found[0]) if found else None
+            if found is None or state is None:
+                continue
+            try:
+                st = os.stat(found[0])
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode) and (st.st_size, st.st_mtime_ns) == (state.size, state.mtime_ns):
+                return found
+        raise NotFoundError(f"image {image_id} is not a frame of a video still in its place")
 
     # --- information and maintenance -------------------------------------------------
     def get(self, image_id: int) -> ImageRecord:

@@ -34,6 +34,10 @@ def thumbnail_url(image_id: int) -> str:
     return f"{API}/images/{image_id}/thumbnail"
 
 
+def video_url(image_id: int) -> str:
+    return f"{API}/images/{image_id}/video"
+
+
 # --- search ---------------------------------------------------------------------------------------------
 class SearchParams(BaseModel):
     k: int = Field(default=10, ge=1, le=1000)
@@ -150,6 +154,9 @@ class HitOut(BaseModel):
     frames: list[dict] = Field(
         default_factory=list, description="the video's other frames the search found (id, t, similarity), best first"
     )
+    video_url: str | None = Field(
+        default=None, description="the video itself (Range requests), to play from ``t``: append #t=SECONDS"
+    )
 
     @classmethod
     def from_hit(cls, hit: Hit) -> Self:
@@ -158,7 +165,8 @@ class HitOut(BaseModel):
         source = hit.sources[0] if hit.sources else None
         if source and source.startswith("upload:"):
             source = "upload: " + source.split("/", 1)[-1]
-        urls = {"original_url": original_url(hit.id), "thumbnail_url": thumbnail_url(hit.id)}
+        urls = {"original_url": original_url(hit.id), "thumbnail_url": thumbnail_url(hit.id),
+                "video_url": video_url(hit.id) if hit.video is not None else None}  # fmt: skip
         return cls.model_validate(hit.as_dict() | {"source": source} | urls)
 
 

@@ -4,11 +4,12 @@ Thumbnails and originals never change under their ETag (the photo's sha256), so 
 year and ask again with If-None-Match; with S3 presigning on, they are fetched from the bucket instead.
 """
 
+import os
 from collections.abc import Callable
 from typing import Literal
 
 from fastapi import APIRouter, Query, Request, Response
-from fastapi.responses import RedirectResponse, StreamingResponse
+from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 
 from lookalike.api import API
 from lookalike.api.deps import READ, WRITE, Lib, Service
@@ -24,6 +25,7 @@ router = APIRouter(prefix=API)
 MIME = {
     "JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp", "BMP": "image/bmp",
     "TIFF": "image/tiff", "MPO": "image/jpeg", "ICO": "image/x-icon", "HEIF": "image/heic",
+    "VIDEO": "image/jpeg",  # a video's frame: decoded again from the video (Library.original_bytes)
 }  # fmt: skip (a camera RAW original is sent as application/octet-stream: browsers do not show them)
 CHUNK = 2**20  # photos larger than this are sent in pieces of this size (the event loop serves others between)
 
@@ -79,6 +81,21 @@ def original(image_id: ImageId, request: Request, lib: Lib, state: Service) -> R
         return redirect
     return cached(request, state.settings, rec.sha256, lambda: lib.original_bytes(image_id),
                   MIME.get(rec.format, "application/octet-stream"))  # fmt: skip
+
+
+VIDEO_MIME = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quicktime", ".mkv": "video/x-matroska",
+              ".webm": "video/webm", ".avi": "video/x-msvideo"}  # fmt: skip
+
+
+@router.get("/images/{image_id}/video", dependencies=READ, summary="The video a frame is from, for playing it",
+            response_class=FileResponse, responses={200: {"content": {"video/*": {}}}, 206: {}})  # fmt: skip
+def video(image_id: ImageId, lib: Lib, state: Service) -> Response:
+    """The whole video file, with Range requests (a player seeks to the frame's second: ``#t=`` in the page); only
+    while the file is the one indexed."""
+    path, _ = lib.video_file(image_id)
+    visibility = "private" if state.settings.api_key is not None and state.settings.api_key_for_reads else "public"
+    media = VIDEO_MIME.get(os.path.splitext(path)[1].lower(), "application/octet-stream")
+    return FileResponse(path, media_type=media, headers={"Cache-Control": f"{visibility}, no-cache"})
 
 
 @router.delete("/images/{image_id}", dependencies=WRITE, status_code=204, summary="Remove a photo")

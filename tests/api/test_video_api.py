@@ -1,0 +1,68 @@
+"""Videos over HTTP: a screenshot's hit names the video and the second, the frame's original is a JPEG, and the
+video itself is served with Range requests so the page's player can start at that second."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from lookalike.api.app import create_app
+from lookalike.config import Settings
+from lookalike.library import Library
+from tests.conftest import photo
+from tests.search.test_video_search import SHOTS, screenshot
+from tests.videos import make_video
+
+API = "/api/v1"
+
+
+@pytest.fixture
+def served(tmp_path: Path, settings: Settings, embedder):
+    folder = tmp_path / "media"
+    folder.mkdir()
+    clip = folder / "clip.webm"
+    make_video(clip, SHOTS, size=(480, 270), codec="libvpx")
+    shutil.copy(photo("goldfish", 5), folder / "goldfish.jpg")
+    lib = Library(settings, embedder=embedder)
+    assert lib.index([str(folder)]).videos == 1
+    with TestClient(create_app(settings, library=lib)) as client:
+        yield client, clip
+    lib.close()
+
+
+def test_a_hit_plays_its_video_from_the_second(served: tuple[TestClient, Path]) -> None:
+    client, clip = served
+    shot = screenshot(clip, 6.8)
+    r = client.post(f"{API}/search", files={"image": ("shot.jpg", shot, "image/jpeg")}, data={"k": "3"})
+    assert r.status_code == 200, r.text
+    hit = r.json()["hits"][0]
+    assert hit["video"] is True and hit["video_source"] == str(clip) and abs(hit["t"] - 6.8) <= 1.0
+    assert hit["video_url"] == f"{API}/images/{hit['id']}/video"
+    original = client.get(hit["original_url"])
+    assert original.headers["content-type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(original.content)).size == (480, 270)
+    data = clip.read_bytes()
+    part = client.get(hit["video_url"], headers={"Range": "bytes=100-1099"})
+    assert part.status_code == 206 and part.content == data[100:1100]
+    assert part.headers["content-range"] == f"bytes 100-1099/{len(data)}"
+    assert part.headers["content-type"] == "video/webm" and part.headers["accept-ranges"] == "bytes"
+    whole = client.get(hit["video_url"])
+    assert whole.status_code == 200 and whole.content == data
+
+
+def test_a_photo_or_a_changed_video_has_no_video(served: tuple[TestClient, Path]) -> None:
+    client, clip = served
+    photo_hit = client.post(f"{API}/search", files={"image": ("q.jpg", photo("goldfish", 5).read_bytes(),
+                                                              "image/jpeg")}).json()["hits"][0]  # fmt: skip
+    assert photo_hit["video"] is False and photo_hit["video_url"] is None
+    assert client.get(f"{API}/images/{photo_hit['id']}/video").status_code == 404
+    frame = client.post(f"{API}/search", files={"image": ("s.jpg", screenshot(clip, 1.0), "image/jpeg")})
+    frame_id = frame.json()["hits"][0]["id"]
+    os.utime(clip, ns=(0, 0))  # the file is not the one indexed any more
+    assert client.get(f"{API}/images/{frame_id}/video").status_code == 404
