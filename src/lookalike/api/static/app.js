@@ -18,6 +18,20 @@ function fileName(source) {
   return parts[parts.length - 1] || source;
 }
 
+// a second of a video as the CLI prints it (lookalike.moments.clock): 83.4 -> "01:23.4"
+function clock(t) {
+  const tenths = Math.round(t * 10);
+  const hours = Math.floor(tenths / 36000), minutes = Math.floor((tenths % 36000) / 600);
+  const seconds = ((tenths % 600) / 10).toFixed(1).padStart(4, "0");
+  const text = `${String(minutes).padStart(2, "0")}:${seconds}`;
+  return hours ? `${hours}:${text}` : text;
+}
+
+// what a hit is called: a video's frame by its video and the moment, a photo by its file name
+function hitName(hit) {
+  return hit.video ? `${fileName(hit.video_source)} @ ${clock(hit.t)}` : fileName(hit.source);
+}
+
 function apiKeyHeaders() {
   const key = localStorage.getItem("lookalike-api-key") || "";
   return key ? { "X-API-Key": key } : {};
@@ -531,8 +545,8 @@ function hitCard(hit) {
   label.textContent = hit.label || "";
   const source = document.createElement("span");
   source.className = "source";
-  source.textContent = fileName(hit.source); // the file name always shows; the whole path on hover
-  source.title = hit.source || "";
+  source.textContent = hitName(hit); // the file name always shows; the whole path on hover
+  source.title = hit.video ? `${hit.video_source} at ${clock(hit.t)}` : hit.source || "";
   cap.append(score, label);
   if (hit.fields && Object.keys(hit.fields).length) cap.append(recordLine(hit.fields, "record"));
   const verdict = verdictText(hit);
@@ -578,6 +592,7 @@ function openViewer(hit) {
   state.viewing = hit;
   state.opener = document.activeElement;  // focus goes back there when the viewer closes
   $("viewer-img").src = hit.original_url;
+  showVideo(hit);
   $("viewer-open").href = hit.original_url;
   $("viewer-download").href = hit.original_url;
   $("viewer-download").download = fileName(hit.source) || `photo-${hit.id}`;
@@ -589,6 +604,21 @@ function openViewer(hit) {
   showRecord(hit.fields || {});
   $("viewer").showModal();
   if (!hit.fields) loadRecord(hit.id);  // a duplicates pair or an older answer: ask for it
+}
+
+// a video's frame: its video plays from that second (a media fragment; the server answers the player's Range requests)
+function showVideo(hit) {
+  const video = $("viewer-video");
+  const playable = Boolean(hit.video && hit.video_url);
+  video.hidden = !playable;
+  $("viewer-img").hidden = playable;
+  if (!playable) {
+    video.removeAttribute("src");
+    video.load();
+    return;
+  }
+  video.poster = hit.original_url;
+  video.src = `${hit.video_url}#t=${hit.t}`;
 }
 
 function showRecord(fields) {
@@ -953,6 +983,7 @@ function setup() {
   $("match").addEventListener("change", search);
   $("clear-box").addEventListener("click", () => { state.box = null; $("clear-box").hidden = true; drawBox(); search(); });
   $("viewer").addEventListener("close", () => {
+    $("viewer-video").pause();
     if (state.opener && state.opener.isConnected) state.opener.focus();
     state.opener = null;
   });
