@@ -122,3 +122,24 @@ def test_a_chunk_failing_for_good_fails_its_job_with_the_photos_owed_and_a_rerun
     job = q.get(rerun)
     assert job.state == "done" and job.owed == 0 and job.added == 5 and job.unchanged == 7
     assert lib.catalog.count() == 12
+
+
+def test_a_job_indexes_a_video_and_a_prune_job_removes_it_with_its_frames(lib: Library, tmp_path: Path) -> None:
+    from tests.videos import Shot, make_video
+
+    folder = tmp_path / "media"
+    folder.mkdir()
+    make_video(folder / "clip.mp4", [Shot(photo(label, 1), 3) for label in ("goldfish", "tiger_cat")])
+    shutil.copy(photo("bullet_train", 0), folder / "train.jpg")
+    job_id = lib.jobs.submit("index", {"paths": [str(folder)], "prune": True})
+    run_all(lib)
+    assert lib.jobs.get(job_id).state == "done" and lib.catalog.count() == 3  # two frames and the photo
+    again = lib.jobs.submit("index", {"paths": [str(folder)], "prune": True})
+    run_all(lib)
+    job = lib.jobs.get(again)
+    assert job.state == "done" and job.unchanged == 2 and lib.catalog.count() == 3  # the video's frames not vanished
+    (folder / "clip.mp4").unlink()
+    gone = lib.jobs.submit("index", {"paths": [str(folder)], "prune": True})
+    run_all(lib)
+    assert lib.jobs.vanished(gone) == [str(folder / "clip.mp4")] and lib.catalog.count() == 1
+    assert lib.catalog.video_states([str(folder / "clip.mp4")]) == {}

@@ -16,7 +16,7 @@ import contextlib
 import hashlib
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -168,6 +168,26 @@ def rejected_alone(out: _Prepared) -> Iterator[None]:
         raise
     except Exception as exc:  # a bug or an exotic reader or decoder failure must not end the batch
         out.error = f"unexpected error: {type(exc).__name__}: {exc}"
+
+
+def vanished_under(catalog: Catalog, root: str, present: Container[str]) -> list[str]:
+    """Sources recorded below a folder that are not ``present`` any more; a video's frames count as their video,
+    named once."""
+    out: list[str] = []
+    videos: set[str] = set()
+    for src in catalog.sources_under(root):
+        found = moment(src)
+        if found is None and src not in present:
+            out.append(src)
+        elif found is not None and found[0] not in present and found[0] not in videos:
+            videos.add(found[0])
+            out.append(found[0])
+    return out
+
+
+def forget_sources(catalog: Catalog, sources: list[str]) -> list[int]:
+    """Forget vanished sources (``vanished_under``), a video with its frames; returns the images they pointed at."""
+    return catalog.remove_sources(sources) + catalog.forget_videos([s for s in sources if is_video(s)])
 
 
 @dataclass(frozen=True)
@@ -508,19 +528,11 @@ class Pipeline:
             self.parts.delete_images(orphans)
 
     def _vanished(self, sets: list[SourceSet], items: dict[str, SourceItem], report: IndexReport, prune: bool) -> None:
-        videos: list[str] = []
         for s in sets:
-            if s.root is None:
-                continue
-            for src in self.parts.catalog.sources_under(s.root):
-                video = (moment(src) or (None, 0.0))[0]
-                if video is None and src not in items:
-                    report.vanished.append(src)
-                elif video is not None and video not in items and video not in videos:
-                    videos.append(video)  # a video's frames: the video is reported once
-        report.vanished += videos
+            if s.root is not None:
+                report.vanished += vanished_under(self.parts.catalog, s.root, items)
         if prune and report.vanished:
-            touched = self.parts.catalog.remove_sources(report.vanished) + self.parts.catalog.forget_videos(videos)
+            touched = forget_sources(self.parts.catalog, report.vanished)
             orphans = self.parts.catalog.orphans(touched)
             report.pruned = len(self.parts.delete_images(orphans))
 

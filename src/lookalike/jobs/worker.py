@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from lookalike.ingest.pipeline import IndexingParts, IndexReport, Pipeline
+from lookalike.ingest.pipeline import IndexingParts, IndexReport, Pipeline, forget_sources, vanished_under
 from lookalike.ingest.sources import SourceItem, SourceSet, iter_expand
 from lookalike.jobs.queue import JobQueue, Task, TaskLost
 from lookalike.store import retry
@@ -249,7 +249,7 @@ class Worker:
                     self.queue.add_chunks(task.job_id, seq, chunks)
                     seq, chunks = seq + len(chunks), []
             if seen is not None and root:
-                vanished += [s for s in self.parts.catalog.sources_under(root) if s not in seen]
+                vanished += vanished_under(self.parts.catalog, root, seen)
         if chunk:
             chunks.append(chunk)
         self.queue.add_chunks(task.job_id, seq, chunks)
@@ -295,6 +295,6 @@ class Worker:
         if task.params.get("prune"):
             vanished = self.queue.vanished(task.job_id)
             if vanished:
-                touched = self.parts.catalog.remove_sources(vanished)
+                touched = forget_sources(self.parts.catalog, vanished)
                 self.parts.delete_images(self.parts.catalog.orphans(touched))
         self.queue.close(task)
