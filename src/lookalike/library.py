@@ -390,6 +390,8 @@ class Library:
             "labels": len(self.catalog.labels()),
             "objects": counts["objects"],
             "photos_with_objects": counts["photos_with_objects"],
+            "videos": counts["videos"],  # each one item; its chosen frames are among the images
+            "video_frames": counts["frames"],
             "model": self.model_name,
             "text_search": self.spec.text,
             "dim": self.spec.dim,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 VIDEO_SUFFIXES = frozenset([".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi"])
 MARK = "#t="
+FRAME_FORMAT = "VIDEO"  # the catalog's format of an image that is a video's frame
 
 
 def is_video(source: str) -> bool:

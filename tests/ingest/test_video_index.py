@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from PIL import Image
 
 from lookalike.config import Settings
 from lookalike.ingest.video import VideoLimits, frames
@@ -59,6 +60,8 @@ def test_a_video_is_one_item_and_its_frames_are_searchable_images(lib: Library, 
     hit = lib.search(str(photo("tiger_cat", 1)), k=3).hits[0]  # the photo on screen from 4 to 8 s
     assert hit.sources == (f"{clip}#t=4.000",) and lib.catalog.frame_times([hit.id]) == {hit.id: 4.0}
     assert lib.images.exists("thumbnail", hit.sha256)
+    stats = lib.stats()
+    assert (stats["images"], stats["videos"], stats["video_frames"]) == (5, 1, 3)
 
 
 def test_an_unchanged_video_is_skipped_and_a_changed_one_replaced(lib: Library, folder: Path) -> None:
@@ -170,3 +173,21 @@ def test_kill_9_while_indexing_videos_then_rerun_doubles_nothing(tmp_path: Path)
             got[video] = got.get(video, 0) + 1
         assert got == want
         assert lib.catalog.count() == sum(want.values()) == len(lib.vectors.ids())
+
+
+def test_frames_of_one_video_are_not_duplicates_of_each_other(lib: Library, tmp_path: Path) -> None:
+    """Frames a second apart in a slow pan are nearly the same picture, and a re-encoded video's frames copies of the
+    first one's, but they are moments of videos, not copies to remove: `lookalike duplicates` leaves frames out (and
+    still finds a photo's copy)."""
+    folder = tmp_path / "pan"
+    folder.mkdir()
+    pan = [Shot(photo("goldfish", 1), 6, pan=True)]
+    make_video(folder / "pan.mp4", pan)
+    make_video(folder / "reencoded.mkv", pan, bitrate=150_000)  # the same video encoded again: its frames are copies
+    lib.settings.video_interval = 1
+    assert lib.index([str(folder)]).videos == 2
+    shutil.copy(photo("tiger_cat", 1), folder / "cat.jpg")
+    Image.open(photo("tiger_cat", 1)).resize((200, 150)).save(folder / "cat-small.jpg", quality=70)
+    assert len(lib.index([str(folder)]).added) == 2
+    groups = lib.duplicates()["groups"]
+    assert [[Path(p["source"]).name for p in g["photos"]] for g in groups] == [["cat.jpg", "cat-small.jpg"]]

@@ -331,6 +331,8 @@ class StatsOut(BaseModel):
     labels: int
     objects: int
     photos_with_objects: int
+    videos: int = Field(default=0, description="videos indexed, each one item")
+    video_frames: int = Field(default=0, description="their chosen frames, counted among the images")
     model: str
     text_search: bool = Field(description="the model embeds text too: searches may give 'text'")
     dim: int

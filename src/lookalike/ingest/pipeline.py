@@ -34,7 +34,7 @@ from lookalike.ingest.video import VideoError, VideoLimits, file_sha256, probe
 from lookalike.ingest.video import frames as video_frames
 from lookalike.models.detectors import Detection
 from lookalike.models.loaded import Models
-from lookalike.moments import frame_key, frame_source, is_video, moment
+from lookalike.moments import FRAME_FORMAT, frame_key, frame_source, is_video, moment
 from lookalike.search.verification import CopyQuery
 from lookalike.store.catalog import Catalog, ImageRecord, NewImage, NewVideo
 from lookalike.store.errors import DependencyError, EngineError
@@ -292,7 +292,7 @@ class Pipeline:
                 source = frame_source(item.source, frame.t)
                 p = _Prepared(replace(item, source=source), sha256=frame_key(sha, frame.t), video=sha, t=frame.t)
                 self._known([(p, b"")])
-                decoded = Decoded(frame.image, info.width, info.height, "VIDEO")
+                decoded = Decoded(frame.image, info.width, info.height, FRAME_FORMAT)
                 if p.known_id is None:
                     self._describe(p, decoded, None)
                     if p.error is not None:

@@ -5,7 +5,9 @@ Each photo's nearest neighbours in the copy collection (the vector engine's inde
 as a search judges its candidates (lookalike.search.verification: the descriptor where it is sure, geometry on
 the thumbnails in between); photos joined by a "copy" verdict form a group (union-find). Cost: one search of the
 copy collection per photo, so a report grows with the library like the index does, never quadratically
-(bench/RESULTS.md, "Copies"). Photos without a copy descriptor (`lookalike copies` fills them in) are skipped.
+(bench/RESULTS.md, "Copies"). Photos without a copy descriptor (`lookalike copies` fills them in) are skipped, and so
+are videos' frames: frames a second apart in a pan are nearly the same picture, but they are moments of a video, not
+copies to remove.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from lookalike.moments import FRAME_FORMAT
 from lookalike.search import verification
 from lookalike.search.copies import Verdict
 from lookalike.search.results import Hit
@@ -50,6 +53,7 @@ def near_duplicates(copies: VectorIndex, catalog: Catalog, images: ImageStore, m
         found, scores = copies.search(chunk.matrix, PER_PHOTO + 1)
         near = {int(i) for row in found for i in row if i != MISSING}
         records = catalog.get_many(sorted(near | set(chunk.ids.tolist())))
+        records = {i: r for i, r in records.items() if r.format != FRAME_FORMAT}
         for image_id, vec, row, cos in zip(chunk.ids.tolist(), chunk.matrix, found, scores, strict=True):
             cosines = {int(i): float(c) for i, c in zip(row, cos, strict=True)
                        if i != MISSING and int(i) != image_id and c >= verification.CHECK_FLOOR and int(i) in records}

@@ -17,6 +17,7 @@ from lookalike.api.schemas import FieldsPatch, ImageId, ImageOut, ImagePage
 from lookalike.config import Settings
 from lookalike.errors import NotFoundError
 from lookalike.library import Library
+from lookalike.moments import FRAME_FORMAT
 from lookalike.store.images import Kind
 from lookalike.store.s3 import S3ImageStore
 
@@ -25,7 +26,7 @@ router = APIRouter(prefix=API)
 MIME = {
     "JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp", "BMP": "image/bmp",
     "TIFF": "image/tiff", "MPO": "image/jpeg", "ICO": "image/x-icon", "HEIF": "image/heic",
-    "VIDEO": "image/jpeg",  # a video's frame: decoded again from the video (Library.original_bytes)
+    FRAME_FORMAT: "image/jpeg",  # a video's frame: decoded again from the video (Library.original_bytes)
 }  # fmt: skip (a camera RAW original is sent as application/octet-stream: browsers do not show them)
 CHUNK = 2**20  # photos larger than this are sent in pieces of this size (the event loop serves others between)
 

@@ -172,13 +172,14 @@ class Catalog:
             return int(conn.execute(sa.text("SELECT COUNT(*) FROM images")).scalar_one())
 
     def counts(self) -> dict[str, int]:
-        """Photos, sources, detected subjects and photos with subjects."""
+        """Photos, sources, detected subjects and photos with subjects, videos and their frames (among the photos)."""
         with self.db.read() as conn:
             one = lambda sql: int(conn.execute(sa.text(sql)).scalar_one())  # noqa: E731
             return {"images": one("SELECT COUNT(*) FROM images"), "sources": one("SELECT COUNT(*) FROM sources"),
                     "objects": one("SELECT COUNT(*) FROM objects"),
                     "photos_with_objects": one("SELECT COUNT(DISTINCT image_id) FROM objects"),
-                    "detected": one("SELECT COUNT(*) FROM detections")}  # fmt: skip
+                    "detected": one("SELECT COUNT(*) FROM detections"), "videos": one("SELECT COUNT(*) FROM videos"),
+                    "frames": one("SELECT COUNT(*) FROM frames")}  # fmt: skip
 
     def get(self, image_id: int) -> ImageRecord | None:
         return self.get_many([image_id]).get(int(image_id))
