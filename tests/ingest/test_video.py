@@ -96,6 +96,8 @@ def test_truncated_videos(clip: Path, tmp_path: Path) -> None:
     data = mkv.read_bytes()
     (tmp_path / "half.mkv").write_bytes(data[: len(data) // 2])  # frames until the cut, then nothing
     assert "truncated" in error(tmp_path / "half.mkv")
+    (tmp_path / "header.mkv").write_bytes(data[: data.index(bytes.fromhex("1F43B675"))])  # a stream, zero frames
+    assert "not a readable video" in error(tmp_path / "header.mkv")
 
 
 def test_not_videos(tmp_path: Path) -> None:
