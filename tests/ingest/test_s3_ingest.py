@@ -80,3 +80,19 @@ def test_unknown_bucket_is_a_clear_error(s3_settings, embedder) -> None:
 
     with Library(s3_settings, embedder=embedder) as lib, pytest.raises(SourceError, match="cannot list the bucket"):
         lib.index(["s3://no-such-bucket-here/x"])
+
+
+def test_a_video_in_a_bucket_is_indexed_and_found(s3_settings, embedder, tmp_path: Path) -> None:
+    from tests.videos import Shot, make_video
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    make_video(folder / "clip.mkv", [Shot(photo(label, 1), 3) for label in ("goldfish", "tiger_cat")])
+    prefix = s3_settings.image_store.rsplit("/", 1)[-1] + "-clips"
+    upload_folder(s3_client(s3_settings), "camera", prefix, folder)
+    with Library(s3_settings, embedder=embedder) as lib:
+        report = lib.index([f"s3://camera/{prefix}"])
+        assert (report.videos, report.frames, report.rejected) == (1, 2, [])
+        hit = lib.search(str(photo("tiger_cat", 1)), k=1).hits[0]
+        assert (hit.video, hit.t) == (f"s3://camera/{prefix}/clip.mkv", 3.0)
+        assert lib.index([f"s3://camera/{prefix}"]).unchanged == 1

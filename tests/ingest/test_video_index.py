@@ -129,12 +129,21 @@ def test_another_sampling_interval_indexes_the_video_again(lib: Library, tmp_pat
     assert [t for t, _ in frame_rows(lib)] == [0.0, 4.0, 8.0]
 
 
-def test_a_video_url_is_rejected_with_the_reason(lib: Library, http_root: Path, http_server: str) -> None:
-    make_video(http_root / "clip.mp4", [Shot(photo("goldfish", 1), 2)])
-    report = lib.index([f"{http_server}/clip.mp4"])
-    assert [r.reason for r in report.rejected] == [
-        "videos are indexed from files for now (not URLs, uploads or buckets)"
-    ]
+def test_a_video_url_is_fetched_under_the_url_cap_and_indexed(lib: Library, http_root: Path, http_server: str) -> None:
+    make_video(http_root / "clip.mp4", [Shot(photo(label, 1), 3) for label in SHOTS])
+    url = f"{http_server}/clip.mp4"
+    report = lib.index([url])
+    assert (report.videos, report.frames, report.rejected) == (1, 3, [])
+    hit = lib.search(str(photo("tiger_cat", 1)), k=1).hits[0]
+    assert (hit.video, hit.t) == (url, 3.0)
+    assert lib.index([url]).unchanged == 1  # a URL's content is taken as fixed once fetched, as a photo's
+
+
+def test_a_video_url_over_the_cap_is_rejected(settings: Settings, embedder, http_root: Path, http_server: str) -> None:
+    make_video(http_root / "clip.webm", [Shot(photo("goldfish", 1), 3)], codec="libvpx")
+    with Library(settings.model_copy(update={"url_max_bytes": 1000}), embedder=embedder) as lib:
+        rejected = lib.index([f"{http_server}/clip.webm"]).rejected
+    assert len(rejected) == 1 and "1000" in rejected[0].reason, rejected  # the cap, before any decoding
 
 
 def test_kill_9_while_indexing_videos_then_rerun_doubles_nothing(tmp_path: Path) -> None:

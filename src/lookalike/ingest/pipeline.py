@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Container, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,7 +32,7 @@ from lookalike.imaging import BadImage, Decoded, thumbnail_jpeg
 from lookalike.ingest.fetch import FetchError
 from lookalike.ingest.reading import Reader
 from lookalike.ingest.sources import SourceItem, SourceSet
-from lookalike.ingest.video import VideoError, VideoLimits, file_sha256, probe
+from lookalike.ingest.video import VideoError, VideoInfo, VideoLimits, file_sha256, probe
 from lookalike.ingest.video import frames as video_frames
 from lookalike.models.detectors import Detection
 from lookalike.models.loaded import Models
@@ -275,35 +277,56 @@ class Pipeline:
         return out, None
 
     def _prepare_video(self, item: SourceItem) -> list[_Prepared]:
-        """A video file: its chosen frames, each embedded and described like a photo (a frame the catalog holds
-        already, from a run that was killed half-way, is not embedded again), then the marker that it is complete;
-        or one rejected entry with the reason, however far the video got (nothing of it is written then)."""
+        """A video: its chosen frames, each embedded and described like a photo (a frame the catalog holds already,
+        from a run that was killed half-way, is not embedded again), then the marker that it is complete; or one
+        rejected entry with the reason, however far the video got (nothing of it is written then)."""
         head = _Prepared(item)
-        out: list[_Prepared] = []
         with rejected_alone(head):
             if item.error:
                 raise FetchError(item.error)
-            if item.is_url or item.is_upload or item.source.startswith("s3://"):
-                raise VideoError("videos are indexed from files for now (not URLs, uploads or buckets)")
             limits = VideoLimits.from_settings(self.settings)
-            sha = file_sha256(item.source)
-            info = probe(item.source, limits)
-            for frame in video_frames(item.source, limits):
-                source = frame_source(item.source, frame.t)
-                p = _Prepared(replace(item, source=source), sha256=frame_key(sha, frame.t), video=sha, t=frame.t)
-                self._known([(p, b"")])
-                decoded = Decoded(frame.image, info.width, info.height, FRAME_FORMAT)
-                if p.known_id is None:
-                    self._describe(p, decoded, None)
-                    if p.error is not None:
-                        raise VideoError(f"frame at {frame.t:.1f} s: {p.error}")
-                elif self.objects and self.parts.catalog.detected_with(p.known_id) is None:
-                    self._detect(p, decoded)  # written by a run without --objects, or killed before its subjects
-                out.append(p)
+            with self._video_file(item) as path:
+                sha = file_sha256(path)
+                info = probe(path, limits)
+                out = self._frames(item, path, sha, info, limits)
             done = NewVideo(item.source, sha, item.size, item.mtime_ns, info.duration, info.width, info.height,
                             tuple(p.item.source for p in out), limits.interval)  # fmt: skip
             return [*out, _Prepared(item, sha256=sha, finished=done)]
         return [head]
+
+    @contextlib.contextmanager
+    def _video_file(self, item: SourceItem) -> Iterator[str]:
+        """The video as a file to decode: a local one as it is; a URL or a bucket's object fetched whole under the same
+        caps as a photo (LOOKALIKE_URL_MAX_BYTES, LOOKALIKE_MAX_FILE_BYTES), into a temporary file."""
+        if item.is_upload:
+            raise VideoError("videos are not taken as uploads for now: index them from a folder, a URL or a bucket")
+        if not (item.is_url or item.source.startswith("s3://")):
+            yield item.source
+            return
+        data = self.parts.reader.read_source(item.source)
+        suffix = Path(item.source.split("?", 1)[0]).suffix.lower()
+        with tempfile.NamedTemporaryFile(prefix="lookalike-video-", suffix=suffix) as fh:
+            fh.write(data)
+            fh.flush()
+            del data
+            yield fh.name
+
+    def _frames(self, item: SourceItem, path: str, sha: str, info: VideoInfo, limits: VideoLimits) -> list[_Prepared]:
+        """The chosen frames of a video, each embedded and described unless the catalog holds it already."""
+        out: list[_Prepared] = []
+        for frame in video_frames(path, limits):
+            source = frame_source(item.source, frame.t)
+            p = _Prepared(replace(item, source=source), sha256=frame_key(sha, frame.t), video=sha, t=frame.t)
+            self._known([(p, b"")])
+            decoded = Decoded(frame.image, info.width, info.height, FRAME_FORMAT)
+            if p.known_id is None:
+                self._describe(p, decoded, None)
+                if p.error is not None:
+                    raise VideoError(f"frame at {frame.t:.1f} s: {p.error}")
+            elif self.objects and self.parts.catalog.detected_with(p.known_id) is None:
+                self._detect(p, decoded)  # written by a run without --objects, or killed before its subjects
+            out.append(p)
+        return out
 
     def _known(self, group: list[tuple[_Prepared, bytes]]) -> None:
         """Which photos of the group the catalog holds already (by their bytes), in one query."""
@@ -368,7 +391,7 @@ class Pipeline:
         changed_from: dict[str, int] = {}
         self._redetect = set()
         known = catalog.source_states(items)
-        videos = catalog.video_states(s for s, it in items.items() if is_video(s) and it.size is not None)
+        videos = catalog.video_states(s for s in items if is_video(s))  # a URL: unchanged once fetched, as a photo
         displaced: list[int] = []  # images some source stopped pointing at: removed if nothing else does
         relabel: dict[str, str | None] = {}  # unchanged sources whose label the rule now gives differently
         refield: dict[str, Fields | None] = {}  # sources whose record (a CSV row, a manifest line) changed
