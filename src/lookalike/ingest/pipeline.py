@@ -132,7 +132,6 @@ class _Prepared:
     finished: NewVideo | None = None  # not a photo: the video whose frames precede it in the results is complete
 
 
-
 ProgressFn = Callable[[int, int, IndexReport], None]
 CHUNK = 8  # photos a worker takes at once (one catalog query for all of them)
 GROUP_BYTES = 1 << 20  # read photos a worker holds before it decodes them (plus one file): hot in the CPU caches
@@ -358,6 +357,7 @@ class Pipeline:
             copy_model = self.parts.models.copy_model
             if copy_model is not None:
                 out.copy_vector, out.part_vector = copy_model.describe_stored(decoded.image)
+            if copy_model is not None and out.video is None:  # a frame is not reported as a near-duplicate
                 query = CopyQuery(out.copy_vector, lambda: decoded.image, decoded.width, decoded.height)
                 with not_the_photo("the copy check (vector engine, image store)", DEPENDENCY_ERRORS):
                     out.near = self.parts.copy_of(query)
