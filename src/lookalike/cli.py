@@ -356,6 +356,9 @@ def _hits_table(title: str, hits, show: list[str] | None = None) -> Table:
         source = short_path(hit.sources[0]) if hit.sources else ""
         if hit.video is not None and hit.t is not None:  # a video's frame: the video and the moment
             source = f"{short_path(hit.video)} @ {clock(hit.t)}"
+            if hit.frames:  # its other frames that matched, less well (--json has them all)
+                more = ", ".join(clock(f.t) for f in hit.frames[:3]) + (" ..." if len(hit.frames) > 3 else "")
+                matched += f"; also at {more}"
         shown = [plain(render(hit.fields[name])) if name in hit.fields else "" for name in show]
         table.add_row(str(rank), str(hit.id), f"{hit.similarity:.2f}", plain(hit.label or ""), plain(matched),
                       *shown, plain(source))  # fmt: skip

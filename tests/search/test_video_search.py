@@ -86,6 +86,7 @@ def test_the_cli_prints_the_video_and_the_moment(indexed: tuple[Library, Path], 
     assert table.exit_code == 0, table.output
     first = next(line for line in table.output.splitlines() if line.lstrip("│ ").startswith("1 "))
     assert "clip.mp4 @ 00:03.0" in first, table.output
+    assert "also at 00:" in table.output  # the video's other frames that matched, under its best one
     data = json.loads(CliRunner().invoke(app, [*home, "search", str(shot), "-k", "3", "--json"]).output)
     assert data["hits"][0]["video"] is True and data["hits"][0]["video_source"] == str(clip)
 
