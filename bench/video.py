@@ -147,8 +147,10 @@ def run(args: argparse.Namespace) -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print()
-    print("| bitrate | interval | indexing, x real time | frames kept / min | video first | within 1 s | same shot "
-          "| right moment | median error | screenshots |")
+    print(
+        "| bitrate | interval | indexing, x real time | frames kept / min | video first | within 1 s | same shot "
+        "| right moment | median error | screenshots |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for bitrate, interval, speed, per_min, found, within, same, right, median, n in rows:
         print(f"| {bitrate / 1e6:g} Mbit/s | {interval:g} s | {speed:.1f}x | {per_min:.1f} | {found:.0%} | "
