@@ -52,7 +52,9 @@ def test_a_region_is_decoded_at_the_scale_it_needs() -> None:
     small = decode(data, 10**8, 280, box=(896, 896, 1152, 1152))
     assert min(small.image.size) == 2048 and (small.width, small.height) == (2048, 2048)
     assert min(decode(data, 10**8, 280, box=(0, 0, 1024, 1024)).image.size) == 1024
-    assert min(decode(data, 10**8, 280, box=(5, 5, 1, 1)).image.size) == 2048  # a bad box is refused later, whole
+    # a bad box is decoded as the whole photo is (and refused by the crop, not made a full decode)
+    for bad in ((5, 5, 1, 1), (0, 0, float("nan"), 9), (0, 0, float("inf"), 9), (0, 9, 9, 9)):
+        assert min(decode(data, 10**8, 280, box=bad).image.size) == 512
 
 
 def test_exif_orientation_is_applied() -> None:

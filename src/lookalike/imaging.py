@@ -146,7 +146,9 @@ def decode(data: bytes, max_pixels: int, min_side: int = 0,
         raise BadImage(f"invalid dimensions {width}x{height}")
     if width * height > max_pixels:
         raise BadImage(f"too many pixels: {width}x{height} exceeds max_pixels={max_pixels} (decompression bomb guard)")
-    if min_side and box is not None:
+    if min_side and box is not None and all(map(math.isfinite, box)) and box[0] < box[2] and box[1] < box[3]:
+        # a bad box decodes as the whole photo would (the crop refuses it); a small one of a large photo asks for
+        # every pixel, within max_pixels and the decode memory budget like any PNG
         region = max(1.0, min(box[2] - box[0], box[3] - box[1]))
         min_side = min(min(width, height), math.ceil(min_side * min(width, height) / region))
     need = decoded_bytes(im)
