@@ -88,20 +88,22 @@ def test_a_very_elongated_photo_is_squeezed_not_made_a_huge_input() -> None:
     assert copy_descriptor.input_size(400, 300, 160) == (213, 160)  # ordinary photos keep their proportions
 
 
-def test_a_query_is_decoded_large_enough_for_its_centre(tmp_path: Path) -> None:
-    """A query's centre is described at QUERY_CENTRE_SIDE (112 px of 40 % of the photo: 280 px decoded), a stored
-    photo's at 96 (240 px): a 2,048 px JPEG drafted to 256 px for indexing is drafted to 512 as a query."""
+def test_a_query_is_decoded_as_the_photo_it_is(tmp_path: Path) -> None:
+    """The same photo must give the same vectors as a query as when indexed (it scores 1): a 2,048 px JPEG is drafted
+    to 256 px both ways, 96 px of its 40 % centre stored (96 / 0.4 is 240, not 241)."""
     from lookalike.config import Settings
     from lookalike.library import Library
 
-    assert copy_descriptor.decode_side(160) == 240 and copy_descriptor.decode_side(160, query=True) == 280
+    assert copy_descriptor.decode_side(160) == 240
     big = Image.open(photo("goldfish", 0)).convert("RGB").resize((2048, 2048))
     path = tmp_path / "big.jpg"
     big.save(path, quality=90)
     with Library(Settings(home=tmp_path / "lib", models_dir=MODELS, allow_download=False)) as lib:
-        stored, query = lib.models.decode(path.read_bytes()), lib.models.decode(path.read_bytes(), query=True)
-    assert min(stored.image.size) == 256 and min(query.image.size) == 512
-    assert (stored.width, stored.height) == (query.width, query.height) == (2048, 2048)
+        lib.index([str(tmp_path / "big.jpg")])
+        decoded = lib.models.decode(path.read_bytes())
+        hit = lib.search(path.read_bytes(), k=1).hits[0]
+    assert min(decoded.image.size) == 256 and (decoded.width, decoded.height) == (2048, 2048)
+    assert hit.similarity == pytest.approx(1.0, abs=1e-4)
 
 
 def test_a_querys_rows_are_each_searched_once(model) -> None:

@@ -173,11 +173,11 @@ def distinct_rows(rows: np.ndarray) -> np.ndarray:
     return rows[np.sort(first)]
 
 
-def decode_side(side: int, query: bool = False) -> int:
-    """The shorter side a photo must be decoded at, at least, for what it stores (its whole and its centre) or, as
-    a query, for its rows (its centre at ``QUERY_CENTRE_SIDE``: 280 px)."""
-    centre = QUERY_CENTRE_SIDE if query else STORED_CENTRE_SIDE
-    return max(side, math.ceil(round(centre / (CENTRE[2] - CENTRE[0]), 6)))  # 96 / 0.4 is 240.00000000000003
+def decode_side(side: int) -> int:
+    """The shorter side a photo must be decoded at, at least, for what it stores: its whole and its centre. A query
+    is decoded the same way, though its centre is described larger (``QUERY_CENTRE_SIDE``): a query decoded larger
+    than the photo it is gives other vectors than that photo's (the same photo no longer scores 1)."""
+    return max(side, math.ceil(round(STORED_CENTRE_SIDE / (CENTRE[2] - CENTRE[0]), 6)))  # 96 / 0.4 = 240.00000000000003
 
 
 def centre_crop(image: Image.Image) -> Image.Image:

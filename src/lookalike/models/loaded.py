@@ -77,16 +77,16 @@ class Models:
             return self._detector
 
     # --- photos into model inputs ------------------------------------------------------
-    def decode_side(self, query: bool = False) -> int:
+    def decode_side(self) -> int:
         """JPEGs are decoded at the smallest scale that still serves the model, the thumbnail and the copy
-        descriptor's centre (a query's is larger)."""
+        descriptor's centre; a query as an indexed photo is (the same photo must give the same vectors)."""
         s = self.settings
-        copies = copy_descriptor.decode_side(s.copy_side, query) if s.copy_candidates else 0
+        copies = copy_descriptor.decode_side(s.copy_side) if s.copy_candidates else 0
         return max(self.embedder.input_size, s.thumbnail_size, copies)
 
-    def decode(self, data: bytes, query: bool = False, box: Box | None = None) -> Decoded:
+    def decode(self, data: bytes, box: Box | None = None) -> Decoded:
         """A photo decoded for the models; for a region query, at the scale that serves the region."""
-        return decode(data, self.settings.max_pixels, self.decode_side(query), box)
+        return decode(data, self.settings.max_pixels, self.decode_side(), box)
 
     def decode_for_detector(self, data: bytes) -> Decoded:
         """Decoded for the detector (320 px) and drawing: the embedding model is not needed."""

@@ -129,7 +129,7 @@ class Searcher:
                     raise LibraryError(f"{query}: {exc}") from None
                 info = {"source": str(query)}
             with self.reader.decoding():
-                decoded = self.models.decode(data, query=True, box=box)
+                decoded = self.models.decode(data, box=box)
                 vec = self._embed_query(decoded, box, depth, copy_queries)
             info |= {"width": decoded.width, "height": decoded.height}
             if box is not None:
