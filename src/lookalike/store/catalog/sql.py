@@ -327,32 +327,25 @@ class Catalog:
 
     def source_states(self, sources: Iterable[str]) -> dict[str, SourceState]:
         """What is recorded for many sources at once, a query per folder (an index run asks for thousands)."""
-        by_folder = _by_folder(sources)
-        out = {}
+        rows = self._rows_per_folder(sources, "SELECT name, image_id, size, mtime_ns, label, fields FROM sources")
+        return {src: SourceState(int(image_id), size, mtime_ns, label, given)
+                for src, (image_id, size, mtime_ns, label, given) in rows}  # fmt: skip
+
+    def _rows_per_folder(self, sources: Iterable[str], select: str) -> Iterator[tuple[str, tuple]]:
+        """(source, the rest of its row) for the sources among these that ``select`` (a table's rows, ``name``
+        first, of one folder: ``WHERE dir_id = :d`` is added) finds: a query per folder, not per source."""
         with self.db.read() as conn:
-            for folder, names in by_folder.items():
+            for folder, names in _by_folder(sources).items():
                 dir_id = self._dir_id(conn, folder)
                 if dir_id is None:
                     continue
-                q = sa.text("SELECT name, image_id, size, mtime_ns, label, fields FROM sources WHERE dir_id = :d")
-                for name, image_id, size, mtime_ns, label, given in conn.execute(q, {"d": dir_id}):
+                for name, *rest in conn.execute(sa.text(f"{select} WHERE dir_id = :d"), {"d": dir_id}):
                     if name in names:
-                        out[folder + name] = SourceState(int(image_id), size, mtime_ns, label, given)
-        return out
+                        yield folder + name, tuple(rest)
 
     def removed_among(self, sources: Iterable[str]) -> set[str]:
         """The sources among these that a user removed (``remove_images(remember=True)``), a query per folder."""
-        by_folder = _by_folder(sources)
-        out = set()
-        with self.db.read() as conn:
-            for folder, names in by_folder.items():
-                dir_id = self._dir_id(conn, folder)
-                if dir_id is None:
-                    continue
-                for (name,) in conn.execute(sa.text("SELECT name FROM removed WHERE dir_id = :d"), {"d": dir_id}):
-                    if name in names:
-                        out.add(folder + name)
-        return out
+        return {src for src, _ in self._rows_per_folder(sources, "SELECT name FROM removed")}
 
     def forget_removed(self, sources: Iterable[str]) -> int:
         """Let these sources be indexed again (``index --include-removed``); returns how many were removed."""
@@ -397,17 +390,9 @@ class Catalog:
     # videos ----------------------------------------------------------------------------------------------
     def video_states(self, sources: Iterable[str]) -> dict[str, VideoState]:
         """What is recorded of these video files (only those whose frames were all written), a query per folder."""
-        out = {}
-        with self.db.read() as conn:
-            for folder, names in _by_folder(sources).items():
-                dir_id = self._dir_id(conn, folder)
-                if dir_id is None:
-                    continue
-                q = sa.text("SELECT name, sha256, size, mtime_ns, frames, sampling FROM videos WHERE dir_id = :d")
-                for name, sha, size, mtime_ns, count, interval in conn.execute(q, {"d": dir_id}):
-                    if name in names:
-                        out[folder + name] = VideoState(bytes(sha).hex(), size, mtime_ns, int(count), float(interval))
-        return out
+        rows = self._rows_per_folder(sources, "SELECT name, sha256, size, mtime_ns, frames, sampling FROM videos")
+        return {src: VideoState(bytes(sha).hex(), size, mtime_ns, int(count), float(interval))
+                for src, (sha, size, mtime_ns, count, interval) in rows}  # fmt: skip
 
     def finish_video(self, video: NewVideo, guard: Callable[[Connection], None] | None = None) -> list[int]:
         """Record a video whose chosen frames are all written, and forget the frames an earlier version of the file
