@@ -169,8 +169,10 @@ class CopyDescriptor:
 def distinct_rows(rows: np.ndarray) -> np.ndarray:
     """The rows in their order, each once: on a small feature map (the centre's pass has 4 x 5 cells) two views
     round to the same cells, and a row searched twice costs twice and finds nothing new."""
-    _, first = np.unique(rows, axis=0, return_index=True)
-    return rows[np.sort(first)]
+    first: dict[bytes, int] = {}
+    for i, row in enumerate(rows):
+        first.setdefault(row.tobytes(), i)  # by their bytes: np.unique(axis=0) took 1.3 ms for 14 rows
+    return rows[sorted(first.values())]
 
 
 def decode_side(side: int) -> int:
