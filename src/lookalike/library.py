@@ -362,6 +362,8 @@ class Library:
         """(the video file a frame is from, the frame's second), for playing it from that second: the first of its
         videos whose file is still the one indexed (its size and modification time as recorded)."""
         rec = self.get(image_id)
+        if not any(moment(source) for source in rec.sources):
+            raise NotFoundError(f"image {image_id} is a photo, not a video's frame: it has no video to play")
         for source in rec.sources:
             found = moment(source)
             state = self.catalog.video_states([found[0]]).get(found[0]) if found else None

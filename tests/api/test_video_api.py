@@ -17,6 +17,7 @@ from lookalike.config import Settings
 from lookalike.library import Library
 from tests.conftest import photo
 from tests.search.test_video_search import SHOTS, screenshot
+from tests.security.serving import client_for
 from tests.videos import make_video
 
 API = "/api/v1"
@@ -77,3 +78,71 @@ def test_an_uploaded_video_is_rejected_with_the_reason(served: tuple[TestClient,
     ]
     declared = client.post(f"{API}/images", files={"images": ("clip.webm", clip.read_bytes(), "video/webm")})
     assert declared.json()["rejected"][0]["reason"].startswith("clip.webm is video/webm")
+
+
+def frame_id(client: TestClient, clip: Path) -> int:
+    r = client.post(f"{API}/search", files={"image": ("s.jpg", screenshot(clip, 1.0), "image/jpeg")})
+    hit = r.json()["hits"][0]
+    assert hit["video"] is True
+    return int(hit["id"])
+
+
+MANY = ",".join(f"{2 * i}-{2 * i}" for i in range(99))  # 99 ranges: Starlette's most (100) not reached
+
+
+HOSTILE_RANGES = [
+    ("bytes=abc", 200),  # not a range: ignored (RFC 9110 14.2), the whole file
+    ("bytes=5-2", 200),  # last before first: invalid, ignored
+    ("bytes=", 200),
+    ("items=0-10", 200),  # a unit other than bytes: ignored
+    ("bytes=0-1" + ",3-4" * 400, 200),  # hundreds of ranges: the whole file once, not hundreds of parts
+    ("bytes=0-" + "9" * 5000, 200),  # a number too long to read: ignored
+    ("bytes=-0", 416),  # the last 0 bytes: unsatisfiable
+    ("bytes=99999999999999999999999-", 416),  # past the end
+    ("bytes=0-99999999999999999999999", 206),  # to the end
+    ("bytes=-100", 206),
+    (f"bytes={MANY}", 206),
+]
+
+
+def test_hostile_range_headers_get_200_206_or_416(served: tuple[TestClient, Path]) -> None:
+    client, clip = served
+    data = clip.read_bytes()
+    url = f"{API}/images/{frame_id(client, clip)}/video"
+    for header, status in HOSTILE_RANGES:
+        r = client.get(url, headers={"Range": header})
+        assert r.status_code == status, (header[:40], r.status_code, r.text[:200])
+        if status == 200:
+            assert r.content == data
+        elif status == 416:
+            assert r.headers["content-range"] == f"bytes */{len(data)}"
+        elif header == f"bytes={MANY}":
+            assert r.headers["content-type"].startswith("multipart/byteranges")
+            assert r.content.count(b"Content-Range: bytes ") == 99
+        else:
+            start = len(data) - 100 if header == "bytes=-100" else 0
+            assert r.content == data[start:]
+            assert r.headers["content-range"] == f"bytes {start}-{len(data) - 1}/{len(data)}"
+
+
+def test_a_photo_has_no_video_to_play(served: tuple[TestClient, Path]) -> None:
+    client, _ = served
+    photo_id = client.get(f"{API}/images", params={"name": "goldfish"}).json()["images"][0]["id"]
+    r = client.get(f"{API}/images/{photo_id}/video")
+    assert r.status_code == 404
+    assert "is a photo, not a video's frame" in r.json()["detail"]
+
+
+def test_the_video_follows_the_read_rule(served: tuple[TestClient, Path]) -> None:
+    client, clip = served
+    frame = frame_id(client, clip)
+    lib = client.app.state.lookalike.library  # type: ignore[attr-defined]
+    key = "k" * 32
+    with client_for(lib, api_key=key, api_key_for_reads=True) as locked:
+        assert locked.get(f"{API}/images/{frame}/video").status_code == 401
+        assert locked.get(f"{API}/images/{frame}/video", headers={"X-API-Key": key}).status_code == 200
+        locked.cookies.set("lookalike_api_key", key)  # the page's <video> sends the cookie, as <img> does
+        r = locked.get(f"{API}/images/{frame}/video", headers={"Range": "bytes=0-9"})
+        assert r.status_code == 206 and r.headers["cache-control"].startswith("private")
+    with client_for(lib, api_key=key) as writes_only:  # reads open unless the operator says so
+        assert writes_only.get(f"{API}/images/{frame}/video").status_code == 200

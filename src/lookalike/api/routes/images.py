@@ -10,6 +10,7 @@ from typing import Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
+from starlette.responses import MalformedRangeHeader
 
 from lookalike.api import API
 from lookalike.api.deps import READ, WRITE, Lib, Service
@@ -96,7 +97,20 @@ def video(image_id: ImageId, lib: Lib, state: Service) -> Response:
     path, _ = lib.video_file(image_id)
     visibility = "private" if state.settings.api_key is not None and state.settings.api_key_for_reads else "public"
     media = VIDEO_MIME.get(os.path.splitext(path)[1].lower(), "application/octet-stream")
-    return FileResponse(path, media_type=media, headers={"Cache-Control": f"{visibility}, no-cache"})
+    return VideoFileResponse(path, media_type=media, headers={"Cache-Control": f"{visibility}, no-cache"})
+
+
+class VideoFileResponse(FileResponse):
+    """A file sent from disk a piece at a time, with Range requests as RFC 9110 (14.2) has them: a Range header it
+    cannot read (``bytes=abc``, ``bytes=5-2``, another unit) is ignored and the whole file sent (200; Starlette
+    answers 400), an unsatisfiable one (past the end, ``bytes=-0``) is 416, over 100 ranges the whole file."""
+
+    @classmethod
+    def _parse_range_header(cls, http_range: str, file_size: int) -> list[tuple[int, int]]:
+        try:
+            return super()._parse_range_header(http_range, file_size)
+        except MalformedRangeHeader:
+            return []
 
 
 @router.delete("/images/{image_id}", dependencies=WRITE, status_code=204, summary="Remove a photo")
