@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ import sqlalchemy as sa
 from PIL import Image
 
 from lookalike.config import Settings
+from lookalike.errors import NotFoundError
 from lookalike.ingest.video import VideoLimits, frames
 from lookalike.library import Library
 from tests.conftest import MODELS, photo
@@ -200,3 +202,18 @@ def test_frames_of_one_video_are_not_duplicates_of_each_other(lib: Library, tmp_
     assert len(lib.index([str(folder)]).added) == 2
     groups = lib.duplicates()["groups"]
     assert [[Path(p["source"]).name for p in g["photos"]] for g in groups] == [["cat.jpg", "cat-small.jpg"]]
+
+
+def test_a_frames_original_is_served_while_its_video_is_the_one_indexed(lib: Library, folder: Path) -> None:
+    lib.index([str(folder)])
+    clip = folder / "clips" / "clip.mp4"
+    frame = lib.search(str(photo("tiger_cat", 1)), k=1).hits[0]
+    assert Image.open(io.BytesIO(lib.original_bytes(frame.id))).size == (320, 180)  # as recorded: not hashed again
+    recorded = lib.catalog.video_states([str(clip)])[str(clip)]
+    assert lib.reader.video_sha256(str(clip)) == recorded.sha256
+    os.utime(clip, ns=(0, 0))  # touched, the same bytes: hashed again, and served
+    assert Image.open(io.BytesIO(lib.original_bytes(frame.id))).size == (320, 180)
+    with clip.open("ab") as fh:  # changed: hashed again, and refused
+        fh.write(b"\0" * 100)
+    with pytest.raises(NotFoundError, match="no longer available"):
+        lib.original_bytes(frame.id)

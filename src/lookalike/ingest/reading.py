@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import os
+import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +24,22 @@ from lookalike.ingest.sources import is_url
 from lookalike.ingest.video import VideoError, VideoLimits, file_sha256, frame_at
 from lookalike.moments import frame_key, moment
 from lookalike.store.catalog import ImageRecord
+from lookalike.store.catalog.records import VideoState
 from lookalike.store.images import ImageStore
 from lookalike.store.s3 import is_s3, s3_client
 from lookalike.store.s3 import read as s3_read
 
+VideoStates = Callable[[Iterable[str]], dict[str, VideoState]]
+
 
 class Reader:
-    """Reads photo bytes for a library: its settings' limits, its image store for kept originals."""
+    """Reads photo bytes for a library: its settings' limits, its image store for kept originals, and what its catalog
+    recorded of videos (``video_states``: a video's file is hashed again only when it is not as recorded)."""
 
-    def __init__(self, settings: Settings, images: ImageStore, s3: Any = None) -> None:
+    def __init__(self, settings: Settings, images: ImageStore, s3: Any = None,
+                 video_states: VideoStates | None = None) -> None:  # fmt: skip
         self.settings, self.images = settings, images
+        self.video_states = video_states
         self._lock = threading.Lock()
         self._s3 = s3
         self._fetcher: UrlFetcher | None = None
@@ -105,7 +113,7 @@ class Reader:
                 continue
             video, t = found
             try:
-                if frame_key(file_sha256(video), t) != rec.sha256:
+                if frame_key(self.video_sha256(video), t) != rec.sha256:
                     continue
                 image = frame_at(video, t, VideoLimits.from_settings(self.settings))
             except VideoError:
@@ -114,6 +122,19 @@ class Reader:
             image.save(buf, "JPEG", quality=92)
             return buf.getvalue()
         raise NotFoundError(f"the video of frame {rec.id} is no longer available (it moved or changed)")
+
+    def video_sha256(self, video: str) -> str:
+        """A video file's sha256: the one recorded when the file's size and modification time are as recorded (a
+        frame's original or a player's request does not read gigabytes), else read and hashed."""
+        state = self.video_states([video]).get(video) if self.video_states is not None else None
+        if state is not None and state.size is not None and state.mtime_ns is not None:
+            try:
+                st = os.stat(video)
+            except (OSError, ValueError):
+                raise VideoError("cannot read: the file is gone") from None
+            if stat.S_ISREG(st.st_mode) and (st.st_size, st.st_mtime_ns) == (state.size, state.mtime_ns):
+                return state.sha256
+        return file_sha256(video)
 
     def close(self) -> None:
         if self._fetcher is not None:
