@@ -203,6 +203,11 @@ class Settings(BaseSettings):
 
     # HTTP service
     max_upload_bytes: int = Field(default=20 * 2**20, ge=1, description="larger request bodies get 413")
+    video_upload_max_bytes: int = Field(
+        default=2**30, ge=1,
+        description="an uploaded video (POST /api/v1/images) may be this large; a body of uploads this large is "
+        "taken there (each photo in it still at most max_upload_bytes)",
+    )  # fmt: skip
     api_key: SecretStr | None = Field(default=None, description="when set, write endpoints need header X-API-Key")
     api_key_for_reads: bool = Field(
         default=False,

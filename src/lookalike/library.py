@@ -23,6 +23,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -61,6 +62,17 @@ from lookalike.vectorspace import Space, SpaceKey
 __all__ = ["Box", "BusyError", "Hit", "Library", "LibraryError", "ModelMismatchError", "NotFoundError",
            "Role", "SearchResult", "TextSearchError", "crop_box"]  # fmt: skip
 Role = Literal["cli", "service", "worker"]
+
+
+@dataclass(frozen=True)
+class PlayableVideo:
+    """A frame's video as it can be played: its source (a file, or ``upload:<sha256>/<name>``), the frame's second,
+    a local file to send (None: an upload kept in a bucket) and the sha256 an upload is stored under."""
+
+    source: str
+    t: float
+    path: str | None
+    stored: str | None
 ROLES: tuple[Role, ...] = ("cli", "service", "worker")
 
 
@@ -358,9 +370,9 @@ class Library:
     def original_bytes(self, image_id: int) -> bytes:
         return self.searcher.original_bytes(image_id)
 
-    def video_file(self, image_id: int) -> tuple[str, float]:
-        """(the video file a frame is from, the frame's second), for playing it from that second: the first of its
-        videos whose file is still the one indexed (its size and modification time as recorded)."""
+    def video_file(self, image_id: int) -> PlayableVideo:
+        """The video a frame is from, for playing it from the frame's second: the first of its videos still as indexed
+        (a file: its size and modification time as recorded; an upload: its bytes in the image store)."""
         rec = self.get(image_id)
         if not any(moment(source) for source in rec.sources):
             raise NotFoundError(f"image {image_id} is a photo, not a video's frame: it has no video to play")
@@ -369,12 +381,19 @@ class Library:
             state = self.catalog.video_states([found[0]]).get(found[0]) if found else None
             if found is None or state is None:
                 continue
+            video, t = found
+            if video.startswith("upload:"):
+                if self.images.exists("original", state.sha256):
+                    store = self.images
+                    kept = store.path("original", state.sha256) if isinstance(store, LocalImageStore) else None
+                    return PlayableVideo(video, t, str(kept) if kept else None, state.sha256)
+                continue
             try:
-                st = os.stat(found[0])
-            except OSError:
+                st = os.stat(video)
+            except (OSError, ValueError):
                 continue
             if stat.S_ISREG(st.st_mode) and (st.st_size, st.st_mtime_ns) == (state.size, state.mtime_ns):
-                return found
+                return PlayableVideo(video, t, video, None)
         raise NotFoundError(f"image {image_id} is not a frame of a video still in its place")
 
     # --- information and maintenance -------------------------------------------------

@@ -69,17 +69,6 @@ def test_a_photo_or_a_changed_video_has_no_video(served: tuple[TestClient, Path]
     assert client.get(f"{API}/images/{frame_id}/video").status_code == 404
 
 
-def test_an_uploaded_video_is_rejected_with_the_reason(served: tuple[TestClient, Path]) -> None:
-    client, clip = served
-    r = client.post(f"{API}/images", files={"images": ("clip.webm", clip.read_bytes(), "application/octet-stream")})
-    assert r.status_code == 200, r.text
-    assert [x["reason"] for x in r.json()["rejected"]] == [
-        "videos are not taken as uploads for now: index them from a folder, a URL or a bucket"
-    ]
-    declared = client.post(f"{API}/images", files={"images": ("clip.webm", clip.read_bytes(), "video/webm")})
-    assert declared.json()["rejected"][0]["reason"].startswith("clip.webm is video/webm")
-
-
 def frame_id(client: TestClient, clip: Path) -> int:
     r = client.post(f"{API}/search", files={"image": ("s.jpg", screenshot(clip, 1.0), "image/jpeg")})
     hit = r.json()["hits"][0]

@@ -60,7 +60,8 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
     app.state.lookalike = state
     problems.install(app)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    uploads = {f"{API}/images": (settings.video_upload_max_bytes, "LOOKALIKE_VIDEO_UPLOAD_MAX_BYTES")}
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes, larger=uploads)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
 from lookalike.api.problems import Problem
+from lookalike.moments import is_video
 
 IMAGE_TYPES = "JPEG, PNG, WebP, GIF, BMP, TIFF, HEIC or a camera RAW file"
 M = TypeVar("M", bound=BaseModel)
@@ -22,6 +23,22 @@ def check_photo_type(upload: UploadFile) -> None:
     if ctype and not (ctype.startswith("image/") or ctype == "application/octet-stream"):
         raise Problem(415, "Unsupported media type", f"{upload.filename or 'the file'} is {ctype}; "
                       f"upload a photo ({IMAGE_TYPES})")  # fmt: skip
+
+
+# ISO base media files that are photos (HEIF, HEIC, AVIF), not videos, by their major brand
+PHOTO_BRANDS = frozenset([b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis"])
+
+
+def check_not_video(upload: UploadFile, head: bytes) -> None:
+    """415 for a video sent as a query (by its type, its name or its first bytes: an MP4/MOV ``ftyp`` box, a Matroska or
+    WebM header, an AVI RIFF), saying what to send instead."""
+    ctype = (upload.content_type or "").split(";")[0].strip().lower()
+    mp4 = head[4:8] == b"ftyp" and head[8:12] not in PHOTO_BRANDS
+    sniffed = mp4 or head[:4] == b"\x1a\x45\xdf\xa3" or (head[:4] == b"RIFF" and head[8:12] == b"AVI ")
+    if ctype.startswith("video/") or is_video(upload.filename or "") or sniffed:
+        raise Problem(415, "Unsupported media type", f"{upload.filename or 'the file'} is a video: a search takes a "
+                      "photo. Upload a frame of it (a screenshot) to find the video and the second it shows; index "
+                      "the video itself with POST /api/v1/images")  # fmt: skip
 
 
 def validated(model: type[M], data: dict) -> M:

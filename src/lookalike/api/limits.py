@@ -25,19 +25,26 @@ class TrackedSend:
 
 
 class BodyLimitMiddleware:
-    """413 for bodies over ``max_bytes``: by Content-Length up front, or by counting chunks."""
+    """413 for bodies over ``max_bytes``: by Content-Length up front, or by counting chunks. ``larger`` gives some
+    paths a POST body limit of their own and the setting that names it (uploads, which may hold videos)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app: ASGIApp, max_bytes: int, larger: dict[str, tuple[int, str]] | None = None) -> None:
+        self.app, self.max_bytes, self.larger = app, max_bytes, larger or {}
+
+    def limit(self, scope: Scope) -> tuple[int, str]:
+        """The body limit of this request, and the setting that says it."""
+        own = self.larger.get(scope.get("path", "")) if scope.get("method") == "POST" else None
+        return own if own is not None and own[0] > self.max_bytes else (self.max_bytes, "LOOKALIKE_MAX_UPLOAD_BYTES")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes, setting = self.limit(scope)
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(scope, send)
+        if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+            await self._reject(scope, send, max_bytes, setting)
             return
         seen = 0
         tracked = TrackedSend(send)
@@ -47,7 +54,7 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > max_bytes:
                     raise BodyTooLarge
             return message
 
@@ -55,15 +62,15 @@ class BodyLimitMiddleware:
             await self.app(scope, counting_receive, tracked)
         except BodyTooLarge:
             if not tracked.started:
-                await self._reject(scope, send)
+                await self._reject(scope, send, max_bytes, setting)
 
-    async def _reject(self, scope: Scope, send: Send) -> None:
+    async def _reject(self, scope: Scope, send: Send, max_bytes: int, setting: str) -> None:
         body = json.dumps(
             {
                 "type": "about:blank",
                 "title": "Request too large",
                 "status": 413,
-                "detail": f"request body exceeds max_upload_bytes={self.max_bytes} (LOOKALIKE_MAX_UPLOAD_BYTES)",
+                "detail": f"request body exceeds {setting.removeprefix('LOOKALIKE_').lower()}={max_bytes} ({setting})",
                 "instance": scope.get("path", ""),
             }
         ).encode()

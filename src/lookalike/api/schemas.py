@@ -253,6 +253,9 @@ class UploadItem(BaseModel):
     near_duplicate_of: int | None = Field(
         default=None, description="a photo already in the library that this one is the same picture as (edited)"
     )
+    frames: list[int] | None = Field(
+        default=None, description="a video's chosen frames, by second (``id`` is the first's); null for a photo"
+    )
 
 
 class Rejection(BaseModel):

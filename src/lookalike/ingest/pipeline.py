@@ -295,15 +295,23 @@ class Pipeline:
 
     @contextlib.contextmanager
     def _video_file(self, item: SourceItem) -> Iterator[str]:
-        """The video as a file to decode: a local one as it is; a URL or a bucket's object fetched whole under the same
-        caps as a photo (LOOKALIKE_URL_MAX_BYTES, LOOKALIKE_MAX_FILE_BYTES), into a temporary file."""
-        if item.is_upload:
-            raise VideoError("videos are not taken as uploads for now: index them from a folder, a URL or a bucket")
-        if not (item.is_url or item.source.startswith("s3://")):
+        """The video as a file to decode: a local one as it is; an upload's as the image store holds it (a local store's
+        file, a bucket's object fetched a part at a time into a temporary file); a URL or a bucket's object fetched
+        whole under the same caps as a photo (LOOKALIKE_URL_MAX_BYTES, LOOKALIKE_MAX_FILE_BYTES), into a temporary
+        file."""
+        suffix = Path(item.source.split("?", 1)[0]).suffix.lower()
+        if item.stored is not None:
+            with contextlib.ExitStack() as stack:
+                with not_the_photo("the image store"):  # the store's failure, not the video's
+                    path = stack.enter_context(self.parts.images.as_file("original", item.stored, suffix))
+                if path is None:
+                    raise FetchError("the uploaded bytes are no longer in the image store")
+                yield path
+            return
+        if item.data is None and not (item.is_url or item.source.startswith("s3://")):
             yield item.source
             return
-        data = self.parts.reader.read_source(item.source)
-        suffix = Path(item.source.split("?", 1)[0]).suffix.lower()
+        data = item.data if item.data is not None else self.parts.reader.read_source(item.source)
         with tempfile.NamedTemporaryFile(prefix="lookalike-video-", suffix=suffix) as fh:
             fh.write(data)
             fh.flush()

@@ -113,15 +113,27 @@ class Reader:
                 continue
             video, t = found
             try:
-                if frame_key(self.video_sha256(video), t) != rec.sha256:
-                    continue
-                image = frame_at(video, t, VideoLimits.from_settings(self.settings))
-            except VideoError:
+                with self.video_path(video) as (path, sha):
+                    if path is None or frame_key(sha, t) != rec.sha256:
+                        continue
+                    image = frame_at(path, t, VideoLimits.from_settings(self.settings))
+            except (VideoError, ValueError):  # ValueError: not a sha256 in an upload's source
                 continue
             buf = io.BytesIO()
             image.save(buf, "JPEG", quality=92)
             return buf.getvalue()
         raise NotFoundError(f"the video of frame {rec.id} is no longer available (it moved or changed)")
+
+    @contextlib.contextmanager
+    def video_path(self, video: str) -> Iterator[tuple[str | None, str]]:
+        """(a file holding the video, its sha256): an uploaded one's as the image store keeps it (None when it does
+        not), named by the sha256 in its source (``upload:<sha256>/<name>``); else the file itself."""
+        if video.startswith("upload:"):
+            digest = video.removeprefix("upload:").split("/", 1)[0]
+            with self.images.as_file("original", digest, Path(video).suffix.lower()) as path:
+                yield path, digest
+            return
+        yield video, self.video_sha256(video)
 
     def video_sha256(self, video: str) -> str:
         """A video file's sha256: the one recorded when the file's size and modification time are as recorded (a

@@ -7,10 +7,13 @@ write is simply redone.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import BinaryIO, Literal, Protocol
 
 from lookalike.store.errors import StoreUnavailable
 
@@ -19,6 +22,8 @@ Kind = Literal["thumbnail", "original"]
 
 class ImageStore(Protocol):
     def put(self, kind: Kind, sha256: str, data: bytes) -> None: ...
+    def put_file(self, kind: Kind, sha256: str, fh: BinaryIO) -> None: ...
+    def as_file(self, kind: Kind, sha256: str, suffix: str = "") -> contextlib.AbstractContextManager[str | None]: ...
     def get(self, kind: Kind, sha256: str) -> bytes | None: ...
     def delete(self, kind: Kind, sha256: str) -> None: ...
     def exists(self, kind: Kind, sha256: str) -> bool: ...
@@ -39,6 +44,19 @@ class LocalImageStore:
         return self.root / f"{kind}s" / sha256[:2] / f"{sha256}{suffix}"
 
     def put(self, kind: Kind, sha256: str, data: bytes) -> None:
+        self._write(kind, sha256, lambda out: out.write(data))
+
+    def put_file(self, kind: Kind, sha256: str, fh: BinaryIO) -> None:
+        """A file's bytes (an uploaded video), copied a piece at a time from where ``fh`` stands."""
+        self._write(kind, sha256, lambda out: shutil.copyfileobj(fh, out, 2**20))
+
+    @contextlib.contextmanager
+    def as_file(self, kind: Kind, sha256: str, suffix: str = "") -> Iterator[str | None]:
+        """The stored file's path, for a decoder that reads files (a video); None when there is none."""
+        path = self.path(kind, sha256)
+        yield str(path) if path.is_file() else None
+
+    def _write(self, kind: Kind, sha256: str, write: Callable[[BinaryIO], object]) -> None:
         path = self.path(kind, sha256)
         if path.exists():
             return
@@ -46,7 +64,7 @@ class LocalImageStore:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
+                write(fh)
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):

@@ -9,8 +9,11 @@ folder (size + last-modified).
 from __future__ import annotations
 
 import contextlib
+import re
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import BinaryIO
 from urllib.parse import urlparse
 
 from lookalike.config import Settings
@@ -79,6 +82,21 @@ def s3_client(settings: Settings):
     )
 
 
+RANGE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})")  # one plain range; 18 digits: past any object, never a huge int
+
+
+@dataclass(frozen=True)
+class Part:
+    """What ``S3ImageStore.open_range`` found: the status to answer (200, 206, 416), the object's size, the bytes sent,
+    their Content-Range and the bytes themselves."""
+
+    status: int
+    size: int
+    length: int
+    content_range: str | None
+    chunks: Iterator[bytes]
+
+
 class S3ImageStore:
     """Thumbnails and originals in a bucket: ``prefix/thumbnails/ab/<sha>.jpg``, ``prefix/originals/ab/<sha>``."""
 
@@ -110,6 +128,57 @@ class S3ImageStore:
         with reachable(self.where):
             self.client.put_object(Bucket=self.location.bucket, Key=self.key(kind, sha256), Body=data,
                                    ContentType=content_type)  # fmt: skip
+
+    def put_file(self, kind: Kind, sha256: str, fh: BinaryIO) -> None:
+        """A file's bytes (an uploaded video), sent a part at a time from where ``fh`` stands."""
+        with reachable(self.where):
+            self.client.upload_fileobj(fh, self.location.bucket, self.key(kind, sha256),
+                                       ExtraArgs={"ContentType": "application/octet-stream"})  # fmt: skip
+
+    @contextlib.contextmanager
+    def as_file(self, kind: Kind, sha256: str, suffix: str = "") -> Iterator[str | None]:
+        """The object fetched a part at a time into a temporary file, for a decoder that reads files (a video); None
+        when there is no such object."""
+        from botocore.exceptions import ClientError
+
+        with tempfile.NamedTemporaryFile(prefix="lookalike-stored-", suffix=suffix) as out:
+            try:
+                with reachable(self.where):
+                    self.client.download_fileobj(self.location.bucket, self.key(kind, sha256), out)
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                    yield None
+                    return
+                raise
+            out.flush()
+            yield out.name
+
+    def open_range(self, kind: Kind, sha256: str, http_range: str | None) -> Part:
+        """An object, or the one byte range of it that ``http_range`` asks for, as pieces to stream (a video played from
+        the bucket through the service). A header that is not one plain range is ignored (the whole object, as RFC 9110
+        allows); a range past the end is ``status`` 416."""
+        from botocore.exceptions import ClientError
+
+        args = {"Bucket": self.location.bucket, "Key": self.key(kind, sha256)}
+        wanted = RANGE.fullmatch(http_range.strip()) if http_range else None
+        if wanted is not None and wanted.group(1) + wanted.group(2) and not (
+            wanted.group(1) and wanted.group(2) and int(wanted.group(2)) < int(wanted.group(1))
+        ):
+            args["Range"] = f"bytes={wanted.group(1)}-{wanted.group(2)}"
+        try:
+            with reachable(self.where):
+                response = self.client.get_object(**args)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "InvalidRange":
+                raise
+            with reachable(self.where):
+                size = int(self.client.head_object(Bucket=args["Bucket"], Key=args["Key"])["ContentLength"])
+            return Part(416, size, 0, None, iter(()))
+        length = int(response["ContentLength"])
+        content_range = response.get("ContentRange")
+        size = int(content_range.rsplit("/", 1)[1]) if content_range else length
+        chunks = response["Body"].iter_chunks(2**16)
+        return Part(206 if content_range else 200, size, length, content_range, chunks)
 
     def get(self, kind: Kind, sha256: str) -> bytes | None:
         from botocore.exceptions import ClientError

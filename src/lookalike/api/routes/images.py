@@ -91,13 +91,26 @@ VIDEO_MIME = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quicktime
 
 @router.get("/images/{image_id}/video", dependencies=READ, summary="The video a frame is from, for playing it",
             response_class=FileResponse, responses={200: {"content": {"video/*": {}}}, 206: {}})  # fmt: skip
-def video(image_id: ImageId, lib: Lib, state: Service) -> Response:
+def video(image_id: ImageId, request: Request, lib: Lib, state: Service) -> Response:
     """The whole video file, with Range requests (a player seeks to the frame's second: ``#t=`` in the page); only
-    while the file is the one indexed."""
-    path, _ = lib.video_file(image_id)
+    while the file is the one indexed. An uploaded video kept in a bucket: a redirect to it (LOOKALIKE_S3_PRESIGN),
+    else streamed from it, the Range passed on."""
+    found = lib.video_file(image_id)
     visibility = "private" if state.settings.api_key is not None and state.settings.api_key_for_reads else "public"
-    media = VIDEO_MIME.get(os.path.splitext(path)[1].lower(), "application/octet-stream")
-    return VideoFileResponse(path, media_type=media, headers={"Cache-Control": f"{visibility}, no-cache"})
+    media = VIDEO_MIME.get(os.path.splitext(found.source)[1].lower(), "application/octet-stream")
+    headers = {"Cache-Control": f"{visibility}, no-cache"}
+    if found.path is not None:
+        return VideoFileResponse(found.path, media_type=media, headers=headers)
+    assert found.stored is not None and isinstance(lib.images, S3ImageStore)  # an upload kept in a bucket
+    if state.settings.s3_presign:
+        return RedirectResponse(lib.images.presigned_url("original", found.stored), status_code=307)
+    part = lib.images.open_range("original", found.stored, request.headers.get("range"))
+    if part.status == 416:
+        return Response(status_code=416, headers={"Content-Range": f"bytes */{part.size}"})
+    headers |= {"Accept-Ranges": "bytes", "Content-Length": str(part.length)}
+    if part.content_range is not None:
+        headers["Content-Range"] = part.content_range
+    return StreamingResponse(part.chunks, status_code=part.status, media_type=media, headers=headers)
 
 
 class VideoFileResponse(FileResponse):

@@ -10,7 +10,7 @@ from starlette.datastructures import UploadFile
 
 from lookalike.api import API
 from lookalike.api.deps import READ, Lib, Service
-from lookalike.api.forms import check_photo_type, validated
+from lookalike.api.forms import check_not_video, check_photo_type, validated
 from lookalike.api.problems import Problem
 from lookalike.api.schemas import SEARCH_FORM, SearchJson, SearchOut, SearchParams
 from lookalike.library import Library
@@ -32,6 +32,8 @@ async def search(request: Request, lib: Lib, state: Service) -> SearchOut:
         upload = form.get("image") or form.get("file")
         if not isinstance(upload, UploadFile):
             raise Problem(422, "Invalid parameters", "multipart field 'image' with the photo is required")
+        check_not_video(upload, await upload.read(16))
+        await upload.seek(0)
         check_photo_type(upload)
         fields: dict[str, str | list[str]] = {k: v for k, v in form.items() if isinstance(v, str) and v != ""}
         if isinstance(box := fields.get("box"), str):
