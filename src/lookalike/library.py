@@ -299,9 +299,23 @@ class Library:
             if self.catalog.id_for_sha(rec.sha256) is None:  # the same bytes may have been added again meanwhile
                 self.images.delete("thumbnail", rec.sha256)
                 self.images.delete("original", rec.sha256)
+        self._forget_uploaded_videos(removed)
         if removed:
             self.after_write()
         return removed
+
+    def _forget_uploaded_videos(self, removed: list[ImageRecord]) -> None:
+        """An uploaded video none of whose frames is left is forgotten (uploaded again, it is indexed anew), and its
+        bytes leave the image store once no upload of them has a frame left."""
+        videos = {m[0] for rec in removed for src in rec.sources if (m := moment(src)) and m[0].startswith("upload:")}
+        for video in sorted(videos):
+            folder = video.rsplit("/", 1)[0] + "/"  # upload:<sha256>/: every name those bytes were uploaded under
+            left = self.catalog.sources_under(folder)
+            if any((m := moment(src)) is not None and m[0] == video for src in left):
+                continue
+            self.catalog.forget_videos([video])
+            if not left:
+                self.images.delete("original", folder.removeprefix("upload:").rstrip("/"))
 
     def set_fields(self, image_id: int, changes: Mapping[str, FieldValue | None]) -> ImageRecord:
         """Change a photo's fields without touching its vectors (a None removes a field): FieldError when the

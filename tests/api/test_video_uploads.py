@@ -4,6 +4,7 @@ video sent as a search query refused with what to send instead."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -167,3 +168,20 @@ def test_an_uploaded_video_in_a_bucket_is_streamed_or_presigned(s3_settings: Set
         moved = client.get(f"{API}/images/{frame}/video", follow_redirects=False)
         assert moved.status_code == 307
         assert httpx.get(moved.headers["location"], headers={"Range": "bytes=0-9"}).content == data[:10]
+
+
+def test_an_uploaded_video_whose_frames_are_all_removed_leaves_the_store(make_client: Client, clip: Path) -> None:
+    client = make_client()
+    data = clip.read_bytes()
+    first = client.post(f"{API}/images", files={"images": ("clip.mp4", data, "video/mp4")}).json()["added"][0]
+    lib: Library = client.app.state.lookalike.library  # type: ignore[attr-defined]
+    digest = hashlib.sha256(data).hexdigest()
+    for frame in first["frames"][:-1]:
+        assert client.delete(f"{API}/images/{frame}").status_code == 204
+    assert lib.images.exists("original", digest)  # a frame is left: the video plays
+    assert client.get(f"{API}/images/{first['frames'][-1]}/video").content == data
+    assert client.delete(f"{API}/images/{first['frames'][-1]}").status_code == 204
+    assert not lib.images.exists("original", digest)
+    again = client.post(f"{API}/images", files={"images": ("clip.mp4", data, "video/mp4")})
+    assert again.status_code == 201, again.text
+    assert len(again.json()["added"][0]["frames"]) == len(first["frames"])
