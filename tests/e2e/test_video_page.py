@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import httpx
 import pytest
 
 from lookalike.library import Library
@@ -17,8 +18,10 @@ from tests.videos import make_video
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (make system-deps)")
 
 
-@pytest.fixture
-def video_page(settings, embedder, tmp_path: Path):
+@pytest.fixture(params=["folder", "upload"])
+def video_page(settings, embedder, tmp_path: Path, request: pytest.FixtureRequest):
+    """The page of a library holding the video: indexed from a folder, or uploaded (POST /api/v1/images) and played
+    from the image store."""
     from playwright.sync_api import sync_playwright
 
     folder = tmp_path / "media"
@@ -27,9 +30,14 @@ def video_page(settings, embedder, tmp_path: Path):
     make_video(clip, SHOTS, size=(480, 270), codec="libvpx")
     shutil.copy(photo("goldfish", 5), folder / "goldfish.jpg")
     lib = Library(settings, embedder=embedder)
-    assert lib.index([str(folder)]).videos == 1
+    if request.param == "folder":
+        assert lib.index([str(folder)]).videos == 1
     servers = serve(settings, lib)
     base = next(servers)
+    if request.param == "upload":
+        up = httpx.post(f"{base}/api/v1/images", files={"images": ("clip.webm", clip.read_bytes(), "video/webm")},
+                        timeout=120)  # fmt: skip
+        assert up.status_code == 201 and len(up.json()["added"][0]["frames"]) >= 5, up.text
     errors: list[str] = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
