@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lookalike.config import Settings
-from lookalike.ingest.video import VideoError, VideoLimits, frame_at, frames, is_video, probe
+from lookalike.ingest.video import Span, VideoError, VideoLimits, frame_at, frames, is_video, probe
 from tests.conftest import photo
 from tests.videos import Shot, make_video
 
@@ -76,6 +76,38 @@ def test_limits_come_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOOKALIKE_VIDEO_MAX_FRAMES", "7")
     limits = VideoLimits.from_settings(Settings())
     assert (limits.interval, limits.max_frames) == (2.5, 7)
+
+
+def test_ranges_of_a_video_keep_its_cuts_once_and_a_frame_at_each_start(clip: Path) -> None:
+    """A long video split by time range (lookalike.jobs): the union of the ranges keeps every cut of a whole pass,
+    no frame twice (a frame at 10.000 s is the second range's, not the first's), plus a frame at each range's start;
+    inside the pan the frames one per interval restart at the range's start, within an interval of a whole pass's."""
+    whole = kept(clip, interval=4)
+    limits = VideoLimits(interval=4)
+    parts = [[f.t for f in frames(clip, limits, span)] for span in (Span(0, 10), Span(10, 20), Span(20))]
+    assert all(0 <= t < 10 for t in parts[0]) and all(10 <= t < 20 for t in parts[1]) and all(t >= 20 for t in parts[2])
+    union = [t for part in parts for t in part]
+    assert union == sorted(set(union)), union  # in time order, nothing twice
+    assert near(parts[1][:1] + parts[2][:1], [10, 20], slack=0.1)  # each range opens with a frame
+    for cut in (0, 3, 5, 17, 25):
+        assert min(abs(t - cut) for t in union) <= 0.25, (cut, union)
+    assert all(min(abs(t - w) for t in union) <= 4 for w in whole), (whole, union)
+    assert len(union) <= len(whole) + 2, (whole, union)
+
+
+def test_a_range_decodes_its_share_of_the_frame_budget(clip: Path) -> None:
+    assert kept(clip, max_decoded=270)  # 27 s at 10 frames a second: the whole pass decodes at most that
+    with pytest.raises(VideoError, match="LOOKALIKE_VIDEO_MAX_DECODED"):
+        list(frames(clip, VideoLimits(max_decoded=27), Span(20)))  # 7 s of 27: 7 frames, fewer than a key frame's run
+    assert near([f.t for f in frames(clip, VideoLimits(max_decoded=270), Span(20))], [20, 25])
+
+
+def test_a_range_of_a_video_without_timestamps_is_refused(tmp_path: Path) -> None:
+    raw = tmp_path / "raw.mp4"
+    make_video(tmp_path / "raw.h264", [Shot(photo("goldfish"), 4)])
+    (tmp_path / "raw.h264").rename(raw)
+    with pytest.raises(VideoError, match="cannot be sought"):
+        list(frames(raw, span=Span(2)))
 
 
 # --- bad and hostile videos: each a clear error, never a hang --------------------------------------------

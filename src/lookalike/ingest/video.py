@@ -29,8 +29,8 @@ from PIL import Image
 from lookalike.config import Settings
 from lookalike.moments import VIDEO_SUFFIXES, is_video
 
-__all__ = ["VIDEO_SUFFIXES", "Frame", "VideoError", "VideoInfo", "VideoLimits", "file_sha256", "frames", "is_video",
-           "probe"]  # fmt: skip
+__all__ = ["VIDEO_SUFFIXES", "Frame", "Span", "VideoError", "VideoInfo", "VideoLimits", "file_sha256", "frames",
+           "is_video", "probe"]  # fmt: skip
 
 GREY = (64, 36)  # the picture frames are compared as: cheap, and blind to compression noise
 CUT = 20.0  # mean absolute grey difference (0..255) between consecutive frames that is a scene change
@@ -149,27 +149,58 @@ def _rgb(frame: av.VideoFrame) -> Image.Image:
     return frame.reformat(width=w, height=h, format="rgb24").to_image()
 
 
-def frames(path: str | Path, limits: VideoLimits | None = None) -> Iterator[Frame]:
-    """The frames worth indexing, in time order (see the module's docstring for the rule)."""
+@dataclass(frozen=True)
+class Span:
+    """A time range ``[start, end)`` of a video in seconds (``end`` None: to its end): one job task's share of a long
+    video (lookalike.jobs), decoded by ``frames(path, limits, span)``."""
+
+    start: float
+    end: float | None = None
+
+    def holds(self, t: float) -> bool:
+        """Whether a frame at second ``t`` (to the millisecond, as frames are named) is this range's: every frame
+        of a video is in exactly one of ranges that meet end to start."""
+        return self.start <= t and (self.end is None or t < self.end)
+
+
+def frames(path: str | Path, limits: VideoLimits | None = None, span: Span | None = None) -> Iterator[Frame]:
+    """The frames worth indexing, in time order (see the module's docstring for the rule).
+
+    With ``span``, only that range's: the decode seeks to the key frame before its start, drops the frames before
+    it, and stops at its end. The first frame of a range is kept as if it followed a cut (the range does not know
+    the frames kept before it), then the rule runs as in a whole pass. So the union of ranges that meet end to start
+    keeps every cut a whole pass keeps (cuts compare consecutive frames, which a range decodes as a whole pass does),
+    each frame at most once (a frame is in one range only, by its timestamp), plus one frame at each range's start;
+    inside a long scene the frames one per ``interval`` restart from that start, so they may sit up to an interval
+    from a whole pass's. Limits per range: the wall-clock ``timeout`` is each range's (one worker's decode run);
+    ``max_decoded`` is shared by the ranges in proportion to their length (the video's frames, decoded once in all);
+    ``max_frames`` is checked here against the range and, summed, when the video is complete
+    (lookalike.jobs.worker)."""
     limits = limits or VideoLimits()
     deadline = time.monotonic() + limits.timeout
     with _open(path) as container:
         info = _info(container, limits)
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        if stream.start_time is not None:  # a raw stream without timestamps: its frames are counted, none skipped
-            stream.codec_context.skip_frame = "NONREF"
         base = stream.time_base
+        timed = stream.start_time is not None and base is not None
+        if timed:  # a raw stream without timestamps: its frames are counted, none skipped
+            stream.codec_context.skip_frame = "NONREF"
         start = float(stream.start_time * base) if stream.start_time is not None and base is not None else None
-        rate = float(stream.guessed_rate or stream.average_rate or 25)
-        step = 1.0 / rate if math.isfinite(rate) and rate > 0 else 0.04
+        step = _step(stream)
+        span = span or Span(0.0)
+        budget = _decode_budget(limits, info, span)
+        if span.start > 0:
+            if base is None or stream.start_time is None or not info.duration:
+                raise VideoError("a range of a video without timestamps or duration cannot be sought")
+            container.seek(int((span.start + (start or 0.0)) / base), stream=stream, backward=True)
         previous: np.ndarray | None = None
         kept: np.ndarray | None = None
-        kept_t, t, decoded, count = -math.inf, -step, 0, 0
+        kept_t, t, decoded, count, ended = -math.inf, -step, 0, 0, False
         try:
             for frame in container.decode(stream):
                 decoded += 1
-                if decoded > limits.max_decoded:
+                if decoded > budget:
                     raise VideoError(f"more than LOOKALIKE_VIDEO_MAX_DECODED={limits.max_decoded} frames")
                 if time.monotonic() > deadline:
                     raise VideoError(f"decoding took longer than LOOKALIKE_VIDEO_TIMEOUT={limits.timeout:g} s")
@@ -177,6 +208,13 @@ def frames(path: str | Path, limits: VideoLimits | None = None) -> Iterator[Fram
                     raise VideoError(f"a frame of {frame.width}x{frame.height} exceeds LOOKALIKE_VIDEO_MAX_PIXELS"
                                      f"={limits.max_pixels}")  # fmt: skip
                 t = _time(frame, start, t, step)
+                if decoded == 1 and span.start > 0:
+                    _check_landed(t, span, step)
+                if round(t, 3) < span.start:
+                    continue  # from the key frame before the range to its start
+                if not span.holds(round(t, 3)):
+                    ended = True
+                    break
                 if t > limits.max_seconds:
                     raise VideoError(f"too long: frames past LOOKALIKE_VIDEO_MAX_SECONDS={limits.max_seconds:g}")
                 grey = _grey(frame)
@@ -194,8 +232,30 @@ def frames(path: str | Path, limits: VideoLimits | None = None) -> Iterator[Fram
             raise VideoError(f"undecodable at {max(t, 0.0):.1f} s: {_reason(exc)}") from None
         if decoded == 0:
             raise VideoError("no decodable frame (an empty or truncated stream)")
-        if info.duration and t < info.duration * 0.95 - 1.0:
+        if not ended and info.duration and t < info.duration * 0.95 - 1.0:
             raise VideoError(f"truncated: its frames end at {t:.1f} s of the {info.duration:.1f} s it declares")
+
+
+def _step(stream: av.video.stream.VideoStream) -> float:
+    """A frame's time at the stream's rate: for frames without a timestamp."""
+    rate = float(stream.guessed_rate or stream.average_rate or 25)
+    return 1.0 / rate if math.isfinite(rate) and rate > 0 else 0.04
+
+
+def _decode_budget(limits: VideoLimits, info: VideoInfo, span: Span) -> int:
+    """The frames a range may decode: its share of the video's ``max_decoded`` by length (all of it for a whole
+    pass, or a video of unknown length, where the range is the whole video)."""
+    if not info.duration or (span.start <= 0 and span.end is None):
+        return limits.max_decoded
+    end = info.duration if span.end is None else min(span.end, info.duration)
+    share = max(0.0, end - span.start) / info.duration
+    return max(1, math.ceil(limits.max_decoded * share))
+
+
+def _check_landed(t: float, span: Span, step: float) -> None:
+    """The seek must land at or before the range's start; a file whose index sends it further would lose frames."""
+    if t > span.start + 2 * step:
+        raise VideoError(f"seeking to {span.start:.1f} s landed at {t:.1f} s (a broken index)")
 
 
 def frame_at(path: str | Path, t: float, limits: VideoLimits | None = None) -> Image.Image:
