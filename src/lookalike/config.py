@@ -95,6 +95,9 @@ class Settings(BaseSettings):
         default=2_000_000, ge=1, description="frames decoded per video, at most (absurd frame rates or counts)"
     )
     video_timeout: float = Field(default=1800.0, gt=0, description="wall-clock seconds one video may take to decode")
+    video_chunk_seconds: float = Field(
+        default=300.0, gt=0, description="index jobs split longer videos into ranges this long, for workers to share"
+    )
 
     # URLs
     url_timeout: float = Field(default=15.0, gt=0, description="seconds per URL fetch")

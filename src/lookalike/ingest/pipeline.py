@@ -32,7 +32,7 @@ from lookalike.imaging import BadImage, Decoded, thumbnail_jpeg
 from lookalike.ingest.fetch import FetchError
 from lookalike.ingest.reading import Reader
 from lookalike.ingest.sources import SourceItem, SourceSet
-from lookalike.ingest.video import VideoError, VideoInfo, VideoLimits, file_sha256, probe
+from lookalike.ingest.video import Span, VideoError, VideoInfo, VideoLimits, file_sha256, probe
 from lookalike.ingest.video import frames as video_frames
 from lookalike.models.detectors import Detection
 from lookalike.models.loaded import Models
@@ -77,6 +77,8 @@ class IndexReport:
     subjects: int = 0  # subjects stored in this run
     videos: int = 0  # video files indexed in this run (each one item)
     frames: int = 0  # their chosen frames, each stored and embedded like a photo
+    parts: list[NewVideo] = field(default_factory=list)  # time ranges of videos (``SourceItem.span``) whose frames
+    # are all written: the video is recorded once all its ranges are (lookalike.jobs.worker)
     pruned: int = 0
     total: int = 0
     seconds: float = 0.0
@@ -278,7 +280,8 @@ class Pipeline:
     def _prepare_video(self, item: SourceItem) -> list[_Prepared]:
         """A video: its chosen frames, each embedded and described like a photo (a frame the catalog holds already,
         from a run that was killed half-way, is not embedded again), then the marker that it is complete; or one
-        rejected entry with the reason, however far the video got (nothing of it is written then)."""
+        rejected entry with the reason, however far the video got (nothing of it is written then). An item with a
+        ``span`` is that time range of the video only: its marker says the range is complete."""
         head = _Prepared(item)
         with rejected_alone(head):
             if item.error:
@@ -287,7 +290,7 @@ class Pipeline:
             with self._video_file(item) as path:
                 sha = file_sha256(path)
                 info = probe(path, limits)
-                out = self._frames(item, path, sha, info, limits)
+                out = self._frames(item, path, sha, info, limits, Span(*item.span) if item.span else None)
             done = NewVideo(item.source, sha, item.size, item.mtime_ns, info.duration, info.width, info.height,
                             tuple(p.item.source for p in out), limits.interval)  # fmt: skip
             return [*out, _Prepared(item, sha256=sha, finished=done)]
@@ -318,12 +321,14 @@ class Pipeline:
             del data
             yield fh.name
 
-    def _frames(self, item: SourceItem, path: str, sha: str, info: VideoInfo, limits: VideoLimits) -> list[_Prepared]:
-        """The chosen frames of a video, each embedded and described unless the catalog holds it already."""
+    def _frames(self, item: SourceItem, path: str, sha: str, info: VideoInfo, limits: VideoLimits,
+                span: Span | None) -> list[_Prepared]:  # fmt: skip
+        """The chosen frames of a video (or of its ``span``), each embedded and described unless the catalog holds
+        it already."""
         out: list[_Prepared] = []
-        for frame in video_frames(path, limits):
+        for frame in video_frames(path, limits, span):
             source = frame_source(item.source, frame.t)
-            p = _Prepared(replace(item, source=source), sha256=frame_key(sha, frame.t), video=sha, t=frame.t)
+            p = _Prepared(replace(item, source=source, span=None), sha256=frame_key(sha, frame.t), video=sha, t=frame.t)
             self._known([(p, b"")])
             decoded = Decoded(frame.image, info.width, info.height, FRAME_FORMAT)
             if p.known_id is None:
@@ -465,8 +470,11 @@ class Pipeline:
                         if batch:
                             done += self._commit(batch, report, changed_from, displaced)
                             batch = []
-                        displaced += self.parts.catalog.finish_video(prepared.finished, self.guard)
-                        report.videos += 1
+                        if prepared.item.span is not None:
+                            report.parts.append(prepared.finished)  # a range: recorded when all are
+                        else:
+                            displaced += self.parts.catalog.finish_video(prepared.finished, self.guard)
+                            report.videos += 1
                         done += 1
                         self._progress(done, report)
                         continue

@@ -50,6 +50,7 @@ class SourceItem:
     data: bytes | None = field(default=None, repr=False)  # inline bytes (uploads): nothing to read
     stored: str | None = None  # sha256 of an upload whose bytes wait in the image store (queued uploads)
     fields: Fields | None = None  # the photo's record from this source (None: the source says nothing of it)
+    span: tuple[float, float | None] | None = None  # a video's time range [start, end) only (index jobs' split)
 
     @property
     def is_upload(self) -> bool:

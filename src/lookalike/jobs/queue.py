@@ -23,6 +23,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -248,8 +249,9 @@ class JobQueue:
 
         self.db.retrying(write)
 
-    def close(self, task: Task) -> None:
-        """The finish task: the job is done, or failed when some of its tasks failed."""
+    def close(self, task: Task, counts: dict | None = None, details: dict | None = None) -> None:
+        """The finish task: the job is done, or failed when some of its tasks failed; ``counts`` and ``details`` are
+        the finish step's own (a split video rejected as a whole)."""
 
         def write(conn: Connection) -> None:
             q = "SELECT COUNT(*), MIN(result), COALESCE(SUM(n), 0) FROM job_tasks WHERE job_id = :j AND state='failed'"
@@ -261,7 +263,7 @@ class JobQueue:
             self._close(conn, task.job_id, "failed" if chunks else "done", error)
 
         self.db.retrying(write)
-        self.complete(task, {})
+        self.complete(task, counts or {}, details)
 
     def _close(self, conn: Connection, job_id: int, state: str, error: str | None) -> None:
         q = "UPDATE jobs SET state = :s, error = :e, finished_at = :now WHERE id = :j AND state IN ('queued','running')"
@@ -272,6 +274,16 @@ class JobQueue:
         return self.db.retrying(lambda conn: conn.execute(sa.text(
             "UPDATE jobs SET state = 'cancelled', finished_at = :now WHERE id = :j AND state IN ('queued', 'running')"),
             {"now": self.clock(), "j": job_id}).rowcount == 1)  # fmt: skip
+
+    def ranges(self, job_id: int) -> list[tuple[dict[str, Any], str, dict[str, Any]]]:
+        """The tasks of a job that are one time range of a video each (``"r"`` in their only item): the item, the
+        task's state and its result."""
+        q = sa.text("SELECT items, state, result FROM job_tasks WHERE job_id = :j AND kind = 'index' AND n = 1 "
+                    "AND items LIKE :r ORDER BY seq")  # fmt: skip
+        with self.db.read() as conn:
+            found = conn.execute(q, {"j": job_id, "r": '%"r":%'}).fetchall()
+        rows = [(json.loads(i)[0], s, json.loads(r) if r else {}) for i, s, r in found]
+        return [row for row in rows if "r" in row[0]]
 
     def vanished(self, job_id: int) -> list[str]:
         with self.db.read() as conn:

@@ -12,23 +12,34 @@ ends the process. When a part is unreachable (``Unavailable``) the worker keeps 
 backoff (lookalike.store.retry) until the part answers again, and runs the chunk again under the same lease;
 only after ``OUTAGE_WAIT`` seconds without it does that count as one of the chunk's ``MAX_ATTEMPTS``. While
 the catalog is away, claiming waits the same way.
+
+Long videos: the listing splits a local video longer than LOOKALIKE_VIDEO_CHUNK_SECONDS into time ranges, a task
+each (and a unit of the job's progress), so that several workers decode and embed it at once
+(``lookalike.ingest.video.frames`` says how the ranges' frames relate to a whole pass). A range's frames are written
+like a chunk's photos, so a range run again (its worker killed) finds them and writes nothing twice; the video is
+recorded (``videos``: skipped by later runs unchanged) by the job's finish step once all its ranges are done.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import asdict, replace
 from typing import Any
 
 from lookalike.ingest.pipeline import IndexingParts, IndexReport, Pipeline, forget_sources, vanished_under
 from lookalike.ingest.sources import SourceItem, SourceSet, iter_expand
+from lookalike.ingest.video import VideoError, VideoLimits, probe
 from lookalike.jobs.queue import JobQueue, Task, TaskLost
+from lookalike.moments import is_video
 from lookalike.store import retry
+from lookalike.store.catalog import NewVideo
 from lookalike.store.errors import StoreUnavailable, Unavailable
 from lookalike.store.images import ImageStore, LocalImageStore
 from lookalike.store.s3 import is_s3
@@ -37,16 +48,51 @@ log = logging.getLogger("lookalike")
 LISTING_FLUSH = 16  # chunks written per statement while listing
 OUTAGE_WAIT = 300.0  # seconds a worker holds a chunk while a part it needs is away before it counts an attempt
 OUTAGE_ROUNDS = 20  # runs of one chunk cut short by outages, before that counts as an attempt (a flapping part)
+Range = tuple[dict[str, Any], str, dict[str, Any]]  # a video's time range: its item, its task's state and result
 
 
 def item_json(item: SourceItem) -> dict[str, Any]:
     return {k: v for k, v in {"s": item.source, "l": item.label, "z": item.size, "m": item.mtime_ns, "e": item.error,
-                              "h": item.stored, "f": item.fields}.items() if v is not None}  # fmt: skip
+                              "h": item.stored, "f": item.fields,
+                              "r": list(item.span) if item.span else None}.items() if v is not None}  # fmt: skip
 
 
 def item_from_json(data: dict[str, Any]) -> SourceItem:
+    span = (float(data["r"][0]), None if data["r"][1] is None else float(data["r"][1])) if "r" in data else None
     return SourceItem(data["s"], data.get("l"), data.get("z"), data.get("m"), data.get("e"), stored=data.get("h"),
-                      fields=data.get("f"))  # fmt: skip
+                      fields=data.get("f"), span=span)  # fmt: skip
+
+
+def video_ranges(item: SourceItem, parts: IndexingParts) -> list[SourceItem]:
+    """A local video longer than LOOKALIKE_VIDEO_CHUNK_SECONDS as time ranges that long (the last one to its end), a
+    task each, for several workers to share it; any other item as it is: a photo, an unchanged video (its task skips
+    it), a URL's or a bucket's video (fetched whole by one worker), one that cannot be probed (its task says why)."""
+    s = parts.settings
+    if not is_video(item.source) or item.error or item.is_url or item.is_upload or is_s3(item.source):
+        return [item]
+    state = parts.catalog.video_states([item.source]).get(item.source)
+    if state is not None and (state.size, state.mtime_ns, state.interval) == (item.size, item.mtime_ns,
+                                                                              s.video_interval):  # fmt: skip
+        return [item]
+    try:
+        duration = probe(item.source, VideoLimits.from_settings(s)).duration
+    except (VideoError, OSError):
+        return [item]
+    n, step = math.ceil(duration / s.video_chunk_seconds), s.video_chunk_seconds
+    if n <= 1:
+        return [item]
+    return [replace(item, span=(round(i * step, 3), round((i + 1) * step, 3) if i < n - 1 else None))
+            for i in range(n)]  # fmt: skip
+
+
+def _covers(spans: set[tuple[float, float | None]]) -> bool:
+    """Whether time ranges meet end to start from 0 to the end of the video."""
+    at: float | None = 0.0
+    for start, end in sorted(spans, key=lambda s: s[0]):
+        if at is None or start != at:
+            return False
+        at = end
+    return at is None
 
 
 def worker_name() -> str:
@@ -236,14 +282,18 @@ class Worker:
                                       roots=p.get("roots"), kinds=p.get("kinds"))  # fmt: skip  # roots: an HTTP job's
             seen: set[str] | None = set() if p.get("prune") and root else None
             for item in items:
-                chunk.append(item_json(item))
-                total += 1
+                ranges = video_ranges(item, self.parts)
+                if len(ranges) > 1:  # a long video: a task per range (and a unit of the job's progress)
+                    chunks += [[item_json(r)] for r in ranges]
+                else:
+                    chunk.append(item_json(item))
+                total += len(ranges)
                 if seen is not None:
                     seen.add(item.source)
                 if len(chunk) == self.queue.chunk:
                     chunks.append(chunk)
                     chunk = []
-                if len(chunks) == LISTING_FLUSH:
+                if len(chunks) >= LISTING_FLUSH:
                     if lost.is_set():
                         raise TaskLost
                     self.queue.add_chunks(task.job_id, seq, chunks)
@@ -269,6 +319,8 @@ class Worker:
         counts = {"added": len(report.added) + report.updated, "duplicates": len(report.duplicates),
                   "unchanged": report.unchanged, "rejected": len(report.rejected)}  # fmt: skip
         details: dict[str, Any] = {"rejected": [{"source": r.source, "reason": r.reason} for r in report.rejected]}
+        if report.parts:  # a video's time range: the video is recorded by the job's finish step (_finish_videos)
+            details["parts"] = [asdict(part) for part in report.parts]
         uploads = [i for i in items if i.stored]
         if uploads:  # each upload's outcome, for the request waiting on it; a rejected one's bytes go
             rejected = {r.source: r.reason for r in report.rejected}
@@ -292,9 +344,47 @@ class Worker:
         return counts, details
 
     def _finish(self, task: Task) -> None:
+        rejected = self._finish_videos(task)
         if task.params.get("prune"):
             vanished = self.queue.vanished(task.job_id)
             if vanished:
                 touched = forget_sources(self.parts.catalog, vanished)
                 self.parts.delete_images(self.parts.catalog.orphans(touched))
-        self.queue.close(task)
+        self.queue.close(task, {"rejected": len(rejected)}, {"rejected": rejected})
+
+    def _finish_videos(self, task: Task) -> list[dict[str, str]]:
+        """Record each video the job split into time ranges whose ranges are all done: one record with the frames
+        of all of them, as a whole pass records it (incremental runs skip it from then on). A video is left
+        unrecorded, for a re-run to finish (finding the frames written), when a range failed for good or the file
+        changed between ranges; it is taken out whole (its frames forgotten) when a range was rejected (that
+        range's task reported why) or its ranges keep more than LOOKALIKE_VIDEO_MAX_FRAMES frames in all (reported
+        here). Run again after a crash, it writes the same record."""
+        by_video: dict[str, list[Range]] = {}
+        for item, state, result in self.queue.ranges(task.job_id):
+            by_video.setdefault(item["s"], []).append((item, state, result))
+        rejected = []
+        for source, ranges in by_video.items():
+            reason = self._finish_video(task, source, ranges)
+            if reason is not None:
+                rejected.append({"source": source, "reason": reason})
+        return rejected
+
+    def _finish_video(self, task: Task, source: str, ranges: list[Range]) -> str | None:
+        """One split video (``_finish_videos``); the reason when it is rejected here."""
+        catalog, cap = self.parts.catalog, VideoLimits.from_settings(self.parts.settings).max_frames
+        if any(r.get("source") == source for _, _, result in ranges for r in result.get("rejected", [])):
+            self.parts.delete_images(catalog.orphans(forget_sources(catalog, [source])))
+            return None
+        parts = [NewVideo(**{**p, "frames": tuple(p["frames"])}) for _, _, result in ranges
+                 for p in result.get("parts", []) if p["source"] == source]  # fmt: skip
+        spans = {(float(item["r"][0]), item["r"][1]) for item, _, _ in ranges}
+        done = all(state == "done" for _, state, _ in ranges) and len(parts) == len(ranges)
+        if not done or not _covers(spans) or len({p.sha256 for p in parts}) != 1:
+            return None
+        frames = tuple(sorted({f for p in parts for f in p.frames}))
+        if len(frames) > cap:
+            self.parts.delete_images(catalog.orphans(forget_sources(catalog, [source])))
+            return f"more than LOOKALIKE_VIDEO_MAX_FRAMES={cap} frames to keep ({len(frames)} in its time ranges)"
+        touched = catalog.finish_video(replace(parts[0], frames=frames), self.queue.guard(task))
+        self.parts.delete_images(catalog.orphans(touched))
+        return None
