@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import lru_cache
 from pathlib import Path
 
 import av
@@ -22,6 +23,7 @@ class Shot:
     pan: bool = False
 
 
+@lru_cache(maxsize=16)  # a long slideshow shows the same few photos again and again
 def _fit(photo: Path, width: int, height: int, pan: bool) -> Image.Image:
     """The photo covering the frame (cropped to its aspect); a panned one 1.5x wider, to slide across."""
     img = Image.open(photo).convert("RGB")
@@ -32,7 +34,7 @@ def _fit(photo: Path, width: int, height: int, pan: bool) -> Image.Image:
     return img.crop((left, top, left + w, top + height))
 
 
-def make_video(path: Path, shots: Sequence[Shot], size: tuple[int, int] = (320, 180), fps: int = 10,
+def make_video(path: Path, shots: Sequence[Shot], size: tuple[int, int] = (320, 180), fps: int | Fraction = 10,
                codec: str = "libx264", bitrate: int = 400_000,
                vfr: bool = False) -> list[tuple[float, float]]:  # fmt: skip
     """Write a slideshow; returns each shot's (start, end) second. ``vfr``: a variable frame rate (frames last

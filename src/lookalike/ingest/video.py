@@ -38,6 +38,13 @@ NEAR = 6.0  # a frame closer than this to the last frame kept adds nothing
 KEPT_SIDE = 1024  # kept frames are reduced to this long side: more than the model, thumbnail and copy check need
 LUMA_FORMATS = frozenset(["yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12", "nv21", "gray"])
 IMAGE_FORMATS = ("_pipe", "image2")  # FFmpeg demuxers of single pictures: a photo under a video's name
+# The default cap on frames kept per video: one per KEPT_EVERY seconds of the longest video allowed (7,200 for the
+# default 4 h). A video keeps one frame per LOOKALIKE_VIDEO_INTERVAL (10 s) in a long scene plus one per cut, and films
+# cut every 3 to 6 s on average: a 4 h film keeps 2,400 to 4,800, a fixed 2,000 rejected it. Scaled with the duration
+# limit, whoever allows longer videos allows their frames too; what keeps more than a frame per 2 s over the whole
+# allowed length (a strobe, noise, a slideshow of a picture per frame) costs more to embed than it can be worth, and
+# is still rejected (and decoding stays bounded by LOOKALIKE_VIDEO_MAX_DECODED and LOOKALIKE_VIDEO_TIMEOUT).
+KEPT_EVERY = 2.0
 
 
 class VideoError(ValueError):
@@ -49,7 +56,7 @@ class VideoLimits:
     """What a video may cost (``Settings.video_*``)."""
 
     max_seconds: float = 4 * 3600.0
-    max_frames: int = 2000  # frames kept
+    max_frames: int = math.ceil(4 * 3600.0 / KEPT_EVERY)  # frames kept
     max_pixels: int = 7680 * 4320
     max_decoded: int = 2_000_000  # frames decoded (an absurd frame rate or count)
     timeout: float = 1800.0  # wall-clock seconds for one video
@@ -57,8 +64,9 @@ class VideoLimits:
 
     @classmethod
     def from_settings(cls, s: Settings) -> VideoLimits:
-        return cls(s.video_max_seconds, s.video_max_frames, s.video_max_pixels, s.video_max_decoded,
-                   s.video_timeout, s.video_interval)  # fmt: skip
+        kept = s.video_max_frames or math.ceil(s.video_max_seconds / KEPT_EVERY)
+        return cls(s.video_max_seconds, kept, s.video_max_pixels, s.video_max_decoded, s.video_timeout,
+                   s.video_interval)  # fmt: skip
 
 
 @dataclass(frozen=True)
