@@ -35,15 +35,20 @@ def _fit(photo: Path, width: int, height: int, pan: bool) -> Image.Image:
 
 
 def make_video(path: Path, shots: Sequence[Shot], size: tuple[int, int] = (320, 180), fps: int | Fraction = 10,
-               codec: str = "libx264", bitrate: int = 400_000,
-               vfr: bool = False) -> list[tuple[float, float]]:  # fmt: skip
+               codec: str = "libx264", bitrate: int = 400_000, vfr: bool = False,
+               rotate: int = 0) -> list[tuple[float, float]]:  # fmt: skip
     """Write a slideshow; returns each shot's (start, end) second. ``vfr``: a variable frame rate (frames last
-    half and one and a half frame times in turn), timestamps in milliseconds."""
+    half and one and a half frame times in turn), timestamps in milliseconds. ``rotate``: as a phone records, the
+    pictures are stored turned clockwise by that many degrees (90, 180, 270) and the stream's display matrix says to
+    turn them back, so that a player shows ``size`` upright."""
     width, height = size
     times = []
     with av.open(str(path), "w") as out:
         stream = out.add_stream(codec, rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.width, stream.height = (height, width) if rotate % 180 == 90 else (width, height)
+        stream.pix_fmt = "yuv420p"
+        if rotate:
+            stream.set_display_rotation(rotate)
         stream.bit_rate = bitrate
         stream.time_base = Fraction(1, 1000)
         ms, n = 0.0, 0
@@ -53,7 +58,8 @@ def make_video(path: Path, shots: Sequence[Shot], size: tuple[int, int] = (320, 
             begin = ms
             for i in range(frames):
                 x = round((img.shape[1] - width) * i / max(1, frames - 1)) if shot.pan else 0
-                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img[:, x : x + width]), format="rgb24")
+                view = np.rot90(img[:, x : x + width], k=-(rotate // 90))  # stored turned clockwise
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(view), format="rgb24")
                 frame.pts = round(ms)
                 frame.time_base = Fraction(1, 1000)
                 ms += 1000 / fps * ((0.5 if n % 2 else 1.5) if vfr else 1.0)

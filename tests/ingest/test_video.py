@@ -14,6 +14,7 @@ from lookalike.config import Settings
 from lookalike.ingest.video import Span, VideoError, VideoLimits, frame_at, frames, is_video, probe
 from tests.conftest import photo
 from tests.videos import Shot, make_video
+from tests.videos import _fit as fit
 
 LABELS = ("goldfish", "tiger_cat", "bullet_train", "Afghan_hound", "African_crocodile")
 
@@ -64,6 +65,28 @@ def test_the_same_cuts_whatever_the_codec_bitrate_or_frame_rate(tmp_path: Path, 
     starts = [start for start, _ in make_video(path, slideshow(), codec=codec, bitrate=bitrate, vfr=vfr)]
     got = kept(path, interval=30)
     assert near(got, starts, slack=0.2), (got, starts)  # a variable frame rate: the frames' own timestamps
+
+
+@pytest.mark.parametrize("rotate", [90, 180, 270])
+def test_a_rotated_video_is_kept_upright_as_a_player_shows_it(tmp_path: Path, rotate: int) -> None:
+    """A phone's portrait video: landscape pictures turned in the file and a display matrix to turn them back. The
+    kept frame is the photo upright (the picture as stored is not), with its size as shown."""
+    path = tmp_path / "phone.mp4"
+    make_video(path, [Shot(photo("goldfish"), 2), Shot(photo("tiger_cat"), 2)], size=(180, 320), rotate=rotate,
+               bitrate=1_000_000)  # fmt: skip
+    with av.open(str(path)) as container:  # the file holds the pictures turned, and the matrix saying so
+        stored = next(container.decode(video=0))
+        assert (stored.width, stored.height) == ((320, 180) if rotate != 180 else (180, 320))
+        assert round(stored.rotation) % 360 == rotate
+    got = list(frames(path))
+    assert [(f.t, f.image.size, f.width, f.height) for f in got] == [(0.0, (180, 320), 180, 320),
+                                                                     (2.0, (180, 320), 180, 320)]  # fmt: skip
+    for kept_frame, label in zip(got, ("goldfish", "tiger_cat"), strict=True):
+        upright = np.asarray(fit(photo(label), 180, 320, False), np.float32)
+        shown = np.asarray(kept_frame.image, np.float32)
+        assert np.abs(shown - upright).mean() < 8, (rotate, label)  # the photo, up to compression
+        assert np.abs(np.rot90(shown, 2) - upright).mean() > 25  # not upside down
+    assert np.abs(np.asarray(frame_at(path, 2.0), np.float32) - upright).mean() < 8  # a hit's frame, upright too
 
 
 def test_probe_and_names(clip: Path) -> None:

@@ -217,3 +217,15 @@ def test_a_frames_original_is_served_while_its_video_is_the_one_indexed(lib: Lib
         fh.write(b"\0" * 100)
     with pytest.raises(NotFoundError, match="no longer available"):
         lib.original_bytes(frame.id)
+
+
+def test_a_phone_video_is_indexed_upright(lib: Library, tmp_path: Path) -> None:
+    """A portrait video stored as turned landscape pictures with a display matrix: its frame is recorded at its size
+    as shown and found by the upright photo (cropped to portrait in the video) as a copy of it."""
+    folder = tmp_path / "phone"
+    folder.mkdir()
+    make_video(folder / "phone.mov", [Shot(photo("tiger_cat", 1), 3)], size=(180, 320), rotate=90)
+    assert lib.index([str(folder)]).frames == 1
+    hit = lib.search(str(photo("tiger_cat", 1)), k=1).hits[0]
+    record = lib.catalog.get_many([hit.id])[hit.id]
+    assert (hit.t, record.width, record.height, hit.copy) == (0.0, 180, 320, True), hit

@@ -330,7 +330,7 @@ class Pipeline:
             source = frame_source(item.source, frame.t)
             p = _Prepared(replace(item, source=source, span=None), sha256=frame_key(sha, frame.t), video=sha, t=frame.t)
             self._known([(p, b"")])
-            decoded = Decoded(frame.image, info.width, info.height, FRAME_FORMAT)
+            decoded = Decoded(frame.image, frame.width, frame.height, FRAME_FORMAT)  # as shown: upright
             if p.known_id is None:
                 self._describe(p, decoded, None)
                 if p.error is not None:

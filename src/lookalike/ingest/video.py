@@ -4,7 +4,8 @@ A frame is kept at each scene change (a small grey picture of it differs from th
 ``CUT``), and at most one per ``interval`` seconds inside a long scene (a pan, a slow zoom), unless it is nearly the
 same as the last frame kept. Only what a frame choice needs is decoded: non-reference frames are skipped (about half
 of an H.264 stream), the codec runs its own threads, and each frame is compared as a 64 x 36 grey picture; only kept
-frames are converted to RGB, at most ``KEPT_SIDE`` pixels on their long side.
+frames are converted to RGB, at most ``KEPT_SIDE`` pixels on their long side, and turned upright as a player shows
+them (a phone records a portrait video as landscape frames and a display matrix saying to turn them).
 
 Hostile files never hang or exhaust memory: the stream's declared duration, resolution and every decoded frame's
 size are checked before pixels are converted, and the decode stops at a wall-clock and a decoded-frame budget.
@@ -81,7 +82,9 @@ class VideoInfo:
 @dataclass(frozen=True)
 class Frame:
     t: float  # seconds from the video's start
-    image: Image.Image  # RGB, at most KEPT_SIDE on its long side
+    image: Image.Image  # RGB, upright as a player shows it, at most KEPT_SIDE on its long side
+    width: int = 0  # its size as shown, at full resolution
+    height: int = 0
 
 
 def file_sha256(path: str | Path) -> str:
@@ -151,10 +154,28 @@ def _grey(frame: av.VideoFrame) -> np.ndarray:
     return frame.reformat(width=GREY[0], height=GREY[1], format="gray").to_ndarray().astype(np.float32)
 
 
+TURNS = {1: Image.Transpose.ROTATE_90, 2: Image.Transpose.ROTATE_180, 3: Image.Transpose.ROTATE_270}
+
+
+def _turns(frame: av.VideoFrame) -> int:
+    """Quarter turns counterclockwise that show the frame as a player does: its display matrix's rotation (PyAV's
+    ``VideoFrame.rotation``, counterclockwise degrees, 0 without a matrix), to the nearest quarter."""
+    rotation = float(frame.rotation or 0)
+    return round(rotation / 90) % 4 if math.isfinite(rotation) else 0
+
+
 def _rgb(frame: av.VideoFrame) -> Image.Image:
+    """The frame in RGB, at most KEPT_SIDE on its long side, upright."""
     scale = min(1.0, KEPT_SIDE / max(frame.width, frame.height))
     w, h = max(1, round(frame.width * scale)), max(1, round(frame.height * scale))
-    return frame.reformat(width=w, height=h, format="rgb24").to_image()
+    image = frame.reformat(width=w, height=h, format="rgb24").to_image()
+    turns = _turns(frame)
+    return image.transpose(TURNS[turns]) if turns else image
+
+
+def _kept(t: float, frame: av.VideoFrame) -> Frame:
+    width, height = (frame.height, frame.width) if _turns(frame) % 2 else (frame.width, frame.height)
+    return Frame(round(t, 3), _rgb(frame), width, height)
 
 
 @dataclass(frozen=True)
@@ -235,7 +256,7 @@ def frames(path: str | Path, limits: VideoLimits | None = None, span: Span | Non
                 if count > limits.max_frames:
                     raise VideoError(f"more than LOOKALIKE_VIDEO_MAX_FRAMES={limits.max_frames} frames to keep")
                 kept, kept_t = grey, t
-                yield Frame(round(t, 3), _rgb(frame))
+                yield _kept(t, frame)
         except av.error.FFmpegError as exc:
             raise VideoError(f"undecodable at {max(t, 0.0):.1f} s: {_reason(exc)}") from None
         if decoded == 0:
