@@ -16,11 +16,13 @@ from PIL import Image
 
 @dataclass(frozen=True)
 class Shot:
-    """One photo on screen for ``seconds``; ``pan``: the view slides across it (a slow camera move)."""
+    """One photo on screen for ``seconds``; ``pan``: the view slides across it (a slow camera move); ``fps``: its own
+    frame rate, whatever the stream declares (a variable frame rate, as phones and screen recorders write)."""
 
     photo: Path
     seconds: float
     pan: bool = False
+    fps: float | None = None
 
 
 @lru_cache(maxsize=16)  # a long slideshow shows the same few photos again and again
@@ -51,10 +53,13 @@ def make_video(path: Path, shots: Sequence[Shot], size: tuple[int, int] = (320, 
             stream.set_display_rotation(rotate)
         stream.bit_rate = bitrate
         stream.time_base = Fraction(1, 1000)
+        if any(shot.fps for shot in shots):  # the encoder's clock in ms too, or it rounds shots' own rates to ``fps``
+            stream.codec_context.time_base = Fraction(1, 1000)
         ms, n = 0.0, 0
         for shot in shots:
             img = np.asarray(_fit(shot.photo, width, height, shot.pan))
-            frames = round(shot.seconds * fps)
+            rate = shot.fps or fps
+            frames = round(shot.seconds * rate)
             begin = ms
             for i in range(frames):
                 x = round((img.shape[1] - width) * i / max(1, frames - 1)) if shot.pan else 0
@@ -62,7 +67,7 @@ def make_video(path: Path, shots: Sequence[Shot], size: tuple[int, int] = (320, 
                 frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(view), format="rgb24")
                 frame.pts = round(ms)
                 frame.time_base = Fraction(1, 1000)
-                ms += 1000 / fps * ((0.5 if n % 2 else 1.5) if vfr else 1.0)
+                ms += 1000 / rate * ((0.5 if n % 2 else 1.5) if vfr else 1.0)
                 n += 1
                 for packet in stream.encode(frame):
                     out.mux(packet)

@@ -89,6 +89,20 @@ def test_a_rotated_video_is_kept_upright_as_a_player_shows_it(tmp_path: Path, ro
     assert np.abs(np.asarray(frame_at(path, 2.0), np.float32) - upright).mean() < 8  # a hit's frame, upright too
 
 
+@pytest.mark.parametrize(("codec", "suffix"), [("libx264", ".mkv"), ("libvpx", ".webm"), ("mpeg4", ".mp4")])
+def test_a_variable_frame_rate_is_timed_by_its_timestamps(tmp_path: Path, codec: str, suffix: str) -> None:
+    """Shots at 2, 25 and 2 frames a second in a stream that declares 10: timed by frame count, the cuts would fall
+    at 0.8 and 8.3 s; the frames' own timestamps put them at 4 and 7 s."""
+    path = tmp_path / f"vfr{suffix}"
+    shots = [Shot(photo("goldfish"), 4, fps=2), Shot(photo("tiger_cat"), 3, fps=25),
+             Shot(photo("bullet_train"), 3, fps=2)]  # fmt: skip
+    assert [start for start, _ in make_video(path, shots, codec=codec, bitrate=800_000)] == [0, 4, 7]
+    got = list(frames(path, VideoLimits(interval=30)))
+    assert [f.t for f in got] == [0.0, 4.0, 7.0]
+    again = np.asarray(frame_at(path, 4.0), np.float32)
+    assert np.abs(again - np.asarray(got[1].image, np.float32)).mean() < 1.0
+
+
 def test_probe_and_names(clip: Path) -> None:
     info = probe(clip)
     assert (info.width, info.height, info.codec) == (320, 180, "h264") and 26.5 < info.duration < 27.5
