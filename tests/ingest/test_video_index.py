@@ -229,3 +229,5 @@ def test_a_phone_video_is_indexed_upright(lib: Library, tmp_path: Path) -> None:
     hit = lib.search(str(photo("tiger_cat", 1)), k=1).hits[0]
     record = lib.catalog.get_many([hit.id])[hit.id]
     assert (hit.t, record.width, record.height, hit.copy) == (0.0, 180, 320, True), hit
+    with lib.catalog.db.read() as conn:
+        assert conn.execute(sa.text("SELECT width, height FROM videos")).one() == (180, 320)  # the video as shown

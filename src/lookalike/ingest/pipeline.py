@@ -291,7 +291,8 @@ class Pipeline:
                 sha = file_sha256(path)
                 info = probe(path, limits)
                 out = self._frames(item, path, sha, info, limits, Span(*item.span) if item.span else None)
-            done = NewVideo(item.source, sha, item.size, item.mtime_ns, info.duration, info.width, info.height,
+            shown = (out[0].width, out[0].height) if out else (info.width, info.height)  # turned upright
+            done = NewVideo(item.source, sha, item.size, item.mtime_ns, info.duration, *shown,
                             tuple(p.item.source for p in out), limits.interval)  # fmt: skip
             return [*out, _Prepared(item, sha256=sha, finished=done)]
         return [head]
@@ -328,7 +329,8 @@ class Pipeline:
         out: list[_Prepared] = []
         for frame in video_frames(path, limits, span):
             source = frame_source(item.source, frame.t)
-            p = _Prepared(replace(item, source=source, span=None), sha256=frame_key(sha, frame.t), video=sha, t=frame.t)
+            p = _Prepared(replace(item, source=source, span=None), sha256=frame_key(sha, frame.t), video=sha, t=frame.t,
+                          width=frame.width, height=frame.height)  # fmt: skip
             self._known([(p, b"")])
             decoded = Decoded(frame.image, frame.width, frame.height, FRAME_FORMAT)  # as shown: upright
             if p.known_id is None:
