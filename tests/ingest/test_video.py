@@ -151,10 +151,13 @@ def test_ranges_of_a_video_keep_its_cuts_once_and_a_frame_at_each_start(clip: Pa
 
 
 def test_a_range_decodes_its_share_of_the_frame_budget(clip: Path) -> None:
-    assert kept(clip, max_decoded=270)  # 27 s at 10 frames a second: the whole pass decodes at most that
+    """27 s at 10 frames a second; a range may decode its share of the frames, and 10 s more (from the key frame
+    before it)."""
+    assert kept(clip, max_decoded=270)  # the whole pass decodes at most that
     with pytest.raises(VideoError, match="LOOKALIKE_VIDEO_MAX_DECODED"):
-        list(frames(clip, VideoLimits(max_decoded=27), Span(20)))  # 7 s of 27: 7 frames, fewer than a key frame's run
+        list(frames(clip, VideoLimits(max_decoded=27), Span(20)))  # (7 + 10) s of 27: 17 frames, too few
     assert near([f.t for f in frames(clip, VideoLimits(max_decoded=270), Span(20))], [20, 25])
+    assert [f.t for f in frames(clip, VideoLimits(max_decoded=270), Span(27.5))] == []  # past the end: nothing
 
 
 def test_a_range_of_a_video_without_timestamps_is_refused(tmp_path: Path) -> None:

@@ -4,7 +4,9 @@ shared photos, real workers: in-process ones claimed by hand, and `lookalike wor
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import math
 import os
 import signal
 import sqlite3
@@ -17,8 +19,11 @@ import pytest
 import sqlalchemy as sa
 
 from lookalike.config import Settings
-from lookalike.ingest.video import Span, VideoLimits, frames
+from lookalike.ingest.pipeline import IndexingParts
+from lookalike.ingest.sources import SourceItem
+from lookalike.ingest.video import Span, VideoLimits, frames, probe
 from lookalike.jobs import Task, Worker
+from lookalike.jobs.worker import video_ranges
 from lookalike.library import Library
 from lookalike.moments import frame_source
 from tests.conftest import MODELS, photo
@@ -159,3 +164,24 @@ def test_a_worker_killed_mid_range_is_finished_by_another_without_doubles(tmp_pa
         assert frame_times(lib) == want  # each frame once: the first worker's and the second's
         assert lib.catalog.count() == len(want) == len(lib.vectors.ids())
         assert lib.catalog.video_states([str(video)])[str(video)].frames == len(want)
+
+
+def test_which_videos_are_split_and_how(lib: Library, clip: Path, tmp_path: Path) -> None:
+    item = SourceItem(str(clip), None, clip.stat().st_size, clip.stat().st_mtime_ns)
+    duration = probe(clip).duration
+    half = math.nextafter(duration / 2, 0)  # a half read from a setting's text, a hair short
+    spans = {chunk: [r.span for r in video_ranges(item, replace_settings(lib, chunk))]
+             for chunk in (half, 10.0, duration)}  # fmt: skip
+    assert spans[half] == [(0.0, round(duration / 2, 3)), (round(duration / 2, 3), None)]  # not a third
+    assert spans[10.0] == [(0.0, 10.0), (10.0, 20.0), (20.0, None)] and spans[duration] == [None]
+    url = SourceItem("https://example.com/long.mp4")
+    photo_item = SourceItem(str(photo("goldfish", 1)))
+    assert [i.span for i in (*video_ranges(url, lib.indexing_parts()), *video_ranges(photo_item, lib.indexing_parts()))
+            ] == [None, None]  # fmt: skip  # a URL's video is fetched whole by one worker
+    lib.index([str(clip.parent)])  # recorded: a later job's task skips it unchanged, whole
+    assert [r.span for r in video_ranges(item, replace_settings(lib, 10.0))] == [None]
+
+
+def replace_settings(lib: Library, chunk: float) -> IndexingParts:
+    parts = lib.indexing_parts()
+    return dataclasses.replace(parts, settings=parts.settings.model_copy(update={"video_chunk_seconds": chunk}))

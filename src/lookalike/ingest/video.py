@@ -46,6 +46,7 @@ IMAGE_FORMATS = ("_pipe", "image2")  # FFmpeg demuxers of single pictures: a pho
 # allowed length (a strobe, noise, a slideshow of a picture per frame) costs more to embed than it can be worth, and
 # is still rejected (and decoding stays bounded by LOOKALIKE_VIDEO_MAX_DECODED and LOOKALIKE_VIDEO_TIMEOUT).
 KEPT_EVERY = 2.0
+SEEK_SLACK = 10.0  # seconds of decoding a range may spend before its start (from the key frame before it)
 
 
 class VideoError(ValueError):
@@ -272,12 +273,13 @@ def _step(stream: av.video.stream.VideoStream) -> float:
 
 
 def _decode_budget(limits: VideoLimits, info: VideoInfo, span: Span) -> int:
-    """The frames a range may decode: its share of the video's ``max_decoded`` by length (all of it for a whole
-    pass, or a video of unknown length, where the range is the whole video)."""
+    """The frames a range may decode: its share of the video's ``max_decoded`` by length, counting ``SEEK_SLACK``
+    seconds more for the frames from the key frame before its start (all of it for a whole pass, or a video of
+    unknown length)."""
     if not info.duration or (span.start <= 0 and span.end is None):
         return limits.max_decoded
     end = info.duration if span.end is None else min(span.end, info.duration)
-    share = max(0.0, end - span.start) / info.duration
+    share = min(1.0, (max(0.0, end - span.start) + SEEK_SLACK) / info.duration)
     return max(1, math.ceil(limits.max_decoded * share))
 
 

@@ -78,7 +78,8 @@ def video_ranges(item: SourceItem, parts: IndexingParts) -> list[SourceItem]:
         duration = probe(item.source, VideoLimits.from_settings(s)).duration
     except (VideoError, OSError):
         return [item]
-    n, step = math.ceil(duration / s.video_chunk_seconds), s.video_chunk_seconds
+    step = s.video_chunk_seconds
+    n = math.ceil(duration / step - 1e-6)  # 600 s in ranges of 300 s: two (not a third from a rounding error)
     if n <= 1:
         return [item]
     return [replace(item, span=(round(i * step, 3), round((i + 1) * step, 3) if i < n - 1 else None))
