@@ -184,3 +184,26 @@ def test_waiting_for_a_job(catalog) -> None:
 
     threading.Thread(target=run).start()
     assert q.wait(job_id, timeout=10).state == "done"
+
+
+def test_a_videos_time_ranges_are_read_back_with_their_outcome(catalog) -> None:
+    """A long video's ranges, a task each: the finish step reads their items, states and results (its own
+    rejections counted with the job's)."""
+    q = queue(catalog)
+    job_id = q.submit("index", {"paths": ["/v"]})
+    listing = q.claim("w1")
+    ranges = [[{"s": "/v/long.mp4", "r": [0.0, 300.0]}], [{"s": "/v/long.mp4", "r": [300.0, None]}]]
+    q.add_chunks(job_id, 1, [items(2), *ranges])
+    q.finish_listing(listing, 4, [])
+    q.complete(listing, {})
+    photos, first, second = q.claim("w1"), q.claim("w2"), q.claim("w3")
+    q.complete(photos, {"added": 2})
+    part = {"source": "/v/long.mp4", "frames": ["/v/long.mp4#t=0.000"]}
+    q.complete(first, {}, {"rejected": [], "parts": [part]})
+    assert [(item["r"], state, result.get("parts")) for item, state, result in q.ranges(job_id)] == [
+        ([0.0, 300.0], "done", [part]), ([300.0, None], "running", None)]  # fmt: skip
+    q.complete(second, {"rejected": 1}, {"rejected": [{"source": "/v/long.mp4", "reason": "truncated"}]})
+    finish = q.claim("w1")
+    q.close(finish, {"rejected": 0}, {"rejected": []})
+    job = q.get(job_id)
+    assert (job.state, job.done, job.total, job.rejected, job.errors[0]["reason"]) == ("done", 4, 4, 1, "truncated")
