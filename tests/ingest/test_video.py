@@ -133,10 +133,16 @@ def test_a_four_hour_video_cut_every_five_seconds_is_kept_whole_and_a_strobe_is_
         list(frames(strobe, VideoLimits.from_settings(Settings(video_max_seconds=600))))
 
 
-def test_ranges_of_a_video_keep_its_cuts_once_and_a_frame_at_each_start(clip: Path) -> None:
+@pytest.mark.parametrize(("codec", "suffix"), [("libx264", ".mp4"), ("libx264", ".mkv"), ("libvpx", ".webm"),
+                                               ("mpeg4", ".avi"), ("mpeg4", ".mov")])  # fmt: skip
+def test_ranges_of_a_video_keep_its_cuts_once_and_a_frame_at_each_start(tmp_path: Path, codec: str,
+                                                                         suffix: str) -> None:  # fmt: skip
     """A long video split by time range (lookalike.jobs): the union of the ranges keeps every cut of a whole pass,
     no frame twice (a frame at 10.000 s is the second range's, not the first's), plus a frame at each range's start;
-    inside the pan the frames one per interval restart at the range's start, within an interval of a whole pass's."""
+    inside the pan the frames one per interval restart at the range's start, within an interval of a whole pass's.
+    Each container is sought by its own index."""
+    clip = tmp_path / f"clip{suffix}"
+    make_video(clip, slideshow(), codec=codec)
     whole = kept(clip, interval=4)
     limits = VideoLimits(interval=4)
     parts = [[f.t for f in frames(clip, limits, span)] for span in (Span(0, 10), Span(10, 20), Span(20))]
