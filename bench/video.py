@@ -11,14 +11,24 @@ as "same shot" when its frame lies in the moment's shot; as "right moment" when 
 
     python bench/video.py                       # 90 s at 720p, 30 fps; bitrates 2.5M and 0.5M; intervals 10 and 2 s
     python bench/video.py --seconds 30 --shots 12 --bitrates 1000000 --intervals 10
+
+``--split``: one long video indexed by an index job (`lookalike jobs add`) run by `lookalike worker` processes on one
+catalog: one worker with the video whole, one worker with it in two time ranges, two workers sharing the two ranges
+(LOOKALIKE_VIDEO_CHUNK_SECONDS = half its length). Timed from the job's first claim to its end (the workers are
+started, models loaded, before the job is queued); the frames each way kept are counted.
+
+    python bench/video.py --split --seconds 600 --bitrates 2500000
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import os
 import random
 import shutil
+import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -157,6 +167,64 @@ def run(args: argparse.Namespace) -> None:
               f"{within:.0%} | {same:.0%} | {right:.0%} | {median:.2f} s | {n} |")  # fmt: skip
 
 
+def job_seconds(home: Path, workers: int, chunk: float, folder: Path) -> tuple[float, int, int]:
+    """An index job of ``folder`` run by ``workers`` `lookalike worker` processes: (seconds from its first claim to its
+    end, frames kept, ranges)."""
+    env = {**os.environ, "LOOKALIKE_HOME": str(home), "LOOKALIKE_MODELS_DIR": str(SHARED / "models"),
+           "LOOKALIKE_ALLOW_DOWNLOAD": "false", "LOOKALIKE_VIDEO_CHUNK_SECONDS": str(chunk),
+           "PYTHONPATH": str(ROOT / "src")}  # fmt: skip
+    lookalike = [sys.executable, "-m", "lookalike"]
+    subprocess.run([*lookalike, "stats"], env=env, capture_output=True, check=True)  # the catalog, created once
+    logs = [home / f"worker{n}.log" for n in range(workers)]
+    procs = [subprocess.Popen([*lookalike, "worker"], env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+             for log in logs]  # fmt: skip
+    try:
+        while not all("waiting for index jobs" in log.read_text() for log in logs):
+            time.sleep(0.2)
+        subprocess.run([*lookalike, "jobs", "add", str(folder)], env=env, capture_output=True, check=True)
+        with sqlite3.connect(home / "catalog.sqlite", timeout=30) as db:
+            while True:
+                state, started, finished = db.execute("SELECT state, started_at, finished_at FROM jobs").fetchone()
+                if state not in ("queued", "running"):
+                    break
+                time.sleep(0.2)
+            assert state == "done", state
+            frames = db.execute("SELECT COUNT(*) FROM frames").fetchone()[0]
+            ranges = db.execute("SELECT COUNT(*) FROM job_tasks WHERE kind = 'index'").fetchone()[0]
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(60)
+    return finished - started, frames, ranges
+
+
+def split(args: argparse.Namespace) -> None:
+    """A long video in one job: one worker, or two sharing its time ranges (``--split``)."""
+    plan = shots(args.seconds, random.Random(args.seed))
+    work = Path(tempfile.mkdtemp(prefix="lookalike-video-split-"))
+    rows = []
+    try:
+        folder = work / "video"
+        folder.mkdir()
+        spans = make_video(folder / "long.mp4", plan, size=(1280, 720), fps=30, bitrate=args.bitrates[0])
+        duration = spans[-1][1]
+        print(f"made a {duration:.0f} s 720p video at {args.bitrates[0] / 1e6:g} Mbit/s", flush=True)
+        for name, workers, chunk in (("1 worker, whole", 1, duration * 2), ("1 worker, 2 ranges", 1, duration / 2),
+                                     ("2 workers, 2 ranges", 2, duration / 2)):  # fmt: skip
+            home = work / name.replace(" ", "").replace(",", "-")
+            home.mkdir()
+            seconds, frames, ranges = job_seconds(home, workers, chunk, folder)
+            rows.append((name, ranges, seconds, duration / seconds, frames))
+            print(f"  {name}: {seconds:.1f} s, {duration / seconds:.1f}x real time, {frames} frames", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print()
+    print("| job | tasks | seconds | x real time | frames kept |")
+    print("|---|---|---|---|---|")
+    for name, ranges, seconds, speed, frames in rows:
+        print(f"| {name} | {ranges} | {seconds:.1f} | {speed:.1f}x | {frames} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=90.0, help="length of the test video")
@@ -164,7 +232,9 @@ def main() -> None:
     parser.add_argument("--intervals", type=float, nargs="+", default=[10.0, 2.0], help="LOOKALIKE_VIDEO_INTERVAL")
     parser.add_argument("--screenshots", type=int, default=40)
     parser.add_argument("--seed", type=int, default=27)
-    run(parser.parse_args())
+    parser.add_argument("--split", action="store_true", help="one long video, one worker or two sharing its ranges")
+    args = parser.parse_args()
+    split(args) if args.split else run(args)
 
 
 if __name__ == "__main__":
