@@ -36,7 +36,7 @@ router = APIRouter(prefix=API)
 UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": UPLOAD_FORM}}}}
 
 
-@router.post("/images", dependencies=WRITE, summary="Upload photos into the library",
+@router.post("/images", dependencies=WRITE, summary="Upload photos and videos into the library",
              openapi_extra=UPLOAD_BODY, response_model=UploadOut, status_code=201,
              responses={200: {"model": UploadOut, "description": "nothing new (duplicates or rejections only)"},
                         202: {"model": UploadOut, "description": "still indexing: follow the job"}})  # fmt: skip
