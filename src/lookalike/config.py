@@ -88,8 +88,10 @@ class Settings(BaseSettings):
     )
     video_max_seconds: float = Field(default=4 * 3600.0, gt=0, description="longer videos are rejected")
     video_max_frames: int | None = Field(
-        default=None, ge=1, description="videos with more frames to keep are rejected (default: one per 2 s of "
-        "LOOKALIKE_VIDEO_MAX_SECONDS, 7,200 for 4 h)"
+        default=None,
+        ge=1,
+        description="videos with more frames to keep are rejected (default: one per 2 s of "
+        "LOOKALIKE_VIDEO_MAX_SECONDS, 7,200 for 4 h)",
     )
     video_max_pixels: int = Field(
         default=7680 * 4320, ge=1, description="videos with larger frames are rejected (decoding bombs)"
