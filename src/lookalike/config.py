@@ -84,14 +84,15 @@ class Settings(BaseSettings):
 
     # videos (lookalike.ingest.video): each is one item, its chosen frames indexed like photos
     video_interval: float = Field(
-        default=10.0, gt=0, le=3600, description="seconds between kept frames inside one scene, at most one per"
+        default=2.0, gt=0, le=3600, description="seconds between kept frames inside one scene, at most one per: 2 "
+        "keeps a frame within 1 s of every moment of a pan (bench/RESULTS.md, \"Videos\")"
     )
     video_max_seconds: float = Field(default=4 * 3600.0, gt=0, description="longer videos are rejected")
     video_max_frames: int | None = Field(
         default=None,
         ge=1,
-        description="videos with more frames to keep are rejected (default: one per 2 s of "
-        "LOOKALIKE_VIDEO_MAX_SECONDS, 7,200 for 4 h)",
+        description="videos with more frames to keep are rejected (default: one per second of "
+        "LOOKALIKE_VIDEO_MAX_SECONDS, 14,400 for 4 h)",
     )
     video_max_pixels: int = Field(
         default=7680 * 4320, ge=1, description="videos with larger frames are rejected (decoding bombs)"

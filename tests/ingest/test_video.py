@@ -110,9 +110,9 @@ def test_probe_and_names(clip: Path) -> None:
 
 
 def test_limits_come_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert VideoLimits.from_settings(Settings()).max_frames == 7200 == VideoLimits().max_frames  # one per 2 s of 4 h
+    assert VideoLimits.from_settings(Settings()).max_frames == 14400 == VideoLimits().max_frames  # 1 a second of 4 h
     monkeypatch.setenv("LOOKALIKE_VIDEO_MAX_SECONDS", str(24 * 3600))
-    assert VideoLimits.from_settings(Settings()).max_frames == 43200  # the default cap follows the duration limit
+    assert VideoLimits.from_settings(Settings()).max_frames == 86400  # the default cap follows the duration limit
     monkeypatch.setenv("LOOKALIKE_VIDEO_INTERVAL", "2.5")
     monkeypatch.setenv("LOOKALIKE_VIDEO_MAX_FRAMES", "7")
     limits = VideoLimits.from_settings(Settings())
@@ -121,16 +121,16 @@ def test_limits_come_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_a_four_hour_video_cut_every_five_seconds_is_kept_whole_and_a_strobe_is_not(tmp_path: Path) -> None:
     """The default frame cap: 4 h (the longest video allowed) with a cut every 5 s keeps 2,880 frames (more than the
-    2,000 the cap once was) and passes; a strobe, every frame a cut, is refused (here under a 10 min duration limit,
-    whose default cap is 300 frames). Tiny frames, one per shot, keep them quick to make."""
+    2,000 the cap once was) and passes; a strobe, every frame a cut, is refused (here under a 5 min duration limit,
+    whose default cap is 300 frames; two shots a second). Tiny frames, one per shot, keep them quick to make."""
     p = [photo(label) for label in LABELS]
     film = tmp_path / "film.mkv"
     make_video(film, [Shot(p[n % 5], 5) for n in range(4 * 720)], size=(64, 36), fps=Fraction(1, 5), bitrate=20_000)
     assert len(list(frames(film, VideoLimits.from_settings(Settings())))) == 4 * 720
     strobe = tmp_path / "strobe.mkv"
-    make_video(strobe, [Shot(p[n % 5], 1) for n in range(400)], size=(64, 36), fps=1, bitrate=20_000)
+    make_video(strobe, [Shot(p[n % 5], 0.5) for n in range(400)], size=(64, 36), fps=2, bitrate=20_000)
     with pytest.raises(VideoError, match="LOOKALIKE_VIDEO_MAX_FRAMES=300 "):
-        list(frames(strobe, VideoLimits.from_settings(Settings(video_max_seconds=600))))
+        list(frames(strobe, VideoLimits.from_settings(Settings(video_max_seconds=300))))
 
 
 @pytest.mark.parametrize(("codec", "suffix"), [("libx264", ".mp4"), ("libx264", ".mkv"), ("libvpx", ".webm"),

@@ -124,6 +124,7 @@ def test_another_sampling_interval_indexes_the_video_again(lib: Library, tmp_pat
     folder = tmp_path / "pan"
     folder.mkdir()
     make_video(folder / "pan.mp4", [Shot(photo("goldfish", 1), 9, pan=True)])
+    lib.settings.video_interval = 10
     assert [t for t, _ in (lib.index([str(folder)]), frame_rows(lib))[1]] == [0.0]
     lib.settings.video_interval = 4
     again = lib.index([str(folder)])

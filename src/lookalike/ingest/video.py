@@ -39,13 +39,14 @@ NEAR = 6.0  # a frame closer than this to the last frame kept adds nothing
 KEPT_SIDE = 1024  # kept frames are reduced to this long side: more than the model, thumbnail and copy check need
 LUMA_FORMATS = frozenset(["yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12", "nv21", "gray"])
 IMAGE_FORMATS = ("_pipe", "image2")  # FFmpeg demuxers of single pictures: a photo under a video's name
-# The default cap on frames kept per video: one per KEPT_EVERY seconds of the longest video allowed (7,200 for the
-# default 4 h). A video keeps one frame per LOOKALIKE_VIDEO_INTERVAL (10 s) in a long scene plus one per cut, and films
-# cut every 3 to 6 s on average: a 4 h film keeps 2,400 to 4,800, a fixed 2,000 rejected it. Scaled with the duration
-# limit, whoever allows longer videos allows their frames too; what keeps more than a frame per 2 s over the whole
-# allowed length (a strobe, noise, a slideshow of a picture per frame) costs more to embed than it can be worth, and
-# is still rejected (and decoding stays bounded by LOOKALIKE_VIDEO_MAX_DECODED and LOOKALIKE_VIDEO_TIMEOUT).
-KEPT_EVERY = 2.0
+# The default cap on frames kept per video: one per KEPT_EVERY seconds of the longest video allowed (14,400 for the
+# default 4 h). A video keeps a frame per cut and, in a scene that moves, one per LOOKALIKE_VIDEO_INTERVAL (2 s), and
+# films cut every 3 to 6 s on average: a 4 h film keeps about one frame every 2 s, 7,200 (a fixed 2,000 rejected it).
+# Scaled with the duration limit, whoever allows longer videos allows their frames too; what keeps more than a frame
+# a second over the whole allowed length (a strobe, noise, a slideshow of a picture per frame) costs more to embed than
+# it can be worth, and is still rejected (and decoding stays bounded by LOOKALIKE_VIDEO_MAX_DECODED and
+# LOOKALIKE_VIDEO_TIMEOUT).
+KEPT_EVERY = 1.0
 SEEK_SLACK = 10.0  # seconds of decoding a range may spend before its start (from the key frame before it)
 
 
@@ -62,7 +63,7 @@ class VideoLimits:
     max_pixels: int = 7680 * 4320
     max_decoded: int = 2_000_000  # frames decoded (an absurd frame rate or count)
     timeout: float = 1800.0  # wall-clock seconds for one video
-    interval: float = 10.0  # at most one kept frame per this many seconds inside one scene
+    interval: float = 2.0  # at most one kept frame per this many seconds inside one scene
 
     @classmethod
     def from_settings(cls, s: Settings) -> VideoLimits:
