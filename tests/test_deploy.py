@@ -79,3 +79,15 @@ def test_the_image_builds_wheels_with_a_compiler_then_runs_without_root() -> Non
     assert re.search(r"FROM python:3\.11-slim AS build", text) and "build-essential" in text
     assert "pip wheel" in text and "--no-index --find-links /wheels" in text
     assert "USER lookalike" in text and "HEALTHCHECK" in text
+
+
+def test_the_load_balancer_lets_through_what_the_api_accepts() -> None:
+    """nginx refuses larger bodies itself (413) before the API sees them: its limits must not be below the API's, or
+    a video upload the API would take fails behind the stack (and the photo limit stays tight elsewhere)."""
+    text = (DEPLOY / "nginx.conf").read_text()
+    general = re.search(r"^\s*client_max_body_size (\d+)m;", text, re.M)
+    uploads = re.search(r"location = /api/v1/images \{[^}]*client_max_body_size (\d+)m;", text)
+    assert general is not None and uploads is not None
+    settings = Settings()
+    assert settings.max_upload_bytes <= int(general.group(1)) * 2**20 < settings.video_upload_max_bytes
+    assert settings.video_upload_max_bytes <= int(uploads.group(1)) * 2**20
