@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from PIL import Image
 
 from lookalike.config import Settings
-from lookalike.errors import NotFoundError
+from lookalike.errors import BusyError, NotFoundError
 from lookalike.ingest.video import VideoLimits, frames
 from lookalike.library import Library
 from tests.conftest import MODELS, photo
@@ -218,6 +218,23 @@ def test_a_frames_original_is_served_while_its_video_is_the_one_indexed(lib: Lib
         fh.write(b"\0" * 100)
     with pytest.raises(NotFoundError, match="no longer available"):
         lib.original_bytes(frame.id)
+
+
+def test_a_frames_original_is_decoded_under_the_decode_gate(lib: Library, folder: Path) -> None:
+    """Opening a frame decodes its video again (a bucket's fetched whole first): it waits at the gate that bounds the
+    photos decoded at once, and a full gate answers busy (503 over HTTP), not one more decode (found in review)."""
+    lib.index([str(folder)])
+    frame = lib.search(str(photo("tiger_cat", 1)), k=1).hits[0]
+    lib.settings.decode_wait = 0.05
+    gate = lib.reader.decodes
+    held = [gate.acquire(timeout=1) for _ in range(lib.settings.resolved_decodes)]
+    try:
+        with pytest.raises(BusyError):
+            lib.original_bytes(frame.id)
+    finally:
+        for _ in held:
+            gate.release()
+    assert Image.open(io.BytesIO(lib.original_bytes(frame.id))).size == (320, 180)
 
 
 def test_a_phone_video_is_indexed_upright(lib: Library, tmp_path: Path) -> None:

@@ -122,6 +122,22 @@ def test_the_frame_cap_applies_to_the_video_not_each_range(lib: Library, clip: P
     assert lib.catalog.count() == 0 and lib.catalog.video_states([str(clip)]) == {}
 
 
+def test_a_recorded_video_rejected_again_for_its_sampling_keeps_its_frames(lib: Library, clip: Path) -> None:
+    """The same file indexed again because the sampling changed (here the interval), and rejected this time (here by
+    a lower frame cap): its earlier record and frames stay, as when a whole pass rejects it (found in review: the
+    split path forgot the whole video)."""
+    lib.jobs.submit("index", {"paths": [str(clip.parent)]})
+    lib.worker("a").run(once=True)
+    assert lib.catalog.video_states([str(clip)])[str(clip)].frames == 4 and lib.catalog.count() == 4
+    lib.settings.video_interval, lib.settings.video_max_frames = 3.0, 3
+    job_id = lib.jobs.submit("index", {"paths": [str(clip.parent)]})
+    lib.worker("a").run(once=True)
+    job = lib.jobs.get(job_id)
+    assert job.state == "done" and job.rejected == 1 and "LOOKALIKE_VIDEO_MAX_FRAMES=3" in job.errors[0]["reason"]
+    assert lib.catalog.video_states([str(clip)])[str(clip)].frames == 4 and lib.catalog.count() == 4
+    assert lib.search(str(photo("bullet_train", 1)), k=1).hits[0].sources == (frame_source(str(clip), 20.0),)
+
+
 def test_a_worker_killed_mid_range_is_finished_by_another_without_doubles(tmp_path: Path) -> None:
     """Two `lookalike worker` processes on one long video: the first is killed (SIGKILL) once it wrote frames of its
     range; the second takes that range again when its lease runs out, and the rest. Every range's frames are there

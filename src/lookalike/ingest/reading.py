@@ -112,8 +112,8 @@ class Reader:
             if found is None:
                 continue
             video, t = found
-            try:
-                with self.video_path(video) as (path, sha):
+            try:  # under the decode gate: a bucket's video is fetched whole to a temporary file, then decoded
+                with self.decoding(), self.video_path(video) as (path, sha):
                     if path is None or frame_key(sha, t) != rec.sha256:
                         continue
                     image = frame_at(path, t, VideoLimits.from_settings(self.settings))

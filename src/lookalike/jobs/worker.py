@@ -35,7 +35,7 @@ from typing import Any
 
 from lookalike.ingest.pipeline import IndexingParts, IndexReport, Pipeline, forget_sources, vanished_under
 from lookalike.ingest.sources import SourceItem, SourceSet, iter_expand
-from lookalike.ingest.video import VideoError, VideoLimits, probe
+from lookalike.ingest.video import VideoError, VideoLimits, file_sha256, probe
 from lookalike.jobs.queue import JobQueue, Task, TaskLost
 from lookalike.moments import is_video
 from lookalike.store import retry
@@ -333,7 +333,7 @@ class Worker:
                 stored = item.stored or ""  # every upload's bytes are in the image store (``uploads`` above)
                 if item.source in rejected:
                     outcome[item.source] = {"rejected": rejected[item.source]}
-                    if self.parts.catalog.id_for_sha(stored) is None:
+                    if not self._still_used(stored):
                         self.parts.images.delete("original", stored)
                 elif item.source in states:
                     image_id = states[item.source].image_id
@@ -343,6 +343,12 @@ class Worker:
                     outcome[item.source] = {"rejected": "removed while it was being indexed; upload it again"}
             details["items"] = outcome
         return counts, details
+
+    def _still_used(self, digest: str) -> bool:
+        """Whether stored upload bytes still back something: a photo with that sha256, or a video uploaded with those
+        bytes that has frames (a frame's sha256 is not the video's: its sources name the upload)."""
+        catalog = self.parts.catalog
+        return catalog.id_for_sha(digest) is not None or bool(catalog.sources_under(f"upload:{digest}/"))
 
     def _finish(self, task: Task) -> None:
         rejected = self._finish_videos(task)
@@ -373,19 +379,40 @@ class Worker:
     def _finish_video(self, task: Task, source: str, ranges: list[Range]) -> str | None:
         """One split video (``_finish_videos``); the reason when it is rejected here."""
         catalog, cap = self.parts.catalog, VideoLimits.from_settings(self.parts.settings).max_frames
-        if any(r.get("source") == source for _, _, result in ranges for r in result.get("rejected", [])):
-            self.parts.delete_images(catalog.orphans(forget_sources(catalog, [source])))
-            return None
         parts = [NewVideo(**{**p, "frames": tuple(p["frames"])}) for _, _, result in ranges
                  for p in result.get("parts", []) if p["source"] == source]  # fmt: skip
+        if any(r.get("source") == source for _, _, result in ranges for r in result.get("rejected", [])):
+            self._take_out(source, parts)
+            return None
         spans = {(float(item["r"][0]), item["r"][1]) for item, _, _ in ranges}
         done = all(state == "done" for _, state, _ in ranges) and len(parts) == len(ranges)
         if not done or not _covers(spans) or len({p.sha256 for p in parts}) != 1:
             return None
         frames = tuple(sorted({f for p in parts for f in p.frames}))
         if len(frames) > cap:
-            self.parts.delete_images(catalog.orphans(forget_sources(catalog, [source])))
+            self._take_out(source, parts)
             return f"more than LOOKALIKE_VIDEO_MAX_FRAMES={cap} frames to keep ({len(frames)} in its time ranges)"
         touched = catalog.finish_video(replace(parts[0], frames=frames), self.queue.guard(task))
         self.parts.delete_images(catalog.orphans(touched))
         return None
+
+    def _take_out(self, source: str, parts: list[NewVideo]) -> None:
+        """A split video rejected: its frames are forgotten, as a whole pass writes none of a video it rejects;
+        unless the catalog recorded this same file before (only the sampling changed: a stricter cap, another
+        interval), whose record and frames stay, as they do when a whole pass rejects it (the frames its ranges
+        wrote are the same file's too, and leave with it)."""
+        catalog = self.parts.catalog
+        old = catalog.video_states([source]).get(source)
+        if old is not None:
+            shas = {p.sha256 for p in parts}
+            if (shas == {old.sha256}) if shas else _same_file(source, old.sha256):
+                return
+        self.parts.delete_images(catalog.orphans(forget_sources(catalog, [source])))
+
+
+def _same_file(source: str, sha256: str) -> bool:
+    """Whether a local video still holds the bytes of that sha256 (read and hashed: a rare path)."""
+    try:
+        return file_sha256(source) == sha256
+    except VideoError:
+        return False
