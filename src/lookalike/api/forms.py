@@ -25,8 +25,9 @@ def check_photo_type(upload: UploadFile) -> None:
                       f"upload a photo ({IMAGE_TYPES})")  # fmt: skip
 
 
-# ISO base media files that are photos (HEIF, HEIC, AVIF), not videos, by their major brand
-PHOTO_BRANDS = frozenset([b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis"])
+# ISO base media files that are photos (HEIF, HEIC, AVIF, Canon's CR3 raw), not videos, by their major brand
+PHOTO_BRANDS = frozenset([b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis",
+                          b"crx "])  # fmt: skip
 
 
 def check_not_video(upload: UploadFile, head: bytes) -> None:

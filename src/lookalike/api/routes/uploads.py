@@ -55,12 +55,18 @@ async def upload_images(request: Request, lib: Lib, state: Service) -> JSONRespo
     fields = given_fields(form.get("fields"))
     files: list[tuple[str, bytes | BinaryIO]] = []
     rejected: list[Rejection] = []
+    photo_bytes = 0
     for up in uploads:
         try:
             name, video = accepted(up, state.settings)
         except Problem as exc:
             rejected.append(Rejection(name=up.filename, reason=exc.detail))
             continue
+        photo_bytes += 0 if video else up.size or 0
+        if photo_bytes > state.settings.max_upload_bytes:  # the body may be as large as a video; photos are read
+            raise Problem(413, "Request too large", f"the photos of one request exceed max_upload_bytes="
+                          f"{state.settings.max_upload_bytes} in all (LOOKALIKE_MAX_UPLOAD_BYTES); send fewer at a "
+                          "time")  # fmt: skip
         files.append((name, up.file if video else await up.read()))  # a video stays in the form's spooled file
     added: list[UploadItem] = []
     duplicates: list[UploadItem] = []
