@@ -15,7 +15,6 @@ from fastapi.testclient import TestClient
 from lookalike.api import app as app_module
 from lookalike.api.app import create_app, wait_ready
 from lookalike.config import Settings
-from lookalike.library import Library
 from tests.badfiles import bomb_png, real_jpeg
 from tests.conftest import MODELS, TOWHEE, photo, side_by_side
 
@@ -27,24 +26,12 @@ def jpeg(path: Path) -> tuple[str, bytes, str]:
 
 
 @pytest.fixture
-def make_client(settings: Settings, embedder, photo_dir: Path):
-    made = []
+def make_client(open_client, photo_dir: Path):
+    def make(**overrides) -> TestClient:  # the shared photos are a root HTTP callers may index
+        settings = {"source_roots": [str(TOWHEE.parent)], **overrides}
+        return open_client(lambda lib: lib.index([str(photo_dir)]), **settings)
 
-    def make(**overrides) -> TestClient:
-        # validated, unlike model_copy; the shared photos are a root HTTP callers may index
-        s = Settings(**{**settings.model_dump(), "source_roots": [str(TOWHEE.parent)], **overrides})
-        lib = Library(s, embedder=embedder)
-        lib.index([str(photo_dir)])
-        app = create_app(s, library=lib)
-        client = TestClient(app, raise_server_exceptions=True)
-        client.__enter__()
-        made.append((client, lib))
-        return client
-
-    yield make
-    for client, lib in made:
-        client.__exit__(None, None, None)
-        lib.close()
+    return make
 
 
 @pytest.fixture

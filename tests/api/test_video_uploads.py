@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -36,21 +36,8 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def make_client(settings: Settings, embedder) -> Iterator[Client]:
-    opened: list[tuple[TestClient, Library]] = []
-
-    def make(**overrides: object) -> TestClient:
-        s = Settings(**{**settings.model_dump(), **overrides})
-        lib = Library(s, embedder=embedder)
-        client = TestClient(create_app(s, library=lib))
-        client.__enter__()
-        opened.append((client, lib))
-        return client
-
-    yield make
-    for client, lib in opened:
-        client.__exit__(None, None, None)
-        lib.close()
+def make_client(open_client: Client) -> Client:
+    return open_client
 
 
 def jpeg() -> bytes:
