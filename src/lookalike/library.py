@@ -36,7 +36,7 @@ from lookalike.fields import FieldValue
 from lookalike.filters import Filter
 from lookalike.imaging import Decoded
 from lookalike.ingest.backfill import BackfillReport, backfill
-from lookalike.ingest.pipeline import IndexingParts, IndexReport, Pipeline, ProgressFn
+from lookalike.ingest.pipeline import IndexingParts, IndexReport, Pipeline, ProgressFn, upload_in_use
 from lookalike.ingest.reading import Reader
 from lookalike.ingest.sources import SourceSet, expand
 from lookalike.jobs import JobQueue, Worker
@@ -309,13 +309,12 @@ class Library:
         bytes leave the image store once no upload of them has a frame left."""
         videos = {m[0] for rec in removed for src in rec.sources if (m := moment(src)) and m[0].startswith("upload:")}
         for video in sorted(videos):
-            folder = video.rsplit("/", 1)[0] + "/"  # upload:<sha256>/: every name those bytes were uploaded under
-            left = self.catalog.sources_under(folder)
-            if any((m := moment(src)) is not None and m[0] == video for src in left):
+            if self.catalog.frame_sources(video):
                 continue
             self.catalog.forget_videos([video])
-            if not left:
-                self.images.delete("original", folder.removeprefix("upload:").rstrip("/"))
+            digest = video.removeprefix("upload:").split("/", 1)[0]
+            if not upload_in_use(self.catalog, digest):
+                self.images.delete("original", digest)
 
     def set_fields(self, image_id: int, changes: Mapping[str, FieldValue | None]) -> ImageRecord:
         """Change a photo's fields without touching its vectors (a None removes a field): FieldError when the

@@ -39,6 +39,8 @@ def test_frames_and_their_video(catalog: Catalog) -> None:
     assert catalog.video_states([CLIP, "/media/clips/other.mp4"]) == {CLIP: VideoState(VIDEO_SHA, 10, 1, 3, 10.0)}
     catalog.add_batch(frames)  # written again (a resumed run): nothing doubles
     assert catalog.count() == 3 and catalog.frame_times(ids) == {ids[0]: 0.0, ids[1]: 4.0, ids[2]: 8.0}
+    assert sorted(catalog.frame_sources(CLIP)) == sorted(f.source for f in frames)
+    assert catalog.frame_sources("/media/clips/other.mp4") == catalog.frame_sources("/nowhere/clip.mp4") == []
 
 
 def test_a_changed_video_lets_its_old_frames_go(catalog: Catalog) -> None:
@@ -58,4 +60,5 @@ def test_a_forgotten_video_takes_its_frames_sources(catalog: Catalog) -> None:
     ids = sorted(i for _, i, _ in catalog.add_batch(frames).rows)
     catalog.finish_video(video(*frames))
     assert catalog.forget_videos([CLIP]) == ids
+    assert catalog.frame_sources(CLIP) == []
     assert catalog.video_states([CLIP]) == {} and sorted(catalog.orphans(ids)) == ids

@@ -193,6 +193,13 @@ def forget_sources(catalog: Catalog, sources: list[str]) -> list[int]:
     return catalog.remove_sources(sources) + catalog.forget_videos([s for s in sources if is_video(s)])
 
 
+def upload_in_use(catalog: Catalog, digest: str) -> bool:
+    """Whether uploaded bytes kept in the image store (under their sha256) still back something: a photo with that
+    sha256, or any source of an upload of them (``upload:<sha256>/<name>``: a video's frames carry no sha256 of the
+    video's bytes)."""
+    return catalog.id_for_sha(digest) is not None or bool(catalog.sources_under(f"upload:{digest}/"))
+
+
 @dataclass(frozen=True)
 class IndexingParts:
     """What indexing needs of a library (``Library.indexing_parts``): where photos are read from and written to,

@@ -33,7 +33,14 @@ from collections.abc import Callable
 from dataclasses import asdict, replace
 from typing import Any
 
-from lookalike.ingest.pipeline import IndexingParts, IndexReport, Pipeline, forget_sources, vanished_under
+from lookalike.ingest.pipeline import (
+    IndexingParts,
+    IndexReport,
+    Pipeline,
+    forget_sources,
+    upload_in_use,
+    vanished_under,
+)
 from lookalike.ingest.sources import SourceItem, SourceSet, iter_expand
 from lookalike.ingest.video import VideoError, VideoLimits, file_sha256, probe
 from lookalike.jobs.queue import JobQueue, Task, TaskLost
@@ -333,7 +340,7 @@ class Worker:
                 stored = item.stored or ""  # every upload's bytes are in the image store (``uploads`` above)
                 if item.source in rejected:
                     outcome[item.source] = {"rejected": rejected[item.source]}
-                    if not self._still_used(stored):
+                    if not upload_in_use(self.parts.catalog, stored):
                         self.parts.images.delete("original", stored)
                 elif item.source in states:
                     image_id = states[item.source].image_id
@@ -343,12 +350,6 @@ class Worker:
                     outcome[item.source] = {"rejected": "removed while it was being indexed; upload it again"}
             details["items"] = outcome
         return counts, details
-
-    def _still_used(self, digest: str) -> bool:
-        """Whether stored upload bytes still back something: a photo with that sha256, or a video uploaded with those
-        bytes that has frames (a frame's sha256 is not the video's: its sources name the upload)."""
-        catalog = self.parts.catalog
-        return catalog.id_for_sha(digest) is not None or bool(catalog.sources_under(f"upload:{digest}/"))
 
     def _finish(self, task: Task) -> None:
         rejected = self._finish_videos(task)

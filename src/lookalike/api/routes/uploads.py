@@ -143,8 +143,7 @@ def video_outcome(lib: Library, source: str, known: Container[str]) -> dict[str,
     when the catalog does not hold it."""
     if source not in lib.catalog.video_states([source]):
         return None
-    under = lib.catalog.sources_under(source.rsplit("/", 1)[0] + "/")
-    frames = [f for f in under if (m := moment(f)) is not None and m[0] == source]
+    frames = lib.catalog.frame_sources(source)
     states = lib.catalog.source_states(frames)
     ids = [states[f].image_id for f in sorted(frames, key=lambda f: moment(f) or (f, 0.0)) if f in states]
     if not ids:

@@ -422,11 +422,21 @@ class Catalog:
         self._dirs.update(learned)
         return touched
 
+    def frame_sources(self, video: str) -> list[str]:
+        """The sources of a video's frames (``video#t=...``) the catalog holds, in no particular order."""
+        folder, name = split_source(video)
+        with self.db.read() as conn:
+            dir_id = self._dir_id(conn, folder)
+            return [] if dir_id is None else [folder + n for n, _ in self._frame_rows(conn, dir_id, name)]
+
+    def _frame_rows(self, conn: Connection, dir_id: int, name: str) -> list[tuple[str, int]]:
+        """(source name, image id) of the frames of the video ``name`` in a folder."""
+        q = sa.text("SELECT name, image_id FROM sources WHERE dir_id = :d AND name LIKE :p ESCAPE '\\'")
+        return [(n, int(i)) for n, i in conn.execute(q, {"d": dir_id, "p": _like_escape(name + "#t=") + "%"})]
+
     def _drop_frames(self, conn: Connection, dir_id: int, name: str, keep: set[str]) -> list[int]:
         """Delete the frame sources (``name#t=...``) of a video but those in ``keep``; the images they pointed at."""
-        q = sa.text("SELECT name, image_id FROM sources WHERE dir_id = :d AND name LIKE :p ESCAPE '\\'")
-        stale = [(n, int(i)) for n, i in conn.execute(q, {"d": dir_id, "p": _like_escape(name + "#t=") + "%"})
-                 if n not in keep]  # fmt: skip
+        stale = [(n, i) for n, i in self._frame_rows(conn, dir_id, name) if n not in keep]
         for chunk in _chunks([n for n, _ in stale]):
             conn.execute(_sql("DELETE FROM sources WHERE dir_id = :d AND name IN :names", "names"),
                          {"d": dir_id, "names": chunk})  # fmt: skip
