@@ -17,9 +17,14 @@ IMAGE_TYPES = "JPEG, PNG, WebP, GIF, BMP, TIFF, HEIC or a camera RAW file"
 M = TypeVar("M", bound=BaseModel)
 
 
+def media_type(upload: UploadFile) -> str:
+    """The upload's declared type, without parameters, in lower case ("" when undeclared)."""
+    return (upload.content_type or "").split(";")[0].strip().lower()
+
+
 def check_photo_type(upload: UploadFile) -> None:
     """415 for a file declared as something other than a photo; an undeclared type is judged by its bytes."""
-    ctype = (upload.content_type or "").split(";")[0].strip().lower()
+    ctype = media_type(upload)
     if ctype and not (ctype.startswith("image/") or ctype == "application/octet-stream"):
         raise Problem(415, "Unsupported media type", f"{upload.filename or 'the file'} is {ctype}; "
                       f"upload a photo ({IMAGE_TYPES})")  # fmt: skip
@@ -33,7 +38,7 @@ PHOTO_BRANDS = frozenset([b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", 
 def check_not_video(upload: UploadFile, head: bytes) -> None:
     """415 for a video sent as a query (by its type, its name or its first bytes: an MP4/MOV ``ftyp`` box, a Matroska or
     WebM header, an AVI RIFF), saying what to send instead."""
-    ctype = (upload.content_type or "").split(";")[0].strip().lower()
+    ctype = media_type(upload)
     mp4 = head[4:8] == b"ftyp" and head[8:12] not in PHOTO_BRANDS
     sniffed = mp4 or head[:4] == b"\x1a\x45\xdf\xa3" or (head[:4] == b"RIFF" and head[8:12] == b"AVI ")
     if ctype.startswith("video/") or is_video(upload.filename or "") or sniffed:

@@ -20,7 +20,7 @@ from starlette.datastructures import UploadFile
 
 from lookalike.api import API
 from lookalike.api.deps import WRITE, Lib, Service
-from lookalike.api.forms import check_photo_type
+from lookalike.api.forms import check_photo_type, media_type
 from lookalike.api.problems import Problem
 from lookalike.api.schemas import MAX_LABEL, UPLOAD_FORM, JobOut, Rejection, UploadItem, UploadOut
 from lookalike.config import Settings
@@ -118,7 +118,7 @@ def accepted(up: UploadFile, settings: Settings) -> tuple[str, bool]:
     """(the name an upload is indexed under, whether it is a video), or the Problem saying why it is not taken: a video
     by its name's suffix or a video/* type, under its own size limit; a photo under the photos' limit."""
     name = Path(up.filename or "").name
-    ctype = (up.content_type or "").split(";")[0].strip().lower()
+    ctype = media_type(up)
     size = up.size or 0
     if ctype.startswith("video/") or is_video(name):
         if not is_video(name):
