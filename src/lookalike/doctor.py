@@ -142,6 +142,7 @@ def fix(spaces: Spaces, images: ImageStore, reader: Reader, found: Findings) -> 
             continue
         thumb = thumbnail_jpeg(decoded.image, settings.thumbnail_size, settings.thumbnail_quality)
         images.put("thumbnail", rec.sha256, thumb)
+        images.delete("features", rec.sha256)  # found on the lost thumbnail: found again on this one when needed
         thumbs += 1
     found.fixed["thumbnails_made"] = thumbs
     found.unfixable += [f"original of image {i} (an upload or URL: no other copy)" for i in found.originals_missing]

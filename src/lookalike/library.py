@@ -297,8 +297,8 @@ class Library:
         removed = self.catalog.remove_images(ids, remember=remember)
         for rec in removed:
             if self.catalog.id_for_sha(rec.sha256) is None:  # the same bytes may have been added again meanwhile
-                self.images.delete("thumbnail", rec.sha256)
-                self.images.delete("original", rec.sha256)
+                for kind in ("thumbnail", "original", "features"):
+                    self.images.delete(kind, rec.sha256)
         self._forget_uploaded_videos(removed)
         if removed:
             self.after_write()

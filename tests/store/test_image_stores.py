@@ -26,9 +26,13 @@ def test_put_get_exists_delete(store) -> None:
     assert store.get("thumbnail", SHA) is None and not store.exists("thumbnail", SHA)
     store.put("thumbnail", SHA, b"\xff\xd8thumb")
     store.put("original", SHA, b"original bytes")
+    store.put("features", SHA, b"features")
     assert store.get("thumbnail", SHA) == b"\xff\xd8thumb" and store.get("original", SHA) == b"original bytes"
+    assert store.get("features", SHA) == b"features" and not store.exists("features", OTHER)
     assert store.exists("thumbnail", SHA) and not store.exists("thumbnail", OTHER)
-    assert store.disk_bytes() == len(b"\xff\xd8thumb") + len(b"original bytes")
+    assert store.disk_bytes() == len(b"\xff\xd8thumb") + len(b"original bytes") + len(b"features")
+    store.delete("features", SHA)
+    assert store.get("features", SHA) is None and store.exists("original", SHA)
     store.delete("thumbnail", SHA)
     store.delete("thumbnail", OTHER)  # deleting what is not there is fine
     assert store.get("thumbnail", SHA) is None and store.get("original", SHA) == b"original bytes"

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from lookalike.moments import FRAME_FORMAT
-from lookalike.search import verification
+from lookalike.search import feature_files, verification
 from lookalike.search.copies import Verdict
 from lookalike.search.results import Hit
 from lookalike.store.catalog import Catalog, ImageRecord
@@ -77,7 +77,8 @@ def _judge(images: ImageStore, records: dict[int, ImageRecord], image_id: int, v
     # its thumbnail, for geometry on the undecided pairs and the matched regions the duplicates view shows
     query = verification.CopyQuery(vec, lambda: verification.thumbnail_picture(images.get("thumbnail", rec.sha256)),
                                    rec.width, rec.height)  # fmt: skip
-    return verification.judge(query, hits, cosines, lambda h: images.get("thumbnail", h.sha256))
+    return verification.judge(query, hits, cosines,
+                              lambda h: feature_files.candidate_features(images, h.sha256, h.width, h.height))
 
 
 def _groups(catalog: Catalog, parent: dict[int, int], pairs: list[tuple[int, int, float]]) -> list[Group]:

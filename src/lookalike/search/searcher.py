@@ -31,7 +31,7 @@ from lookalike.ingest.reading import Reader
 from lookalike.models.detectors import Detection
 from lookalike.models.embedder import TextEmbedder
 from lookalike.models.loaded import Models, crop_box
-from lookalike.search import copies, ranking, verification
+from lookalike.search import copies, feature_files, ranking, verification
 from lookalike.search.results import Box, Hit, SearchResult, by_video
 from lookalike.spaces import Spaces
 from lookalike.store.catalog import Catalog, ImageRecord
@@ -279,7 +279,7 @@ class Searcher:
         best = sorted((i for i in reach if i not in known), key=lambda i: -reach[i])[:depth]
         wanted = [i for i in best if reach[i] >= floor]
         extra = self._candidate_hits(wanted, hits, vec, request)
-        verdicts = verification.judge(query, top + extra, cosines, self._thumbnail_of,
+        verdicts = verification.judge(query, top + extra, cosines, self._features_of,
                                       reach=reach if query.views is not None else None)  # fmt: skip
         return extra, verdicts
 
@@ -324,7 +324,7 @@ class Searcher:
         if rec is None:
             return None
         hit = Hit(found, 0.0, rec.label, rec.sources, rec.width, rec.height, rec.sha256)
-        verdict = verification.judge(query, [hit], {found: float(scores[0, 0])}, self._thumbnail_of, regions=False)
+        verdict = verification.judge(query, [hit], {found: float(scores[0, 0])}, self._features_of, regions=False)
         judged = verdict.get(found)
         return (found, judged.confidence) if judged is not None and judged.copy else None
 
@@ -335,8 +335,8 @@ class Searcher:
                 self._side = ThreadPoolExecutor(max_workers=4, thread_name_prefix="lookalike-search")
             return self._side
 
-    def _thumbnail_of(self, hit: Hit) -> bytes | None:
-        return self.images.get("thumbnail", hit.sha256)
+    def _features_of(self, hit: Hit) -> copies.Features | None:
+        return feature_files.candidate_features(self.images, hit.sha256, hit.width, hit.height)
 
     # --- other searches --------------------------------------------------------------
     def search_text(

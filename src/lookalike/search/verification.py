@@ -11,8 +11,9 @@ library size. Each candidate's copy cosine decides where it can:
 - below ``CHECK_FLOOR`` it is neither a copy nor a photo of the same object, and nothing more is done: the cost of
   an ordinary search is one more small embedding, computed while the similarity model runs;
 - in between, local features decide (lookalike.search.copies): the query's ORB features against the candidate's,
-  found on its stored thumbnail; a similarity transform means a copy, a homography the same flat object in another
-  photo (a phone photo of a cover or a package), nothing means merely alike.
+  found on its stored thumbnail once and kept beside it (lookalike.search.feature_files); a similarity transform
+  means a copy, a homography the same flat object in another photo (a phone photo of a cover or a package),
+  nothing means merely alike.
 
 Copies move above everything (score 1 + confidence), same-object photos above every merely similar photo (1 +
 confidence / 2), so the scores shown still agree with the order. A copy the descriptor decided is checked by
@@ -90,7 +91,7 @@ def thumbnail_picture(data: bytes | None) -> Image.Image | None:
 
 
 def judge(query: CopyQuery, candidates: list[Hit], cosines: dict[int, float],
-          thumbnail: Callable[[Hit], bytes | None], regions: bool = True,
+          features: Callable[[Hit], copies.Features | None], regions: bool = True,
           reach: dict[int, float] | None = None) -> dict[int, copies.Verdict]:  # fmt: skip
     """Verdicts for the candidates that are copies or the same object (see the module docstring); ``regions``: find
     the matched region of the surest copy too (a search shows it; indexing does not need it). ``reach``: the best
@@ -101,7 +102,7 @@ def judge(query: CopyQuery, candidates: list[Hit], cosines: dict[int, float],
     unsure = [h for h in candidates if h.id not in cosines
               or reach.get(h.id, cosines[h.id]) >= floor and cosines[h.id] < COPY_SURE]  # fmt: skip
     wanted = unsure + (sure[:REGION_CHECKS] if regions else [])
-    geometry = _geometry(query, wanted, thumbnail) if wanted else {}
+    geometry = _geometry(query, wanted, features) if wanted else {}
     out: dict[int, copies.Verdict] = {}
     cosine: float | None  # of the copy descriptors: None when the candidate has none
     for h in sure:
@@ -124,16 +125,14 @@ def judge(query: CopyQuery, candidates: list[Hit], cosines: dict[int, float],
     return out
 
 
-def _geometry(query: CopyQuery, hits: list[Hit], thumbnail: Callable[[Hit], bytes | None]) -> dict[int, copies.Verdict]:
-    """Local features of the query against each hit's thumbnail; a mirrored copy through the mirror image."""
+def _geometry(query: CopyQuery, hits: list[Hit],
+              features_of: Callable[[Hit], copies.Features | None]) -> dict[int, copies.Verdict]:  # fmt: skip
+    """Local features of the query against each hit's (lookalike.search.feature_files: stored beside its thumbnail);
+    a mirrored copy through the mirror image."""
     local = query.local()
     if local is None:
         return {}
-    features = {}
-    for h in hits:
-        data = thumbnail(h)
-        if data is not None:
-            features[h.id] = copies.from_jpeg(data, h.width, h.height, copies.QUERY_FEATURES)
+    features = {h.id: f for h in hits if (f := features_of(h)) is not None}
     verdicts = copies.verify_many(local.features, features)
     missed = {i: f for i, f in features.items() if not verdicts[i].copy}
     if missed:

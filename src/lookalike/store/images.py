@@ -17,7 +17,16 @@ from typing import BinaryIO, Literal, Protocol
 
 from lookalike.store.errors import StoreUnavailable
 
-Kind = Literal["thumbnail", "original"]
+Kind = Literal["thumbnail", "original", "features"]  # features: a photo's local features (search.feature_files)
+
+
+def folder(kind: Kind) -> str:
+    """Where a kind of file lives in a store: ``thumbnails/``, ``originals/``, ``features/``."""
+    return "features" if kind == "features" else f"{kind}s"
+
+
+def suffix(kind: Kind) -> str:
+    return ".jpg" if kind == "thumbnail" else ""
 
 
 class ImageStore(Protocol):
@@ -32,7 +41,8 @@ class ImageStore(Protocol):
 
 
 class LocalImageStore:
-    """Files under ``root/<kind>s/ab/abcdef....``; writes are atomic (temp file + rename)."""
+    """Files under ``root/<kind>s/ab/abcdef....`` (``root/features/...`` for features); writes are atomic (temp file
+    + rename)."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -40,8 +50,7 @@ class LocalImageStore:
     def path(self, kind: Kind, sha256: str) -> Path:
         if len(sha256) != 64 or not all(c in "0123456789abcdef" for c in sha256):
             raise ValueError(f"not a sha256 hex digest: {sha256!r}")
-        suffix = ".jpg" if kind == "thumbnail" else ""
-        return self.root / f"{kind}s" / sha256[:2] / f"{sha256}{suffix}"
+        return self.root / folder(kind) / sha256[:2] / f"{sha256}{suffix(kind)}"
 
     def put(self, kind: Kind, sha256: str, data: bytes) -> None:
         self._write(kind, sha256, lambda out: out.write(data))

@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 
 from lookalike.config import Settings
 from lookalike.store.errors import StoreUnavailable
-from lookalike.store.images import Kind
+from lookalike.store.images import Kind, folder, suffix
 
 
 @contextlib.contextmanager
@@ -98,7 +98,8 @@ class Part:
 
 
 class S3ImageStore:
-    """Thumbnails and originals in a bucket: ``prefix/thumbnails/ab/<sha>.jpg``, ``prefix/originals/ab/<sha>``."""
+    """Thumbnails, originals and features in a bucket: ``prefix/thumbnails/ab/<sha>.jpg``,
+    ``prefix/originals/ab/<sha>``, ``prefix/features/ab/<sha>``."""
 
     def __init__(self, client, location: S3Location, create_bucket: bool = True) -> None:
         self.client, self.location = client, location
@@ -116,8 +117,7 @@ class S3ImageStore:
     def key(self, kind: Kind, sha256: str) -> str:
         if len(sha256) != 64 or not all(c in "0123456789abcdef" for c in sha256):
             raise ValueError(f"not a sha256 hex digest: {sha256!r}")
-        suffix = ".jpg" if kind == "thumbnail" else ""
-        return f"{self.location.prefix}{kind}s/{sha256[:2]}/{sha256}{suffix}"
+        return f"{self.location.prefix}{folder(kind)}/{sha256[:2]}/{sha256}{suffix(kind)}"
 
     @property
     def where(self) -> str:

@@ -1,0 +1,78 @@
+"""A candidate's local features, kept beside its thumbnail in the image store.
+
+Finding a candidate's ORB features on its thumbnail (decode, scale to ``copies.SIDE`` px, detect, describe) takes
+about 8 ms of CPU, most of a geometric check (bench/RESULTS.md, "Candidates' features, stored"). A photo's features
+never change, so the first check of a photo stores them (about 40 KB) under its sha256, and every later check, in
+any process, reads them back in a fraction of a millisecond. They are a cache, not a record: photos never checked
+cost nothing, and a file that is missing, damaged, of another recipe or of another size is found again from the
+thumbnail (and written again). Kept in the image store rather than in a process's memory: shared by every process
+and bounded by the store, not by the library's size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import struct
+
+import numpy as np
+
+from lookalike.search import copies
+from lookalike.store.errors import StoreUnavailable
+from lookalike.store.images import ImageStore
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"LKFEAT1\0"
+# What the stored features were found with: a file of another recipe is found again, never matched against these
+RECIPE = hashlib.sha256(repr((copies.QUERY_FEATURES, copies.STORED_OVERSAMPLE, copies.SIDE, copies.SMALL,
+                              "orb:10,15,15", "bilinear", "area")).encode()).digest()[:8]  # fmt: skip
+_HEADER = struct.Struct("<8s8sIIIII")  # magic, recipe, width, height, keypoints, small's height and width
+_MAX_SIDE = 1 << 16
+
+
+def encode(features: copies.Features) -> bytes:
+    """The features as bytes: a header, then the points (float32), descriptors (uint8) and the small grey picture."""
+    small = np.zeros((0, 0), np.uint8) if features.small is None else features.small
+    header = _HEADER.pack(MAGIC, RECIPE, features.width, features.height, len(features.points), *small.shape)
+    return b"".join([header, np.ascontiguousarray(features.points, np.float32).tobytes(),
+                     np.ascontiguousarray(features.descriptors, np.uint8).tobytes(),
+                     np.ascontiguousarray(small).astype(np.uint8).tobytes()])  # fmt: skip
+
+
+def decode(data: bytes, width: int, height: int) -> copies.Features | None:
+    """The features in ``data`` if they are whole, of this recipe and of a photo of this size; else None."""
+    if len(data) < _HEADER.size:
+        return None
+    magic, recipe, w, h, n, sh, sw = _HEADER.unpack_from(data)
+    if magic != MAGIC or recipe != RECIPE or (w, h) != (width, height) or max(sh, sw) > _MAX_SIDE:
+        return None
+    sizes = (n * 8, n * 32, sh * sw)
+    if len(data) != _HEADER.size + sum(sizes):
+        return None
+    at = _HEADER.size
+    points = np.frombuffer(data, np.float32, n * 2, at).reshape(n, 2)
+    descriptors = np.frombuffer(data, np.uint8, n * 32, at + sizes[0]).reshape(n, 32)
+    small = np.frombuffer(data, np.uint8, sh * sw, at + sizes[0] + sizes[1]).reshape(sh, sw).astype(np.float32)
+    return copies.Features(points, descriptors, w, h, small if small.size else None)
+
+
+def candidate_features(images: ImageStore, sha256: str, width: int, height: int) -> copies.Features | None:
+    """A stored photo's features for geometry: from its features file, else found on its thumbnail and stored for
+    the next check (a store that cannot take them only costs the next check the same work). None without a
+    thumbnail."""
+    data = images.get("features", sha256)
+    found = decode(data, width, height) if data is not None else None
+    if found is not None:
+        return found
+    thumbnail = images.get("thumbnail", sha256)
+    if thumbnail is None:
+        return None
+    features = copies.from_jpeg(thumbnail, width, height, copies.QUERY_FEATURES)
+    try:
+        if data is not None:
+            images.delete("features", sha256)  # of another recipe, or damaged: a local store keeps what it holds
+        images.put("features", sha256, encode(features))
+    except (OSError, StoreUnavailable) as exc:
+        log.warning("the features of %s could not be stored: %s", sha256[:12], exc)
+    return features

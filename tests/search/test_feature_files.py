@@ -1,0 +1,96 @@
+"""A candidate's local features stored beside its thumbnail: the same features as found on the thumbnail, read back
+by later checks, found again when their file is unusable, and removed with the photo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lookalike.config import Settings
+from lookalike.copyedits import edited
+from lookalike.imaging import thumbnail_jpeg
+from lookalike.library import Library
+from lookalike.search import copies, feature_files
+from lookalike.store.images import LocalImageStore
+from tests.conftest import photo
+
+SHA = "ab" * 32
+
+
+@pytest.fixture
+def stored(tmp_path: Path) -> tuple[LocalImageStore, int, int]:
+    """A store holding one real photo's thumbnail, and the photo's size."""
+    picture = Image.open(photo("castle", 1)).convert("RGB")
+    images = LocalImageStore(tmp_path / "images")
+    images.put("thumbnail", SHA, thumbnail_jpeg(picture, 256, 85))
+    return images, picture.width, picture.height
+
+
+def same(a: copies.Features, b: copies.Features) -> bool:
+    return (a.width, a.height) == (b.width, b.height) and np.array_equal(a.points, b.points) and np.array_equal(
+        a.descriptors, b.descriptors) and np.array_equal(a.small, b.small)  # fmt: skip
+
+
+def test_the_stored_features_are_the_ones_found_on_the_thumbnail(stored) -> None:
+    images, w, h = stored
+    found = copies.from_jpeg(images.get("thumbnail", SHA), w, h, copies.QUERY_FEATURES)
+    assert len(found.points) > 100
+    first = feature_files.candidate_features(images, SHA, w, h)
+    assert first is not None and same(first, found)
+    assert images.exists("features", SHA)
+    images.delete("thumbnail", SHA)  # the second check reads the file: the thumbnail is not needed any more
+    second = feature_files.candidate_features(images, SHA, w, h)
+    assert second is not None and same(second, found)
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "garbage", "other recipe", "other size", "longer"])
+def test_an_unusable_file_is_found_again_and_replaced(stored, damage: str) -> None:
+    images, w, h = stored
+    good = feature_files.encode(copies.from_jpeg(images.get("thumbnail", SHA), w, h, copies.QUERY_FEATURES))
+    bad = {"empty": b"", "truncated": good[:-100], "garbage": b"\x00\xff" * 500,
+           "other recipe": good[:8] + b"\x01" * 8 + good[16:],
+           "other size": good[:16] + (w + 1).to_bytes(4, "little") + good[20:],
+           "longer": good + b"\x00"}[damage]  # fmt: skip
+    images.put("features", SHA, bad)
+    assert feature_files.decode(bad, w, h) is None
+    features = feature_files.candidate_features(images, SHA, w, h)
+    assert features is not None and feature_files.encode(features) == good
+    assert images.get("features", SHA) == good
+
+
+def test_a_photo_without_a_thumbnail_has_no_features(tmp_path: Path) -> None:
+    assert feature_files.candidate_features(LocalImageStore(tmp_path / "images"), SHA, 640, 480) is None
+
+
+def test_a_store_that_cannot_take_them_still_gives_the_features(stored, caplog) -> None:
+    images, w, h = stored
+    (images.root / "features").write_bytes(b"a file where the folder would be")
+    features = feature_files.candidate_features(images, SHA, w, h)
+    assert features is not None and len(features.points) > 100
+    assert "could not be stored" in caplog.text
+
+
+def test_searches_judge_alike_with_and_without_the_files_and_removal_takes_them(settings: Settings,
+                                                                               tmp_path: Path) -> None:  # fmt: skip
+    """A copy found by geometry (a crop is below the descriptor's sure cosine) gets the same verdict whether its
+    original's features are found on the thumbnail or read from their file; deleting the photo deletes the file."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for label in ("castle", "pizza", "goldfish", "tiger_cat"):
+        Image.open(photo(label, 1)).convert("RGB").save(folder / f"{label}.jpg", quality=90)
+    query = tmp_path / "query.jpg"
+    edited(Image.open(photo("castle", 1)).convert("RGB"), "corner crop (35 % of the area)").save(query, quality=80)
+    with Library(settings) as lib:
+        lib.index([str(folder)])
+        castle = next(i for i in lib.catalog.ids().tolist() if lib.get(i).sources[0].endswith("castle.jpg"))
+        sha = lib.get(castle).sha256
+        first = lib.search(str(query), k=3)
+        assert lib.images.exists("features", sha), "the check stored the original's features"
+        second = lib.search(str(query), k=3)
+        assert first.hits[0].id == castle and first.hits[0].copy
+        assert [h.as_dict() for h in first.hits] == [h.as_dict() for h in second.hits]
+        lib.delete_images([castle])
+        assert not lib.images.exists("features", sha)
