@@ -375,7 +375,8 @@ class Library:
     def duplicates(self, min_confidence: float = 0.0, on_progress: Callable[[int, int], None] | None = None
                    ) -> dict[str, Any]:  # fmt: skip
         """The duplicates report (lookalike.search.duplicates), as the CLI prints it and the API returns it."""
-        return duplicates.report(self.space.copies, self.catalog, self.images, min_confidence, on_progress)
+        return duplicates.report(self.space.copies, self.catalog, self.images, min_confidence, on_progress,
+                                 self.settings.keep_features)  # fmt: skip
 
     def copy_of(self, query: verification.CopyQuery) -> tuple[int, float] | None:
         return self.searcher.copy_of(query)

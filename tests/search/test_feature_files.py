@@ -94,3 +94,11 @@ def test_searches_judge_alike_with_and_without_the_files_and_removal_takes_them(
         assert [h.as_dict() for h in first.hits] == [h.as_dict() for h in second.hits]
         lib.delete_images([castle])
         assert not lib.images.exists("features", sha)
+
+
+def test_with_keep_off_nothing_is_read_or_written(stored) -> None:
+    images, w, h = stored
+    images.put("features", SHA, b"would be unusable, but is not even read")
+    features = feature_files.candidate_features(images, SHA, w, h, keep=False)
+    assert features is not None and len(features.points) > 100
+    assert images.get("features", SHA) == b"would be unusable, but is not even read"

@@ -43,8 +43,10 @@ def _find(parent: dict[int, int], i: int) -> int:
 
 
 def near_duplicates(copies: VectorIndex, catalog: Catalog, images: ImageStore, min_confidence: float = 0.0,
-                    on_progress: Callable[[int, int], None] | None = None) -> list[Group]:  # fmt: skip
-    """Groups of two or more photos that are the same picture: ``copies`` is the active space's copy collection."""
+                    on_progress: Callable[[int, int], None] | None = None,
+                    keep_features: bool = True) -> list[Group]:  # fmt: skip
+    """Groups of two or more photos that are the same picture: ``copies`` is the active space's copy collection;
+    ``keep_features``: candidates' local features are kept in ``images`` (lookalike.search.feature_files)."""
     total = len(copies)
     parent: dict[int, int] = {}
     pairs: list[tuple[int, int, float]] = []
@@ -59,7 +61,7 @@ def near_duplicates(copies: VectorIndex, catalog: Catalog, images: ImageStore, m
                        if i != MISSING and int(i) != image_id and c >= verification.CHECK_FLOOR and int(i) in records}
             if not cosines or image_id not in records:
                 continue
-            for other, verdict in _judge(images, records, image_id, vec, cosines).items():
+            for other, verdict in _judge(images, records, image_id, vec, cosines, keep_features).items():
                 if verdict.copy and verdict.confidence >= min_confidence:
                     pairs.append((min(image_id, other), max(image_id, other), verdict.confidence))
                     parent[_find(parent, image_id)] = _find(parent, other)
@@ -70,7 +72,7 @@ def near_duplicates(copies: VectorIndex, catalog: Catalog, images: ImageStore, m
 
 
 def _judge(images: ImageStore, records: dict[int, ImageRecord], image_id: int, vec: np.ndarray,
-           cosines: dict[int, float]) -> dict[int, Verdict]:  # fmt: skip
+           cosines: dict[int, float], keep_features: bool) -> dict[int, Verdict]:  # fmt: skip
     rec = records[image_id]
     hits = [Hit(i, cosines[i], records[i].label, records[i].sources, records[i].width, records[i].height,
                 records[i].sha256) for i in cosines]  # fmt: skip
@@ -78,7 +80,8 @@ def _judge(images: ImageStore, records: dict[int, ImageRecord], image_id: int, v
     query = verification.CopyQuery(vec, lambda: verification.thumbnail_picture(images.get("thumbnail", rec.sha256)),
                                    rec.width, rec.height)  # fmt: skip
     return verification.judge(query, hits, cosines,
-                              lambda h: feature_files.candidate_features(images, h.sha256, h.width, h.height))
+                              lambda h: feature_files.candidate_features(images, h.sha256, h.width, h.height,
+                                                                         keep_features))  # fmt: skip
 
 
 def _groups(catalog: Catalog, parent: dict[int, int], pairs: list[tuple[int, int, float]]) -> list[Group]:
@@ -124,10 +127,11 @@ def as_rows(groups: list[Group], records: dict[int, ImageRecord]) -> list[dict[s
 
 
 def report(copies: VectorIndex, catalog: Catalog, images: ImageStore, min_confidence: float = 0.0,
-           on_progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:  # fmt: skip
+           on_progress: Callable[[int, int], None] | None = None,
+           keep_features: bool = True) -> dict[str, Any]:  # fmt: skip
     """The whole duplicates report, as the CLI prints it and the API returns it: the near-duplicate groups (``groups``:
     keep, remove, photos with their confidence) and the exact ones (``exact``: a photo's several paths)."""
-    groups = near_duplicates(copies, catalog, images, min_confidence, on_progress)
+    groups = near_duplicates(copies, catalog, images, min_confidence, on_progress, keep_features)
     records = catalog.get_many([i for g in groups for i in g.ids])
     exact = [{"id": i, "sources": list(sources)} for i, sources in exact_duplicates(catalog)]
     return {"groups": as_rows(groups, records), "exact": exact}

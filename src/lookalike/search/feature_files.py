@@ -57,11 +57,12 @@ def decode(data: bytes, width: int, height: int) -> copies.Features | None:
     return copies.Features(points, descriptors, w, h, small if small.size else None)
 
 
-def candidate_features(images: ImageStore, sha256: str, width: int, height: int) -> copies.Features | None:
+def candidate_features(images: ImageStore, sha256: str, width: int, height: int,
+                       keep: bool = True) -> copies.Features | None:  # fmt: skip
     """A stored photo's features for geometry: from its features file, else found on its thumbnail and stored for
     the next check (a store that cannot take them only costs the next check the same work). None without a
-    thumbnail."""
-    data = images.get("features", sha256)
+    thumbnail. ``keep`` false (``LOOKALIKE_KEEP_FEATURES``): found on the thumbnail, no file read or written."""
+    data = images.get("features", sha256) if keep else None
     found = decode(data, width, height) if data is not None else None
     if found is not None:
         return found
@@ -69,6 +70,8 @@ def candidate_features(images: ImageStore, sha256: str, width: int, height: int)
     if thumbnail is None:
         return None
     features = copies.from_jpeg(thumbnail, width, height, copies.QUERY_FEATURES)
+    if not keep:
+        return features
     try:
         if data is not None:
             images.delete("features", sha256)  # of another recipe, or damaged: a local store keeps what it holds

@@ -336,7 +336,8 @@ class Searcher:
             return self._side
 
     def _features_of(self, hit: Hit) -> copies.Features | None:
-        return feature_files.candidate_features(self.images, hit.sha256, hit.width, hit.height)
+        return feature_files.candidate_features(self.images, hit.sha256, hit.width, hit.height,
+                                                self.settings.keep_features)  # fmt: skip
 
     # --- other searches --------------------------------------------------------------
     def search_text(
