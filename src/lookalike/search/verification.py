@@ -49,6 +49,11 @@ CHECK_FLOOR = 0.30
 # 0.3 % below 0.45). A lower floor finds more covers in phone photos (DVD covers) for geometry on twice as many
 # ordinary searches (bench/RESULTS.md, "The centre in pixels")
 VIEW_FLOOR = 0.40
+# Once one candidate reaches VIEW_FLOOR, geometry runs and the query's own features are found: the fixed part of its
+# cost (~7 ms). A further candidate then costs ~1 ms, its features read from their file
+# (lookalike.search.feature_files), so every candidate whose best row reaches this lower floor is checked too;
+# searches that reach no candidate at VIEW_FLOOR (most ordinary ones) pay nothing more. None: only those at VIEW_FLOOR.
+WITH_GEOMETRY_FLOOR: float | None = CHECK_FLOOR
 GLOBAL_CANDIDATES = 3  # the global search's first hits are candidates too (photos without a copy descriptor)
 REGION_CHECKS = 1  # descriptor-decided copies checked by geometry for their matched region
 
@@ -99,8 +104,14 @@ def judge(query: CopyQuery, candidates: list[Hit], cosines: dict[int, float],
     of the descriptor itself stays with the whole photo's cosine, on which it was calibrated)."""
     floor, reach = (VIEW_FLOOR, reach) if reach else (CHECK_FLOOR, cosines)
     sure = sorted((h for h in candidates if cosines.get(h.id, -1.0) >= COPY_SURE), key=lambda h: -cosines[h.id])
-    unsure = [h for h in candidates if h.id not in cosines
-              or reach.get(h.id, cosines[h.id]) >= floor and cosines[h.id] < COPY_SURE]  # fmt: skip
+
+    def unsure_at(least: float) -> list[Hit]:
+        return [h for h in candidates if h.id not in cosines
+                or reach.get(h.id, cosines[h.id]) >= least and cosines[h.id] < COPY_SURE]  # fmt: skip
+
+    unsure = unsure_at(floor)
+    if unsure and WITH_GEOMETRY_FLOOR is not None and floor > WITH_GEOMETRY_FLOOR:
+        unsure = unsure_at(WITH_GEOMETRY_FLOOR)  # geometry runs anyway: the nearly reached ones are cheap to check
     wanted = unsure + (sure[:REGION_CHECKS] if regions else [])
     geometry = _geometry(query, wanted, features) if wanted else {}
     out: dict[int, copies.Verdict] = {}
