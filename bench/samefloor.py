@@ -47,12 +47,12 @@ class Counted:
         self.cpu = 0.0
         geometry, judged = verification._geometry, Searcher._judged
 
-        def counted_geometry(query, hits, features_of):
+        def counted_geometry(query, hits, *rest):
             self.with_geometry += 1
             self.pairs += len(hits)
             started = time.thread_time()
             try:
-                return geometry(query, hits, features_of)
+                return geometry(query, hits, *rest)
             finally:
                 self.cpu += time.thread_time() - started
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from lookalike.config import Settings
 from lookalike.copyedits import edited
@@ -102,3 +102,29 @@ def test_with_keep_off_nothing_is_read_or_written(stored) -> None:
     features = feature_files.candidate_features(images, SHA, w, h, keep=False)
     assert features is not None and len(features.points) > 100
     assert images.get("features", SHA) == b"would be unusable, but is not even read"
+
+
+def test_a_mirrored_copy_is_looked_for_only_where_its_cosine_could_make_it_a_copy(stored, monkeypatch) -> None:
+    """The mirror image is matched against the candidates whose whole cosine reaches CHECK_FLOOR (below it a copy
+    verdict would not be kept): a mirrored copy is found at 0.5, and at 0.2 the mirror pass does not run."""
+    from lookalike.search import verification
+    from lookalike.search.results import Hit
+
+    images, w, h = stored
+    mirrored = ImageOps.mirror(Image.open(photo("castle", 1)).convert("RGB"))
+    hit = Hit(1, 0.5, None, ("castle.jpg",), w, h, SHA)
+    seen: list[int] = []
+
+    def features_of(candidate: Hit) -> copies.Features | None:
+        seen.append(candidate.id)
+        return feature_files.candidate_features(images, candidate.sha256, candidate.width, candidate.height)
+
+    def judged(cosine: float) -> dict:
+        query = verification.CopyQuery(None, lambda: mirrored, mirrored.width, mirrored.height)
+        return verification.judge(query, [hit], {1: cosine}, features_of, reach={1: 0.5})
+
+    found = judged(0.5)
+    assert found[1].copy and found[1].mirrored and seen == [1]
+    geometry, calls = verification._geometry, []
+    monkeypatch.setattr(verification, "_geometry", lambda *args: calls.append(args[3]) or geometry(*args))
+    assert judged(0.2) == {} and calls == [set()]

@@ -113,7 +113,9 @@ def judge(query: CopyQuery, candidates: list[Hit], cosines: dict[int, float],
     if unsure and WITH_GEOMETRY_FLOOR is not None and floor > WITH_GEOMETRY_FLOOR:
         unsure = unsure_at(WITH_GEOMETRY_FLOOR)  # geometry runs anyway: the nearly reached ones are cheap to check
     wanted = unsure + (sure[:REGION_CHECKS] if regions else [])
-    geometry = _geometry(query, wanted, features) if wanted else {}
+    # a mirrored copy is looked for only where it could stand: below CHECK_FLOOR a copy verdict is not kept (below)
+    mirrorable = {h.id for h in wanted if h.id not in cosines or cosines[h.id] >= CHECK_FLOOR}
+    geometry = _geometry(query, wanted, features, mirrorable) if wanted else {}
     out: dict[int, copies.Verdict] = {}
     cosine: float | None  # of the copy descriptors: None when the candidate has none
     for h in sure:
@@ -136,16 +138,17 @@ def judge(query: CopyQuery, candidates: list[Hit], cosines: dict[int, float],
     return out
 
 
-def _geometry(query: CopyQuery, hits: list[Hit],
-              features_of: Callable[[Hit], copies.Features | None]) -> dict[int, copies.Verdict]:  # fmt: skip
+def _geometry(query: CopyQuery, hits: list[Hit], features_of: Callable[[Hit], copies.Features | None],
+              mirrorable: set[int]) -> dict[int, copies.Verdict]:  # fmt: skip
     """Local features of the query against each hit's (lookalike.search.feature_files: stored beside its thumbnail);
-    a mirrored copy through the mirror image."""
+    a mirrored copy through the mirror image, for the ``mirrorable`` hits that are not copies as they are (matching
+    against the mirror image is half of the matching's cost)."""
     local = query.local()
     if local is None:
         return {}
     features = {h.id: f for h in hits if (f := features_of(h)) is not None}
     verdicts = copies.verify_many(local.features, features)
-    missed = {i: f for i, f in features.items() if not verdicts[i].copy}
+    missed = {i: f for i, f in features.items() if not verdicts[i].copy and i in mirrorable}
     if missed:
         for i, flipped in copies.verify_many(local.mirror(), missed, objects=False).items():
             if flipped.copy:
