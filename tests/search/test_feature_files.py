@@ -128,3 +128,20 @@ def test_a_mirrored_copy_is_looked_for_only_where_its_cosine_could_make_it_a_cop
     geometry, calls = verification._geometry, []
     monkeypatch.setattr(verification, "_geometry", lambda *args: calls.append(args[3]) or geometry(*args))
     assert judged(0.2) == {} and calls == [set()]
+
+
+def test_a_features_file_that_cannot_be_read_or_replaced_falls_back_to_the_thumbnail(stored, caplog) -> None:
+    """A cache never fails a search: a features 'file' that is a folder cannot be read (nor replaced: the local
+    store keeps what a key holds)."""
+    images, w, h = stored
+    images.path("features", SHA).mkdir(parents=True)
+    features = feature_files.candidate_features(images, SHA, w, h)
+    assert features is not None and len(features.points) > 100
+    assert "could not be read" in caplog.text
+
+
+def test_a_file_deleted_by_another_process_reads_as_missing(tmp_path: Path) -> None:
+    images = LocalImageStore(tmp_path / "images")
+    images.put("features", SHA, b"x")
+    images.path("features", SHA).unlink()  # what another process's delete does between two calls
+    assert images.get("features", SHA) is None

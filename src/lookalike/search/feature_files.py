@@ -18,15 +18,25 @@ import struct
 import numpy as np
 
 from lookalike.search import copies
-from lookalike.store.errors import StoreUnavailable
 from lookalike.store.images import ImageStore
 
 log = logging.getLogger(__name__)
 
 MAGIC = b"LKFEAT1\0"
-# What the stored features were found with: a file of another recipe is found again, never matched against these
-RECIPE = hashlib.sha256(repr((copies.QUERY_FEATURES, copies.STORED_OVERSAMPLE, copies.SIDE, copies.SMALL,
-                              "orb:10,15,15", "bilinear", "area")).encode()).digest()[:8]  # fmt: skip
+CODE = 1  # raise when lookalike.search.copies finds features differently with the same constants
+
+
+def _recipe() -> bytes:
+    """What the stored features were found with (the constants, this code, OpenCV's and Pillow's versions): a file
+    of another recipe is found again, never matched against features found now."""
+    import cv2
+    import PIL
+
+    return hashlib.sha256(repr((CODE, copies.QUERY_FEATURES, copies.STORED_OVERSAMPLE, copies.SIDE, copies.SMALL,
+                                cv2.__version__, PIL.__version__)).encode()).digest()[:8]  # fmt: skip
+
+
+RECIPE = _recipe()
 _HEADER = struct.Struct("<8s8sIIIII")  # magic, recipe, width, height, keypoints, small's height and width
 _MAX_SIDE = 1 << 16
 
@@ -62,7 +72,7 @@ def candidate_features(images: ImageStore, sha256: str, width: int, height: int,
     """A stored photo's features for geometry: from its features file, else found on its thumbnail and stored for
     the next check (a store that cannot take them only costs the next check the same work). None without a
     thumbnail. ``keep`` false (``LOOKALIKE_KEEP_FEATURES``): found on the thumbnail, no file read or written."""
-    data = images.get("features", sha256) if keep else None
+    data = _read(images, sha256) if keep else None
     found = decode(data, width, height) if data is not None else None
     if found is not None:
         return found
@@ -76,6 +86,15 @@ def candidate_features(images: ImageStore, sha256: str, width: int, height: int,
         if data is not None:
             images.delete("features", sha256)  # of another recipe, or damaged: a local store keeps what it holds
         images.put("features", sha256, encode(features))
-    except (OSError, StoreUnavailable) as exc:
+    except Exception as exc:  # noqa: BLE001 - a cache: a store that refuses (read-only, no delete right) costs time only
         log.warning("the features of %s could not be stored: %s", sha256[:12], exc)
     return features
+
+
+def _read(images: ImageStore, sha256: str) -> bytes | None:
+    """The features file, or None when there is none or it cannot be read (found again from the thumbnail then)."""
+    try:
+        return images.get("features", sha256)
+    except Exception as exc:  # noqa: BLE001 - a cache: any store error (S3 access denied, I/O) falls back
+        log.warning("the features of %s could not be read: %s", sha256[:12], exc)
+        return None

@@ -103,6 +103,7 @@ def judge(query: CopyQuery, candidates: list[Hit], cosines: dict[int, float],
     the matched region of the surest copy too (a search shows it; indexing does not need it). ``reach``: the best
     cosine of any of the query's views to a candidate, which decides whether geometry is worth a try (the verdict
     of the descriptor itself stays with the whole photo's cosine, on which it was calibrated)."""
+    views = bool(reach)
     floor, reach = (VIEW_FLOOR, reach) if reach else (CHECK_FLOOR, cosines)
     sure = sorted((h for h in candidates if cosines.get(h.id, -1.0) >= COPY_SURE), key=lambda h: -cosines[h.id])
 
@@ -111,7 +112,7 @@ def judge(query: CopyQuery, candidates: list[Hit], cosines: dict[int, float],
                 or reach.get(h.id, cosines[h.id]) >= least and cosines[h.id] < COPY_SURE]  # fmt: skip
 
     unsure = unsure_at(floor)
-    if unsure and WITH_GEOMETRY_FLOOR is not None and floor > WITH_GEOMETRY_FLOOR:
+    if unsure and views and WITH_GEOMETRY_FLOOR is not None and floor > WITH_GEOMETRY_FLOOR:
         unsure = unsure_at(WITH_GEOMETRY_FLOOR)  # geometry runs anyway: the nearly reached ones are cheap to check
     wanted = unsure + (sure[:REGION_CHECKS] if regions else [])
     # a mirrored copy is looked for only where it could stand: below CHECK_FLOOR a copy verdict is not kept (below)

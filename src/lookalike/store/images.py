@@ -81,8 +81,10 @@ class LocalImageStore:
             raise
 
     def get(self, kind: Kind, sha256: str) -> bytes | None:
-        path = self.path(kind, sha256)
-        return path.read_bytes() if path.exists() else None
+        try:
+            return self.path(kind, sha256).read_bytes()
+        except FileNotFoundError:  # never written, or deleted by another process meanwhile
+            return None
 
     def delete(self, kind: Kind, sha256: str) -> None:
         self.path(kind, sha256).unlink(missing_ok=True)
