@@ -11,6 +11,7 @@ and bounded by the store, not by the library's size.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import struct
@@ -26,17 +27,17 @@ MAGIC = b"LKFEAT1\0"
 CODE = 1  # raise when lookalike.search.copies finds features differently with the same constants
 
 
+@functools.cache
 def _recipe() -> bytes:
     """What the stored features were found with (the constants, this code, OpenCV's and Pillow's versions): a file
-    of another recipe is found again, never matched against features found now."""
+    of another recipe is found again, never matched against features found now. Worked out on first use: importing
+    OpenCV takes 140 ms, which a process that never checks geometry (most CLI commands) should not pay."""
     import cv2
     import PIL
 
     return hashlib.sha256(repr((CODE, copies.QUERY_FEATURES, copies.STORED_OVERSAMPLE, copies.SIDE, copies.SMALL,
                                 cv2.__version__, PIL.__version__)).encode()).digest()[:8]  # fmt: skip
 
-
-RECIPE = _recipe()
 _HEADER = struct.Struct("<8s8sIIIII")  # magic, recipe, width, height, keypoints, small's height and width
 _MAX_SIDE = 1 << 16
 
@@ -44,7 +45,7 @@ _MAX_SIDE = 1 << 16
 def encode(features: copies.Features) -> bytes:
     """The features as bytes: a header, then the points (float32), descriptors (uint8) and the small grey picture."""
     small = np.zeros((0, 0), np.uint8) if features.small is None else features.small
-    header = _HEADER.pack(MAGIC, RECIPE, features.width, features.height, len(features.points), *small.shape)
+    header = _HEADER.pack(MAGIC, _recipe(), features.width, features.height, len(features.points), *small.shape)
     return b"".join([header, np.ascontiguousarray(features.points, np.float32).tobytes(),
                      np.ascontiguousarray(features.descriptors, np.uint8).tobytes(),
                      np.ascontiguousarray(small).astype(np.uint8).tobytes()])  # fmt: skip
@@ -55,7 +56,7 @@ def decode(data: bytes, width: int, height: int) -> copies.Features | None:
     if len(data) < _HEADER.size:
         return None
     magic, recipe, w, h, n, sh, sw = _HEADER.unpack_from(data)
-    if magic != MAGIC or recipe != RECIPE or (w, h) != (width, height) or max(sh, sw) > _MAX_SIDE:
+    if magic != MAGIC or recipe != _recipe() or (w, h) != (width, height) or max(sh, sw) > _MAX_SIDE:
         return None
     sizes = (n * 8, n * 32, sh * sw)
     if len(data) != _HEADER.size + sum(sizes):
