@@ -275,13 +275,12 @@ class Searcher:
             if len(held):
                 cosines |= dict(zip(held.tolist(), (space.copies.vectors(held) @ query.vector).tolist(), strict=True))
         known = {h.id for h in top}
-        floor = verification.VIEW_FLOOR if query.views is not None else verification.CHECK_FLOOR
         best = sorted((i for i in reach if i not in known), key=lambda i: -reach[i])[:depth]
+        floor = verification.CHECK_FLOOR
+        if query.views is not None:  # lower when geometry will run anyway: those candidates are checked too (judge)
+            reached = [h.id for h in top] + [i for i in best if reach[i] >= verification.VIEW_FLOOR]
+            floor = verification.view_floor(reached, cosines, reach)
         wanted = [i for i in best if reach[i] >= floor]
-        also = verification.WITH_GEOMETRY_FLOOR
-        if query.views is not None and also is not None and also < floor and (wanted or any(
-                h.id not in cosines or reach.get(h.id, cosines[h.id]) >= floor for h in top)):  # fmt: skip
-            wanted = [i for i in best if reach[i] >= also]  # geometry will run: these are checked too (judge)
         extra = self._candidate_hits(wanted, hits, vec, request)
         verdicts = verification.judge(query, top + extra, cosines, self._features_of,
                                       reach=reach if query.views is not None else None)  # fmt: skip

@@ -96,6 +96,22 @@ def thumbnail_picture(data: bytes | None) -> Image.Image | None:
         return im.convert("RGB")
 
 
+def _unsure(ids: list[int], cosines: dict[int, float], reach: dict[int, float], least: float) -> list[int]:
+    """The candidates geometry decides at floor ``least``: those without a copy descriptor, and those the query
+    reaches at ``least`` whose whole cosine is not sure."""
+    return [i for i in ids if i not in cosines or reach.get(i, cosines[i]) >= least and cosines[i] < COPY_SURE]
+
+
+def view_floor(ids: list[int], cosines: dict[int, float], reach: dict[int, float]) -> float:
+    """How far down a search with views checks its candidates ``ids``: to WITH_GEOMETRY_FLOOR when geometry runs
+    anyway (one of them is unsure at VIEW_FLOOR), else VIEW_FLOOR. The searcher asks it to know which candidates to
+    fetch, ``judge`` to know which to check."""
+    also = WITH_GEOMETRY_FLOOR
+    if also is not None and also < VIEW_FLOOR and _unsure(ids, cosines, reach, VIEW_FLOOR):
+        return also
+    return VIEW_FLOOR
+
+
 def judge(query: CopyQuery, candidates: list[Hit], cosines: dict[int, float],
           features: Callable[[Hit], copies.Features | None], regions: bool = True,
           reach: dict[int, float] | None = None) -> dict[int, copies.Verdict]:  # fmt: skip
@@ -103,17 +119,11 @@ def judge(query: CopyQuery, candidates: list[Hit], cosines: dict[int, float],
     the matched region of the surest copy too (a search shows it; indexing does not need it). ``reach``: the best
     cosine of any of the query's views to a candidate, which decides whether geometry is worth a try (the verdict
     of the descriptor itself stays with the whole photo's cosine, on which it was calibrated)."""
-    views = bool(reach)
-    floor, reach = (VIEW_FLOOR, reach) if reach else (CHECK_FLOOR, cosines)
+    ids = [h.id for h in candidates]
+    floor, reach = (view_floor(ids, cosines, reach), reach) if reach else (CHECK_FLOOR, cosines)
     sure = sorted((h for h in candidates if cosines.get(h.id, -1.0) >= COPY_SURE), key=lambda h: -cosines[h.id])
-
-    def unsure_at(least: float) -> list[Hit]:
-        return [h for h in candidates if h.id not in cosines
-                or reach.get(h.id, cosines[h.id]) >= least and cosines[h.id] < COPY_SURE]  # fmt: skip
-
-    unsure = unsure_at(floor)
-    if unsure and views and WITH_GEOMETRY_FLOOR is not None and floor > WITH_GEOMETRY_FLOOR:
-        unsure = unsure_at(WITH_GEOMETRY_FLOOR)  # geometry runs anyway: the nearly reached ones are cheap to check
+    decided_by_geometry = set(_unsure(ids, cosines, reach, floor))
+    unsure = [h for h in candidates if h.id in decided_by_geometry]
     wanted = unsure + (sure[:REGION_CHECKS] if regions else [])
     # a mirrored copy is looked for only where it could stand: below CHECK_FLOOR a copy verdict is not kept (below)
     mirrorable = {h.id for h in wanted if h.id not in cosines or cosines[h.id] >= CHECK_FLOOR}
