@@ -20,13 +20,13 @@ from lookalike.store.errors import StoreUnavailable
 Kind = Literal["thumbnail", "original", "features"]  # features: a photo's local features (search.feature_files)
 
 
-def folder(kind: Kind) -> str:
-    """Where a kind of file lives in a store: ``thumbnails/``, ``originals/``, ``features/``."""
-    return "features" if kind == "features" else f"{kind}s"
-
-
-def suffix(kind: Kind) -> str:
-    return ".jpg" if kind == "thumbnail" else ""
+def relative_key(kind: Kind, sha256: str) -> str:
+    """Where a file lives in any store: ``thumbnails/ab/<sha256>.jpg``, ``originals/ab/<sha256>``,
+    ``features/ab/<sha256>``; ValueError for a key that is not a sha256 hex digest (no path can escape)."""
+    if len(sha256) != 64 or not all(c in "0123456789abcdef" for c in sha256):
+        raise ValueError(f"not a sha256 hex digest: {sha256!r}")
+    folder = "features" if kind == "features" else f"{kind}s"
+    return f"{folder}/{sha256[:2]}/{sha256}{'.jpg' if kind == 'thumbnail' else ''}"
 
 
 class ImageStore(Protocol):
@@ -48,9 +48,7 @@ class LocalImageStore:
         self.root = root
 
     def path(self, kind: Kind, sha256: str) -> Path:
-        if len(sha256) != 64 or not all(c in "0123456789abcdef" for c in sha256):
-            raise ValueError(f"not a sha256 hex digest: {sha256!r}")
-        return self.root / folder(kind) / sha256[:2] / f"{sha256}{suffix(kind)}"
+        return self.root / relative_key(kind, sha256)
 
     def put(self, kind: Kind, sha256: str, data: bytes) -> None:
         self._write(kind, sha256, lambda out: out.write(data))

@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 
 from lookalike.config import Settings
 from lookalike.store.errors import StoreUnavailable
-from lookalike.store.images import Kind, folder, suffix
+from lookalike.store.images import Kind, relative_key
 
 
 @contextlib.contextmanager
@@ -115,9 +115,7 @@ class S3ImageStore:
             self.client.create_bucket(Bucket=self.location.bucket)
 
     def key(self, kind: Kind, sha256: str) -> str:
-        if len(sha256) != 64 or not all(c in "0123456789abcdef" for c in sha256):
-            raise ValueError(f"not a sha256 hex digest: {sha256!r}")
-        return f"{self.location.prefix}{folder(kind)}/{sha256[:2]}/{sha256}{suffix(kind)}"
+        return f"{self.location.prefix}{relative_key(kind, sha256)}"
 
     @property
     def where(self) -> str:
