@@ -3,6 +3,7 @@ by later checks, found again when their file is unusable, and removed with the p
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,12 @@ from lookalike.store.images import LocalImageStore
 from tests.conftest import photo
 
 SHA = "ab" * 32
+
+
+@pytest.fixture(autouse=True)
+def fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts as a new process would: no failure said yet."""
+    monkeypatch.setattr(feature_files, "_said", set())
 
 
 @pytest.fixture
@@ -71,6 +78,18 @@ def test_a_store_that_cannot_take_them_still_gives_the_features(stored, caplog) 
     features = feature_files.candidate_features(images, SHA, w, h)
     assert features is not None and len(features.points) > 100
     assert "could not be stored" in caplog.text
+
+
+def test_a_store_that_refuses_every_write_is_warned_about_once(stored, caplog) -> None:
+    """A read-only store refuses the features of every check: one warning says so, the rest go to debug."""
+    images, w, h = stored
+    (images.root / "features").write_bytes(b"a file where the folder would be")
+    caplog.set_level(logging.DEBUG, logger=feature_files.__name__)
+    for _ in range(3):
+        assert feature_files.candidate_features(images, SHA, w, h) is not None
+    said = [r for r in caplog.records if "could not be stored" in r.getMessage()]
+    assert [r.levelno for r in said] == [logging.WARNING, logging.DEBUG, logging.DEBUG]
+    assert "said once" in said[0].getMessage()
 
 
 def test_searches_judge_alike_with_and_without_the_files_and_removal_takes_them(settings: Settings,

@@ -22,6 +22,7 @@ from lookalike.search import copies
 from lookalike.store.images import ImageStore
 
 log = logging.getLogger(__name__)
+_said: set[str] = set()  # the failures already logged as warnings by this process (see _failed)
 
 MAGIC = b"LKFEAT1\0"
 CODE = 1  # raise when lookalike.search.copies finds features differently with the same constants
@@ -88,7 +89,7 @@ def candidate_features(images: ImageStore, sha256: str, width: int, height: int,
             images.delete("features", sha256)  # of another recipe, or damaged: a local store keeps what it holds
         images.put("features", sha256, encode(features))
     except Exception as exc:  # noqa: BLE001 - a cache: a store that refuses (read-only, no delete right) costs time only
-        log.warning("the features of %s could not be stored: %s", sha256[:12], exc)
+        _failed("stored", sha256, exc)
     return features
 
 
@@ -97,5 +98,14 @@ def _read(images: ImageStore, sha256: str) -> bytes | None:
     try:
         return images.get("features", sha256)
     except Exception as exc:  # noqa: BLE001 - a cache: any store error (S3 access denied, I/O) falls back
-        log.warning("the features of %s could not be read: %s", sha256[:12], exc)
+        _failed("read", sha256, exc)
         return None
+
+
+def _failed(what: str, sha256: str, exc: Exception) -> None:
+    """A warning the first time, then debug lines: a store that refuses (a read-only folder, a bucket without the
+    write right) refuses every check of every search, and one line says so as well as thousands."""
+    first = what not in _said
+    _said.add(what)
+    log.log(logging.WARNING if first else logging.DEBUG, "the features of %s could not be %s: %s%s", sha256[:12],
+            what, exc, " (said once: later ones are logged at debug level)" if first else "")  # fmt: skip
