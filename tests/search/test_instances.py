@@ -48,11 +48,17 @@ def library(tmp_path_factory: pytest.TempPathFactory, library_root: Path, embedd
     lib.close()
 
 
+# phone photos that show a second cover of the set beside (or under) their own, whose scan is then the same object
+# too: Garfield beside Finding Nemo, Indiana Jones under The Incredibles (seen)
+ALSO_SHOWN = {("017", "Palm"): "018", ("023", "Palm"): "024"}
+
+
 def scan_first(lib: Library, cover: Path, phone: str) -> tuple[bool, bool, bool]:
     """(the cover's scan is the first hit, it is called the same object or a copy, a wrong photo is called so)."""
     hits = lib.search(cover / f"{cover.name}_{phone}.jpg", k=5).hits
     first = hits[0].label == cover.name
-    wrong = any((h.same_object or h.copy) and h.label != cover.name for h in hits)
+    shown = {cover.name, ALSO_SHOWN.get((cover.name, phone))}
+    wrong = any((h.same_object or h.copy) and h.label not in shown for h in hits)
     return first, first and (hits[0].same_object or hits[0].copy), wrong
 
 
@@ -145,3 +151,32 @@ def test_the_api_reports_the_object_and_its_region(library: Library) -> None:
     copies = client.post("/api/v1/search", files={"image": ("q.jpg", query.read_bytes(), "image/jpeg")},
                          data={"k": "3", "mode": "copies"}).json()["hits"]  # fmt: skip
     assert all(h["copy"] for h in copies) and hit["id"] not in [h["id"] for h in copies]
+
+
+def test_a_scan_finds_the_phone_photos_of_its_cover(tmp_path: Path, embedder, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The other way round: phone photos in the library, a cover's clean scan as the query. The scan reaches a phone
+    photo of its cover only at 0.35-0.40 (the cover is a part of a cluttered scene): first among its candidates, so
+    geometry must run from there (verification.VIEW_FLOOR) to find it the same object. These covers' scans all failed
+    top-1 with the floor at 0.40 (bench/RESULTS.md, "The floor again, with stored features")."""
+    from lookalike.search import verification
+
+    wanted = ("058", "062", "065", "068", "069", "076", "087", "090")
+    root = copy_photos(tmp_path / "photos", DISTRACTORS, 2)
+    for cover in [DVD / name for name in wanted] + COVERS[:8]:
+        (root / cover.name).mkdir()
+        for phone in PHONES:
+            shutil.copy(cover / f"{cover.name}_{phone}.jpg", root / cover.name)
+    lib = open_library(tmp_path / "lib", root, embedder)
+
+    def found() -> int:
+        firsts = [lib.search(DVD / name / f"{name}_Reference.jpg", k=5).hits[0] for name in wanted]
+        assert not any((h.same_object or h.copy) and h.label != name for h, name in zip(firsts, wanted, strict=True))
+        return sum(h.label == name and h.same_object for h, name in zip(firsts, wanted, strict=True))
+
+    try:
+        now = found()
+        monkeypatch.setattr(verification, "VIEW_FLOOR", 0.40)
+        before = found()
+    finally:
+        lib.close()
+    assert now >= 4 and before <= now - 3, (now, before)  # measured: 5 and 0 of 8
