@@ -115,3 +115,43 @@ def test_a_querys_rows_are_each_searched_once(model) -> None:
     assert np.allclose(rows[0], model.describe(picture), atol=1e-6)
     assert copy_descriptor.distinct_rows(np.array([[1.0, 0], [0, 1], [1, 0], [0, 1], [2, 2]])).tolist() == [
         [1, 0], [0, 1], [2, 2]]
+
+
+def test_the_reordered_normalisation_gives_the_files_own_descriptors_bit_for_bit(model) -> None:
+    """The graph runs with its normalisation moved after the transpose (faster); the file as it is must give the
+    very same numbers, for photos of every shape a search or an index passes (whole, centre, tall, wide)."""
+    import onnx
+    import onnxruntime as ort
+
+    path = copy_descriptor.model_path(MODELS)
+    plain = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    turn = next(n for n in onnx.load_model_from_string(_graph_bytes(path)).graph.node if n.op_type == "Transpose")
+    assert list(turn.input) == [copy_descriptor.PIXELS]  # the rewrite happened
+    picture = Image.open(photo("tiger_cat", 3)).convert("RGB")
+    shapes = [picture, copy_descriptor.centre_crop(picture), picture.resize((120, 500)), picture.resize((900, 200))]
+    for side in (160, copy_descriptor.QUERY_CENTRE_SIDE, copy_descriptor.STORED_CENTRE_SIDE):
+        for image in shapes:
+            pixels = model.prepare(image, side)[None]
+            ours = model.session.run([model.output], {model.input: pixels})[0]
+            assert np.array_equal(ours, plain.run(None, {plain.get_inputs()[0].name: pixels})[0]), (side, image.size)
+
+
+def test_a_graph_laid_out_otherwise_is_left_as_it_is() -> None:
+    """Another export (normalised in another order, or with other names) is run unchanged, only not faster."""
+    import onnx
+    from onnx import helper
+
+    graph = onnx.load(str(copy_descriptor.model_path(MODELS))).graph
+    sub = next(n for n in graph.node if n.op_type == "Sub")
+    sub.input[1] = "another_mean"
+    before = graph.SerializeToString()
+    assert not copy_descriptor._channels_first_normalisation(graph)
+    assert graph.SerializeToString() == before
+    empty = helper.make_graph([], "empty", [], [])
+    assert not copy_descriptor._channels_first_normalisation(empty)
+
+
+def _graph_bytes(path: Path) -> bytes:
+    graph, _ = copy_descriptor._with_feature_map(path)
+    assert isinstance(graph, bytes)
+    return graph
