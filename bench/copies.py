@@ -1,6 +1,7 @@
 """Finding the same photo: edited copies of indexed photos, and edited copies of photos that are not indexed.
 
-Every edit of lookalike.copyedits (10 kinds), on three shared sets, each with hard negatives from its own domain:
+Every edit of lookalike.copyedits (10 kinds; ``--edits harder``: 16 more, where detection stops), on the shared
+sets, each with hard negatives from its own domain:
 
 - towhee: the library is the 1,000 Towhee train photos; positives are the first photo of each of the 100 classes,
   edited; negatives the 100 Towhee test photos (not indexed, same classes), edited;
@@ -26,7 +27,7 @@ the copy verdict's precision and recall, and the search p50 against global's. Ca
 each positive to its original and of each negative to its nearest photo (percentiles): where the copy stage's
 thresholds (lookalike.search.verification) come from.
 
-    python bench/copies.py [--sets towhee,corel,grocery,dvd] [--per-edit 100]
+    python bench/copies.py [--sets towhee,corel,grocery,dvd] [--per-edit 100] [--edits standard|harder|all]
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from rich.progress import track
 from rich.table import Table
 
 from lookalike.config import Settings
-from lookalike.copyedits import EDITS, edited
+from lookalike.copyedits import EDITS, HARDER_EDITS, edited
 from lookalike.library import Library
 from lookalike.store.vectors import MISSING
 from lookalike.tuning import tune_process
@@ -118,7 +119,7 @@ class Tally:
             self.recall10.append(name in answers)
 
 
-def run_set(name: str, n: int, console: Console) -> None:
+def run_set(name: str, n: int, console: Console, edits: list[str]) -> None:
     import imagehash
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -135,7 +136,7 @@ def run_set(name: str, n: int, console: Console) -> None:
         tallies = {p: Tally() for p in PIPELINES}
         verdicts = {"tp": 0, "fp": 0, "fn": 0, "same": 0}
         queries = [(p, True) for p in originals] + [(p, False) for p in outsiders]
-        for edit in EDITS:
+        for edit in edits:
             for path, positive in track(queries, description=f"{name}: {edit:32s}", transient=True, console=console):
                 data = jpeg(edited(Image.open(path).convert("RGB"), edit))
                 for pipeline, library in (("global", plain), ("ours", lib)):
@@ -170,7 +171,7 @@ def run_set(name: str, n: int, console: Console) -> None:
                 order = np.argsort(distance, kind="stable")[:10]
                 tallies["phash"].add(edit, positive, [by_id[ids[i]] for i in order], -float(distance[order[0]]),
                                      path.name, 0.0)  # fmt: skip
-        report(name, len(ids), len(originals), tallies, verdicts, console)
+        report(name, len(ids), len(originals), tallies, verdicts, console, edits)
         plain.close()
         lib.close()
 
@@ -189,13 +190,14 @@ def reach(rows: np.ndarray, indexes: tuple, k: int = 10) -> dict[int, float]:
     return best
 
 
-def report(name: str, size: int, per_edit: int, tallies: dict[str, Tally], verdicts: dict, console: Console) -> None:
+def report(name: str, size: int, per_edit: int, tallies: dict[str, Tally], verdicts: dict, console: Console,
+           edits: list[str]) -> None:  # fmt: skip
     table = Table(title=f"{name}: edited copies, {per_edit} positives and {per_edit} negatives per edit, library of "
                         f"{size}: top-1", title_justify="left")  # fmt: skip
     table.add_column("edit")
     for p in PIPELINES:
         table.add_column(p, justify="right")
-    for edit in EDITS:
+    for edit in edits:
         table.add_row(edit, *[f"{np.mean(tallies[p].top1[edit]):.2f}" for p in PIPELINES])
     table.add_row("all edits: top-1", *[f"{np.mean([v for s in tallies[p].top1.values() for v in s]):.3f}"
                                         for p in PIPELINES])  # fmt: skip
@@ -229,10 +231,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sets", default="towhee,corel,grocery,dvd", help="comma-separated set names (see above)")
     parser.add_argument("--per-edit", type=int, default=100, help="positives (and negatives) per edit")
+    parser.add_argument("--edits", choices=("standard", "harder", "all"), default="standard",
+                        help="the 10 standard edits (copyedits.EDITS), the 16 harder ones (HARDER_EDITS), or both")
     args = parser.parse_args()
+    edits = {"standard": list(EDITS), "harder": list(HARDER_EDITS), "all": [*EDITS, *HARDER_EDITS]}[args.edits]
     console = Console(width=160)
     for name in args.sets.split(","):
-        run_set(name.strip(), args.per_edit, console)
+        run_set(name.strip(), args.per_edit, console, edits)
 
 
 if __name__ == "__main__":

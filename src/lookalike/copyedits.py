@@ -8,7 +8,8 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 
-from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
+import numpy as np
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont, ImageOps
 
 
 def _jpeg(image: Image.Image, quality: int) -> Image.Image:
@@ -74,5 +75,62 @@ EDITS: dict[str, Callable[[Image.Image], Image.Image]] = {
 }
 
 
+
+
+def _rotated(degrees: float) -> Callable[[Image.Image], Image.Image]:
+    """Turned by an angle that is not a quarter turn: the canvas grows and its corners are black."""
+    return lambda im: im.rotate(degrees, resample=Image.Resampling.BILINEAR, expand=True)
+
+
+def _noisy(image: Image.Image, sigma: float = 15.0) -> Image.Image:
+    pixels = np.asarray(image, dtype=np.float32) + np.random.default_rng(0).normal(0.0, sigma, (image.height,
+                                                                                               image.width, 3))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def _letterboxed(image: Image.Image) -> Image.Image:
+    """Shown in a 16:9 frame with black bars, as a video or a slide would show it."""
+    width = max(image.width, round(image.height * 16 / 9))
+    height = max(image.height, round(width * 9 / 16))
+    canvas = Image.new("RGB", (width, height))
+    canvas.paste(image, ((width - image.width) // 2, (height - image.height) // 2))
+    return canvas
+
+
+def _tilted(image: Image.Image) -> Image.Image:
+    """Seen slightly from one side (a photo of a screen or a print): a mild perspective."""
+    w, h = image.size
+    seen = [(0.08 * w, 0.05 * h), (0.95 * w, 0.0), (w, h), (0.02 * w, 0.93 * h)]  # where the corners land
+    rows = []
+    for (x, y), (u, v) in zip([(0, 0), (w, 0), (w, h), (0, h)], seen, strict=True):
+        rows += [[u, v, 1, 0, 0, 0, -x * u, -x * v], [0, 0, 0, u, v, 1, -y * u, -y * v]]
+    corners = np.array([(0, 0), (w, 0), (w, h), (0, h)], dtype=np.float64).reshape(8)
+    coefficients = np.linalg.solve(np.array(rows, dtype=np.float64), corners)
+    return image.transform((w, h), Image.Transform.PERSPECTIVE, coefficients.tolist(), Image.Resampling.BILINEAR)
+
+
+# Edits the standard ten do not cover, for measuring where copy detection stops (bench/copies.py --edits harder):
+# other turns and flips, blur, noise, contrast, a thumbnail-sized copy, a stretch, a frame, a perspective, a smaller
+# crop, a tint, and combinations
+HARDER_EDITS: dict[str, Callable[[Image.Image], Image.Image]] = {
+    "rotated 180°": lambda im: im.transpose(Image.Transpose.ROTATE_180),
+    "rotated 10°": _rotated(10),
+    "rotated 30°": _rotated(30),
+    "rotated 45°": _rotated(45),
+    "flipped upside down": ImageOps.flip,
+    "blurred (radius 2)": lambda im: im.filter(ImageFilter.GaussianBlur(2)),
+    "noise (sigma 15)": _noisy,
+    "low contrast (0.5)": lambda im: ImageEnhance.Contrast(im).enhance(0.5),
+    "tiny (64 px wide)": lambda im: im.resize((64, max(1, round(64 * im.height / im.width)))),
+    "stretched 1.5x wide": lambda im: im.resize((round(im.width * 1.5), im.height)),
+    "letterboxed 16:9": _letterboxed,
+    "perspective tilt": _tilted,
+    "corner crop (20 % of the area)": lambda im: _crop(im, 0.0, 0.0, 0.45, 0.45),
+    "sepia": lambda im: ImageOps.colorize(ImageOps.grayscale(im), "#2b1a0e", "#f5e6c8"),
+    "crop + rotate 10° + JPEG 60": lambda im: _jpeg(_rotated(10)(_crop(im, 0.1, 0.05, 0.8, 0.8)), 60),
+    "mirror + colour + text": lambda im: _text(ImageEnhance.Color(ImageOps.mirror(im)).enhance(1.6), rows=1),
+}
+
+
 def edited(image: Image.Image, edit: str) -> Image.Image:
-    return EDITS[edit](image.convert("RGB"))
+    return (EDITS.get(edit) or HARDER_EDITS[edit])(image.convert("RGB"))
