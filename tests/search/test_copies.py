@@ -74,6 +74,25 @@ def test_a_corner_crop_matches_that_corner_of_the_original(library: Library) -> 
     assert first.copy and x2 <= 0.62 * image.width and y2 <= 0.62 * image.height  # the top-left 59 %
 
 
+def test_a_small_crop_under_the_view_floor_is_still_checked(library: Library) -> None:
+    """A corner crop of a fifth of a photo can lie at 0.30-0.35 of its original on every row of the query: under
+    VIEW_FLOOR, but above CHECK_FLOOR, the floor the whole photo's cosine was calibrated for. Geometry must still
+    check it (when the views came in it was not even a candidate, and the crop found other castles first)."""
+    from lookalike.search.verification import CHECK_FLOOR, VIEW_FLOOR
+
+    original = photo("castle", 0)
+    crop = jpeg(Image.open(original).convert("RGB").crop((0, 0, 225, 168)))  # the top-left 45 % of each side
+    own = next(i for i in library.catalog.ids().tolist() if Path(library.get(i).sources[0]).name == original.name)
+    model = library.copy_model
+    assert model is not None
+    rows = model.describe_views(Image.open(io.BytesIO(crop)).convert("RGB"))
+    whole, centre = library.space.copies.vectors([own])[0], library.space.parts.vectors([own])[0]
+    best = max(float((rows @ whole).max()), float((rows @ centre).max()))
+    assert float(rows[0] @ whole) >= CHECK_FLOOR and best < VIEW_FLOOR  # the case this test is about
+    first = library.search(crop, k=3).hits[0]
+    assert first.id == own and first.copy
+
+
 def test_a_region_of_an_edited_copy_finds_the_original_as_the_same_photo(library: Library) -> None:
     """Issue #28, item 4: a box over an eighth of a mirrored, scaled, captioned copy (too few pixels for the descriptor
     or geometry on their own: 1 in 52 found so before) finds its original as the same photo, the box carried over

@@ -278,9 +278,10 @@ class Searcher:
         best = sorted((i for i in reach if i not in known), key=lambda i: -reach[i])[:depth]
         floor = verification.CHECK_FLOOR
         if query.views is not None:  # lower when geometry will run anyway: those candidates are checked too (judge)
-            reached = [h.id for h in top] + [i for i in best if reach[i] >= verification.VIEW_FLOOR]
+            reached = [h.id for h in top] + [i for i in best
+                                             if verification.reaches(i, cosines, reach, verification.VIEW_FLOOR)]
             floor = verification.view_floor(reached, cosines, reach)
-        wanted = [i for i in best if reach[i] >= floor]
+        wanted = [i for i in best if verification.reaches(i, cosines, reach, floor)]
         extra = self._candidate_hits(wanted, hits, vec, request)
         verdicts = verification.judge(query, top + extra, cosines, self._features_of,
                                       reach=reach if query.views is not None else None)  # fmt: skip
