@@ -87,6 +87,7 @@ def main() -> None:
     counted, console = Counted(), Console()
     alsos = [None if a == "none" else float(a) for a in args.with_geometry.split(",")]
     default_also = getattr(verification, "WITH_GEOMETRY_FLOOR", None)
+    default_floor = verification.VIEW_FLOOR  # the defaults, for the first row of each set
     table = Table(title="the copy stage's floor and depth: quality and geometry per search")
     for column in ("set", "floor", "with geometry", "depth", "P@10", "mAP@10", "top-1", "searches with geometry",
                    "candidates checked / search", "geometry CPU ms / search", "s"):  # fmt: skip
@@ -97,13 +98,13 @@ def main() -> None:
             for depth in (int(d) for d in args.depths.split(",")):
                 settings = Settings(home=Path(tmp) / name, copy_candidates=depth)
                 tune_process(settings)
-                verification.VIEW_FLOOR, verification.WITH_GEOMETRY_FLOOR = 0.40, default_also
+                verification.VIEW_FLOOR, verification.WITH_GEOMETRY_FLOOR = default_floor, default_also
                 # builds the library, then searches it: every candidate's features are found on its thumbnail (and
                 # stored, lookalike.search.feature_files); the rows below read most of them back
                 counted.reset()
                 started = time.perf_counter()
                 r = evaluate(SHARED / "datasets" / name, settings)
-                table.add_row(*counted.row(f"{short} (first)", 0.40, default_also, depth, r,
+                table.add_row(*counted.row(f"{short} (first)", default_floor, default_also, depth, r,
                                            time.perf_counter() - started))  # fmt: skip
                 for floor, also in itertools.product((float(f) for f in args.floors.split(",")), alsos):
                     if also is not None and also >= floor and None in alsos:

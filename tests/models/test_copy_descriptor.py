@@ -118,22 +118,30 @@ def test_a_querys_rows_are_each_searched_once(model) -> None:
 
 
 def test_the_reordered_normalisation_gives_the_files_own_descriptors_bit_for_bit(model) -> None:
-    """The graph runs with its normalisation moved after the transpose (faster); the file as it is must give the
-    very same numbers, for photos of every shape a search or an index passes (whole, centre, tall, wide)."""
+    """The graph runs with its normalisation moved after the transpose (faster); the file's own order must give the
+    very same numbers, the descriptor and the feature map the views are pooled from, for photos of every shape a
+    search or an index passes (whole, centre, tall, wide)."""
     import onnx
     import onnxruntime as ort
+    from onnx import helper
 
-    path = copy_descriptor.model_path(MODELS)
-    plain = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    turn = next(n for n in onnx.load_model_from_string(_graph_bytes(path)).graph.node if n.op_type == "Transpose")
+    plain = onnx.load(str(copy_descriptor.model_path(MODELS)))  # the file's order, with the feature map as an output
+    plain.graph.output.append(helper.make_tensor_value_info(copy_descriptor.FEATURE_MAP, onnx.TensorProto.FLOAT, None))
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = 1, 1  # as the model runs (one thread)
+    file_order = ort.InferenceSession(plain.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    turn = next(n for n in onnx.load_model_from_string(_graph_bytes()).graph.node if n.op_type == "Transpose")
     assert list(turn.input) == [copy_descriptor.PIXELS]  # the rewrite happened
     picture = Image.open(photo("tiger_cat", 3)).convert("RGB")
     shapes = [picture, copy_descriptor.centre_crop(picture), picture.resize((120, 500)), picture.resize((900, 200))]
     for side in (160, copy_descriptor.QUERY_CENTRE_SIDE, copy_descriptor.STORED_CENTRE_SIDE):
         for image in shapes:
             pixels = model.prepare(image, side)[None]
-            ours = model.session.run([model.output], {model.input: pixels})[0]
-            assert np.array_equal(ours, plain.run(None, {plain.get_inputs()[0].name: pixels})[0]), (side, image.size)
+            ours = model.session.run(None, {model.input: pixels})
+            theirs = file_order.run(None, {file_order.get_inputs()[0].name: pixels})
+            assert len(ours) == len(theirs) == 2
+            for mine, files in zip(ours, theirs, strict=True):
+                assert np.array_equal(mine, files), (side, image.size)
 
 
 def test_a_graph_laid_out_otherwise_is_left_as_it_is() -> None:
@@ -147,11 +155,20 @@ def test_a_graph_laid_out_otherwise_is_left_as_it_is() -> None:
     before = graph.SerializeToString()
     assert not copy_descriptor._channels_first_normalisation(graph)
     assert graph.SerializeToString() == before
+    sub.input[1] = copy_descriptor.MEAN  # as exported again, but its normalised pixels also read by another step
+    graph.output.append(helper.make_tensor_value_info(copy_descriptor.SCALED, onnx.TensorProto.FLOAT, None))
+    before = graph.SerializeToString()
+    assert not copy_descriptor._channels_first_normalisation(graph)
+    assert graph.SerializeToString() == before
+    turn = next(n for n in graph.node if n.op_type == "Transpose")
+    del graph.output[-1]
+    turn.attribute[0].ints[:] = [0, 2, 3, 1]  # another transpose
+    assert not copy_descriptor._channels_first_normalisation(graph)
     empty = helper.make_graph([], "empty", [], [])
     assert not copy_descriptor._channels_first_normalisation(empty)
 
 
-def _graph_bytes(path: Path) -> bytes:
-    graph, _ = copy_descriptor._with_feature_map(path)
+def _graph_bytes() -> bytes:
+    graph, _ = copy_descriptor._with_feature_map(copy_descriptor.model_path(MODELS))
     assert isinstance(graph, bytes)
     return graph

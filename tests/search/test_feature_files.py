@@ -92,6 +92,22 @@ def test_a_store_that_refuses_every_write_is_warned_about_once(stored, caplog) -
     assert "said once" in said[0].getMessage()
 
 
+def test_a_failure_of_another_kind_is_warned_about_too(stored, caplog, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a store refused once (said), a later failure of another kind (a timeout, then a full disk) is a new
+    warning, not a debug line an operator never sees."""
+    images, w, h = stored
+    caplog.set_level(logging.DEBUG, logger=feature_files.__name__)
+    for error in (TimeoutError("the bucket did not answer"), TimeoutError("again"), OSError(28, "No space left")):
+        def refuse(*args: object, error: Exception = error) -> None:
+            raise error
+
+        monkeypatch.setattr(images, "put", refuse)
+        assert feature_files.candidate_features(images, SHA, w, h) is not None
+    said = [r for r in caplog.records if "could not be stored" in r.getMessage()]
+    assert [r.levelno for r in said] == [logging.WARNING, logging.DEBUG, logging.WARNING]
+    assert "No space left" in said[2].getMessage()
+
+
 def test_searches_judge_alike_with_and_without_the_files_and_removal_takes_them(settings: Settings,
                                                                                tmp_path: Path) -> None:  # fmt: skip
     """A copy found by geometry (a crop is below the descriptor's sure cosine) gets the same verdict whether its

@@ -57,8 +57,9 @@ def scan_first(lib: Library, cover: Path, phone: str) -> tuple[bool, bool, bool]
     """(the cover's scan is the first hit, it is called the same object or a copy, a wrong photo is called so)."""
     hits = lib.search(cover / f"{cover.name}_{phone}.jpg", k=5).hits
     first = hits[0].label == cover.name
-    shown = {cover.name, ALSO_SHOWN.get((cover.name, phone))}
-    wrong = any((h.same_object or h.copy) and h.label not in shown for h in hits)
+    also = ALSO_SHOWN.get((cover.name, phone))  # its scan may be the same object, never a copy
+    wrong = any((h.same_object or h.copy) and h.label != cover.name and not (h.label == also and not h.copy)
+                for h in hits)  # fmt: skip
     return first, first and (hits[0].same_object or hits[0].copy), wrong
 
 
@@ -66,9 +67,10 @@ def test_phone_photos_find_their_cover_first_as_the_same_object(library: Library
                                                                 embedder) -> None:  # fmt: skip
     """The copy collection's candidates with a copy descriptor close enough to be worth it are checked by geometry
     (search.verification): a phone photo's cover is verified when the descriptor proposes it, and no other cover is
-    ever called the same object. Measured here (copy descriptor at 160 px): first 0.45, verified 0.18, against 0.42 for
-    the global embedding alone; bench/instance.py measures the 500 photos (the per-process keypoint index of earlier
-    versions reached top-1 0.90, mAP@10 0.70 below 100,000 photos, at 10.8 KB a photo and half the throughput)."""
+    ever called the same object (but the second cover a few of them show, ALSO_SHOWN) nor a copy. Measured here
+    (copy descriptor at 160 px): first 0.45, verified 0.18, against 0.42 for the global embedding alone;
+    bench/instance.py measures the 500 photos (the per-process keypoint index of earlier versions reached top-1
+    0.90, mAP@10 0.70 below 100,000 photos, at 10.8 KB a photo and half the throughput)."""
     found = [scan_first(library, cover, phone) for cover in COVERS for phone in PHONES]
     first = sum(f for f, _, _ in found) / len(found)
     called = sum(c for _, c, _ in found) / len(found)

@@ -29,6 +29,7 @@ each side, against seven for pixel crops of every view (bench/RESULTS.md, "The c
 from __future__ import annotations
 
 import math
+from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -231,6 +232,7 @@ def box_means(height: int, width: int, boxes: tuple) -> np.ndarray:
 # the graph's first steps: uint8 NHWC pixels -> float, minus the mean, over the standard deviation, -> NCHW
 PIXELS, CENTRED, SCALED, NORMALISED = "pixels", "pixels_centred", "pixels_scaled", "image_normalised"
 MEAN, STD = "pixel_mean", "pixel_std"
+TURNED = "pixels_channels_first"  # the new tensor between the transpose and the normalisation
 
 
 def _channels_first_normalisation(graph: Any) -> bool:  # an onnx GraphProto
@@ -255,24 +257,33 @@ def _channels_first_normalisation(graph: Any) -> bool:  # an onnx GraphProto
     values = {name: numpy_helper.to_array(initial[name]) for name in (MEAN, STD) if name in initial}
     if PIXELS not in made_by or perm != [[0, 3, 1, 2]] or [v.size for v in values.values()] != [3, 3]:
         return False
+    # each tensor the rewrite touches feeds only the next step (nothing else reads it, nor the graph's outputs)
+    uses = Counter(name for n in nodes for name in n.input)
+    uses.update(o.name for o in graph.output)
+    if any(uses[name] != 1 for name in (PIXELS, CENTRED, SCALED, MEAN, STD)) or TURNED in made_by or TURNED in uses:
+        return False
     for name, v in values.items():
         initial[name].CopyFrom(numpy_helper.from_array(v.reshape(1, 3, 1, 1), name))
-    turn.input[0], turn.output[0] = PIXELS, "pixels_channels_first"
-    sub.input[0] = turn.output[0]
+    turn.input[0], turn.output[0] = PIXELS, TURNED
+    sub.input[0] = TURNED
     div.output[0] = NORMALISED
+    shapes = [_copied(onnx.ValueInfoProto(), v) for v in graph.value_info if v.name not in (CENTRED, SCALED)]
+    del graph.value_info[:]  # the NHWC shapes recorded for the renamed tensors, if any, no longer hold
+    graph.value_info.extend(shapes)
     # the transpose now comes first; nodes stay in an order where each one's inputs are made before it
     moved = [made_by[o] for o in (NORMALISED, CENTRED, SCALED)]
     order = [i for i in range(len(nodes)) if i not in moved]
     at = order.index(made_by[PIXELS]) + 1
     order[at:at] = moved
-    copies = []
-    for i in order:
-        node = onnx.NodeProto()
-        node.CopyFrom(nodes[i])
-        copies.append(node)
+    copies = [_copied(onnx.NodeProto(), nodes[i]) for i in order]  # copies: the originals go with the field
     del graph.node[:]
     graph.node.extend(copies)
     return True
+
+
+def _copied(empty: Any, message: Any) -> Any:
+    empty.CopyFrom(message)
+    return empty
 
 
 def _with_feature_map(path: Path) -> tuple[bytes | str, RegionPooling | None]:

@@ -84,10 +84,11 @@ def candidate_features(images: ImageStore, sha256: str, width: int, height: int,
     features = copies.from_jpeg(thumbnail, width, height, copies.QUERY_FEATURES)
     if not keep:
         return features
+    encoded = encode(features)  # outside the store's try: a fault here is a bug, not a store that refuses
     try:
         if data is not None:
             images.delete("features", sha256)  # of another recipe, or damaged: a local store keeps what it holds
-        images.put("features", sha256, encode(features))
+        images.put("features", sha256, encoded)
     except Exception as exc:  # noqa: BLE001 - a cache: a store that refuses (read-only, no delete right) costs time only
         _failed("stored", sha256, exc)
     return features
@@ -103,9 +104,11 @@ def _read(images: ImageStore, sha256: str) -> bytes | None:
 
 
 def _failed(what: str, sha256: str, exc: Exception) -> None:
-    """A warning the first time, then debug lines: a store that refuses (a read-only folder, a bucket without the
-    write right) refuses every check of every search, and one line says so as well as thousands."""
-    first = what not in _said
-    _said.add(what)
+    """A warning the first time for each kind of failure, then debug lines: a store that refuses (a read-only folder,
+    a bucket without the write right) refuses every check of every search, and one line says so as well as
+    thousands; a failure of another kind later (a full disk after a timeout) is said once too."""
+    kind = f"{what}:{type(exc).__name__}"
+    first = kind not in _said
+    _said.add(kind)
     log.log(logging.WARNING if first else logging.DEBUG, "the features of %s could not be %s: %s%s", sha256[:12],
             what, exc, " (said once: later ones are logged at debug level)" if first else "")  # fmt: skip
