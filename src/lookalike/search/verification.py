@@ -103,8 +103,8 @@ def thumbnail_picture(data: bytes | None) -> Image.Image | None:
 def reaches(i: int, cosines: dict[int, float], reach: dict[int, float], least: float) -> bool:
     """Whether candidate ``i`` is worth geometry at floor ``least``: one of the query's rows reaches it there, or its
     whole photo's cosine reaches CHECK_FLOOR, the floor the whole cosine was calibrated for. The views only add
-    candidates: a small crop of a photo (20 % of it) or one turned 45 degrees can lie at 0.30-0.35 of its original on
-    every row, under VIEW_FLOOR (bench/RESULTS.md, "Harder edits")."""
+    candidates: a small crop of a photo (20 % of it) can lie at 0.30-0.35 of its original on every row, under
+    VIEW_FLOOR (bench/RESULTS.md, "Harder edits")."""
     cosine = cosines.get(i, -1.0)
     return reach.get(i, cosine) >= least or cosine >= CHECK_FLOOR
 
