@@ -75,8 +75,6 @@ EDITS: dict[str, Callable[[Image.Image], Image.Image]] = {
 }
 
 
-
-
 def _rotated(degrees: float) -> Callable[[Image.Image], Image.Image]:
     """Turned by an angle that is not a quarter turn: the canvas grows and its corners are black."""
     return lambda im: im.rotate(degrees, resample=Image.Resampling.BILINEAR, expand=True)
