@@ -246,7 +246,7 @@ def test_two_photos_that_share_only_an_overlay_are_not_copies(edit: str, monkeyp
     """The same caption on two different photos gives geometry a consistent set of matches in the caption's strokes;
     the aligned pixels of the pictures themselves disagree, so most such pairs are no longer called copies, while
     each captioned photo still is a copy of its own original. (Two screenshots of different photos in the same app
-    frame are not told apart this way: the frame covers as much of the overlap as the pictures.)"""
+    frame: the next test.)"""
     from lookalike.config import Settings
     from lookalike.imaging import thumbnail_jpeg
     from lookalike.search import copies
@@ -272,3 +272,55 @@ def test_two_photos_that_share_only_an_overlay_are_not_copies(edit: str, monkeyp
         assert copies.verify_many(q.features, {0: stored(originals[n])})[0].copy  # its own original: still a copy
     assert false_without >= 10, "the overlay no longer fools geometry: this test checks nothing"
     assert false_with <= false_without / 5, (false_with, false_without)
+
+
+
+def _stored(picture: Image.Image):
+    from lookalike.config import Settings
+    from lookalike.imaging import thumbnail_jpeg
+    from lookalike.search import copies
+
+    s = Settings()
+    data = thumbnail_jpeg(picture, s.thumbnail_size, s.thumbnail_quality)
+    return copies.from_jpeg(data, picture.width, picture.height, copies.QUERY_FEATURES)
+
+
+def _judged_pairs(pictures: list[Image.Image]) -> tuple[int, int]:
+    """Of the ordered pairs of these different pictures: how many geometry and the pixels' median call copies (what
+    a search shows), and how many of those agree in the centre too (what the duplicates report joins)."""
+    from lookalike.search import copies
+
+    stored = {n: _stored(p) for n, p in enumerate(pictures)}
+    called, throughout = 0, 0
+    for n, picture in enumerate(pictures):
+        others = {m: f for m, f in stored.items() if m != n}
+        for verdict in copies.verify_many(copies.Query(picture).features, others).values():
+            called += verdict.copy
+            throughout += verdict.same_picture_throughout()
+    return called, throughout
+
+
+def test_different_photos_in_one_screenshot_frame_are_not_the_same_picture_throughout() -> None:
+    """The same app frame around two different photos agrees all around the overlap, and the cells' median with it;
+    the centre, where the photos are, does not. Each framed photo is the same picture throughout as its original."""
+    from lookalike.search import copies
+
+    originals = [Image.open(photo(label, i)).convert("RGB") for label in CLASSES for i in range(3)]
+    framed = [edited(p, "in a screenshot frame") for p in originals]
+    called, throughout = _judged_pairs(framed)
+    assert called >= 3, ("the frame no longer fools geometry and the median: this test checks nothing", called)
+    assert throughout == 0, (called, throughout)
+    for picture, original in zip(framed, originals, strict=True):
+        verdict = copies.verify_many(copies.Query(picture).features, {0: _stored(original)})[0]
+        assert verdict.same_picture_throughout(), verdict
+
+
+def test_different_covers_on_one_background_are_not_the_same_picture_throughout() -> None:
+    """Phone photos of different DVD covers, each laid on the same printed page: a similarity fits the page, and
+    its pixels agree in most cells, but not in the centre, where the covers differ."""
+    from tests.search.test_instances import DVD
+
+    phones = [Image.open(DVD / c / f"{c}_Droid.jpg").convert("RGB") for c in ("001", "002", "020", "027", "028", "030")]
+    called, throughout = _judged_pairs(phones)
+    assert called >= 4, ("the page no longer fools geometry and the median: this test checks nothing", called)
+    assert throughout == 0, (called, throughout)

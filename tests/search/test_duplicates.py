@@ -153,3 +153,30 @@ def test_hide_copies_shows_each_picture_once(folder: Path, monkeypatch: pytest.M
     once = names("--hide-copies")
     assert len(once) == 6 and len(pizza & set(once)) == 1 and once[0] in pizza, once
     assert set(once[1:]) - pizza == set(once[1:]) and len(set(once) - pizza) == 5
+
+
+def test_photos_of_different_covers_on_one_page_are_never_grouped(tmp_path: Path, monkeypatch) -> None:
+    """Phone photos of six DVD covers laid on the same printed page, two covers' scans, and two edited copies of
+    each scan: a group holds one cover only (geometry and the pixels all around call the phone photos of different
+    covers copies of each other, and one such pair used to merge the two scans' groups, proposing to remove a scan
+    and its copies for the other's sake)."""
+    from tests.search.test_instances import DVD
+
+    root = tmp_path / "photos"
+    for cover in ("001", "002", "020", "027", "028", "030"):
+        (root / cover).mkdir(parents=True)
+        shutil.copy(DVD / cover / f"{cover}_Droid.jpg", root / cover)
+    for cover in ("001", "002"):
+        scan = Image.open(DVD / cover / f"{cover}_Reference.jpg").convert("RGB")
+        scan.save(root / cover / "scan.jpg", quality=90)
+        for e, edit in enumerate(("crop + text + JPEG 50", "resized 30 % + JPEG 40")):
+            edited(scan, edit).save(root / cover / f"repost_{e}.jpg", quality=85)
+    monkeypatch.setenv("LOOKALIKE_HOME", str(tmp_path / "lib"))
+    assert CliRunner().invoke(app, ["index", str(root)]).exit_code == 0
+    report = json.loads(CliRunner().invoke(app, ["duplicates", "--json"]).output)
+    groups = [{Path(p["source"]).parent.name for p in g["photos"]} for g in report["near_duplicates"]]
+    assert groups and all(len(covers) == 1 for covers in groups), groups
+    names = [sorted(Path(p["source"]).name for p in g["photos"]) for g in report["near_duplicates"]]
+    for cover in ("001", "002"):  # each scan with its copies (its cover's phone photo may join: the same cover)
+        assert any({"scan.jpg", "repost_0.jpg", "repost_1.jpg"} <= set(n) for n, c in zip(names, groups, strict=True)
+                   if c == {cover}), names  # fmt: skip

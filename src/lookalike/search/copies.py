@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -36,6 +37,7 @@ GRID = 4  # the overlap is judged in GRID x GRID cells
 DETAIL = 4.0  # grey levels of standard deviation a cell needs in both photos to be judged
 MIN_CELLS = 4  # cells with detail needed for a verdict
 QUANTILE = 0.5  # the cells' median: an overlay may spoil up to half of a copy's cells
+CENTRE_CELLS = range(GRID // 4, GRID - GRID // 4)  # the rows and columns of the overlap's centre: 1-2 of 0-3
 SMALL = 96  # the long side of the grey picture whose pixels a copy must agree with once aligned (see agreement)
 # ORB finds this many times the keypoints kept, and the grid spread keeps the strongest of each cell. A candidate's
 # thumbnail gives 800 of 1,600: more of them come from coarse pyramid levels, which a photo of the same object taken
@@ -66,6 +68,12 @@ class Verdict:
     same_object: bool = False  # not the same picture, but the same (flat) object in another photo
     cosine: float | None = None  # of the copy descriptors (lookalike.search.verification), when both have one
     agreement: float | None = None  # of the aligned pixels (see agreement), for a geometric copy
+    centre_agreement: float | None = None  # of the aligned pixels in the overlap's centre (see agreement)
+
+    def same_picture_throughout(self) -> bool:
+        """A copy whose pixels agree in the centre of the overlap too, or that geometry did not decide (the
+        descriptor was sure): what the duplicates report joins."""
+        return self.copy and (self.centre_agreement is None or AGREE is None or self.centre_agreement >= AGREE)
 
     def as_dict(self) -> dict:
         return {"copy": self.copy, "same_object": self.same_object, "confidence": round(self.confidence, 4),
@@ -266,13 +274,26 @@ def _spread_enough(box: tuple[float, ...], width: int, height: int) -> bool:
     return min((box[2] - box[0]) / width, (box[3] - box[1]) / height) >= 0.1
 
 
-def agreement(query: Features, candidate: Features, transform: np.ndarray) -> float | None:
+class Agreement(NamedTuple):
+    """How well a geometric copy's aligned pixels agree (see ``agreement``)."""
+
+    overall: float  # the cells' median: what a copy verdict needs (AGREE)
+    centre: float | None  # the lower median of the centre's cells (None: none has detail): what a duplicate needs
+
+
+def agreement(query: Features, candidate: Features, transform: np.ndarray) -> Agreement | None:
     """Whether the photos' own pixels agree once the query is aligned onto the candidate by ``transform`` (query
     pixels -> candidate pixels): the overlap of their small grey pictures is cut into GRID x GRID cells, and the
     answer is the median correlation over the cells with detail in both. Colour changes, grayscale, recompression
-    and resizing leave it high, and an overlay (a caption) spoils only its own cells; two different photos that
-    share only an overlay (the same caption, the same screenshot frame, a logo) agree in those strokes and in no
-    cell of the pictures themselves. None when a photo has no small picture or too few cells have detail."""
+    and resizing leave it high, and an overlay (a caption) spoils only its own cells, at the picture's edges; two
+    different photos that share only an overlay (the same caption, a logo) agree in those strokes and in no cell of
+    the pictures themselves. None when a photo has no small picture or too few cells have detail.
+
+    The centre's cells are answered apart: two different subjects in the same screenshot frame or laid on the same
+    background (covers on one printed page) agree in most cells, all around, but not in the centre, where the
+    subject is. The duplicates report asks the centre to agree too, since it proposes removals; a search does not,
+    since on shop shelves the other frames of a product disagree there too (it moved), and a sibling package whose
+    art agrees would then be called the copy above them (bench/RESULTS.md, "A shared frame or background")."""
     if query.small is None or candidate.small is None:
         return None
     cv2 = _cv2()
@@ -288,9 +309,9 @@ def agreement(query: Features, candidate: Features, transform: np.ndarray) -> fl
         return None
     y_edges = np.linspace(ys.min(), ys.max() + 1, GRID + 1).astype(int)
     x_edges = np.linspace(xs.min(), xs.max() + 1, GRID + 1).astype(int)
-    agree = []
-    for y0, y1 in zip(y_edges[:-1], y_edges[1:], strict=True):
-        for x0, x1 in zip(x_edges[:-1], x_edges[1:], strict=True):
+    agree, centre = [], []
+    for row, (y0, y1) in enumerate(zip(y_edges[:-1], y_edges[1:], strict=True)):
+        for col, (x0, x1) in enumerate(zip(x_edges[:-1], x_edges[1:], strict=True)):
             cell = inside[y0:y1, x0:x1]
             if cell.sum() < 0.8 * cell.size or cell.size < 4:
                 continue
@@ -298,7 +319,13 @@ def agreement(query: Features, candidate: Features, transform: np.ndarray) -> fl
             if a.std() < DETAIL or b.std() < DETAIL:
                 continue  # flat in either (sky, a frame's bar): says nothing
             agree.append(float(np.corrcoef(a, b)[0, 1]))
-    return float(np.quantile(agree, QUANTILE)) if len(agree) >= MIN_CELLS else None
+            if row in CENTRE_CELLS and col in CENTRE_CELLS:
+                centre.append(agree[-1])
+    if len(agree) < MIN_CELLS:
+        return None
+    # the centre's lower median: one cell of its four may be off (a nearly flat one at JPEG 50), two may not
+    return Agreement(float(np.quantile(agree, QUANTILE)),
+                     float(np.quantile(centre, 0.5, method="lower")) if centre else None)  # fmt: skip
 
 
 def _confidence(inliers: int) -> float:
@@ -332,9 +359,10 @@ def _similarity(query: Features, candidate: Features, src: np.ndarray, dst: np.n
     # that pass MIN_INLIERS), so it is the same object in another photo, with its region where the points lie.
     copy = inliers >= MIN_INLIERS and inliers >= COPY_SHARE * len(src)
     agree = agreement(query, candidate, transform) if copy else None
-    if agree is not None and AGREE is not None and agree < AGREE:
+    if agree is not None and AGREE is not None and agree.overall < AGREE:
         copy = False
-    return Verdict(copy, _confidence(inliers), inliers, qb, mb, agreement=agree)
+    return Verdict(copy, _confidence(inliers), inliers, qb, mb, agreement=agree.overall if agree else None,
+                   centre_agreement=agree.centre if agree else None)  # fmt: skip
 
 
 def _same_object(query: Features, candidate: Features, src: np.ndarray, dst: np.ndarray, h: np.ndarray) -> Verdict:

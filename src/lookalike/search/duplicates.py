@@ -3,7 +3,10 @@
 
 Each photo's nearest neighbours in the copy collection (the vector engine's index of copy descriptors) are judged
 as a search judges its candidates (lookalike.search.verification: the descriptor where it is sure, geometry on
-the thumbnails in between); photos joined by a "copy" verdict form a group (union-find). Cost: one search of the
+the thumbnails in between); photos joined by a "copy" verdict form a group (union-find). A report proposes removals
+and one false pair merges two groups, so a geometric copy joins only when the pixels agree in the overlap's centre
+too (copies.Verdict.same_picture_throughout: two photos of different covers on the same printed page, or two
+screenshots in the same app frame, are copies to geometry and to the pixels all around). Cost: one search of the
 copy collection per photo, so a report grows with the library like the index does, never quadratically
 (bench/RESULTS.md, "Copies"). Photos without a copy descriptor (`lookalike copies` fills them in) are skipped, and so
 are videos' frames: frames a second apart in a pan are nearly the same picture, but they are moments of a video, not
@@ -62,7 +65,7 @@ def near_duplicates(copies: VectorIndex, catalog: Catalog, images: ImageStore, m
             if not cosines or image_id not in records:
                 continue
             for other, verdict in _judge(images, records, image_id, vec, cosines, keep_features).items():
-                if verdict.copy and verdict.confidence >= min_confidence:
+                if verdict.same_picture_throughout() and verdict.confidence >= min_confidence:
                     pairs.append((min(image_id, other), max(image_id, other), verdict.confidence))
                     parent[_find(parent, image_id)] = _find(parent, other)
         done += len(chunk)
