@@ -324,3 +324,21 @@ def test_different_covers_on_one_background_are_not_the_same_picture_throughout(
     called, throughout = _judged_pairs(phones)
     assert called >= 4, ("the page no longer fools geometry and the median: this test checks nothing", called)
     assert throughout == 0, (called, throughout)
+
+
+def test_two_photos_of_one_scene_a_step_apart_are_not_the_same_picture_throughout() -> None:
+    """Two Corel-1k photos of one crowd, taken a step apart, share a corner of each: a similarity fits it and the
+    pixels there agree (a search calls them copies), but neither photo lies in the other, as a copy does in its
+    original (or its original in it), so the duplicates report does not join them. Every standard edit of a
+    photo that geometry calls a copy is nested in its original, or holds it."""
+    from lookalike.search import copies
+    from tests.conftest import SHARED
+
+    africa = SHARED / "datasets" / "corel1k_wang" / "0_africa"
+    one, other = (Image.open(africa / name).convert("RGB") for name in ("0_10.jpg", "0_12.jpg"))
+    verdict = copies.verify_many(copies.Query(one).features, {0: _stored(other)})[0]
+    assert verdict.copy and verdict.nested is False and not verdict.same_picture_throughout(), verdict
+    original = Image.open(photo("castle", 0)).convert("RGB")
+    for edit in EDITS:
+        found = copies.verify_many(copies.Query(edited(original, edit)).features, {0: _stored(original)})[0]
+        assert not found.copy or found.nested, (edit, found)

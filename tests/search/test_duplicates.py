@@ -180,3 +180,27 @@ def test_photos_of_different_covers_on_one_page_are_never_grouped(tmp_path: Path
     for cover in ("001", "002"):  # each scan with its copies (its cover's phone photo may join: the same cover)
         assert any({"scan.jpg", "repost_0.jpg", "repost_1.jpg"} <= set(n) for n, c in zip(names, groups, strict=True)
                    if c == {cover}), names  # fmt: skip
+
+
+def test_screenshots_in_one_frame_are_grouped_with_their_originals(tmp_path: Path, monkeypatch) -> None:
+    """30 Corel-1k photos and a screenshot of each in the same app frame: every screenshot is grouped with its
+    original and nothing else. By their whole descriptors the screenshots lie nearer each other than their originals
+    (the frame is most of what they share, and these photos are small), so each photo's centre is searched too, as a
+    search's views are."""
+    from tests.conftest import SHARED
+
+    corel = SHARED / "datasets" / "corel1k_wang"
+    root = tmp_path / "photos"
+    (root / "shots").mkdir(parents=True)
+    for folder in sorted(p for p in corel.iterdir() if p.is_dir())[:3]:
+        (root / folder.name).mkdir()
+        for original in sorted(folder.glob("*.jpg"))[:10]:
+            shutil.copy(original, root / folder.name)
+            picture = Image.open(original).convert("RGB")
+            edited(picture, "in a screenshot frame").save(root / "shots" / original.name, quality=90)
+    monkeypatch.setenv("LOOKALIKE_HOME", str(tmp_path / "lib"))
+    assert CliRunner().invoke(app, ["index", str(root)]).exit_code == 0
+    report = json.loads(CliRunner().invoke(app, ["duplicates", "--json"]).output)
+    names = [sorted(Path(p["source"]).name for p in g["photos"]) for g in report["near_duplicates"]]
+    assert all(len(set(n)) == 1 for n in names), [n for n in names if len(set(n)) > 1]  # one picture per group
+    assert len(names) >= 28, names  # 30 pairs (19 with whole descriptors alone, on Corel-1k: bench/dupquality.py)

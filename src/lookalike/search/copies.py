@@ -38,6 +38,7 @@ DETAIL = 4.0  # grey levels of standard deviation a cell needs in both photos to
 MIN_CELLS = 4  # cells with detail needed for a verdict
 QUANTILE = 0.5  # the cells' median: an overlay may spoil up to half of a copy's cells
 CENTRE_CELLS = range(GRID // 4, GRID - GRID // 4)  # the rows and columns of the overlap's centre: 1-2 of 0-3
+NESTED = 0.9  # of a photo's area the other's frame must cover in a nested pair (see _similarity): nearly all
 SMALL = 96  # the long side of the grey picture whose pixels a copy must agree with once aligned (see agreement)
 # ORB finds this many times the keypoints kept, and the grid spread keeps the strongest of each cell. A candidate's
 # thumbnail gives 800 of 1,600: more of them come from coarse pyramid levels, which a photo of the same object taken
@@ -69,11 +70,15 @@ class Verdict:
     cosine: float | None = None  # of the copy descriptors (lookalike.search.verification), when both have one
     agreement: float | None = None  # of the aligned pixels (see agreement), for a geometric copy
     centre_agreement: float | None = None  # of the aligned pixels in the overlap's centre (see agreement)
+    confirmed: bool | None = None  # a copy the descriptor decided: whether geometry found it too (None: not asked)
+    nested: bool | None = None  # a geometric copy: whether one photo's frame lies (nearly) whole in the other
 
     def same_picture_throughout(self) -> bool:
-        """A copy whose pixels agree in the centre of the overlap too, or that geometry did not decide (the
-        descriptor was sure): what the duplicates report joins."""
-        return self.copy and (self.centre_agreement is None or AGREE is None or self.centre_agreement >= AGREE)
+        """A copy that geometry finds, one photo lying in the other (a crop in its original, a photo in its
+        screenshot) and their pixels agreeing in the centre of the overlap too: what the duplicates report joins.
+        Geometry is not asked to agree where it could not look (no thumbnail)."""
+        centre_agrees = self.centre_agreement is None or AGREE is None or self.centre_agreement >= AGREE
+        return self.copy and self.confirmed is not False and self.nested is not False and centre_agrees
 
     def as_dict(self) -> dict:
         return {"copy": self.copy, "same_object": self.same_object, "confidence": round(self.confidence, 4),
@@ -361,8 +366,16 @@ def _similarity(query: Features, candidate: Features, src: np.ndarray, dst: np.n
     agree = agreement(query, candidate, transform) if copy else None
     if agree is not None and AGREE is not None and agree.overall < AGREE:
         copy = False
+    # a copy is its original cropped, framed or resized: one of the two frames lies in the other; two photos of one
+    # scene taken a step apart overlap in a part of each (bench/RESULTS.md, "A shared frame or background")
+    nested = max(_share(qb, query.width, query.height), _share(mb, candidate.width, candidate.height)) >= NESTED
     return Verdict(copy, _confidence(inliers), inliers, qb, mb, agreement=agree.overall if agree else None,
-                   centre_agreement=agree.centre if agree else None)  # fmt: skip
+                   centre_agreement=agree.centre if agree else None, nested=nested)  # fmt: skip
+
+
+def _share(box: tuple[float, float, float, float], width: int, height: int) -> float:
+    """The share of a photo's area a box covers."""
+    return (box[2] - box[0]) * (box[3] - box[1]) / max(width * height, 1)
 
 
 def _same_object(query: Features, candidate: Features, src: np.ndarray, dst: np.ndarray, h: np.ndarray) -> Verdict:

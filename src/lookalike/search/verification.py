@@ -127,17 +127,19 @@ def view_floor(ids: list[int], cosines: dict[int, float], reach: dict[int, float
 
 def judge(query: CopyQuery, candidates: list[Hit], cosines: dict[int, float],
           features: Callable[[Hit], copies.Features | None], regions: bool = True,
-          reach: dict[int, float] | None = None) -> dict[int, copies.Verdict]:  # fmt: skip
+          reach: dict[int, float] | None = None, check_sure: bool = False) -> dict[int, copies.Verdict]:  # fmt: skip
     """Verdicts for the candidates that are copies or the same object (see the module docstring); ``regions``: find
     the matched region of the surest copy too (a search shows it; indexing does not need it). ``reach``: the best
     cosine of any of the query's views to a candidate, which decides whether geometry is worth a try (the verdict
-    of the descriptor itself stays with the whole photo's cosine, on which it was calibrated)."""
+    of the descriptor itself stays with the whole photo's cosine, on which it was calibrated). ``check_sure``: every
+    copy the descriptor decided is checked by geometry too, and its verdict says what geometry found
+    (``Verdict.confirmed``): the duplicates report, which proposes removals, asks it."""
     ids = [h.id for h in candidates]
     floor, reach = (view_floor(ids, cosines, reach), reach) if reach else (CHECK_FLOOR, cosines)
     sure = sorted((h for h in candidates if cosines.get(h.id, -1.0) >= COPY_SURE), key=lambda h: -cosines[h.id])
     decided_by_geometry = set(_unsure(ids, cosines, reach, floor))
     unsure = [h for h in candidates if h.id in decided_by_geometry]
-    wanted = unsure + (sure[:REGION_CHECKS] if regions else [])
+    wanted = unsure + (sure if check_sure else sure[:REGION_CHECKS] if regions else [])
     # a mirrored copy is looked for only where it could stand: below CHECK_FLOOR a copy verdict is not kept (below)
     mirrorable = {h.id for h in wanted if h.id not in cosines or cosines[h.id] >= CHECK_FLOOR}
     geometry = _geometry(query, wanted, features, mirrorable) if wanted else {}
@@ -149,7 +151,9 @@ def judge(query: CopyQuery, candidates: list[Hit], cosines: dict[int, float],
         confidence = max(descriptor_confidence(cosine), seen.confidence if seen.copy else 0.0)
         boxes = (seen.query_box, seen.match_box) if seen.copy else (None, None)
         out[h.id] = copies.Verdict(True, confidence, seen.inliers, *boxes, mirrored=seen.mirrored and seen.copy,
-                                   cosine=cosine)  # fmt: skip
+                                   cosine=cosine, centre_agreement=seen.centre_agreement if seen.copy else None,
+                                   confirmed=seen.copy if h.id in geometry else None,
+                                   nested=seen.nested if seen.copy else None)  # fmt: skip
     for h in unsure:
         seen = geometry.get(h.id, copies.NO_MATCH)
         cosine = cosines.get(h.id)
