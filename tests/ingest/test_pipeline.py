@@ -134,6 +134,61 @@ def test_vanished_files_are_reported_and_pruned_on_request(lib: Library, photo_d
     consistent(lib)
 
 
+def test_a_folder_that_cannot_be_listed_is_reported_and_its_photos_are_never_pruned(
+    lib: Library, photo_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder the walk cannot list (a permission change, a network file system's hiccup) is a rejected item with
+    the reason, and the photos indexed below it are neither vanished nor pruned: they come back unchanged once it
+    can be listed again. (Root lists any folder whatever its mode, so as root the failure is injected where the
+    walk lists the folder.)"""
+    lib.index([str(photo_dir)])
+    locked = photo_dir / "tiger_cat"
+    if os.geteuid() == 0:
+        listing = os.scandir
+
+        def scandir(path=".", *args):
+            if Path(path) == locked:
+                raise PermissionError(13, "Permission denied", str(path))
+            return listing(path, *args)
+
+        monkeypatch.setattr(os, "scandir", scandir)
+    else:
+        locked.chmod(0)
+    try:
+        report = lib.index([str(photo_dir)], prune=True)
+    finally:
+        monkeypatch.undo()
+        locked.chmod(0o755)
+    assert report.vanished == [] and report.pruned == 0 and lib.catalog.count() == 12
+    assert [(r.source, r.reason) for r in report.rejected] == [
+        (str(locked) + os.sep, "cannot list the folder: Permission denied")
+    ]
+    again = lib.index([str(photo_dir)])
+    assert again.unchanged == 12 and again.rejected == []
+    consistent(lib)
+
+
+def test_a_file_name_that_is_not_utf8_is_rejected_alone(lib: Library, photo_dir: Path) -> None:
+    """A name of bytes that are not UTF-8 (Python keeps them as lone surrogates, which no database takes) is a
+    rejected item with its name escaped; the other photos of the run and of its batch are indexed."""
+    bad = os.fsencode(photo_dir / "goldfish") + b"/bad\xffname.jpg"
+    shutil.copy(photo("goldfish", 3), os.fsdecode(bad))
+    report = lib.index([str(photo_dir)])
+    assert len(report.added) == 12
+    assert [(r.source, r.reason) for r in report.rejected] == [
+        (str(photo_dir / "goldfish") + "/bad\\xffname.jpg", "the file's name is not valid UTF-8")
+    ]
+    assert lib.index([str(photo_dir)]).unchanged == 12
+    consistent(lib)
+
+
+def test_a_path_too_long_is_a_clear_error(lib: Library, tmp_path: Path) -> None:
+    from lookalike.ingest.sources import SourceError
+
+    with pytest.raises(SourceError, match="cannot be read: File name too long"):
+        lib.index([str(tmp_path / ("a" * 300))])
+
+
 def test_salted_folder_rejects_each_bad_file_with_a_reason(lib: Library, photo_dir: Path) -> None:
     expected = salt(photo_dir / "junk")
     report = lib.index([str(photo_dir)])

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable, Container, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -173,12 +174,16 @@ def rejected_alone(out: _Prepared) -> Iterator[None]:
         out.error = f"unexpected error: {type(exc).__name__}: {exc}"
 
 
-def vanished_under(catalog: Catalog, root: str, present: Container[str]) -> list[str]:
+def vanished_under(catalog: Catalog, root: str, present: Collection[str]) -> list[str]:
     """Sources recorded below a folder that are not ``present`` any more; a video's frames count as their video,
-    named once."""
+    named once. A folder the walk could not list (present as its path with a trailing separator:
+    sources.walk_folder) keeps everything below it."""
     out: list[str] = []
     videos: set[str] = set()
+    unlisted = tuple(p for p in present if p.endswith(os.sep))
     for src in catalog.sources_under(root):
+        if unlisted and src.startswith(unlisted):
+            continue
         found = moment(src)
         if found is None and src not in present:
             out.append(src)

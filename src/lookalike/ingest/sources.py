@@ -156,14 +156,39 @@ def walk_folder(root: Path, label: str | None = None) -> Iterator[SourceItem]:
     flat folder's name says nothing about its photos). Formats are sniffed from content when read.
     """
     root = Path(root)
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=None):
+    unlisted: list[OSError] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=unlisted.append):
+        yield from _unlisted(unlisted)
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         folder = Path(dirpath)
         folder_label = label if label is not None else (folder.name if folder != root else None)
+        for d in dirnames:
+            if (folder / d).is_symlink():
+                yield SourceItem(printable(folder / d), folder_label, error="a symbolic link to a folder: not followed")
         for name in sorted(filenames):
             if name.startswith(".") or Path(name).suffix.lower() in DOCUMENT_SUFFIXES:
                 continue
+            if printable(folder / name) != str(folder / name):
+                yield SourceItem(printable(folder / name), folder_label, error="the file's name is not valid UTF-8")
+                continue
             yield _file_item(folder / name, folder_label)
+    yield from _unlisted(unlisted)
+
+
+def _unlisted(errors: list[OSError]) -> Iterator[SourceItem]:
+    """Folders the walk could not list, as items that are rejected with the reason. Each names its folder with a
+    trailing separator, and whatever the catalog holds below it is not vanished (vanished_under): a permission
+    change or a network file system's hiccup must not let ``--prune`` remove photos it could not see."""
+    while errors:
+        exc = errors.pop(0)
+        folder = printable(Path(exc.filename)) if exc.filename else "a folder"
+        yield SourceItem(folder.rstrip(os.sep) + os.sep, error=f"cannot list the folder: {exc.strerror or exc}")
+
+
+def printable(path: Path) -> str:
+    """The path as text that can be stored and shown: a name that is not valid UTF-8 (bytes Python keeps as lone
+    surrogates) gets them as escapes (b'\\xff' -> '\\xff')."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 MAX_LIST_BYTES = 256 * 2**20  # a CSV or URL list larger than this is refused before it is read
@@ -384,9 +409,12 @@ def _iter_expand(arg: str, label: str | None, s3,
     if "\x00" in arg:
         raise SourceError("a path cannot contain a NUL character")
     path = Path(arg).expanduser()
-    if not path.exists():
-        raise SourceError(f"{arg}: no such file or folder")
-    path = path.resolve()
+    try:
+        if not path.exists():
+            raise SourceError(f"{arg}: no such file or folder")
+        path = path.resolve()
+    except OSError as exc:  # a name too long, a loop of links
+        raise SourceError(f"{arg[:200]}: cannot be read: {exc.strerror or exc}") from None
     if path.is_dir():
         return str(path) + os.sep, walk_folder(path, label)
     if path.suffix.lower() in CSV_SUFFIXES:
