@@ -90,3 +90,12 @@ def test_an_upper_case_scheme_is_a_url_never_a_server_path(lib, tmp_path, monkey
         assert r.status_code == 422 and "loopback" in r.json()["detail"], r.text  # refused as a URL, not read
         r = c.post(f"{API}/search", json={"url": f"{scheme}://127.0.0.1\u0000y/photo.jpg"})
         assert r.status_code == 422, r.text
+
+
+def test_a_path_too_long_gets_a_client_error_not_500(lib, tmp_path) -> None:
+    """A component of 300 characters, or a path of 6,000: the file system refuses the name (it was a 500)."""
+    with client_for(lib, source_roots=[str(tmp_path)]) as c:
+        for path in (f"{tmp_path}/{'a' * 300}", f"{tmp_path}/" + "a/" * 3000):
+            r = c.post(f"{API}/jobs/index", json={"paths": [path]})
+            assert r.status_code in (400, 422), (r.status_code, r.text[:200])
+            assert "too long" in r.json()["detail"], r.json()
