@@ -40,6 +40,31 @@ class FieldError(ValueError):
     """A field or a set of fields that cannot be stored (bad name, type or size): the message names it."""
 
 
+NOT_UNICODE = "not valid Unicode text (it holds a lone UTF-16 surrogate, such as the JSON escape \\ud800)"
+
+
+def valid_unicode(text: str) -> bool:
+    """Whether ``text`` can be stored and sent as UTF-8: JSON may hold a lone surrogate escape ("\\ud800"), which
+    Python reads into a string no database, engine or JSON answer can encode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def replace_surrogates(value: Any) -> Any:
+    """``value`` (JSON: strings, lists, dicts, numbers) with each lone surrogate as its escape ('\\ud800'), so that
+    something stored before surrogates were refused can still be shown."""
+    if isinstance(value, str):
+        return value if valid_unicode(value) else value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, list):
+        return [replace_surrogates(v) for v in value]
+    if isinstance(value, dict):
+        return {replace_surrogates(k): replace_surrogates(v) for k, v in value.items()}
+    return value
+
+
 def check_key(key: object) -> str:
     if not isinstance(key, str) or not KEY.fullmatch(key):
         raise FieldError(f"field name {str(key)[:80]!r}: letters, digits and _, not starting with a digit, "
@@ -66,6 +91,8 @@ def check_value(key: str, value: object) -> FieldValue:
             raise FieldError(f"field {key!r}: at most {MAX_TEXT} characters")
         if "\x00" in value:
             raise FieldError(f"field {key!r}: a NUL character")
+        if not valid_unicode(value):
+            raise FieldError(f"field {key!r}: {NOT_UNICODE}")
         return value
     if isinstance(value, list):
         if len(value) > MAX_LIST:

@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lookalike.api.limits import TrackedSend
 from lookalike.errors import BusyError, LibraryError, ModelMismatchError, NotFoundError
-from lookalike.fields import FieldError
+from lookalike.fields import FieldError, replace_surrogates
 from lookalike.filters import FilterError
 from lookalike.imaging import BadImage, DecodeBusy
 from lookalike.ingest.fetch import FetchError
@@ -36,7 +36,8 @@ class Problem(Exception):
 
 def problem_response(status: int, title: str, detail: str, instance: str = "", **extra) -> JSONResponse:
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail, "instance": instance, **extra}
-    return JSONResponse(body, status_code=status, media_type=PROBLEM)
+    # a message may quote the input: a lone surrogate in it (JSON's "\\ud800") is sent as its escape, not a 500
+    return JSONResponse(replace_surrogates(body), status_code=status, media_type=PROBLEM)
 
 
 def bad_image_status(exc: BadImage) -> tuple[int, str]:

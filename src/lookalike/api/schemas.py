@@ -9,11 +9,12 @@ import json
 from typing import Annotated, Any, Literal, Self
 
 from fastapi import Path as PathParam
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from lookalike import filters
 from lookalike.api import API
 from lookalike.api.security import digits_only, safe_url
+from lookalike.fields import NOT_UNICODE, valid_unicode
 from lookalike.filters import Filter, FilterError
 from lookalike.jobs.queue import Job
 from lookalike.search.results import Hit
@@ -23,6 +24,17 @@ MAX_LABEL = 200  # characters in a label (searches filter by labels of this leng
 MAX_ID = 2**63 - 1  # ids are 64-bit in the catalog: larger ones are refused before any lookup
 ImageId = Annotated[int, BeforeValidator(digits_only), PathParam(ge=1, le=MAX_ID, description="an indexed photo's id")]
 JobId = Annotated[int, BeforeValidator(digits_only), PathParam(ge=1, le=MAX_ID, description="an index job's id")]
+
+
+def unicode_text(value: str) -> str:
+    """A free-text string the API stores or passes on, refused (422) when it cannot be encoded as UTF-8: a lone
+    surrogate (the JSON escape "\\ud800") would fail in the database, the engine or the answer instead."""
+    if not valid_unicode(value):
+        raise ValueError(NOT_UNICODE)
+    return value
+
+
+Text = Annotated[str, AfterValidator(unicode_text)]  # every free-text string of a body or form is one of these
 FIELDS = "the photo's record (a CSV's extra columns, a manifest's or an upload's fields): name: value"
 
 
@@ -42,12 +54,12 @@ def video_url(image_id: int) -> str:
 class SearchParams(BaseModel):
     k: int = Field(default=10, ge=1, le=1000)
     min_score: float | None = Field(default=None, ge=-1.0, le=1.0, description="minimum similarity (cosine)")
-    label: str | None = Field(default=None, max_length=200)
+    label: Text | None = Field(default=None, max_length=200)
     box: tuple[float, float, float, float] | None = None
     match: Literal["whole", "objects", "both"] | None = Field(
         default=None, description="entries compared: whole photos (default), objects, or both (default with a box)"
     )
-    detected_label: str | None = Field(default=None, max_length=100)
+    detected_label: Text | None = Field(default=None, max_length=100)
     detect: bool = Field(default=False, description="also return the query photo's detected subjects")
     mode: Literal["similar", "copies"] = Field(
         default="similar",
@@ -80,14 +92,14 @@ class SearchParams(BaseModel):
 
 
 class SearchJson(SearchParams):
-    url: str | None = Field(
+    url: Text | None = Field(
         default=None,
         max_length=4096,
         examples=["https://example.com/photo.jpg"],
         description="an http(s) URL of the photo (server paths are not accepted over HTTP)",
     )
     image_id: int | None = Field(default=None, ge=1, le=MAX_ID, description="an indexed photo: more like this")
-    text: str | None = Field(
+    text: Text | None = Field(
         default=None,
         min_length=1,
         max_length=1000,
@@ -311,8 +323,8 @@ class JobList(BaseModel):
 
 
 class IndexJobRequest(BaseModel):
-    paths: list[str] = Field(min_length=1, description="folders, CSVs, URL lists, files or URLs on the server")
-    label: str | None = Field(default=None, max_length=MAX_LABEL)
+    paths: list[Text] = Field(min_length=1, description="folders, CSVs, URL lists, files or URLs on the server")
+    label: Text | None = Field(default=None, max_length=MAX_LABEL)
     prune: bool = False
     objects: bool = Field(default=False, description="also index each detected subject")
 

@@ -28,6 +28,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from lookalike.fields import replace_surrogates
 from lookalike.store.catalog.database import Database
 
 ACTIVE = ("queued", "running")
@@ -81,10 +82,12 @@ class Job:
         return self.state in FINISHED
 
     def as_dict(self) -> dict:
+        """The job as JSON; a lone surrogate in its paths, label or errors (a job stored before the API refused them)
+        is shown as its escape ('\\ud800'), so that the job can still be listed."""
         end = self.finished_at or self.as_of
         elapsed = end - self.started_at if self.started_at else 0.0
         processed = self.done - self.unchanged
-        return {
+        return replace_surrogates({
             "id": self.id, "kind": self.kind, "state": self.state,
             "paths": self.params.get("paths", []), "label": self.params.get("label"),
             "prune": bool(self.params.get("prune")), "objects": bool(self.params.get("objects")),
@@ -94,7 +97,7 @@ class Job:
             "rate": round(processed / elapsed, 1) if elapsed > 0 else 0.0, "elapsed": round(elapsed, 2),
             "created_at": self.created_at, "started_at": self.started_at, "finished_at": self.finished_at,
             "error": self.error, "workers": self.workers,
-        }  # fmt: skip
+        })  # fmt: skip
 
 
 class JobQueue:

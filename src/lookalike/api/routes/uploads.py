@@ -24,7 +24,7 @@ from lookalike.api.forms import check_photo_type, media_type
 from lookalike.api.problems import Problem
 from lookalike.api.schemas import MAX_LABEL, UPLOAD_FORM, JobOut, Rejection, UploadItem, UploadOut
 from lookalike.config import Settings
-from lookalike.fields import MAX_BYTES, Fields, check_fields
+from lookalike.fields import MAX_BYTES, NOT_UNICODE, Fields, check_fields, replace_surrogates, valid_unicode
 from lookalike.ingest.sources import SourceItem
 from lookalike.jobs.worker import item_json, store_affinity
 from lookalike.library import Library
@@ -51,6 +51,8 @@ async def upload_images(request: Request, lib: Lib, state: Service) -> JSONRespo
     label = label_field if isinstance(label_field, str) and label_field else None
     if label is not None and len(label) > MAX_LABEL:
         raise Problem(422, "Invalid parameters", f"label: at most {MAX_LABEL} characters")
+    if label is not None and not valid_unicode(label):
+        raise Problem(422, "Invalid parameters", f"label: {NOT_UNICODE}")
     objects = str(form.get("objects", "")).lower() in ("1", "true", "yes", "on")
     fields = given_fields(form.get("fields"))
     files: list[tuple[str, bytes | BinaryIO]] = []
@@ -60,7 +62,7 @@ async def upload_images(request: Request, lib: Lib, state: Service) -> JSONRespo
         try:
             name, video = accepted(up, state.settings)
         except Problem as exc:
-            rejected.append(Rejection(name=up.filename, reason=exc.detail))
+            rejected.append(Rejection(name=replace_surrogates(up.filename), reason=exc.detail))
             continue
         photo_bytes += 0 if video else up.size or 0
         if photo_bytes > state.settings.max_upload_bytes:  # the body may be as large as a video; photos are read
@@ -118,6 +120,8 @@ def accepted(up: UploadFile, settings: Settings) -> tuple[str, bool]:
     """(the name an upload is indexed under, whether it is a video), or the Problem saying why it is not taken: a video
     by its name's suffix or a video/* type, under its own size limit; a photo under the photos' limit."""
     name = Path(up.filename or "").name
+    if not valid_unicode(name):  # Starlette decodes names as UTF-8 or Latin-1: a guard, for any other parser
+        raise Problem(422, "Invalid file name", f"the file's name is {NOT_UNICODE}")
     ctype = media_type(up)
     size = up.size or 0
     if ctype.startswith("video/") or is_video(name):
