@@ -265,6 +265,9 @@ class Settings(BaseSettings):
     header_timeout: float = Field(
         default=10.0, gt=0, le=600, description="seconds a connection has to send a full request head: then closed"
     )
+    body_timeout: float = Field(
+        default=30.0, gt=0, le=3600, description="seconds a request body may go without a new piece: then 408, closed"
+    )
 
     @field_validator("home", "models_dir", mode="after")
     @classmethod

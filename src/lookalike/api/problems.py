@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from lookalike.api.limits import TrackedSend
 from lookalike.errors import BusyError, LibraryError, ModelMismatchError, NotFoundError
@@ -158,6 +159,8 @@ class LastResort:
         tracked = TrackedSend(send)
         try:
             await self.app(scope, receive, tracked)
+        except ClientDisconnect:  # gone while its body was read (or stalled: lookalike.api.stalls): none to answer
+            log.info("%s %s: the client went before its body was read", scope.get("method"), scope.get("path"))
         except Exception:
             log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
             if tracked.started:

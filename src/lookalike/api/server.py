@@ -11,6 +11,9 @@ with a plain-text 503. Here, as nginx does it:
   has no request in progress (nginx reuses keep-alive connections the same way), so sockets that only wait
   can never lock a working client out; the limit that answers 503 counts requests in progress only
   (``max_requests``), with a JSON problem body and Retry-After;
+- each piece of a request body must arrive within ``body_timeout`` of the previous one (nginx's
+  ``client_body_timeout``), else 408 and the connection closes (lookalike.api.stalls); health checks are answered
+  beyond ``max_requests``;
 - a request with both Content-Length and Transfer-Encoding gets 400 and the connection closes (RFC 9112
   6.1: such framing is how requests are smuggled past a proxy); h11 itself reads it as chunked;
 - h11's own 400 for a malformed request is a JSON problem too.
@@ -30,9 +33,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from lookalike.api.origins import OriginGuard
+from lookalike.api.stalls import BodyDeadline
 from lookalike.config import Settings
 
 KEEP_ALIVE = 5  # seconds an idle keep-alive connection stays open (uvicorn's default)
+# health checks are answered beyond max_requests: a full service is busy, not dead (lookalike.api.health)
+HEALTH = frozenset({"/healthz", "/healthz/live", "/healthz/ready", "/livez", "/readyz"})
 RESERVED_FILES = 256  # descriptors kept for the library's own files when capping connections
 
 
@@ -126,7 +132,7 @@ class RequestGuard:
             detail = "a request may not have both Content-Length and Transfer-Encoding (RFC 9112, 6.1)"
             await self._answer(send, 400, "Bad request", detail, close=True)
             return
-        if self.running >= self.max_requests:
+        if self.running >= self.max_requests and scope.get("path", "") not in HEALTH:
             detail = f"{self.max_requests} requests in progress (LOOKALIKE_MAX_REQUESTS); retry in a moment"
             await self._answer(send, 503, "Busy", detail, close=False)
             return
@@ -151,7 +157,7 @@ def run(app: ASGIApp, host: str, port: int, settings: Settings) -> None:
 
     if settings.api_key is None or settings.allowed_hosts:  # see origins.py: what a key already prevents
         app = OriginGuard(app, settings.allowed_hosts, settings.cors_origins)
-    guarded = RequestGuard(app, settings.max_requests)
+    guarded = RequestGuard(BodyDeadline(app, settings.body_timeout), settings.max_requests)
     protocol = protocol_class(settings.header_timeout, settings.max_connections)
     uvicorn.run(guarded, host=host, port=port, log_level="info", http=protocol, limit_concurrency=None,
                 timeout_keep_alive=KEEP_ALIVE)  # fmt: skip
