@@ -12,6 +12,7 @@ import stat
 import threading
 import time
 import typing
+import zlib
 
 import httpcore
 import httpx
@@ -202,7 +203,8 @@ class UrlFetcher:
             timeout=httpx.Timeout(timeout),
             transport=deadline_transport(self.deadline),
             follow_redirects=False,
-            headers={"User-Agent": f"lookalike/{__version__}"},
+            # only the codings decode_body handles: it decodes them itself, within url_max_bytes (issue D3)
+            headers={"User-Agent": f"lookalike/{__version__}", "Accept-Encoding": "gzip, deflate"},
             trust_env=False,  # no proxy from the environment: it would connect by name, not to the checked address
         )
 
@@ -238,7 +240,7 @@ class UrlFetcher:
                         location = response.headers.get("location", "")
                         current = current.join(location)
                         continue
-                    return self._body(response)
+                    return self._body(response, current)
             raise FetchError("too many redirects")
         except FetchError:
             raise
@@ -249,16 +251,93 @@ class UrlFetcher:
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise FetchError(f"download failed: {type(exc).__name__}: {exc}") from None
 
-    def _body(self, response: httpx.Response) -> bytes:
+    def _body(self, response: httpx.Response, url: httpx.URL) -> bytes:
         if response.status_code >= 400:
             raise FetchError(f"HTTP {response.status_code} {response.reason_phrase}")
         declared = response.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > self.max_bytes:
             raise FetchError(f"download too large: {declared} bytes exceeds url_max_bytes={self.max_bytes}")
-        chunks, total = [], 0
-        for chunk in response.iter_bytes():  # as the bytes come: each read is bounded by the fetch's deadline
-            total += len(chunk)
-            if total > self.max_bytes:
+        decoder = BoundedDecoder(content_codings(response, url), self.max_bytes)
+        raw = 0
+        # The raw bytes as they come (each read bounded by the fetch's deadline), decoded here rather than by
+        # httpx: its decoder expands a whole chunk at once, so a tiny compressed bomb made gigabytes before a
+        # size check could run (issue D3). BoundedDecoder never produces more than url_max_bytes + 1 bytes.
+        for chunk in response.iter_raw():
+            raw += len(chunk)
+            if raw > self.max_bytes:
                 raise FetchError(f"download too large: more than url_max_bytes={self.max_bytes} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+            decoder.feed(chunk)
+        return decoder.finish()
+
+
+def content_codings(response: httpx.Response, url: httpx.URL) -> str | None:
+    """The one content-coding of a response ("gzip", "deflate" or an unknown name, lowercased), None for none.
+
+    More than one coding (``gzip, gzip``) is refused: each layer multiplies the expansion, nothing legitimate
+    needs it, and it is the shape of a decompression bomb (issue D3). ``identity`` is no coding."""
+    codings = [c.strip().lower() for c in response.headers.get_list("content-encoding", split_commas=True)]
+    codings = [c for c in codings if c and c != "identity"]
+    if len(codings) > 1:
+        raise FetchError(
+            f"refusing {url}: the response has stacked content encodings ({', '.join(codings)}); "
+            f"only a single gzip or deflate encoding is accepted"
+        )
+    return codings[0] if codings else None
+
+
+class BoundedDecoder:
+    """Decodes a gzip or deflate body chunk by chunk, never holding more than ``max_bytes + 1`` decoded bytes:
+    each ``decompress`` call is given the room left as its ``max_length``, so a chunk of a bomb stops
+    expanding at the cap instead of after it. An unknown coding passes the bytes through unchanged (as httpx
+    does), so the image decoder is the one that judges them."""
+
+    def __init__(self, coding: str | None, max_bytes: int) -> None:
+        self.coding, self.max_bytes = coding, max_bytes
+        self.chunks: list[bytes] = []
+        self.total = 0
+        self.head = b""  # deflate: the first bytes, until the zlib header can be told from a raw stream
+        self.inflater: typing.Any = None
+        if coding in ("gzip", "x-gzip"):
+            self.inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
+
+    def _keep(self, data: bytes) -> None:
+        self.total += len(data)
+        if self.total > self.max_bytes:
+            raise FetchError(f"download too large: more than url_max_bytes={self.max_bytes} bytes once decoded")
+        if data:
+            self.chunks.append(data)
+
+    def _start_deflate(self, data: bytes, final: bool) -> bytes:
+        """``deflate`` is meant to be zlib-wrapped, but some servers send a raw stream: its first two bytes
+        tell (as httpx's decoder guesses, without decoding anything twice)."""
+        self.head += data
+        if len(self.head) < 2 and not final:
+            return b""
+        cmf, flg = (self.head + b"\0\0")[:2]
+        zlib_header = cmf & 0x0F == 8 and (cmf << 8 | flg) % 31 == 0
+        self.inflater = zlib.decompressobj(zlib.MAX_WBITS if zlib_header else -zlib.MAX_WBITS)
+        data, self.head = self.head, b""
+        return data
+
+    def feed(self, data: bytes, final: bool = False) -> None:
+        if self.coding == "deflate" and self.inflater is None:
+            data = self._start_deflate(data, final)
+        if self.inflater is None:
+            if self.coding != "deflate":
+                self._keep(data)
+            return
+        if self.inflater.eof:
+            return  # bytes after the end of the compressed stream are ignored (as httpx does)
+        try:
+            while True:
+                piece = self.inflater.decompress(data, self.max_bytes + 1 - self.total)
+                data = self.inflater.unconsumed_tail
+                self._keep(piece)
+                if (not piece and not data) or self.inflater.eof:
+                    break  # input used up and nothing pending (or the stream ended): wait for the next chunk
+        except zlib.error as exc:
+            raise FetchError(f"download failed: the {self.coding}-encoded body is corrupt ({exc})") from None
+
+    def finish(self) -> bytes:
+        self.feed(b"", final=True)
+        return b"".join(self.chunks)
