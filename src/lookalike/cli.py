@@ -1003,7 +1003,7 @@ def serve(
     """Start the HTTP API and the web page (http://HOST:PORT/)."""
     from lookalike.api import server
     from lookalike.api.app import create_app
-    from lookalike.api.security import anonymous_refusal, is_loopback, weak_key
+    from lookalike.api.security import anonymous_refusal, weak_key
     from lookalike.tuning import tune_process
 
     s = settings()
@@ -1011,14 +1011,11 @@ def serve(
     refusal = weak_key(s) or anonymous_refusal(host, s, allow_anonymous or s.allow_anonymous)
     if refusal:
         fail(refusal)
-    if not is_loopback(host) and s.api_key is not None and "api_key_for_reads" not in s.model_fields_set:
-        # on the network, reads need the key too unless the operator says otherwise
-        s = s.model_copy(update={"api_key_for_reads": True})
     try:
         app_ = create_app(s)
     except user_errors() as exc:
         fail(str(exc))
-    reads = "reads need it too" if s.api_key and s.api_key_for_reads else "reads are open"
+    reads = "reads need it too" if s.api_key_for_reads else "reads are open (LOOKALIKE_API_KEY_FOR_READS=0)"
     access = f"API key required for writes, {reads}" if s.api_key else "no API key: anyone who can connect may write"
     console.print(f"Lookalike on http://{host}:{port}/  (API docs at /docs; {access})")
     server.run(app_, host, port, s)

@@ -227,9 +227,10 @@ class Settings(BaseSettings):
     )  # fmt: skip
     api_key: SecretStr | None = Field(default=None, description="when set, write endpoints need header X-API-Key")
     api_key_for_reads: bool = Field(
-        default=False,
-        description="require the API key on reads too (docs, OpenAPI, metrics included); `serve` on a non-loopback "
-        "address turns it on unless it is set",
+        default=True,
+        description="with an API key, reads need it too (searches, photos, stats, docs, OpenAPI, metrics), whatever "
+        "the address and however the app is served; false opens reads to anyone who can connect (no effect without "
+        "a key)",
     )
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed by CORS (JSON list)")
     allowed_hosts: list[str] = Field(

@@ -127,11 +127,11 @@ def test_the_video_follows_the_read_rule(served: tuple[TestClient, Path]) -> Non
     frame = frame_id(client, clip)
     lib = client.app.state.lookalike.library  # type: ignore[attr-defined]
     key = "k" * 32
-    with client_for(lib, api_key=key, api_key_for_reads=True) as locked:
+    with client_for(lib, api_key=key) as locked:  # with a key, reads need it by default
         assert locked.get(f"{API}/images/{frame}/video").status_code == 401
         assert locked.get(f"{API}/images/{frame}/video", headers={"X-API-Key": key}).status_code == 200
         locked.cookies.set("lookalike_api_key", key)  # the page's <video> sends the cookie, as <img> does
         r = locked.get(f"{API}/images/{frame}/video", headers={"Range": "bytes=0-9"})
         assert r.status_code == 206 and r.headers["cache-control"].startswith("private")
-    with client_for(lib, api_key=key) as writes_only:  # reads open unless the operator says so
+    with client_for(lib, api_key=key, api_key_for_reads=False) as writes_only:  # the operator opened reads
         assert writes_only.get(f"{API}/images/{frame}/video").status_code == 200

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from fastapi.testclient import TestClient
 
 from lookalike.api.app import create_app
 from lookalike.api.security import anonymous_refusal, is_loopback
@@ -95,12 +96,33 @@ def test_with_keys_for_reads_every_read_needs_the_key(lib) -> None:
 
 
 def test_writes_need_the_key_when_one_is_set(lib) -> None:
-    with client_for(lib, api_key=KEY) as c:
-        image_id = int(lib.catalog.ids()[0])
-        assert c.delete(f"{API}/images/{image_id}").status_code == 401
-        assert c.post(f"{API}/jobs/index", json={"paths": ["https://example.com/x.jpg"]}).status_code == 401
-        assert c.post(f"{API}/images", files={"images": ("a.jpg", b"x")}).status_code == 401
-        assert c.get(f"{API}/stats").status_code == 200  # reads are open unless LOOKALIKE_API_KEY_FOR_READS
+    for reads in (True, False):
+        with client_for(lib, api_key=KEY, api_key_for_reads=reads) as c:
+            image_id = int(lib.catalog.ids()[0])
+            assert c.delete(f"{API}/images/{image_id}").status_code == 401
+            assert c.post(f"{API}/jobs/index", json={"paths": ["https://example.com/x.jpg"]}).status_code == 401
+            assert c.post(f"{API}/images", files={"images": ("a.jpg", b"x")}).status_code == 401
+
+
+def test_a_key_alone_guards_reads_too_unless_the_operator_opens_them(lib) -> None:
+    """Hostile probe D2: a key with nothing else set (serve on loopback, or create_app under uvicorn) left every
+    read open. Reads need the key unless LOOKALIKE_API_KEY_FOR_READS=0 says otherwise."""
+    only_key = Settings(**{**lib.settings.model_dump(exclude={"api_key_for_reads"}), "api_key": KEY})
+    assert only_key.api_key_for_reads and "api_key_for_reads" not in only_key.model_fields_set
+    image_id = int(lib.catalog.ids()[0])
+    reads = (("POST", f"{API}/search", {"image_id": image_id}), ("GET", f"{API}/images", None),
+             ("GET", f"{API}/images/{image_id}", None), ("GET", f"{API}/images/{image_id}/original", None),
+             ("GET", f"{API}/images/{image_id}/thumbnail", None), ("GET", f"{API}/stats", None),
+             ("GET", f"{API}/duplicates", None), ("GET", "/metrics", None), ("GET", "/openapi.json", None),
+             ("GET", "/docs", None))  # fmt: skip
+    with Library(only_key, embedder=lib.embedder) as served, TestClient(create_app(only_key, library=served)) as c:
+        for method, path, body in reads:
+            assert c.request(method, path, json=body).status_code in (401, 403), path
+            r = c.request(method, path, json=body, headers={"X-API-Key": KEY})
+            assert r.status_code == 200, (path, r.status_code, r.text[:200])
+    with client_for(lib, api_key=KEY, api_key_for_reads=False) as c:  # the operator's explicit choice
+        for method, path, body in reads:
+            assert c.request(method, path, json=body).status_code == 200, path
 
 
 @pytest.mark.parametrize("bad", [2**63, 2**64, 10**30, 0, -1])

@@ -4,7 +4,7 @@ An anonymous service on loopback trusts whoever can connect, and a browser can c
 user visits: a cross-site form or ``fetch(..., {mode: "no-cors"})`` posts to it (a "simple" request needs no
 CORS preflight), and DNS rebinding makes a foreign name resolve to 127.0.0.1 so that its page is even
 same-origin with the service. So, when the service has no API key (a key is a header no foreign page can
-send), or when ``LOOKALIKE_ALLOWED_HOSTS`` is set:
+send), or one that leaves reads open (``LOOKALIKE_API_KEY_FOR_READS=0``), or when ``LOOKALIKE_ALLOWED_HOSTS`` is set:
 
 - the Host header must name the service: an IP address, ``localhost`` (and ``*.localhost``), or a name in
   ``LOOKALIKE_ALLOWED_HOSTS`` (``"*"`` for any; ``.example.org`` for it and its subdomains), as Django's

@@ -1,8 +1,8 @@
 """Who may do what over HTTP: API keys, and which server paths an HTTP caller may name.
 
 The defaults refuse what a network client should not get by accident: ``lookalike serve`` on a
-non-loopback address needs ``LOOKALIKE_API_KEY`` (or an explicit ``--allow-anonymous``); with
-``LOOKALIKE_API_KEY_FOR_READS`` every read needs it too, the API documents and the metrics included
+non-loopback address needs ``LOOKALIKE_API_KEY`` (or an explicit ``--allow-anonymous``); with a key, every read
+needs it too, the API documents and the metrics included, unless ``LOOKALIKE_API_KEY_FOR_READS=0``
 (``LOOKALIKE_METRICS_PUBLIC`` for scrapers); server paths can be indexed over HTTP only below
 ``LOOKALIKE_SOURCE_ROOTS``, and the answer for a path outside them says nothing about that path.
 """

@@ -155,7 +155,9 @@ def run(app: ASGIApp, host: str, port: int, settings: Settings) -> None:
     """Serve ``app`` with the limits above (uvicorn's own connection limit is off: it counts idle sockets)."""
     import uvicorn
 
-    if settings.api_key is None or settings.allowed_hosts:  # see origins.py: what a key already prevents
+    # see origins.py: what a key already prevents; a key that leaves reads open (API_KEY_FOR_READS=0) does not
+    # keep a DNS-rebinding page from reading, so the guard stays then
+    if settings.api_key is None or not settings.api_key_for_reads or settings.allowed_hosts:
         app = OriginGuard(app, settings.allowed_hosts, settings.cors_origins)
     guarded = RequestGuard(BodyDeadline(app, settings.body_timeout), settings.max_requests)
     protocol = protocol_class(settings.header_timeout, settings.max_connections)
