@@ -168,10 +168,11 @@ def walk_folder(root: Path, label: str | None = None) -> Iterator[SourceItem]:
         for name in sorted(filenames):
             if name.startswith(".") or Path(name).suffix.lower() in DOCUMENT_SUFFIXES:
                 continue
-            if printable(folder / name) != str(folder / name):
-                yield SourceItem(printable(folder / name), folder_label, error="the file's name is not valid UTF-8")
+            path = folder / name
+            if (shown := printable(path)) != str(path):
+                yield SourceItem(shown, folder_label, error="the file's name is not valid UTF-8")
                 continue
-            yield _file_item(folder / name, folder_label)
+            yield _file_item(path, folder_label)
     yield from _unlisted(unlisted)
 
 
