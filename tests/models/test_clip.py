@@ -154,7 +154,7 @@ def test_api_text_search(library: Library) -> None:
         assert body["query"] == {"text": "blue", "kind": "text"} and len(body["hits"]) == 4
         assert Path(body["hits"][0]["source"]).name == expected_first(library, "blue")
         for bad, fragment in (
-            ({"text": ""}, "at least 1"),
+            ({"text": ""}, "at least 1 character"),
             ({"text": "x" * 1001}, "at most 1000 characters"),
             ({"text": "red", "url": "https://example.com/a.jpg"}, "exactly one of"),
             ({"text": "red", "box": [0, 0, 5, 5]}, "compares whole photos"),

@@ -9,7 +9,17 @@ import json
 from typing import Annotated, Any, Literal, Self
 
 from fastapi import Path as PathParam
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from lookalike import filters
 from lookalike.api import API
@@ -35,6 +45,40 @@ def unicode_text(value: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(unicode_text)]  # every free-text string of a body or form is one of these
+
+
+def length(max_length: int, min_length: int = 0) -> AfterValidator:
+    """A text's bounds, checked after ``unicode_text`` so that a lone surrogate still gets its own 422
+    (pydantic's own string bounds refuse it as "unable to parse"), in pydantic's wording (its bounds on
+    ``Text | None`` would count "items")."""
+
+    def within(value: str) -> str:
+        if len(value) < min_length:
+            plural = "" if min_length == 1 else "s"
+            raise PydanticCustomError(
+                "string_too_short",
+                "String should have at least {min_length} character" + plural,
+                {"min_length": min_length},
+            )
+        if len(value) > max_length:
+            raise PydanticCustomError(
+                "string_too_long", "String should have at most {max_length} characters", {"max_length": max_length}
+            )
+        return value
+
+    return AfterValidator(within)
+
+
+def string_schema(max_length: int, min_length: int = 0) -> WithJsonSchema:
+    """The bounds of ``length`` as the OpenAPI document shows them."""
+    bounds = {"maxLength": max_length} | ({"minLength": min_length} if min_length else {})
+    return WithJsonSchema({"type": "string"} | bounds)
+
+
+Label = Annotated[str, AfterValidator(unicode_text), length(MAX_LABEL), string_schema(MAX_LABEL)]
+DetectedLabel = Annotated[str, AfterValidator(unicode_text), length(100), string_schema(100)]
+UrlText = Annotated[str, AfterValidator(unicode_text), length(4096), string_schema(4096)]
+QueryText = Annotated[str, AfterValidator(unicode_text), length(1000, 1), string_schema(1000, 1)]
 FIELDS = "the photo's record (a CSV's extra columns, a manifest's or an upload's fields): name: value"
 
 
@@ -54,12 +98,12 @@ def video_url(image_id: int) -> str:
 class SearchParams(BaseModel):
     k: int = Field(default=10, ge=1, le=1000)
     min_score: float | None = Field(default=None, ge=-1.0, le=1.0, description="minimum similarity (cosine)")
-    label: Text | None = Field(default=None, max_length=200)
+    label: Label | None = None
     box: tuple[float, float, float, float] | None = None
     match: Literal["whole", "objects", "both"] | None = Field(
         default=None, description="entries compared: whole photos (default), objects, or both (default with a box)"
     )
-    detected_label: Text | None = Field(default=None, max_length=100)
+    detected_label: DetectedLabel | None = None
     detect: bool = Field(default=False, description="also return the query photo's detected subjects")
     mode: Literal["similar", "copies"] = Field(
         default="similar",
@@ -92,17 +136,14 @@ class SearchParams(BaseModel):
 
 
 class SearchJson(SearchParams):
-    url: Text | None = Field(
+    url: UrlText | None = Field(
         default=None,
-        max_length=4096,
         examples=["https://example.com/photo.jpg"],
         description="an http(s) URL of the photo (server paths are not accepted over HTTP)",
     )
     image_id: int | None = Field(default=None, ge=1, le=MAX_ID, description="an indexed photo: more like this")
-    text: Text | None = Field(
+    text: QueryText | None = Field(
         default=None,
-        min_length=1,
-        max_length=1000,
         examples=["a red bicycle at night"],
         description="a description of the photos wanted (libraries of a CLIP-style model: `stats.text_search`)",
     )
@@ -324,7 +365,7 @@ class JobList(BaseModel):
 
 class IndexJobRequest(BaseModel):
     paths: list[Text] = Field(min_length=1, description="folders, CSVs, URL lists, files or URLs on the server")
-    label: Text | None = Field(default=None, max_length=MAX_LABEL)
+    label: Label | None = None
     prune: bool = False
     objects: bool = Field(default=False, description="also index each detected subject")
 
