@@ -269,6 +269,11 @@ class Settings(BaseSettings):
     body_timeout: float = Field(
         default=30.0, gt=0, le=3600, description="seconds a request body may go without a new piece: then 408, closed"
     )
+    body_min_rate: int = Field(
+        default=500, ge=0, le=1 << 30,
+        description="bytes a second a request body must average after body_timeout's grace (Apache mod_reqtimeout's "
+        "MinRate; a body trickled a byte at a time held its place among the requests for ever): then 408; 0: none",
+    )  # fmt: skip
 
     @field_validator("home", "models_dir", mode="after")
     @classmethod

@@ -52,3 +52,40 @@ def test_a_stalled_body_is_answered_408_and_gives_its_place_back(tmp_path, key) 
         assert "unhandled error" not in svc.log()
     finally:
         svc.stop()
+
+
+def test_a_trickled_body_is_answered_408_and_a_slow_upload_is_not(tmp_path) -> None:
+    """A byte every half second is within every per-piece deadline (2 s) and once held its place for ever; with a
+    minimum rate of 100 bytes a second after the 2 s grace it gets the 408 within a few seconds. A body sent at
+    1,000 bytes a second, slow but honest, is answered as usual."""
+    svc = Service(tmp_path / "home", max_requests="2", body_timeout="2", body_min_rate="100").start()
+    try:
+        sock = socket.create_connection(("127.0.0.1", svc.port), timeout=10)
+        sock.sendall(STALLED_HEAD)
+        started, answer = time.monotonic(), b""
+        sock.settimeout(0.5)
+        while not answer and time.monotonic() - started < 15:
+            try:
+                sock.sendall(b"1")
+                answer = sock.recv(4096)
+            except TimeoutError:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                break
+        answer += answer_of(sock, within=5)
+        sock.close()
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert b"LOOKALIKE_BODY_MIN_RATE" in answer and time.monotonic() - started < 10
+
+        body = b'{"paths": ["' + b"x" * 2900 + b'"]}'
+        slow = socket.create_connection(("127.0.0.1", svc.port), timeout=10)
+        slow.sendall(STALLED_HEAD.split(b"Content-Length")[0] + b"Content-Length: %d\r\n\r\n" % len(body))
+        for at in range(0, len(body), 100):
+            slow.sendall(body[at : at + 100])
+            time.sleep(0.1)
+        answer = answer_of(slow, within=10)
+        slow.close()
+        assert answer.startswith(b"HTTP/1.1 403"), answer[:300]  # read whole, then refused: not a server path
+        assert b"unhandled error" not in svc.log().encode()
+    finally:
+        svc.stop()

@@ -12,8 +12,8 @@ with a plain-text 503. Here, as nginx does it:
   can never lock a working client out; the limit that answers 503 counts requests in progress only
   (``max_requests``), with a JSON problem body and Retry-After;
 - each piece of a request body must arrive within ``body_timeout`` of the previous one (nginx's
-  ``client_body_timeout``), else 408 and the connection closes (lookalike.api.stalls); health checks are answered
-  beyond ``max_requests``;
+  ``client_body_timeout``) and the whole at ``body_min_rate`` bytes a second after that grace (Apache's MinRate),
+  else 408 and the connection closes (lookalike.api.stalls); health checks are answered beyond ``max_requests``;
 - a request with both Content-Length and Transfer-Encoding gets 400 and the connection closes (RFC 9112
   6.1: such framing is how requests are smuggled past a proxy); h11 itself reads it as chunked;
 - h11's own 400 for a malformed request is a JSON problem too.
@@ -159,7 +159,7 @@ def run(app: ASGIApp, host: str, port: int, settings: Settings) -> None:
     # keep a DNS-rebinding page from reading, so the guard stays then
     if settings.api_key is None or not settings.api_key_for_reads or settings.allowed_hosts:
         app = OriginGuard(app, settings.allowed_hosts, settings.cors_origins)
-    guarded = RequestGuard(BodyDeadline(app, settings.body_timeout), settings.max_requests)
+    guarded = RequestGuard(BodyDeadline(app, settings.body_timeout, settings.body_min_rate), settings.max_requests)
     protocol = protocol_class(settings.header_timeout, settings.max_connections)
     uvicorn.run(guarded, host=host, port=port, log_level="info", http=protocol, limit_concurrency=None,
                 timeout_keep_alive=KEEP_ALIVE)  # fmt: skip
