@@ -6,3 +6,6 @@ router per part of the API; ``problems``, ``limits``, ``metrics`` and ``security
 """
 
 API = "/api/v1"  # the JSON API's prefix (health checks and the API documents are also served outside it)
+# the health checks' paths (routes/health.py): open, and answered beyond max_requests (api/server.py)
+LIVE_PATHS = ("/healthz/live", "/livez", f"{API}/healthz/live")
+READY_PATHS = ("/healthz/ready", "/readyz", "/healthz", f"{API}/healthz/ready", f"{API}/healthz")

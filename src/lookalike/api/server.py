@@ -32,13 +32,14 @@ import h11
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from lookalike.api import LIVE_PATHS, READY_PATHS
 from lookalike.api.origins import OriginGuard
 from lookalike.api.stalls import BodyDeadline
 from lookalike.config import Settings
 
 KEEP_ALIVE = 5  # seconds an idle keep-alive connection stays open (uvicorn's default)
 # health checks are answered beyond max_requests: a full service is busy, not dead (lookalike.api.health)
-HEALTH = frozenset({"/healthz", "/healthz/live", "/healthz/ready", "/livez", "/readyz"})
+HEALTH = frozenset(LIVE_PATHS + READY_PATHS)
 RESERVED_FILES = 256  # descriptors kept for the library's own files when capping connections
 
 

@@ -8,7 +8,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from lookalike import __version__
-from lookalike.api import API, health
+from lookalike.api import API, LIVE_PATHS, READY_PATHS, health
 from lookalike.api.deps import Service
 from lookalike.api.health import Health
 from lookalike.store.errors import RETRY_AFTER
@@ -30,10 +30,10 @@ DOCUMENTED = {"/healthz", f"{API}/healthz", f"{API}/healthz/live", f"{API}/healt
 NOT_READY: dict[int | str, dict[str, Any]] = {
     503: {"model": Health, "description": "not ready: loading, or a part unavailable (Retry-After)"}
 }
-for path in ("/healthz/live", "/livez", f"{API}/healthz/live"):
+for path in LIVE_PATHS:
     router.add_api_route(path, live, methods=["GET"], response_model=Health, include_in_schema=path in DOCUMENTED,
                          summary="Liveness: the process serves requests (open: no key needed)")  # fmt: skip
-for path in ("/healthz/ready", "/readyz", "/healthz", f"{API}/healthz/ready", f"{API}/healthz"):
+for path in READY_PATHS:
     router.add_api_route(path, ready, methods=["GET"], response_model=Health, responses=NOT_READY,
                          include_in_schema=path in DOCUMENTED,
                          summary="Readiness: catalog, engine and store reachable, models loaded (open)")  # fmt: skip
