@@ -182,6 +182,25 @@ def test_a_file_name_that_is_not_utf8_is_rejected_alone(lib: Library, photo_dir:
     consistent(lib)
 
 
+def test_a_folder_or_argument_that_is_not_utf8_is_rejected_not_a_crash(lib: Library, photo_dir: Path) -> None:
+    """A sub-folder whose name is not UTF-8 is one rejected item (its photos cannot be stored under that path), and
+    nothing below it is vanished; the same folder or one of its photos named on the command line is a clear
+    error. Both crashed the run at the catalog's first write."""
+    from lookalike.ingest.sources import NOT_UTF8_FOLDER, SourceError
+
+    bad = os.fsdecode(os.fsencode(photo_dir) + b"/bad\xffshelf")
+    os.mkdir(bad)
+    shutil.copy(photo("goldfish", 3), os.path.join(bad, "fish.jpg"))
+    report = lib.index([str(photo_dir)], prune=True)
+    assert len(report.added) == 12 and report.vanished == []
+    assert [(r.source, r.reason) for r in report.rejected] == [(str(photo_dir) + "/bad\\xffshelf/", NOT_UTF8_FOLDER)]
+    for arg in (bad, os.path.join(bad, "fish.jpg")):
+        with pytest.raises(SourceError, match="the path is not valid UTF-8"):
+            lib.index([arg])
+    assert lib.index([str(photo_dir)]).unchanged == 12
+    consistent(lib)
+
+
 def test_a_path_too_long_is_a_clear_error(lib: Library, tmp_path: Path) -> None:
     from lookalike.ingest.sources import SourceError
 

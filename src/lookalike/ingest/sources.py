@@ -162,9 +162,12 @@ def walk_folder(root: Path, label: str | None = None) -> Iterator[SourceItem]:
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         folder = Path(dirpath)
         folder_label = label if label is not None else (folder.name if folder != root else None)
-        for d in dirnames:
+        for d in list(dirnames):
             if (folder / d).is_symlink():
                 yield SourceItem(printable(folder / d), folder_label, error="a symbolic link to a folder: not followed")
+            elif (shown := printable(folder / d)) != str(folder / d):  # one item for the folder, not one per file
+                dirnames.remove(d)
+                yield SourceItem(shown + os.sep, folder_label, error=NOT_UTF8_FOLDER)
         for name in sorted(filenames):
             if name.startswith(".") or Path(name).suffix.lower() in DOCUMENT_SUFFIXES:
                 continue
@@ -184,6 +187,9 @@ def _unlisted(errors: list[OSError]) -> Iterator[SourceItem]:
         exc = errors.pop(0)
         folder = printable(Path(exc.filename)) if exc.filename else "a folder"
         yield SourceItem(folder.rstrip(os.sep) + os.sep, error=f"cannot list the folder: {exc.strerror or exc}")
+
+
+NOT_UTF8_FOLDER = "the folder's name is not valid UTF-8: its photos are not indexed (rename it)"
 
 
 def printable(path: Path) -> str:
@@ -416,6 +422,8 @@ def _iter_expand(arg: str, label: str | None, s3,
         path = path.resolve()
     except OSError as exc:  # a name too long, a loop of links
         raise SourceError(f"{arg[:200]}: cannot be read: {exc.strerror or exc}") from None
+    if (shown := printable(path)) != str(path):  # the catalog stores paths as text: it would fail at the first write
+        raise SourceError(f"{shown[:200]}: the path is not valid UTF-8 (rename it)")
     if path.is_dir():
         return str(path) + os.sep, walk_folder(path, label)
     if path.suffix.lower() in CSV_SUFFIXES:
