@@ -91,6 +91,10 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
             self.send_response(302)
             self.send_header("Location", "/loop")
             self.end_headers()
+        elif self.path == "/nowhere":  # a redirect that names no place
+            self.send_response(302)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
         elif self.path.startswith("/redirect/"):
             self.send_response(302)
             self.send_header("Location", "/" + self.path.split("/", 2)[2])

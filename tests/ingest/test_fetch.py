@@ -39,6 +39,7 @@ def test_fetch_photo_and_follow_redirect(fetcher, http_server, http_root) -> Non
     [
         ("/missing.jpg", "HTTP 404"),
         ("/loop", "too many redirects"),
+        ("/nowhere", "HTTP 302 without a Location"),
         ("/slow", "timed out"),
         ("/big", "too large"),
         ("/big-undeclared", "too large"),

@@ -237,7 +237,9 @@ class UrlFetcher:
                 extensions = {"sni_hostname": host} if current.scheme == "https" else {}
                 with self.client.stream("GET", pinned, headers=headers, extensions=extensions) as response:
                     if response.is_redirect:
-                        location = response.headers.get("location", "")
+                        location = response.headers.get("location", "").strip()
+                        if not location:  # joined, "" is the same URL: it read as "too many redirects"
+                            raise FetchError(f"HTTP {response.status_code} without a Location: a redirect to nowhere")
                         current = current.join(location)
                         continue
                     return self._body(response, current)
