@@ -29,6 +29,10 @@ RATIO = 0.85  # Lowe's ratio test (the geometric check that follows removes what
 MAX_DISTANCE = 64  # of 256 bits: two unrelated ORB descriptors differ in ~128, the nearest of thousands in ~90
 MIN_INLIERS = 12  # a similarity transform supported by this many matches is not chance (see confidence)
 COPY_SHARE = 0.8  # of a planar view's agreeing points one similarity explains in a copy (see _similarity)
+# features a photo needs for geometry's "no" to count (Verdict.confirmed): a copy keeps only a share of its
+# original's features through a resize and recompression, so below this a true copy seldom reaches MIN_INLIERS
+# (heavily blurred photos, a line of text on a plain ground: 0-32 features and no fit)
+LOOKABLE = 4 * MIN_INLIERS
 OBJECT_MIN_INLIERS = 15  # a homography has more freedom than a similarity: it needs more support (see RESULTS)
 RANSAC_PX = 4.0  # reprojection tolerance at SIDE px
 AGREE = 0.45  # the least agreement (see agreement) of a copy: below every Towhee copy's (bench/RESULTS.md, "Copies")

@@ -142,7 +142,7 @@ def judge(query: CopyQuery, candidates: list[Hit], cosines: dict[int, float],
     wanted = unsure + (sure if check_sure else sure[:REGION_CHECKS] if regions else [])
     # a mirrored copy is looked for only where it could stand: below CHECK_FLOOR a copy verdict is not kept (below)
     mirrorable = {h.id for h in wanted if h.id not in cosines or cosines[h.id] >= CHECK_FLOOR}
-    geometry = _geometry(query, wanted, features, mirrorable) if wanted else {}
+    geometry, looked = _geometry(query, wanted, features, mirrorable) if wanted else ({}, set())
     out: dict[int, copies.Verdict] = {}
     cosine: float | None  # of the copy descriptors: None when the candidate has none
     for h in sure:
@@ -152,7 +152,7 @@ def judge(query: CopyQuery, candidates: list[Hit], cosines: dict[int, float],
         boxes = (seen.query_box, seen.match_box) if seen.copy else (None, None)
         out[h.id] = copies.Verdict(True, confidence, seen.inliers, *boxes, mirrored=seen.mirrored and seen.copy,
                                    cosine=cosine, centre_agreement=seen.centre_agreement if seen.copy else None,
-                                   confirmed=seen.copy if h.id in geometry else None,
+                                   confirmed=seen.copy if h.id in looked else None,
                                    nested=seen.nested if seen.copy else None)  # fmt: skip
     for h in unsure:
         seen = geometry.get(h.id, copies.NO_MATCH)
@@ -168,14 +168,19 @@ def judge(query: CopyQuery, candidates: list[Hit], cosines: dict[int, float],
 
 
 def _geometry(query: CopyQuery, hits: list[Hit], features_of: Callable[[Hit], copies.Features | None],
-              mirrorable: set[int]) -> dict[int, copies.Verdict]:  # fmt: skip
+              mirrorable: set[int]) -> tuple[dict[int, copies.Verdict], set[int]]:  # fmt: skip
     """Local features of the query against each hit's (lookalike.search.feature_files: stored beside its thumbnail);
     a mirrored copy through the mirror image, for the ``mirrorable`` hits that are not copies as they are (matching
-    against the mirror image is half of the matching's cost)."""
+    against the mirror image is half of the matching's cost). Also the hits geometry could look at: where both
+    photos have ``copies.LOOKABLE`` features (a blurred or nearly flat picture has a handful, and geometry finding
+    nothing there says nothing of the pair)."""
     local = query.local()
     if local is None:
-        return {}
+        return {}, set()
     features = {h.id: f for h in hits if (f := features_of(h)) is not None}
+    looked = set()
+    if len(local.features.descriptors) >= copies.LOOKABLE:
+        looked = {i for i, f in features.items() if len(f.descriptors) >= copies.LOOKABLE}
     verdicts = copies.verify_many(local.features, features)
     missed = {i: f for i, f in features.items() if not verdicts[i].copy and i in mirrorable}
     if missed:
@@ -184,7 +189,7 @@ def _geometry(query: CopyQuery, hits: list[Hit], features_of: Callable[[Hit], co
                 qb = flipped.query_box  # in the mirror image: mapped back to the query's own pixels
                 box = (query.width - qb[2], qb[1], query.width - qb[0], qb[3]) if qb is not None else None
                 verdicts[i] = dataclasses.replace(flipped, query_box=box, mirrored=True)
-    return verdicts
+    return verdicts, looked
 
 
 REGION_COVER = 0.5  # of a region query's box that a copy's matched region must cover (see within_region)
