@@ -202,6 +202,8 @@ def test_sources_states_and_prefixes(catalog) -> None:
     assert catalog.sources_under("/data/my_photos/") == ["/data/my_photos/1.jpg"]
     assert catalog.sources_under("/data/100%/") == ["/data/100%/5.jpg"]
     assert catalog.sources_under("s3://bucket/") == ["s3://bucket/a/3.jpg"]
+    # letter case counts (SQLite's LIKE ignores it: `index /data/My_Photos --prune` pruned /data/my_photos)
+    assert catalog.sources_under("/data/My_Photos/") == [] and catalog.sources_under("/DATA/") == []
     states = catalog.source_states(["/data/my_photos/1.jpg", "/data/my_photos/nope.jpg", "https://example.com/4.jpg"])
     assert set(states) == {"/data/my_photos/1.jpg", "https://example.com/4.jpg"}
     assert states["/data/my_photos/1.jpg"][1:] == (123, 1, "a", None)

@@ -41,6 +41,7 @@ def test_frames_and_their_video(catalog: Catalog) -> None:
     assert catalog.count() == 3 and catalog.frame_times(ids) == {ids[0]: 0.0, ids[1]: 4.0, ids[2]: 8.0}
     assert sorted(catalog.frame_sources(CLIP)) == sorted(f.source for f in frames)
     assert catalog.frame_sources("/media/clips/other.mp4") == catalog.frame_sources("/nowhere/clip.mp4") == []
+    assert catalog.frame_sources("/media/clips/Clip.mp4") == []  # another file (SQLite's LIKE ignores case)
 
 
 def test_a_changed_video_lets_its_old_frames_go(catalog: Catalog) -> None:

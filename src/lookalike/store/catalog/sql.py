@@ -366,8 +366,11 @@ class Catalog:
         """Sources recorded below a folder (prefix ends with the path separator)."""
         escaped = _like_escape(prefix)
         with self.db.read() as conn:
+            # LIKE narrows the rows; the exact prefix decides: SQLite's LIKE ignores case, and ``index Photos
+            # --prune`` took the photos of a sibling folder ``photos/`` for vanished ones and deleted them
             rows = conn.execute(sa.text("SELECT d.path || s.name FROM dirs d JOIN sources s ON s.dir_id = d.id "
-                                        "WHERE d.path LIKE :p ESCAPE '\\'"), {"p": escaped + "%"})  # fmt: skip
+                                        "WHERE d.path LIKE :p ESCAPE '\\' AND substr(d.path, 1, :n) = :prefix"),
+                                {"p": escaped + "%", "n": len(prefix), "prefix": prefix})  # fmt: skip
             return [r[0] for r in rows]
 
     def _dir_id(self, conn: Connection, folder: str) -> int | None:
@@ -431,8 +434,11 @@ class Catalog:
 
     def _frame_rows(self, conn: Connection, dir_id: int, name: str) -> list[tuple[str, int]]:
         """(source name, image id) of the frames of the video ``name`` in a folder."""
-        q = sa.text("SELECT name, image_id FROM sources WHERE dir_id = :d AND name LIKE :p ESCAPE '\\'")
-        return [(n, int(i)) for n, i in conn.execute(q, {"d": dir_id, "p": _like_escape(name + "#t=") + "%"})]
+        q = sa.text("SELECT name, image_id FROM sources WHERE dir_id = :d AND name LIKE :p ESCAPE '\\' "
+                    "AND substr(name, 1, :n) = :prefix")  # exactly: SQLite's LIKE ignores case (Clip.mp4, clip.mp4)
+        prefix = name + "#t="
+        rows = conn.execute(q, {"d": dir_id, "p": _like_escape(prefix) + "%", "n": len(prefix), "prefix": prefix})
+        return [(n, int(i)) for n, i in rows]
 
     def _drop_frames(self, conn: Connection, dir_id: int, name: str, keep: set[str]) -> list[int]:
         """Delete the frame sources (``name#t=...``) of a video but those in ``keep``; the images they pointed at."""
