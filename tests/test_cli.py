@@ -268,3 +268,16 @@ def test_search_where_filters_on_fields(run, tmp_path: Path) -> None:
     assert summary["title"]["values"] == {r["title"]: 4 for r in rows[::4]}
     assert summary["price"]["photos"] == {"num": 12}
     assert "title" in run("fields").output
+
+
+def test_index_prune_of_an_emptied_folder_says_it_kept_the_photos(photo_dir: Path, tmp_path, monkeypatch) -> None:
+    """The text report stopped at "nothing to index" and never said what --prune did to an emptied folder."""
+    monkeypatch.setenv("LOOKALIKE_HOME", str(tmp_path / "lib"))
+    assert CliRunner().invoke(app, ["index", str(photo_dir)]).exit_code == 0
+    photo_dir.rename(tmp_path / "away")
+    photo_dir.mkdir()
+    result = CliRunner().invoke(app, ["index", str(photo_dir), "--prune"], terminal_width=400)
+    assert result.exit_code == 0, result.output
+    assert "nothing pruned (an unmounted disk" in result.output
+    assert "12 indexed file(s) no longer exist; kept: their folder lists nothing" in result.output
+    assert json.loads(CliRunner().invoke(app, ["stats", "--json"]).output)["images"] == 12

@@ -245,7 +245,7 @@ def index(
     if as_json:
         out.print_json(json.dumps(report.as_dict()))
         return
-    _print_report(report)
+    _print_report(report, prune)
 
 
 def _kinds(specs: list[str] | None) -> dict[str, str] | None:
@@ -257,15 +257,15 @@ def _kinds(specs: list[str] | None) -> dict[str, str] | None:
         fail(str(exc))
 
 
-def _print_report(r: IndexReport) -> None:
+def _print_report(r: IndexReport, prune: bool = False) -> None:
     if r.excluded:
         shown = ", ".join(plain(x) for x in r.excluded[:3]) + (f" and {len(r.excluded) - 3} more" if len(r.excluded) > 3
                                                                else "")  # fmt: skip
         out.print(f"[dim]left out {len(r.excluded)} file(s) removed before with `lookalike remove` ({shown}); "
                   "`index --include-removed` adds them back", highlight=False)  # fmt: skip
-    if r.total == 0:
-        if not r.excluded:  # files were there: they were removed before, as said above
-            console.print("nothing to index: no files there (hidden files and folders are skipped)")
+    if r.total == 0 and not r.excluded:  # (files that were there but removed before are said above)
+        console.print("nothing to index: no files there (hidden files and folders are skipped)")
+    if r.total == 0 and not r.vanished and not r.rejected:
         return
     out.print(
         f"[bold]{len(r.added)}[/] added, {r.updated} updated, {len(r.duplicates)} duplicates, "
@@ -297,9 +297,11 @@ def _print_report(r: IndexReport) -> None:
         for rej in r.rejected:
             table.add_row(plain(rej.source), plain(rej.reason))
         out.print(table)
-    if r.vanished and not r.pruned:
-        out.print(f"[yellow]{len(r.vanished)} indexed file(s) no longer exist; run with --prune to remove them")
-        for v in r.vanished[:10]:
+    left = r.kept if prune else r.vanished
+    if left:
+        why = "kept: their folder lists nothing (see above)" if prune else "run with --prune to remove them"
+        out.print(f"[yellow]{len(left)} indexed file(s) no longer exist; {why}")
+        for v in left[:10]:
             out.print(f"  {plain(v)}", highlight=False)
 
 

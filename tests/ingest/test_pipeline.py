@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from lookalike.config import Settings
+from lookalike.ingest.pipeline import EMPTY_ROOT
 from lookalike.library import Library
 from tests.badfiles import salt
 from tests.conftest import MODELS, TOWHEE, photo
@@ -165,6 +166,27 @@ def test_a_folder_that_cannot_be_listed_is_reported_and_its_photos_are_never_pru
     ]
     again = lib.index([str(photo_dir)])
     assert again.unchanged == 12 and again.rejected == []
+    consistent(lib)
+
+
+def test_a_folder_that_lists_nothing_is_never_pruned(lib: Library, photo_dir: Path) -> None:
+    """An unmounted disk leaves its mount point empty: `index DISK --prune` emptied the library of it (fields set by
+    hand and all) and said only "nothing to index". A folder that lists no file at all is reported instead, its
+    photos kept; one of its sub-folders emptied is pruned as before."""
+    lib.index([str(photo_dir)])
+    moved = photo_dir.with_name("photos.unmounted")
+    photo_dir.rename(moved)
+    photo_dir.mkdir()
+    report = lib.index([str(photo_dir)], prune=True)
+    assert report.pruned == 0 and lib.catalog.count() == 12
+    assert len(report.vanished) == 12 and sorted(report.kept) == sorted(report.vanished)
+    assert [(r.source, r.reason) for r in report.rejected] == [(str(photo_dir) + os.sep, EMPTY_ROOT.format(n=12))]
+    photo_dir.rmdir()
+    moved.rename(photo_dir)
+    assert lib.index([str(photo_dir)]).unchanged == 12
+    shutil.rmtree(photo_dir / "goldfish")  # a part of a folder that lists photos: gone for good
+    report = lib.index([str(photo_dir)], prune=True)
+    assert report.pruned == 4 and report.kept == [] and report.rejected == [] and lib.catalog.count() == 8
     consistent(lib)
 
 

@@ -52,6 +52,18 @@ def test_a_prune_job_removes_what_vanished_and_reports_bad_files(lib: Library, p
     assert lib.catalog.source_state(str(gone)) is None
 
 
+def test_a_prune_job_leaves_a_folder_that_lists_nothing_alone(lib: Library, photo_dir: Path) -> None:
+    """A job's folder emptied (an unmounted disk): nothing pruned (pipeline.EMPTY_ROOT)."""
+    lib.jobs.submit("index", {"paths": [str(photo_dir)]})
+    run_all(lib)
+    photo_dir.rename(photo_dir.with_name("away"))
+    photo_dir.mkdir()
+    job = lib.jobs.get(lib.jobs.submit("index", {"paths": [str(photo_dir)], "prune": True}))
+    run_all(lib)
+    job = lib.jobs.get(job.id)
+    assert job.state == "done" and lib.catalog.count() == 12
+
+
 def test_a_chunk_run_twice_doubles_nothing(lib: Library, photo_dir: Path) -> None:
     """A worker that dies after committing part of a chunk: the next one runs the whole chunk again."""
     clock = Clock()

@@ -73,6 +73,7 @@ class IndexReport:
     updated: int = 0  # sources whose file changed and was re-embedded
     rejected: list[Rejected] = field(default_factory=list)
     vanished: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)  # vanished, never pruned: below a folder that lists nothing
     excluded: list[str] = field(default_factory=list)  # removed by the user before: left out (--include-removed)
     detected: int = 0  # indexed photos whose subjects were found in this run (``objects`` on an indexed folder)
     subjects: int = 0  # subjects stored in this run
@@ -100,6 +101,7 @@ class IndexReport:
             "updated": self.updated,
             "rejected": [r.__dict__ for r in self.rejected],
             "vanished": self.vanished,
+            "kept": self.kept,
             "excluded": self.excluded,
             "detected": self.detected,
             "subjects": self.subjects,
@@ -191,6 +193,17 @@ def vanished_under(catalog: Catalog, root: str, present: Collection[str]) -> lis
             videos.add(found[0])
             out.append(found[0])
     return out
+
+
+EMPTY_ROOT = ("the folder lists no files, but {n} photo(s) were indexed from it: nothing pruned (an unmounted disk, "
+              "a moved folder?); if they are gone for good, `lookalike remove` their ids")
+
+
+def listed_under(root: str, present: Iterable[str]) -> bool:
+    """Whether the walk found anything at all below ``root``: a folder that lists nothing where photos were indexed
+    is far more often an unmounted disk or a folder moved away than photos all deleted, so ``--prune`` leaves
+    it alone (EMPTY_ROOT) instead of emptying the library of it."""
+    return any(p.startswith(root) for p in present)
 
 
 def forget_sources(catalog: Catalog, sources: list[str]) -> list[int]:
@@ -583,9 +596,15 @@ class Pipeline:
     def _vanished(self, sets: list[SourceSet], items: dict[str, SourceItem], report: IndexReport, prune: bool) -> None:
         for s in sets:
             if s.root is not None:
-                report.vanished += vanished_under(self.parts.catalog, s.root, items)
-        if prune and report.vanished:
-            touched = forget_sources(self.parts.catalog, report.vanished)
+                gone = vanished_under(self.parts.catalog, s.root, items)
+                report.vanished += gone
+                if gone and not listed_under(s.root, items):
+                    report.kept += gone
+                    report.rejected.append(Rejected(s.root, EMPTY_ROOT.format(n=len(gone))))
+        kept = set(report.kept)
+        doomed = [v for v in report.vanished if v not in kept]
+        if prune and doomed:
+            touched = forget_sources(self.parts.catalog, doomed)
             orphans = self.parts.catalog.orphans(touched)
             report.pruned = len(self.parts.delete_images(orphans))
 

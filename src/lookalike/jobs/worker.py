@@ -34,10 +34,12 @@ from dataclasses import asdict, replace
 from typing import Any
 
 from lookalike.ingest.pipeline import (
+    EMPTY_ROOT,
     IndexingParts,
     IndexReport,
     Pipeline,
     forget_sources,
+    listed_under,
     upload_in_use,
     vanished_under,
 )
@@ -307,7 +309,11 @@ class Worker:
                     self.queue.add_chunks(task.job_id, seq, chunks)
                     seq, chunks = seq + len(chunks), []
             if seen is not None and root:
-                vanished += vanished_under(self.parts.catalog, root, seen)
+                gone = vanished_under(self.parts.catalog, root, seen)
+                if gone and not listed_under(root, seen):
+                    log.warning("job %d: %s: %s", task.job_id, root, EMPTY_ROOT.format(n=len(gone)))
+                else:
+                    vanished += gone
         if chunk:
             chunks.append(chunk)
         self.queue.add_chunks(task.job_id, seq, chunks)
