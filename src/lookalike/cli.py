@@ -492,7 +492,7 @@ def duplicates(
         writer.writerow(["group", "id", "keep", "source", "width", "height"])
         for r in rows:
             for p in r["photos"]:
-                writer.writerow([r["group"], p["id"], int(p["id"] == r["keep"]), p["source"], p["width"], p["height"]])
+                writer.writerow([r["group"], p["id"], int(p["keep"]), p["source"], p["width"], p["height"]])
         for image_id, sources in exact:  # the same bytes under several paths: kept once already, one row per path
             for source in sources:
                 writer.writerow(["exact", image_id, 1, source, "", ""])
@@ -505,6 +505,9 @@ def duplicates(
             table.add_row(str(p["id"]), "keep" if p["keep"] else "remove", f"{p['width']}x{p['height']}",
                           f"{p['confidence']:.0%} sure", plain(p["source"] or ""))  # fmt: skip
         out.print(table)
+        if r["changed"]:
+            out.print(f"[yellow]  nothing proposed: the file(s) of {', '.join(map(str, r['changed']))} changed or "
+                      "vanished since indexed; run `lookalike index` on them first", highlight=False)  # fmt: skip
     if exact:
         table = Table(title="the same bytes under several paths (stored once)", title_justify="left")
         table.add_column("id")
@@ -514,7 +517,7 @@ def duplicates(
         out.print(table)
         if len(exact) > SHOWN:
             out.print(f"  ... and {len(exact) - SHOWN} more (--json or --csv lists all)", highlight=False)
-    out.print(f"{len(rows)} groups of near-duplicates ({len(doomed)} photos beyond the first of each); "
+    out.print(f"{len(rows)} groups of near-duplicates ({len(doomed)} photos proposed for removal); "
               f"{len(exact)} photos found under several paths (stored once)", highlight=False)  # fmt: skip
     if remove and not yes:
         more = f" ... and {len(doomed) - SHOWN} more (--json lists all)" if len(doomed) > SHOWN else ""

@@ -38,7 +38,7 @@ from lookalike.imaging import Decoded
 from lookalike.ingest.backfill import BackfillReport, backfill
 from lookalike.ingest.pipeline import IndexingParts, IndexReport, Pipeline, ProgressFn, upload_in_use
 from lookalike.ingest.reading import Reader
-from lookalike.ingest.sources import SourceSet, expand
+from lookalike.ingest.sources import SourceSet, changed_files, expand
 from lookalike.jobs import JobQueue, Worker
 from lookalike.models import copy_descriptor
 from lookalike.models.detectors import Detection, Detector
@@ -375,8 +375,12 @@ class Library:
     def duplicates(self, min_confidence: float = 0.0, on_progress: Callable[[int, int], None] | None = None
                    ) -> dict[str, Any]:  # fmt: skip
         """The duplicates report (lookalike.search.duplicates), as the CLI prints it and the API returns it."""
+        def changed(sources: list[str]) -> set[str]:
+            states = self.catalog.source_states(sources)
+            return changed_files({src: (st.size, st.mtime_ns) for src, st in states.items()})
+
         return duplicates.report(self.space.copies, self.catalog, self.images, min_confidence, on_progress,
-                                 self.settings.keep_features)  # fmt: skip
+                                 self.settings.keep_features, changed)  # fmt: skip
 
     def copy_of(self, query: verification.CopyQuery) -> tuple[int, float] | None:
         return self.searcher.copy_of(query)

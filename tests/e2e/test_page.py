@@ -362,7 +362,7 @@ def test_duplicates_view_shows_the_copies_side_by_side(server, page) -> None:
     r = httpx.post(f"{server}/api/v1/images", files={"images": ("pizza_repost.jpg", buf.getvalue(), "image/jpeg")})
     assert r.status_code == 201 and r.json()["added"][0]["near_duplicate_of"] is not None, r.text
     page.click("#tab-duplicates")
-    expect(page.locator("#dup-status")).to_contain_text("1 picture held more than once (1 photo beyond the first)")
+    expect(page.locator("#dup-status")).to_contain_text("1 picture held more than once (1 photo to remove)")
     expect(page.locator("#dup-groups .dup-group")).to_have_count(1)
     expect(page.locator("#dup-groups .dup-group .hit")).to_have_count(2)
     expect(page.locator("#dup-groups .keep")).to_have_count(1)

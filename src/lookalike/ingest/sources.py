@@ -99,6 +99,23 @@ def within_roots(items: Iterator[SourceItem], roots: list[str]) -> Iterator[Sour
         yield item
 
 
+def changed_files(recorded: Mapping[str, tuple[int | None, int | None]]) -> set[str]:
+    """Local files whose size or modification time differ from what was recorded (source -> (size, mtime_ns)) or
+    that are gone; URLs, buckets and uploads are not looked at (an upload's bytes are the stored ones)."""
+    out = set()
+    for source, (size, mtime_ns) in recorded.items():
+        if not source.startswith(os.sep) or size is None:
+            continue
+        try:
+            st = os.stat(source)
+        except OSError:
+            out.add(source)
+            continue
+        if st.st_size != size or (mtime_ns is not None and st.st_mtime_ns != mtime_ns):
+            out.add(source)
+    return out
+
+
 def _file_item(path: Path, label: str | None) -> SourceItem:
     """A file to read; one that cannot be (a broken link, a FIFO, a device) becomes an item with the reason,
     so it is reported as rejected instead of silently skipped."""

@@ -151,7 +151,8 @@ def judge(query: CopyQuery, candidates: list[Hit], cosines: dict[int, float],
         confidence = max(descriptor_confidence(cosine), seen.confidence if seen.copy else 0.0)
         boxes = (seen.query_box, seen.match_box) if seen.copy else (None, None)
         out[h.id] = copies.Verdict(True, confidence, seen.inliers, *boxes, mirrored=seen.mirrored and seen.copy,
-                                   cosine=cosine, centre_agreement=seen.centre_agreement if seen.copy else None,
+                                   cosine=cosine, agreement=seen.agreement if seen.copy else None,
+                                   centre_agreement=seen.centre_agreement if seen.copy else None,
                                    confirmed=seen.copy if h.id in looked else None,
                                    nested=seen.nested if seen.copy else None)  # fmt: skip
     for h in unsure:

@@ -762,7 +762,7 @@ async function loadDuplicates() {
     const extra = groups.reduce((n, g) => n + g.remove.length, 0);
     const paths = exact.length ? ` ${exact.length} ${exact.length === 1 ? "file is" : "files are"} found under several paths (stored once, listed below).` : "";
     $("dup-status").textContent = (groups.length
-      ? `${groups.length} ${groups.length === 1 ? "picture" : "pictures"} held more than once (${extra} ${extra === 1 ? "photo" : "photos"} beyond the first). The largest of each is marked “keep”.`
+      ? `${groups.length} ${groups.length === 1 ? "picture" : "pictures"} held more than once (${extra} ${extra === 1 ? "photo" : "photos"} to remove). The photo holding the others is marked “keep”; a photo is marked “remove” only when it lies whole in it.`
       : "No duplicates: every picture is in the library once.") + paths;
     for (const g of groups) box.appendChild(duplicateGroup(g));
     if (exact.length) box.appendChild(exactList(exact));
@@ -798,6 +798,12 @@ function duplicateGroup(g) {
     fig.addEventListener("click", () => openViewer({ ...p, label: null }));
     onActivate(fig, () => openViewer({ ...p, label: null }));
     row.appendChild(fig);
+  }
+  if (g.changed && g.changed.length) {
+    const note = document.createElement("p");
+    note.className = "dup-changed";
+    note.textContent = "Nothing to remove here: a file of this group changed or vanished since it was indexed. Index it again first.";
+    row.appendChild(note);
   }
   if (g.remove.length) {
     const act = document.createElement("button");
