@@ -88,6 +88,32 @@ def test_a_whitening_learned_with_other_settings_is_relearned(embedder, photo_di
         assert lib.whitening.dim > 1 and len(lib.vectors) == 24
 
 
+def test_the_whitening_is_relearned_when_the_library_doubles_up_to_its_size_limit(embedder, tmp_path) -> None:
+    """The rule the README states (lookalike.maintenance): learned at whiten_min_photos, re-learned when the library
+    has doubled, automatically only while it holds at most whiten_auto_max photos, fitted on at most whiten_sample
+    photos drawn from the catalog."""
+    folder = tmp_path / "photos"
+    labels = ("goldfish", "tiger_cat", "bullet_train", "pizza", "castle", "flamingo", "banana", "ambulance")
+    conf = {"home": tmp_path / "lib", "whiten_min_photos": 16, "retire_grace": 0.0, "whiten_sample": 256}
+    with open_lib(conf, embedder) as lib:
+        drawn: list[int] = []
+        sample = lib.catalog.sample_ids
+        lib.catalog.sample_ids = lambda limit, seed: (drawn.append(limit), sample(limit, seed))[1]  # type: ignore
+        lib.index([str(copy_photos(folder, labels[:2], 8))])
+        lib.maintain(wait=True)
+        assert lib.whitening is not None and lib.whitening.fitted_on == 16
+        lib.index([str(copy_photos(folder, labels[2:3], 8))])  # 24 photos: not doubled
+        lib.maintain(wait=True)
+        assert lib.whitening.fitted_on == 16
+        lib.index([str(copy_photos(folder, labels[3:4], 8))])  # 32: doubled
+        lib.maintain(wait=True)
+        assert lib.whitening.fitted_on == 32 and drawn and set(drawn) == {256}
+    with open_lib(conf, embedder, whiten_auto_max=40) as lib:
+        lib.index([str(copy_photos(folder, labels[4:], 8))])  # 64: doubled, beyond the automatic limit
+        lib.maintain(wait=True)
+        assert lib.whitening is not None and lib.whitening.fitted_on == 32
+
+
 def test_collections_are_named_by_library_model_and_version_not_by_path(embedder, photo_dir, tmp_path) -> None:
     with open_lib({"home": tmp_path / "one"}, embedder) as lib:
         lib.index([str(photo_dir)])

@@ -136,3 +136,23 @@ def test_beyond_the_requests_in_progress_the_answer_is_a_json_503(tmp_path: Path
             time.sleep(0.2)
     finally:
         svc.stop()
+
+
+def test_at_the_connection_cap_a_new_connection_replaces_the_longest_idle_one(tmp_path: Path) -> None:
+    """LOOKALIKE_MAX_CONNECTIONS=20 and 40 idle sockets: a real client is still served, and the sockets that made
+    room are the oldest ones, closed by the server."""
+    svc = Service(tmp_path / "home", max_connections="20").start()
+    try:
+        idle = []
+        for _ in range(40):
+            idle += open_sockets(svc.port, 1)
+            time.sleep(0.01)  # an order of age among them
+        try:
+            assert httpx.get(f"{svc.url}/api/v1/stats", timeout=30).status_code == 200
+            closed = [closed_by_peer(sock, 0.5) for sock in idle]
+            assert sum(closed) >= 20 and all(closed[:10]) and not any(closed[-5:]), closed
+        finally:
+            for sock in idle:
+                sock.close()
+    finally:
+        svc.stop()
