@@ -158,12 +158,14 @@ def _groups(catalog: Catalog, parent: dict[int, int], pairs: list[Pair]) -> list
     for p in pairs:
         seen = joined.get((p.a, p.b))
         joined[(p.a, p.b)] = p if seen is None else p.merged(seen)
+    by_group: dict[int, list[Pair]] = {}
+    for _, p in sorted(joined.items()):  # each pair to its group once: a pass over all pairs per group was quadratic
+        by_group.setdefault(_find(parent, p.a), []).append(p)
     groups = []
-    for group in members.values():
+    for root, group in members.items():
         if len(group) < 2:
             continue
-        inside = set(group)
-        own = [p for key, p in sorted(joined.items()) if key[0] in inside]
+        own = by_group.get(root, [])
         keep, remove = keep_and_remove(group, own, {i: records[i].width * records[i].height for i in group})
         rest = sorted((i for i in group if i != keep), key=lambda i: (-records[i].width * records[i].height, i))
         groups.append(Group([keep, *rest], [(p.a, p.b, p.confidence) for p in own], remove))
