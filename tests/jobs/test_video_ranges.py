@@ -90,6 +90,8 @@ def test_two_workers_share_a_long_video_by_time_range(lib: Library, clip: Path) 
     job = lib.jobs.get(again)  # a recorded video: one task, skipped unchanged, not vanished
     assert (job.state, job.total, job.unchanged, lib.catalog.count()) == ("done", 1, 1, 4)
     clip.unlink()
+    # something else is still there: a folder that lists nothing at all is never pruned (pipeline.EMPTY_ROOT)
+    (clip.parent / "notes.dat").write_bytes(b"not a photo")
     gone = lib.jobs.submit("index", {"paths": [str(clip.parent)], "prune": True})
     lib.worker("c").run(once=True)
     assert lib.jobs.vanished(gone) == [str(clip)] and lib.catalog.count() == 0
