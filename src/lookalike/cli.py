@@ -195,7 +195,8 @@ def progress_bar(description: str) -> Progress:
 
 
 def _run_index(lib: Library, paths: list[str], label: str | None, prune: bool, quiet: bool, objects: bool = False,
-               include_removed: bool = False, kinds: dict[str, str] | None = None) -> IndexReport:  # fmt: skip
+               include_removed: bool = False, kinds: dict[str, str] | None = None,
+               prune_empty: bool = False) -> IndexReport:  # fmt: skip
     with progress_bar("indexing") as bar:
         task = bar.add_task("indexing", total=None, rate="")
 
@@ -206,7 +207,7 @@ def _run_index(lib: Library, paths: list[str], label: str | None, prune: bool, q
             bar.update(task, completed=done, total=total, rate=rate)
 
         return lib.index(paths, label=label, prune=prune, on_progress=None if quiet else update, objects=objects,
-                         include_removed=include_removed, kinds=kinds)  # fmt: skip
+                         include_removed=include_removed, kinds=kinds, prune_empty=prune_empty)  # fmt: skip
 
 
 @app.command()
@@ -217,6 +218,9 @@ def index(
     field: Annotated[list[str] | None, typer.Option(
         "--field", help="a CSV field column's type, NAME:TYPE (str, int, float, bool, list); else inferred")] = None,
     prune: Annotated[bool, typer.Option(help="remove photos whose files vanished from the named folders")] = False,
+    prune_empty: Annotated[bool, typer.Option(
+        "--prune-empty", help="--prune, even in a named folder that lists no file at all (left alone by --prune: an "
+        "unmounted disk looks the same)")] = False,
     objects: Annotated[bool, typer.Option("--objects", help="also index each detected subject of each photo")] = False,
     include_removed: Annotated[
         bool, typer.Option("--include-removed", help="also index files removed before with `lookalike remove`")
@@ -233,8 +237,8 @@ def index(
     kinds = _kinds(field)
     lib = open_library()
     try:
-        report = _run_index(lib, paths, label, prune, quiet=as_json, objects=objects, include_removed=include_removed,
-                            kinds=kinds)  # fmt: skip
+        report = _run_index(lib, paths, label, prune or prune_empty, quiet=as_json, objects=objects,
+                            include_removed=include_removed, kinds=kinds, prune_empty=prune_empty)  # fmt: skip
     except user_errors() as exc:
         fail(str(exc))
     except KeyboardInterrupt:
@@ -245,7 +249,7 @@ def index(
     if as_json:
         out.print_json(json.dumps(report.as_dict()))
         return
-    _print_report(report, prune)
+    _print_report(report, prune or prune_empty)
 
 
 def _kinds(specs: list[str] | None) -> dict[str, str] | None:

@@ -268,12 +268,14 @@ class Library:
         objects: bool = False,
         include_removed: bool = False,
         kinds: dict[str, str] | None = None,
+        prune_empty: bool = False,
     ) -> IndexReport:
         """Index folders, CSVs, manifests, URL lists, files and URLs; incremental and safe to interrupt.
 
         With ``objects`` each photo is also indexed as each subject the detector finds. Files a user removed
         (``remove``) stay out unless ``include_removed``. ``kinds`` gives the types of CSV field columns
-        (``{"price": "float"}``; else inferred).
+        (``{"price": "float"}``; else inferred). ``prune`` leaves a named folder that lists no file at all alone
+        (an unmounted disk's mount point) unless ``prune_empty``.
         """
         sets: list[SourceSet] = [expand(p, label, s3=self.s3 if is_s3(p) else None, kinds=kinds) for p in paths]
         _ = self.embedder  # a missing model fails here, once, not as one rejection per photo
@@ -283,7 +285,7 @@ class Library:
         if objects:
             _ = self.detector
         pipeline = Pipeline(self.indexing_parts(), on_progress, objects=objects, include_removed=include_removed)
-        report = pipeline.run(sets, prune=prune)
+        report = pipeline.run(sets, prune=prune or prune_empty, prune_empty=prune_empty)
         self._after_run()
         return report
 

@@ -196,7 +196,7 @@ def vanished_under(catalog: Catalog, root: str, present: Collection[str]) -> lis
 
 
 EMPTY_ROOT = ("the folder lists no files, but {n} photo(s) were indexed from it: nothing pruned (an unmounted disk, "
-              "a moved folder?); if they are gone for good, `lookalike remove` their ids")
+              "a moved folder?); if they are gone for good, index it with --prune-empty")
 
 
 def listed_under(root: str, present: Iterable[str]) -> bool:
@@ -411,7 +411,7 @@ class Pipeline:
         out.object_vectors = self.parts.models.embed_objects(decoded, out.detections)
 
     # --- main side ---------------------------------------------------------------
-    def run(self, sets: Iterable[SourceSet], prune: bool = False) -> IndexReport:
+    def run(self, sets: Iterable[SourceSet], prune: bool = False, prune_empty: bool = False) -> IndexReport:
         report = IndexReport()
         started = time.perf_counter()
         sets = list(sets)
@@ -522,7 +522,8 @@ class Pipeline:
             report.seconds = time.perf_counter() - started
         if report.interrupted:
             raise KeyboardInterrupt
-        self._vanished(sets, items, report, prune)  # only after a complete run: a failed one saw not every file
+        # only after a complete run: a failed one saw not every file
+        self._vanished(sets, items, report, prune, prune_empty)
         report.seconds = time.perf_counter() - started
         return report
 
@@ -593,12 +594,13 @@ class Pipeline:
         if orphans:
             self.parts.delete_images(orphans)
 
-    def _vanished(self, sets: list[SourceSet], items: dict[str, SourceItem], report: IndexReport, prune: bool) -> None:
+    def _vanished(self, sets: list[SourceSet], items: dict[str, SourceItem], report: IndexReport, prune: bool,
+                  prune_empty: bool = False) -> None:  # fmt: skip
         for s in sets:
             if s.root is not None:
                 gone = vanished_under(self.parts.catalog, s.root, items)
                 report.vanished += gone
-                if gone and not listed_under(s.root, items):
+                if gone and not prune_empty and not listed_under(s.root, items):
                     report.kept += gone
                     report.rejected.append(Rejected(s.root, EMPTY_ROOT.format(n=len(gone))))
         kept = set(report.kept)
