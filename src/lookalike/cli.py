@@ -950,6 +950,8 @@ def jobs_add(
     paths: Annotated[list[str], typer.Argument(help="folders, s3:// prefixes, CSV files, URL lists, files or URLs")],
     label: Annotated[str | None, typer.Option(help="label for every photo")] = None,
     prune: Annotated[bool, typer.Option(help="remove photos whose files vanished from the named folders")] = False,
+    prune_empty: Annotated[bool, typer.Option(
+        "--prune-empty", help="--prune, even in a named folder that lists no file at all")] = False,
     objects: Annotated[bool, typer.Option("--objects", help="also index each detected subject")] = False,
     field: Annotated[list[str] | None, typer.Option(
         "--field", help="a CSV field column's type, NAME:TYPE (str, int, float, bool, list); else inferred")] = None,
@@ -965,7 +967,8 @@ def jobs_add(
             iter_expand(p, s3=lib.s3, kinds=kinds)
         local = any(not p.startswith(("http://", "https://", "s3://")) for p in paths)
         params = {"paths": [p if "://" in p else str(Path(p).expanduser().resolve()) for p in paths],
-                  "label": label, "prune": prune, "objects": objects, "kinds": kinds}  # fmt: skip
+                  "label": label, "prune": prune or prune_empty, "prune_empty": prune_empty, "objects": objects,
+                  "kinds": kinds}  # fmt: skip
         job_id = lib.jobs.submit("index", params, affinity=host_affinity() if local else None)
     except user_errors() as exc:
         fail(str(exc))

@@ -367,3 +367,11 @@ def test_searches_filter_on_fields_as_text_or_json_and_bad_filters_are_422(make_
         else:  # an injection attempt is a value like any other: it matches nothing
             assert r.status_code == 200 and r.json()["hits"] == []
     problem(client.post(f"{API}/search", json={"image_id": 1, "where": {"and": [{"not": {"x": 1}}]}}), 422)
+
+
+def test_an_index_job_can_prune_an_emptied_folder_on_request(client: TestClient) -> None:
+    """prune_empty (pipeline.EMPTY_ROOT: prune alone leaves a folder that lists nothing) implies prune."""
+    r = client.post(f"{API}/jobs/index", json={"paths": [str(TOWHEE / "test")], "prune_empty": True})
+    assert r.status_code == 202 and r.json()["prune"] is True, r.text
+    client.post(f"{API}/jobs/{r.json()['id']}/cancel")
+    problem(client.post(f"{API}/jobs/index", json={"paths": [str(TOWHEE / "test")], "prune_empty": "maybe"}), 422)

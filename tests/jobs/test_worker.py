@@ -62,6 +62,9 @@ def test_a_prune_job_leaves_a_folder_that_lists_nothing_alone(lib: Library, phot
     run_all(lib)
     job = lib.jobs.get(job.id)
     assert job.state == "done" and lib.catalog.count() == 12
+    emptied = lib.jobs.submit("index", {"paths": [str(photo_dir)], "prune": True, "prune_empty": True})  # on purpose
+    run_all(lib)
+    assert lib.jobs.get(emptied).state == "done" and lib.catalog.count() == 0
 
 
 def test_a_chunk_run_twice_doubles_nothing(lib: Library, photo_dir: Path) -> None:

@@ -367,6 +367,10 @@ class IndexJobRequest(BaseModel):
     paths: list[Text] = Field(min_length=1, description="folders, CSVs, URL lists, files or URLs on the server")
     label: Label | None = None
     prune: bool = False
+    prune_empty: bool = Field(
+        default=False, description="prune even a named folder that lists no file at all (prune leaves one alone: an "
+        "unmounted disk looks the same); implies prune"
+    )
     objects: bool = Field(default=False, description="also index each detected subject")
 
 

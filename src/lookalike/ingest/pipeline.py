@@ -196,7 +196,7 @@ def vanished_under(catalog: Catalog, root: str, present: Collection[str]) -> lis
 
 
 EMPTY_ROOT = ("the folder lists no files, but {n} photo(s) were indexed from it: nothing pruned (an unmounted disk, "
-              "a moved folder?); if they are gone for good, index it with --prune-empty")
+              "a moved folder?); if they are gone for good, index it with --prune-empty (prune_empty in a job)")
 
 
 def listed_under(root: str, present: Iterable[str]) -> bool:

@@ -310,7 +310,7 @@ class Worker:
                     seq, chunks = seq + len(chunks), []
             if seen is not None and root:
                 gone = vanished_under(self.parts.catalog, root, seen)
-                if gone and not listed_under(root, seen):
+                if gone and not p.get("prune_empty") and not listed_under(root, seen):
                     log.warning("job %d: %s: %s", task.job_id, root, EMPTY_ROOT.format(n=len(gone)))
                 else:
                     vanished += gone

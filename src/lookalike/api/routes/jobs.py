@@ -31,7 +31,8 @@ def start_job(body: IndexJobRequest, lib: Lib, state: Service) -> JobOut:
                 iter_expand(p, s3=lib.s3, roots=roots)
         except SourceError as exc:
             raise Problem(422, "Invalid parameters", str(exc)) from None
-    params = {"paths": body.paths, "label": body.label, "prune": body.prune, "objects": body.objects,
+    params = {"paths": body.paths, "label": body.label, "prune": body.prune or body.prune_empty,
+              "prune_empty": body.prune_empty, "objects": body.objects,
               "roots": roots}  # fmt: skip  # every photo the job opens must resolve inside them
     local = any(not p.startswith(("http://", "https://", "s3://")) for p in body.paths)
     job_id = lib.jobs.submit("index", params, None, host_affinity() if local else None)
