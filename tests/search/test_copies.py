@@ -130,7 +130,7 @@ def test_a_region_that_is_a_whole_photo_in_a_collage_finds_it(library: Library) 
     copies, only the surest with a region (it raised on the second)."""
     from rich.console import Console
 
-    from lookalike.cli import _hits_table
+    from lookalike.cli.searching import hits_table
 
     tiles = [Image.open(photo(label, 3)).convert("RGB").resize((240, 180)) for label in CLASSES[:4]]
     collage = Image.new("RGB", (480, 360))
@@ -146,7 +146,7 @@ def test_a_region_that_is_a_whole_photo_in_a_collage_finds_it(library: Library) 
     second = dataclasses.replace(copies[0], id=copies[0].id + 10**6,
                                  verdict=dataclasses.replace(copies[0].verdict, query_box=None, match_box=None))
     console = Console(width=200, record=True)
-    console.print(_hits_table("t", [copies[0], second]))
+    console.print(hits_table("t", [copies[0], second]))
     text = console.export_text()
     assert text.count("SAME PHOTO") == 2 and text.count(" at [") == 1
 
