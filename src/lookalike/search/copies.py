@@ -382,9 +382,14 @@ def _similarity(query: Features, candidate: Features, src: np.ndarray, dst: np.n
                    centre_agreement=agree.centre if agree else None, nested=nested)  # fmt: skip
 
 
+def area(box: tuple[float, float, float, float]) -> float:
+    """A box's area in pixels."""
+    return (box[2] - box[0]) * (box[3] - box[1])
+
+
 def share(box: tuple[float, float, float, float], width: int, height: int) -> float:
     """The share of a photo's area a box covers."""
-    return (box[2] - box[0]) * (box[3] - box[1]) / max(width * height, 1)
+    return area(box) / max(width * height, 1)
 
 
 def _same_object(query: Features, candidate: Features, src: np.ndarray, dst: np.ndarray, h: np.ndarray) -> Verdict:

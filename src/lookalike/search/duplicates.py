@@ -29,7 +29,7 @@ import numpy as np
 
 from lookalike.moments import FRAME_FORMAT
 from lookalike.search import feature_files, verification
-from lookalike.search.copies import NESTED, Verdict, share
+from lookalike.search.copies import NESTED, Verdict, area, share
 from lookalike.search.results import Hit
 from lookalike.store.catalog import Catalog, ImageRecord, Vectors
 from lookalike.store.images import ImageStore
@@ -73,7 +73,7 @@ def judged_pair(image_id: int, other: int, verdict: Verdict, size: tuple[int, in
     else:
         inside = {i for i, box, (w, h) in ((image_id, verdict.query_box, size), (other, verdict.match_box, other_size))
                   if share(box, w, h) >= NESTED}  # fmt: skip
-        shown = (share(verdict.query_box, 1, 1), share(verdict.match_box, 1, 1))  # areas: the share of a 1 x 1 photo
+        shown = (area(verdict.query_box), area(verdict.match_box))  # pixels of each photo the pair shares
     if image_id > other:
         shown = (shown[1], shown[0])
     return Pair(min(image_id, other), max(image_id, other), verdict.confidence, frozenset(inside), shown)
