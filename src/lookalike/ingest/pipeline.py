@@ -18,7 +18,7 @@ import os
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -206,6 +206,12 @@ def listed_under(root: str, present: Iterable[str]) -> bool:
     return any(p.startswith(root) for p in present)
 
 
+def held_back(root: str, gone: list[str], present: Iterable[str], prune_empty: bool) -> bool:
+    """Whether the sources ``gone`` from ``root`` must be kept rather than pruned: its folder lists nothing
+    (``listed_under``) and ``prune_empty`` does not say it was emptied on purpose."""
+    return bool(gone) and not prune_empty and not listed_under(root, present)
+
+
 def forget_sources(catalog: Catalog, sources: list[str]) -> list[int]:
     """Forget vanished sources (``vanished_under``), a video with its frames; returns the images they pointed at."""
     return catalog.remove_sources(sources) + catalog.forget_videos([s for s in sources if is_video(s)])
@@ -216,6 +222,16 @@ def upload_in_use(catalog: Catalog, digest: str) -> bool:
     sha256, or any source of an upload of them (``upload:<sha256>/<name>``: a video's frames carry no sha256 of the
     video's bytes)."""
     return catalog.id_for_sha(digest) is not None or bool(catalog.sources_under(f"upload:{digest}/"))
+
+
+@dataclass
+class _Plan:
+    """What a run does with the sources it lists (``Pipeline._plan``)."""
+
+    todo: list[SourceItem] = field(default_factory=list)  # to read and prepare
+    changed_from: dict[str, int] = field(default_factory=dict)  # a changed file: the image it pointed at
+    relabel: dict[str, str | None] = field(default_factory=dict)  # unchanged sources the rule now labels otherwise
+    refield: dict[str, Fields | None] = field(default_factory=dict)  # sources whose record (a CSV row...) changed
 
 
 @dataclass(frozen=True)
@@ -415,6 +431,29 @@ class Pipeline:
         report = IndexReport()
         started = time.perf_counter()
         sets = list(sets)
+        items = self._wanted(sets, report)
+        plan = self._plan(items, report)
+        relabelled = bool(plan.relabel) and bool(self.parts.catalog.relabel_sources(plan.relabel))
+        if (plan.refield and self.parts.catalog.refield_sources(plan.refield)) or relabelled:
+            self.parts.after_write()
+        displaced: list[int] = []  # images some source stopped pointing at: removed if nothing else does
+        try:
+            self._process(plan, report, displaced)
+        except KeyboardInterrupt:
+            report.interrupted = True
+        finally:
+            self._remove_orphans(displaced)
+            report.seconds = time.perf_counter() - started
+        if report.interrupted:
+            raise KeyboardInterrupt
+        # only after a complete run: a failed one saw not every file
+        self._vanished(sets, items, report, prune, prune_empty)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _wanted(self, sets: list[SourceSet], report: IndexReport) -> dict[str, SourceItem]:
+        """The sources listed, each once, less the files removed with ``lookalike remove`` (reported as
+        excluded) unless ``include_removed`` takes them back."""
         items: dict[str, SourceItem] = {}
         for s in sets:
             for it in s.items:
@@ -427,14 +466,16 @@ class Pipeline:
             report.excluded = sorted(removed)
             items = {s: it for s, it in items.items() if s not in removed}
         report.total = len(items)
-        todo: list[SourceItem] = []
-        changed_from: dict[str, int] = {}
+        return items
+
+    def _plan(self, items: dict[str, SourceItem], report: IndexReport) -> _Plan:
+        """What each source needs: nothing (counted unchanged), a new label or record only, or to be read and
+        prepared (a changed file remembering the image it pointed at)."""
+        plan = _Plan()
         self._redetect = set()
+        catalog = self.parts.catalog
         known = catalog.source_states(items)
         videos = catalog.video_states(s for s in items if is_video(s))  # a URL: unchanged once fetched, as a photo
-        displaced: list[int] = []  # images some source stopped pointing at: removed if nothing else does
-        relabel: dict[str, str | None] = {}  # unchanged sources whose label the rule now gives differently
-        refield: dict[str, Fields | None] = {}  # sources whose record (a CSV row, a manifest line) changed
         for it in items.values():
             video = videos.get(it.source)
             sampled = (it.size, it.mtime_ns, self.settings.video_interval)
@@ -443,28 +484,61 @@ class Pipeline:
                 continue
             state = known.get(it.source)
             if state is not None and state.label != it.label and not it.error and not (it.is_url or it.is_upload):
-                relabel[it.source] = it.label  # files, bucket keys: the rule decides
+                plan.relabel[it.source] = it.label  # files, bucket keys: the rule decides
             if state is not None and it.fields is not None and not it.error and state.fields != dumps(it.fields):
-                refield[it.source] = it.fields
+                plan.refield[it.source] = it.fields
             if state is not None and not it.is_url and it.size is not None:
                 if state.size == it.size and state.mtime_ns == it.mtime_ns:
                     if self.objects and catalog.detected_with(state.image_id) is None:
-                        todo.append(it)  # unchanged, but its subjects were never detected
+                        plan.todo.append(it)  # unchanged, but its subjects were never detected
                         self._redetect.add(it.source)
                         continue
                     report.unchanged += 1
                     continue
-                changed_from[it.source] = state.image_id
+                plan.changed_from[it.source] = state.image_id
             elif state is not None and (it.is_url or it.is_upload):
                 report.unchanged += 1  # URLs are content-addressed once fetched; re-fetch with --force later
                 continue
-            todo.append(it)
-        relabelled = bool(relabel) and bool(self.parts.catalog.relabel_sources(relabel))
-        if (refield and self.parts.catalog.refield_sources(refield)) or relabelled:
-            self.parts.after_write()
+            plan.todo.append(it)
+        return plan
+
+    def _process(self, plan: _Plan, report: IndexReport, displaced: list[int]) -> None:
+        """The sources to do, prepared in the worker threads and committed here in batches, in their order; a
+        video's frames are written before the video is marked finished."""
         done = report.unchanged
         self._progress(done, report)
         batch: list[_Prepared] = []
+        with contextlib.closing(self._prepared_in_order(plan.todo)) as prepared_all:
+            for prepared, last in prepared_all:
+                if prepared.error is not None:
+                    report.rejected.append(Rejected(prepared.item.source, prepared.error))
+                    done += 1
+                    self._progress(done, report)
+                    continue
+                if prepared.finished is not None:  # its frames are in the batch: written first, then it
+                    if batch:
+                        done += self._commit(batch, report, plan.changed_from, displaced)
+                        batch = []
+                    if prepared.item.span is not None:
+                        report.parts.append(prepared.finished)  # a range: recorded when all are
+                    else:
+                        displaced += self.parts.catalog.finish_video(prepared.finished, self.guard)
+                        report.videos += 1
+                    done += 1
+                    self._progress(done, report)
+                    continue
+                batch.append(prepared)
+                if len(batch) >= self.settings.batch_size or last:
+                    done += self._commit(batch, report, plan.changed_from, displaced)
+                    batch = []
+                    self._progress(done, report)
+        if batch:
+            done += self._commit(batch, report, plan.changed_from, displaced)
+            self._progress(done, report)
+
+    def _prepared_in_order(self, todo: list[SourceItem]) -> Generator[tuple[_Prepared, bool], None, None]:
+        """Each source prepared by the worker threads, in order, with whether it is the last; a window of photos
+        is read ahead of the commits. Close it to stop: the pool is shut down, queued chunks cancelled."""
         workers = self.settings.resolved_workers
         window = max(workers * 4, self.settings.batch_size * 2)  # photos read ahead of the commits
         # photos go to the workers in chunks (one catalog query each), small enough that every worker gets some
@@ -488,44 +562,9 @@ class Pipeline:
                 ahead -= count
                 results = future.result()
                 for n, prepared in enumerate(results):
-                    if prepared.error is not None:
-                        report.rejected.append(Rejected(prepared.item.source, prepared.error))
-                        done += 1
-                        self._progress(done, report)
-                        continue
-                    if prepared.finished is not None:  # its frames are in the batch: written first, then it
-                        if batch:
-                            done += self._commit(batch, report, changed_from, displaced)
-                            batch = []
-                        if prepared.item.span is not None:
-                            report.parts.append(prepared.finished)  # a range: recorded when all are
-                        else:
-                            displaced += self.parts.catalog.finish_video(prepared.finished, self.guard)
-                            report.videos += 1
-                        done += 1
-                        self._progress(done, report)
-                        continue
-                    batch.append(prepared)
-                    last = exhausted and not pending and n == len(results) - 1
-                    if len(batch) >= self.settings.batch_size or last:
-                        done += self._commit(batch, report, changed_from, displaced)
-                        batch = []
-                        self._progress(done, report)
-            if batch:
-                done += self._commit(batch, report, changed_from, displaced)
-                self._progress(done, report)
-        except KeyboardInterrupt:
-            report.interrupted = True
+                    yield prepared, exhausted and not pending and n == len(results) - 1
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-            self._remove_orphans(displaced)
-            report.seconds = time.perf_counter() - started
-        if report.interrupted:
-            raise KeyboardInterrupt
-        # only after a complete run: a failed one saw not every file
-        self._vanished(sets, items, report, prune, prune_empty)
-        report.seconds = time.perf_counter() - started
-        return report
 
     def _commit(self, batch: list[_Prepared], report: IndexReport, changed_from: dict[str, int],
                 displaced: list[int]) -> int:  # fmt: skip
@@ -600,7 +639,7 @@ class Pipeline:
             if s.root is not None:
                 gone = vanished_under(self.parts.catalog, s.root, items)
                 report.vanished += gone
-                if gone and not prune_empty and not listed_under(s.root, items):
+                if held_back(s.root, gone, items, prune_empty):
                     report.kept += gone
                     report.rejected.append(Rejected(s.root, EMPTY_ROOT.format(n=len(gone))))
         kept = set(report.kept)

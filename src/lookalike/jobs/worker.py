@@ -39,7 +39,7 @@ from lookalike.ingest.pipeline import (
     IndexReport,
     Pipeline,
     forget_sources,
-    listed_under,
+    held_back,
     upload_in_use,
     vanished_under,
 )
@@ -310,7 +310,7 @@ class Worker:
                     seq, chunks = seq + len(chunks), []
             if seen is not None and root:
                 gone = vanished_under(self.parts.catalog, root, seen)
-                if gone and not p.get("prune_empty") and not listed_under(root, seen):
+                if held_back(root, gone, seen, bool(p.get("prune_empty"))):
                     log.warning("job %d: %s: %s", task.job_id, root, EMPTY_ROOT.format(n=len(gone)))
                 else:
                     vanished += gone
