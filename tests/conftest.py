@@ -95,6 +95,10 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
             self.send_response(302)
             self.send_header("Content-Length", "0")
             self.end_headers()
+        elif self.path == "/bad-host":  # a redirect to a host name IDNA cannot decode
+            self.send_response(302)
+            self.send_header("Location", "http://xn--/x.jpg")
+            self.end_headers()
         elif self.path.startswith("/redirect/"):
             self.send_response(302)
             self.send_header("Location", "/" + self.path.split("/", 2)[2])

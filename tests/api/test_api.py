@@ -129,6 +129,7 @@ def test_bad_inputs_get_the_right_status(make_client) -> None:
     problem(client.get(f"{API}/images/999999"), 404)
     problem(client.get(f"{API}/images/999999/thumbnail"), 404)
     problem(client.get(f"{API}/images/abc"), 422)
+    problem(client.post(search, json={"url": "http://xn--/x.jpg"}), 422, "not a valid URL")  # IDNA: was a 500
 
 
 def test_private_urls_are_refused_unless_allowed(make_client) -> None:

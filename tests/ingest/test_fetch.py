@@ -58,6 +58,19 @@ def test_unreachable_host(fetcher) -> None:
         fetcher.fetch(f"http://127.0.0.1:{port}/x.jpg")
 
 
+@pytest.mark.parametrize("url", ["http://xn--/x.jpg", "http://xn--a/x.jpg"])
+def test_a_host_idna_cannot_decode_is_not_a_valid_url(fetcher, url) -> None:
+    """httpx decodes a punycode host only when asked for it (``URL.host``): an invalid one raised IDNAError,
+    a 500 over HTTP, instead of a reason (and never a name to look up)."""
+    with pytest.raises(FetchError, match="not a valid URL"):
+        fetcher.fetch(url)
+
+
+def test_a_redirect_to_a_host_idna_cannot_decode_has_a_reason(fetcher, http_server) -> None:
+    with pytest.raises(FetchError, match="not a valid URL"):
+        fetcher.fetch(f"{http_server}/bad-host")
+
+
 def test_read_file_limits(tmp_path) -> None:
     f = tmp_path / "a.bin"
     f.write_bytes(b"x" * 100)

@@ -101,7 +101,10 @@ def resolve(url: httpx.URL, allow_private: bool) -> str:
     """The one address a fetch connects to: every address the name resolves to is checked (a name that
     mixes public and internal answers is refused), and the connection then goes to the address checked, so
     a resolver that answers differently the next time (DNS rebinding) is never asked again."""
-    host = url.host
+    try:
+        host = url.host  # httpx decodes a punycode host only here
+    except UnicodeError as exc:  # idna's IDNAError: "xn--" with nothing valid after it, a redirect's too
+        raise FetchError(f"not a valid URL: {url}: its host name cannot be decoded ({exc})") from None
     if not host:
         raise FetchError(f"refusing {url}: no host")
     try:
@@ -252,6 +255,8 @@ class UrlFetcher:
             raise FetchError(f"unreachable: {exc}") from None
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise FetchError(f"download failed: {type(exc).__name__}: {exc}") from None
+        except UnicodeError as exc:  # httpx reads a redirect's Location host before handing the response back
+            raise FetchError(f"not a valid URL: a redirect's host name cannot be decoded ({exc})") from None
 
     def _body(self, response: httpx.Response, url: httpx.URL) -> bytes:
         if response.status_code >= 400:
