@@ -245,6 +245,10 @@ def test_information_endpoints(client: TestClient) -> None:
     metrics = client.get("/metrics").text
     assert 'lookalike_searches_total{kind="upload"} 1.0' in metrics
     assert "lookalike_http_request_duration_seconds_bucket" in metrics and "lookalike_images 12.0" in metrics
+    for n in range(3):  # made-up methods (any token is one): one "other" series, not one each for ever
+        assert client.request(f"X{n}" * 50, f"{API}/stats").status_code == 405
+    metrics = client.get("/metrics").text
+    assert "X0X0" not in metrics and 'method="other"' in metrics
     assert "/api/v1/search" in client.get("/openapi.json").text
     assert client.get("/docs").status_code == 200
     page = client.get("/")

@@ -24,6 +24,11 @@ class Metrics:
         self.images = Gauge("lookalike_images", "photos in the library", registry=self.registry)
 
 
+# the methods a label may name: any other token a client sends is "other", or each made-up method (HTTP allows any
+# token) would add a series kept for ever, growing the process and /metrics without bound (hostile probe)
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
 class MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app, self.metrics = app, metrics
@@ -45,6 +50,7 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
-            self.metrics.latency.labels(scope["method"], path, str(status["code"])).observe(
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            self.metrics.latency.labels(method, path, str(status["code"])).observe(
                 time.perf_counter() - started
             )
