@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,94 @@ def eval_home(directory: Path, settings: Settings) -> Path:
     return settings.home / "eval" / f"{directory.resolve().name}-{digest}-{settings.model}"
 
 
+@dataclass
+class _Scores:
+    """Each answered query's numbers (a query with no other relevant photo is not scored), and the time spent."""
+
+    precisions: list[float] = field(default_factory=list)
+    aps: list[float] = field(default_factory=list)
+    top1: list[float] = field(default_factory=list)
+    recalls: list[float] = field(default_factory=list)
+    ceilings: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    queries: int = 0  # labelled photos; "answered" leaves out the unreadable ones
+    unlabelled: int = 0  # photos that cannot be queries (no label: nothing counts as relevant to them)
+
+    def add(self, relevant: list[bool], n_relevant: int, k: int) -> None:
+        if n_relevant <= 0:
+            return
+        self.precisions.append(sum(relevant[:k]) / k)
+        self.aps.append(average_precision_at_k(relevant, n_relevant, k))
+        self.top1.append(1.0 if relevant and relevant[0] else 0.0)
+        self.recalls.append(sum(relevant[:k]) / n_relevant)
+        self.ceilings.append(min(n_relevant, k) / k)
+
+    @property
+    def answered(self) -> int:
+        return len(self.precisions)
+
+    def mean(self, values: list[float]) -> float:
+        return float(np.mean(values)) if values else 0.0
+
+
+def _eval_settings(directory: Path, settings: Settings, fresh: bool) -> Settings:
+    """The settings of the evaluation's own library: never the user's, a folder of its own (emptied first when
+    ``fresh``), and with a shared database a schema of its own."""
+    home = eval_home(directory, settings)
+    if fresh and home.exists():
+        import shutil
+
+        shutil.rmtree(home)
+    update: dict = {"home": home}
+    if settings.database_url is not None:
+        update["database_schema"] = "lookalike_" + home.name.replace("-", "_").replace(".", "_").lower()[:50]
+    return settings.model_copy(update=update)
+
+
+def _query_test_photos(lib: Library, test: Path, gallery: dict[str, int], k: int, match: str, query: str,
+                       scores: _Scores, on_progress: StageProgress | None) -> None:  # fmt: skip
+    """Each labelled photo of ``test`` searched for (by its best subject when ``query`` is "object"), timed with
+    its decoding and embedding; an unreadable one is left unanswered, not counted as a retrieval failure."""
+    every = list(walk_folder(test))
+    queries = [q for q in every if q.label in gallery]
+    scores.queries, scores.unlabelled = len(queries), len(every) - len(queries)
+    for n, q in enumerate(queries, 1):
+        started = time.perf_counter()
+        try:
+            hits = None
+            if query == "object":
+                groups = lib.search_objects(q.source, k=k, match=match)
+                hits = groups[0][1] if groups else None
+            if hits is None:
+                hits = lib.search(q.source, k=k, match=match).hits
+        except (LibraryError, FetchError, ValueError):
+            continue
+        scores.seconds += time.perf_counter() - started
+        assert q.label is not None  # the queries are the labelled photos
+        scores.add([h.label == q.label for h in hits], gallery[q.label], k)
+        if on_progress:
+            on_progress("querying", n, len(queries))
+
+
+def _query_each_stored(lib: Library, gallery: dict[str, int], k: int, match: str, scores: _Scores,
+                       on_progress: StageProgress | None) -> None:  # fmt: skip
+    """Leave-one-out: "more like this" from each stored photo, the whole default search (copy check included)
+    from its stored vector; the photo itself is not relevant to itself."""
+    ids = lib.catalog.ids()
+    for n, image_id in enumerate(ids.tolist(), 1):
+        rec = lib.catalog.get(image_id)
+        if rec is None or rec.label is None:
+            scores.unlabelled += 1
+            continue
+        started = time.perf_counter()
+        hits = lib.search(image_id, k=k, match=match).hits
+        scores.seconds += time.perf_counter() - started
+        scores.add([h.label == rec.label for h in hits], gallery[rec.label] - 1, k)
+        if on_progress:
+            on_progress("querying", n, len(ids))
+    scores.queries = len(ids) - scores.unlabelled
+
+
 def evaluate(
     directory: Path,
     settings: Settings,
@@ -61,16 +150,7 @@ def evaluate(
         raise LibraryError(f"{directory}: not a folder")
     train, test = directory / "train", directory / "test"
     split = train.is_dir() and test.is_dir()
-    home = eval_home(directory, settings)
-    if fresh and home.exists():
-        import shutil
-
-        shutil.rmtree(home)
-    # never the user's library: a folder of its own, and with a shared database a schema of its own
-    update: dict = {"home": home}
-    if settings.database_url is not None:
-        update["database_schema"] = "lookalike_" + home.name.replace("-", "_").replace(".", "_").lower()[:50]
-    lib_settings = settings.model_copy(update=update)
+    lib_settings = _eval_settings(directory, settings, fresh)
     with Library(lib_settings, embedder=embedder) as lib:
         report = lib.index(
             [str(train if split else directory)],
@@ -82,51 +162,12 @@ def evaluate(
         if not gallery:
             raise LibraryError(f"{directory}: no labelled photos indexed (labels come from folder names)")
         _ = lib.vectors  # load before timing queries
-        precisions: list[float] = []
-        aps: list[float] = []
-        top1: list[float] = []
-        recalls: list[float] = []
-        ceilings: list[float] = []
-        scores = (precisions, aps, top1, recalls, ceilings)
-        seconds = 0.0
-        unlabelled = 0  # photos that cannot be queries (no label: nothing counts as relevant to them)
+        s = _Scores()
         if split:
-            every = list(walk_folder(test))
-            queries = [q for q in every if q.label in gallery]
-            unlabelled = len(every) - len(queries)
-            for n, q in enumerate(queries, 1):
-                started = time.perf_counter()
-                try:
-                    hits = None
-                    if query == "object":
-                        groups = lib.search_objects(q.source, k=k, match=match)
-                        hits = groups[0][1] if groups else None
-                    if hits is None:
-                        hits = lib.search(q.source, k=k, match=match).hits
-                except (LibraryError, FetchError, ValueError):
-                    continue  # an unreadable query photo is not a retrieval failure; counted below
-                seconds += time.perf_counter() - started
-                assert q.label is not None  # the queries are the labelled photos
-                _score([h.label == q.label for h in hits], gallery[q.label], k, *scores)
-                if on_progress:
-                    on_progress("querying", n, len(queries))
-            n_queries = len(queries)
+            _query_test_photos(lib, test, gallery, k, match, query, s, on_progress)
         else:
-            ids = lib.catalog.ids()
-            for n, image_id in enumerate(ids.tolist(), 1):
-                rec = lib.catalog.get(image_id)
-                if rec is None or rec.label is None:
-                    unlabelled += 1
-                    continue
-                started = time.perf_counter()
-                # "more like this" from the stored photo: the whole default search, copy check included
-                hits = lib.search(image_id, k=k, match=match).hits
-                seconds += time.perf_counter() - started
-                _score([h.label == rec.label for h in hits], gallery[rec.label] - 1, k, *scores)
-                if on_progress:
-                    on_progress("querying", n, len(ids))
-            n_queries = len(ids) - unlabelled
-        answered = len(precisions)
+            _query_each_stored(lib, gallery, k, match, s, on_progress)
+        counts = lib.catalog.counts()
         return {
             "dataset": str(directory),
             "mode": "train/test" if split else "leave-one-out",
@@ -134,38 +175,25 @@ def evaluate(
             "k": k,
             "indexed": lib.catalog.count(),
             "rejected": len(report.rejected),
-            "queries": n_queries,  # labelled photos; "answered" leaves out the unreadable ones
-            "answered": answered,
-            "unlabelled": unlabelled,
-            f"precision@{k}": float(np.mean(precisions)) if answered else 0.0,
-            f"mAP@{k}": float(np.mean(aps)) if answered else 0.0,
-            "top1": float(np.mean(top1)) if answered else 0.0,
+            "queries": s.queries,
+            "answered": s.answered,
+            "unlabelled": s.unlabelled,
+            f"precision@{k}": s.mean(s.precisions),
+            f"mAP@{k}": s.mean(s.aps),
+            "top1": s.mean(s.top1),
             # relevant found in the top k / all relevant: no ceiling when a group has fewer than k photos
-            f"recall@{k}": float(np.mean(recalls)) if answered else 0.0,
+            f"recall@{k}": s.mean(s.recalls),
             # the best precision@k possible: below 1 when groups hold fewer than k other photos (DVD covers: 0.4)
-            f"precision@{k}_ceiling": float(np.mean(ceilings)) if answered else 0.0,
-            "queries_per_second": answered / seconds if seconds > 0 else 0.0,
+            f"precision@{k}_ceiling": s.mean(s.ceilings),
+            "queries_per_second": s.answered / s.seconds if s.seconds > 0 else 0.0,
             # what a query's time covers: train/test decodes and embeds the query photo; leave-one-out searches
             # from its stored vector, so its queries/s is the search alone
             "query_timing": "decode + embed + search" if split else "search only (stored vector)",
             "query_embeds_photo": split,
             "match": match,
             "query": query,
-            "objects_indexed": lib.catalog.counts()["objects"],
-            "photos_with_objects": lib.catalog.counts()["photos_with_objects"],
-            "library": str(home),
+            "objects_indexed": counts["objects"],
+            "photos_with_objects": counts["photos_with_objects"],
+            "library": str(lib_settings.home),
             "catalog": lib.catalog.dialect,
         }
-
-
-def _score(
-    relevant: list[bool], n_relevant: int, k: int, precisions: list, aps: list, top1: list, recalls: list,
-    ceilings: list,
-) -> None:  # fmt: skip
-    if n_relevant <= 0:
-        return
-    precisions.append(sum(relevant[:k]) / k)
-    aps.append(average_precision_at_k(relevant, n_relevant, k))
-    top1.append(1.0 if relevant and relevant[0] else 0.0)
-    recalls.append(sum(relevant[:k]) / n_relevant)
-    ceilings.append(min(n_relevant, k) / k)
