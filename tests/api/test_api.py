@@ -152,6 +152,11 @@ def test_upload_duplicates_rejects_metadata_files_and_delete(client: TestClient)
     assert {x["name"] for x in body["rejected"]} == {"notes.txt", "broken.jpg"}
     again = client.post(f"{API}/images", files=files[:2]).json()
     assert not again["added"] and sorted(d["id"] for d in again["duplicates"]) == sorted(a["id"] for a in body["added"])
+    data = photo("pizza", 2).read_bytes()  # the same bytes twice in one request: added once, then a duplicate of it
+    twice = client.post(f"{API}/images", files=[("images", ("first.jpg", data, "image/jpeg")),
+                                                ("images", ("second.jpg", data, "image/jpeg"))]).json()  # fmt: skip
+    assert [a["name"] for a in twice["added"]] == ["first.jpg"], twice
+    assert [(d["name"], d["id"]) for d in twice["duplicates"]] == [("second.jpg", twice["added"][0]["id"])]
 
     image_id = body["added"][0]["id"]
     meta = client.get(f"{API}/images/{image_id}").json()

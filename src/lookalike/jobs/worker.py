@@ -340,6 +340,7 @@ class Worker:
             rejected = {r.source: r.reason for r in report.rejected}
             states = self.parts.catalog.source_states([i.source for i in uploads])
             new = set(report.added)
+            twins = {d.source for d in report.duplicates}  # the same bytes as another upload: its image, not new
             near = {d.source: d.of for d in report.near_duplicates}
             outcome: dict[str, dict[str, Any]] = {}
             for item in uploads:
@@ -350,7 +351,7 @@ class Worker:
                         self.parts.images.delete("original", stored)
                 elif item.source in states:
                     image_id = states[item.source].image_id
-                    outcome[item.source] = {"id": image_id, "new": image_id in new,
+                    outcome[item.source] = {"id": image_id, "new": image_id in new and item.source not in twins,
                                             "near_duplicate_of": near.get(item.source)}  # fmt: skip
                 else:  # its twin was deleted while it was indexed
                     outcome[item.source] = {"rejected": "removed while it was being indexed; upload it again"}
