@@ -169,6 +169,30 @@ def test_a_folder_that_cannot_be_listed_is_reported_and_its_photos_are_never_pru
     consistent(lib)
 
 
+def test_files_the_walk_skips_but_still_there_are_never_pruned(lib: Library, photo_dir: Path, tmp_path: Path) -> None:
+    """`index --prune` of a folder pruned photos whose files were still where they were indexed: a hidden file or
+    a photo with another suffix named on its own (the walk of the folder skips them), and the photos of a
+    sub-folder moved to another disk and linked back (the walk never follows links). Only what is gone goes."""
+    hidden, odd = photo_dir / "goldfish" / ".hidden.jpg", photo_dir / "goldfish" / "scan.txt"
+    shutil.copy(photo("pizza", 0), hidden)
+    shutil.copy(photo("pizza", 1), odd)
+    lib.index([str(photo_dir)])
+    assert len(lib.index([str(hidden), str(odd)]).added) == 2 and lib.catalog.count() == 14
+    moved = tmp_path / "other-disk" / "tiger_cat"
+    moved.parent.mkdir()
+    (photo_dir / "tiger_cat").rename(moved)
+    (photo_dir / "tiger_cat").symlink_to(moved)
+    report = lib.index([str(photo_dir)], prune=True)
+    assert report.vanished == [] and report.pruned == 0 and lib.catalog.count() == 14
+    hidden.unlink()
+    (photo_dir / "tiger_cat").unlink()  # the link gone: its photos are gone from this folder
+    report = lib.index([str(photo_dir)], prune=True)
+    assert report.pruned == 5 and sorted(report.vanished) == sorted([str(hidden)] + [
+        str(photo_dir / "tiger_cat" / p.name) for p in moved.iterdir()])  # fmt: skip
+    assert lib.catalog.count() == 9
+    consistent(lib)
+
+
 def test_a_folder_that_lists_nothing_is_never_pruned(lib: Library, photo_dir: Path) -> None:
     """An unmounted disk leaves its mount point empty: `index DISK --prune` emptied the library of it (fields set by
     hand and all) and said only "nothing to index". A folder that lists no file at all is reported instead, its

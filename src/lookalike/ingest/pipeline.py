@@ -176,10 +176,17 @@ def rejected_alone(out: _Prepared) -> Iterator[None]:
         out.error = f"unexpected error: {type(exc).__name__}: {exc}"
 
 
+def still_there(source: str) -> bool:
+    """Whether a source is a file on this machine that can still be opened where it was indexed (through links)."""
+    return os.path.isabs(source) and os.path.isfile(source)
+
+
 def vanished_under(catalog: Catalog, root: str, present: Collection[str]) -> list[str]:
     """Sources recorded below a folder that are not ``present`` any more; a video's frames count as their video,
     named once. A folder the walk could not list (present as its path with a trailing separator:
-    sources.walk_folder) keeps everything below it."""
+    sources.walk_folder) keeps everything below it, and so does a file the walk does not list but that is still
+    there (named on its own once: a hidden file, a photo with another suffix; or below a linked folder, which
+    the walk never follows): only what is really gone may be pruned."""
     out: list[str] = []
     videos: set[str] = set()
     unlisted = tuple(p for p in present if p.endswith(os.sep))
@@ -187,11 +194,12 @@ def vanished_under(catalog: Catalog, root: str, present: Collection[str]) -> lis
         if unlisted and src.startswith(unlisted):
             continue
         found = moment(src)
-        if found is None and src not in present:
+        if found is None and src not in present and not still_there(src):
             out.append(src)
         elif found is not None and found[0] not in present and found[0] not in videos:
             videos.add(found[0])
-            out.append(found[0])
+            if not still_there(found[0]):
+                out.append(found[0])
     return out
 
 
