@@ -4,7 +4,8 @@ The catalog is the truth. A vector whose photo the catalog no longer holds is re
 never reused and deletions are applied from the change feed, so such a vector is debris or a
 resurrection, never a photo); a photo without its vector gets it from the catalog's stored embedding; a
 payload that disagrees with the catalog is rewritten; a missing thumbnail is made again from the photo
-when its bytes can still be read. Nothing is changed without ``--fix``, and opening a library never does
+when its bytes can still be read; a photo no source points at any more is removed (``Library.repair``). Nothing
+is changed without ``--fix``, and opening a library never does
 any of this: only this explicit command repairs wholesale.
 """
 
@@ -41,6 +42,9 @@ class Findings:
     parts_missing: list[int] = field(default_factory=list)  # the photos' centres' descriptors (the parts collection)
     parts_extra: list[int] = field(default_factory=list)
     parts_payload: list[int] = field(default_factory=list)
+    # photos no file, URL or upload points at: the old version of a changed file, left by a run killed before
+    # its end (where a run removes them), or photos a crash left between forgetting files and removing them
+    photos_without_source: list[int] = field(default_factory=list)
     thumbnails_missing: list[int] = field(default_factory=list)  # image ids
     originals_missing: list[int] = field(default_factory=list)
     fixed: dict[str, int] = field(default_factory=dict)
@@ -87,6 +91,7 @@ def check(spaces: Spaces, images: ImageStore) -> Findings:
     _compare(space.copies, catalog.copy_vector_ids(), lambda ids: catalog.copy_vectors(ids).payloads, found, "copies")
     _compare(space.parts, catalog.copy_vector_ids(parts=True), lambda ids: catalog.copy_vectors(ids, True).payloads,
              found, "parts")  # fmt: skip
+    found.photos_without_source = catalog.orphans()
     ids = catalog.ids().tolist()
     for start in range(0, len(ids), CHUNK):
         for image_id, rec in catalog.get_many(ids[start : start + CHUNK]).items():

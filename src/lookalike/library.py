@@ -371,8 +371,12 @@ class Library:
         return doctor.check(self.spaces, self.images)
 
     def repair(self, found: doctor.Findings) -> doctor.Findings:
-        """Repair what ``check`` found, the catalog being the truth."""
-        return doctor.fix(self.spaces, self.images, self.reader, found)
+        """Repair what ``check`` found, the catalog being the truth; photos no source points at any more (still
+        none now) are removed as a run removes the old version of a changed file."""
+        fixed = doctor.fix(self.spaces, self.images, self.reader, found)
+        sourceless = self.catalog.orphans(found.photos_without_source) if found.photos_without_source else []
+        fixed.fixed["photos_removed"] = len(self.delete_images(sourceless))
+        return fixed
 
     def duplicates(self, min_confidence: float = 0.0, on_progress: Callable[[int, int], None] | None = None
                    ) -> dict[str, Any]:  # fmt: skip

@@ -227,7 +227,8 @@ def duplicates(
         out.print(table)
         if r["changed"]:
             out.print(f"[yellow]  nothing proposed: the file(s) of {', '.join(map(str, r['changed']))} changed or "
-                      "vanished since indexed; run `lookalike index` on them first", highlight=False)  # fmt: skip
+                      "vanished since indexed; run `lookalike index` on them first (`lookalike doctor` for photos "
+                      "no file points at)", highlight=False)  # fmt: skip
     if exact:
         table = Table(title="the same bytes under several paths (stored once)", title_justify="left")
         table.add_column("id")

@@ -232,7 +232,9 @@ def report(copies: VectorIndex, catalog: Catalog, images: ImageStore, min_confid
     if changed is not None and groups:
         differ = changed([s for g in groups for i in g.ids for s in records[i].sources])
         for g in groups:
-            g.changed = [i for i in g.ids if differ.intersection(records[i].sources)]
+            # a photo no source points at (debris of a run killed before it removed the old version of a
+            # changed file: `lookalike doctor` reports it) is no photo to keep either
+            g.changed = [i for i in g.ids if differ.intersection(records[i].sources) or not records[i].sources]
             g.remove = [] if g.changed else g.remove
     exact = [{"id": i, "sources": list(sources)} for i, sources in exact_duplicates(catalog)]
     return {"groups": as_rows(groups, records), "exact": exact}

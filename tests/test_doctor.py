@@ -1,0 +1,38 @@
+"""`lookalike doctor` on what a crash leaves: photos no file points at any more."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from lookalike.config import Settings
+from lookalike.ingest.pipeline import Pipeline
+from lookalike.library import Library
+
+
+def test_a_run_killed_before_its_end_leaves_photos_doctor_removes_and_duplicates_never_keeps(
+    settings: Settings, embedder, photo_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file saved again points at its new photo at once; its old photo is removed at the end of the run. A run
+    killed before its end left the old one for good: searched (with no source), never pruned, not seen by doctor,
+    and kept by `duplicates --remove` against the real photo. Doctor finds it now, --fix removes it, and the
+    duplicates report proposes nothing for its group."""
+    with Library(settings, embedder=embedder) as lib:
+        lib.index([str(photo_dir)])
+        changed = sorted((photo_dir / "goldfish").iterdir())[0]
+        Image.open(changed).convert("RGB").save(changed, format="JPEG", quality=60)  # other bytes, same picture
+        monkeypatch.setattr(Pipeline, "_remove_orphans", lambda self, candidates: None)  # killed right before it
+        assert lib.index([str(photo_dir)]).updated == 1
+        monkeypatch.undo()
+        sourceless = lib.catalog.orphans()
+        assert len(sourceless) == 1 and lib.catalog.count() == 13
+        found = lib.check()
+        assert found.photos_without_source == sourceless and found.problems == 1
+        groups = [g for g in lib.duplicates()["groups"] if sourceless[0] in {p["id"] for p in g["photos"]}]
+        assert groups and all(g["remove"] == [] and sourceless[0] in g["changed"] for g in groups)
+        fixed = lib.repair(found)
+        assert fixed.fixed["photos_removed"] == 1
+        assert lib.check().problems == 0 and lib.catalog.count() == 12 and lib.catalog.orphans() == []
+        assert sorted(lib.vectors.ids().tolist()) == lib.catalog.ids().tolist()
