@@ -22,10 +22,21 @@ def media_type(upload: UploadFile) -> str:
     return (upload.content_type or "").split(";")[0].strip().lower()
 
 
+def declared_photo(ctype: str) -> bool:
+    """Whether a declared media type may be a photo: an image type, bytes of no stated kind, or none declared (then
+    the bytes are judged)."""
+    return not ctype or ctype.startswith("image/") or ctype == "application/octet-stream"
+
+
+def video_upload(name: str, ctype: str) -> bool:
+    """Whether an uploaded file is taken as a video: by its name's suffix or a video/* type."""
+    return ctype.startswith("video/") or is_video(name)
+
+
 def check_photo_type(upload: UploadFile) -> None:
     """415 for a file declared as something other than a photo; an undeclared type is judged by its bytes."""
     ctype = media_type(upload)
-    if ctype and not (ctype.startswith("image/") or ctype == "application/octet-stream"):
+    if not declared_photo(ctype):
         raise Problem(415, "Unsupported media type", f"{upload.filename or 'the file'} is {ctype}; "
                       f"upload a photo ({IMAGE_TYPES})")  # fmt: skip
 

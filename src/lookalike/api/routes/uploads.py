@@ -16,13 +16,14 @@ from typing import Any, BinaryIO
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 
 from lookalike.api import API
-from lookalike.api.deps import WRITE, Lib, Service
-from lookalike.api.forms import check_photo_type, media_type
+from lookalike.api.deps import WRITE, Lib, Service, State
+from lookalike.api.forms import check_photo_type, media_type, video_upload
 from lookalike.api.problems import Problem
 from lookalike.api.schemas import MAX_LABEL, UPLOAD_FORM, JobOut, Rejection, UploadItem, UploadOut
+from lookalike.api.uploadform import read_upload_form, too_large
 from lookalike.config import Settings
 from lookalike.fields import MAX_BYTES, NOT_UNICODE, Fields, check_fields, replace_surrogates, valid_unicode
 from lookalike.ingest.sources import SourceItem
@@ -43,7 +44,15 @@ UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-dat
 async def upload_images(request: Request, lib: Lib, state: Service) -> JSONResponse:
     if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
         raise Problem(415, "Unsupported media type", "send multipart/form-data with one or more 'images' files")
-    form = await request.form(max_files=1000, max_fields=20)
+    form = await read_upload_form(request, state.settings.max_upload_bytes)
+    try:
+        return await _indexed(form, lib, state)
+    finally:
+        await form.close()  # its spooled files, videos on disk among them
+
+
+async def _indexed(form: FormData, lib: Library, state: State) -> JSONResponse:
+    """The files of an upload form, stored, queued as one job and waited for (see the module)."""
     uploads = [v for k, v in form.multi_items() if k in ("images", "image", "file") and isinstance(v, UploadFile)]
     if not uploads:
         raise Problem(422, "Invalid parameters", "no files: send them in multipart field 'images'")
@@ -65,10 +74,8 @@ async def upload_images(request: Request, lib: Lib, state: Service) -> JSONRespo
             rejected.append(Rejection(name=replace_surrogates(up.filename), reason=exc.detail))
             continue
         photo_bytes += 0 if video else up.size or 0
-        if photo_bytes > state.settings.max_upload_bytes:  # the body may be as large as a video; photos are read
-            raise Problem(413, "Request too large", f"the photos of one request exceed max_upload_bytes="
-                          f"{state.settings.max_upload_bytes} in all (LOOKALIKE_MAX_UPLOAD_BYTES); send fewer at a "
-                          "time")  # fmt: skip
+        if photo_bytes > state.settings.max_upload_bytes:  # counted as they streamed too (read_upload_form)
+            raise too_large(state.settings.max_upload_bytes)
         files.append((name, up.file if video else await up.read()))  # a video stays in the form's spooled file
     added: list[UploadItem] = []
     duplicates: list[UploadItem] = []
@@ -124,7 +131,7 @@ def accepted(up: UploadFile, settings: Settings) -> tuple[str, bool]:
         raise Problem(422, "Invalid file name", f"the file's name is {NOT_UNICODE}")
     ctype = media_type(up)
     size = up.size or 0
-    if ctype.startswith("video/") or is_video(name):
+    if video_upload(name, ctype):
         if not is_video(name):
             if ctype not in VIDEO_TYPES:
                 raise Problem(415, "Unsupported media type", f"{name or 'the file'} is {ctype}; upload a video as "
