@@ -294,3 +294,27 @@ def test_a_new_library_can_be_reindexed_and_index_nothing(embedder, tmp_path) ->
         assert lib.reindex()["vectors"] == 0
     with open_lib({"home": tmp_path / "lib2"}, embedder) as lib:
         assert lib.reindex()["vectors"] == 0 and lib.space.key.version > 1
+
+
+def test_tidying_drops_a_retired_shared_space_without_making_what_it_lacks(embedder, photo_dir, tmp_path,
+                                                                           caplog) -> None:  # fmt: skip
+    """A retired space's collections were dropped by opening each with dimension 1: one it never had (or one an
+    earlier try dropped) was made first, Milvus refused dimension 1, the space was never dropped and every run
+    logged the failure again. Dropping by name makes nothing."""
+    pytest.importorskip("pymilvus")
+    from pymilvus import MilvusClient
+
+    uri = f"milvus-lite://{tmp_path}/m.db"
+    conf = {"home": tmp_path / "lib", "vector_backend": uri}
+    with open_lib(conf, embedder, retire_grace=0.0) as lib:
+        lib.index([str(photo_dir)])
+        retired = set(lib.space.names)
+        lib.reindex()  # a new space: the one before is retired
+        lib.maintain(wait=True)
+        assert lib.catalog.meta_items("retired:") == {} and len(lib.vectors) == 12
+        current = set(lib.space.names)
+    client = MilvusClient(f"{tmp_path}/m.db")
+    names = set(client.list_collections())
+    dims = [f["params"]["dim"] for n in names for f in client.describe_collection(n)["fields"] if f["name"] == "vector"]
+    assert not retired & names and current & names and 1 not in dims
+    assert "could not drop" not in caplog.text

@@ -26,11 +26,10 @@ from collections.abc import Callable
 from typing import Any
 
 from lookalike.config import Settings
-from lookalike.models import copy_descriptor
 from lookalike.search.whitening import Whitening
 from lookalike.spaces import Spaces
 from lookalike.store.errors import Unavailable
-from lookalike.vectorspace import IDENTITY, WHITENING, SpaceKey
+from lookalike.vectorspace import IDENTITY, WHITENING, SpaceKey, drop_collection
 
 log = logging.getLogger("lookalike")
 
@@ -114,7 +113,7 @@ def tidy(spaces: Spaces) -> dict[str, Any]:
         if key.shared and key != active:
             try:
                 for name in (*spaces.names_for(key), pooled_centres(spaces, key)):
-                    spaces.open_engine(key.backend, name, 1).drop()
+                    drop_collection(key.backend, name, s)
                 dropped.append(key.to_json())
             except Exception as exc:  # an engine that is gone or unreachable: try again next time
                 log.warning("could not drop retired collections of %s: %s", key.to_json(), exc)
@@ -159,7 +158,7 @@ def _drop_pooled_centres(spaces: Spaces, key: SpaceKey, now: float) -> bool:
     if now - float(seen) < spaces.settings.retire_grace:
         return False
     try:
-        spaces.open_engine(key.backend, name, copy_descriptor.DIM).drop()  # made first when it was never there
+        drop_collection(key.backend, name, spaces.settings)
     except Exception as exc:  # an engine that is unreachable: try again next time
         log.warning("could not drop the pooled centres %s: %s", name, exc)
         return False

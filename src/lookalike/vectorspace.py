@@ -166,6 +166,26 @@ def open_engine(backend: str, name: str, dim: int, settings: Settings, home: Pat
                        nprobe=s.ivf_nprobe)  # fmt: skip
 
 
+def drop_collection(backend: str, name: str, settings: Settings) -> None:
+    """Drop a shared engine's collection by its name where it exists, never making it to drop it (a retired space
+    may lack a collection its version never had, or one an earlier try dropped)."""
+    s = settings
+    if backend.startswith("tcvectordb+"):
+        from lookalike.store.tencent import TencentVectorIndex
+
+        key = s.tcvectordb_key.get_secret_value() if s.tcvectordb_key else None
+        TencentVectorIndex.drop_named(backend.removeprefix("tcvectordb+"), name, s.tcvectordb_username, key)
+    elif backend.startswith("elasticsearch+"):
+        from lookalike.store.elastic import ElasticsearchIndex
+
+        key = s.es_api_key.get_secret_value() if s.es_api_key else None
+        ElasticsearchIndex.drop_named(backend.removeprefix("elasticsearch+"), name.lower(), key)
+    else:
+        from lookalike.store.milvus import MilvusIndex
+
+        MilvusIndex.drop_named(backend, name, s.milvus_token.get_secret_value() if s.milvus_token else None)
+
+
 class Follower:
     """Applies the catalog's change feed to spaces (see the module docstring)."""
 

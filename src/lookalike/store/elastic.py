@@ -265,6 +265,13 @@ class ElasticsearchIndex:
             body = index_body(dim, m, ef_construction)
             self.es.indices.create(index=index, settings=body["settings"], mappings=body["mappings"])
 
+    @staticmethod
+    def drop_named(url: str, index: str, api_key: str | None = None) -> None:
+        """Delete an index by its name where it exists, without opening (and so making) it first."""
+        from elasticsearch import Elasticsearch
+
+        Elasticsearch(url, api_key=api_key, request_timeout=30).indices.delete(index=index, ignore_unavailable=True)
+
     def load(self) -> bool:
         return True
 

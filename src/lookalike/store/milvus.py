@@ -203,6 +203,24 @@ class MilvusIndex:
         # the collection's own index decides the search parameters, whatever the settings say now
         self.built_type = "FLAT" if self.lite else str(self.client.describe_index(collection, "vector")["index_type"])
 
+    @staticmethod
+    def drop_named(uri: str, collection: str, token: str | None = None) -> None:
+        """Drop a collection by its name (and the names Milvus Lite may have given it instead) where it exists:
+        opening it to drop it created a missing one first, which Milvus refused for the dimension it was given."""
+        from pymilvus import MilvusClient
+
+        if uri.startswith("milvus-lite://"):
+            uri = uri.removeprefix("milvus-lite://")
+            if not Path(uri).exists():
+                return
+        lite = not uri.startswith(("http://", "https://", "tcp://", "unix:"))
+        with engine_outage(is_unreachable, f"Milvus at {uri} is unreachable"):
+            client = GuardedClient(MilvusClient(uri=uri, token=token or "", timeout=CALL_TIMEOUT), uri)
+        names = [collection] + ([f"{collection}_{n}" for n in range(1, LITE_RENAMES + 1)] if lite else [])
+        for name in names:
+            if client.has_collection(name):
+                client.drop_collection(name)
+
     def _open(self, collection: str, dim: int, m: int, ef_construction: int, index_type: str, nlist: int) -> str:
         """The collection's name, made if missing. Milvus Lite 2.4 fails to index a few names, deterministically
         (milvus-lite#250: "unrecognized token", e.g. lk_cf18e8e73c50_mobilenet_v2_objects_v2): it gets the next

@@ -293,6 +293,21 @@ class TencentVectorIndex:
     def _errors(self, doing: str):
         return _SdkErrors(self, doing)
 
+    @staticmethod
+    def drop_named(url: str, collection: str, username: str = "root", key: str | None = None) -> None:
+        """Drop a collection by its name where it exists, without opening (and so making) it first."""
+        from tcvectordb import VectorDBClient
+        from tcvectordb.exceptions import ServerInternalError
+
+        client = VectorDBClient(url=url, username=username, key=key or "", timeout=30)
+        try:
+            client.describe_collection(DATABASE, collection)
+        except ServerInternalError as exc:
+            if exc.code == MISSING_COLLECTION:
+                return
+            raise
+        client.drop_collection(DATABASE, collection)
+
     def _described(self):
         """The collection as the SDK describes it (its indexes), or None if it does not exist."""
         from tcvectordb.exceptions import ServerInternalError
