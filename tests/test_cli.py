@@ -26,6 +26,18 @@ def run(tmp_path: Path):
     return invoke
 
 
+def test_a_run_whose_every_file_is_rejected_exits_with_1(run, tmp_path: Path, photo_dir: Path) -> None:
+    """`index empty.jpg trunc.jpg` rejected both and exited 0: a script read it as done. Some taken is 0."""
+    empty, cut = tmp_path / "empty.jpg", tmp_path / "trunc.jpg"
+    empty.write_bytes(b"")
+    cut.write_bytes(photo("goldfish", 0).read_bytes()[:300])
+    assert "2 rejected" in run("index", str(empty), str(cut), code=1).output
+    assert len(json.loads(run("index", str(empty), str(cut), "--json", code=1).output)["rejected"]) == 2
+    good = sorted((photo_dir / "goldfish").iterdir())[0]
+    assert "1 added" in run("index", str(empty), str(good)).output
+    assert "1 unchanged" in run("index", str(empty), str(good)).output
+
+
 def test_index_search_stats_remove(run, photo_dir: Path) -> None:
     salt(photo_dir / "junk")
     out = run("index", str(photo_dir)).output
@@ -277,7 +289,7 @@ def test_index_prune_of_an_emptied_folder_says_it_kept_the_photos(photo_dir: Pat
     photo_dir.rename(tmp_path / "away")
     photo_dir.mkdir()
     result = CliRunner().invoke(app, ["index", str(photo_dir), "--prune"], terminal_width=400)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # nothing taken, the folder reported: a cron job must notice
     assert "nothing pruned (an unmounted disk" in result.output
     assert "12 indexed file(s) no longer exist; kept: their folder lists nothing" in result.output
     assert json.loads(CliRunner().invoke(app, ["stats", "--json"]).output)["images"] == 12

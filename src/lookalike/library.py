@@ -38,7 +38,7 @@ from lookalike.imaging import Decoded
 from lookalike.ingest.backfill import BackfillReport, backfill
 from lookalike.ingest.pipeline import IndexingParts, IndexReport, Pipeline, ProgressFn, upload_in_use
 from lookalike.ingest.reading import Reader
-from lookalike.ingest.sources import SourceSet, changed_files, expand
+from lookalike.ingest.sources import SourceSet, changed_files, expand, mark_library_folder
 from lookalike.jobs import JobQueue, Worker
 from lookalike.models import copy_descriptor
 from lookalike.models.detectors import Detection, Detector
@@ -84,6 +84,7 @@ class Library:
         self._role: Role = role
         self.home = self.settings.home
         self.home.mkdir(parents=True, exist_ok=True)
+        mark_library_folder(self.home)  # never indexed itself, even inside the folder it indexes
         self.catalog = Catalog.open(self.settings.catalog_url, self.settings.database_schema)
         self.library_id = self.catalog.setdefault_meta("library_id", uuid.uuid4().hex)
         self._lock = threading.Lock()  # the job queue, made on first use

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from lookalike.config import Settings
-from lookalike.ingest.pipeline import EMPTY_ROOT
+from lookalike.ingest.pipeline import EMPTY_ROOT, TWICE
+from lookalike.ingest.sources import LIBRARY_FOLDER
 from lookalike.library import Library
 from tests.badfiles import salt
 from tests.conftest import MODELS, TOWHEE, photo
@@ -191,6 +192,32 @@ def test_files_the_walk_skips_but_still_there_are_never_pruned(lib: Library, pho
         str(photo_dir / "tiger_cat" / p.name) for p in moved.iterdir()])  # fmt: skip
     assert lib.catalog.count() == 9
     consistent(lib)
+
+
+def test_a_library_inside_the_folder_it_indexes_never_indexes_itself(settings, embedder, photo_dir: Path) -> None:
+    """`--home photos/library index photos` indexed the library's own thumbnails on every run (then thumbnails of
+    thumbnails) and rejected its database and lock files each time: a library's folder is never walked into."""
+    inside = settings.model_copy(update={"home": photo_dir / "library"})
+    with Library(inside, embedder=embedder) as lib:
+        first = lib.index([str(photo_dir)])
+        assert len(first.added) == 12 and first.rejected == []
+        again = lib.index([str(photo_dir)], prune=True)
+        assert again.unchanged == 12 and again.added == [] and again.rejected == [] and lib.catalog.count() == 12
+        alone = lib.index([str(photo_dir / "library")])
+        assert [(r.source, r.reason) for r in alone.rejected] == [(str(photo_dir / "library") + os.sep, LIBRARY_FOLDER)]
+        consistent(lib)
+
+
+def test_a_file_listed_twice_with_other_records_is_reported(lib: Library, photo_dir: Path, tmp_path: Path) -> None:
+    """A CSV naming one file twice, with another label or record, silently used the first row: the second is now
+    a rejected item saying so (the same row twice says nothing)."""
+    one = sorted((photo_dir / "goldfish").iterdir())[0]
+    sheet = tmp_path / "records.csv"
+    sheet.write_text(f"path,label,price\n{one},fish,1\n{one},fish,1\n{one},carp,2\n")
+    report = lib.index([str(sheet)])
+    assert len(report.added) == 1 and [(r.source, r.reason) for r in report.rejected] == [(str(one), TWICE)]
+    rec = lib.catalog.get(report.added[0])
+    assert rec.label == "fish" and rec.fields == {"price": 1}
 
 
 def test_a_folder_that_lists_nothing_is_never_pruned(lib: Library, photo_dir: Path) -> None:

@@ -89,8 +89,16 @@ def index(
         lib.close()
     if as_json:
         out.print_json(json.dumps(report.as_dict()))
-        return
-    _print_report(report, prune)
+    else:
+        _print_report(report, prune)
+    if nothing_indexed(report):
+        raise typer.Exit(1)  # a script must not read a run that took none of its files as done
+
+
+def nothing_indexed(r: IndexReport) -> bool:
+    """Whether every file a run listed was rejected: none added, updated, known or unchanged."""
+    return bool(r.rejected) and not (r.added or r.updated or r.duplicates or r.unchanged or r.videos or r.frames
+                                     or r.detected)  # fmt: skip
 
 
 def field_kinds(specs: list[str] | None) -> dict[str, str] | None:

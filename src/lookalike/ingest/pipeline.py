@@ -203,6 +203,7 @@ def vanished_under(catalog: Catalog, root: str, present: Collection[str]) -> lis
     return out
 
 
+TWICE = "listed again with another label or record (a CSV's or a manifest's second row for one file): the first is used"
 EMPTY_ROOT = ("the folder lists no files, but {n} photo(s) were indexed from it: nothing pruned (an unmounted disk, "
               "a moved folder?); if they are gone for good, index it with --prune-empty (prune_empty in a job)")
 
@@ -465,7 +466,9 @@ class Pipeline:
         items: dict[str, SourceItem] = {}
         for s in sets:
             for it in s.items:
-                items.setdefault(it.source, it)
+                first = items.setdefault(it.source, it)
+                if first is not it and (first.label, first.fields) != (it.label, it.fields):
+                    report.rejected.append(Rejected(it.source, TWICE))
         catalog = self.parts.catalog
         removed = catalog.removed_among(s for s, it in items.items() if not it.is_upload)  # an upload is explicit
         if removed and self.include_removed:

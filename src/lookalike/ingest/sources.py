@@ -8,6 +8,7 @@ make re-runs incremental without reading the file.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import errno
 import io
@@ -163,6 +164,20 @@ DOCUMENT_SUFFIXES = frozenset(
 )
 
 
+# in every library's folder (LOOKALIKE_HOME): a walk never goes into one, so a library kept inside the folder it
+# indexes does not index its own thumbnails (each run found the last run's, and thumbnails of thumbnails)
+LIBRARY_MARKER = ".lookalike-library"
+LIBRARY_FOLDER = "a Lookalike library's own folder (it holds .lookalike-library): its files are never indexed"
+
+
+def mark_library_folder(home: Path) -> None:
+    """Mark ``home`` as a library's folder (once; a folder that cannot be written is left as it is)."""
+    marker = home / LIBRARY_MARKER
+    if not marker.exists():
+        with contextlib.suppress(OSError):
+            marker.write_text("This folder is a Lookalike library: `lookalike index` never indexes its files.\n")
+
+
 def walk_folder(root: Path, label: str | None = None) -> Iterator[SourceItem]:
     """Every file below root, sorted (hidden files and folders, and documents such as a manifest.csv, skipped);
     one that is not a readable regular file (a FIFO, a device, a broken or looping link) comes with the reason
@@ -173,11 +188,15 @@ def walk_folder(root: Path, label: str | None = None) -> Iterator[SourceItem]:
     flat folder's name says nothing about its photos). Formats are sniffed from content when read.
     """
     root = Path(root)
+    if (root / LIBRARY_MARKER).exists():
+        yield SourceItem(printable(root) + os.sep, label, error=LIBRARY_FOLDER)
+        return
     unlisted: list[OSError] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=unlisted.append):
         yield from _unlisted(unlisted)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         folder = Path(dirpath)
+        libraries = {d for d in dirnames if (folder / d / LIBRARY_MARKER).exists()}
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in libraries)
         folder_label = label if label is not None else (folder.name if folder != root else None)
         for d in list(dirnames):
             if (folder / d).is_symlink():
