@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from lookalike.config import Settings
+from lookalike.doctor import UNUSED_AFTER
 from lookalike.ingest.pipeline import Pipeline
 from lookalike.library import Library
 
@@ -36,3 +39,24 @@ def test_a_run_killed_before_its_end_leaves_photos_doctor_removes_and_duplicates
         assert fixed.fixed["photos_removed"] == 1
         assert lib.check().problems == 0 and lib.catalog.count() == 12 and lib.catalog.orphans() == []
         assert sorted(lib.vectors.ids().tolist()) == lib.catalog.ids().tolist()
+
+
+def test_files_no_photo_has_are_found_once_old_and_deleted(settings: Settings, embedder, photo_dir: Path) -> None:
+    """A process killed while removing photos, after the catalog's commit, left their thumbnails and features in the
+    store for good: doctor said 0 differences and --fix left them. Those written over doctor.UNUSED_AFTER ago are
+    found and deleted now; a fresh one (a batch's thumbnail a moment before its commit) is left alone."""
+    with Library(settings, embedder=embedder) as lib:
+        lib.index([str(photo_dir)])
+        gone = lib.catalog.remove_images(lib.catalog.ids().tolist()[:3])  # the catalog's part of a remove only
+        lib.after_write()
+        old = time.time() - 2 * UNUSED_AFTER
+        for rec in gone:
+            os.utime(lib.images.path("thumbnail", rec.sha256), (old, old))
+        fresh = "ab" * 32
+        lib.images.put("thumbnail", fresh, b"a batch's thumbnail, not committed yet")
+        found = lib.check()
+        assert sorted(found.files_unused) == sorted(f"thumbnail/{rec.sha256}" for rec in gone)
+        fixed = lib.repair(found)
+        assert fixed.fixed["files_deleted"] == 3 and lib.check().problems == 0
+        assert not any(lib.images.exists("thumbnail", rec.sha256) for rec in gone)
+        assert lib.images.exists("thumbnail", fresh) and lib.catalog.count() == 9

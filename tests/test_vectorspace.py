@@ -207,7 +207,8 @@ def test_doctor_on_an_embedded_index_tampered_on_disk(embedder, photo_dir, tmp_p
     assert result.returncode == 1 and '"photos_missing"' in result.stdout
     fixed = doctor_cli(conf["home"], "--fix")
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
-    assert ("fixed: vectors removed 0, vectors written 3, thumbnails made 0, photos removed 0; remaining differences: 0"
+    assert ("fixed: vectors removed 0, vectors written 3, thumbnails made 0, files deleted 0, photos removed 0; "
+            "remaining differences: 0"
             in fixed.stdout)
     assert doctor_cli(conf["home"]).returncode == 0
     with open_lib(conf, embedder) as lib:

@@ -4,13 +4,15 @@ The catalog is the truth. A vector whose photo the catalog no longer holds is re
 never reused and deletions are applied from the change feed, so such a vector is debris or a
 resurrection, never a photo); a photo without its vector gets it from the catalog's stored embedding; a
 payload that disagrees with the catalog is rewritten; a missing thumbnail is made again from the photo
-when its bytes can still be read; a photo no source points at any more is removed (``Library.repair``). Nothing
-is changed without ``--fix``, and opening a library never does
-any of this: only this explicit command repairs wholesale.
+when its bytes can still be read; a photo no source points at any more is removed (``Library.repair``), and so is
+a thumbnail or features file no photo has (``unused_files``). Nothing is changed without ``--fix``, and opening a
+library never does any of this: only this explicit command repairs wholesale.
 """
 
 from __future__ import annotations
 
+import itertools
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -20,11 +22,14 @@ import numpy as np
 from lookalike.imaging import decode, thumbnail_jpeg
 from lookalike.ingest.reading import Reader
 from lookalike.spaces import Spaces
-from lookalike.store.catalog import OBJECT_BITS
+from lookalike.store.catalog import OBJECT_BITS, Catalog
 from lookalike.store.images import ImageStore
 from lookalike.store.vectors import VectorIndex
 
 CHUNK = 4096
+# a file no photo has counts as unused once written this long ago (seconds): an index run writes a batch's
+# thumbnails a moment before the batch's commit, which a run still going always reaches well within it
+UNUSED_AFTER = 3600.0
 PAYLOAD_KEYS = ("photo_id", "object", "label", "detected_label")
 
 
@@ -46,6 +51,7 @@ class Findings:
     # its end (where a run removes them), or photos a crash left between forgetting files and removing them
     photos_without_source: list[int] = field(default_factory=list)
     thumbnails_missing: list[int] = field(default_factory=list)  # image ids
+    files_unused: list[str] = field(default_factory=list)  # "thumbnail/<sha256>": files no photo has (unused_files)
     originals_missing: list[int] = field(default_factory=list)
     fixed: dict[str, int] = field(default_factory=dict)
     unfixable: list[str] = field(default_factory=list)
@@ -92,6 +98,7 @@ def check(spaces: Spaces, images: ImageStore) -> Findings:
     _compare(space.parts, catalog.copy_vector_ids(parts=True), lambda ids: catalog.copy_vectors(ids, True).payloads,
              found, "parts")  # fmt: skip
     found.photos_without_source = catalog.orphans()
+    found.files_unused = unused_files(catalog, images, time.time())
     ids = catalog.ids().tolist()
     for start in range(0, len(ids), CHUNK):
         for image_id, rec in catalog.get_many(ids[start : start + CHUNK]).items():
@@ -100,6 +107,19 @@ def check(spaces: Spaces, images: ImageStore) -> Findings:
             if rec.has_original and not images.exists("original", rec.sha256):
                 found.originals_missing.append(image_id)
     return found
+
+
+def unused_files(catalog: Catalog, images: ImageStore, now: float) -> list[str]:
+    """Thumbnails and local features that no photo of the catalog has, written over UNUSED_AFTER ago: what a process
+    killed while removing photos (after the catalog's commit, before the files) or between a batch's thumbnails and
+    its commit left. Kept originals are left out: an upload's bytes wait in the store until its job indexes them."""
+    out: list[str] = []
+    for kind in ("thumbnail", "features"):
+        stale = (digest for digest, written in images.stored(kind) if now - written >= UNUSED_AFTER)
+        while chunk := list(itertools.islice(stale, CHUNK)):
+            known = catalog.ids_for_shas(chunk)
+            out += [f"{kind}/{digest}" for digest in chunk if digest not in known]
+    return out
 
 
 def fix(spaces: Spaces, images: ImageStore, reader: Reader, found: Findings) -> Findings:
@@ -150,6 +170,13 @@ def fix(spaces: Spaces, images: ImageStore, reader: Reader, found: Findings) -> 
         images.delete("features", rec.sha256)  # found on the lost thumbnail: found again on this one when needed
         thumbs += 1
     found.fixed["thumbnails_made"] = thumbs
+    unused = 0
+    for entry in found.files_unused:
+        kind, digest = entry.split("/")
+        if catalog.id_for_sha(digest) is None:  # the same bytes indexed again meanwhile: used again
+            images.delete("features" if kind == "features" else "thumbnail", digest)
+            unused += 1
+    found.fixed["files_deleted"] = unused
     found.unfixable += [f"original of image {i} (an upload or URL: no other copy)" for i in found.originals_missing]
     spaces.save()
     return found

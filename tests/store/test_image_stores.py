@@ -38,6 +38,21 @@ def test_put_get_exists_delete(store) -> None:
     assert store.get("thumbnail", SHA) is None and store.get("original", SHA) == b"original bytes"
 
 
+def test_stored_lists_each_kind_with_when_it_was_written(store) -> None:
+    """What doctor compares with the catalog: every file of a kind, by its sha256, with its time of writing."""
+    import time
+
+    store.put("thumbnail", SHA, b"\xff\xd8thumb")
+    store.put("original", SHA, b"original bytes")
+    store.put("features", OTHER, b"features")
+    listed = {kind: dict(store.stored(kind)) for kind in ("thumbnail", "original", "features")}
+    assert {kind: sorted(found) for kind, found in listed.items()} == {
+        "thumbnail": [SHA], "original": [SHA], "features": [OTHER]}  # fmt: skip
+    assert all(abs(time.time() - at) < 600 for found in listed.values() for at in found.values())
+    store.delete("thumbnail", SHA)
+    assert list(store.stored("thumbnail")) == []
+
+
 def test_put_is_idempotent(store) -> None:
     store.put("original", SHA, b"same")
     store.put("original", SHA, b"same")

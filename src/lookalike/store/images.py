@@ -20,13 +20,21 @@ from lookalike.store.errors import StoreUnavailable
 Kind = Literal["thumbnail", "original", "features"]  # features: a photo's local features (search.feature_files)
 
 
+def is_digest(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+
+
+def kind_folder(kind: Kind) -> str:
+    """The folder of a kind's files in any store: ``thumbnails``, ``originals``, ``features``."""
+    return "features" if kind == "features" else f"{kind}s"
+
+
 def relative_key(kind: Kind, sha256: str) -> str:
     """Where a file lives in any store: ``thumbnails/ab/<sha256>.jpg``, ``originals/ab/<sha256>``,
     ``features/ab/<sha256>``; ValueError for a key that is not a sha256 hex digest (no path can escape)."""
-    if len(sha256) != 64 or not all(c in "0123456789abcdef" for c in sha256):
+    if not is_digest(sha256):
         raise ValueError(f"not a sha256 hex digest: {sha256!r}")
-    folder = "features" if kind == "features" else f"{kind}s"
-    return f"{folder}/{sha256[:2]}/{sha256}{'.jpg' if kind == 'thumbnail' else ''}"
+    return f"{kind_folder(kind)}/{sha256[:2]}/{sha256}{'.jpg' if kind == 'thumbnail' else ''}"
 
 
 class ImageStore(Protocol):
@@ -36,6 +44,7 @@ class ImageStore(Protocol):
     def get(self, kind: Kind, sha256: str) -> bytes | None: ...
     def delete(self, kind: Kind, sha256: str) -> None: ...
     def exists(self, kind: Kind, sha256: str) -> bool: ...
+    def stored(self, kind: Kind) -> Iterator[tuple[str, float]]: ...
     def disk_bytes(self) -> int: ...
     def ping(self) -> None: ...
 
@@ -89,6 +98,15 @@ class LocalImageStore:
 
     def exists(self, kind: Kind, sha256: str) -> bool:
         return self.path(kind, sha256).exists()
+
+    def stored(self, kind: Kind) -> Iterator[tuple[str, float]]:
+        """The sha256 of every file of a kind, with when it was written (seconds since the epoch): what doctor
+        compares with the catalog. A write in progress (its temporary file) is not listed."""
+        for path in (self.root / kind_folder(kind)).glob("*/*"):
+            digest = path.name.removesuffix(".jpg")
+            if is_digest(digest):
+                with contextlib.suppress(FileNotFoundError):  # deleted while listed
+                    yield digest, path.stat().st_mtime
 
     def ping(self) -> None:
         """Raise ``StoreUnavailable`` unless the folder can be written (readiness checks: a lost mount)."""

@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 
 from lookalike.config import Settings
 from lookalike.store.errors import StoreUnavailable
-from lookalike.store.images import Kind, relative_key
+from lookalike.store.images import Kind, is_digest, kind_folder, relative_key
 
 
 @contextlib.contextmanager
@@ -202,6 +202,17 @@ class S3ImageStore:
             return True
         except ClientError:
             return False
+
+    def stored(self, kind: Kind) -> Iterator[tuple[str, float]]:
+        """The sha256 of every object of a kind, with when it was written (seconds since the epoch)."""
+        prefix = f"{self.location.prefix}{kind_folder(kind)}/"
+        with reachable(self.where):
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.location.bucket, Prefix=prefix)
+            for page in pages:
+                for obj in page.get("Contents", []):
+                    digest = obj["Key"].rsplit("/", 1)[-1].removesuffix(".jpg")
+                    if is_digest(digest):
+                        yield digest, obj["LastModified"].timestamp()
 
     def ping(self) -> None:
         """Raise ``StoreUnavailable`` unless the bucket answers now (readiness checks)."""
