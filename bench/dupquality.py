@@ -6,7 +6,8 @@ lookalike.copyedits and indexed beside the library with the defaults; each origi
 known group. The report is what the CLI and the API run (`near_duplicates`). Printed: the groups found, the share
 of known pairs (original-copy and copy-copy) found in one group, the share of pairs found that are known, the
 copies found beside their original per edit, and every group beyond a known one, marked by whether it holds photos
-of two labels (the set's folders: a class, a product, a cover): on the DVD covers a phone photo of a cover joined
+of two labels (the set's folders: a class, a product, a cover), and what `--remove` would remove (known copies of
+the photo kept, or other photos): on the DVD covers a phone photo of a cover joined
 to its scan is the same cover (the same object, not the same picture), phone photos of different covers laid on
 the same printed page share only the page; on the grocery shelves frames a second apart of one product are nearly
 the same picture, and sibling packages of one brand share most of their art.
@@ -90,6 +91,13 @@ def measure(name: str, photos: int, console: Console) -> None:
                   f"{len(found & true_pairs) / max(1, len(found)):.3f}", str(len(mixed)), str(len(subjects)),
                   str(sum(len(g.ids) for g in subjects)))  # fmt: skip
     console.print(table)
+    # what `duplicates --remove` would remove: a known copy of the photo kept is right; anything else (another shot
+    # of a scene, a frame of a shelf a second later, an outside photo) is a photo lost
+    removed = [(i, g.ids[0]) for g in groups for i in g.remove]
+    right = sum(1 for i, kept in removed if i in known and known.get(kept) == known[i])
+    console.print(f"proposed for removal: {len(removed)}, known copies of the photo kept {right}, other photos "
+                  f"{len(removed) - right}; copies proposed of all known copies: "
+                  f"{right / max(1, len(members) * len(EDITS)):.3f}")  # fmt: skip
     console.print("copies grouped with their original: " + ", ".join(f"{e} {by_edit[e]}/{per_edit[e]}" for e in EDITS))
     for g in mixed:
         parts = Counter(known.get(i, "/".join(Path(sources[i]).parts[-2:])) for i in g.ids)

@@ -309,3 +309,30 @@ def test_two_shots_of_one_scene_are_not_grouped_but_their_copies_are(tmp_path: P
     report = json.loads(CliRunner().invoke(app, ["duplicates", "--json"]).output)
     groups = sorted(sorted(Path(p["source"]).stem for p in g["photos"]) for g in report["near_duplicates"])
     assert groups == sorted([name, f"{name}_copy"] for _, *names in SHOTS_OF_ONE_SCENE for name in names)
+
+
+BURSTS = [("5_elephants", "5_596", "5_585"), ("5_elephants", "5_503", "5_567"), ("7_horses", "7_761", "7_776"),
+          ("7_horses", "7_727", "7_748")]  # fmt: skip
+
+
+def test_two_shots_of_one_scene_still_grouped_are_never_proposed_for_removal(tmp_path: Path, monkeypatch) -> None:
+    """Corel-1k's bursts (an elephant's trunk up then down, a foal that moved) reach copies.SAME_PICTURE and are
+    grouped, and `--remove --yes` removed one of each (a hostile probe); a photo is proposed for removal only by a
+    pair whose pixels agree at duplicates.REMOVABLE, which these do not reach. A resized copy is still removed."""
+    from tests.conftest import SHARED
+
+    corel = SHARED / "datasets" / "corel1k_wang"
+    root = tmp_path / "photos"
+    root.mkdir()
+    for folder, *names in BURSTS:
+        for name in names:
+            Image.open(corel / folder / f"{name}.jpg").convert("RGB").save(root / f"{name}.jpg", quality=95)
+    picture = Image.open(corel / "5_elephants" / "5_596.jpg").convert("RGB")
+    picture.resize((picture.width * 3 // 4, picture.height * 3 // 4)).save(root / "5_596_copy.jpg", quality=80)
+    monkeypatch.setenv("LOOKALIKE_HOME", str(tmp_path / "lib"))
+    assert CliRunner().invoke(app, ["index", str(root)]).exit_code == 0
+    report = json.loads(CliRunner().invoke(app, ["duplicates", "--json"]).output)
+    removed = sorted(Path(p["source"]).stem for g in report["near_duplicates"] for p in g["photos"] if not p["keep"])
+    grouped = {Path(p["source"]).stem for g in report["near_duplicates"] for p in g["photos"]}
+    assert removed == ["5_596_copy"], report
+    assert len(grouped) >= 5  # bursts still shown together: only their removal is not proposed

@@ -225,6 +225,10 @@ def duplicates(
             table.add_row(str(p["id"]), "keep" if p["keep"] else "remove", f"{p['width']}x{p['height']}",
                           f"{p['confidence']:.0%} sure", plain(p["source"] or ""))  # fmt: skip
         out.print(table)
+        spared = [str(p["id"]) for p in r["photos"] if p["keep"] and p["id"] != r["keep"]]
+        if spared and not r["changed"]:
+            out.print(f"[dim]  kept too: {', '.join(spared)}: each shows more than {r['keep']}, or its pixels differ "
+                      "more than an edit's (another shot of the scene?)", highlight=False)  # fmt: skip
         if r["changed"]:
             out.print(f"[yellow]  nothing proposed: the file(s) of {', '.join(map(str, r['changed']))} changed or "
                       "vanished since indexed; run `lookalike index` on them first (`lookalike doctor` for photos "

@@ -37,6 +37,11 @@ from lookalike.store.vectors import MISSING, VectorIndex
 
 PER_PHOTO = 5  # neighbours judged per photo
 SHOWN_TIE = 0.9  # photos showing a group's picture with this share of the most pixels show it as well (keep_and_remove)
+# the least pixel agreement, overall and in the centre, of a pair by which a photo may be proposed for removal: a
+# report groups two photos at copies.SAME_PICTURE (0.7), but two shots of one scene reach that too (a burst, an
+# animal that moved); of the pairs bench/dupquality.py's reports joined, 91-95 % of known copies' agree at 0.85 on
+# each of the four shared sets, 15-37 % of the other pairs (bench/RESULTS.md): removing is what cannot be undone
+REMOVABLE = 0.85
 
 
 @dataclass
@@ -57,11 +62,19 @@ class Pair:
     confidence: float
     inside: frozenset[int]
     shown: tuple[float, float]  # the matched region's area in a's pixels, in b's
+    agreement: float | None = None  # the lower of the pixels' agreement overall and in the centre; None: not looked
 
     def merged(self, other: Pair) -> Pair:
         """The pair as judged from both of its photos: the surer confidence, inside by either look."""
         shown = (max(self.shown[0], other.shown[0]), max(self.shown[1], other.shown[1]))
-        return Pair(self.a, self.b, max(self.confidence, other.confidence), self.inside | other.inside, shown)
+        looks = [x for x in (self.agreement, other.agreement) if x is not None]
+        return Pair(self.a, self.b, max(self.confidence, other.confidence), self.inside | other.inside, shown,
+                    max(looks) if looks else None)  # fmt: skip
+
+    def removable(self) -> bool:
+        """Whether one photo of the pair may be proposed for removal by it (REMOVABLE; a pair geometry could not
+        look at, a plain or blurred picture, as before)."""
+        return self.agreement is None or self.agreement >= REMOVABLE
 
 
 def judged_pair(image_id: int, other: int, verdict: Verdict, size: tuple[int, int], other_size: tuple[int, int]
@@ -76,7 +89,9 @@ def judged_pair(image_id: int, other: int, verdict: Verdict, size: tuple[int, in
         shown = (area(verdict.query_box), area(verdict.match_box))  # pixels of each photo the pair shares
     if image_id > other:
         shown = (shown[1], shown[0])
-    return Pair(min(image_id, other), max(image_id, other), verdict.confidence, frozenset(inside), shown)
+    looks = [x for x in (verdict.agreement, verdict.centre_agreement) if x is not None]
+    return Pair(min(image_id, other), max(image_id, other), verdict.confidence, frozenset(inside), shown,
+                min(looks) if looks else None)  # fmt: skip
 
 
 def _find(parent: dict[int, int], i: int) -> int:
@@ -178,11 +193,11 @@ def keep_and_remove(group: list[int], pairs: list[Pair], pixels: dict[int, int])
     with the most pixels (their matched regions), the largest, then the oldest: the original rather than a screenshot
     of it, which is larger but shows the picture smaller inside its frame (the largest photo was a screenshot in every
     known group of bench/dupquality.py's layouts; the original is kept in 23-27 of 30 on Towhee, Corel-1k and the DVD
-    covers now, bench/RESULTS.md). Removed:
-    only photos that lie whole in the kept one by a pair of their own. Groups are chains (A copies B, B copies C),
-    and a photo joined through another may show what the kept one does not: a photo's two halves, each cropped and
-    enlarged, are one group with it, and removing by the group alone lost one half. A screenshot holds more than
-    the photo it shows (its frame), so it stays too."""
+    covers now, bench/RESULTS.md). Removed: only photos that lie whole in the kept one by a pair of their own whose
+    pixels agree at REMOVABLE. Groups are chains (A copies B, B copies C), and a photo joined through another may
+    show what the kept one does not: a photo's two halves, each cropped and enlarged, are one group with it, and
+    removing by the group alone lost one half. A screenshot holds more than the photo it shows (its frame), so it
+    stays too."""
     shown: dict[int, float] = {}
     for p in pairs:
         shown[p.a], shown[p.b] = max(shown.get(p.a, 0.0), p.shown[0]), max(shown.get(p.b, 0.0), p.shown[1])
@@ -190,7 +205,8 @@ def keep_and_remove(group: list[int], pairs: list[Pair], pixels: dict[int, int])
     # within SHOWN_TIE of the most: the same (the matched regions are estimated, a crop's to a pixel or two)
     keep = max(group, key=lambda i: (shown.get(i, 0.0) >= SHOWN_TIE * most, pixels[i], -i))
     order = sorted(group, key=lambda i: (-pixels[i], i))
-    remove = [i for i in order if i != keep and any({p.a, p.b} == {i, keep} and i in p.inside for p in pairs)]
+    remove = [i for i in order if i != keep and any({p.a, p.b} == {i, keep} and i in p.inside and p.removable()
+                                                    for p in pairs)]  # fmt: skip
     return keep, remove
 
 
