@@ -319,3 +319,36 @@ def test_tidying_drops_a_retired_shared_space_without_making_what_it_lacks(embed
     dims = [f["params"]["dim"] for n in names for f in client.describe_collection(n)["fields"] if f["name"] == "vector"]
     assert not retired & names and current & names and 1 not in dims
     assert "could not drop" not in caplog.text
+
+
+def test_a_rebuild_killed_before_its_switch_leaves_nothing_in_the_engine(embedder, photo_dir, tmp_path,
+                                                                         monkeypatch) -> None:  # fmt: skip
+    """`reindex` builds the new space's collections beside the active ones, then switches; killed in between, its
+    collections (a whole copy of the vectors) were never retired nor dropped. Tidying drops them once no rebuild
+    runs; the active space is untouched."""
+    pytest.importorskip("pymilvus")
+    from pymilvus import MilvusClient
+
+    from lookalike.spaces import Spaces
+
+    uri = f"milvus-lite://{tmp_path}/m.db"
+    conf = {"home": tmp_path / "lib", "vector_backend": uri}
+    with open_lib(conf, embedder, retire_grace=3600.0) as lib:
+        lib.index([str(photo_dir)])
+        active = lib.space.key
+
+        def killed(self, space) -> None:
+            raise KeyboardInterrupt  # the process dies between the build and the switch
+
+        monkeypatch.setattr(Spaces, "activate", killed)
+        with pytest.raises(KeyboardInterrupt):
+            lib.reindex()
+        monkeypatch.undo()
+        begun = lib.catalog.meta_items("building:")
+        assert len(begun) == 1 and lib.space.key == active
+        orphan = set(lib.names_for(SpaceKey.from_json(next(iter(begun)).removeprefix("building:"))))
+        lib.maintain(wait=True)
+        assert lib.catalog.meta_items("building:") == {} and lib.space.key == active and len(lib.vectors) == 12
+        current = set(lib.space.names)
+    names = set(MilvusClient(f"{tmp_path}/m.db").list_collections())
+    assert orphan and not orphan & names and current <= names

@@ -86,10 +86,50 @@ def rebuild(spaces: Spaces, backend: str | None = None, force: bool = False, wai
             return None
         started = time.perf_counter()
         key = SpaceKey(target, learn_transform(spaces))
+        # a build killed before its switch leaves its collections behind: tidy drops them (building_spaces)
+        building = f"{BUILDING}{key.to_json()}"
+        spaces.catalog.set_metas({building: str(time.time())})
         space = spaces.build_space(key)
         spaces.activate(space)
+        spaces.catalog.delete_meta(building)
         log.info("built space %s in %.1f s", space.names[0], time.perf_counter() - started)
         return key
+
+
+BUILDING = "building:"  # a catalog meta key's prefix: a space being built by rebuild, its key after it
+
+
+def _drop_space(spaces: Spaces, key: SpaceKey) -> bool:
+    """Drop a shared space's collections (by name, where they exist); False when the engine could not be asked."""
+    try:
+        for name in (*spaces.names_for(key), pooled_centres(spaces, key)):
+            drop_collection(key.backend, name, spaces.settings)
+    except Exception as exc:  # an engine that is gone or unreachable: try again next time
+        log.warning("could not drop the collections of %s: %s", key.to_json(), exc)
+        return False
+    return True
+
+
+def building_spaces(spaces: Spaces, active: SpaceKey, keep_versions: set[int], dropped: list[str]) -> None:
+    """Spaces a rebuild began: kept while a rebuild runs (it holds the "relearn" lock), dropped once none does and
+    the space never became the active one (its process was killed mid-build: at a million photos, a whole copy
+    of the vectors left in the engine for good)."""
+    catalog = spaces.catalog
+    begun = catalog.meta_items(BUILDING)
+    if not begun:
+        return
+    with catalog.lock("relearn", wait=False) as free:
+        for meta_key in begun:
+            key = SpaceKey.from_json(meta_key.removeprefix(BUILDING))
+            if not free:
+                keep_versions.add(key.version)
+                continue
+            if key.shared and key != active and not _drop_space(spaces, key):
+                keep_versions.add(key.version)
+                continue
+            if key.shared and key != active:
+                dropped.append(key.to_json())
+            catalog.delete_meta(meta_key)  # an embedded build's folder goes with the other stale folders
 
 
 def tidy(spaces: Spaces) -> dict[str, Any]:
@@ -111,15 +151,12 @@ def tidy(spaces: Spaces) -> dict[str, Any]:
             keep_versions.add(key.version)
             continue
         if key.shared and key != active:
-            try:
-                for name in (*spaces.names_for(key), pooled_centres(spaces, key)):
-                    drop_collection(key.backend, name, s)
-                dropped.append(key.to_json())
-            except Exception as exc:  # an engine that is gone or unreachable: try again next time
-                log.warning("could not drop retired collections of %s: %s", key.to_json(), exc)
+            if not _drop_space(spaces, key):
                 keep_versions.add(key.version)
                 continue
+            dropped.append(key.to_json())
         catalog.delete_meta(meta_key)
+    building_spaces(spaces, active, keep_versions, dropped)
     catalog.delete_transforms(keep_versions)
     if active.shared and _drop_pooled_centres(spaces, active, now):
         dropped.append(pooled_centres(spaces, active))
