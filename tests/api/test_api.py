@@ -157,6 +157,9 @@ def test_upload_duplicates_rejects_metadata_files_and_delete(client: TestClient)
                                                 ("images", ("second.jpg", data, "image/jpeg"))]).json()  # fmt: skip
     assert [a["name"] for a in twice["added"]] == ["first.jpg"], twice
     assert [(d["name"], d["id"]) for d in twice["duplicates"]] == [("second.jpg", twice["added"][0]["id"])]
+    data = photo("pizza", 3).read_bytes()  # the same name too: one item of the job, still one added
+    same = client.post(f"{API}/images", files=[("images", ("same.jpg", data, "image/jpeg"))] * 2).json()
+    assert len(same["added"]) == 1 and [d["id"] for d in same["duplicates"]] == [same["added"][0]["id"]], same
 
     image_id = body["added"][0]["id"]
     meta = client.get(f"{API}/images/{image_id}").json()

@@ -4,7 +4,8 @@ Starlette's form parser keeps every file part of up to 1 MB in memory until the 
 of an upload may be as large as a video (``LOOKALIKE_VIDEO_UPLOAD_MAX_BYTES``, 1 GiB): a thousand parts of just
 under 1 MB held a gigabyte before the photos' limit could be checked (hostile probe). Here the photos' bytes are
 counted part by part as they come, and 413 is answered the moment the photos together pass
-``LOOKALIKE_MAX_UPLOAD_BYTES``; a video's part goes to a file on disk from its first byte. The same rules as the
+``LOOKALIKE_MAX_UPLOAD_BYTES``; every other file part (a video, a file of another type, a photo over the limit on
+its own) goes to a file on disk, so memory holds at most the photos' limit and one part. The same rules as the
 route's per-file checks decide what a part is: a photo over the limit on its own, or a file declared as neither
 photo nor video, is rejected alone later and does not count.
 """
@@ -37,13 +38,18 @@ class UploadFormParser(MultiPartParser):
 
     def on_headers_finished(self) -> None:
         _, options = parse_options_header(self._current_part.content_disposition)
-        headers = dict(self._current_part.item_headers)
-        ctype = headers.get(b"content-type", b"").decode("latin-1").split(";")[0].strip().lower()
+        # the first Content-Type, as the route reads it (Starlette's Headers.get): a second one must not pass a
+        # photo off as uncounted
+        ctype = next((v for k, v in self._current_part.item_headers if k == b"content-type"), b"")
+        ctype_text = ctype.decode("latin-1").split(";")[0].strip().lower()
         name = options.get(b"filename", b"").decode("latin-1")
-        video = b"filename" in options and video_upload(name, ctype)
-        self.counted = b"filename" in options and not video and declared_photo(ctype)
+        video = b"filename" in options and video_upload(name, ctype_text)
+        self.counted = b"filename" in options and not video and declared_photo(ctype_text)
         self.part = 0
-        self.spool_max_size = 1 if video else MultiPartParser.spool_max_size  # 1 byte: to disk at once
+        # a file that does not count (a video, a file of another type, rejected alone later) goes to disk from its
+        # first byte: kept in memory, a thousand of them were a gigabyte again (review)
+        counted_or_field = self.counted or b"filename" not in options
+        self.spool_max_size = MultiPartParser.spool_max_size if counted_or_field else 1
         super().on_headers_finished()
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
@@ -52,8 +58,11 @@ class UploadFormParser(MultiPartParser):
             self.part += n
             if self.part <= self.photo_limit:
                 self.photos += n
-            elif self.part - n <= self.photo_limit:  # over the limit on its own just now: rejected alone, uncounted
-                self.photos -= self.part - n
+            elif self.part - n <= self.photo_limit:  # over the limit on its own just now: rejected alone, uncounted,
+                self.photos -= self.part - n  # and off to disk with what it holds already
+                file = self._current_part.file
+                if file is not None and hasattr(file.file, "rollover"):
+                    file.file.rollover()
             if self.photos > self.photo_limit:
                 raise too_large(self.photo_limit)
         super().on_part_data(data, start, end)

@@ -90,8 +90,12 @@ async def _indexed(form: FormData, lib: Library, state: State) -> JSONResponse:
         if not job.finished:
             out = UploadOut(added=[], duplicates=[], rejected=rejected, job=JobOut.from_job(job))
             return JSONResponse(out.body(), status_code=202, headers={"Location": f"{API}/jobs/{job_id}"})
+        told: set[str] = set()  # sources answered already: the same name and bytes twice are one item of the job
         for (name, _), src in zip(files, sources, strict=True):
             outcome = job.items.get(src) or {"rejected": job.error or "not indexed"}
+            if src in told and "rejected" not in outcome:
+                outcome = outcome | {"new": False}  # added once, by the first; this one is a duplicate of it
+            told.add(src)
             if is_video(src):  # the job knows a video's rejection; the catalog, its frames
                 outcome = await run_in_threadpool(video_outcome, lib, src, known) or outcome
             if "rejected" in outcome:
