@@ -205,6 +205,11 @@ def test_a_library_inside_the_folder_it_indexes_never_indexes_itself(settings, e
         assert again.unchanged == 12 and again.added == [] and again.rejected == [] and lib.catalog.count() == 12
         alone = lib.index([str(photo_dir / "library")])
         assert [(r.source, r.reason) for r in alone.rejected] == [(str(photo_dir / "library") + os.sep, LIBRARY_FOLDER)]
+        # a thumbnail indexed from inside it (as every run did before): pruned, though its file is still there
+        thumb = next((photo_dir / "library" / "images" / "thumbnails").rglob("*.jpg"))
+        assert len(lib.index([str(thumb)]).added) == 1 and lib.catalog.count() == 13  # new bytes: a photo
+        again = lib.index([str(photo_dir)], prune=True)
+        assert again.vanished == [str(thumb)] and again.pruned == 1 and lib.catalog.count() == 12
         consistent(lib)
 
 
@@ -218,6 +223,12 @@ def test_a_file_listed_twice_with_other_records_is_reported(lib: Library, photo_
     assert len(report.added) == 1 and [(r.source, r.reason) for r in report.rejected] == [(str(one), TWICE)]
     rec = lib.catalog.get(report.added[0])
     assert rec.label == "fish" and rec.fields == {"price": 1}
+
+
+def test_a_folder_named_inside_another_is_not_a_file_listed_twice(lib: Library, photo_dir: Path) -> None:
+    """Two walks give a file two labels (its folder's, none): not a record listed twice (a review)."""
+    report = lib.index([str(photo_dir), str(photo_dir / "goldfish")])
+    assert len(report.added) == 12 and report.rejected == []
 
 
 def test_a_folder_that_lists_nothing_is_never_pruned(lib: Library, photo_dir: Path) -> None:

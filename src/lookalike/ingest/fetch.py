@@ -256,7 +256,7 @@ class UrlFetcher:
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise FetchError(f"download failed: {type(exc).__name__}: {exc}") from None
         except UnicodeError as exc:  # httpx reads a redirect's Location host before handing the response back
-            raise FetchError(f"not a valid URL: a redirect's host name cannot be decoded ({exc})") from None
+            raise FetchError(f"not a valid URL: a host name cannot be decoded ({exc})") from None
 
     def _body(self, response: httpx.Response, url: httpx.URL) -> bytes:
         if response.status_code >= 400:

@@ -32,7 +32,7 @@ from lookalike.fields import Fields, dumps
 from lookalike.imaging import BadImage, Decoded, thumbnail_jpeg
 from lookalike.ingest.fetch import FetchError
 from lookalike.ingest.reading import Reader
-from lookalike.ingest.sources import SourceItem, SourceSet
+from lookalike.ingest.sources import LIBRARY_MARKER, SourceItem, SourceSet
 from lookalike.ingest.video import Span, VideoError, VideoInfo, VideoLimits, file_sha256, probe
 from lookalike.ingest.video import frames as video_frames
 from lookalike.models.detectors import Detection
@@ -176,9 +176,13 @@ def rejected_alone(out: _Prepared) -> Iterator[None]:
         out.error = f"unexpected error: {type(exc).__name__}: {exc}"
 
 
-def still_there(source: str) -> bool:
-    """Whether a source is a file on this machine that can still be opened where it was indexed (through links)."""
-    return os.path.isabs(source) and os.path.isfile(source)
+def still_there(source: str, root: str) -> bool:
+    """Whether a source below ``root`` is a file on this machine that can still be opened where it was indexed
+    (through links), outside any library's own folder (a run before those were skipped indexed their files)."""
+    if not (os.path.isabs(source) and os.path.isfile(source)):
+        return False
+    top = Path(root)
+    return not any((folder / LIBRARY_MARKER).exists() for folder in Path(source).parents if folder.is_relative_to(top))
 
 
 def vanished_under(catalog: Catalog, root: str, present: Collection[str]) -> list[str]:
@@ -194,11 +198,11 @@ def vanished_under(catalog: Catalog, root: str, present: Collection[str]) -> lis
         if unlisted and src.startswith(unlisted):
             continue
         found = moment(src)
-        if found is None and src not in present and not still_there(src):
+        if found is None and src not in present and not still_there(src, root):
             out.append(src)
         elif found is not None and found[0] not in present and found[0] not in videos:
             videos.add(found[0])
-            if not still_there(found[0]):
+            if not still_there(found[0], root):
                 out.append(found[0])
     return out
 
@@ -467,7 +471,8 @@ class Pipeline:
         for s in sets:
             for it in s.items:
                 first = items.setdefault(it.source, it)
-                if first is not it and (first.label, first.fields) != (it.label, it.fields):
+                records = first.fields is not None and it.fields is not None  # rows of lists, not two walks' labels
+                if first is not it and records and (first.label, first.fields) != (it.label, it.fields):
                     report.rejected.append(Rejected(it.source, TWICE))
         catalog = self.parts.catalog
         removed = catalog.removed_among(s for s, it in items.items() if not it.is_upload)  # an upload is explicit
