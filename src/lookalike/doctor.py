@@ -23,7 +23,7 @@ from lookalike.imaging import decode, thumbnail_jpeg
 from lookalike.ingest.reading import Reader
 from lookalike.spaces import Spaces
 from lookalike.store.catalog import OBJECT_BITS, Catalog
-from lookalike.store.images import ImageStore
+from lookalike.store.images import ImageStore, Kind
 from lookalike.store.vectors import VectorIndex
 
 CHUNK = 4096
@@ -170,11 +170,14 @@ def fix(spaces: Spaces, images: ImageStore, reader: Reader, found: Findings) -> 
         images.delete("features", rec.sha256)  # found on the lost thumbnail: found again on this one when needed
         thumbs += 1
     found.fixed["thumbnails_made"] = thumbs
-    unused = 0
+    unused, now = 0, time.time()
     for entry in found.files_unused:
-        kind, digest = entry.split("/")
-        if catalog.id_for_sha(digest) is None:  # the same bytes indexed again meanwhile: used again
-            images.delete("features" if kind == "features" else "thumbnail", digest)
+        kind: Kind = "features" if entry.startswith("features/") else "thumbnail"
+        digest = entry.split("/")[1]
+        at = images.written(kind, digest)
+        # written again since the check (a run about to commit the same bytes), or indexed meanwhile: used again
+        if at is not None and now - at >= UNUSED_AFTER and catalog.id_for_sha(digest) is None:
+            images.delete(kind, digest)
             unused += 1
     found.fixed["files_deleted"] = unused
     found.unfixable += [f"original of image {i} (an upload or URL: no other copy)" for i in found.originals_missing]

@@ -49,6 +49,7 @@ def test_stored_lists_each_kind_with_when_it_was_written(store) -> None:
     assert {kind: sorted(found) for kind, found in listed.items()} == {
         "thumbnail": [SHA], "original": [SHA], "features": [OTHER]}  # fmt: skip
     assert all(abs(time.time() - at) < 600 for found in listed.values() for at in found.values())
+    assert store.written("thumbnail", SHA) == listed["thumbnail"][SHA] and store.written("thumbnail", OTHER) is None
     store.delete("thumbnail", SHA)
     assert list(store.stored("thumbnail")) == []
 

@@ -45,6 +45,7 @@ class ImageStore(Protocol):
     def delete(self, kind: Kind, sha256: str) -> None: ...
     def exists(self, kind: Kind, sha256: str) -> bool: ...
     def stored(self, kind: Kind) -> Iterator[tuple[str, float]]: ...
+    def written(self, kind: Kind, sha256: str) -> float | None: ...
     def disk_bytes(self) -> int: ...
     def ping(self) -> None: ...
 
@@ -74,8 +75,10 @@ class LocalImageStore:
 
     def _write(self, kind: Kind, sha256: str, write: Callable[[BinaryIO], object]) -> None:
         path = self.path(kind, sha256)
-        if path.exists():
-            return
+        if path.exists():  # the same bytes: kept, its time refreshed (doctor leaves a file written lately alone)
+            with contextlib.suppress(FileNotFoundError):
+                os.utime(path)
+                return
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
@@ -98,6 +101,13 @@ class LocalImageStore:
 
     def exists(self, kind: Kind, sha256: str) -> bool:
         return self.path(kind, sha256).exists()
+
+    def written(self, kind: Kind, sha256: str) -> float | None:
+        """When a file was last written (seconds since the epoch), None when there is none."""
+        try:
+            return self.path(kind, sha256).stat().st_mtime
+        except FileNotFoundError:
+            return None
 
     def stored(self, kind: Kind) -> Iterator[tuple[str, float]]:
         """The sha256 of every file of a kind, with when it was written (seconds since the epoch): what doctor

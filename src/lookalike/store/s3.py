@@ -203,6 +203,17 @@ class S3ImageStore:
         except ClientError:
             return False
 
+    def written(self, kind: Kind, sha256: str) -> float | None:
+        """When an object was last written (seconds since the epoch), None when there is none."""
+        from botocore.exceptions import ClientError
+
+        try:
+            with reachable(self.where):
+                head = self.client.head_object(Bucket=self.location.bucket, Key=self.key(kind, sha256))
+        except ClientError:
+            return None
+        return head["LastModified"].timestamp()
+
     def stored(self, kind: Kind) -> Iterator[tuple[str, float]]:
         """The sha256 of every object of a kind, with when it was written (seconds since the epoch)."""
         prefix = f"{self.location.prefix}{kind_folder(kind)}/"
