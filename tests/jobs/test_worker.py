@@ -68,7 +68,9 @@ def test_a_prune_job_leaves_a_folder_that_lists_nothing_alone(lib: Library, phot
 
 
 def test_a_chunk_run_twice_doubles_nothing(lib: Library, photo_dir: Path) -> None:
-    """A worker that dies after committing part of a chunk: the next one runs the whole chunk again."""
+    """A worker that dies after committing part of a chunk: the next one runs the whole chunk again, and the photos
+    the first wrote count as the job's added (they were "unchanged": a job re-run after an outage said "added 680,
+    unchanged 320" for 1,000 new photos)."""
     clock = Clock()
     q = JobQueue(lib.catalog.db, lease=30.0, chunk=12, clock=clock)
     job_id = q.submit("index", {"paths": [str(photo_dir)]})
@@ -82,7 +84,10 @@ def test_a_chunk_run_twice_doubles_nothing(lib: Library, photo_dir: Path) -> Non
     clock.advance(31)  # its lease runs out
     lib.worker("second", q).run(once=True)
     job = q.get(job_id)
-    assert job.state == "done" and lib.catalog.count() == 12 and job.unchanged == 12 and job.added == 0
+    assert job.state == "done" and lib.catalog.count() == 12 and job.unchanged == 0 and job.added == 12
+    again = q.submit("index", {"paths": [str(photo_dir)]})  # a later job over the same photos: all unchanged
+    lib.worker("third", q).run(once=True)
+    assert q.get(again).unchanged == 12 and q.get(again).added == 0
 
 
 def test_a_job_over_an_unreadable_source_fails_with_the_reason(lib: Library, tmp_path: Path) -> None:

@@ -329,9 +329,17 @@ class Worker:
 
         pipeline = Pipeline(self.parts, check, objects=bool(task.params.get("objects")),
                             guard=self.queue.guard(task))  # fmt: skip
+        before = self._written_before(task, items)
         report = pipeline.run([SourceSet(items)])
-        counts = {"added": len(report.added) + report.updated, "duplicates": len(report.duplicates),
-                  "unchanged": report.unchanged, "rejected": len(report.rejected)}  # fmt: skip
+        # what an earlier attempt wrote, found unchanged now: this job's photos all the same (a job re-run after an
+        # outage said "added 680, unchanged 320" for 1,000 new photos)
+        states = self.parts.catalog.source_states(list(before))
+        rejected_now = {r.source for r in report.rejected}
+        earlier = {s: i for s, i in before.items() if s not in rejected_now and s in states and states[s].image_id == i}
+        firsts = {i: s for s, i in reversed(list(earlier.items()))}  # each photo's first source: added; others: twins
+        counts = {"added": len(report.added) + report.updated + len(firsts),
+                  "duplicates": len(report.duplicates) + len(earlier) - len(firsts),
+                  "unchanged": report.unchanged - len(earlier), "rejected": len(report.rejected)}  # fmt: skip
         details: dict[str, Any] = {"rejected": [{"source": r.source, "reason": r.reason} for r in report.rejected]}
         if report.parts:  # a video's time range: the video is recorded by the job's finish step (_finish_videos)
             details["parts"] = [asdict(part) for part in report.parts]
@@ -339,8 +347,8 @@ class Worker:
         if uploads:  # each upload's outcome, for the request waiting on it; a rejected one's bytes go
             rejected = {r.source: r.reason for r in report.rejected}
             states = self.parts.catalog.source_states([i.source for i in uploads])
-            new = set(report.added)
-            twins = {d.source for d in report.duplicates}  # the same bytes as another upload: its image, not new
+            new = set(report.added) | set(firsts)
+            twins = {d.source for d in report.duplicates} | (set(earlier) - set(firsts.values()))  # its image, not new
             near = {d.source: d.of for d in report.near_duplicates}
             outcome: dict[str, dict[str, Any]] = {}
             for item in uploads:
@@ -357,6 +365,13 @@ class Worker:
                     outcome[item.source] = {"rejected": "removed while it was being indexed; upload it again"}
             details["items"] = outcome
         return counts, details
+
+    def _written_before(self, task: Task, items: list[SourceItem]) -> dict[str, int]:
+        """The sources of a chunk whose photos were added since its job was submitted (source -> image id): the work of
+        an earlier run of the chunk (another attempt, or this one's before an outage), cut off before it was reported.
+        One query per folder of the chunk, next to embedding its photos."""
+        job = self.queue.get(task.job_id, details=False)
+        return self.parts.catalog.written_since([i.source for i in items], job.created_at) if job is not None else {}
 
     def _finish(self, task: Task) -> None:
         rejected = self._finish_videos(task)

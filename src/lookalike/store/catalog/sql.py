@@ -325,6 +325,13 @@ class Catalog:
         """What is recorded for a source, or None if unknown."""
         return self.source_states([source]).get(source)
 
+    def written_since(self, sources: Iterable[str], since: float) -> dict[str, int]:
+        """Those of these sources whose photo was added at ``since`` or later (source -> image id): what an earlier
+        attempt of a job's chunk wrote before it was cut off."""
+        select = "SELECT name, image_id, i.added_at FROM sources JOIN images i ON i.id = sources.image_id"
+        return {src: int(image_id) for src, (image_id, added_at) in self._rows_per_folder(sources, select)
+                if float(added_at) >= since}  # fmt: skip
+
     def source_states(self, sources: Iterable[str]) -> dict[str, SourceState]:
         """What is recorded for many sources at once, a query per folder (an index run asks for thousands)."""
         rows = self._rows_per_folder(sources, "SELECT name, image_id, size, mtime_ns, label, fields FROM sources")
