@@ -160,6 +160,22 @@ def collection_name(name: str, dim: int, tag: str) -> str:
     return f"lookalike_{name}_{dim}_{digest}"
 
 
+def _connect(uri: str, token: str | None) -> tuple[GuardedClient, bool]:
+    """A client of the server or the Milvus Lite file at ``uri``, and whether it is Milvus Lite."""
+    from pymilvus import MilvusClient
+
+    if uri.startswith("milvus-lite://"):
+        uri = str(Path(uri.removeprefix("milvus-lite://")))
+    with engine_outage(is_unreachable, f"Milvus at {uri} is unreachable"):
+        client = MilvusClient(uri=uri, token=token or "", timeout=CALL_TIMEOUT)
+    return GuardedClient(client, uri), not uri.startswith(("http://", "https://", "tcp://", "unix:"))
+
+
+def _names(collection: str, lite: bool) -> list[str]:
+    """A collection's name, then, in Milvus Lite, the names it may have been given instead (MilvusIndex._open)."""
+    return [collection] + ([f"{collection}_{n}" for n in range(1, LITE_RENAMES + 1)] if lite else [])
+
+
 class MilvusIndex:
     kind = "milvus"
 
@@ -176,19 +192,12 @@ class MilvusIndex:
         nlist: int = 4096,
         nprobe: int = 32,
     ) -> None:
-        from pymilvus import MilvusClient
-
         if index_type not in INDEX_TYPES:
             raise ValueError(f"Milvus index type must be one of {', '.join(INDEX_TYPES)}")
 
         if uri.startswith("milvus-lite://"):
-            path = Path(uri.removeprefix("milvus-lite://"))
-            path.parent.mkdir(parents=True, exist_ok=True)
-            uri = str(path)
-        self.lite = not uri.startswith(("http://", "https://", "tcp://", "unix:"))
-        with engine_outage(is_unreachable, f"Milvus at {uri} is unreachable"):
-            client = MilvusClient(uri=uri, token=token or "", timeout=CALL_TIMEOUT)
-        self.client = GuardedClient(client, uri)
+            Path(uri.removeprefix("milvus-lite://")).parent.mkdir(parents=True, exist_ok=True)
+        self.client, self.lite = _connect(uri, token)
         self.collection, self.dim, self.ef_search = collection, dim, ef_search
         self.index_type, self.nprobe = index_type, nprobe
         self.dirty = False
@@ -207,17 +216,10 @@ class MilvusIndex:
     def drop_named(uri: str, collection: str, token: str | None = None) -> None:
         """Drop a collection by its name (and the names Milvus Lite may have given it instead) where it exists:
         opening it to drop it created a missing one first, which Milvus refused for the dimension it was given."""
-        from pymilvus import MilvusClient
-
-        if uri.startswith("milvus-lite://"):
-            uri = uri.removeprefix("milvus-lite://")
-            if not Path(uri).exists():
-                return
-        lite = not uri.startswith(("http://", "https://", "tcp://", "unix:"))
-        with engine_outage(is_unreachable, f"Milvus at {uri} is unreachable"):
-            client = GuardedClient(MilvusClient(uri=uri, token=token or "", timeout=CALL_TIMEOUT), uri)
-        names = [collection] + ([f"{collection}_{n}" for n in range(1, LITE_RENAMES + 1)] if lite else [])
-        for name in names:
+        if uri.startswith("milvus-lite://") and not Path(uri.removeprefix("milvus-lite://")).exists():
+            return
+        client, lite = _connect(uri, token)
+        for name in _names(collection, lite):
             if client.has_collection(name):
                 client.drop_collection(name)
 
@@ -227,7 +229,7 @@ class MilvusIndex:
         of a fixed series of names, which every process sharing the file reaches the same way."""
         from pymilvus import MilvusException
 
-        names = [collection] + ([f"{collection}_{n}" for n in range(1, LITE_RENAMES + 1)] if self.lite else [])
+        names = _names(collection, self.lite)
         for name in names:
             self.collection = name
             if self.client.has_collection(name):
