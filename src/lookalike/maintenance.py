@@ -99,14 +99,19 @@ def rebuild(spaces: Spaces, backend: str | None = None, force: bool = False, wai
 BUILDING = "building:"  # a catalog meta key's prefix: a space being built by rebuild, its key after it
 
 
-def _drop_space(spaces: Spaces, key: SpaceKey) -> bool:
-    """Drop a shared space's collections (by name, where they exist); False when the engine could not be asked."""
+def _let_go(spaces: Spaces, key: SpaceKey, active: SpaceKey, dropped: list[str]) -> bool:
+    """Drop a space that is not the active one: a shared space's collections (by name, where they exist; added to
+    ``dropped``), an embedded one's folder going with the other stale folders. False when the engine could not be
+    asked: its version is kept, and the next tidy tries again."""
+    if not key.shared or key == active:
+        return True
     try:
         for name in (*spaces.names_for(key), pooled_centres(spaces, key)):
             drop_collection(key.backend, name, spaces.settings)
     except Exception as exc:  # an engine that is gone or unreachable: try again next time
         log.warning("could not drop the collections of %s: %s", key.to_json(), exc)
         return False
+    dropped.append(key.to_json())
     return True
 
 
@@ -121,15 +126,10 @@ def building_spaces(spaces: Spaces, active: SpaceKey, keep_versions: set[int], d
     with catalog.lock("relearn", wait=False) as free:
         for meta_key in begun:
             key = SpaceKey.from_json(meta_key.removeprefix(BUILDING))
-            if not free:
+            if free and _let_go(spaces, key, active, dropped):
+                catalog.delete_meta(meta_key)
+            else:
                 keep_versions.add(key.version)
-                continue
-            if key.shared and key != active and not _drop_space(spaces, key):
-                keep_versions.add(key.version)
-                continue
-            if key.shared and key != active:
-                dropped.append(key.to_json())
-            catalog.delete_meta(meta_key)  # an embedded build's folder goes with the other stale folders
 
 
 def tidy(spaces: Spaces) -> dict[str, Any]:
@@ -147,15 +147,10 @@ def tidy(spaces: Spaces) -> dict[str, Any]:
     keep_versions = {active.version}
     for meta_key, retired_at in catalog.meta_items("retired:").items():
         key = SpaceKey.from_json(meta_key.removeprefix("retired:"))
-        if now - float(retired_at) < s.retire_grace:
+        if now - float(retired_at) >= s.retire_grace and _let_go(spaces, key, active, dropped):
+            catalog.delete_meta(meta_key)
+        else:
             keep_versions.add(key.version)
-            continue
-        if key.shared and key != active:
-            if not _drop_space(spaces, key):
-                keep_versions.add(key.version)
-                continue
-            dropped.append(key.to_json())
-        catalog.delete_meta(meta_key)
     building_spaces(spaces, active, keep_versions, dropped)
     catalog.delete_transforms(keep_versions)
     if active.shared and _drop_pooled_centres(spaces, active, now):
