@@ -32,7 +32,7 @@ from lookalike.fields import Fields, dumps
 from lookalike.imaging import BadImage, Decoded, thumbnail_jpeg
 from lookalike.ingest.fetch import FetchError
 from lookalike.ingest.reading import Reader
-from lookalike.ingest.sources import LIBRARY_MARKER, SourceItem, SourceSet
+from lookalike.ingest.sources import SourceItem, SourceSet, is_library_folder
 from lookalike.ingest.video import Span, VideoError, VideoInfo, VideoLimits, file_sha256, probe
 from lookalike.ingest.video import frames as video_frames
 from lookalike.models.detectors import Detection
@@ -182,7 +182,7 @@ def still_there(source: str, root: str) -> bool:
     if not (os.path.isabs(source) and os.path.isfile(source)):
         return False
     top = Path(root)
-    return not any((folder / LIBRARY_MARKER).exists() for folder in Path(source).parents if folder.is_relative_to(top))
+    return not any(is_library_folder(folder) for folder in Path(source).parents if folder.is_relative_to(top))
 
 
 def vanished_under(catalog: Catalog, root: str, present: Collection[str]) -> list[str]:

@@ -170,6 +170,10 @@ LIBRARY_MARKER = ".lookalike-library"
 LIBRARY_FOLDER = "a Lookalike library's own folder (it holds .lookalike-library): its files are never indexed"
 
 
+def is_library_folder(folder: Path) -> bool:
+    return (folder / LIBRARY_MARKER).exists()
+
+
 def mark_library_folder(home: Path) -> None:
     """Mark ``home`` as a library's folder (once; a folder that cannot be written is left as it is)."""
     marker = home / LIBRARY_MARKER
@@ -188,14 +192,14 @@ def walk_folder(root: Path, label: str | None = None) -> Iterator[SourceItem]:
     flat folder's name says nothing about its photos). Formats are sniffed from content when read.
     """
     root = Path(root)
-    if (root / LIBRARY_MARKER).exists():
+    if is_library_folder(root):
         yield SourceItem(printable(root) + os.sep, label, error=LIBRARY_FOLDER)
         return
     unlisted: list[OSError] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=unlisted.append):
         yield from _unlisted(unlisted)
         folder = Path(dirpath)
-        libraries = {d for d in dirnames if (folder / d / LIBRARY_MARKER).exists()}
+        libraries = {d for d in dirnames if is_library_folder(folder / d)}
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in libraries)
         folder_label = label if label is not None else (folder.name if folder != root else None)
         for d in list(dirnames):
