@@ -86,8 +86,15 @@ class Verdict:
         screenshot) and their pixels agreeing at ``SAME_PICTURE``, overall and in the centre of the overlap: what
         the duplicates report joins, since it proposes removals (a search calls a copy at ``AGREE``). Geometry is
         not asked to agree where it could not look (no thumbnail, too few features)."""
-        agrees = all(a is None or a >= SAME_PICTURE for a in (self.agreement, self.centre_agreement))
-        return self.copy and self.confirmed is not False and self.nested is not False and agrees
+        least = self.least_agreement
+        return self.copy and self.confirmed is not False and self.nested is not False and (
+            least is None or least >= SAME_PICTURE)  # fmt: skip
+
+    @property
+    def least_agreement(self) -> float | None:
+        """The lower of the pixels' agreement overall and in the centre, of those measured; None: not looked."""
+        looks = [a for a in (self.agreement, self.centre_agreement) if a is not None]
+        return min(looks) if looks else None
 
     def as_dict(self) -> dict:
         return {"copy": self.copy, "same_object": self.same_object, "confidence": round(self.confidence, 4),

@@ -89,9 +89,8 @@ def judged_pair(image_id: int, other: int, verdict: Verdict, size: tuple[int, in
         shown = (area(verdict.query_box), area(verdict.match_box))  # pixels of each photo the pair shares
     if image_id > other:
         shown = (shown[1], shown[0])
-    looks = [x for x in (verdict.agreement, verdict.centre_agreement) if x is not None]
     return Pair(min(image_id, other), max(image_id, other), verdict.confidence, frozenset(inside), shown,
-                min(looks) if looks else None)  # fmt: skip
+                verdict.least_agreement)  # fmt: skip
 
 
 def _find(parent: dict[int, int], i: int) -> int:
