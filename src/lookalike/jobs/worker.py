@@ -333,9 +333,10 @@ class Worker:
         report = pipeline.run([SourceSet(items)])
         # what an earlier attempt wrote, found unchanged now: this job's photos all the same (a job re-run after an
         # outage said "added 680, unchanged 320" for 1,000 new photos)
-        states = self.parts.catalog.source_states(list(before))
-        rejected_now = {r.source for r in report.rejected}
-        earlier = {s: i for s, i in before.items() if s not in rejected_now and s in states and states[s].image_id == i}
+        uploads = [i for i in items if i.stored]
+        states = self.parts.catalog.source_states({*before, *(i.source for i in uploads)})  # one query for both uses
+        rejected = {r.source: r.reason for r in report.rejected}
+        earlier = {s: i for s, i in before.items() if s not in rejected and s in states and states[s].image_id == i}
         firsts = {i: s for s, i in reversed(list(earlier.items()))}  # each photo's first source: added; others: twins
         counts = {"added": len(report.added) + report.updated + len(firsts),
                   "duplicates": len(report.duplicates) + len(earlier) - len(firsts),
@@ -343,10 +344,7 @@ class Worker:
         details: dict[str, Any] = {"rejected": [{"source": r.source, "reason": r.reason} for r in report.rejected]}
         if report.parts:  # a video's time range: the video is recorded by the job's finish step (_finish_videos)
             details["parts"] = [asdict(part) for part in report.parts]
-        uploads = [i for i in items if i.stored]
         if uploads:  # each upload's outcome, for the request waiting on it; a rejected one's bytes go
-            rejected = {r.source: r.reason for r in report.rejected}
-            states = self.parts.catalog.source_states([i.source for i in uploads])
             new = set(report.added) | set(firsts)
             twins = {d.source for d in report.duplicates} | (set(earlier) - set(firsts.values()))  # its image, not new
             near = {d.source: d.of for d in report.near_duplicates}
