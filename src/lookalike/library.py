@@ -53,7 +53,7 @@ from lookalike.search.whitening import Whitening
 from lookalike.spaces import Spaces
 from lookalike.store.catalog import Catalog, ImageRecord
 from lookalike.store.catalog.cache import RecordCache
-from lookalike.store.catalog.database import redact
+from lookalike.store.catalog.database import PATIENCE, redact
 from lookalike.store.images import ImageStore, LocalImageStore
 from lookalike.store.s3 import S3ImageStore, S3Location, is_s3, s3_client
 from lookalike.store.vectors import VectorIndex
@@ -85,7 +85,10 @@ class Library:
         self.home = self.settings.home
         self.home.mkdir(parents=True, exist_ok=True)
         mark_library_folder(self.home)  # never indexed itself, even inside the folder it indexes
-        self.catalog = Catalog.open(self.settings.catalog_url, self.settings.database_schema)
+        # a command's reads wait out a database that blinks, as its writes do: a failover must not end an index run
+        # half-way; the service answers 503 at once and a worker runs its chunk again (they read without waiting)
+        self.catalog = Catalog.open(self.settings.catalog_url, self.settings.database_schema,
+                                    read_patience=PATIENCE if role == "cli" else 0.0)  # fmt: skip
         self.library_id = self.catalog.setdefault_meta("library_id", uuid.uuid4().hex)
         self._lock = threading.Lock()  # the job queue, made on first use
         self._jobs: JobQueue | None = None

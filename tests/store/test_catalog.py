@@ -22,6 +22,7 @@ from lookalike.store.catalog import (
     codec,
     object_vector_id,
 )
+from lookalike.store.catalog.database import CatalogUnavailable
 from lookalike.store.catalog.migrations import LATEST
 from lookalike.store.images import LocalImageStore
 from lookalike.store.payload import whole_photo
@@ -437,6 +438,30 @@ def test_an_unreachable_database_names_the_setting(tmp_path) -> None:
     assert "secret" not in str(err.value)
     with pytest.raises(DatabaseError, match="must start with postgresql"):
         Catalog.open("mysql://x/y")
+
+
+def test_a_read_waits_out_a_database_that_blinks_only_when_asked(own_pg) -> None:
+    """A command's catalog (``read_patience``) reads through a restart, as its writes do; the service's answers
+    CatalogUnavailable at once (a 503). A 0.2 s restart used to end a 1,000-photo `lookalike index` run."""
+    url = own_pg.create_database()
+    waiting, at_once = Catalog.open(url, read_patience=60.0), Catalog.open(url)
+    back = threading.Timer(1.5, own_pg.resume)
+    try:
+        waiting.add_batch([item(sha(1), "/s/1.jpg")])
+        assert waiting.count() == 1 and at_once.count() == 1
+        own_pg.pause()  # every pooled connection is cut, and nothing answers until resume()
+        with pytest.raises(CatalogUnavailable):
+            at_once.count()
+        back.start()
+        start = time.monotonic()
+        assert waiting.count() == 1 and waiting.ids_for_shas([sha(1), sha(2)]).keys() == {sha(1)}
+        assert time.monotonic() - start >= 1.0  # it did wait for the server
+        assert at_once.count() == 1  # and the other catalog works again without being opened again
+    finally:
+        if back.ident is not None:
+            back.join()
+        waiting.close()
+        at_once.close()
 
 
 def test_sizes_are_reported(catalog) -> None:

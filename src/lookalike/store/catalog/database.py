@@ -9,8 +9,11 @@ Transactions: writes run in ``write()`` (SQLite ``BEGIN IMMEDIATE``: one writer 
 deadlocks; PostgreSQL READ COMMITTED). ``retrying()`` is the one place that waits out a database that blinks: a
 deadlock, a serialization failure, or a lost connection (a restart, a failover, a full server) runs the write
 again with capped exponential backoff (lookalike.store.retry) for up to ``patience`` seconds, then raises
-``CatalogUnavailable``. Any other use of a connection that finds the server gone raises ``CatalogUnavailable``
-at once (a request answers 503; a worker waits and runs its chunk again). Reads run in ``read()``:
+``CatalogUnavailable``. A read finds the server gone: with ``read_patience`` (a command-line process, whose run
+must not end on a failover) its statement runs again on a new connection, for up to that many seconds (a read on
+PostgreSQL is autocommit, each statement on its own, so running one again is the same read); without (the service)
+it raises ``CatalogUnavailable`` at once (a request answers 503; a worker waits and runs its chunk again).
+Reads run in ``read()``:
 on PostgreSQL in autocommit (no BEGIN/ROLLBACK round trips, measured in bench/catalog.py), on SQLite in a
 deferred transaction; in WAL mode SQLite readers never wait for writers.
 
@@ -26,7 +29,7 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -127,9 +130,11 @@ def redact(url: str) -> str:
 class Database:
     """An engine plus the few things that differ between SQLite and PostgreSQL."""
 
-    def __init__(self, url: str, schema: str | None = None, patience: float = PATIENCE) -> None:
+    def __init__(self, url: str, schema: str | None = None, patience: float = PATIENCE,
+                 read_patience: float = 0.0) -> None:  # fmt: skip
         self.url = normalise_url(url)
         self.patience = patience
+        self.read_patience = read_patience
         self.dialect = "postgresql" if self.url.startswith("postgresql") else "sqlite"
         self.schema = schema
         self.path: Path | None  # the SQLite file
@@ -177,13 +182,18 @@ class Database:
         # PostgreSQL: autocommit, no BEGIN / ROLLBACK round trips around each read (each statement sees
         # committed data). SQLite: a deferred read transaction; statements outside one slowed concurrent
         # writers by orders of magnitude (the feed test: 0.35 s against 113 s for 120 writes)
-        with reachable():
-            if self.dialect == "sqlite":
-                conn = self.engine.connect()
-            else:
-                conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-            with conn:
-                yield conn
+        if self.dialect == "postgresql" and self.read_patience > 0:
+            with contextlib.closing(_Rereading(self)) as again:
+                yield cast(Connection, again)
+            return
+        with reachable(), self._reader() as conn:
+            yield conn
+
+    def autocommit(self) -> Connection:
+        return self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+
+    def _reader(self) -> Connection:
+        return self.autocommit() if self.dialect == "postgresql" else self.engine.connect()
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
@@ -208,8 +218,8 @@ class Database:
             return fn(conn)
 
     def ping(self) -> None:
-        """Raise ``CatalogUnavailable`` unless the database answers a query now (readiness checks)."""
-        with self.read() as conn:
+        """Raise ``CatalogUnavailable`` unless the database answers a query now (readiness checks): never waits."""
+        with reachable(), self._reader() as conn:
             conn.execute(sa.text("SELECT 1")).scalar()
 
     def wait_reachable(self, stop: Callable[[], bool], patience: float) -> bool:
@@ -319,3 +329,49 @@ def _sqlite_begin(conn: Connection) -> None:
     options = conn.get_execution_options()
     if options.get("isolation_level") != "AUTOCOMMIT":
         conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("immediate") else "BEGIN")
+
+
+class _Rereading:
+    """A PostgreSQL read connection whose statements run again on a new connection while the server is away, for up
+    to the database's ``read_patience`` (see the module); anything else is the connection's own."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._conn: Connection | None = None
+
+    def _run(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        def once() -> Any:
+            if self._conn is None:
+                self._conn = self._db.autocommit()
+            try:
+                return getattr(self._conn, name)(*args, **kwargs)
+            except sa.exc.DBAPIError as exc:
+                if unreachable(exc):
+                    self.close()  # a broken connection is not used again
+                raise
+
+        with reachable():
+            try:
+                return once()
+            except sa.exc.DBAPIError as exc:  # the common case above costs no retry machinery
+                if not unreachable(exc):
+                    raise
+            return retry.again(once, unreachable, self._db.read_patience)
+
+    def execute(self, *args: Any, **kwargs: Any) -> Any:
+        return self._run("execute", *args, **kwargs)
+
+    def exec_driver_sql(self, *args: Any, **kwargs: Any) -> Any:
+        return self._run("exec_driver_sql", *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        if self._conn is None:
+            with reachable():
+                self._conn = retry.again(self._db.autocommit, unreachable, self._db.read_patience)
+        return getattr(self._conn, name)
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(sa.exc.SQLAlchemyError):
+                conn.close()

@@ -110,7 +110,13 @@ def _v1(conn: Connection, dialect: str) -> None:
 
 
 def _has_table(conn: Connection, name: str) -> bool:
-    return name in sa.inspect(conn).get_table_names()
+    """Whether the catalog's schema (PostgreSQL: the current one, as the statements use) holds table ``name``; a
+    statement, not ``sa.inspect``, so that it runs on any read connection (one that waits out a blink too)."""
+    if conn.dialect.name == "postgresql":
+        sql = "SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = :n"
+    else:
+        sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = :n"
+    return conn.execute(sa.text(sql), {"n": name}).first() is not None
 
 
 def _convert_legacy_sqlite(conn: Connection) -> None:

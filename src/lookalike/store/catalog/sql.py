@@ -117,8 +117,9 @@ class Catalog:
         self._dirs: dict[str, int] = {}  # folder -> id: a cache of rows that never change
 
     @classmethod
-    def open(cls, url: str, schema: str | None = None) -> Catalog:
-        return cls(Database(url, schema))
+    def open(cls, url: str, schema: str | None = None, read_patience: float = 0.0) -> Catalog:
+        """``read_patience``: seconds a read waits for a database that blinks (lookalike.store.catalog.database)."""
+        return cls(Database(url, schema, read_patience=read_patience))
 
     @property
     def dialect(self) -> str:
