@@ -352,3 +352,49 @@ def test_a_rebuild_killed_before_its_switch_leaves_nothing_in_the_engine(embedde
         current = set(lib.space.names)
     names = set(MilvusClient(f"{tmp_path}/m.db").list_collections())
     assert orphan and not orphan & names and current <= names
+
+
+def test_a_rebuild_that_switches_while_tidying_begins_keeps_its_transform(embedder, photo_dir, tmp_path,
+                                                                          monkeypatch) -> None:  # fmt: skip
+    """A tidy that read the active space, then a rebuild (another process's `reindex`) switching to its new space:
+    the tidy deleted the new space's transform as unused, and no process could open the library again ("transform
+    version 2 is not in the catalog"; on a shared engine it dropped the new space's collections too). Found by a
+    review. What tidy deletes is now decided under the rebuilds' lock, from the active space read inside it."""
+    import threading
+
+    from lookalike import maintenance
+    from lookalike.spaces import Spaces
+
+    conf = {"home": tmp_path / "lib"}
+    with open_lib(conf, embedder) as lib:
+        lib.index([str(photo_dir)])
+        old = lib.space.key
+        built, go = threading.Event(), threading.Event()
+        real_build, real_active = Spaces.build_space, Spaces.active_key
+
+        def slow_build(self, key):
+            space = real_build(self, key)
+            built.set()
+            go.wait(120)
+            return space
+
+        rebuild = threading.Thread(target=maintenance.rebuild, args=(lib.spaces,), kwargs={"force": True})
+
+        def active_then_switch(self):  # the tidy reads the active space, then the rebuild switches and ends
+            key = real_active(self)
+            if threading.current_thread() is not rebuild and not go.is_set():
+                go.set()
+                rebuild.join()
+            return key
+
+        monkeypatch.setattr(Spaces, "build_space", slow_build)
+        rebuild.start()
+        assert built.wait(120)
+        monkeypatch.setattr(Spaces, "active_key", active_then_switch)
+        maintenance.tidy(lib.spaces)
+        monkeypatch.undo()
+        assert not rebuild.is_alive()
+        new = lib.spaces.active_key()
+        assert new != old and lib.catalog.transform(new.version) is not None
+    with open_lib(conf, embedder) as again:  # another process opening the library
+        assert again.space.key == new and len(again.vectors) == 12

@@ -116,20 +116,15 @@ def _let_go(spaces: Spaces, key: SpaceKey, active: SpaceKey, dropped: list[str])
 
 
 def building_spaces(spaces: Spaces, active: SpaceKey, keep_versions: set[int], dropped: list[str]) -> None:
-    """Spaces a rebuild began: kept while a rebuild runs (it holds the "relearn" lock), dropped once none does and
-    the space never became the active one (its process was killed mid-build: at a million photos, a whole copy
-    of the vectors left in the engine for good)."""
-    catalog = spaces.catalog
-    begun = catalog.meta_items(BUILDING)
-    if not begun:
-        return
-    with catalog.lock("relearn", wait=False) as free:
-        for meta_key in begun:
-            key = SpaceKey.from_json(meta_key.removeprefix(BUILDING))
-            if free and _let_go(spaces, key, active, dropped):
-                catalog.delete_meta(meta_key)
-            else:
-                keep_versions.add(key.version)
+    """Spaces a rebuild began and never switched to (its process was killed mid-build: at a million photos, a whole
+    copy of the vectors left in the engine for good): dropped. Called with the "relearn" lock held, so no rebuild
+    is running."""
+    for meta_key in spaces.catalog.meta_items(BUILDING):
+        key = SpaceKey.from_json(meta_key.removeprefix(BUILDING))
+        if _let_go(spaces, key, active, dropped):
+            spaces.catalog.delete_meta(meta_key)
+        else:
+            keep_versions.add(key.version)
 
 
 def tidy(spaces: Spaces) -> dict[str, Any]:
@@ -138,11 +133,23 @@ def tidy(spaces: Spaces) -> dict[str, Any]:
     s, catalog = spaces.settings, spaces.catalog
     dropped: list[str] = []  # the retired spaces whose collections were dropped
     done = {"changes_pruned": 0, "dropped": dropped}
-    active = spaces.active_key()
     keep_from = catalog.last_seq()
-    if active.shared:
+    if spaces.active_key().shared:
         keep_from = min(keep_from, int(catalog.get_meta(spaces.space.cursor_key) or 0))
     done["changes_pruned"] = catalog.prune_changes(keep_from, s.change_retention)
+    # what is dropped depends on which space is active, and a rebuild switches it: all of it is decided under the
+    # rebuilds' lock, from the active space read inside it; while a rebuild runs, the next tidy does it (a tidy
+    # that read the active space before a rebuild switched deleted the new space's transform: no process could
+    # open the library any more)
+    with catalog.lock("relearn", wait=False) as free:
+        if free:
+            _drop_unused(spaces, spaces.active_key(), dropped)
+    return done
+
+
+def _drop_unused(spaces: Spaces, active: SpaceKey, dropped: list[str]) -> None:
+    """The part of ``tidy`` that deletes: retired and abandoned spaces, transforms nothing uses, stale folders."""
+    s, catalog = spaces.settings, spaces.catalog
     now = time.time()
     keep_versions = {active.version}
     for meta_key, retired_at in catalog.meta_items("retired:").items():
@@ -166,7 +173,6 @@ def tidy(spaces: Spaces) -> dict[str, Any]:
                     shutil.rmtree(child, ignore_errors=True)
             elif child.is_file() and child.name.startswith("index"):  # files of versions before spaces
                 child.unlink(missing_ok=True)
-    return done
 
 
 def pooled_centres(spaces: Spaces, key: SpaceKey) -> str:
