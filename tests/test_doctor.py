@@ -41,6 +41,26 @@ def test_a_run_killed_before_its_end_leaves_photos_doctor_removes_and_duplicates
         assert sorted(lib.vectors.ids().tolist()) == lib.catalog.ids().tolist()
 
 
+def test_a_store_two_libraries_use_is_not_judged_by_either(s3_settings: Settings, embedder, photo_dir: Path,
+                                                           tmp_path: Path, monkeypatch) -> None:  # fmt: skip
+    """Two libraries given one bucket prefix (as `lookalike eval` did with LOOKALIKE_IMAGE_STORE=s3://...): each
+    library's files are unknown to the other's catalog, so the main library's `doctor --fix` deleted every
+    thumbnail of the other once an hour old (found by a review). Each library now notes itself in the store, and
+    doctor leaves the files of a store another library uses alone, and says so."""
+    from lookalike import doctor
+
+    monkeypatch.setattr(doctor, "UNUSED_AFTER", 0.0)  # every file old enough: S3 keeps its own times
+    main_s = s3_settings.model_copy(update={"home": tmp_path / "main"})
+    other_s = s3_settings.model_copy(update={"home": tmp_path / "other"})
+    with Library(main_s, embedder=embedder) as main, Library(other_s, embedder=embedder) as other:
+        other.index([str(photo_dir)])
+        assert main.images.libraries() == {main.library_id, other.library_id}
+        found = main.check()
+        assert found.files_unused == [] and found.problems == 0
+        assert len(found.notes) == 1 and "used by 1 other library" in found.notes[0]
+        assert other.check().thumbnails_missing == [] and other.catalog.count() == 12
+
+
 def test_files_no_photo_has_are_found_once_old_and_deleted(settings: Settings, embedder, photo_dir: Path) -> None:
     """A process killed while removing photos, after the catalog's commit, left their thumbnails and features in the
     store for good: doctor said 0 differences and --fix left them. Those written over doctor.UNUSED_AFTER ago are

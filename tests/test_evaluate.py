@@ -115,3 +115,14 @@ def test_a_leave_one_out_query_is_searched_as_if_it_were_not_in_the_library(sett
         outside = other.search(str(query), k=8).hits
     assert [Path(h.sources[0]).name for h in inside] == [Path(h.sources[0]).name for h in outside]
     assert [h.score for h in inside] == pytest.approx([h.score for h in outside], abs=1e-4)
+
+
+def test_the_eval_library_keeps_its_files_apart_from_the_users(tmp_path: Path) -> None:
+    """Its own home, its own schema, and its own files: never the user's bucket, where the user's `doctor --fix`
+    would have taken its thumbnails for debris."""
+    from lookalike.config import Settings
+    from lookalike.evaluate import _eval_settings
+
+    s = Settings(home=tmp_path / "lib", image_store="s3://bucket/prefix", database_url="postgresql://u@/db")
+    own = _eval_settings(tmp_path / "set", s, fresh=False)
+    assert own.image_store == "local" and own.home != s.home and own.database_schema

@@ -12,6 +12,7 @@ library never does any of this: only this explicit command repairs wholesale.
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -31,6 +32,7 @@ CHUNK = 4096
 # thumbnails a moment before the batch's commit, which a run still going always reaches well within it
 UNUSED_AFTER = 3600.0
 PAYLOAD_KEYS = ("photo_id", "object", "label", "detected_label")
+log = logging.getLogger("lookalike")
 
 
 @dataclass
@@ -55,10 +57,11 @@ class Findings:
     originals_missing: list[int] = field(default_factory=list)
     fixed: dict[str, int] = field(default_factory=dict)
     unfixable: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what was not looked at, and why
 
     @property
     def problems(self) -> int:
-        return sum(len(v) for k, v in asdict(self).items() if isinstance(v, list) and k != "unfixable")
+        return sum(len(v) for k, v in asdict(self).items() if isinstance(v, list) and k not in ("unfixable", "notes"))
 
     def as_dict(self) -> dict[str, Any]:
         return {"problems": self.problems, **asdict(self)}
@@ -98,7 +101,16 @@ def check(spaces: Spaces, images: ImageStore) -> Findings:
     _compare(space.parts, catalog.copy_vector_ids(parts=True), lambda ids: catalog.copy_vectors(ids, True).payloads,
              found, "parts")  # fmt: skip
     found.photos_without_source = catalog.orphans()
-    found.files_unused = unused_files(catalog, images, time.time())
+    library_id = catalog.get_meta("library_id") or ""
+    claim_store(images, library_id)
+    others = images.libraries() - {library_id}
+    if others:
+        found.notes.append(f"files unused: not looked for, the image store is used by {len(others)} other "
+                               f"librar{'y' if len(others) == 1 else 'ies'} too ({', '.join(sorted(others)[:3])}): "
+                               "their files are not this catalog's to judge (give each library a "
+                               "LOOKALIKE_IMAGE_STORE of its own)")  # fmt: skip
+    else:
+        found.files_unused = unused_files(catalog, images, time.time())
     ids = catalog.ids().tolist()
     for start in range(0, len(ids), CHUNK):
         for image_id, rec in catalog.get_many(ids[start : start + CHUNK]).items():
@@ -107,6 +119,16 @@ def check(spaces: Spaces, images: ImageStore) -> Findings:
             if rec.has_original and not images.exists("original", rec.sha256):
                 found.originals_missing.append(image_id)
     return found
+
+
+def claim_store(images: ImageStore, library_id: str) -> None:
+    """Note in the image store that this library keeps files there: a second library given the same store (the
+    same bucket prefix) makes every library's doctor leave the files it does not know alone. A store that cannot
+    be written now (down, read-only) is not a reason to refuse to open the library."""
+    try:
+        images.claim(library_id)
+    except Exception as exc:
+        log.warning("could not note this library in the image store: %s", exc)
 
 
 def unused_files(catalog: Catalog, images: ImageStore, now: float) -> list[str]:

@@ -75,13 +75,13 @@ class _Scores:
 
 def _eval_settings(directory: Path, settings: Settings, fresh: bool) -> Settings:
     """The settings of the evaluation's own library: never the user's, a folder of its own (emptied first when
-    ``fresh``), and with a shared database a schema of its own."""
+    ``fresh``) holding its files too (never the user's bucket), and with a shared database a schema of its own."""
     home = eval_home(directory, settings)
     if fresh and home.exists():
         import shutil
 
         shutil.rmtree(home)
-    update: dict = {"home": home}
+    update: dict = {"home": home, "image_store": "local"}
     if settings.database_url is not None:
         update["database_schema"] = "lookalike_" + home.name.replace("-", "_").replace(".", "_").lower()[:50]
     return settings.model_copy(update=update)

@@ -98,6 +98,7 @@ class Library:
         else:
             s3 = s3_client(self.settings)
             self.images = S3ImageStore(s3, S3Location.parse(self.settings.image_store))
+        doctor.claim_store(self.images, self.library_id)
         self.reader = Reader(self.settings, self.images, s3, self.catalog.video_states)
         self.model_name = self._check_model()
         self.spec = get_spec(self.model_name, self.settings)

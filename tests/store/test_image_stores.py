@@ -76,3 +76,15 @@ def test_s3_presigned_url_serves_the_object(s3_endpoint) -> None:
     store = S3ImageStore(s3server.make_client(s3_endpoint), S3Location.parse("s3://library/presign"))
     store.put("thumbnail", SHA, b"jpeg bytes")
     assert httpx.get(store.presigned_url("thumbnail", SHA, 60)).content == b"jpeg bytes"
+
+
+def test_libraries_that_claim_a_store_are_listed(store) -> None:
+    """What doctor reads before judging a file unused: every library that keeps files in the store."""
+    assert store.libraries() == set()
+    store.claim("a1b2c3")
+    store.claim("a1b2c3")  # again: the same
+    store.claim("other-library")
+    assert store.libraries() == {"a1b2c3", "other-library"}
+    assert list(store.stored("thumbnail")) == [] and store.disk_bytes() == 0
+    with pytest.raises(ValueError):
+        store.claim("../../etc")

@@ -175,9 +175,11 @@ def doctor(
         table.add_column("count", justify="right")
         table.add_column("first ids", overflow="fold")
         for key, value in found.as_dict().items():
-            if isinstance(value, list) and key != "unfixable":
+            if isinstance(value, list) and key not in ("unfixable", "notes"):
                 table.add_row(key.replace("_", " "), str(len(value)), ", ".join(map(str, value[:8])))
         out.print(table)
+        for line in found.notes:
+            out.print(f"[yellow]note:[/] {line}", highlight=False)
         if fix and found.problems:
             fixed = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in (found.fixed or {}).items())
             out.print(f"fixed: {fixed or 'nothing'}; remaining differences: {remaining}", highlight=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -18,6 +19,16 @@ from typing import BinaryIO, Literal, Protocol
 from lookalike.store.errors import StoreUnavailable
 
 Kind = Literal["thumbnail", "original", "features"]  # features: a photo's local features (search.feature_files)
+
+
+LIBRARIES = "libraries"  # a store's folder of the ids of the libraries that use it (``claim``)
+
+
+def library_key(library_id: str) -> str:
+    """Where a library's claim on a store lives: ``libraries/<id>``; ValueError for an id that is not a plain name."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", library_id):
+        raise ValueError(f"not a library id: {library_id!r}")
+    return f"{LIBRARIES}/{library_id}"
 
 
 def is_digest(text: str) -> bool:
@@ -48,6 +59,8 @@ class ImageStore(Protocol):
     def written(self, kind: Kind, sha256: str) -> float | None: ...
     def disk_bytes(self) -> int: ...
     def ping(self) -> None: ...
+    def claim(self, library_id: str) -> None: ...
+    def libraries(self) -> set[str]: ...
 
 
 class LocalImageStore:
@@ -129,3 +142,15 @@ class LocalImageStore:
 
     def disk_bytes(self) -> int:
         return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file()) if self.root.exists() else 0
+
+    def claim(self, library_id: str) -> None:
+        """Note that library ``library_id`` keeps its files here (doctor judges no file of a store two use)."""
+        path = self.root / library_key(library_id)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+
+    def libraries(self) -> set[str]:
+        """The ids of the libraries that claimed this store."""
+        folder = self.root / LIBRARIES
+        return {p.name for p in folder.iterdir()} if folder.is_dir() else set()

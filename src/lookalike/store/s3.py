@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 
 from lookalike.config import Settings
 from lookalike.store.errors import StoreUnavailable
-from lookalike.store.images import Kind, is_digest, kind_folder, relative_key
+from lookalike.store.images import LIBRARIES, Kind, is_digest, kind_folder, library_key, relative_key
 
 
 @contextlib.contextmanager
@@ -234,6 +234,19 @@ class S3ImageStore:
                 self.client.head_bucket(Bucket=self.location.bucket)
         except ClientError as exc:
             raise StoreUnavailable(f"{self.where}: {exc}") from exc
+
+    def claim(self, library_id: str) -> None:
+        """Note that library ``library_id`` keeps its objects under this prefix (see ``LocalImageStore.claim``)."""
+        with reachable(self.where):
+            self.client.put_object(Bucket=self.location.bucket, Key=f"{self.location.prefix}{library_key(library_id)}",
+                                   Body=b"")  # fmt: skip
+
+    def libraries(self) -> set[str]:
+        """The ids of the libraries that claimed this prefix."""
+        prefix = f"{self.location.prefix}{LIBRARIES}/"
+        with reachable(self.where):
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.location.bucket, Prefix=prefix)
+            return {obj["Key"].removeprefix(prefix) for page in pages for obj in page.get("Contents", [])}
 
     def disk_bytes(self) -> int:
         total = 0
