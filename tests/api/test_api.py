@@ -107,6 +107,28 @@ def test_region_search_finds_what_is_in_the_box(client: TestClient) -> None:
     )
 
 
+def test_a_thin_photo_or_a_one_pixel_box_is_searched_not_a_500(client: TestClient) -> None:
+    """A 3 x 1200 photo (1 pixel wide at the size local features are found at) or a box 1 pixel wide made OpenCV's
+    ORB assert inside the copy check: 500 (hostile probe). Too thin a picture has no local features; the search
+    answers, and a thin photo indexed is a candidate like any other."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    first = client.get(f"{API}/images", params={"limit": 1}).json()["images"][0]["id"]
+    for box in ([0, 0, 1, 140], [0, 0, 240, 1]):
+        r = client.post(f"{API}/search", json={"image_id": first, "box": box})
+        assert r.status_code == 200, r.text
+    for w, h in ((3, 1200), (1200, 3), (1, 900)):
+        out = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(out, "PNG")
+        thin = ("thin.png", out.getvalue(), "image/png")
+        assert client.post(f"{API}/search", files={"image": thin}).status_code == 200
+        assert client.post(f"{API}/images", files={"images": thin}).status_code in (200, 201)
+        r = client.post(f"{API}/search", files={"image": thin})  # now its own thumbnail is a candidate
+        assert r.status_code == 200, r.text
+
+
 def test_bad_inputs_get_the_right_status(make_client) -> None:
     client = make_client(max_upload_bytes=2 * 2**20)
     data = real_jpeg()

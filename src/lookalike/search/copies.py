@@ -47,6 +47,7 @@ NESTED = 0.9  # of a photo's area the other's frame must cover in a nested pair 
 # of one shelf or of one cover a moment apart agree in most cells but less (medians 0.65-0.85), edited copies more
 # (1 % of 7,000 known pairs below 0.72-0.79), on the four shared sets (bench/RESULTS.md, "Two shots of one scene")
 SAME_PICTURE = 0.7
+EDGE = 15  # ORB's border (edgeThreshold) in pixels, which no keypoint is found within
 SMALL = 96  # the long side of the grey picture whose pixels a copy must agree with once aligned (see agreement)
 # ORB finds this many times the keypoints kept, and the grid spread keeps the strongest of each cell. A candidate's
 # thumbnail gives 800 of 1,600: more of them come from coarse pyramid levels, which a photo of the same object taken
@@ -152,13 +153,18 @@ class Query:
         self._small = cv2.resize(self._pixels, (max(1, round(self._pixels.shape[1] * shrink)),
                                                 max(1, round(self._pixels.shape[0] * shrink))),
                                  interpolation=cv2.INTER_AREA).astype(np.float32)  # fmt: skip
-        self._orb = cv2.ORB_create(nfeatures=oversample * limit, fastThreshold=10, edgeThreshold=15, patchSize=15)
-        keypoints = _spread(self._orb.detect(self._pixels, None), self._pixels.shape, limit)
+        self._orb = cv2.ORB_create(nfeatures=oversample * limit, fastThreshold=10, edgeThreshold=EDGE, patchSize=15)
+        # ORB finds nothing within EDGE pixels of a border, and a picture 1 pixel thin made OpenCV assert (a search by
+        # a 3 x 1200 photo or a 1-pixel box answered 500: hostile probe): too thin a picture has no features
+        thin = min(self._pixels.shape) <= 2 * EDGE
+        keypoints = [] if thin else _spread(self._orb.detect(self._pixels, None), self._pixels.shape, limit)
         self._keypoints = keypoints
         self.features = self._describe(self._pixels, keypoints, self._small)
 
     def _describe(self, pixels: np.ndarray, keypoints, small: np.ndarray) -> Features:
-        keypoints, descriptors = self._orb.compute(pixels, keypoints)
+        descriptors = None
+        if keypoints:
+            keypoints, descriptors = self._orb.compute(pixels, keypoints)
         if descriptors is None or not keypoints:
             return Features(np.zeros((0, 2), np.float32), np.zeros((0, 32), np.uint8), self.width, self.height, small)
         pts = _cv2().KeyPoint_convert(keypoints).astype(np.float32)
