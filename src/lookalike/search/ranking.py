@@ -18,7 +18,7 @@ from lookalike.search.rerank import expand_query, k_reciprocal_order
 from lookalike.search.results import Hit
 from lookalike.store.catalog import Catalog, ObjectRecord, split_object_vector_id
 from lookalike.store.catalog.cache import RecordCache
-from lookalike.store.vectors import MISSING, VectorIndex
+from lookalike.store.vectors import MISSING, VectorIndex, held_vectors
 from lookalike.vectorspace import Space
 
 MATCHES = ("whole", "objects", "both")
@@ -74,7 +74,12 @@ def rank(space: Space, catalog: Catalog, records: RecordCache, settings: Setting
     def scored(index: VectorIndex, ids: np.ndarray, scores: np.ndarray) -> list[tuple[int, float, float]]:
         found = ids != MISSING
         ids, scores = ids[found], scores[found]
-        given = scores if query is original else index.vectors(ids) @ original
+        if query is original:
+            given = scores
+        else:
+            held, vectors = held_vectors(index, ids)
+            keep = np.isin(ids, held)
+            ids, scores, given = ids[keep], scores[keep], vectors @ original
         return list(zip(ids.tolist(), scores.tolist(), np.asarray(given).tolist(), strict=True))
 
     # filters run inside the vector backend, on the payload written from the catalog
@@ -119,9 +124,14 @@ def rank(space: Space, catalog: Catalog, records: RecordCache, settings: Setting
 def _rerank(space: Space, settings: Settings, query: np.ndarray,
             ranked: list[tuple[int, float, float]]) -> list[tuple[int, float, float]]:  # fmt: skip
     """k-reciprocal re-ranking of the candidates; the rank score becomes 1 - blended distance."""
-    ids = np.array([i for i, _, _ in ranked], dtype=np.int64)
+    held, vectors = held_vectors(space.photos, np.array([i for i, _, _ in ranked], dtype=np.int64))
+    if len(held) < len(ranked):
+        kept = set(held.tolist())
+        ranked = [r for r in ranked if r[0] in kept]
+    if len(ranked) < 2:
+        return ranked
     s = settings
-    order, distance = k_reciprocal_order(query, space.photos.vectors(ids), s.rerank_k1, s.rerank_k2, s.rerank_lambda)
+    order, distance = k_reciprocal_order(query, vectors, s.rerank_k1, s.rerank_k2, s.rerank_lambda)
     return [(ranked[j][0], 1.0 - float(d), ranked[j][2]) for j, d in zip(order, distance, strict=True)]
 
 
@@ -134,5 +144,7 @@ def _expand(space: Space, settings: Settings, vec: np.ndarray, exclude: int | No
         found &= np.cumsum(found) <= settings.query_expansion
     if not found.any():
         return vec
-    neighbours = space.photos.vectors(ids[0][found])
-    return expand_query(vec, neighbours, scores[0][found], settings.qe_alpha)
+    held, neighbours = held_vectors(space.photos, ids[0][found])
+    if not len(held):
+        return vec
+    return expand_query(vec, neighbours, scores[0][found][np.isin(ids[0][found], held)], settings.qe_alpha)

@@ -92,6 +92,16 @@ class VectorIndex(Protocol):
         ...
 
 
+def held_vectors(index: VectorIndex, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The vectors of those ``ids`` the index still holds, and those ids: a photo another process removed between
+    a search that found it and this read is left out (a search answered 500 when that happened: hostile probe)."""
+    try:
+        return ids, index.vectors(ids)
+    except Exception:  # which error a missing id gives depends on the engine; an engine that is away fails again below
+        held = ids[np.asarray([p is not None for p in index.payloads(ids)], dtype=bool)] if len(ids) else ids
+        return held, index.vectors(held)
+
+
 def no_hits(queries: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(ids, scores) of ``queries`` rows of ``k`` empty slots, for an engine to fill best first."""
     return np.full((queries, k), MISSING, dtype=np.int64), np.full((queries, k), -np.inf, dtype=np.float32)
