@@ -257,7 +257,7 @@ class Library:
     def indexing_parts(self) -> IndexingParts:
         """What an indexing run needs of this library."""
         return IndexingParts(self.settings, self.catalog, self.images, self.reader, self.models,
-                             self.searcher.copy_of, self.after_write, self.delete_images)  # fmt: skip
+                             self.searcher.copy_of, self.after_write, self.delete_orphans)  # fmt: skip
 
     def worker(self, name: str | None = None, queue: JobQueue | None = None) -> Worker:
         """A worker running this library's index jobs (from ``queue``, default its own); it maintains the library
@@ -300,8 +300,8 @@ class Library:
         else:
             self.maintain(wait=False)
 
-    def delete_images(self, ids: list[int], remember: bool = False) -> list[ImageRecord]:
-        removed = self.catalog.remove_images(ids, remember=remember)
+    def delete_images(self, ids: list[int], remember: bool = False, orphans_only: bool = False) -> list[ImageRecord]:
+        removed = self.catalog.remove_images(ids, remember=remember, orphans_only=orphans_only)
         for rec in removed:
             if self.catalog.id_for_sha(rec.sha256) is None:  # the same bytes may have been added again meanwhile
                 for kind in ("thumbnail", "original", "features"):
@@ -331,6 +331,11 @@ class Library:
             raise NotFoundError(f"no image with id {image_id}")
         self.after_write()
         return rec
+
+    def delete_orphans(self, ids: list[int]) -> list[ImageRecord]:
+        """Delete those of these photos no source points at, as the delete finds them (another run may have given
+        one a source since it was found sourceless)."""
+        return self.delete_images(ids, orphans_only=True)
 
     def remove(self, ids: list[int]) -> list[ImageRecord]:
         """Delete images by id, for good: their files stay out of later index runs (``index(include_removed=True)``
@@ -380,7 +385,7 @@ class Library:
         none now) are removed as a run removes the old version of a changed file."""
         fixed = doctor.fix(self.spaces, self.images, self.reader, found)
         sourceless = self.catalog.orphans(found.photos_without_source) if found.photos_without_source else []
-        fixed.fixed["photos_removed"] = len(self.delete_images(sourceless))
+        fixed.fixed["photos_removed"] = len(self.delete_orphans(sourceless))
         return fixed
 
     def duplicates(self, min_confidence: float = 0.0, on_progress: Callable[[int, int], None] | None = None

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from lookalike.config import Settings
-from lookalike.ingest.pipeline import EMPTY_ROOT, TWICE
+from lookalike.ingest.pipeline import EMPTY_ROOT, TWICE, TWIN_REMOVED
 from lookalike.ingest.sources import LIBRARY_FOLDER
 from lookalike.library import Library
 from tests.badfiles import salt
@@ -505,3 +505,32 @@ def test_a_command_rides_out_a_catalog_restart_mid_run(settings: Settings, embed
     finally:
         if back.ident is not None:
             back.join()
+
+
+def test_a_file_whose_twin_is_removed_mid_run_is_reported_then_indexed(settings: Settings, embedder, tmp_path: Path,
+                                                                      monkeypatch) -> None:  # fmt: skip
+    """A run reads a new file whose bytes an indexed photo has (so it is not decoded: a duplicate), then `lookalike
+    remove` deletes that photo before the run's commit: the file was neither indexed nor reported, the run said
+    "total 1" and nothing else (hostile probe). It is rejected with the reason now, and the next run adds it."""
+    from lookalike.ingest.pipeline import Pipeline
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    shutil.copy(photo("pizza", 0), a / "one.jpg")
+    shutil.copy(photo("pizza", 0), b / "copy-of-one.jpg")
+    with Library(settings, embedder=embedder) as lib:
+        twin = lib.index([str(a)]).added[0]
+        real = Pipeline._commit
+
+        def removed_first(self, *args, **kwargs):  # a `lookalike remove` lands right before the commit
+            lib.remove([twin])
+            monkeypatch.setattr(Pipeline, "_commit", real)
+            return real(self, *args, **kwargs)
+
+        monkeypatch.setattr(Pipeline, "_commit", removed_first)
+        report = lib.index([str(b)])
+        assert report.rejected and [(r.source, r.reason) for r in report.rejected] == [
+            (str(b / "copy-of-one.jpg"), TWIN_REMOVED)]  # fmt: skip
+        again = lib.index([str(b)])
+        assert len(again.added) == 1 and lib.catalog.count() == 1

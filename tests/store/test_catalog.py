@@ -221,6 +221,18 @@ def test_remove_images_cascades_and_reports_what_it_deleted(catalog) -> None:
     assert catalog.remove_images([ids[0]]) == []  # already gone: nothing to report twice
 
 
+def test_removing_orphans_keeps_one_given_a_source_since_it_was_found(catalog) -> None:
+    """A run found a photo sourceless (its file moved), then another run indexed the moved file, giving the photo a
+    source, before the first deleted it: the delete took the second run's photo and source with it, silently
+    (hostile probe). ``orphans_only`` checks in the delete itself."""
+    a, b = (r[1] for r in catalog.add_batch([item(sha(1), "/a/gone.jpg"), item(sha(2), "/a/other.jpg")]).rows)
+    catalog.remove_sources(["/a/gone.jpg", "/a/other.jpg"])
+    assert catalog.orphans([a, b]) == [a, b]
+    catalog.add_batch([item(sha(1), "/b/moved-here.jpg")])  # the other run, between the check and the delete
+    removed = catalog.remove_images([a, b], orphans_only=True)
+    assert [r.id for r in removed] == [b] and list(catalog.get(a).sources) == ["/b/moved-here.jpg"]
+
+
 def test_every_write_appends_to_the_change_feed(catalog) -> None:
     a, b = (r[1] for r in catalog.add_batch([item(sha(1), "/f/1.jpg"), item(sha(2), "/f/2.jpg", label=None)]).rows)
     catalog.add_batch([item(sha(2), "/g/2.jpg", label="late", vec=None)])  # a first label for b

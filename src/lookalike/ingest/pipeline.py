@@ -208,6 +208,8 @@ def vanished_under(catalog: Catalog, root: str, present: Collection[str]) -> lis
 
 
 TWICE = "listed again with another label or record (a CSV's or a manifest's second row for one file): the first is used"
+TWIN_REMOVED = ("the indexed photo with the same bytes was removed while this run read it (so it was not read again): "
+                "index it again to add it")
 EMPTY_ROOT = ("the folder lists no files, but {n} photo(s) were indexed from it: nothing pruned (an unmounted disk, "
               "a moved folder?); if they are gone for good, index it with --prune-empty (prune_empty in a job)")
 
@@ -259,7 +261,7 @@ class IndexingParts:
     models: Models
     copy_of: Callable[[CopyQuery], tuple[int, float] | None]
     after_write: Callable[[], None]
-    delete_images: Callable[[list[int]], list[ImageRecord]]
+    delete_orphans: Callable[[list[int]], list[ImageRecord]]  # those still sourceless as they are deleted
 
 
 class Pipeline:
@@ -616,6 +618,9 @@ class Pipeline:
             )
         written = self.parts.catalog.add_batch(rows, guard=self.guard)
         displaced += written.displaced
+        # a file of known bytes whose photo was removed meanwhile has nothing to be written with: said, not dropped
+        missed = {row.source for row in rows} - {row.source for row, _, _ in written.rows}
+        report.rejected += [Rejected(source, TWIN_REMOVED) for source in sorted(missed)]
         detected = {p.item.source: p for p in batch if p.detections is not None}
         prepared = {p.item.source: p for p in batch if p.near is not None}
         for row, image_id, is_new in written.rows:
@@ -647,7 +652,7 @@ class Pipeline:
     def _remove_orphans(self, candidates: list[int]) -> None:
         orphans = self.parts.catalog.orphans(candidates) if candidates else []
         if orphans:
-            self.parts.delete_images(orphans)
+            self.parts.delete_orphans(orphans)
 
     def _vanished(self, sets: list[SourceSet], items: dict[str, SourceItem], report: IndexReport, prune: bool,
                   prune_empty: bool = False) -> None:  # fmt: skip
@@ -663,7 +668,7 @@ class Pipeline:
         if prune and doomed:
             touched = forget_sources(self.parts.catalog, doomed)
             orphans = self.parts.catalog.orphans(touched)
-            report.pruned = len(self.parts.delete_images(orphans))
+            report.pruned = len(self.parts.delete_orphans(orphans))
 
     def _progress(self, done: int, report: IndexReport) -> None:
         if self.on_progress is not None:

@@ -377,7 +377,7 @@ class Worker:
             vanished = self.queue.vanished(task.job_id)
             if vanished:
                 touched = forget_sources(self.parts.catalog, vanished)
-                self.parts.delete_images(self.parts.catalog.orphans(touched))
+                self.parts.delete_orphans(self.parts.catalog.orphans(touched))
         self.queue.close(task, {"rejected": len(rejected)}, {"rejected": rejected})
 
     def _finish_videos(self, task: Task) -> list[dict[str, str]]:
@@ -414,7 +414,7 @@ class Worker:
             self._take_out(source, parts)
             return f"more than LOOKALIKE_VIDEO_MAX_FRAMES={cap} frames to keep ({len(frames)} in its time ranges)"
         touched = catalog.finish_video(replace(parts[0], frames=frames), self.queue.guard(task))
-        self.parts.delete_images(catalog.orphans(touched))
+        self.parts.delete_orphans(catalog.orphans(touched))
         return None
 
     def _take_out(self, source: str, parts: list[NewVideo]) -> None:
@@ -428,7 +428,7 @@ class Worker:
             shas = {p.sha256 for p in parts}
             if (shas == {old.sha256}) if shas else _same_file(source, old.sha256):
                 return
-        self.parts.delete_images(catalog.orphans(forget_sources(catalog, [source])))
+        self.parts.delete_orphans(catalog.orphans(forget_sources(catalog, [source])))
 
 
 def _same_file(source: str, sha256: str) -> bool:

@@ -855,10 +855,14 @@ class Catalog:
 
         return self.db.retrying(write)
 
-    def remove_images(self, ids: Iterable[int], remember: bool = False) -> list[ImageRecord]:
+    def remove_images(self, ids: Iterable[int], remember: bool = False, orphans_only: bool = False
+                      ) -> list[ImageRecord]:  # fmt: skip
         """Delete images with their sources and subjects; returns the records this call deleted. ``remember``: a
-        user removed them, so their sources are recorded as removed (``removed_among``) and indexing leaves them out."""
+        user removed them, so their sources are recorded as removed (``removed_among``) and indexing leaves them out.
+        ``orphans_only``: only those no source points at, checked in the delete itself (a photo found sourceless a
+        moment before may have been given a source by another run since: deleting it lost that run's file)."""
         records = self.get_many(ids)
+        where = " AND NOT EXISTS (SELECT 1 FROM sources s WHERE s.image_id = images.id)" if orphans_only else ""
 
         def write(conn: Connection) -> list[int]:
             gone = []
@@ -869,9 +873,9 @@ class Catalog:
                              "WHERE image_id IN :ids ON CONFLICT(dir_id, name) DO UPDATE SET removed_at = "
                              "excluded.removed_at", "ids")  # fmt: skip
                     conn.execute(q, {"ids": chunk, "t": now})
+            delete = _sql(f"DELETE FROM images WHERE id IN :ids{where} RETURNING id", "ids")
             for chunk in _chunks(sorted(records)):
-                gone += [int(r[0]) for r in conn.execute(_sql("DELETE FROM images WHERE id IN :ids RETURNING id",
-                                                              "ids"), {"ids": chunk})]  # fmt: skip
+                gone += [int(r[0]) for r in conn.execute(delete, {"ids": chunk})]
             self._feed(conn, [(i, PHOTO | OBJECTS) for i in gone])
             return gone
 
