@@ -129,6 +129,23 @@ def test_a_thin_photo_or_a_one_pixel_box_is_searched_not_a_500(client: TestClien
         assert r.status_code == 200, r.text
 
 
+def test_a_body_that_is_not_a_form_is_limited_to_a_mebibyte(client: TestClient) -> None:
+    """JSON is parsed whole, and FastAPI parses it on the event loop: 18 MB of nested arrays (under the upload limit
+    of 20 MiB) held every other request, liveness too, for 4 s (hostile probe). No JSON body needs more than 1 MiB;
+    photos come in multipart forms, which keep their own limit."""
+    from lookalike.api.limits import JSON_MAX_BYTES
+
+    big = b'{"image_id": 1, "x": [' + b",".join([b"[]"] * (JSON_MAX_BYTES // 3 + 10)) + b"]}"
+    json_type = {"content-type": "application/json"}
+    problem(client.post(f"{API}/search", content=big, headers=json_type), 413, f"limited to {JSON_MAX_BYTES} bytes")
+    problem(client.post(f"{API}/jobs/index", content=big, headers=json_type), 413, "multipart form")
+    first = client.get(f"{API}/images", params={"limit": 1}).json()["images"][0]["id"]
+    small = json.dumps({"image_id": first, "k": 2, "x": [[]] * 1000})
+    assert client.post(f"{API}/search", content=small, headers=json_type).status_code == 200
+    photo_form = {"image": ("p.jpg", photo("pizza", 0).read_bytes() + b"\0" * JSON_MAX_BYTES, "image/jpeg")}
+    assert client.post(f"{API}/search", files=photo_form).status_code == 200  # a form: the upload limit
+
+
 def test_bad_inputs_get_the_right_status(make_client) -> None:
     client = make_client(max_upload_bytes=2 * 2**20)
     data = real_jpeg()

@@ -4,6 +4,8 @@ Decoding, inference and the copy check run in worker threads; searches interleav
 granularity.
 """
 
+import json
+
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -42,8 +44,8 @@ async def search(request: Request, lib: Lib, state: Service) -> SearchOut:
         query: bytes | str | int = await upload.read()
         kind = "upload"
     elif ctype == "application/json":
-        try:
-            body = await request.json()
+        try:  # parsed off the event loop: a body of up to limits.JSON_MAX_BYTES still takes tens of milliseconds
+            body = await run_in_threadpool(json.loads, await request.body())
         except ValueError:
             raise Problem(400, "Malformed JSON", "the request body is not valid JSON") from None
         except RecursionError:
