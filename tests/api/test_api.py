@@ -361,6 +361,27 @@ def test_scores_come_in_the_order_of_the_hits(client: TestClient) -> None:
     assert same["similarity"] == pytest.approx(1.0, abs=1e-4)
 
 
+def test_a_nul_in_a_label_or_a_file_name_loses_nothing_on_postgresql(open_client, pg_url: str) -> None:
+    """PostgreSQL's text refuses a NUL character: a label or an uploaded file's name holding one failed the whole
+    upload's job (the good photo of the request with it, and the job's error showed the SQL statement and its
+    parameters), and a label filter holding one answered 500 (hostile probe). A label or a filter with one is
+    refused (422); a name is kept with the NUL written as a path's is (\\0)."""
+    client = open_client(database_url=pg_url)
+    good = jpeg(photo("pizza", 0))
+    problem(client.post(f"{API}/images", files=[("images", good)], data={"label": "a\x00b"}), 422, "NUL")
+    problem(client.get(f"{API}/images", params={"label": "a\x00b"}), 422, "NUL")
+    problem(client.get(f"{API}/images", params={"name": "a\x00b"}), 422, "NUL")
+    problem(client.post(f"{API}/search", json={"image_id": 1, "label": "a\x00b"}), 422, "NUL")
+    parts = [b'--B\r\nContent-Disposition: form-data; name="images"; filename="' + name + b'"\r\n'
+             b"Content-Type: image/jpeg\r\n\r\n" + photo("pizza", n).read_bytes() + b"\r\n"
+             for n, name in ((0, b"good.jpg"), (1, b"bad\x00name.jpg"))]  # a raw NUL: httpx would escape it
+    r = client.post(f"{API}/images", content=b"".join(parts) + b"--B--\r\n",
+                    headers={"content-type": "multipart/form-data; boundary=B"})
+    assert r.status_code == 201, r.text
+    assert sorted(a["name"] for a in r.json()["added"]) == ["bad\\0name.jpg", "good.jpg"]
+    assert not r.json()["rejected"] and client.get(f"{API}/images").json()["total"] == 2
+
+
 def test_records_travel_with_uploads_hits_and_patches(make_client) -> None:
     """A shop uploads a product photo with its record, finds it by a customer's photo with the record on the hit,
     corrects the price with PATCH; bad records are 422 naming the problem, and nothing is written."""

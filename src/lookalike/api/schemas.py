@@ -38,9 +38,12 @@ JobId = Annotated[int, BeforeValidator(digits_only), PathParam(ge=1, le=MAX_ID, 
 
 def unicode_text(value: str) -> str:
     """A free-text string the API stores or passes on, refused (422) when it cannot be encoded as UTF-8: a lone
-    surrogate (the JSON escape "\\ud800") would fail in the database, the engine or the answer instead."""
+    surrogate (the JSON escape "\\ud800") would fail in the database, the engine or the answer instead; nor may it
+    hold a NUL character, which PostgreSQL's text refuses (a label with one failed a whole upload's job there)."""
     if not valid_unicode(value):
         raise ValueError(NOT_UNICODE)
+    if "\x00" in value:
+        raise ValueError("a NUL character")
     return value
 
 

@@ -277,7 +277,10 @@ class Worker:
         """Record a failed attempt; when even that cannot be written, the lease runs out and another worker
         (or this one) claims the task again."""
         try:
-            self.queue.fail(task, f"{type(exc).__name__}: {exc}", outage=outage)
+            # the first line only: a database error's text goes on with the statement and its parameters, which
+            # the job's readers (anyone who may read the library) must not see
+            reason = (str(exc).strip().splitlines() or [""])[0]
+            self.queue.fail(task, f"{type(exc).__name__}: {reason}", outage=outage)
         except Exception as err:
             log.warning("job %d task %d: cannot record the failure (%s); its lease will run out", task.job_id,
                         task.seq, err)  # fmt: skip

@@ -6,7 +6,7 @@ year and ask again with If-None-Match; with S3 presigning on, they are fetched f
 
 import os
 from collections.abc import Callable
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
@@ -14,7 +14,7 @@ from starlette.responses import MalformedRangeHeader
 
 from lookalike.api import API
 from lookalike.api.deps import READ, WRITE, Lib, Service
-from lookalike.api.schemas import FieldsPatch, ImageId, ImageOut, ImagePage
+from lookalike.api.schemas import FieldsPatch, ImageId, ImageOut, ImagePage, Text
 from lookalike.config import Settings
 from lookalike.errors import NotFoundError
 from lookalike.library import Library
@@ -37,10 +37,10 @@ CHUNK = 2**20  # photos larger than this are sent in pieces of this size (the ev
 def list_images(
     lib: Lib,
     sort: Literal["newest", "oldest", "name"] = "newest",
-    label: str | None = Query(None, max_length=200),
+    label: Annotated[Text | None, Query(max_length=200)] = None,
     limit: int = Query(48, ge=1, le=500),
     offset: int = Query(0, ge=0, le=2**31),
-    name: str | None = Query(None, max_length=200, description="only photos whose file name contains this"),
+    name: Annotated[Text | None, Query(max_length=200, description="only photos whose file name contains this")] = None,
 ) -> ImagePage:
     total, records = lib.catalog.list_images(sort, label, limit, offset, name)
     return ImagePage(total=total, offset=offset, images=[ImageOut.from_record(r) for r in records])

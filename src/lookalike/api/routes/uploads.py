@@ -62,6 +62,8 @@ async def _indexed(form: FormData, lib: Library, state: State) -> JSONResponse:
         raise Problem(422, "Invalid parameters", f"label: at most {MAX_LABEL} characters")
     if label is not None and not valid_unicode(label):
         raise Problem(422, "Invalid parameters", f"label: {NOT_UNICODE}")
+    if label is not None and "\x00" in label:  # PostgreSQL's text refuses it: the whole job failed there
+        raise Problem(422, "Invalid parameters", "label: a NUL character")
     objects = str(form.get("objects", "")).lower() in ("1", "true", "yes", "on")
     fields = given_fields(form.get("fields"))
     files: list[tuple[str, bytes | BinaryIO]] = []
@@ -130,7 +132,9 @@ VIDEO_TYPES = {"video/mp4": ".mp4", "video/x-m4v": ".m4v", "video/quicktime": ".
 def accepted(up: UploadFile, settings: Settings) -> tuple[str, bool]:
     """(the name an upload is indexed under, whether it is a video), or the Problem saying why it is not taken: a video
     by its name's suffix or a video/* type, under its own size limit; a photo under the photos' limit."""
-    name = Path(up.filename or "").name
+    # a NUL in a name is written as a path's is (ingest.sources): PostgreSQL's text refuses it, and the job of the
+    # whole request failed there, its good photos with it
+    name = Path(up.filename or "").name.replace("\x00", "\\0")
     if not valid_unicode(name):  # Starlette decodes names as UTF-8 or Latin-1: a guard, for any other parser
         raise Problem(422, "Invalid file name", f"the file's name is {NOT_UNICODE}")
     ctype = media_type(up)
