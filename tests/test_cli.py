@@ -296,3 +296,49 @@ def test_index_prune_of_an_emptied_folder_says_it_kept_the_photos(photo_dir: Pat
     emptied = CliRunner().invoke(app, ["index", str(photo_dir), "--prune-empty"], terminal_width=400)  # on purpose
     assert emptied.exit_code == 0 and "(12 pruned)" in emptied.output, emptied.output
     assert json.loads(CliRunner().invoke(app, ["stats", "--json"]).output)["images"] == 0
+
+
+def test_a_full_disk_is_one_line_not_a_traceback(tmp_path: Path, photo_dir: Path, monkeypatch) -> None:
+    """A library on a disk that fills up mid-run: every command ended in a traceback (OSError ENOSPC, SQLite's
+    "database or disk is full"), the index run after its batches were committed (hostile probe). Now one line, exit
+    1; run again once there is room, it resumes."""
+    import subprocess
+
+    disk = tmp_path / "small"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        monkeypatch.setenv("LOOKALIKE_HOME", str(disk / "lib"))
+        result = CliRunner().invoke(app, ["index", str(photo_dir)], terminal_width=400)
+        assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+        assert "make room" in result.output and "Traceback" not in result.output
+        subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+        again = CliRunner().invoke(app, ["index", str(photo_dir), "--json"], terminal_width=400)
+        assert again.exit_code == 0, again.output
+        assert json.loads(CliRunner().invoke(app, ["stats", "--json"]).output)["images"] == 12
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_full_or_read_only_names_a_full_disk_and_a_full_database() -> None:
+    """The errors a full disk gives, made for real: a write to /dev/full, SQLite past its page limit."""
+    import errno
+    import sqlite3
+
+    import sqlalchemy as sa
+
+    from lookalike.cli.app import full_or_read_only
+
+    with pytest.raises(OSError) as disk, open("/dev/full", "wb") as full:
+        full.write(b"x")
+        full.flush()
+    assert disk.value.errno == errno.ENOSPC and "make room" in (full_or_read_only(disk.value) or "")
+    engine = sa.create_engine("sqlite://")
+    with pytest.raises(sa.exc.OperationalError) as db, engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA max_page_count = 2")
+        conn.exec_driver_sql("CREATE TABLE t(x)")
+        conn.exec_driver_sql("INSERT INTO t VALUES (?)", (b"\0" * 100_000,))
+    assert isinstance(db.value.orig, sqlite3.OperationalError)
+    assert "(the catalog database)" in (full_or_read_only(db.value) or "")
+    assert full_or_read_only(ValueError("a bug")) is None and full_or_read_only(FileNotFoundError(2, "x")) is None

@@ -88,3 +88,22 @@ def test_libraries_that_claim_a_store_are_listed(store) -> None:
     assert list(store.stored("thumbnail")) == [] and store.disk_bytes() == 0
     with pytest.raises(ValueError):
         store.claim("../../etc")
+
+
+def test_putting_bytes_a_read_only_store_holds_is_no_error(tmp_path) -> None:
+    """A put of bytes already stored refreshes the file's time (doctor leaves what was written lately alone); on a
+    read-only store (a replica's mount) that raised where the put used to do nothing (review)."""
+    import subprocess
+
+    disk = tmp_path / "ro"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        store = LocalImageStore(disk / "images")
+        store.put("thumbnail", SHA, b"\xff\xd8thumb")
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        store.put("thumbnail", SHA, b"\xff\xd8thumb")  # there already: nothing to write
+        assert store.get("thumbnail", SHA) == b"\xff\xd8thumb"
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)

@@ -44,6 +44,28 @@ class _Commands(typer.core.TyperGroup):
             return super().invoke(ctx)
         except user_errors() as exc:
             fail(str(exc))
+        except Exception as exc:
+            message = full_or_read_only(exc)
+            if message is None:
+                raise
+            fail(message)
+
+
+def full_or_read_only(exc: BaseException) -> str | None:
+    """One line for a disk that is full or read-only (the library's folder, the catalog's database), which every
+    command met as a traceback, the index run after its batches were committed (hostile probe); None otherwise."""
+    import errno
+
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+        where = f": {exc.filename}" if exc.filename else ""
+        what = exc.strerror or str(exc)
+    else:
+        orig = getattr(exc, "orig", None)
+        name = getattr(orig, "sqlite_errorname", None) or getattr(orig, "sqlstate", None)
+        if name not in ("SQLITE_FULL", "SQLITE_READONLY", "53100"):  # 53100: PostgreSQL's disk_full
+            return None
+        what, where = str(orig).strip().splitlines()[0], " (the catalog database)"
+    return f"{what}{where}: everything committed so far is kept; make room (or make it writable) and run it again"
 
 
 app = typer.Typer(

@@ -89,8 +89,12 @@ class LocalImageStore:
     def _write(self, kind: Kind, sha256: str, write: Callable[[BinaryIO], object]) -> None:
         path = self.path(kind, sha256)
         if path.exists():  # the same bytes: kept, its time refreshed (doctor leaves a file written lately alone)
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 os.utime(path)
+                return
+            except FileNotFoundError:
+                pass  # deleted meanwhile: written again below
+            except OSError:  # a read-only store, or files not ours to touch: the file is there, as it was
                 return
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
