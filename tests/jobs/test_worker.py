@@ -90,6 +90,17 @@ def test_a_chunk_run_twice_doubles_nothing(lib: Library, photo_dir: Path) -> Non
     assert q.get(again).unchanged == 12 and q.get(again).added == 0
 
 
+def test_two_jobs_over_one_folder_add_its_photos_once(lib: Library, photo_dir: Path) -> None:
+    """Both submitted before either ran: the second, run after the first wrote the photos, counted them as its own
+    added too, since they were added after it was submitted (review). Only a chunk run again counts earlier writes."""
+    first = lib.jobs.submit("index", {"paths": [str(photo_dir)]})
+    second = lib.jobs.submit("index", {"paths": [str(photo_dir)]})
+    lib.worker("w").run(once=True)
+    a, b = lib.jobs.get(first), lib.jobs.get(second)
+    assert a is not None and b is not None and lib.catalog.count() == 12
+    assert (a.added, a.unchanged, b.added, b.unchanged) == (12, 0, 0, 12)
+
+
 def test_a_job_over_an_unreadable_source_fails_with_the_reason(lib: Library, tmp_path: Path) -> None:
     folder = tmp_path / "soon-gone"
     folder.mkdir()

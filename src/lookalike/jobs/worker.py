@@ -206,7 +206,7 @@ class Worker:
         is recorded as a failed attempt (queued again up to ``MAX_ATTEMPTS``)."""
         for round_ in range(OUTAGE_ROUNDS + 1):
             try:
-                self._run(task, lost)
+                self._run(task, lost, rerun=round_ > 0)
                 self.tasks_done += 1
                 return
             except TaskLost:
@@ -228,12 +228,13 @@ class Worker:
                 self._give_up(task, exc)
                 return
 
-    def _run(self, task: Task, lost: threading.Event) -> None:
+    def _run(self, task: Task, lost: threading.Event, rerun: bool = False) -> None:
+        """``rerun``: this attempt already ran the task once, cut short by an outage."""
         started = time.perf_counter()
         if task.kind == "list":
             self._list(task, lost)
         elif task.kind == "index":
-            counts, details = self._index(task, lost)
+            counts, details = self._index(task, lost, rerun or task.attempts > 1)
             if self.queue.complete(task, counts, details):
                 log.info("job %d chunk %d: %d photos (%d added) in %.1f s", task.job_id, task.seq,
                          len(task.items), counts["added"], time.perf_counter() - started)  # fmt: skip
@@ -323,7 +324,9 @@ class Worker:
         self.queue.finish_listing(task, total, vanished)
         self.queue.complete(task, {})
 
-    def _index(self, task: Task, lost: threading.Event) -> tuple[dict[str, int], dict[str, Any]]:
+    def _index(self, task: Task, lost: threading.Event, rerun: bool) -> tuple[dict[str, int], dict[str, Any]]:
+        """Index a chunk; ``rerun``: an earlier run of it (another attempt, or this one's before an outage) may have
+        written some of its photos before it was cut off."""
         items = [item_from_json(d) for d in task.items]
 
         def check(done: int, total: int, report: IndexReport) -> None:
@@ -332,7 +335,9 @@ class Worker:
 
         pipeline = Pipeline(self.parts, check, objects=bool(task.params.get("objects")),
                             guard=self.queue.guard(task))  # fmt: skip
-        before = self._written_before(task, items)
+        # only a chunk run again asks: on a first run, photos added since the job began are another job's or
+        # another process's (two jobs over one folder both said "added 12", review)
+        before = self._written_before(task, items) if rerun else {}
         report = pipeline.run([SourceSet(items)])
         # what an earlier attempt wrote, found unchanged now: this job's photos all the same (a job re-run after an
         # outage said "added 680, unchanged 320" for 1,000 new photos)
