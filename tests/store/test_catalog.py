@@ -233,6 +233,70 @@ def test_removing_orphans_keeps_one_given_a_source_since_it_was_found(catalog) -
     assert [r.id for r in removed] == [b] and list(catalog.get(a).sources) == ["/b/moved-here.jpg"]
 
 
+def _held_in_feed(monkeypatch, thread_name: str) -> tuple[threading.Event, threading.Event]:
+    """(written, go): the thread named ``thread_name`` stops in its write's change feed, its rows written and not
+    committed (``written`` set), until ``go`` is set: another transaction in flight, for real, on PostgreSQL."""
+    written, go = threading.Event(), threading.Event()
+    real = Catalog._feed
+
+    def held(self, conn, changes):
+        if threading.current_thread().name == thread_name:
+            written.set()
+            go.wait(30)
+        return real(self, conn, changes)
+
+    monkeypatch.setattr(Catalog, "_feed", held)
+    return written, go
+
+
+def test_removing_orphans_waits_for_a_source_being_attached(pg_url, monkeypatch) -> None:
+    """PostgreSQL: another run's transaction has attached a source to the sourceless photo and not committed yet
+    when the orphans are deleted. READ COMMITTED judged the DELETE's NOT EXISTS before it waited for that row, and
+    the photo went with the source just committed (review). The rows are locked first, then judged."""
+    cat = Catalog.open(pg_url)
+    try:
+        a = cat.add_batch([item(sha(1), "/a/gone.jpg")]).rows[0][1]
+        cat.remove_sources(["/a/gone.jpg"])
+        written, go = _held_in_feed(monkeypatch, "other-run")
+        other = threading.Thread(target=cat.add_batch, args=([item(sha(1), "/b/moved-here.jpg", vec=None)],),
+                                 name="other-run")  # fmt: skip
+        other.start()
+        assert written.wait(30)
+        removed: list = []
+        deleter = threading.Thread(target=lambda: removed.extend(cat.remove_images([a], orphans_only=True)))
+        deleter.start()
+        time.sleep(1.0)  # the delete waits on the photo's row
+        go.set()
+        other.join(30)
+        deleter.join(30)
+        assert removed == [] and list(cat.get(a).sources) == ["/b/moved-here.jpg"]
+    finally:
+        cat.close()
+
+
+def test_a_file_attached_to_a_twin_being_removed_is_left_out_not_an_error(pg_url, monkeypatch) -> None:
+    """PostgreSQL: a run attaches a file of known bytes while `lookalike remove` deletes its twin (not committed yet):
+    the run found the twin, then its source's foreign key failed the whole batch (review). It waits for the removal
+    now and leaves the file out of its rows (the pipeline reports it, TWIN_REMOVED)."""
+    cat = Catalog.open(pg_url)
+    try:
+        a = cat.add_batch([item(sha(1), "/a/one.jpg")]).rows[0][1]
+        written, go = _held_in_feed(monkeypatch, "remover")
+        remover = threading.Thread(target=cat.remove_images, args=([a],), kwargs={"remember": True}, name="remover")
+        remover.start()
+        assert written.wait(30)
+        results: list = []
+        adder = threading.Thread(target=lambda: results.append(cat.add_batch([item(sha(1), "/b/copy.jpg", vec=None)])))
+        adder.start()
+        time.sleep(1.0)
+        go.set()
+        remover.join(30)
+        adder.join(60)
+        assert len(results) == 1 and results[0].rows == [] and cat.count() == 0
+    finally:
+        cat.close()
+
+
 def test_every_write_appends_to_the_change_feed(catalog) -> None:
     a, b = (r[1] for r in catalog.add_batch([item(sha(1), "/f/1.jpg"), item(sha(2), "/f/2.jpg", label=None)]).rows)
     catalog.add_batch([item(sha(2), "/g/2.jpg", label="late", vec=None)])  # a first label for b

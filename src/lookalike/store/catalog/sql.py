@@ -558,6 +558,8 @@ class Catalog:
         copy_blobs = {id(it): codec.encode_int8(it.copy_vector) for it in items if it.copy_vector is not None}
         part_blobs = {id(it): codec.encode_int8(it.part_vector) for it in items if it.part_vector is not None}
 
+        key_share = " FOR KEY SHARE" if self.db.dialect == "postgresql" else ""
+
         def write(conn: Connection) -> BatchResult:
             if guard is not None:
                 guard(conn)
@@ -586,9 +588,12 @@ class Catalog:
                         conn.execute(sa.text("INSERT INTO frames(image_id, video, t) VALUES (:i, :v, :t)"),
                                      {"i": image_id, "v": bytes.fromhex(item.video), "t": item.t})  # fmt: skip
                 else:
-                    image_id = conn.execute(sa.text("SELECT id FROM images WHERE sha256 = :s"), {"s": sha}).scalar()
+                    # PostgreSQL: wait for a removal of the twin in flight, so that a twin being deleted is not
+                    # found (its source's foreign key then failed the whole batch, review); SQLite writes one at a time
+                    image_id = conn.execute(sa.text("SELECT id FROM images WHERE sha256 = :s" + key_share),
+                                            {"s": sha}).scalar()  # fmt: skip
                     if image_id is None:
-                        continue  # its twin was deleted meanwhile; the next run indexes it afresh
+                        continue  # its twin was deleted meanwhile: reported by the pipeline (TWIN_REMOVED)
                     if item.has_original:
                         conn.execute(sa.text("UPDATE images SET has_original = 1 WHERE id = :i AND has_original = 0"),
                                      {"i": image_id})  # fmt: skip
@@ -875,6 +880,11 @@ class Catalog:
                     conn.execute(q, {"ids": chunk, "t": now})
             delete = _sql(f"DELETE FROM images WHERE id IN :ids{where} RETURNING id", "ids")
             for chunk in _chunks(sorted(records)):
+                if orphans_only and self.db.dialect == "postgresql":
+                    # wait for a run attaching a source to one of them (its insert holds the photo's row) and judge
+                    # in a statement of its own, which sees that source once committed: READ COMMITTED judged the
+                    # DELETE's NOT EXISTS on a snapshot from before it waited (review)
+                    conn.execute(_sql("SELECT id FROM images WHERE id IN :ids FOR UPDATE", "ids"), {"ids": chunk})
                 gone += [int(r[0]) for r in conn.execute(delete, {"ids": chunk})]
             self._feed(conn, [(i, PHOTO | OBJECTS) for i in gone])
             return gone
