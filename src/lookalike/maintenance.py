@@ -28,6 +28,7 @@ from typing import Any
 from lookalike.config import Settings
 from lookalike.search.whitening import Whitening
 from lookalike.spaces import Spaces
+from lookalike.store.catalog.database import Held, LockLost
 from lookalike.store.errors import Unavailable
 from lookalike.vectorspace import IDENTITY, WHITENING, SpaceKey, drop_collection
 
@@ -90,6 +91,7 @@ def rebuild(spaces: Spaces, backend: str | None = None, force: bool = False, wai
         building = f"{BUILDING}{key.to_json()}"
         spaces.catalog.set_metas({building: str(time.time())})
         space = spaces.build_space(key)
+        got.check()  # a database restart mid-build ended the lock: another tidy may have taken the new transform
         spaces.activate(space)
         spaces.catalog.delete_meta(building)
         log.info("built space %s in %.1f s", space.names[0], time.perf_counter() - started)
@@ -115,12 +117,14 @@ def _let_go(spaces: Spaces, key: SpaceKey, active: SpaceKey, dropped: list[str])
     return True
 
 
-def building_spaces(spaces: Spaces, active: SpaceKey, keep_versions: set[int], dropped: list[str]) -> None:
+def building_spaces(spaces: Spaces, active: SpaceKey, keep_versions: set[int], dropped: list[str], held: Held
+                    ) -> None:  # fmt: skip
     """Spaces a rebuild began and never switched to (its process was killed mid-build: at a million photos, a whole
-    copy of the vectors left in the engine for good): dropped. Called with the "relearn" lock held, so no rebuild
-    is running."""
+    copy of the vectors left in the engine for good): dropped. Called with the "relearn" lock ``held``, so no
+    rebuild is running."""
     for meta_key in spaces.catalog.meta_items(BUILDING):
         key = SpaceKey.from_json(meta_key.removeprefix(BUILDING))
+        held.check()
         if _let_go(spaces, key, active, dropped):
             spaces.catalog.delete_meta(meta_key)
         else:
@@ -141,28 +145,35 @@ def tidy(spaces: Spaces) -> dict[str, Any]:
     # rebuilds' lock, from the active space read inside it; while a rebuild runs, the next tidy does it (a tidy
     # that read the active space before a rebuild switched deleted the new space's transform: no process could
     # open the library any more)
-    with catalog.lock("relearn", wait=False) as free:
-        if free:
-            _drop_unused(spaces, spaces.active_key(), dropped)
+    with catalog.lock("relearn", wait=False) as held:
+        if held:
+            try:
+                _drop_unused(spaces, spaces.active_key(), dropped, held)
+            except LockLost as exc:  # the database restarted meanwhile: the next tidy does the rest
+                log.warning("tidying stopped: %s", exc)
     return done
 
 
-def _drop_unused(spaces: Spaces, active: SpaceKey, dropped: list[str]) -> None:
-    """The part of ``tidy`` that deletes: retired and abandoned spaces, transforms nothing uses, stale folders."""
+def _drop_unused(spaces: Spaces, active: SpaceKey, dropped: list[str], held: Held) -> None:
+    """The part of ``tidy`` that deletes: retired and abandoned spaces, transforms nothing uses, stale folders; each
+    step only while the lock is still ``held``."""
     s, catalog = spaces.settings, spaces.catalog
     now = time.time()
     keep_versions = {active.version}
     for meta_key, retired_at in catalog.meta_items("retired:").items():
         key = SpaceKey.from_json(meta_key.removeprefix("retired:"))
+        held.check()
         if now - float(retired_at) >= s.retire_grace and _let_go(spaces, key, active, dropped):
             catalog.delete_meta(meta_key)
         else:
             keep_versions.add(key.version)
-    building_spaces(spaces, active, keep_versions, dropped)
+    building_spaces(spaces, active, keep_versions, dropped, held)
+    held.check()
     catalog.delete_transforms(keep_versions)
     if active.shared and _drop_pooled_centres(spaces, active, now):
         dropped.append(pooled_centres(spaces, active))
     folder = spaces.home / "vectors"
+    held.check()
     if folder.is_dir():
         current = set(spaces.names_for(active)) if not active.shared else set()
         for child in folder.iterdir():

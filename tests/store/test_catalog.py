@@ -22,7 +22,7 @@ from lookalike.store.catalog import (
     codec,
     object_vector_id,
 )
-from lookalike.store.catalog.database import CatalogUnavailable
+from lookalike.store.catalog.database import CatalogUnavailable, LockLost
 from lookalike.store.catalog.migrations import LATEST
 from lookalike.store.images import LocalImageStore
 from lookalike.store.payload import whole_photo
@@ -538,6 +538,26 @@ def test_a_read_waits_out_a_database_that_blinks_only_when_asked(own_pg) -> None
             back.join()
         waiting.close()
         at_once.close()
+
+
+def test_a_lock_whose_session_a_restart_ended_says_so(own_pg) -> None:
+    """PostgreSQL releases an advisory lock with its session: after a restart another process may take it while
+    its holder, whose reads now ride the restart out, carries on (review). ``check()`` tells the holder before it
+    does what only the lock allows; leaving the lost lock is no error."""
+    cat = Catalog.open(own_pg.create_database(), read_patience=60.0)
+    try:
+        with cat.lock("relearn", wait=False) as held:
+            assert held
+            held.check()
+            own_pg.restart()
+            assert cat.count() == 0  # the holder's reads go on
+            with pytest.raises(LockLost, match="relearn"):
+                held.check()
+        with cat.lock("relearn", wait=False) as again:
+            assert again
+            again.check()
+    finally:
+        cat.close()
 
 
 def test_sizes_are_reported(catalog) -> None:

@@ -240,26 +240,30 @@ class Database:
 
     # locks between processes ---------------------------------------------------------------------
     @contextlib.contextmanager
-    def lock(self, name: str, wait: bool = True) -> Iterator[bool]:
-        """An exclusive lock shared by every process of this catalog; yields False when ``wait`` is off
-        and another process holds it."""
+    def lock(self, name: str, wait: bool = True) -> Iterator[Held]:
+        """An exclusive lock shared by every process of this catalog; yields a false ``Held`` when ``wait`` is off
+        and another process holds it. PostgreSQL releases the lock with its session when the server restarts: a
+        holder about to do what only the lock allows calls ``Held.check()`` first."""
         if self.dialect == "postgresql":
             with reachable():
-                conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+                conn = self.autocommit()
             try:
                 key = _lock_key(name)
-                if wait:
-                    conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": key})
-                    got = True
-                else:
-                    got = bool(conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
+                with reachable():
+                    if wait:
+                        conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+                        got = True
+                    else:
+                        got = bool(conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
                 try:
-                    yield got
+                    yield Held(name, got, conn)
                 finally:
-                    if got:
-                        conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                    if got:  # a session the server ended holds nothing any more: nothing to release
+                        with contextlib.suppress(sa.exc.SQLAlchemyError):
+                            conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
             finally:
-                conn.close()
+                with contextlib.suppress(sa.exc.SQLAlchemyError):
+                    conn.close()
             return
         assert self.path is not None  # SQLite
         folder = self.path.with_name(self.path.name + "-locks")
@@ -273,7 +277,7 @@ class Database:
             except BlockingIOError:
                 got = False
             try:
-                yield got
+                yield Held(name, got)
             finally:
                 if got:
                     fcntl.flock(fd, fcntl.LOCK_UN)
@@ -329,6 +333,29 @@ def _sqlite_begin(conn: Connection) -> None:
     options = conn.get_execution_options()
     if options.get("isolation_level") != "AUTOCOMMIT":
         conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("immediate") else "BEGIN")
+
+
+class LockLost(CatalogUnavailable):
+    """A PostgreSQL lock's session ended (the server restarted): another process may hold the lock now."""
+
+
+class Held:
+    """What ``Database.lock`` yields: true when the lock was got; ``check()`` raises ``LockLost`` when it is no longer
+    held (PostgreSQL: its session is gone). A file lock (SQLite) lasts as long as the process."""
+
+    def __init__(self, name: str, got: bool, conn: Connection | None = None) -> None:
+        self.name, self.got, self._conn = name, got, conn
+
+    def __bool__(self) -> bool:
+        return self.got
+
+    def check(self) -> None:
+        if not self.got or self._conn is None:
+            return
+        try:
+            self._conn.execute(sa.text("SELECT 1")).scalar()
+        except sa.exc.SQLAlchemyError as exc:
+            raise LockLost(f"the catalog lock {self.name!r} was lost with its connection: {_reason(exc)}") from None
 
 
 class _Rereading:
