@@ -180,7 +180,7 @@ def test_held_vectors_leaves_out_what_was_removed_after_the_search(kind, tmp_pat
     if kind in ("flat", "hnsw", "ivf"):
         pytest.skip("an ANN structure inside the embedded engine: no payloads, never read by a search directly")
     from lookalike.store.payload import whole_photo
-    from lookalike.store.vectors import held_vectors
+    from lookalike.store.vectors import held_vectors, present_vectors
 
     ids, vecs = data
     index = make(kind, tmp_path)
@@ -191,6 +191,8 @@ def test_held_vectors_leaves_out_what_was_removed_after_the_search(kind, tmp_pat
     assert held.tolist() == [found[0, 0], *found[0, 3:].tolist()]
     assert np.allclose(vectors, vecs[[int(np.flatnonzero(ids == i)[0]) for i in held.tolist()]], atol=1e-3)
     assert held_vectors(index, found[0, :1])[0].tolist() == [found[0, 0]]  # nothing removed: one read
+    never = np.array([found[0, 0], 999_999], dtype=np.int64)  # an id the index never held (no copy descriptor)
+    assert present_vectors(index, never)[0].tolist() == [found[0, 0]] and len(present_vectors(index, never[:0])[1]) == 0
 
 
 def test_save_and_load_roundtrip(kind, tmp_path, data) -> None:

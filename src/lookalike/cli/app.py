@@ -62,7 +62,7 @@ def full_or_read_only(exc: BaseException) -> str | None:
     else:
         orig = getattr(exc, "orig", None)
         name = getattr(orig, "sqlite_errorname", None) or getattr(orig, "sqlstate", None)
-        if name not in ("SQLITE_FULL", "SQLITE_READONLY", "53100"):  # 53100: PostgreSQL's disk_full
+        if not str(name).startswith(("SQLITE_FULL", "SQLITE_READONLY", "53100")):  # 53100: PostgreSQL's disk_full
             return None
         what, where = str(orig).strip().splitlines()[0], " (the catalog database)"
     return f"{what}{where}: everything committed so far is kept; make room (or make it writable) and run it again"

@@ -37,7 +37,7 @@ from lookalike.spaces import Spaces
 from lookalike.store.catalog import Catalog, ImageRecord
 from lookalike.store.catalog.cache import RecordCache
 from lookalike.store.images import ImageStore
-from lookalike.store.vectors import MISSING
+from lookalike.store.vectors import MISSING, present_vectors
 
 MATCHES = ranking.MATCHES
 
@@ -174,8 +174,8 @@ class Searcher:
         where the descriptor alone calls a copy). Photos without a copy descriptor are kept."""
         collection = self.spaces.space.copies
         ids = np.asarray([h.id for h in hits], np.int64)
-        held = ids[[p is not None for p in collection.payloads(ids)]] if len(ids) else ids
-        vectors = dict(zip(held.tolist(), collection.vectors(held), strict=True)) if len(held) else {}
+        held, matrix = present_vectors(collection, ids)
+        vectors = dict(zip(held.tolist(), matrix, strict=True))
         kept: list[Hit] = []
         seen: list[np.ndarray] = []
         query_copy = False
@@ -271,9 +271,9 @@ class Searcher:
             first = np.asarray([h.id for h in top if h.id not in cosines] + [i for i in reach if i not in cosines],
                                dtype=np.int64)  # fmt: skip
             first = np.unique(first)
-            held = first[[p is not None for p in space.copies.payloads(first)]] if len(first) else first
+            held, matrix = present_vectors(space.copies, first)
             if len(held):
-                cosines |= dict(zip(held.tolist(), (space.copies.vectors(held) @ query.vector).tolist(), strict=True))
+                cosines |= dict(zip(held.tolist(), (matrix @ query.vector).tolist(), strict=True))
         known = {h.id for h in top}
         best = sorted((i for i in reach if i not in known), key=lambda i: -reach[i])[:depth]
         floor = verification.CHECK_FLOOR
@@ -298,8 +298,8 @@ class Searcher:
         records = self.records.get_many(wanted) if wanted else {}
         space = self.spaces.space
         ids = np.asarray([i for i in wanted if i in records], np.int64)
-        present = ids[[p is not None for p in space.photos.payloads(ids)]] if len(ids) else ids
-        cosine = space.photos.vectors(present) @ space.apply_transform(vec[None])[0] if len(present) else []
+        present, matrix = present_vectors(space.photos, ids)
+        cosine = matrix @ space.apply_transform(vec[None])[0] if len(present) else []
         similarity = dict(zip(present.tolist(), np.asarray(cosine, np.float64).tolist(), strict=True))
         out = []
         for i in candidates:

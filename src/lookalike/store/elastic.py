@@ -270,7 +270,11 @@ class ElasticsearchIndex:
         """Delete an index by its name where it exists, without opening (and so making) it first."""
         from elasticsearch import Elasticsearch
 
-        Elasticsearch(url, api_key=api_key, request_timeout=30).indices.delete(index=index, ignore_unavailable=True)
+        es = Elasticsearch(url, api_key=api_key, request_timeout=30)
+        try:
+            es.indices.delete(index=index, ignore_unavailable=True)
+        finally:
+            es.close()  # a client per call (tidy): its connections go with it
 
     def load(self) -> bool:
         return True

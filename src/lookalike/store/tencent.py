@@ -301,12 +301,15 @@ class TencentVectorIndex:
 
         client = VectorDBClient(url=url, username=username, key=key or "", timeout=30)
         try:
-            client.describe_collection(DATABASE, collection)
-        except ServerInternalError as exc:
-            if exc.code == MISSING_COLLECTION:
-                return
-            raise
-        client.drop_collection(DATABASE, collection)
+            try:
+                client.describe_collection(DATABASE, collection)
+            except ServerInternalError as exc:
+                if exc.code == MISSING_COLLECTION:
+                    return
+                raise
+            client.drop_collection(DATABASE, collection)
+        finally:
+            client.close()  # a client per call (tidy): its connections go with it
 
     def _described(self):
         """The collection as the SDK describes it (its indexes), or None if it does not exist."""

@@ -92,6 +92,13 @@ class VectorIndex(Protocol):
         ...
 
 
+def present_vectors(index: VectorIndex, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The vectors of those ``ids`` the index holds (some may never have been in it), and those ids."""
+    if not len(ids):
+        return ids, np.empty((0, index.dim), dtype=np.float32)
+    return held_vectors(index, ids[np.asarray([p is not None for p in index.payloads(ids)], dtype=bool)])
+
+
 def held_vectors(index: VectorIndex, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The vectors of those ``ids`` the index still holds, and those ids: a photo another process removed between
     a search that found it and this read is left out (a search answered 500 when that happened: hostile probe)."""
