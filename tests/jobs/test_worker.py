@@ -101,6 +101,30 @@ def test_two_jobs_over_one_folder_add_its_photos_once(lib: Library, photo_dir: P
     assert (a.added, a.unchanged, b.added, b.unchanged) == (12, 0, 0, 12)
 
 
+def test_a_chunk_run_again_counts_only_its_own_earlier_writes(lib: Library, photo_dir: Path, monkeypatch) -> None:
+    """The second of two jobs over one folder meets a catalog outage before writing anything and runs its chunk
+    again: photos the first job wrote before the chunk was first claimed are not its own (it said "added 12" too,
+    review); they are unchanged."""
+    from lookalike.store.catalog.database import CatalogUnavailable
+
+    first = lib.jobs.submit("index", {"paths": [str(photo_dir)]})
+    second = lib.jobs.submit("index", {"paths": [str(photo_dir)]})
+    real, outages = Pipeline.run, []
+
+    def outage_once(self, sets, *args, **kwargs):
+        done = lib.jobs.get(first)
+        if not outages and done is not None and done.state == "done":  # the second job's first chunk, first run:
+            outages.append(1)  # the catalog is away before it writes anything
+            raise CatalogUnavailable("the catalog database is unreachable: a restart")
+        return real(self, sets, *args, **kwargs)
+
+    monkeypatch.setattr(Pipeline, "run", outage_once)
+    lib.worker("w").run(once=True)
+    a, b = lib.jobs.get(first), lib.jobs.get(second)
+    assert a is not None and b is not None and outages and lib.catalog.count() == 12
+    assert (a.added, a.unchanged, b.added, b.unchanged) == (12, 0, 0, 12)
+
+
 def test_a_job_over_an_unreadable_source_fails_with_the_reason(lib: Library, tmp_path: Path) -> None:
     folder = tmp_path / "soon-gone"
     folder.mkdir()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sqlite3
 import threading
@@ -293,6 +294,37 @@ def test_a_file_attached_to_a_twin_being_removed_is_left_out_not_an_error(pg_url
         remover.join(30)
         adder.join(60)
         assert len(results) == 1 and results[0].rows == [] and cat.count() == 0
+    finally:
+        cat.close()
+
+
+def test_two_runs_merging_records_into_one_photo_do_not_deadlock(pg_url, monkeypatch, caplog) -> None:
+    """PostgreSQL: two runs attach files with records to one indexed photo at once. Each looked its twin up FOR KEY
+    SHARE, then asked FOR UPDATE to merge the records: a deadlock each time, retried after a second (review). The
+    merge takes FOR NO KEY UPDATE, which waits for the other merge without conflicting with the look-ups."""
+    cat = Catalog.open(pg_url)
+    try:
+        cat.add_batch([item(sha(1), "/a/one.jpg")])
+        both = threading.Barrier(2, timeout=10)
+        real = Catalog._locked_fields
+
+        def together(self, conn, image_id):  # both runs hold the look-up's lock before either merges
+            with contextlib.suppress(threading.BrokenBarrierError):
+                both.wait()
+            return real(self, conn, image_id)
+
+        monkeypatch.setattr(Catalog, "_locked_fields", together)
+        runs = [threading.Thread(target=cat.add_batch, args=(
+            [dataclasses.replace(item(sha(1), f"/b{n}/copy.jpg", vec=None), fields={f"k{n}": "v"})],)) for n in (0, 1)]
+        with caplog.at_level("WARNING", logger="lookalike"):
+            for run in runs:
+                run.start()
+            for run in runs:
+                run.join(60)
+        assert not [r for r in caplog.records if "deadlock" in r.getMessage()]
+        rec = cat.get(1)
+        assert sorted(rec.sources) == ["/a/one.jpg", "/b0/copy.jpg", "/b1/copy.jpg"]
+        assert rec.fields == {"k0": "v", "k1": "v"}
     finally:
         cat.close()
 

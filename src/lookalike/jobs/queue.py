@@ -52,6 +52,7 @@ class Task:
     attempts: int
     worker: str
     params: dict
+    first_claimed: float = 0.0  # when a worker first claimed it (every attempt's writes come after)
 
 
 @dataclass
@@ -171,14 +172,16 @@ class JobQueue:
                 return None
             got = conn.execute(sa.text(
                 "UPDATE job_tasks SET state = 'running', lease_until = :until, worker = :w, attempts = attempts + 1,"
-                " started_at = :now WHERE id = :id RETURNING id, job_id, seq, kind, items, attempts"),
+                " started_at = COALESCE(started_at, :now) WHERE id = :id "
+                "RETURNING id, job_id, seq, kind, items, attempts, started_at"),
                 {"until": now + self.lease, "w": worker, "now": now, "id": row[0]}).one()  # fmt: skip
             conn.execute(sa.text("UPDATE jobs SET state = 'running', started_at = COALESCE(started_at, :now) "
                                  "WHERE id = :j AND state = 'queued'"), {"now": now, "j": got[1]})  # fmt: skip
             params = json.loads(
                 conn.execute(sa.text("SELECT params FROM jobs WHERE id = :j"), {"j": got[1]}).scalar_one()
             )
-            return Task(int(got[0]), int(got[1]), int(got[2]), got[3], json.loads(got[4]), int(got[5]), worker, params)
+            return Task(int(got[0]), int(got[1]), int(got[2]), got[3], json.loads(got[4]), int(got[5]), worker, params,
+                        float(got[6]))  # fmt: skip
 
         return self.db.retrying(write)
 

@@ -373,11 +373,15 @@ class Worker:
         return counts, details
 
     def _written_before(self, task: Task, items: list[SourceItem]) -> dict[str, int]:
-        """The sources of a chunk whose photos were added since its job was submitted (source -> image id): the work of
-        an earlier run of the chunk (another attempt, or this one's before an outage), cut off before it was reported.
+        """The sources of a chunk whose photos were added since it was first claimed (source -> image id): the work of
+        an earlier run of the chunk (another attempt, or this one's before an outage), cut off before it was reported;
+        not what another job wrote before (since the job's submission, that counted as this job's too: review).
         One query per folder of the chunk, next to embedding its photos."""
-        job = self.queue.get(task.job_id, details=False)
-        return self.parts.catalog.written_since([i.source for i in items], job.created_at) if job is not None else {}
+        since = task.first_claimed
+        if not since:
+            job = self.queue.get(task.job_id, details=False)
+            since = job.created_at if job is not None else time.time()
+        return self.parts.catalog.written_since([i.source for i in items], since)
 
     def _finish(self, task: Task) -> None:
         rejected = self._finish_videos(task)

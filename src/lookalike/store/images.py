@@ -8,6 +8,7 @@ write is simply redone.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import shutil
@@ -94,8 +95,10 @@ class LocalImageStore:
                 return
             except FileNotFoundError:
                 pass  # deleted meanwhile: written again below
-            except OSError:  # a read-only store, or files not ours to touch: the file is there, as it was
-                return
+            except OSError as exc:
+                if exc.errno == errno.EROFS:  # a read-only store: the file is there, as it was
+                    return
+                # another user's file: written again below, which refreshes its time too (doctor relies on it)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:

@@ -683,7 +683,9 @@ class Catalog:
     def _locked_fields(self, conn: Connection, image_id: int) -> sa.Row | None:
         """The photo's fields row, locked until the transaction ends (PostgreSQL: two writers merging into one
         photo's record at once would otherwise lose one's keys; SQLite has one writer at a time already)."""
-        lock = " FOR UPDATE" if self.dialect == "postgresql" else ""
+        # NO KEY UPDATE: writers merging fields wait for each other, not for a run attaching a source (FOR KEY SHARE,
+        # which the same run may hold already: two of them deadlocked, review)
+        lock = " FOR NO KEY UPDATE" if self.dialect == "postgresql" else ""
         return conn.execute(sa.text(f"SELECT fields FROM images WHERE id = :i{lock}"), {"i": image_id}).fetchone()
 
     def _merge_fields(self, conn: Connection, image_id: int, before: str | None,
@@ -879,12 +881,14 @@ class Catalog:
                              "excluded.removed_at", "ids")  # fmt: skip
                     conn.execute(q, {"ids": chunk, "t": now})
             delete = _sql(f"DELETE FROM images WHERE id IN :ids{where} RETURNING id", "ids")
-            for chunk in _chunks(sorted(records)):
+            # in the order a run attaching sources locks photos (add_batch: by sha256), so the two never deadlock
+            for chunk in _chunks(sorted(records, key=lambda i: records[i].sha256)):
                 if orphans_only and self.db.dialect == "postgresql":
                     # wait for a run attaching a source to one of them (its insert holds the photo's row) and judge
                     # in a statement of its own, which sees that source once committed: READ COMMITTED judged the
                     # DELETE's NOT EXISTS on a snapshot from before it waited (review)
-                    conn.execute(_sql("SELECT id FROM images WHERE id IN :ids FOR UPDATE", "ids"), {"ids": chunk})
+                    conn.execute(_sql("SELECT id FROM images WHERE id IN :ids ORDER BY sha256 FOR UPDATE", "ids"),
+                                 {"ids": chunk})  # fmt: skip
                 gone += [int(r[0]) for r in conn.execute(delete, {"ids": chunk})]
             self._feed(conn, [(i, PHOTO | OBJECTS) for i in gone])
             return gone
