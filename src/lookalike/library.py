@@ -282,7 +282,8 @@ class Library:
         (``{"price": "float"}``; else inferred). ``prune`` leaves a named folder that lists no file at all alone
         (an unmounted disk's mount point) unless ``prune_empty``.
         """
-        sets: list[SourceSet] = [expand(p, label, s3=self.s3 if is_s3(p) else None, kinds=kinds) for p in paths]
+        sets: list[SourceSet] = [expand(p, label, s3=self.s3 if is_s3(p) else None, kinds=kinds, own=self.home)
+                                 for p in paths]
         _ = self.embedder  # a missing model fails here, once, not as one rejection per photo
         _ = self.copy_model  # likewise
         if self.settings.copy_candidates and self.follows_index:

@@ -18,7 +18,7 @@ import pytest
 
 from lookalike.config import Settings
 from lookalike.ingest.pipeline import EMPTY_ROOT, TWICE, TWIN_REMOVED
-from lookalike.ingest.sources import LIBRARY_FOLDER
+from lookalike.ingest.sources import LIBRARY_FOLDER, LIBRARY_MARKER, OTHER_LIBRARY
 from lookalike.library import Library
 from tests.badfiles import salt
 from tests.conftest import MODELS, TOWHEE, photo
@@ -212,6 +212,26 @@ def test_a_library_inside_the_folder_it_indexes_never_indexes_itself(settings, e
         again = lib.index([str(photo_dir)], prune=True)
         assert again.vanished == [str(thumb)] and again.pruned == 1 and lib.catalog.count() == 12
         consistent(lib)
+
+
+def test_a_marker_left_in_a_folder_of_photos_is_said_and_prunes_nothing(lib: Library, photo_dir: Path) -> None:
+    """A `.lookalike-library` marker in a folder of photos (a library once kept there, a folder copied from one)
+    made every walk skip that folder without a word, and `--prune` then dropped all the photos indexed from it.
+    Now the folder is a rejected item saying why, and what was indexed below it is kept."""
+    lib.index([str(photo_dir)])
+    assert lib.catalog.count() == 12
+    marked = photo_dir / "goldfish"
+    (marked / LIBRARY_MARKER).write_text("")
+    report = lib.index([str(photo_dir)], prune=True)
+    assert [(r.source, r.reason) for r in report.rejected] == [(str(marked) + os.sep, OTHER_LIBRARY)]
+    assert report.vanished == [] and report.pruned == 0 and lib.catalog.count() == 12
+    # a new photo put there is not indexed, but the run says why (above); the running library's own folder is
+    # still walked past in silence (test_a_library_inside_the_folder_it_indexes_never_indexes_itself)
+    shutil.copy(next((photo_dir / "tiger_cat").iterdir()), marked / "new.jpg")
+    again = lib.index([str(photo_dir)], prune=True)
+    assert again.added == [] and [r.source for r in again.rejected] == [str(marked) + os.sep]
+    assert lib.catalog.count() == 12
+    consistent(lib)
 
 
 def test_a_file_listed_twice_with_other_records_is_reported(lib: Library, photo_dir: Path, tmp_path: Path) -> None:

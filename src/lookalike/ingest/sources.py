@@ -168,6 +168,9 @@ DOCUMENT_SUFFIXES = frozenset(
 # indexes does not index its own thumbnails (each run found the last run's, and thumbnails of thumbnails)
 LIBRARY_MARKER = ".lookalike-library"
 LIBRARY_FOLDER = "a Lookalike library's own folder (it holds .lookalike-library): its files are never indexed"
+# a library folder met inside a walk that is not the running library's own: said, and what was indexed from it kept
+OTHER_LIBRARY = ("holds .lookalike-library, the mark of a Lookalike library's folder: its files are not indexed, and "
+                 "photos indexed from it before are kept (delete that file if the folder holds your photos)")
 
 
 def is_library_folder(folder: Path) -> bool:
@@ -182,7 +185,7 @@ def mark_library_folder(home: Path) -> None:
             marker.write_text("This folder is a Lookalike library: `lookalike index` never indexes its files.\n")
 
 
-def walk_folder(root: Path, label: str | None = None) -> Iterator[SourceItem]:
+def walk_folder(root: Path, label: str | None = None, own: Path | None = None) -> Iterator[SourceItem]:
     """Every file below root, sorted (hidden files and folders, and documents such as a manifest.csv, skipped);
     one that is not a readable regular file (a FIFO, a device, a broken or looping link) comes with the reason
     it will be rejected for.
@@ -190,6 +193,11 @@ def walk_folder(root: Path, label: str | None = None) -> Iterator[SourceItem]:
     The label rule: ``label`` when given, else the name of the photo's folder when that folder is below
     ``root`` (root/cats/1.jpg: "cats"), else none (a photo directly in the folder named has no label: a
     flat folder's name says nothing about its photos). Formats are sniffed from content when read.
+
+    A library's folder (``LIBRARY_MARKER``) is never walked into. ``own``, the running library's, is passed
+    silently; any other is an item rejected with the reason, so that a marker left in a folder of photos (a
+    library once kept there, a folder copied from one) is seen, and ``--prune`` keeps what was indexed below it
+    (vanished_under) instead of dropping those photos without a word.
     """
     root = Path(root)
     if is_library_folder(root):
@@ -202,6 +210,9 @@ def walk_folder(root: Path, label: str | None = None) -> Iterator[SourceItem]:
         libraries = {d for d in dirnames if is_library_folder(folder / d)}
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in libraries)
         folder_label = label if label is not None else (folder.name if folder != root else None)
+        for d in sorted(libraries):
+            if not d.startswith(".") and not _same_folder(folder / d, own):
+                yield SourceItem(printable(folder / d) + os.sep, folder_label, error=OTHER_LIBRARY)
         for d in list(dirnames):
             if (folder / d).is_symlink():
                 yield SourceItem(printable(folder / d), folder_label, error="a symbolic link to a folder: not followed")
@@ -217,6 +228,13 @@ def walk_folder(root: Path, label: str | None = None) -> Iterator[SourceItem]:
                 continue
             yield _file_item(path, folder_label)
     yield from _unlisted(unlisted)
+
+
+def _same_folder(folder: Path, other: Path | None) -> bool:
+    try:
+        return other is not None and folder.samefile(other)
+    except OSError:
+        return False
 
 
 def _unlisted(errors: list[OSError]) -> Iterator[SourceItem]:
@@ -404,10 +422,11 @@ def _looks_like_url_list(path: Path) -> bool:
     return bool(head) and is_url(head[0])
 
 
-def expand(arg: str, label: str | None = None, s3=None, kinds: Mapping[str, str] | None = None) -> SourceSet:
+def expand(arg: str, label: str | None = None, s3=None, kinds: Mapping[str, str] | None = None,
+           own: Path | None = None) -> SourceSet:
     """One command-line argument -> the photos it names; ``s3`` gives a boto3 client for s3:// ones, ``kinds``
-    the types of a CSV's field columns (else inferred)."""
-    root, items = iter_expand(arg, label, s3, kinds=kinds)
+    the types of a CSV's field columns (else inferred), ``own`` the running library's folder (walk_folder)."""
+    root, items = iter_expand(arg, label, s3, kinds=kinds, own=own)
     return SourceSet(list(items), root=root)
 
 
@@ -420,17 +439,17 @@ def _checked(items: Iterator[SourceItem]) -> Iterator[SourceItem]:
 
 def iter_expand(
     arg: str, label: str | None = None, s3=None, roots: list[str] | None = None,
-    kinds: Mapping[str, str] | None = None,
+    kinds: Mapping[str, str] | None = None, own: Path | None = None,
 ) -> tuple[str | None, Iterator[SourceItem]]:
     """Like ``expand``, streamed: (the folder prefix it covers, the photos one by one). A folder or a bucket
     of millions is listed without holding the listing in memory (index jobs cut it into chunks). With
     ``roots`` (an HTTP caller's job), every local photo must resolve inside one of them."""
-    root, items = _iter_expand(arg, label, s3, kinds)
+    root, items = _iter_expand(arg, label, s3, kinds, own)
     return root, (items if roots is None else within_roots(items, roots))
 
 
-def _iter_expand(arg: str, label: str | None, s3,
-                 kinds: Mapping[str, str] | None) -> tuple[str | None, Iterator[SourceItem]]:  # fmt: skip
+def _iter_expand(arg: str, label: str | None, s3, kinds: Mapping[str, str] | None,
+                 own: Path | None) -> tuple[str | None, Iterator[SourceItem]]:  # fmt: skip
     if arg.startswith("s3://"):
         from lookalike.store.s3 import S3Location, list_photos
 
@@ -465,7 +484,7 @@ def _iter_expand(arg: str, label: str | None, s3,
     if (shown := printable(path)) != str(path):  # the catalog stores paths as text: it would fail at the first write
         raise SourceError(f"{shown[:200]}: the path is not valid UTF-8 (rename it)")
     if path.is_dir():
-        return str(path) + os.sep, walk_folder(path, label)
+        return str(path) + os.sep, walk_folder(path, label, own)
     if path.suffix.lower() in CSV_SUFFIXES:
         return None, _checked(read_csv(path, label, kinds))
     if path.suffix.lower() in MANIFEST_SUFFIXES:

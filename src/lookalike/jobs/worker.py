@@ -293,7 +293,8 @@ class Worker:
         seq, total, chunk, chunks, vanished = 1, 0, [], [], []
         for path in p.get("paths", []):
             root, items = iter_expand(path, p.get("label"), s3=self.parts.reader.s3 if is_s3(path) else None,
-                                      roots=p.get("roots"), kinds=p.get("kinds"))  # fmt: skip  # roots: an HTTP job's
+                                      roots=p.get("roots"), kinds=p.get("kinds"),
+                                      own=self.parts.settings.home)  # fmt: skip  # roots: an HTTP job's
             seen: set[str] | None = set() if p.get("prune") and root else None
             for item in items:
                 ranges = video_ranges(item, self.parts)
