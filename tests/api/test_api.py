@@ -227,6 +227,14 @@ def test_original_of_a_folder_photo_is_read_from_its_file(client: TestClient) ->
     hit = client.post(f"{API}/search", files={"image": jpeg(photo("goldfish", 1))}, data={"k": "1"}).json()["hits"][0]
     r = client.get(hit["original_url"])
     assert r.status_code == 200 and r.content == photo("goldfish", 1).read_bytes()
+    # HEAD (curl -I, link checkers) answers what GET would, without the bytes: it was a 405
+    head = client.head(hit["original_url"])
+    assert head.status_code == 200 and head.content == b"" and head.headers["etag"] == r.headers["etag"]
+    assert int(head.headers["content-length"]) == len(r.content)
+    thumb = client.head(hit["thumbnail_url"])
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg" and thumb.content == b""
+    assert client.head("/").status_code == 200
+    assert client.head(f"{API}/images/999999/thumbnail").status_code == 404
 
 
 KEY = "s3cret-s3cret-s3cret"  # keys under 16 characters are refused
@@ -240,6 +248,7 @@ def test_api_key_guards_writes_and_optionally_reads(make_client) -> None:
     assert ok.status_code == 201
     problem(client.delete(f"{API}/images/1"), 401)
     problem(client.get(f"{API}/stats"), 401)  # with a key, reads need it too by default
+    assert client.head(f"{API}/images/1/thumbnail").status_code == 401  # HEAD is a read like GET
     assert client.get(f"{API}/stats", headers={"X-API-Key": KEY}).status_code == 200
     open_reads = make_client(api_key=KEY, api_key_for_reads=False)  # LOOKALIKE_API_KEY_FOR_READS=0
     assert open_reads.get(f"{API}/stats").status_code == 200

@@ -55,6 +55,8 @@ def test_a_hit_plays_its_video_from_the_second(served: tuple[TestClient, Path]) 
     assert part.headers["content-type"] == "video/webm" and part.headers["accept-ranges"] == "bytes"
     whole = client.get(hit["video_url"])
     assert whole.status_code == 200 and whole.content == data
+    head = client.head(hit["video_url"])  # what a player may ask first
+    assert head.status_code == 200 and head.content == b"" and int(head.headers["content-length"]) == len(data)
 
 
 def test_a_photo_or_a_changed_video_has_no_video(served: tuple[TestClient, Path]) -> None:

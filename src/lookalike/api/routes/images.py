@@ -58,6 +58,7 @@ def patch_image(image_id: ImageId, body: FieldsPatch, lib: Lib) -> ImageOut:
     return ImageOut.from_record(lib.set_fields(image_id, body.fields))
 
 
+@router.head("/images/{image_id}/thumbnail", dependencies=READ, include_in_schema=False)  # curl -I, link checkers
 @router.get("/images/{image_id}/thumbnail", dependencies=READ, summary="JPEG thumbnail",
             response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})  # fmt: skip
 def thumbnail(image_id: ImageId, request: Request, lib: Lib, state: Service) -> Response:
@@ -74,6 +75,7 @@ def thumbnail(image_id: ImageId, request: Request, lib: Lib, state: Service) -> 
     return cached(request, state.settings, f"{rec.sha256}-t", data, "image/jpeg")
 
 
+@router.head("/images/{image_id}/original", dependencies=READ, include_in_schema=False)  # curl -I, link checkers
 @router.get("/images/{image_id}/original", dependencies=READ, summary="The original photo",
             response_class=Response, responses={200: {"content": {"image/*": {}}}})  # fmt: skip
 def original(image_id: ImageId, request: Request, lib: Lib, state: Service) -> Response:
@@ -89,6 +91,7 @@ VIDEO_MIME = {".mp4": "video/mp4", ".m4v": "video/mp4", ".mov": "video/quicktime
               ".webm": "video/webm", ".avi": "video/x-msvideo"}  # fmt: skip
 
 
+@router.head("/images/{image_id}/video", dependencies=READ, include_in_schema=False)  # curl -I, link checkers
 @router.get("/images/{image_id}/video", dependencies=READ, summary="The video a frame is from, for playing it",
             response_class=FileResponse, responses={200: {"content": {"video/*": {}}}, 206: {}})  # fmt: skip
 def video(image_id: ImageId, request: Request, lib: Lib, state: Service) -> Response:

@@ -11,6 +11,7 @@ router = APIRouter()
 STATIC = Path(str(resources.files("lookalike.api") / "static"))
 
 
+@router.head("/", include_in_schema=False)
 @router.get("/", include_in_schema=False)
 async def index_page() -> FileResponse:
     return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
