@@ -234,6 +234,18 @@ def test_removing_orphans_keeps_one_given_a_source_since_it_was_found(catalog) -
     assert [r.id for r in removed] == [b] and list(catalog.get(a).sources) == ["/b/moved-here.jpg"]
 
 
+def test_copies_are_removed_only_while_the_photo_kept_in_their_place_is_there(catalog) -> None:
+    """`duplicates --remove --yes` acts on a report made before: a run that replaced the kept photo's file in between
+    deleted the kept photo, then the removal took its copy too, and the picture was gone from the library with its
+    file left out of every later run (hostile probe). ``keeping`` checks in the removal's own transaction."""
+    keep, copy, other = (r[1] for r in catalog.add_batch([item(sha(n), f"/d/{n}.jpg") for n in range(3)]).rows)
+    catalog.remove_images([keep])  # the other run: the kept photo's file now holds another picture
+    assert catalog.remove_images([copy], remember=True, keeping=keep) == []
+    assert catalog.get(copy) is not None and catalog.removed_among(["/d/1.jpg"]) == set()  # nor remembered
+    assert [r.id for r in catalog.remove_images([copy], remember=True, keeping=other)] == [copy]
+    assert catalog.removed_among(["/d/1.jpg"]) == {"/d/1.jpg"}
+
+
 def _held_in_feed(monkeypatch, thread_name: str) -> tuple[threading.Event, threading.Event]:
     """(written, go): the thread named ``thread_name`` stops in its write's change feed, its rows written and not
     committed (``written`` set), until ``go`` is set: another transaction in flight, for real, on PostgreSQL."""

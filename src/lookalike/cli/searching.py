@@ -188,9 +188,13 @@ def duplicates(
             found = lib.duplicates(threshold, lambda d, t: bar.update(task, completed=d, total=t))
         rows, exact = found["groups"], [(e["id"], e["sources"]) for e in found["exact"]]
         doomed = [i for r in rows for i in r["remove"]]
-        removed = []
+        removed: list[int] = []
+        left: list[int] = []  # kept photos gone before their copies were removed: those copies stay
         if remove and yes and doomed:
-            removed = [r.id for r in lib.remove(doomed)]
+            for r in rows:  # each group's copies only while the photo kept in their place is still there
+                gone = [rec.id for rec in lib.remove(r["remove"], keeping=r["keep"])] if r["remove"] else []
+                removed += gone
+                left += [r["keep"]] if r["remove"] and not gone and lib.catalog.get(r["keep"]) is None else []
     except user_errors() as exc:
         fail(str(exc))
     finally:
@@ -201,6 +205,7 @@ def duplicates(
                 {
                     "near_duplicates": rows,
                     "removed": removed,
+                    "kept_gone": left,
                     "would_remove": doomed if remove and not yes else [],
                     "exact": [{"id": i, "sources": list(s)} for i, s in exact],
                 }
@@ -250,6 +255,9 @@ def duplicates(
                   f"{', '.join(map(str, doomed[:SHOWN]))}{more}", highlight=False)  # fmt: skip
     elif removed:
         out.print(f"removed {len(removed)} photos", highlight=False)
+    if left:
+        out.print(f"[yellow]not removed: the copies of {', '.join(map(str, left))}, which left the library since this "
+                  "report was made (a run replaced or removed it); look for duplicates again", highlight=False)
 
 
 @app.command()

@@ -862,17 +862,23 @@ class Catalog:
 
         return self.db.retrying(write)
 
-    def remove_images(self, ids: Iterable[int], remember: bool = False, orphans_only: bool = False
-                      ) -> list[ImageRecord]:  # fmt: skip
+    def remove_images(self, ids: Iterable[int], remember: bool = False, orphans_only: bool = False,
+                      keeping: int | None = None) -> list[ImageRecord]:  # fmt: skip
         """Delete images with their sources and subjects; returns the records this call deleted. ``remember``: a
         user removed them, so their sources are recorded as removed (``removed_among``) and indexing leaves them out.
         ``orphans_only``: only those no source points at, checked in the delete itself (a photo found sourceless a
-        moment before may have been given a source by another run since: deleting it lost that run's file)."""
+        moment before may have been given a source by another run since: deleting it lost that run's file).
+        ``keeping``: copies removed in favour of that photo, only while it is still there, checked in the same
+        transaction (on PostgreSQL its row is locked against a delete until the copies are gone)."""
         records = self.get_many(ids)
         where = " AND NOT EXISTS (SELECT 1 FROM sources s WHERE s.image_id = images.id)" if orphans_only else ""
+        lock = " FOR KEY SHARE" if self.db.dialect == "postgresql" else ""
 
         def write(conn: Connection) -> list[int]:
-            gone = []
+            gone: list[int] = []
+            if keeping is not None and conn.execute(sa.text(f"SELECT id FROM images WHERE id = :k{lock}"),
+                                                    {"k": int(keeping)}).first() is None:  # fmt: skip
+                return gone
             if remember:
                 now = time.time()
                 for chunk in _chunks(sorted(records)):
