@@ -3,6 +3,7 @@ and switched atomically; opening never deletes; ``doctor`` finds and repairs dri
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sqlite3
 import time
@@ -170,6 +171,25 @@ def test_opening_never_deletes_and_doctor_repairs_a_shared_engine(embedder, phot
         assert lib.search(str(photo("goldfish", 0)), k=1, label="goldfish").hits[0].similarity == pytest.approx(
             1, abs=1e-4
         )
+
+
+def test_doctor_fix_keeps_the_vectors_of_photos_indexed_after_its_check(embedder, photo_dir, tmp_path) -> None:
+    """`doctor --fix` beside an index run on a shared engine: the check read the catalog's ids, the run added photos
+    (catalog, then engine), the check read the engine's ids, and the new photos were "extra": --fix removed their
+    vectors, and those photos stayed unsearchable (hostile probe). Extras are checked against the catalog again
+    when they are removed."""
+    pytest.importorskip("pymilvus")
+    conf = {"home": tmp_path / "lib", "vector_backend": f"milvus-lite://{tmp_path}/m.db"}
+    with open_lib(conf, embedder) as lib:
+        lib.index([str(photo_dir / "goldfish")])
+        found = lib.check()
+        assert found.problems == 0
+        new = [h.id for h in [lib.catalog.get(i) for i in lib.index([str(photo_dir / "tiger_cat")]).added] if h]
+        stale = dataclasses.replace(found, photos_extra=new, copies_extra=new, parts_extra=new)  # as the race saw it
+        lib.repair(stale)
+        assert stale.fixed["vectors_removed"] == 0 and lib.check().problems == 0
+        assert set(new) <= set(lib.vectors.ids().tolist()) and set(new) <= set(lib.space.copies.ids().tolist())
+        assert lib.search(str(photo("tiger_cat", 0)), k=1).hits[0].id in new
 
 
 def test_tidying_a_shared_engine_drops_the_pooled_centres_of_schema_7_after_the_grace(embedder, photo_dir,
