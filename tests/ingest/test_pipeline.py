@@ -443,6 +443,31 @@ def test_unreadable_file_is_reported(tmp_path: Path, photo_dir: Path) -> None:
     assert report["rejected"] == [{"source": str(locked), "reason": "permission denied"}]
 
 
+@pytest.mark.skipif(shutil.which("setpriv") is None and os.geteuid() == 0, reason="needs setpriv to drop root")
+def test_a_folder_of_mode_0_is_reported_and_pruned_of_nothing(tmp_path: Path, photo_dir: Path) -> None:
+    """Without root's override, a sub-folder of mode 000 ended `lookalike index` with a traceback (looking for a
+    library's marker inside it raised PermissionError), whatever else the folder held (hostile probe)."""
+    prefix = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--"] if os.geteuid() == 0 else []
+    env = {**os.environ, "LOOKALIKE_HOME": str(tmp_path / "home"), "LOOKALIKE_MODELS_DIR": str(MODELS)}
+
+    def index(*more: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*prefix, sys.executable, "-m", "lookalike", "index", str(photo_dir), "--json", *more],
+                              env=env, capture_output=True, timeout=300)  # fmt: skip
+
+    assert index().returncode == 0
+    locked = photo_dir / "tiger_cat"
+    locked.chmod(0)
+    try:
+        done = index("--prune")
+    finally:
+        locked.chmod(0o755)
+    assert done.returncode == 0, done.stderr.decode()
+    report = json.loads(done.stdout)
+    reason = "cannot list the folder: Permission denied"
+    assert report["rejected"] == [{"source": str(locked) + os.sep, "reason": reason}]
+    assert report["pruned"] == 0 and report["unchanged"] == 8
+
+
 def test_reindex_rebuilds_identical_results(lib: Library, photo_dir: Path) -> None:
     lib.index([str(photo_dir)])
     query = str(photo("tiger_cat", 0, "test"))

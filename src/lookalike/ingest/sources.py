@@ -174,7 +174,12 @@ OTHER_LIBRARY = ("holds .lookalike-library, the mark of a Lookalike library's fo
 
 
 def is_library_folder(folder: Path) -> bool:
-    return (folder / LIBRARY_MARKER).exists()
+    """Whether ``folder`` holds the marker; a folder that cannot be looked into is not known to be one (the walk
+    reports it as a folder it cannot list: Path.exists raised PermissionError there and ended the run)."""
+    try:
+        return (folder / LIBRARY_MARKER).exists()
+    except OSError:
+        return False
 
 
 def mark_library_folder(home: Path) -> None:
