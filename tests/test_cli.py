@@ -295,6 +295,8 @@ def test_index_prune_of_an_emptied_folder_says_it_kept_the_photos(photo_dir: Pat
     assert json.loads(CliRunner().invoke(app, ["stats", "--json"]).output)["images"] == 12
     emptied = CliRunner().invoke(app, ["index", str(photo_dir), "--prune-empty"], terminal_width=400)  # on purpose
     assert emptied.exit_code == 0 and "(12 pruned)" in emptied.output, emptied.output
+    assert "12 indexed file(s) no longer exist and were pruned:" in emptied.output  # and which, by name
+    assert str(tmp_path / "photos" / "goldfish") in emptied.output or str(photo_dir / "goldfish") in emptied.output
     assert json.loads(CliRunner().invoke(app, ["stats", "--json"]).output)["images"] == 0
 
 

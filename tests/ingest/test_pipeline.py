@@ -255,7 +255,8 @@ def test_a_folder_named_inside_another_is_not_a_file_listed_twice(lib: Library, 
 def test_a_folder_that_lists_nothing_is_never_pruned(lib: Library, photo_dir: Path) -> None:
     """An unmounted disk leaves its mount point empty: `index DISK --prune` emptied the library of it (fields set by
     hand and all) and said only "nothing to index". A folder that lists no file at all is reported instead, its
-    photos kept; one of its sub-folders emptied is pruned as before."""
+    photos kept, and so is a sub-folder that lists nothing (a disk mounted there); one deleted is pruned as before,
+    and `--prune-empty` prunes an emptied one."""
     lib.index([str(photo_dir)])
     moved = photo_dir.with_name("photos.unmounted")
     photo_dir.rename(moved)
@@ -267,9 +268,22 @@ def test_a_folder_that_lists_nothing_is_never_pruned(lib: Library, photo_dir: Pa
     photo_dir.rmdir()
     moved.rename(photo_dir)
     assert lib.index([str(photo_dir)]).unchanged == 12
+    # a disk mounted at a sub-folder, unplugged: its mount point lists nothing; that sub-folder was pruned (probe)
+    mounted = photo_dir / "tiger_cat"
+    mounted.rename(moved)
+    mounted.mkdir()
+    report = lib.index([str(photo_dir)], prune=True)
+    assert report.pruned == 0 and lib.catalog.count() == 12 and len(report.kept) == 4
+    assert [(r.source, r.reason) for r in report.rejected] == [(str(mounted) + os.sep, EMPTY_ROOT.format(n=4))]
+    mounted.rmdir()
+    moved.rename(mounted)
     shutil.rmtree(photo_dir / "goldfish")  # a part of a folder that lists photos: gone for good
     report = lib.index([str(photo_dir)], prune=True)
     assert report.pruned == 4 and report.kept == [] and report.rejected == [] and lib.catalog.count() == 8
+    (photo_dir / "bullet_train").rename(moved)
+    (photo_dir / "bullet_train").mkdir()  # emptied on purpose, said so
+    report = lib.index([str(photo_dir)], prune=True, prune_empty=True)
+    assert report.pruned == 4 and report.rejected == [] and lib.catalog.count() == 4
     consistent(lib)
 
 

@@ -214,17 +214,39 @@ EMPTY_ROOT = ("the folder lists no files, but {n} photo(s) were indexed from it:
               "a moved folder?); if they are gone for good, index it with --prune-empty (prune_empty in a job)")
 
 
-def listed_under(root: str, present: Iterable[str]) -> bool:
-    """Whether the walk found anything at all below ``root``: a folder that lists nothing where photos were indexed
-    is far more often an unmounted disk or a folder moved away than photos all deleted, so ``--prune`` leaves
-    it alone (EMPTY_ROOT) instead of emptying the library of it."""
-    return any(p.startswith(root) for p in present)
-
-
-def held_back(root: str, gone: list[str], present: Iterable[str], prune_empty: bool) -> bool:
-    """Whether the sources ``gone`` from ``root`` must be kept rather than pruned: its folder lists nothing
-    (``listed_under``) and ``prune_empty`` does not say it was emptied on purpose."""
-    return bool(gone) and not prune_empty and not listed_under(root, present)
+def emptied_folders(root: str, gone: list[str], present: Collection[str], prune_empty: bool) -> dict[str, list[str]]:
+    """The sources ``gone`` from ``root`` that must be kept rather than pruned, by the folder that explains it: the
+    highest folder above them, ``root`` included, that is still there but where the walk found nothing at all. An
+    unmounted disk leaves its mount point, empty, and that is far more often the case than photos all deleted, so
+    ``--prune`` leaves them alone (EMPTY_ROOT) unless ``prune_empty`` says the folder was emptied on purpose. This
+    held only for the folder named (a disk mounted at a sub-folder was pruned once unplugged: hostile probe); a
+    folder that is gone itself is pruned as before."""
+    if not gone or prune_empty:
+        return {}
+    listed: set[str] = set()  # the folders below which the walk found something (root/, root/a/, ...)
+    for source in present:
+        if not source.startswith(root):
+            continue
+        at = source.rfind(os.sep, 0, len(source) - 1)
+        while at >= len(root) - 1 and source[: at + 1] not in listed:
+            listed.add(source[: at + 1])
+            at = source.rfind(os.sep, 0, at)
+    held: dict[str, list[str]] = {}
+    # the folder named is there (it was listed: a folder, a bucket's prefix); the running library's own folder,
+    # never walked, is not a folder of photos (what earlier versions indexed from it is pruned: still_there)
+    exists: dict[str, bool] = {root: True}
+    for source in gone:
+        folder = root
+        for name in ["", *source[len(root) :].split(os.sep)[:-1]]:  # root, then each folder down to the file's
+            folder += name + os.sep if name else ""
+            if folder in listed:
+                continue
+            if folder not in exists:
+                exists[folder] = os.path.isdir(folder) and not is_library_folder(Path(folder))
+            if exists[folder]:  # there, and empty: kept; gone itself: what was below it was deleted with it
+                held.setdefault(folder, []).append(source)
+            break
+    return held
 
 
 def forget_sources(catalog: Catalog, sources: list[str]) -> list[int]:
@@ -660,9 +682,9 @@ class Pipeline:
             if s.root is not None:
                 gone = vanished_under(self.parts.catalog, s.root, items)
                 report.vanished += gone
-                if held_back(s.root, gone, items, prune_empty):
-                    report.kept += gone
-                    report.rejected.append(Rejected(s.root, EMPTY_ROOT.format(n=len(gone))))
+                for folder, below in emptied_folders(s.root, gone, items, prune_empty).items():
+                    report.kept += below
+                    report.rejected.append(Rejected(folder, EMPTY_ROOT.format(n=len(below))))
         kept = set(report.kept)
         doomed = [v for v in report.vanished if v not in kept]
         if prune and doomed:

@@ -38,8 +38,8 @@ from lookalike.ingest.pipeline import (
     IndexingParts,
     IndexReport,
     Pipeline,
+    emptied_folders,
     forget_sources,
-    held_back,
     upload_in_use,
     vanished_under,
 )
@@ -315,10 +315,11 @@ class Worker:
                     seq, chunks = seq + len(chunks), []
             if seen is not None and root:
                 gone = vanished_under(self.parts.catalog, root, seen)
-                if held_back(root, gone, seen, bool(p.get("prune_empty"))):
-                    log.warning("job %d: %s: %s", task.job_id, root, EMPTY_ROOT.format(n=len(gone)))
-                else:
-                    vanished += gone
+                held = emptied_folders(root, gone, seen, bool(p.get("prune_empty")))
+                for folder, kept in held.items():
+                    log.warning("job %d: %s: %s", task.job_id, folder, EMPTY_ROOT.format(n=len(kept)))
+                kept_all = {k for kept in held.values() for k in kept}
+                vanished += [g for g in gone if g not in kept_all]
         if chunk:
             chunks.append(chunk)
         self.queue.add_chunks(task.job_id, seq, chunks)
