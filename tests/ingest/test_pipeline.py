@@ -234,6 +234,20 @@ def test_a_marker_left_in_a_folder_of_photos_is_said_and_prunes_nothing(lib: Lib
     consistent(lib)
 
 
+def test_a_renamed_folder_gives_its_photos_its_new_name(lib: Library, photo_dir: Path) -> None:
+    """`mv apiary bees` then `index --prune`: the photos kept the old folder's label for good (a known photo took a
+    label only when it had none, and pruning the old paths never looked again): searches by the new label found
+    nothing (hostile probe). Pruned sources give their photos the label of the sources left."""
+    lib.index([str(photo_dir)])
+    (photo_dir / "goldfish").rename(photo_dir / "carp")
+    report = lib.index([str(photo_dir)], prune=True)
+    assert report.pruned == 0 and len(report.vanished) == 4 and lib.catalog.count() == 12
+    assert lib.catalog.labels() == {"carp": 4, "tiger_cat": 4, "bullet_train": 4}
+    assert [h.label for h in lib.search(str(photo("goldfish", 0)), k=4, label="carp").hits] == ["carp"] * 4
+    assert lib.search(str(photo("goldfish", 0)), k=4, label="goldfish").hits == []
+    consistent(lib)
+
+
 def test_a_file_listed_twice_with_other_records_is_reported(lib: Library, photo_dir: Path, tmp_path: Path) -> None:
     """A CSV naming one file twice, with another label or record, silently used the first row: the second is now
     a rejected item saying so (the same row twice says nothing)."""

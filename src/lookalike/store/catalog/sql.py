@@ -667,18 +667,27 @@ class Catalog:
                 row = conn.execute(q, {"l": label, "d": dir_id, "n": name}).fetchone()
                 if row is not None:
                     touched.add(int(row[0]))
-            changed = []
-            for image_id in sorted(touched):
-                new = conn.execute(sa.text("SELECT label FROM sources WHERE image_id = :i AND label IS NOT NULL "
-                                           "ORDER BY added_at LIMIT 1"), {"i": image_id}).scalar()  # fmt: skip
-                old = conn.execute(sa.text("SELECT label FROM images WHERE id = :i"), {"i": image_id}).scalar()
-                if new != old:
-                    conn.execute(sa.text("UPDATE images SET label = :l WHERE id = :i"), {"l": new, "i": image_id})
-                    changed.append(image_id)
+            changed = self._label_from_sources(conn, touched)
             self._feed(conn, [(i, PHOTO | OBJECTS) for i in changed])
             return changed
 
         return self.db.retrying(write)
+
+    @staticmethod
+    def _label_from_sources(conn: Connection, image_ids: Iterable[int]) -> list[int]:
+        """Each photo's label becomes that of its oldest labelled source (none if no source has one); returns the
+        photos whose label changed. A photo no source points at keeps its label (it is about to go)."""
+        changed = []
+        for image_id in sorted(set(image_ids)):
+            oldest = "SELECT label FROM sources WHERE image_id = :i ORDER BY label IS NULL, added_at LIMIT 1"
+            row = conn.execute(sa.text(oldest), {"i": image_id}).first()
+            if row is None:
+                continue
+            old = conn.execute(sa.text("SELECT label FROM images WHERE id = :i"), {"i": image_id}).first()
+            if old is not None and row[0] != old[0]:
+                conn.execute(sa.text("UPDATE images SET label = :l WHERE id = :i"), {"l": row[0], "i": image_id})
+                changed.append(image_id)
+        return changed
 
     def _locked_fields(self, conn: Connection, image_id: int) -> sa.Row | None:
         """The photo's fields row, locked until the transaction ends (PostgreSQL: two writers merging into one
@@ -773,7 +782,11 @@ class Catalog:
                 for chunk in _chunks(names):
                     q = _sql("DELETE FROM sources WHERE dir_id = :d AND name IN :names RETURNING image_id", "names")
                     touched += [int(r[0]) for r in conn.execute(q, {"d": dir_id, "names": chunk})]
-            self._feed(conn, [(i, SOURCES) for i in sorted(set(touched))])
+            # a photo whose labelled source went (its folder renamed: the old path pruned) takes its label from the
+            # sources left, as relabel_sources does: it kept the old folder's name for good (hostile probe)
+            relabelled = set(self._label_from_sources(conn, touched))
+            flags = {i: SOURCES | (PHOTO | OBJECTS if i in relabelled else 0) for i in touched}
+            self._feed(conn, sorted(flags.items()))
             return touched
 
         return sorted(set(self.db.retrying(write)))
