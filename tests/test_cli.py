@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,20 @@ def test_a_removed_photo_stays_removed_until_asked_back(run, photo_dir: Path) ->
     assert back["added"] == 1 and back["excluded"] == []
     assert json.loads(run("index", str(photo_dir), "--json").output)["excluded"] == []  # forgotten for good
     assert json.loads(run("stats", "--json").output)["images"] == 12
+
+
+def test_another_photo_saved_under_a_removed_name_is_indexed(run, photo_dir: Path) -> None:
+    """A removal is of the file removed: another photo saved under its name later (a camera's counter reset, an
+    export over a bad shot) was left out for good and reported as "removed before" (hostile probe)."""
+    run("index", str(photo_dir))
+    hits = json.loads(run("search", str(photo("goldfish", 0, "test")), "-k", "1", "--json").output)["hits"]
+    victim, path = hits[0]["id"], hits[0]["sources"][0]
+    run("remove", str(victim))
+    shutil.copy(photo("pizza", 0), path)  # other bytes, another size, under the removed name
+    again = json.loads(run("index", str(photo_dir), "--json").output)
+    assert again["excluded"] == [] and again["added"] == 1 and again["total"] == 12
+    found = json.loads(run("search", str(photo("pizza", 0)), "-k", "1", "--json").output)["hits"][0]
+    assert found["similarity"] > 0.999 and found["sources"] == [path]
 
 
 def test_long_work_without_a_terminal_prints_progress_lines(run, photo_dir: Path, monkeypatch) -> None:

@@ -508,6 +508,7 @@ def test_a_catalog_with_local_features_migrates_to_copy_descriptors(tmp_path) ->
         c.execute("INSERT INTO features VALUES (?, ?)", (image_id, b"\x01" * 10_000))
         c.execute("ALTER TABLE images DROP COLUMN fields")  # version 7's
         c.execute("ALTER TABLE sources DROP COLUMN fields")
+        c.execute("ALTER TABLE removed DROP COLUMN size")  # version 10's
         c.execute("DELETE FROM schema_migrations WHERE version >= 4")
     cat = Catalog.open(f"sqlite:///{path}")
     with sqlite3.connect(path) as c:
@@ -530,6 +531,7 @@ def test_centres_pooled_before_version_8_are_dropped_for_the_backfill(tmp_path) 
     with sqlite3.connect(path) as c:  # back to version 7, as the last Lookalike left it: the pooled centre in 'part'
         c.execute("UPDATE copy_vectors SET part = centre")
         c.execute("ALTER TABLE copy_vectors DROP COLUMN centre")
+        c.execute("ALTER TABLE removed DROP COLUMN size")  # version 10's
         c.execute("DELETE FROM schema_migrations WHERE version >= 8")
     cat = Catalog.open(f"sqlite:///{path}")
     assert cat.without_copy_vector() == [image_id] and cat.copy_vector_ids(parts=True).tolist() == []
@@ -540,6 +542,23 @@ def test_centres_pooled_before_version_8_are_dropped_for_the_backfill(tmp_path) 
     assert cat.set_copy_vectors({}, {image_id: unit(7.0, 512)}) == 1
     assert cat.count_without_copy_vector() == 0 and float(cat.copy_vectors([image_id]).matrix[0] @ vec) > 0.999
     assert float(cat.copy_vectors([image_id], parts=True).matrix[0] @ unit(7.0, 512)) > 0.999
+    cat.close()
+
+
+def test_removals_recorded_before_version_10_still_hold(tmp_path) -> None:
+    """Version 10 keeps a removed file's size (another file under its name is indexed); a removal recorded before
+    has none, and still leaves its file out."""
+    path = tmp_path / "c.sqlite"
+    cat = Catalog.open(f"sqlite:///{path}")
+    image_id = cat.add_batch([item(sha(1), "/f/1.jpg")]).rows[0][1]
+    cat.remove_images([image_id], remember=True)
+    assert cat.removed_sizes(["/f/1.jpg"]) == {"/f/1.jpg": item(sha(1), "/f/1.jpg").size}
+    cat.close()
+    with sqlite3.connect(path) as c:
+        c.execute("ALTER TABLE removed DROP COLUMN size")
+        c.execute("DELETE FROM schema_migrations WHERE version >= 10")
+    cat = Catalog.open(f"sqlite:///{path}")
+    assert cat.removed_sizes(["/f/1.jpg"]) == {"/f/1.jpg": None} and cat.removed_among(["/f/1.jpg"]) == {"/f/1.jpg"}
     cat.close()
 
 

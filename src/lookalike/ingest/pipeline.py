@@ -499,7 +499,13 @@ class Pipeline:
                 if first is not it and records and (first.label, first.fields) != (it.label, it.fields):
                     report.rejected.append(Rejected(it.source, TWICE))
         catalog = self.parts.catalog
-        removed = catalog.removed_among(s for s, it in items.items() if not it.is_upload)  # an upload is explicit
+        sizes = catalog.removed_sizes(s for s, it in items.items() if not it.is_upload)  # an upload is explicit
+        # a removal is of the file removed: another one saved under its name since (its size differs) is indexed
+        # like any new file (it was left out for good, and reported as removed)
+        other = [s for s, size in sizes.items() if size is not None and items[s].size not in (None, size)]
+        if other:
+            catalog.forget_removed(other)
+        removed = set(sizes) - set(other)
         if removed and self.include_removed:
             catalog.forget_removed(removed)
         elif removed:

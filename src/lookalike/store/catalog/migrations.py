@@ -335,6 +335,17 @@ def _v9(conn: Connection, dialect: str) -> None:
     _run_ddl(conn, V9, dialect)
 
 
+# Version 10: a removed source's size when it was removed. A removal is of that file: another one saved under its
+# name later (a camera's counter reset, an export over a bad shot) was left out for good, reported as removed.
+V10 = """
+ALTER TABLE removed ADD COLUMN size {BIG};
+"""
+
+
+def _v10(conn: Connection, dialect: str) -> None:
+    _run_ddl(conn, V10, dialect)
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection, str], None]]] = [
     (1, "shared catalog: compact embeddings, folders, change feed, versioned transforms", _v1),
     (2, "durable index jobs: jobs and their leased tasks", _v2),
@@ -345,6 +356,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection, str], None]]] = [
     (7, "fields: the user's record of each photo", _v7),
     (8, "photos' centres described from their pixels", _v8),
     (9, "videos: one item each, their chosen frames as images", _v9),
+    (10, "a removed file is known by its size too: another file under its name is indexed", _v10),
 ]
 LATEST = MIGRATIONS[-1][0]
 

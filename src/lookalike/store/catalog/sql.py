@@ -353,7 +353,13 @@ class Catalog:
 
     def removed_among(self, sources: Iterable[str]) -> set[str]:
         """The sources among these that a user removed (``remove_images(remember=True)``), a query per folder."""
-        return {src for src, _ in self._rows_per_folder(sources, "SELECT name FROM removed")}
+        return set(self.removed_sizes(sources))
+
+    def removed_sizes(self, sources: Iterable[str]) -> dict[str, int | None]:
+        """The sources among these that a user removed, with their file's size then (None: removed before the
+        catalog kept it, or a source without one)."""
+        rows = self._rows_per_folder(sources, "SELECT name, size FROM removed")
+        return {src: None if size is None else int(size) for src, (size,) in rows}
 
     def forget_removed(self, sources: Iterable[str]) -> int:
         """Let these sources be indexed again (``index --include-removed``); returns how many were removed."""
@@ -895,9 +901,9 @@ class Catalog:
             if remember:
                 now = time.time()
                 for chunk in _chunks(sorted(records)):
-                    q = _sql("INSERT INTO removed(dir_id, name, removed_at) SELECT dir_id, name, :t FROM sources "
-                             "WHERE image_id IN :ids ON CONFLICT(dir_id, name) DO UPDATE SET removed_at = "
-                             "excluded.removed_at", "ids")  # fmt: skip
+                    q = _sql("INSERT INTO removed(dir_id, name, removed_at, size) SELECT dir_id, name, :t, size "
+                             "FROM sources WHERE image_id IN :ids ON CONFLICT(dir_id, name) DO UPDATE SET "
+                             "removed_at = excluded.removed_at, size = excluded.size", "ids")  # fmt: skip
                     conn.execute(q, {"ids": chunk, "t": now})
             delete = _sql(f"DELETE FROM images WHERE id IN :ids{where} RETURNING id", "ids")
             # in the order a run attaching sources locks photos (add_batch: by sha256), so the two never deadlock
