@@ -95,6 +95,10 @@ def test_indexing_and_uploads_report_near_duplicates_of_indexed_photos(settings,
         castle = lib.catalog.id_for_sha(hashlib.sha256(photo("castle", 2).read_bytes()).hexdigest())
         assert [(Path(d.source).name, d.of) for d in report.near_duplicates] == [("castle_caption.jpg", castle)]
         assert report.as_dict()["near_duplicates"][0]["confidence"] > 0.5
+        # a photo edited in place is not a near-duplicate of its old version, which the same run removes (probe)
+        edited(Image.open(photo("pizza", 5)).convert("RGB"), "text overlay").save(later / "another_pizza.jpg")
+        again = lib.index([str(later)])
+        assert again.updated == 1 and again.near_duplicates == [], again.near_duplicates
         with TestClient(create_app(settings, library=lib)) as client:
             buf = io.BytesIO()
             edited(Image.open(photo("goldfish", 1)).convert("RGB"), "grayscale").save(buf, "JPEG")

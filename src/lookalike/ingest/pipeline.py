@@ -479,7 +479,10 @@ class Pipeline:
         except KeyboardInterrupt:
             report.interrupted = True
         finally:
-            self._remove_orphans(displaced)
+            gone = self._remove_orphans(displaced)
+            # a file edited in place is a near-duplicate of its old version, which this run has just removed: not
+            # one to tell (the report sent the user to `duplicates` for a photo no longer there: hostile probe)
+            report.near_duplicates = [d for d in report.near_duplicates if d.of not in gone]
             report.seconds = time.perf_counter() - started
         if report.interrupted:
             raise KeyboardInterrupt
@@ -677,10 +680,9 @@ class Pipeline:
         self.parts.after_write()  # searchable (in this process, and in a shared engine) before it counts as done
         return sum(p.video is None for p in batch)  # frames count with their video
 
-    def _remove_orphans(self, candidates: list[int]) -> None:
+    def _remove_orphans(self, candidates: list[int]) -> set[int]:
         orphans = self.parts.catalog.orphans(candidates) if candidates else []
-        if orphans:
-            self.parts.delete_orphans(orphans)
+        return {rec.id for rec in self.parts.delete_orphans(orphans)} if orphans else set()
 
     def _vanished(self, sets: list[SourceSet], items: dict[str, SourceItem], report: IndexReport, prune: bool,
                   prune_empty: bool = False) -> None:  # fmt: skip
