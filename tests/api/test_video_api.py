@@ -132,7 +132,8 @@ def test_the_video_follows_the_read_rule(served: tuple[TestClient, Path]) -> Non
     with client_for(lib, api_key=key) as locked:  # with a key, reads need it by default
         assert locked.get(f"{API}/images/{frame}/video").status_code == 401
         assert locked.get(f"{API}/images/{frame}/video", headers={"X-API-Key": key}).status_code == 200
-        locked.cookies.set("lookalike_api_key", key)  # the page's <video> sends the cookie, as <img> does
+        assert locked.post(f"{API}/session", headers={"X-API-Key": key}).status_code == 204
+        # the page's <video> sends the read cookie that gave it, as <img> does
         r = locked.get(f"{API}/images/{frame}/video", headers={"Range": "bytes=0-9"})
         assert r.status_code == 206 and r.headers["cache-control"].startswith("private")
     with client_for(lib, api_key=key, api_key_for_reads=False) as writes_only:  # the operator opened reads

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from pydantic import SecretStr
 
 from lookalike.api.app import create_app
 from lookalike.library import Library
@@ -78,6 +79,18 @@ def shop_server(settings, embedder, tmp_path: Path):
     yield from serve(settings, lib)
 
 
+KEY = "page-key-" + "k" * 24
+
+
+@pytest.fixture
+def keyed_server(settings, embedder, photo_dir: Path):
+    """A service whose reads need its API key, as a network deployment's do."""
+    keyed = settings.model_copy(update={"api_key": SecretStr(KEY), "api_key_for_reads": True})
+    lib = Library(keyed, embedder=embedder)
+    lib.index([str(photo_dir)])
+    yield from serve(keyed, lib)
+
+
 def serve(settings, lib: Library):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -106,7 +119,7 @@ def page(request):
     """The page in Chromium, on the server fixture the test names (``server`` unless it asks for another)."""
     from playwright.sync_api import sync_playwright
 
-    named = [name for name in ("clip_server", "dvd_server", "shop_server") if name in request.fixturenames]
+    named = [n for n in ("clip_server", "dvd_server", "shop_server", "keyed_server") if n in request.fixturenames]
     server = request.getfixturevalue(named[0] if named else "server")
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
@@ -628,3 +641,46 @@ def test_a_shops_hits_show_their_titles_links_and_prices_and_fields_are_edited(s
     page.click("#save-fields")
     expect(page.locator("#viewer-result")).to_contain_text("field name")
     shot(page, "21-fields-editor")
+
+
+def test_a_keyed_page_shows_thumbnails_and_no_script_can_read_the_key_from_a_cookie(keyed_server, page) -> None:
+    """Web review, finding 1: the page kept the key in a cookie that scripts (and every app on the host) could read.
+    Now the key stays in local storage for the page's headers, and thumbnails load with an HttpOnly read cookie
+    that holds a token derived from the key; /docs opens with it too."""
+    from playwright.sync_api import expect
+
+    expect(page.locator("#stats")).to_contain_text("Unauthorized")  # reads need the key
+    page.evaluate("document.cookie = 'lookalike_api_key=' + 'stale'")  # what an older page left behind
+    page.evaluate("document.getElementById('add-panel').open = true")
+    page.fill("#api-key", KEY)
+    page.locator("#api-key").dispatch_event("change")
+    expect(page.locator("#stats")).to_contain_text("12 photos indexed")
+
+    def thumbnails_shown() -> None:
+        page.click("#tab-library")
+        expect(page.locator("#gallery .hit img")).to_have_count(12)
+        page.wait_for_function("[...document.querySelectorAll('#gallery img')].every((i) => i.complete)")
+        widths = page.locator("#gallery .hit img").evaluate_all("(imgs) => imgs.map((i) => i.naturalWidth)")
+        assert all(w > 0 for w in widths), widths  # every thumbnail loaded: none was refused with 401
+
+    thumbnails_shown()
+    assert page.evaluate("document.cookie") == ""  # the read cookie is HttpOnly, the old key cookie gone
+    (cookie,) = page.context.cookies()
+    assert cookie["name"] == "lookalike_read" and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert KEY not in cookie["value"]
+    shot(page, "40-keyed-library")
+
+    page.reload()  # the next visit: the key from local storage, the cookie asked for before the first loads
+    expect(page.locator("#stats")).to_contain_text("12 photos indexed")
+    thumbnails_shown()
+
+    page.goto(f"{keyed_server}/docs")  # the API documents open in the browser the key was entered in
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("Lookalike")
+    expect(page.locator(".swagger-ui .opblock").first).to_be_visible()
+
+    page.goto(keyed_server)  # an emptied key forgets the cookie
+    page.evaluate("document.getElementById('add-panel').open = true")
+    page.fill("#api-key", "")
+    page.locator("#api-key").dispatch_event("change")
+    expect(page.locator("#stats")).to_contain_text("Unauthorized")
+    assert page.context.cookies() == []

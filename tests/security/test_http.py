@@ -86,13 +86,60 @@ def test_with_keys_for_reads_every_read_needs_the_key(lib) -> None:
             assert c.get(path).status_code == 401, path
             assert c.get(path, headers={"X-API-Key": "k" * 31 + "x"}).status_code == 401, path  # same length
             assert c.get(path, headers={"X-API-Key": KEY}).status_code == 200, path
-        c.cookies.set("lookalike_api_key", KEY)  # the page's cookie: for reads (thumbnails in <img>) ...
-        assert c.get(thumb).status_code == 200
+        assert c.post(f"{API}/session", headers={"X-API-Key": KEY}).status_code == 204
+        assert c.get(thumb).status_code == 200  # the page's read cookie: for reads (thumbnails in <img>) ...
         image_id = int(lib.catalog.ids()[0])
         assert c.delete(f"{API}/images/{image_id}").status_code == 401  # ... never for writes
         assert c.get("/healthz").status_code == 200  # liveness stays open for load balancers
     with client_for(lib, api_key=KEY, api_key_for_reads=True, metrics_public=True) as c:
         assert c.get("/metrics").status_code == 200 and c.get(f"{API}/stats").status_code == 401
+
+
+def test_the_pages_cookie_holds_a_read_token_never_the_key(lib) -> None:
+    """Web review, finding 1: the page put the key itself in a script-set cookie, which every app on the same host
+    (cookies ignore ports) received and could write with. Now the service sets an HttpOnly cookie whose token is
+    derived from the key: it reads (thumbnails in <img>), never writes, and the old key cookie counts for nothing."""
+    image_id = int(lib.catalog.ids()[0])
+    thumb, record = f"{API}/images/{image_id}/thumbnail", f"{API}/images/{image_id}"
+    with client_for(lib, api_key=KEY, api_key_for_reads=True) as c:
+        assert c.post(f"{API}/session").status_code == 401  # the key goes in the header, as for a write
+        assert c.post(f"{API}/session", headers={"X-API-Key": "k" * 31 + "x"}).status_code == 401
+        assert "set-cookie" not in c.post(f"{API}/session", headers={"X-API-Key": "x"}).headers
+        r = c.post(f"{API}/session", headers={"X-API-Key": KEY})
+        assert r.status_code == 204, r.text
+        cookie = r.headers["set-cookie"]
+        name, *rest = (part.strip() for part in cookie.split(";"))
+        attributes = {a.split("=")[0].lower(): a.partition("=")[2].lower() for a in rest}
+        assert name.startswith("lookalike_read=") and attributes["path"] == "/", cookie
+        assert "httponly" in attributes and attributes["samesite"] == "strict", cookie
+        assert "secure" not in attributes  # plain http: a Secure cookie would never come back
+        token = c.cookies["lookalike_read"]
+        assert KEY not in cookie and len(token) == 64 and int(token, 16) >= 0  # hex HMAC-SHA256, not the key
+        assert c.get(thumb).status_code == 200 and c.get("/docs").status_code == 200  # reads, /docs included
+        assert c.patch(record, json={"fields": {"pwned": True}}).status_code == 401  # never a write
+        assert c.delete(record).status_code == 401
+        assert c.post(f"{API}/session", headers={"X-API-Key": KEY}).status_code == 204
+        assert c.get(thumb, headers={"X-API-Key": "k" * 31 + "x"}).status_code == 401  # a wrong header beats it
+        assert c.delete(f"{API}/session").status_code == 204  # the page's key emptied: the cookie is gone
+        assert "lookalike_read" not in c.cookies and c.get(thumb).status_code == 401
+        c.cookies.set("lookalike_api_key", KEY)  # the key's own cookie, as older pages set it: no longer a key
+        assert c.get(thumb).status_code == 401
+        c.cookies.clear()
+        c.cookies.set("lookalike_read", KEY)  # nor the key in the new cookie
+        assert c.get(thumb).status_code == 401
+    with client_for(lib, api_key=KEY, api_key_for_reads=True) as other:  # a replica with the same key: same token
+        r = other.post(f"{API}/session", headers={"X-API-Key": KEY})
+        assert other.cookies["lookalike_read"] == token
+    with client_for(lib) as c:  # no key: nothing to trade, no cookie
+        r = c.post(f"{API}/session")
+        assert r.status_code == 204 and "set-cookie" not in r.headers
+
+
+def test_the_read_cookie_is_secure_over_https(lib) -> None:
+    with client_for(lib, api_key=KEY) as c:
+        c.base_url = "https://testserver"
+        r = c.post(f"{API}/session", headers={"X-API-Key": KEY})
+        assert r.status_code == 204 and "secure" in r.headers["set-cookie"].lower().split("; ")
 
 
 def test_writes_need_the_key_when_one_is_set(lib) -> None:

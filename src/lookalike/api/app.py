@@ -20,7 +20,7 @@ from lookalike.api.deps import State
 from lookalike.api.limits import BodyLimitMiddleware
 from lookalike.api.metrics import MetricsMiddleware
 from lookalike.api.problems import LastResort
-from lookalike.api.routes import docs, health, images, jobs, library, metrics, page, search, uploads
+from lookalike.api.routes import docs, health, images, jobs, library, metrics, page, search, session, uploads
 from lookalike.config import Settings
 from lookalike.imaging import set_decode_memory
 from lookalike.library import Library
@@ -71,6 +71,7 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
         app.include_router(router)
     app.mount("/docs-assets", StaticFiles(directory=docs.ASSETS), name="docs-assets")
     app.include_router(docs.router)
+    app.include_router(session.router)
     app.mount("/static", StaticFiles(directory=page.STATIC), name="static")
     app.include_router(page.router)
     return app

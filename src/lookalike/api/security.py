@@ -9,10 +9,11 @@ needs it too, the API documents and the metrics included, unless ``LOOKALIKE_API
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import ipaddress
 import os
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 
 from fastapi import Request
 
@@ -20,7 +21,17 @@ from lookalike.api.problems import Problem
 from lookalike.config import Settings
 from lookalike.ingest.sources import inside_roots, is_url
 
-KEY_COOKIE = "lookalike_api_key"  # the page stores the key here so that <img> requests carry it (reads only)
+# The page's <img> and <video> requests cannot carry the X-API-Key header, so POST /api/v1/session (with the key in
+# the header) sets this HttpOnly cookie. It holds a token derived from the key, never the key: it counts for reads
+# only, so another app on the same host name (cookies ignore ports) that gets it cannot write with it. Any replica
+# with the same key derives the same token, without shared state; a new key makes every old token worthless.
+READ_COOKIE = "lookalike_read"
+READ_TOKEN_LABEL = b"lookalike read cookie v1"
+
+
+def read_token(key: bytes) -> str:
+    """The read cookie's value for the API key ``key``: HMAC-SHA256 of a fixed label, keyed with it (hex)."""
+    return hmac.new(key, READ_TOKEN_LABEL, hashlib.sha256).hexdigest()
 
 
 def is_loopback(host: str) -> bool:
@@ -69,6 +80,7 @@ class Keys:
             raise ValueError(weak)
         self.settings = settings
         self.expected = settings.api_key.get_secret_value().encode() if settings.api_key is not None else None
+        self.token = read_token(self.expected).encode() if self.expected is not None else None
 
     def _valid(self, given: str) -> bool:
         return self.expected is not None and hmac.compare_digest(given.encode(), self.expected)
@@ -79,11 +91,15 @@ class Keys:
             raise Problem(401, "Unauthorized", "a valid API key is required in the X-API-Key header")
 
     def read(self, request: Request) -> None:
+        """Reads take the key in the header or, without a header, the read cookie's token (see READ_COOKIE)."""
         if self.expected is None or not self.settings.api_key_for_reads:
             return
-        given = request.headers.get("x-api-key") or unquote(request.cookies.get(KEY_COOKIE, ""))
-        if not self._valid(given):
+        header = request.headers.get("x-api-key")  # a wrong header is refused even with a right cookie
+        if not (self._valid(header) if header else self.read_cookie_valid(request.cookies.get(READ_COOKIE, ""))):
             raise Problem(401, "Unauthorized", "this service needs its API key for reads too (X-API-Key header)")
+
+    def read_cookie_valid(self, given: str) -> bool:
+        return self.token is not None and hmac.compare_digest(given.encode(errors="replace"), self.token)
 
     def metrics(self, request: Request) -> None:
         if not self.settings.metrics_public:

@@ -37,11 +37,16 @@ function apiKeyHeaders() {
   return key ? { "X-API-Key": key } : {};
 }
 
-// the key also goes in a same-site cookie, so that thumbnails (<img>) load when reads need the key;
-// the service accepts the cookie for reads only, never for writes
-function saveKey(value) {
+// The key stays in this browser's localStorage and goes in the X-API-Key header of the page's own requests.
+// Thumbnails and videos (<img>, <video>) cannot carry a header, so the service trades the key for an HttpOnly
+// cookie holding a read-only token derived from it (never the key: scripts cannot read the cookie, and another
+// app on this host that gets it cannot write with it). An emptied key drops the cookie.
+async function saveKey(value) {
   localStorage.setItem("lookalike-api-key", value);
-  document.cookie = `lookalike_api_key=${encodeURIComponent(value)}; path=/; SameSite=Strict` + (value ? "" : "; max-age=0");
+  document.cookie = "lookalike_api_key=; path=/; max-age=0; SameSite=Strict";  // the key's own cookie of old versions
+  try {
+    await fetch(`${API}/session`, value ? { method: "POST", headers: { "X-API-Key": value } } : { method: "DELETE" });
+  } catch (e) { /* unreachable, or a key no header can hold: the loads that follow say what is wrong */ }
 }
 
 async function problemText(response) {
@@ -938,7 +943,7 @@ async function followJob(id, result) {
 }
 
 // --- wiring ---------------------------------------------------------------------------------------------
-function setup() {
+async function setup() {
   const drop = $("drop");
   drop.addEventListener("click", (e) => { if (e.target === drop || e.target.tagName === "P") $("file-input").click(); });
   drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") $("file-input").click(); });
@@ -1011,9 +1016,9 @@ function setup() {
   $("lib-next").addEventListener("click", () => { state.page += 1; loadGallery(); });
   $("add-form").addEventListener("submit", upload);
   $("api-key").value = localStorage.getItem("lookalike-api-key") || "";
-  $("api-key").addEventListener("change", () => { saveKey($("api-key").value); loadStats(); loadLabels(); });
-  saveKey($("api-key").value);
+  $("api-key").addEventListener("change", async () => { await saveKey($("api-key").value); loadStats(); loadLabels(); });
   setupRegionSelection();
+  await saveKey($("api-key").value);  // the read cookie first: thumbnails need it when reads need the key
   loadStats();
   loadLabels();
 }
