@@ -172,7 +172,7 @@ def test_search_view_more_like_this_region_and_errors(page, tmp_path: Path) -> N
     page.locator("#results .hit").nth(1).click()
     expect(page.locator("#viewer")).to_be_visible()
     expect(page.locator("#viewer-meta")).to_contain_text("goldfish")
-    page.wait_for_function("document.getElementById('viewer-img').naturalWidth > 0")
+    page.wait_for_function("() => document.getElementById('viewer-img').naturalWidth > 0")
     shot(page, "03-viewer")
     page.click("#more-like-this")
     expect(page.locator("#viewer")).to_be_hidden()
@@ -184,7 +184,7 @@ def test_search_view_more_like_this_region_and_errors(page, tmp_path: Path) -> N
     both.write_bytes(side_by_side("goldfish", "bullet_train", 320))
     page.set_input_files("#file-input", str(both))
     expect(page.locator("#status")).to_contain_text("similar photos")
-    page.wait_for_function("document.getElementById('query-img').naturalWidth === 640")
+    page.wait_for_function("() => document.getElementById('query-img').naturalWidth === 640")
     canvas = page.locator("#query-canvas").bounding_box()
     page.mouse.move(canvas["x"] + canvas["width"] * 0.55, canvas["y"] + canvas["height"] * 0.05)
     page.mouse.down()
@@ -237,7 +237,7 @@ def test_detected_subjects_are_drawn_and_clickable(page) -> None:
 
     page.set_input_files("#file-input", str(photo("ambulance", 0, "test")))
     expect(page.locator("#status")).to_contain_text("similar photos")
-    page.wait_for_function("document.getElementById('query-img').naturalWidth === 500")
+    page.wait_for_function("() => document.getElementById('query-img').naturalWidth === 500")
     shot(page, "08-subjects")
     # the bus is at (51, 42)-(441, 347) of 500x375: click its middle, away from the small people
     canvas = page.locator("#query-canvas").bounding_box()
@@ -320,7 +320,7 @@ def test_text_box_searches_a_clip_library(clip_server, page) -> None:
     page.fill("#text-input", "something blue")
     page.press("#text-input", "Enter")
     expect(page.locator("#status")).to_contain_text("something blue")
-    page.wait_for_function(f"document.querySelector('#results .hit')?.dataset.id !== '{first}'")
+    page.wait_for_function(f"() => document.querySelector('#results .hit')?.dataset.id !== '{first}'")
 
 
 def test_no_text_box_for_a_photo_only_model(page) -> None:
@@ -659,7 +659,7 @@ def test_a_keyed_page_shows_thumbnails_and_no_script_can_read_the_key_from_a_coo
     def thumbnails_shown() -> None:
         page.click("#tab-library")
         expect(page.locator("#gallery .hit img")).to_have_count(12)
-        page.wait_for_function("[...document.querySelectorAll('#gallery img')].every((i) => i.complete)")
+        page.wait_for_function("() => [...document.querySelectorAll('#gallery img')].every((i) => i.complete)")
         widths = page.locator("#gallery .hit img").evaluate_all("(imgs) => imgs.map((i) => i.naturalWidth)")
         assert all(w > 0 for w in widths), widths  # every thumbnail loaded: none was refused with 401
 
@@ -670,6 +670,8 @@ def test_a_keyed_page_shows_thumbnails_and_no_script_can_read_the_key_from_a_coo
     assert KEY not in cookie["value"]
     shot(page, "40-keyed-library")
 
+    violations: list[str] = []  # the page's Content-Security-Policy refuses nothing the page does
+    page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
     page.reload()  # the next visit: the key from local storage, the cookie asked for before the first loads
     expect(page.locator("#stats")).to_contain_text("12 photos indexed")
     thumbnails_shown()
@@ -684,3 +686,4 @@ def test_a_keyed_page_shows_thumbnails_and_no_script_can_read_the_key_from_a_coo
     page.locator("#api-key").dispatch_event("change")
     expect(page.locator("#stats")).to_contain_text("Unauthorized")
     assert page.context.cookies() == []
+    assert not violations, violations

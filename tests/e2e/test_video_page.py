@@ -67,7 +67,7 @@ def test_a_frame_hit_names_the_moment_and_plays_from_it(video_page, tmp_path: Pa
     src = video.get_attribute("src") or ""
     assert "/video#t=" in src
     t = float(src.rsplit("#t=", 1)[1])
-    page.wait_for_function("document.querySelector('#viewer-video').readyState >= 1", timeout=15_000)
+    page.wait_for_function("() => document.querySelector('#viewer-video').readyState >= 1", timeout=15_000)
     assert abs(page.evaluate("document.querySelector('#viewer-video').currentTime") - t) < 0.5
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "40-video-frame.png"), full_page=True)

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import photo
-from tests.services import Service
+from tests.services import Service, free_port
 
 API = "/api/v1"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -93,3 +93,38 @@ def test_a_page_in_chromium_can_neither_post_across_sites_nor_rebind(service: Se
         finally:
             browser.close()
     assert httpx.get(f"{service.url}{API}/images", timeout=30).json()["total"] == before  # nothing got in
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="needs Debian's chromium (make system-deps)")
+def test_a_page_elsewhere_cannot_frame_the_service(service: Service) -> None:
+    """Web review, finding 2 (clickjacking): a page of another app on the same host framed the service's page,
+    whose clicks are same-origin writes that the Origin guard lets through. Chromium must show no such frame."""
+    from playwright.sync_api import sync_playwright
+
+    other = f"http://127.0.0.1:{free_port()}/"  # another app on the same host (loopback to loopback)
+    framing = "".join(f'<iframe id="f{i}" src="{service.url}{path}"></iframe>'
+                      for i, path in enumerate(("/", "/docs", f"{API}/stats")))  # fmt: skip
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",  # no name leaves the machine; the
+            # service's address is not remapped (MAP * alone turned every frame into an error page, headers or not)
+            # Chromium's Local Network Access would block the frame for a loopback service whatever it answers; a
+            # service behind a reverse proxy under a public name (the README's deployment) does not have that help
+            "--disable-features=LocalNetworkAccessChecks",
+        ])  # fmt: skip
+        try:
+            page = browser.new_page()
+            page.route(other, lambda route: route.fulfill(body=framing, content_type="text/html"))
+            page.goto(other)
+            page.wait_for_load_state("load")
+            framed = [f for f in page.frames if f != page.main_frame]
+            assert len(framed) == 3
+            for frame in framed:  # blocked: Chromium's error page in place of the service's
+                assert frame.url.startswith("chrome-error://"), frame.url
+                shown = frame.evaluate("!!document.getElementById('drop') || !!document.querySelector('.swagger-ui')")
+                assert shown is False
+                assert '"photos"' not in frame.evaluate("document.documentElement.outerHTML")  # no stats JSON
+            assert httpx.get(f"{service.url}/", timeout=30).status_code == 200  # the service itself still answers
+        finally:
+            browser.close()

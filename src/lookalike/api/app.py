@@ -17,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from lookalike import __version__
 from lookalike.api import API, problems
 from lookalike.api.deps import State
+from lookalike.api.headers import SecurityHeaders
 from lookalike.api.limits import BodyLimitMiddleware
 from lookalike.api.metrics import MetricsMiddleware
 from lookalike.api.problems import LastResort
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
         )
     app.add_middleware(LastResort)
+    app.add_middleware(SecurityHeaders)  # outside LastResort: its 500s get them too
     for router in ROUTERS:
         app.include_router(router)
     app.mount("/docs-assets", StaticFiles(directory=docs.ASSETS), name="docs-assets")

@@ -145,9 +145,9 @@ def install(app: FastAPI) -> None:
 
 
 class LastResort:
-    """The outermost layer: an error nothing else handled becomes a 500 problem response, logged, and the
-    connection stays usable (an exception escaping to the server would reset it). Every such error is a
-    bug: the fuzz test (tests/security/test_fuzz.py) fails on any 5xx."""
+    """The outermost layer but for the security headers (headers.py): an error nothing else handled becomes a
+    500 problem response, logged, and the connection stays usable (an exception escaping to the server would
+    reset it). Every such error is a bug: the fuzz test (tests/security/test_fuzz.py) fails on any 5xx."""
 
     def __init__(self, app) -> None:
         self.app = app

@@ -7,11 +7,17 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
+from lookalike.api.headers import FRAME_ANCESTORS
+
 router = APIRouter()
 STATIC = Path(str(resources.files("lookalike.api") / "static"))
+# stricter than every response's (headers.py): the page's only script is its own file, with no inline script or
+# handler; images and videos are not limited (an original may be a redirect to a presigned bucket URL)
+PAGE_POLICY = f"{FRAME_ANCESTORS}; script-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'"
 
 
 @router.head("/", include_in_schema=False)
 @router.get("/", include_in_schema=False)
 async def index_page() -> FileResponse:
-    return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+    headers = {"Cache-Control": "no-cache", "Content-Security-Policy": PAGE_POLICY}
+    return FileResponse(STATIC / "index.html", headers=headers)
