@@ -13,6 +13,8 @@ import pytest
 
 from lookalike.ingest import fetch as fetch_mod
 from lookalike.ingest.fetch import FetchError, UrlFetcher
+from lookalike.library import Library
+from tests.security.serving import client_for
 
 
 class Site:
@@ -141,3 +143,14 @@ def test_the_host_header_and_virtual_hosts_still_work(sites, monkeypatch) -> Non
     assert f.fetch(f"http://photos.test:{public.port}/x") == b"public"
     assert seen["host"] == f"photos.test:{public.port}"
     f.close()
+
+
+def test_a_refusal_does_not_say_what_a_name_resolves_to(settings, embedder) -> None:
+    """Web review, finding 4: the 422 named the internal address a host name resolved to, so any caller allowed
+    to search could map internal DNS names to their addresses. It says which kind of address, not which one."""
+    assert {info[4][0] for info in socket.getaddrinfo("localhost", 80)} & {"127.0.0.1", "::1"}
+    with Library(settings, embedder=embedder) as lib, client_for(lib, url_allow_private=False) as c:
+        r = c.post("/api/v1/search", json={"url": "http://localhost:9/x.jpg"})
+    detail = r.json()["detail"]
+    assert r.status_code == 422 and "localhost resolves to a loopback address" in detail, r.text
+    assert "127.0.0.1" not in detail and "::1" not in detail and "LOOKALIKE_URL_ALLOW_PRIVATE" in detail

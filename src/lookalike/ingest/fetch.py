@@ -121,8 +121,9 @@ def resolve(url: httpx.URL, allow_private: bool) -> str:
                 kind = "private or reserved"
                 if plain.is_loopback or plain.is_link_local:
                     kind = "loopback" if plain.is_loopback else "link-local"
+                # the address is not named: a caller could learn what internal names resolve to (web review, 4)
                 raise FetchError(
-                    f"refusing to fetch {url}: {host} is a {kind} address ({addr}); "
+                    f"refusing to fetch {url}: {host} resolves to a {kind} address; "
                     f"set LOOKALIKE_URL_ALLOW_PRIVATE=1 to allow internal addresses"
                 )
     return str(addresses[0])
