@@ -184,6 +184,17 @@ def test_out_of_range_ids_are_4xx(lib, bad) -> None:
         assert r.status_code == 422
 
 
+def test_a_boolean_is_not_an_id(lib) -> None:
+    """Web review, finding 5: {"image_id": true} searched with photo 1 (pydantic's lax int reads true as 1)."""
+    image_id = int(lib.catalog.ids()[0])
+    with client_for(lib) as c:
+        for value in (True, False):
+            r = c.post(f"{API}/search", json={"image_id": value})
+            assert r.status_code == 422 and "an id is a number, not true or false" in r.json()["detail"], r.text
+        assert c.post(f"{API}/search", json={"image_id": image_id}).status_code == 200
+        assert c.post(f"{API}/search", json={"image_id": str(image_id)}).status_code == 200  # as before
+
+
 def test_deep_and_huge_json_is_4xx(lib) -> None:
     with client_for(lib) as c:
         for path in (f"{API}/search", f"{API}/jobs/index"):

@@ -85,6 +85,13 @@ QueryText = Annotated[str, AfterValidator(unicode_text), length(1000, 1), string
 FIELDS = "the photo's record (a CSV's extra columns, a manifest's or an upload's fields): name: value"
 
 
+def not_a_boolean(value: object) -> object:
+    """JSON's true is not an id: pydantic's lax int took it as 1 (web review, finding 5)."""
+    if isinstance(value, bool):
+        raise ValueError("an id is a number, not true or false")
+    return value
+
+
 def original_url(image_id: int) -> str:
     return f"{API}/images/{image_id}/original"
 
@@ -144,7 +151,9 @@ class SearchJson(SearchParams):
         examples=["https://example.com/photo.jpg"],
         description="an http(s) URL of the photo (server paths are not accepted over HTTP)",
     )
-    image_id: int | None = Field(default=None, ge=1, le=MAX_ID, description="an indexed photo: more like this")
+    image_id: Annotated[int | None, BeforeValidator(not_a_boolean)] = Field(
+        default=None, ge=1, le=MAX_ID, description="an indexed photo: more like this"
+    )
     text: QueryText | None = Field(
         default=None,
         examples=["a red bicycle at night"],
