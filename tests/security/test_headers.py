@@ -72,3 +72,26 @@ def test_the_page_runs_only_its_own_script(lib) -> None:
     assert re.findall(r"<script\b[^>]*>", page) == ['<script src="/static/app.js">']  # no inline script
     assert not re.search(r"<[^>]*\son[a-z]+\s*=", page, re.IGNORECASE)  # no inline handler
     assert not re.search(r"javascript:", page, re.IGNORECASE)
+
+
+def test_keyed_answers_are_not_cached_but_photos_keep_theirs(lib) -> None:
+    image_id = int(lib.catalog.ids()[0])
+    key = {"X-API-Key": KEY}
+    with client_for(lib, api_key=KEY, api_key_for_reads=True) as c:
+        for path in (f"{API}/stats", f"{API}/images", f"{API}/images/{image_id}", "/openapi.json", "/docs",
+                     "/metrics", f"{API}/images/999999"):  # fmt: skip
+            r = c.get(path, headers=key)
+            assert r.headers.get("cache-control") == "no-store", (path, r.headers.get("cache-control"))
+        assert c.get(f"{API}/stats").headers["cache-control"] == "no-store"  # the 401 too
+        r = c.post(f"{API}/search", json={"image_id": image_id}, headers=key)
+        assert r.status_code == 200 and r.headers["cache-control"] == "no-store"
+        for path in (f"{API}/images/{image_id}/thumbnail", f"{API}/images/{image_id}/original"):
+            assert c.get(path, headers=key).headers["cache-control"] == "private, max-age=31536000, immutable"
+        assert c.get("/").headers["cache-control"] == "no-cache"
+        assert "no-store" not in c.get("/static/app.js").headers.get("cache-control", "")  # public files: cacheable
+    with client_for(lib, api_key=KEY, api_key_for_reads=False) as c:  # reads open: nothing secret to keep out
+        assert "cache-control" not in c.get(f"{API}/stats").headers
+    with client_for(lib) as c:
+        assert "cache-control" not in c.get(f"{API}/stats").headers
+        r = c.get(f"{API}/images/{image_id}/thumbnail")
+        assert r.headers["cache-control"].startswith("public")  # unchanged without a key
