@@ -187,6 +187,8 @@ def test_an_uploaded_video_in_a_bucket_is_streamed_or_presigned(s3_settings: Set
             if status == 416:
                 assert got.headers["content-range"] == f"bytes */{len(data)}"
         assert client.get(url, headers={"Range": "bytes=-100"}).content == data[-100:]
+        head = client.head(url)  # the headers, without reading the object from the bucket to drop it
+        assert head.status_code == 200 and head.content == b"" and int(head.headers["content-length"]) == len(data)
         original = client.get(f"{API}/images/{frame}/original")  # decoded from the object fetched to a temporary file
         assert original.status_code == 200 and Image.open(io.BytesIO(original.content)).size == (320, 180)
     presigning = Settings(**{**s3_settings.model_dump(), "s3_presign": True})

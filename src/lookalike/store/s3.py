@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 from urllib.parse import urlparse
@@ -95,6 +95,7 @@ class Part:
     length: int
     content_range: str | None
     chunks: Iterator[bytes]
+    close: Callable[[], None] = lambda: None  # the transfer dropped unread (a HEAD request wants only the headers)
 
 
 class S3ImageStore:
@@ -175,8 +176,8 @@ class S3ImageStore:
         length = int(response["ContentLength"])
         content_range = response.get("ContentRange")
         size = int(content_range.rsplit("/", 1)[1]) if content_range else length
-        chunks = response["Body"].iter_chunks(2**16)
-        return Part(206 if content_range else 200, size, length, content_range, chunks)
+        body = response["Body"]
+        return Part(206 if content_range else 200, size, length, content_range, body.iter_chunks(2**16), body.close)
 
     def get(self, kind: Kind, sha256: str) -> bytes | None:
         from botocore.exceptions import ClientError

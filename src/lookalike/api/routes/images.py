@@ -113,6 +113,9 @@ def video(image_id: ImageId, request: Request, lib: Lib, state: Service) -> Resp
     headers |= {"Accept-Ranges": "bytes", "Content-Length": str(part.length)}
     if part.content_range is not None:
         headers["Content-Range"] = part.content_range
+    if request.method == "HEAD":  # the headers only: Starlette would read the whole stream to drop it
+        part.close()
+        return Response(status_code=part.status, media_type=media, headers=headers)
     return StreamingResponse(part.chunks, status_code=part.status, media_type=media, headers=headers)
 
 
