@@ -302,7 +302,7 @@ class Library:
             self.maintain(wait=False)
 
     def delete_images(self, ids: list[int], remember: bool = False, orphans_only: bool = False,
-                      keeping: int | None = None) -> list[ImageRecord]:  # fmt: skip
+                      keeping: Mapping[int, int] | None = None) -> list[ImageRecord]:  # fmt: skip
         removed = self.catalog.remove_images(ids, remember=remember, orphans_only=orphans_only, keeping=keeping)
         for rec in removed:
             if self.catalog.id_for_sha(rec.sha256) is None:  # the same bytes may have been added again meanwhile
@@ -339,11 +339,12 @@ class Library:
         one a source since it was found sourceless)."""
         return self.delete_images(ids, orphans_only=True)
 
-    def remove(self, ids: list[int], keeping: int | None = None) -> list[ImageRecord]:
+    def remove(self, ids: list[int], keeping: Mapping[int, int] | None = None) -> list[ImageRecord]:
         """Delete images by id, for good: their files stay out of later index runs (``index(include_removed=True)``
-        takes them back). Unknown ids are ignored (the caller reports them). ``keeping``: they are copies of that
-        photo, removed only while it is still in the library (a duplicates report is acted on after it was made:
-        had a run replaced the kept photo's file since, removing its copies left the picture with no photo at all)."""
+        takes them back). Unknown ids are ignored (the caller reports them). ``keeping``: each id is a copy of the
+        photo it maps to, removed only while that photo is still in the library with a file (a duplicates report is
+        acted on after it was made: had a run written other bytes over the kept photo's file since, removing its
+        copies left the picture with no photo at all)."""
         return self.delete_images(ids, remember=True, keeping=keeping)
 
     # --- search ----------------------------------------------------------------------

@@ -215,6 +215,13 @@ def test_upload_duplicates_rejects_metadata_files_and_delete(client: TestClient)
     found = client.post(f"{API}/search", files={"image": jpeg(photo("pizza", 0))}, data={"k": "1"}).json()
     assert found["hits"][0]["similarity"] > 0.999 and found["hits"][0]["source"].startswith("upload: ")
 
+    # as a copy of another photo (the page's Duplicates view): only while that one is there with a file
+    other = body["added"][1]["id"]
+    gone = client.get(f"{API}/images/{other}").json()
+    assert client.delete(f"{API}/images/{other}").status_code == 204
+    problem(client.delete(f"{API}/images/{image_id}?kept={other}"), 409, "no longer in the library")
+    problem(client.delete(f"{API}/images/{image_id}?kept=abc"), 422)
+    assert client.get(f"{API}/images/{image_id}").status_code == 200 and gone["id"] == other
     assert client.delete(f"{API}/images/{image_id}").status_code == 204
     problem(client.get(f"{API}/images/{image_id}"), 404)
     problem(client.delete(f"{API}/images/{image_id}"), 404)

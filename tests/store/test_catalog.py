@@ -235,15 +235,21 @@ def test_removing_orphans_keeps_one_given_a_source_since_it_was_found(catalog) -
 
 
 def test_copies_are_removed_only_while_the_photo_kept_in_their_place_is_there(catalog) -> None:
-    """`duplicates --remove --yes` acts on a report made before: a run that replaced the kept photo's file in between
-    deleted the kept photo, then the removal took its copy too, and the picture was gone from the library with its
-    file left out of every later run (hostile probe). ``keeping`` checks in the removal's own transaction."""
-    keep, copy, other = (r[1] for r in catalog.add_batch([item(sha(n), f"/d/{n}.jpg") for n in range(3)]).rows)
-    catalog.remove_images([keep])  # the other run: the kept photo's file now holds another picture
-    assert catalog.remove_images([copy], remember=True, keeping=keep) == []
+    """`duplicates --remove --yes` acts on a report made before: a run that wrote other bytes over the kept photo's
+    file in between moved its source to the new photo (and removes the old one at its end), then the removal took
+    the copy too, and the picture was gone from the library with its file left out of every later run (probe, then
+    a review: the kept photo's row alone is not enough). ``keeping`` checks, in the removal's own transaction, that
+    the kept photo is there with a source."""
+    keep, copy, other, lone = (r[1] for r in catalog.add_batch([item(sha(n), f"/d/{n}.jpg") for n in range(4)]).rows)
+    catalog.add_batch([item(sha(9), "/d/0.jpg")])  # the other run: new bytes under the kept photo's name
+    assert catalog.get(keep) is not None and catalog.orphans([keep]) == [keep]  # still there, without a file
+    assert catalog.remove_images([copy], remember=True, keeping={copy: keep}) == []
     assert catalog.get(copy) is not None and catalog.removed_among(["/d/1.jpg"]) == set()  # nor remembered
-    assert [r.id for r in catalog.remove_images([copy], remember=True, keeping=other)] == [copy]
-    assert catalog.removed_among(["/d/1.jpg"]) == {"/d/1.jpg"}
+    catalog.remove_images([keep])
+    assert catalog.remove_images([copy], keeping={copy: keep}) == []  # gone altogether: the same
+    assert catalog.remove_images([lone], keeping={}) == []  # a copy of nothing named is not removed
+    removed = catalog.remove_images([copy, lone], remember=True, keeping={copy: other, lone: other})
+    assert sorted(r.id for r in removed) == [copy, lone] and catalog.removed_among(["/d/1.jpg"]) == {"/d/1.jpg"}
 
 
 def _held_in_feed(monkeypatch, thread_name: str) -> tuple[threading.Event, threading.Event]:

@@ -189,12 +189,14 @@ def duplicates(
         rows, exact = found["groups"], [(e["id"], e["sources"]) for e in found["exact"]]
         doomed = [i for r in rows for i in r["remove"]]
         removed: list[int] = []
-        left: list[int] = []  # kept photos gone before their copies were removed: those copies stay
+        left: list[int] = []  # kept photos gone (or their file) before their copies were removed: those stay
         if remove and yes and doomed:
-            for r in rows:  # each group's copies only while the photo kept in their place is still there
-                gone = [rec.id for rec in lib.remove(r["remove"], keeping=r["keep"])] if r["remove"] else []
-                removed += gone
-                left += [r["keep"]] if r["remove"] and not gone and lib.catalog.get(r["keep"]) is None else []
+            # each group's copies only while the photo kept in their place is still there, with its file
+            removed = [rec.id for rec in lib.remove(doomed, keeping={i: r["keep"] for r in rows for i in r["remove"]})]
+            gone = set(removed)
+            missed = [r["keep"] for r in rows if r["remove"] and not gone.intersection(r["remove"])]
+            kept = lib.catalog.get_many(missed)
+            left = [k for k in missed if k not in kept or not kept[k].sources]
     except user_errors() as exc:
         fail(str(exc))
     finally:
@@ -256,8 +258,8 @@ def duplicates(
     elif removed:
         out.print(f"removed {len(removed)} photos", highlight=False)
     if left:
-        out.print(f"[yellow]not removed: the copies of {', '.join(map(str, left))}, which left the library since this "
-                  "report was made (a run replaced or removed it); look for duplicates again", highlight=False)
+        out.print(f"[yellow]not removed: the copies of {', '.join(map(str, left))}, which left the library or lost "
+                  "its file since this report was made (a run replaced it); look for duplicates again", highlight=False)
 
 
 @app.command()

@@ -10,11 +10,14 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
+from pydantic import BeforeValidator
 from starlette.responses import MalformedRangeHeader
 
 from lookalike.api import API
 from lookalike.api.deps import READ, WRITE, Lib, Service
-from lookalike.api.schemas import FieldsPatch, ImageId, ImageOut, ImagePage, Text
+from lookalike.api.problems import Problem
+from lookalike.api.schemas import MAX_ID, FieldsPatch, ImageId, ImageOut, ImagePage, Text
+from lookalike.api.security import digits_only
 from lookalike.config import Settings
 from lookalike.errors import NotFoundError
 from lookalike.library import Library
@@ -132,12 +135,22 @@ class VideoFileResponse(FileResponse):
             return []
 
 
-@router.delete("/images/{image_id}", dependencies=WRITE, status_code=204, summary="Remove a photo")
-def delete_image(image_id: ImageId, lib: Lib) -> Response:
-    removed = lib.remove([image_id])
-    if not removed:
-        raise NotFoundError(f"no image with id {image_id}")
-    return Response(status_code=204)
+@router.delete("/images/{image_id}", dependencies=WRITE, status_code=204, summary="Remove a photo",
+               responses={409: {"description": "``kept`` is no longer in the library with a file"}})  # fmt: skip
+def delete_image(
+    image_id: ImageId,
+    lib: Lib,
+    kept: Annotated[int | None, BeforeValidator(digits_only), Query(
+        ge=1, le=MAX_ID, description="remove it as a copy of this photo: only while that one is still in the library "
+        "with a file (a duplicates report acted on later: the page's Duplicates view)")] = None,
+) -> Response:  # fmt: skip
+    removed = lib.remove([image_id], keeping=None if kept is None else {image_id: kept})
+    if removed:
+        return Response(status_code=204)
+    if kept is not None and lib.catalog.get(image_id) is not None:
+        raise Problem(409, "Conflict", f"photo {kept}, kept in place of {image_id}, is no longer in the library with a "
+                      "file (a run replaced it since the duplicates were listed): nothing removed; list them again")
+    raise NotFoundError(f"no image with id {image_id}")
 
 
 def presigned(lib: Library, settings: Settings, kind: Kind, sha256: str) -> Response | None:

@@ -828,7 +828,8 @@ async function removeCopies(g, button) {
   const failed = [];
   for (const id of g.remove) {
     try {
-      const r = await fetch(`${API}/images/${id}`, { method: "DELETE", headers: apiKeyHeaders() });
+      // only while the photo kept in its place is still there (the list may be older than the last index run)
+      const r = await fetch(`${API}/images/${id}?kept=${g.keep}`, { method: "DELETE", headers: apiKeyHeaders() });
       if (r.status !== 204 && r.status !== 404) failed.push(`#${id}: ${await problemText(r)}`);
     } catch (e) {
       failed.push(`#${id}: the server could not be reached`);

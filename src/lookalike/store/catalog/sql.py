@@ -882,32 +882,32 @@ class Catalog:
         return self.db.retrying(write)
 
     def remove_images(self, ids: Iterable[int], remember: bool = False, orphans_only: bool = False,
-                      keeping: int | None = None) -> list[ImageRecord]:  # fmt: skip
+                      keeping: Mapping[int, int] | None = None) -> list[ImageRecord]:  # fmt: skip
         """Delete images with their sources and subjects; returns the records this call deleted. ``remember``: a
         user removed them, so their sources are recorded as removed (``removed_among``) and indexing leaves them out.
         ``orphans_only``: only those no source points at, checked in the delete itself (a photo found sourceless a
         moment before may have been given a source by another run since: deleting it lost that run's file).
-        ``keeping``: copies removed in favour of that photo, only while it is still there, checked in the same
-        transaction (on PostgreSQL its row is locked against a delete until the copies are gone)."""
+        ``keeping``: each id is a copy of the photo it maps to, removed only while that photo is still there with a
+        file (``_with_sources``), checked in the same transaction; an id it does not map is not removed."""
         records = self.get_many(ids)
         where = " AND NOT EXISTS (SELECT 1 FROM sources s WHERE s.image_id = images.id)" if orphans_only else ""
-        lock = " FOR KEY SHARE" if self.db.dialect == "postgresql" else ""
 
         def write(conn: Connection) -> list[int]:
+            doomed = sorted(records)
+            if keeping is not None:
+                kept = self._with_sources(conn, {keeping[i] for i in doomed if i in keeping} - set(doomed))
+                doomed = [i for i in doomed if keeping.get(i) in kept]
             gone: list[int] = []
-            if keeping is not None and conn.execute(sa.text(f"SELECT id FROM images WHERE id = :k{lock}"),
-                                                    {"k": int(keeping)}).first() is None:  # fmt: skip
-                return gone
             if remember:
                 now = time.time()
-                for chunk in _chunks(sorted(records)):
+                for chunk in _chunks(doomed):
                     q = _sql("INSERT INTO removed(dir_id, name, removed_at, size) SELECT dir_id, name, :t, size "
                              "FROM sources WHERE image_id IN :ids ON CONFLICT(dir_id, name) DO UPDATE SET "
                              "removed_at = excluded.removed_at, size = excluded.size", "ids")  # fmt: skip
                     conn.execute(q, {"ids": chunk, "t": now})
             delete = _sql(f"DELETE FROM images WHERE id IN :ids{where} RETURNING id", "ids")
             # in the order a run attaching sources locks photos (add_batch: by sha256), so the two never deadlock
-            for chunk in _chunks(sorted(records, key=lambda i: records[i].sha256)):
+            for chunk in _chunks(sorted(doomed, key=lambda i: records[i].sha256)):
                 if orphans_only and self.db.dialect == "postgresql":
                     # wait for a run attaching a source to one of them (its insert holds the photo's row) and judge
                     # in a statement of its own, which sees that source once committed: READ COMMITTED judged the
@@ -919,6 +919,18 @@ class Catalog:
             return gone
 
         return [records[i] for i in self.db.retrying(write)]
+
+    def _with_sources(self, conn: Connection, image_ids: Iterable[int]) -> set[int]:
+        """Those of these photos some source still points at. A run that wrote other bytes over a photo's file moves
+        its source to the new photo at once and deletes the old one only at its end: a photo kept in place of its
+        copies is there for good only while it has a file. On PostgreSQL the source rows are locked (FOR SHARE)
+        until the transaction ends: no run can move or delete them meanwhile."""
+        lock = " FOR SHARE" if self.dialect == "postgresql" else ""  # (not with DISTINCT: duplicates dropped here)
+        found: set[int] = set()
+        for chunk in _chunks(sorted(set(_ints(image_ids)))):
+            q = _sql(f"SELECT image_id FROM sources WHERE image_id IN :ids{lock}", "ids")
+            found |= {int(r[0]) for r in conn.execute(q, {"ids": chunk})}
+        return found
 
     # the change feed -----------------------------------------------------------------------------------------
     def _feed(self, conn: Connection, changes: list[tuple[int, int]]) -> None:
