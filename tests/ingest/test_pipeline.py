@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -245,6 +246,26 @@ def test_a_renamed_folder_gives_its_photos_its_new_name(lib: Library, photo_dir:
     assert lib.catalog.labels() == {"carp": 4, "tiger_cat": 4, "bullet_train": 4}
     assert [h.label for h in lib.search(str(photo("goldfish", 0)), k=4, label="carp").hits] == ["carp"] * 4
     assert lib.search(str(photo("goldfish", 0)), k=4, label="goldfish").hits == []
+    consistent(lib)
+
+
+def test_a_photo_losing_a_path_to_new_bytes_takes_the_label_of_its_other_paths(lib: Library, tmp_path: Path) -> None:
+    """The same photo as cats/a.jpg and dogs/b.jpg is labelled cats (its oldest path's); new bytes written over
+    cats/a.jpg move that path to a new photo, and the photo, whose only file is now dogs/b.jpg, kept "cats" (review)."""
+    root = tmp_path / "pets"
+    (root / "cats").mkdir(parents=True)
+    (root / "dogs").mkdir()
+    shutil.copy(photo("goldfish", 0), root / "cats" / "a.jpg")
+    lib.index([str(root)])
+    shutil.copy(photo("goldfish", 0), root / "dogs" / "b.jpg")
+    lib.index([str(root)])
+    shared = lib.catalog.id_for_sha(hashlib.sha256(photo("goldfish", 0).read_bytes()).hexdigest())
+    assert lib.catalog.get(shared).label == "cats"
+    shutil.copy(photo("tiger_cat", 0), root / "cats" / "a.jpg")
+    report = lib.index([str(root)])
+    assert report.updated == 1 and lib.catalog.get(shared).label == "dogs"
+    assert lib.catalog.labels() == {"cats": 1, "dogs": 1}
+    assert [h.id for h in lib.search(str(photo("goldfish", 0)), k=1, label="dogs").hits] == [shared]
     consistent(lib)
 
 

@@ -614,7 +614,10 @@ class Catalog:
                 attach.append((item, int(image_id)))
                 result.rows.append((item, int(image_id), is_new))
             result.displaced = self._attach_many(conn, attach, now, learned)
-            changes += [(i, SOURCES) for i in result.displaced]  # a path moved away from these photos
+            # a path moved away from these photos (a file's new bytes); one that still has others takes its label
+            # from them, as when its sources are pruned (review)
+            moved_labels = set(self._label_from_sources(conn, result.displaced))
+            changes += [(i, SOURCES | (PHOTO | OBJECTS if i in moved_labels else 0)) for i in result.displaced]
             self._feed(conn, changes)
             return result
 
@@ -679,21 +682,19 @@ class Catalog:
 
         return self.db.retrying(write)
 
-    @staticmethod
-    def _label_from_sources(conn: Connection, image_ids: Iterable[int]) -> list[int]:
+    def _label_from_sources(self, conn: Connection, image_ids: Iterable[int]) -> list[int]:
         """Each photo's label becomes that of its oldest labelled source (none if no source has one); returns the
-        photos whose label changed. A photo no source points at keeps its label (it is about to go)."""
-        changed = []
-        for image_id in sorted(set(image_ids)):
-            oldest = "SELECT label FROM sources WHERE image_id = :i ORDER BY label IS NULL, added_at LIMIT 1"
-            row = conn.execute(sa.text(oldest), {"i": image_id}).first()
-            if row is None:
-                continue
-            old = conn.execute(sa.text("SELECT label FROM images WHERE id = :i"), {"i": image_id}).first()
-            if old is not None and row[0] != old[0]:
-                conn.execute(sa.text("UPDATE images SET label = :l WHERE id = :i"), {"l": row[0], "i": image_id})
-                changed.append(image_id)
-        return changed
+        photos whose label changed. A photo no source points at keeps its label (it is about to go). One statement
+        per chunk of photos (a prune of a million sources: a query per photo held the write lock for minutes)."""
+        oldest = ("(SELECT s.label FROM sources s WHERE s.image_id = images.id AND s.label IS NOT NULL "
+                  "ORDER BY s.added_at LIMIT 1)")  # fmt: skip
+        differs = "IS DISTINCT FROM" if self.dialect == "postgresql" else "IS NOT"  # NULL-aware comparison
+        q = _sql(f"UPDATE images SET label = {oldest} WHERE id IN :ids AND label {differs} {oldest} "
+                 "AND EXISTS (SELECT 1 FROM sources s WHERE s.image_id = images.id) RETURNING id", "ids")  # fmt: skip
+        changed: list[int] = []
+        for chunk in _chunks(sorted(set(_ints(image_ids)))):
+            changed += [int(r[0]) for r in conn.execute(q, {"ids": chunk})]
+        return sorted(changed)
 
     def _locked_fields(self, conn: Connection, image_id: int) -> sa.Row | None:
         """The photo's fields row, locked until the transaction ends (PostgreSQL: two writers merging into one
