@@ -26,7 +26,7 @@ def test_a_run_killed_before_its_end_leaves_photos_doctor_removes_and_duplicates
         lib.index([str(photo_dir)])
         changed = sorted((photo_dir / "goldfish").iterdir())[0]
         Image.open(changed).convert("RGB").save(changed, format="JPEG", quality=60)  # other bytes, same picture
-        monkeypatch.setattr(Pipeline, "_remove_orphans", lambda self, candidates: None)  # killed right before it
+        monkeypatch.setattr(Pipeline, "_remove_orphans", lambda self, candidates: set())  # killed right before it
         assert lib.index([str(photo_dir)]).updated == 1
         monkeypatch.undo()
         sourceless = lib.catalog.orphans()

@@ -144,8 +144,9 @@ def unused_files(catalog: Catalog, images: ImageStore, now: float) -> list[str]:
     return out
 
 
-def _still_extra(extra: list[int], truth: np.ndarray) -> list[int]:
-    return np.setdiff1d(np.asarray(extra, dtype=np.int64), truth).tolist() if extra else []
+def _still_extra(extra: list[int], truth: Callable[[], np.ndarray]) -> list[int]:
+    """Those of ``extra`` the catalog still lacks (its ids read only when there is something to check)."""
+    return np.setdiff1d(np.asarray(extra, dtype=np.int64), truth()).tolist() if extra else []
 
 
 def fix(spaces: Spaces, images: ImageStore, reader: Reader, found: Findings) -> Findings:
@@ -156,10 +157,10 @@ def fix(spaces: Spaces, images: ImageStore, reader: Reader, found: Findings) -> 
         # an extra is removed only if the catalog still lacks it: a run adding photos between the check's read of
         # the catalog and its read of a shared engine made its new photos "extra", and removing them left those
         # photos unsearchable (hostile probe); runs write the catalog first, and apply to the engine under this lock
-        found.photos_extra = _still_extra(found.photos_extra, catalog.ids())
-        found.objects_extra = _still_extra(found.objects_extra, catalog.object_vector_ids())
-        found.copies_extra = _still_extra(found.copies_extra, catalog.copy_vector_ids())
-        found.parts_extra = _still_extra(found.parts_extra, catalog.copy_vector_ids(parts=True))
+        found.photos_extra = _still_extra(found.photos_extra, catalog.ids)
+        found.objects_extra = _still_extra(found.objects_extra, catalog.object_vector_ids)
+        found.copies_extra = _still_extra(found.copies_extra, catalog.copy_vector_ids)
+        found.parts_extra = _still_extra(found.parts_extra, lambda: catalog.copy_vector_ids(parts=True))
         if found.photos_extra:
             space.photos.remove(np.asarray(found.photos_extra, dtype=np.int64))
         redo = sorted(set(found.photos_missing) | set(found.photos_payload))

@@ -91,7 +91,7 @@ def _query_test_photos(lib: Library, test: Path, gallery: dict[str, int], k: int
                        scores: _Scores, on_progress: StageProgress | None) -> None:  # fmt: skip
     """Each labelled photo of ``test`` searched for (by its best subject when ``query`` is "object"), timed with
     its decoding and embedding; an unreadable one is left unanswered, not counted as a retrieval failure."""
-    every = list(walk_folder(test))
+    every = list(walk_folder(test, own=lib.home))
     queries = [q for q in every if q.label in gallery]
     scores.queries, scores.unlabelled = len(queries), len(every) - len(queries)
     for n, q in enumerate(queries, 1):

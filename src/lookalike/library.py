@@ -279,8 +279,8 @@ class Library:
 
         With ``objects`` each photo is also indexed as each subject the detector finds. Files a user removed
         (``remove``) stay out unless ``include_removed``. ``kinds`` gives the types of CSV field columns
-        (``{"price": "float"}``; else inferred). ``prune`` leaves a named folder that lists no file at all alone
-        (an unmounted disk's mount point) unless ``prune_empty``.
+        (``{"price": "float"}``; else inferred). ``prune`` leaves a folder, named or below it, that lists no file
+        at all alone (an unmounted disk's mount point) unless ``prune_empty``.
         """
         sets: list[SourceSet] = [expand(p, label, s3=self.s3 if is_s3(p) else None, kinds=kinds, own=self.home)
                                  for p in paths]

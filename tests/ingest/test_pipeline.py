@@ -207,6 +207,8 @@ def test_a_library_inside_the_folder_it_indexes_never_indexes_itself(settings, e
         assert again.unchanged == 12 and again.added == [] and again.rejected == [] and lib.catalog.count() == 12
         alone = lib.index([str(photo_dir / "library")])
         assert [(r.source, r.reason) for r in alone.rejected] == [(str(photo_dir / "library") + os.sep, LIBRARY_FOLDER)]
+        below = photo_dir / "library" / "images"  # a folder inside it: its thumbnails were indexed (review)
+        assert [r.reason for r in lib.index([str(below)]).rejected] == [LIBRARY_FOLDER]
         # a thumbnail indexed from inside it (as every run did before): pruned, though its file is still there
         thumb = next((photo_dir / "library" / "images" / "thumbnails").rglob("*.jpg"))
         assert len(lib.index([str(thumb)]).added) == 1 and lib.catalog.count() == 13  # new bytes: a photo
@@ -319,6 +321,20 @@ def test_a_folder_that_lists_nothing_is_never_pruned(lib: Library, photo_dir: Pa
     (photo_dir / "bullet_train").mkdir()  # emptied on purpose, said so
     report = lib.index([str(photo_dir)], prune=True, prune_empty=True)
     assert report.pruned == 4 and report.rejected == [] and lib.catalog.count() == 4
+    consistent(lib)
+
+
+def test_a_folder_holding_only_a_removed_file_is_not_said_to_list_nothing(lib: Library, photo_dir: Path) -> None:
+    """Files removed with `lookalike remove` are left out of a run's listing, but they are there: a folder holding
+    one of them and photos since deleted was said to "list no files", and its deleted photos were kept (review)."""
+    lib.index([str(photo_dir)])
+    files = sorted((photo_dir / "goldfish").iterdir())
+    lib.remove([lib.catalog.id_for_sha(hashlib.sha256(files[0].read_bytes()).hexdigest())])
+    for f in files[1:]:
+        f.unlink()
+    report = lib.index([str(photo_dir)], prune=True)
+    assert report.excluded == [str(files[0])] and report.rejected == [] and report.pruned == 3
+    assert lib.catalog.count() == 8
     consistent(lib)
 
 

@@ -380,8 +380,8 @@ class IndexJobRequest(BaseModel):
     label: Label | None = None
     prune: bool = False
     prune_empty: bool = Field(
-        default=False, description="prune even a named folder that lists no file at all (prune leaves one alone: an "
-        "unmounted disk looks the same); implies prune"
+        default=False, description="prune even in a folder (named or below it) that lists no file at all (prune "
+        "leaves one alone: an unmounted disk looks the same); implies prune"
     )
     objects: bool = Field(default=False, description="also index each detected subject")
 

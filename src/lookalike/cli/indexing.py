@@ -57,8 +57,8 @@ def index(
         bool,
         typer.Option(
             "--prune-empty",
-            help="--prune, even in a named folder that lists no file at all (left alone by --prune: an "
-            "unmounted disk looks the same)",
+            help="--prune, even in a folder (named or below it) that lists no file at all (left alone by "
+            "--prune: an unmounted disk looks the same)",
         ),
     ] = False,
     objects: Annotated[bool, typer.Option("--objects", help="also index each detected subject of each photo")] = False,

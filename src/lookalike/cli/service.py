@@ -88,7 +88,7 @@ def jobs_add(
     label: Annotated[str | None, typer.Option(help="label for every photo")] = None,
     prune: Annotated[bool, typer.Option(help="remove photos whose files vanished from the named folders")] = False,
     prune_empty: Annotated[
-        bool, typer.Option("--prune-empty", help="--prune, even in a named folder that lists no file at all")
+        bool, typer.Option("--prune-empty", help="--prune, even in a folder (named or below) that lists no file at all")
     ] = False,
     objects: Annotated[bool, typer.Option("--objects", help="also index each detected subject")] = False,
     field: Annotated[

@@ -686,11 +686,12 @@ class Pipeline:
 
     def _vanished(self, sets: list[SourceSet], items: dict[str, SourceItem], report: IndexReport, prune: bool,
                   prune_empty: bool = False) -> None:  # fmt: skip
+        listed = items.keys() | set(report.excluded)  # files removed before are there: their folder lists something
         for s in sets:
             if s.root is not None:
                 gone = vanished_under(self.parts.catalog, s.root, items)
                 report.vanished += gone
-                for folder, below in emptied_folders(s.root, gone, items, prune_empty).items():
+                for folder, below in emptied_folders(s.root, gone, listed, prune_empty).items():
                     report.kept += below
                     report.rejected.append(Rejected(folder, EMPTY_ROOT.format(n=len(below))))
         kept = set(report.kept)

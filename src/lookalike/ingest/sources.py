@@ -205,7 +205,8 @@ def walk_folder(root: Path, label: str | None = None, own: Path | None = None) -
     (vanished_under) instead of dropping those photos without a word.
     """
     root = Path(root)
-    if is_library_folder(root):
+    inside_own = own is not None and any(_same_folder(folder, own) for folder in root.parents)  # `index H/images`
+    if is_library_folder(root) or inside_own:
         yield SourceItem(printable(root) + os.sep, label, error=LIBRARY_FOLDER)
         return
     unlisted: list[OSError] = []
