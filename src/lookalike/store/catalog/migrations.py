@@ -335,8 +335,10 @@ def _v9(conn: Connection, dialect: str) -> None:
     _run_ddl(conn, V9, dialect)
 
 
-# Version 10: a removed source's size when it was removed. A removal is of that file: another one saved under its
-# name later (a camera's counter reset, an export over a bad shot) was left out for good, reported as removed.
+# Version 10: a removed source's size (as last indexed: the photo the user removed). A removal is of that file:
+# another one saved under its name later (a camera's counter reset, an export over a bad shot) was left out for good,
+# reported as removed. A file of the same size is still taken for the one removed (bytes are not read to compare),
+# and the photo removed, rewritten by an editor (a rating in its EXIF), is indexed again: it is another file.
 V10 = """
 ALTER TABLE removed ADD COLUMN size {BIG};
 """
