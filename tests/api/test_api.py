@@ -219,8 +219,9 @@ def test_upload_duplicates_rejects_metadata_files_and_delete(client: TestClient)
     other = body["added"][1]["id"]
     gone = client.get(f"{API}/images/{other}").json()
     assert client.delete(f"{API}/images/{other}").status_code == 204
-    problem(client.delete(f"{API}/images/{image_id}?kept={other}"), 409, "no longer in the library")
+    problem(client.delete(f"{API}/images/{image_id}?kept={other}"), 409, "is not in the library with a file")
     problem(client.delete(f"{API}/images/{image_id}?kept=abc"), 422)
+    problem(client.delete(f"{API}/images/{image_id}?kept={image_id}"), 422, "not kept in its own place")
     assert client.get(f"{API}/images/{image_id}").status_code == 200 and gone["id"] == other
     assert client.delete(f"{API}/images/{image_id}").status_code == 204
     problem(client.get(f"{API}/images/{image_id}"), 404)

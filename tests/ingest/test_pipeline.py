@@ -19,7 +19,7 @@ import pytest
 
 from lookalike.config import Settings
 from lookalike.ingest.pipeline import EMPTY_ROOT, TWICE, TWIN_REMOVED
-from lookalike.ingest.sources import LIBRARY_FOLDER, LIBRARY_MARKER, OTHER_LIBRARY
+from lookalike.ingest.sources import INSIDE_LIBRARY, LIBRARY_FOLDER, LIBRARY_MARKER, OTHER_LIBRARY
 from lookalike.library import Library
 from tests.badfiles import salt
 from tests.conftest import MODELS, TOWHEE, photo
@@ -208,7 +208,7 @@ def test_a_library_inside_the_folder_it_indexes_never_indexes_itself(settings, e
         alone = lib.index([str(photo_dir / "library")])
         assert [(r.source, r.reason) for r in alone.rejected] == [(str(photo_dir / "library") + os.sep, LIBRARY_FOLDER)]
         below = photo_dir / "library" / "images"  # a folder inside it: its thumbnails were indexed (review)
-        assert [r.reason for r in lib.index([str(below)]).rejected] == [LIBRARY_FOLDER]
+        assert [r.reason for r in lib.index([str(below)]).rejected] == [INSIDE_LIBRARY]
         # a thumbnail indexed from inside it (as every run did before): pruned, though its file is still there
         thumb = next((photo_dir / "library" / "images" / "thumbnails").rglob("*.jpg"))
         assert len(lib.index([str(thumb)]).added) == 1 and lib.catalog.count() == 13  # new bytes: a photo

@@ -37,6 +37,8 @@ def test_writes_from_a_foreign_origin_and_requests_to_a_foreign_host_are_refused
     assert upload(service, origin="null").status_code == 403
     r = httpx.post(f"{service.url}{API}/jobs/1/cancel", headers={"origin": "https://evil.example"}, timeout=30)
     assert r.status_code == 403 and r.headers["content-type"] == "application/problem+json"
+    # the guard's own answers are not framed or sniffed either (they were outside the app's headers: review)
+    assert r.headers["x-frame-options"] == "DENY" and r.headers["x-content-type-options"] == "nosniff"
     rebound = {"host": f"{EVIL}:{service.port}"}
     for method, path in (("GET", f"{API}/stats"), ("GET", f"{API}/images"), ("GET", "/")):
         assert httpx.request(method, f"{service.url}{path}", headers=rebound, timeout=30).status_code == 403

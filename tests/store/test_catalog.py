@@ -234,6 +234,20 @@ def test_removing_orphans_keeps_one_given_a_source_since_it_was_found(catalog) -
     assert [r.id for r in removed] == [b] and list(catalog.get(a).sources) == ["/b/moved-here.jpg"]
 
 
+def test_a_pruned_source_leaves_a_label_that_another_source_still_carries(catalog) -> None:
+    """Sources added in one run share their time: the photo's "oldest labelled source" was a tie, and pruning an
+    unrelated path flipped its label to another folder's (review). A label some source still carries stays."""
+    catalog.add_batch([item(sha(2), "/z/other.jpg", "z")])  # the folder z is known first (a lower folder id)
+    rows = catalog.add_batch([item(sha(1), "/m/x.jpg", "m"), item(sha(1), "/z/x.jpg", "z"),
+                              item(sha(1), "/y/x.jpg", "y")]).rows  # fmt: skip
+    photo = rows[0][1]
+    assert catalog.get(photo).label == "m"
+    catalog.remove_sources(["/y/x.jpg"])
+    assert catalog.get(photo).label == "m"
+    catalog.remove_sources(["/m/x.jpg"])  # its path gone: the label of the paths left
+    assert catalog.get(photo).label == "z"
+
+
 def test_copies_are_removed_only_while_the_photo_kept_in_their_place_is_there(catalog) -> None:
     """`duplicates --remove --yes` acts on a report made before: a run that wrote other bytes over the kept photo's
     file in between moved its source to the new photo (and removes the old one at its end), then the removal took

@@ -168,6 +168,7 @@ DOCUMENT_SUFFIXES = frozenset(
 # indexes does not index its own thumbnails (each run found the last run's, and thumbnails of thumbnails)
 LIBRARY_MARKER = ".lookalike-library"
 LIBRARY_FOLDER = "a Lookalike library's own folder (it holds .lookalike-library): its files are never indexed"
+INSIDE_LIBRARY = "inside this Lookalike library's own folder (its thumbnails, its database): never indexed"
 # a library folder met inside a walk that is not the running library's own: said, and what was indexed from it kept
 OTHER_LIBRARY = ("holds .lookalike-library, the mark of a Lookalike library's folder: its files are not indexed, and "
                  "photos indexed from it before are kept (delete that file if the folder holds your photos)")
@@ -205,9 +206,11 @@ def walk_folder(root: Path, label: str | None = None, own: Path | None = None) -
     (vanished_under) instead of dropping those photos without a word.
     """
     root = Path(root)
-    inside_own = own is not None and any(_same_folder(folder, own) for folder in root.parents)  # `index H/images`
-    if is_library_folder(root) or inside_own:
+    if is_library_folder(root):
         yield SourceItem(printable(root) + os.sep, label, error=LIBRARY_FOLDER)
+        return
+    if own is not None and any(_same_folder(folder, own) for folder in root.parents):  # `index H/images`
+        yield SourceItem(printable(root) + os.sep, label, error=INSIDE_LIBRARY)
         return
     unlisted: list[OSError] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False, onerror=unlisted.append):

@@ -144,12 +144,15 @@ def delete_image(
         ge=1, le=MAX_ID, description="remove it as a copy of this photo: only while that one is still in the library "
         "with a file (a duplicates report acted on later: the page's Duplicates view)")] = None,
 ) -> Response:  # fmt: skip
+    if kept == image_id:
+        raise Problem(422, "Invalid parameters", "kept names the photo to remove: a photo is not kept in its own place")
     removed = lib.remove([image_id], keeping=None if kept is None else {image_id: kept})
     if removed:
         return Response(status_code=204)
     if kept is not None and lib.catalog.get(image_id) is not None:
-        raise Problem(409, "Conflict", f"photo {kept}, kept in place of {image_id}, is no longer in the library with a "
-                      "file (a run replaced it since the duplicates were listed): nothing removed; list them again")
+        raise Problem(409, "Conflict", f"photo {kept}, to be kept in place of {image_id}, is not in the library with a "
+                      "file (removed, or its file given other bytes since the duplicates were listed): nothing "
+                      "removed; list them again")
     raise NotFoundError(f"no image with id {image_id}")
 
 

@@ -686,11 +686,15 @@ class Catalog:
         """Each photo's label becomes that of its oldest labelled source (none if no source has one); returns the
         photos whose label changed. A photo no source points at keeps its label (it is about to go). One statement
         per chunk of photos (a prune of a million sources: a query per photo held the write lock for minutes)."""
+        # a photo whose label a source left still carries keeps it (sources added in one run share their added_at:
+        # the oldest would be a tie, and the label could flip to another folder's for no reason: review)
         oldest = ("(SELECT s.label FROM sources s WHERE s.image_id = images.id AND s.label IS NOT NULL "
-                  "ORDER BY s.added_at LIMIT 1)")  # fmt: skip
+                  "ORDER BY s.added_at, s.dir_id, s.name LIMIT 1)")  # fmt: skip
         differs = "IS DISTINCT FROM" if self.dialect == "postgresql" else "IS NOT"  # NULL-aware comparison
         q = _sql(f"UPDATE images SET label = {oldest} WHERE id IN :ids AND label {differs} {oldest} "
-                 "AND EXISTS (SELECT 1 FROM sources s WHERE s.image_id = images.id) RETURNING id", "ids")  # fmt: skip
+                 "AND EXISTS (SELECT 1 FROM sources s WHERE s.image_id = images.id) "
+                 "AND NOT EXISTS (SELECT 1 FROM sources s WHERE s.image_id = images.id AND s.label = images.label) "
+                 "RETURNING id", "ids")  # fmt: skip
         changed: list[int] = []
         for chunk in _chunks(sorted(set(_ints(image_ids)))):
             changed += [int(r[0]) for r in conn.execute(q, {"ids": chunk})]
@@ -896,8 +900,16 @@ class Catalog:
         def write(conn: Connection) -> list[int]:
             doomed = sorted(records)
             if keeping is not None:
-                kept = self._with_sources(conn, {keeping[i] for i in doomed if i in keeping} - set(doomed))
-                doomed = [i for i in doomed if keeping.get(i) in kept]
+                doomed = [i for i in doomed if i in keeping]
+                if self.db.dialect == "postgresql":
+                    # the copies' rows first, in the order an index run locks photos (by sha256), then the kept
+                    # photos' sources: the other way round a run holding a copy and moving a kept photo's path
+                    # deadlocked with this (review)
+                    for chunk in _chunks(sorted(doomed, key=lambda i: records[i].sha256)):
+                        conn.execute(_sql("SELECT id FROM images WHERE id IN :ids ORDER BY sha256 FOR UPDATE", "ids"),
+                                     {"ids": chunk})  # fmt: skip
+                kept = self._with_sources(conn, {keeping[i] for i in doomed} - set(doomed))
+                doomed = [i for i in doomed if keeping[i] in kept]
             gone: list[int] = []
             if remember:
                 now = time.time()
