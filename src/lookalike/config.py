@@ -289,6 +289,11 @@ class Settings(BaseSettings):
         return f"sqlite:///{self.home / 'catalog.sqlite'}"
 
     @property
+    def reads_need_key(self) -> bool:
+        """A key is set and reads need it too (LOOKALIKE_API_KEY_FOR_READS): the read guard, private caching."""
+        return self.api_key is not None and self.api_key_for_reads
+
+    @property
     def resolved_models_dir(self) -> Path:
         return self.models_dir if self.models_dir is not None else self.home / "models"
 

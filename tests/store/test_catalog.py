@@ -258,12 +258,12 @@ def test_copies_are_removed_only_while_the_photo_kept_in_their_place_is_there(ca
     catalog.add_batch([item(sha(9), "/d/0.jpg")])  # the other run: new bytes under the kept photo's name
     assert catalog.get(keep) is not None and catalog.orphans([keep]) == [keep]  # still there, without a file
     assert catalog.remove_images([copy], remember=True, keeping={copy: keep}) == []
-    assert catalog.get(copy) is not None and catalog.removed_among(["/d/1.jpg"]) == set()  # nor remembered
+    assert catalog.get(copy) is not None and catalog.removed_sizes(["/d/1.jpg"]) == {}  # nor remembered
     catalog.remove_images([keep])
     assert catalog.remove_images([copy], keeping={copy: keep}) == []  # gone altogether: the same
     assert catalog.remove_images([lone], keeping={}) == []  # a copy of nothing named is not removed
     removed = catalog.remove_images([copy, lone], remember=True, keeping={copy: other, lone: other})
-    assert sorted(r.id for r in removed) == [copy, lone] and catalog.removed_among(["/d/1.jpg"]) == {"/d/1.jpg"}
+    assert sorted(r.id for r in removed) == [copy, lone] and set(catalog.removed_sizes(["/d/1.jpg"])) == {"/d/1.jpg"}
 
 
 def _held_in_feed(monkeypatch, thread_name: str) -> tuple[threading.Event, threading.Event]:
@@ -578,7 +578,7 @@ def test_removals_recorded_before_version_10_still_hold(tmp_path) -> None:
         c.execute("ALTER TABLE removed DROP COLUMN size")
         c.execute("DELETE FROM schema_migrations WHERE version >= 10")
     cat = Catalog.open(f"sqlite:///{path}")
-    assert cat.removed_sizes(["/f/1.jpg"]) == {"/f/1.jpg": None} and cat.removed_among(["/f/1.jpg"]) == {"/f/1.jpg"}
+    assert cat.removed_sizes(["/f/1.jpg"]) == {"/f/1.jpg": None}  # still removed: a removal without its size
     cat.close()
 
 
@@ -700,12 +700,12 @@ def test_sources_a_user_removed_are_remembered_until_forgotten(catalog) -> None:
     catalog.add_batch([item(sha(1), "/g/a-again.jpg")])  # the same bytes under a second name: one image, 2 sources
     catalog.remove_images([ids["/f/b.jpg"]])  # pruned or replaced: not the user's choice, not remembered
     asked = ["/f/a.jpg", "/f/b.jpg", "/g/a-again.jpg", "/g/c.jpg", "/h/new.jpg"]
-    assert catalog.removed_among(asked) == set()
+    assert set(catalog.removed_sizes(asked)) == set()
     assert [r.id for r in catalog.remove_images([ids["/f/a.jpg"]], remember=True)] == [ids["/f/a.jpg"]]
-    assert catalog.removed_among(asked) == {"/f/a.jpg", "/g/a-again.jpg"}  # every path the photo had
+    assert set(catalog.removed_sizes(asked)) == {"/f/a.jpg", "/g/a-again.jpg"}  # every path the photo had
     catalog.remove_images([ids["/f/a.jpg"]], remember=True)  # gone already: nothing changes, no error
     assert catalog.forget_removed(["/f/a.jpg", "/h/new.jpg"]) == 1
-    assert catalog.removed_among(asked) == {"/g/a-again.jpg"}
+    assert set(catalog.removed_sizes(asked)) == {"/g/a-again.jpg"}
     assert catalog.source_states(asked).keys() == {"/g/c.jpg"}
 
 

@@ -68,8 +68,7 @@ def create_app(settings: Settings | None = None, library: Library | None = None)
             CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"]
         )
     app.add_middleware(LastResort)
-    keyed_reads = settings.api_key is not None and settings.api_key_for_reads
-    app.add_middleware(SecurityHeaders, no_store=keyed_reads)  # outside LastResort: its 500s get them too
+    app.add_middleware(SecurityHeaders, no_store=settings.reads_need_key)  # outside LastResort: its 500s get them too
     for router in ROUTERS:
         app.include_router(router)
     app.mount("/docs-assets", StaticFiles(directory=docs.ASSETS), name="docs-assets")

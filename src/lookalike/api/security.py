@@ -92,7 +92,7 @@ class Keys:
 
     def read(self, request: Request) -> None:
         """Reads take the key in the header or, without a header, the read cookie's token (see READ_COOKIE)."""
-        if self.expected is None or not self.settings.api_key_for_reads:
+        if not self.settings.reads_need_key:
             return
         header = request.headers.get("x-api-key")  # a wrong header is refused even with a right cookie
         if not (self._valid(header) if header else self.read_cookie_valid(request.cookies.get(READ_COOKIE, ""))):

@@ -159,13 +159,13 @@ def run(app: ASGIApp, host: str, port: int, settings: Settings) -> None:
 
     # see origins.py: what a key already prevents; a key that leaves reads open (API_KEY_FOR_READS=0) does not
     # keep a DNS-rebinding page from reading, so the guard stays then
-    if settings.api_key is None or not settings.api_key_for_reads or settings.allowed_hosts:
+    if not settings.reads_need_key or settings.allowed_hosts:
         app = OriginGuard(app, settings.allowed_hosts, settings.cors_origins)
     deadline = BodyDeadline(app, settings.body_timeout, settings.body_min_rate)
     guarded: ASGIApp = RequestGuard(deadline, settings.max_requests)
     # the guards' own answers (403, 503, 408) carry the security headers too: the app's inner layer adds them only
     # to what reaches it (a header already there is kept, so none is doubled)
-    guarded = SecurityHeaders(guarded, no_store=settings.api_key is not None and settings.api_key_for_reads)
+    guarded = SecurityHeaders(guarded, no_store=settings.reads_need_key)
     protocol = protocol_class(settings.header_timeout, settings.max_connections)
     uvicorn.run(guarded, host=host, port=port, log_level="info", http=protocol, limit_concurrency=None,
                 timeout_keep_alive=KEEP_ALIVE)  # fmt: skip

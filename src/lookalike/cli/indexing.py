@@ -153,8 +153,7 @@ def _print_report(r: IndexReport, prune: bool = False) -> None:
         for rej in r.rejected:
             table.add_row(plain(rej.source), plain(rej.reason))
         out.print(table)
-    kept = set(r.kept)
-    gone = [v for v in r.vanished if v not in kept] if prune else []
+    gone = r.doomed if prune else []
     if gone:  # what --prune took out of the library is said by name, as what it kept is
         out.print(f"{len(gone)} indexed file(s) no longer exist and were pruned:", highlight=False)
         for v in gone[:10]:

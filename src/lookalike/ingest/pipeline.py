@@ -87,6 +87,12 @@ class IndexReport:
     interrupted: bool = False
 
     @property
+    def doomed(self) -> list[str]:
+        """The vanished sources --prune forgets: all but those ``kept``."""
+        kept = set(self.kept)
+        return [v for v in self.vanished if v not in kept]
+
+    @property
     def rate(self) -> float:
         processed = len(self.added) + len(self.duplicates) + self.updated
         return processed / self.seconds if self.seconds > 0 else 0.0
@@ -694,8 +700,7 @@ class Pipeline:
                 for folder, below in emptied_folders(s.root, gone, listed, prune_empty).items():
                     report.kept += below
                     report.rejected.append(Rejected(folder, EMPTY_ROOT.format(n=len(below))))
-        kept = set(report.kept)
-        doomed = [v for v in report.vanished if v not in kept]
+        doomed = report.doomed
         if prune and doomed:
             touched = forget_sources(self.parts.catalog, doomed)
             orphans = self.parts.catalog.orphans(touched)

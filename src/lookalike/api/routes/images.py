@@ -102,7 +102,7 @@ def video(image_id: ImageId, request: Request, lib: Lib, state: Service) -> Resp
     while the file is the one indexed. An uploaded video kept in a bucket: a redirect to it (LOOKALIKE_S3_PRESIGN),
     else streamed from it, the Range passed on."""
     found = lib.video_file(image_id)
-    visibility = "private" if state.settings.api_key is not None and state.settings.api_key_for_reads else "public"
+    visibility = "private" if state.settings.reads_need_key else "public"
     media = VIDEO_MIME.get(os.path.splitext(found.source)[1].lower(), "application/octet-stream")
     headers = {"Cache-Control": f"{visibility}, no-cache"}
     if found.path is not None:
@@ -166,7 +166,7 @@ def presigned(lib: Library, settings: Settings, kind: Kind, sha256: str) -> Resp
 def cached(request: Request, settings: Settings, etag: str, data_fn: Callable[[], bytes], media_type: str) -> Response:
     """The photo's bytes under its ETag, or 304 when the caller holds them already."""
     # behind a read key, shared caches must not keep (and hand out) the photos
-    visibility = "private" if settings.api_key is not None and settings.api_key_for_reads else "public"
+    visibility = "private" if settings.reads_need_key else "public"
     headers = {"ETag": f'"{etag}"', "Cache-Control": f"{visibility}, max-age=31536000, immutable"}
     if request.headers.get("if-none-match", "").strip() in (f'"{etag}"', etag, "*"):
         return Response(status_code=304, headers=headers)

@@ -351,13 +351,9 @@ class Catalog:
                     if name in names:
                         yield folder + name, tuple(rest)
 
-    def removed_among(self, sources: Iterable[str]) -> set[str]:
-        """The sources among these that a user removed (``remove_images(remember=True)``), a query per folder."""
-        return set(self.removed_sizes(sources))
-
     def removed_sizes(self, sources: Iterable[str]) -> dict[str, int | None]:
-        """The sources among these that a user removed, with their file's size then (None: removed before the
-        catalog kept it, or a source without one)."""
+        """The sources among these that a user removed (``remove_images(remember=True)``), a query per folder, with
+        their file's size then (None: removed before the catalog kept it, or a source without one)."""
         rows = self._rows_per_folder(sources, "SELECT name, size FROM removed")
         return {src: None if size is None else int(size) for src, (size,) in rows}
 
@@ -889,7 +885,7 @@ class Catalog:
     def remove_images(self, ids: Iterable[int], remember: bool = False, orphans_only: bool = False,
                       keeping: Mapping[int, int] | None = None) -> list[ImageRecord]:  # fmt: skip
         """Delete images with their sources and subjects; returns the records this call deleted. ``remember``: a
-        user removed them, so their sources are recorded as removed (``removed_among``) and indexing leaves them out.
+        user removed them, so their sources are recorded as removed (``removed_sizes``) and indexing leaves them out.
         ``orphans_only``: only those no source points at, checked in the delete itself (a photo found sourceless a
         moment before may have been given a source by another run since: deleting it lost that run's file).
         ``keeping``: each id is a copy of the photo it maps to, removed only while that photo is still there with a
